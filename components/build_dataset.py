@@ -1,0 +1,18 @@
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+
+def build_dataset(
+    config_uri: str, run_id: str, decision: Input[Artifact], dataset: Output[Dataset], metrics: Output[Metrics]
+):
+    """Validate, de-duplicate and split corrected error cases (+ replay) into a versioned dataset."""
+    from pathlib import Path
+
+    from stt_flywheel.config import load_run_config
+    from stt_flywheel.stages import stage_build_dataset
+    from stt_flywheel.storage import read_json
+
+    watermark = read_json(decision.path)["watermark"] or ""
+    manifest = stage_build_dataset(load_run_config(config_uri), watermark, Path(dataset.path), run_id)
+    dataset.metadata.update({"version": manifest.version, "content_hash": manifest.content_hash})
+    for key, value in {**manifest.counts, **{f"{k}_examples": v for k, v in manifest.splits.items()}}.items():
+        metrics.log_metric(key, float(value))

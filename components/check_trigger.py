@@ -1,0 +1,28 @@
+from kfp.dsl import Artifact, Markdown, Metrics, Output
+
+
+def check_trigger(
+    config_uri: str,
+    run_id: str,
+    force: bool,
+    decision: Output[Artifact],
+    report: Output[Markdown],
+    metrics: Output[Metrics],
+) -> bool:
+    """Decide from the error store whether enough new evidence exists to fine-tune.
+
+    Returns whether to train; the decision (with the new data watermark) is the `decision` artifact.
+    """
+    from stt_flywheel.config import load_run_config
+    from stt_flywheel.stages import stage_check_trigger
+    from stt_flywheel.storage import atomic_write_json
+
+    result = stage_check_trigger(load_run_config(config_uri, force=force), run_id)
+    atomic_write_json(decision.path, result.as_dict())
+    decision.metadata.update({"watermark": result.watermark.isoformat() if result.watermark else "", "reason": result.summary})
+    with open(report.path, "w") as fh:
+        fh.write(result.to_markdown())
+    for check in result.checks:
+        if check.value == check.value:  # NaN (no traffic) is not a metric value
+            metrics.log_metric(check.name, float(check.value))
+    return result.should_train

@@ -1,0 +1,34 @@
+from typing import NamedTuple
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+
+def deploy_model(
+    config_uri: str,
+    run_id: str,
+    auto_deploy: bool,
+    dataset: Input[Dataset],
+    model: Input[Model],
+    validation_results: Input[Artifact],
+    regression_results: Input[Artifact],
+    report: Output[Markdown],
+) -> NamedTuple("DeployOutputs", action=str, version=int):  # noqa: F821
+    """Register the candidate, move the `default` alias and the endpoint's traffic to it."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from stt_flywheel.config import load_run_config
+    from stt_flywheel.stages import stage_deploy_model
+
+    outcome = stage_deploy_model(
+        load_run_config(config_uri, auto_deploy=auto_deploy),
+        Path(model.path) / "model",
+        Path(dataset.path),
+        Path(validation_results.path),
+        Path(regression_results.path),
+        run_id,
+    )
+    with open(report.path, "w") as fh:
+        fh.write(outcome.to_markdown())
+    out = namedtuple("DeployOutputs", ["action", "version"])
+    return out(outcome.action, outcome.version or 0)

@@ -1,0 +1,1 @@
+"""The flywheel pipeline graph, compilation, local runs and the operator CLI."""

@@ -1,0 +1,192 @@
+"""The operator CLI: `stt-flywheel --help`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
+from stt_flywheel.registry import RegistryError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Continuous fine-tuning of a speech-to-text model from user corrections.")
+registry_app = typer.Typer(no_args_is_help=True, help="Inspect and roll back the model registry.")
+errors_app = typer.Typer(no_args_is_help=True, help="Feed the error store.")
+base_app = typer.Typer(no_args_is_help=True, help="The demo's tiny base model.")
+app.add_typer(registry_app, name="registry")
+app.add_typer(errors_app, name="errors")
+app.add_typer(base_app, name="base-model")
+
+console = Console()
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")]
+
+
+def _config(path: Path | None) -> FlywheelConfig:
+    return load_config(path)
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+@app.command()
+def compile(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the pipeline YAML.")],
+    base_image: Annotated[str, typer.Option(help="Image for the CPU stages.")] = "stt-flywheel-base:local",
+    trainer_image: Annotated[str | None, typer.Option(help="Image for the trainer (default: base image).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compile the pipeline to a KFP YAML package."""
+    from flywheel_pipelines.compile import compile_pipeline
+
+    if config is not None:
+        _config(config)
+    console.print(f"compiled {compile_pipeline(output, base_image, trainer_image)}")
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    package: Annotated[Path | None, typer.Option(help="A compiled pipeline YAML (default: compile now).")] = None,
+    force: Annotated[bool, typer.Option(help="Train even if the trigger thresholds are not met.")] = False,
+    auto_deploy: Annotated[bool, typer.Option(help="Deploy a candidate that passes every gate.")] = True,
+    max_steps: Annotated[int, typer.Option(help="Training steps (0 = from the config).")] = 0,
+    json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Run the compiled pipeline locally with kfp.local on the embedded backends."""
+    from flywheel_pipelines.demo import print_summary
+    from flywheel_pipelines.local_run import run_local
+    from stt_flywheel.stages import summarize_run
+
+    if config is None:
+        raise ConfigError("run needs --config FILE")
+    cfg, run_id = run_local(config, package=package, force=force, auto_deploy=auto_deploy, max_steps=max_steps)
+    summary = summarize_run(cfg, run_id)
+    if json:
+        _print_json(summary)
+    else:
+        summary.setdefault("reports", {"pipeline_root": str(cfg.paths.pipeline_root)})
+        print_summary(summary, console)
+
+
+@app.command()
+def demo(
+    work_dir: Annotated[Path, typer.Option(help="Where the demo world and its state live.")] = Path("demo-work"),
+    config: ConfigOpt = None,
+    max_steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 300,
+    scale: Annotated[float, typer.Option(help="Size of the synthetic world (1.0 = full demo).")] = 1.0,
+) -> None:
+    """Build the demo world and run the whole flywheel once (safe to repeat)."""
+    from flywheel_pipelines.demo import run_demo
+
+    if config is not None:
+        raise ConfigError("demo writes its own config into --work-dir; use 'run --config' for your own")
+    run_demo(work_dir, scale=scale, max_steps=max_steps)
+
+
+@registry_app.command("list")
+def registry_list(
+    config: ConfigOpt = None, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """List registered versions with their aliases and headline metrics."""
+    from stt_flywheel.stages import open_endpoint, open_registry
+
+    cfg = _config(config)
+    registry = open_registry(cfg)
+    versions = registry.versions()
+    traffic = open_endpoint(cfg, registry).traffic()
+    if json:
+        _print_json({"versions": [v.as_dict() for v in versions], "aliases": registry.aliases(), "traffic": traffic})
+        return
+    table = Table(title=f"{registry.model} ({cfg.paths.registry_db})")
+    for col in ("version", "aliases", "traffic %", "dataset", "held-out WER", "created"):
+        table.add_column(col)
+    for v in versions:
+        wer = v.metrics.get("wer")
+        table.add_row(
+            str(v.version), ", ".join(v.aliases), str(traffic.get(v.version, 0)), v.dataset_version or "—",
+            f"{wer:.3f}" if isinstance(wer, float) else "—", v.created_at[:19],
+        )
+    console.print(table)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    config: ConfigOpt = None,
+    reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "manual rollback",
+) -> None:
+    """Restore the `previous` version as `default` and send it all endpoint traffic."""
+    from stt_flywheel.stages import open_endpoint, open_registry
+
+    cfg = _config(config)
+    registry = open_registry(cfg)
+    bad, good = registry.rollback(reason)
+    open_endpoint(cfg, registry).deploy(good, reason=f"rollback from v{bad}: {reason}")
+    console.print(f"rolled back: default is v{good} again (was v{bad}); the endpoint serves v{good}")
+
+
+@errors_app.command("ingest")
+def errors_ingest(
+    file: Annotated[Path, typer.Argument(help="JSONL of transcript records.")],
+    config: ConfigOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate and append transcript records; invalid lines are quarantined with a reason."""
+    from stt_flywheel.error_store import ErrorStore
+
+    cfg = _config(config)
+    assert cfg.paths.error_store
+    result = ErrorStore(cfg.paths.error_store).ingest_file(file)
+    if json:
+        _print_json({**result.as_dict(), "quarantine": [q.__dict__ for q in result.quarantined]})
+        return
+    console.print(
+        f"read {result.read}: accepted {result.accepted}, duplicates {result.duplicates}, "
+        f"quarantined {len(result.quarantined)}"
+    )
+    for q in result.quarantined[:20]:
+        console.print(f"  line {q.line}: {q.reason} — {q.detail}")
+
+
+@base_app.command("train")
+def base_model_train(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained model.")],
+    scratch: Annotated[Path, typer.Option(help="Where to synthesise the training audio.")] = Path("/tmp/stt-base"),
+    utterances: Annotated[int, typer.Option(help="General-domain training utterances.")] = 1500,
+    config: ConfigOpt = None,
+) -> None:
+    """Train the tiny CTC base model from scratch on synthetic general-domain speech."""
+    from stt_flywheel.base_model import train_base_model
+
+    command = " ".join(["stt-flywheel", *sys.argv[1:]])
+    card = train_base_model(output, scratch, utterances=utterances, command=command)
+    _print_json(card)
+
+
+USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, ValueError, RuntimeError)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except USER_ERRORS as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

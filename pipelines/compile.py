@@ -1,0 +1,67 @@
+"""Compile the pipeline to a YAML package, and run a compiled package with the local runner."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, components, local
+
+from flywheel_pipelines.flywheel_pipeline import build_pipeline
+
+__all__ = ["LOCAL_IMAGE", "compile_pipeline", "run_compiled_locally"]
+
+# The local runner executes components in this Python environment; the image name is only recorded.
+LOCAL_IMAGE = "stt-flywheel-base:local"
+
+
+def compile_pipeline(output: str | Path, base_image: str = LOCAL_IMAGE, trainer_image: str | None = None) -> Path:
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(base_image, trainer_image), package_path=str(output))
+    return output
+
+
+@contextmanager
+def _output_to(log_path: Path) -> Iterator[None]:
+    """Send this process's and its children's stdout/stderr to a file (the task logs are long)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def run_compiled_locally(
+    package: str | Path, pipeline_root: str | Path, arguments: dict[str, Any], log_path: Path | None = None
+) -> None:
+    """Run a compiled pipeline YAML with `kfp.local` in this environment (no venv, no installs).
+
+    Raises RuntimeError when a task fails (see `log_path` for the task logs); a run whose gates
+    stop it is a success.
+    """
+    logging.getLogger("kfp").setLevel(logging.WARNING)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    pipeline = components.load_component_from_file(str(package))
+    with _output_to(log_path) if log_path else nullcontext():
+        try:
+            pipeline(**arguments)
+        except RuntimeError as exc:
+            hint = f" (task logs: {log_path})" if log_path else ""
+            raise RuntimeError(f"{exc}{hint}") from exc

@@ -1,0 +1,115 @@
+"""`make demo`: build the demo world and turn the flywheel once, locally, for real."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from stt_flywheel.config import load_config
+from stt_flywheel.demo import WorldSizes, create_world, pick_must_pass, simulate_traffic, write_demo_config
+from stt_flywheel.demo_world import NEW_DOMAIN
+from stt_flywheel.stages import bootstrap_registry, summarize_run
+from stt_flywheel.storage import atomic_write_json
+
+from flywheel_pipelines.compile import compile_pipeline
+from flywheel_pipelines.local_run import run_local
+
+__all__ = ["print_summary", "run_demo"]
+
+
+def run_demo(
+    work_dir: Path,
+    *,
+    scale: float = 1.0,
+    max_steps: int = 300,
+    min_error_cases: int = 50,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    console = console or Console()
+    started = time.perf_counter()
+    work_dir = work_dir.resolve()
+    world_dir = work_dir / "world"
+    config_path = work_dir / "flywheel.yaml"
+    with console.status("Synthesising the demo world with espeak-ng…"):
+        manifests = create_world(world_dir, WorldSizes(scale))
+    if not config_path.exists():
+        config = write_demo_config(config_path, work_dir / "state", manifests, [], max_steps, min_error_cases)
+        bootstrap_registry(config)
+        must_pass = pick_must_pass(config, manifests["suite-critical"])
+        write_demo_config(config_path, work_dir / "state", manifests, must_pass, max_steps, min_error_cases)
+    config = load_config(config_path)
+    v1 = bootstrap_registry(config)
+    console.print(f"Registry: version {v1.version} is [bold]default[/] and serves the local endpoint.")
+    with console.status("Simulating production traffic through the local endpoint…"):
+        traffic = simulate_traffic(config, manifests, world_dir)
+    console.print(
+        f"Traffic: {traffic['utterances']} utterances served by v{traffic['served_by_version']}, "
+        f"{traffic['wrong']} wrong and corrected by users (error store: {config.paths.error_store})."
+    )
+    package = compile_pipeline(work_dir / "pipeline.yaml")
+    console.print(f"Compiled pipeline: {package}. Running it with kfp.local (SubprocessRunner)…")
+    pipeline_started = time.perf_counter()
+    config, run_id = run_local(config_path, package=package)
+    summary = summarize_run(config, run_id, new_domain=NEW_DOMAIN.name)
+    summary["traffic"] = traffic
+    summary["timings_s"] = {
+        "pipeline": round(time.perf_counter() - pipeline_started, 1),
+        "demo_total": round(time.perf_counter() - started, 1),
+    }
+    summary["reports"] = {
+        "run_ledger": summary["run_dir"],
+        "pipeline_root": str(config.paths.pipeline_root),
+        "html": sorted(str(p) for p in Path(str(config.paths.pipeline_root)).glob(f"{run_id}/**/report*")),
+    }
+    atomic_write_json(work_dir / "summary.json", summary)
+    print_summary(summary, console)
+    console.print(f"\nSummary written to {work_dir / 'summary.json'}")
+    return summary
+
+
+def _f(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else ("—" if x is None else str(x))
+
+
+def print_summary(s: dict[str, Any], console: Console) -> None:
+    console.rule("stt-flywheel run summary")
+    trig = s["trigger"]
+    console.print(f"[bold]Trigger[/]: {'fired' if trig['fired'] else 'did not fire'} — {trig['summary']}")
+    if not trig["fired"]:
+        console.print(f"[bold]Registry[/]: default = v{s['deployed_version']}, aliases {s['registry']['aliases']}")
+        return
+    d = s["dataset"]
+    if d:
+        console.print(
+            f"[bold]Dataset[/] {d['version']}: read {d['read']} corrected error cases → accepted {d['accepted']}, "
+            f"duplicates {d['duplicates']}, quarantined {d['quarantined']} {d['quarantine_reasons']}; "
+            f"splits {d['splits']} (train includes {d['replay']} replay)."
+        )
+    if s.get("training"):
+        t = s["training"]
+        console.print(
+            f"[bold]Training[/]: {int(t['steps'])} steps on {t['device']} in {t['train_runtime_s']:.0f} s, "
+            f"final train loss {t['train_loss']:.3f}."
+        )
+    table = Table(title="Production vs candidate")
+    for col in ("set", "production WER", "candidate WER"):
+        table.add_column(col)
+    table.add_row("held-out new domain", _f(s["production"]["new_domain_wer"]), _f(s["candidate"]["new_domain_wer"]))
+    table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
+    table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
+    console.print(table)
+    console.print(f"Paired Wilcoxon p-value (held-out): {_f(s['p_value'])}")
+    for stage, gate in s["gates"].items():
+        if gate:
+            mark = "[green]PASS[/]" if gate["passed"] else "[red]REJECT[/]"
+            console.print(f"[bold]{stage}[/] {mark}: " + "; ".join(gate["reasons"]))
+    dep = s.get("deploy")
+    console.print(
+        f"[bold]Deploy[/]: {dep['action'] if dep else 'skipped (a gate rejected the candidate)'}; "
+        f"default = v{s['deployed_version']}, aliases {s['registry']['aliases']}, versions {s['registry']['versions']}"
+    )
+    console.print(f"[bold]Reports[/]: {s['run_dir']} and the HTML under {s['reports']['pipeline_root']}")

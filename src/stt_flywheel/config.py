@@ -1,0 +1,219 @@
+"""The one configuration file: YAML validated by pydantic.
+
+Every field has a default that serves the embedded (local) mode, unknown keys are an error, and
+relative paths resolve against the directory of the config file. Paths left unset derive from
+`root`, so a config can be as short as `root: /some/dir`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ConfigError",
+    "DatasetSettings",
+    "DeploySettings",
+    "FlywheelConfig",
+    "PathSettings",
+    "RegressionSuite",
+    "TrainingSettings",
+    "TriggerPolicy",
+    "ValidationPolicy",
+    "load_config",
+    "load_run_config",
+]
+
+DEFAULT_BASE_MODEL = Path(__file__).parent / "assets" / "base_model"
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid; the message says where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathSettings(_Strict):
+    root: Path = Field(Path(".flywheel"), description="Root directory for all embedded state.")
+    error_store: Path | None = Field(None, description="Error store root; default ROOT/error-store.")
+    datasets: Path | None = Field(None, description="Versioned datasets; default ROOT/datasets.")
+    models: Path | None = Field(None, description="Registered model files; default ROOT/models.")
+    reports: Path | None = Field(None, description="Stage reports and run ledgers; default ROOT/runs.")
+    registry_db: Path | None = Field(None, description="SQLite model registry; default ROOT/registry.sqlite.")
+    pipeline_root: Path | None = Field(None, description="KFP pipeline root; default ROOT/pipeline-root.")
+
+    @model_validator(mode="after")
+    def _derive(self) -> PathSettings:
+        defaults = {
+            "error_store": "error-store",
+            "datasets": "datasets",
+            "models": "models",
+            "reports": "runs",
+            "registry_db": "registry.sqlite",
+            "pipeline_root": "pipeline-root",
+        }
+        for name, sub in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.root / sub)
+        return self
+
+
+class TriggerPolicy(_Strict):
+    min_error_cases: int = Field(50, ge=0, description="New error cases since the watermark needed to train.")
+    min_corrected_cases: int = Field(30, ge=0, description="New error cases that carry a corrected transcript.")
+    error_rate_threshold: float = Field(
+        0.05, ge=0.0, le=1.0, description="Minimum share of recent traffic that was wrong."
+    )
+    recent_window_hours: float = Field(168.0, gt=0, description="Traffic window for the error rate.")
+    cooldown_hours: float = Field(0.0, ge=0, description="Minimum time since the last deployment.")
+    force: bool = Field(False, description="Train regardless of the thresholds (the reasons are still recorded).")
+
+    @property
+    def cooldown(self) -> timedelta:
+        return timedelta(hours=self.cooldown_hours)
+
+
+class DatasetSettings(_Strict):
+    replay_manifest: Path | None = Field(None, description="General-domain manifest mixed in against forgetting.")
+    replay_share: float = Field(0.3, ge=0.0, lt=1.0, description="Share of the training split that is replay.")
+    holdout_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="Share of error cases held out for validation.")
+    protected_manifests: list[Path] = Field(
+        default_factory=list, description="Extra manifests whose audio may never be trained on."
+    )
+    sample_rate: int = Field(16_000, description="Required sample rate of training audio.")
+    min_duration_s: float = Field(0.3, gt=0)
+    max_duration_s: float = Field(30.0, gt=0)
+    seed: int = 0
+
+
+class TrainingSettings(_Strict):
+    max_steps: int = Field(300, gt=0)
+    learning_rate: float = Field(5e-4, gt=0)
+    batch_size: int = Field(16, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+    save_steps: int = Field(100, gt=0)
+    seed: int = 0
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: Literal["auto", "on", "off"] = "auto"
+
+
+class ValidationPolicy(_Strict):
+    eval_manifest: Path | None = Field(None, description="Standard eval set scored beside the held-out split.")
+    min_wer_improvement: float | None = Field(
+        0.02, description="Required absolute WER drop on the held-out set; unset rejects (fail closed)."
+    )
+    max_p_value: float | None = Field(0.05, description="Significance level of the paired test; unset rejects.")
+    max_worse_share: float | None = Field(
+        0.2, description="Largest share of held-out utterances allowed to get worse; unset rejects."
+    )
+    batch_size: int = Field(16, gt=0)
+
+
+class RegressionSuite(_Strict):
+    name: str
+    data: Path = Field(description="Manifest (JSONL) of the suite's utterances.")
+    kind: Literal["benchmark", "critical", "edge"] = "benchmark"
+    reference: float | Literal["production"] = Field(
+        "production", description="Reference WER: a number, or the production model's WER on the suite."
+    )
+    max_relative_degradation: float | None = Field(
+        0.1, description="Allowed WER increase relative to the reference; unset rejects."
+    )
+    max_absolute_degradation: float = Field(0.0, ge=0, description="Added to the relative allowance.")
+    must_pass: list[str] = Field(default_factory=list, description="Utterance ids that must be transcribed exactly.")
+
+
+class DeploySettings(_Strict):
+    auto_deploy: bool = True
+    model_name: str = "stt-flywheel"
+    endpoint_name: str = "stt-flywheel-local"
+    keep_versions: int = Field(5, ge=2, description="Registered versions kept; aliased or deployed ones never pruned.")
+
+
+class FlywheelConfig(_Strict):
+    paths: PathSettings = PathSettings()
+    base_model: Path = Field(DEFAULT_BASE_MODEL, description="Model registered as version 1 when the registry is empty.")
+    trigger: TriggerPolicy = TriggerPolicy()
+    dataset: DatasetSettings = DatasetSettings()
+    training: TrainingSettings = TrainingSettings()
+    validation: ValidationPolicy = ValidationPolicy()
+    regression: list[RegressionSuite] = Field(default_factory=list)
+    deploy: DeploySettings = DeploySettings()
+
+    def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:
+        """Apply dotted-key overrides (`{"trigger.force": True}`); None values are ignored."""
+        data = self.model_dump()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node[part]
+            if leaf not in node:
+                raise ConfigError(f"unknown config key in override: {key}")
+            node[leaf] = value
+        return FlywheelConfig.model_validate(data)
+
+
+def _resolve_paths(obj: Any, base: Path) -> Any:
+    if isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            value = getattr(obj, name)
+            if isinstance(value, Path) and not value.is_absolute():
+                object.__setattr__(obj, name, (base / value).resolve())
+            elif isinstance(value, list):
+                object.__setattr__(
+                    obj,
+                    name,
+                    [(base / v).resolve() if isinstance(v, Path) and not v.is_absolute() else _resolve_paths(v, base) for v in value],
+                )
+            else:
+                _resolve_paths(value, base)
+    return obj
+
+
+def load_config(path: str | Path | None = None) -> FlywheelConfig:
+    """Load and validate a config file; None gives the defaults, rooted in the working directory."""
+    if path is None:
+        return _resolve_paths(FlywheelConfig(), Path.cwd())
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        config = FlywheelConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from exc
+    # PathSettings derived defaults from an unresolved root; re-derive after resolving.
+    resolved = _resolve_paths(config, path.parent.resolve())
+    return resolved
+
+
+def load_run_config(
+    config_uri: str, *, force: bool = False, auto_deploy: bool | None = None, max_steps: int = 0
+) -> FlywheelConfig:
+    """The config for one pipeline run: the file plus the run's parameters.
+
+    `force` only ever turns forcing on, and `max_steps=0` keeps the configured value, so a
+    pipeline's default parameters never silently override the file.
+    """
+    return load_config(config_uri).with_overrides(
+        {
+            "trigger.force": True if force else None,
+            "deploy.auto_deploy": auto_deploy,
+            "training.max_steps": max_steps or None,
+        }
+    )

@@ -1,0 +1,93 @@
+"""Promotion policy: the gates a candidate must pass. Every gate fails closed.
+
+A gate with no threshold configured rejects, and so does a measurement that is missing, NaN or
+computed on no data. Policy lives here, not in components, so it is tested without a pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stt_flywheel.config import ValidationPolicy
+
+__all__ = ["Gate", "Verdict", "validation_verdict"]
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    reason: str
+
+
+@dataclass
+class Verdict:
+    stage: str
+    gates: list[Gate] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.gates) and all(g.passed for g in self.gates)
+
+    @property
+    def reasons(self) -> list[str]:
+        if not self.gates:
+            return ["no gates were evaluated"]
+        return [g.reason for g in self.gates if not g.passed] or [g.reason for g in self.gates]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "passed": self.passed, "reasons": self.reasons, "gates": [asdict(g) for g in self.gates]}
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def check(name: str, value: float | None, threshold: float | None, ok: bool, describe: str) -> Gate:
+    """A gate that rejects when the value or threshold is missing, else passes when `ok`."""
+    if threshold is None:
+        return Gate(name, False, value, None, f"{name}: no threshold configured")
+    if _missing(value):
+        return Gate(name, False, None, threshold, f"{name}: measurement missing or NaN")
+    return Gate(name, ok, value, threshold, describe)
+
+
+def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> Verdict:
+    """Gates on the held-out split: absolute WER improvement, significance, share of regressions."""
+    verdict = Verdict("validation")
+    n = metrics.get("heldout_utterances", 0)
+    if not n:
+        verdict.gates.append(Gate("heldout_size", False, 0, 1, "held-out split is empty: nothing to validate on"))
+        return verdict
+    improvement = metrics.get("production_wer", math.nan) - metrics.get("wer", math.nan)
+    thr = policy.min_wer_improvement
+    verdict.gates.append(
+        check(
+            "min_wer_improvement",
+            improvement,
+            thr,
+            thr is not None and improvement >= thr,
+            f"WER improved by {improvement:+.4f} absolute (need ≥ {thr})",
+        )
+    )
+    p = metrics.get("p_value", math.nan)
+    thr = policy.max_p_value
+    verdict.gates.append(
+        check("max_p_value", p, thr, thr is not None and p < thr, f"paired Wilcoxon p = {p:.3g} (need < {thr})")
+    )
+    worse = metrics.get("worse_share", math.nan)
+    thr = policy.max_worse_share
+    verdict.gates.append(
+        check(
+            "max_worse_share",
+            worse,
+            thr,
+            thr is not None and worse <= thr,
+            f"{worse:.1%} of held-out utterances got worse (allowed ≤ {thr})",
+        )
+    )
+    return verdict

@@ -1,0 +1,33 @@
+"""Model families behind one interface: load from a directory, transcribe, collate for training, save.
+
+`load_model` picks the family from the saved config, so a model directory is self-describing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stt_flywheel.models.base import SpeechModel, resolve_device
+
+__all__ = ["SpeechModel", "family_of", "load_model", "resolve_device"]
+
+
+def family_of(model_dir: str | Path) -> str:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_dir))
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "ctc"
+
+
+def load_model(model_dir: str | Path, device: str = "auto") -> SpeechModel:
+    """Load a saved model directory (model + processor) as the right adapter."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise FileNotFoundError(f"not a saved model directory (no config.json): {model_dir}")
+    if family_of(model_dir) == "seq2seq":
+        from stt_flywheel.models.seq2seq import Seq2SeqSpeechModel
+
+        return Seq2SeqSpeechModel.load(model_dir, device=device)
+    from stt_flywheel.models.ctc import CTCSpeechModel
+
+    return CTCSpeechModel.load(model_dir, device=device)

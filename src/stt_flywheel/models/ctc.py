@@ -1,0 +1,128 @@
+"""CTC family: a Conformer encoder (`ParakeetForCTC`) on log-mel features, character vocabulary.
+
+The character tokenizer is `Wav2Vec2CTCTokenizer` built from a vocabulary in this module, so a model
+is created entirely offline. The tokenizer's pad token is the CTC blank.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    AutoFeatureExtractor,
+    AutoTokenizer,
+    ParakeetCTCConfig,
+    ParakeetFeatureExtractor,
+    ParakeetForCTC,
+    Wav2Vec2CTCTokenizer,
+)
+
+from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.text import normalize
+
+__all__ = ["CHARACTERS", "CTCProcessor", "CTCSpeechModel", "build_ctc_model"]
+
+CHARACTERS = list(string.ascii_lowercase) + list(string.digits) + ["'"]
+
+
+class CTCProcessor:
+    """Feature extractor + character tokenizer, saved side by side in the model directory."""
+
+    def __init__(self, feature_extractor: Any, tokenizer: Any) -> None:
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+
+    def save_pretrained(self, out_dir: str) -> None:
+        self.feature_extractor.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str) -> CTCProcessor:
+        return cls(AutoFeatureExtractor.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir))
+
+    def features(self, audios: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        return self.feature_extractor(
+            list(audios), sampling_rate=16_000, return_tensors="pt", return_attention_mask=True, padding="longest"
+        )
+
+    def labels(self, texts: Sequence[str]) -> torch.Tensor:
+        ids = [self.tokenizer(normalize(t)).input_ids for t in texts]
+        width = max((len(x) for x in ids), default=0)
+        out = torch.full((len(ids), max(width, 1)), -100, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return out
+
+
+def build_ctc_processor() -> CTCProcessor:
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2}
+    for ch in CHARACTERS:
+        vocab[ch] = len(vocab)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = Path(tmp) / "vocab.json"
+        vocab_file.write_text(json.dumps(vocab))
+        tokenizer = Wav2Vec2CTCTokenizer(
+            str(vocab_file), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|", do_lower_case=False
+        )
+    return CTCProcessor(ParakeetFeatureExtractor(feature_size=80), tokenizer)
+
+
+def build_ctc_model(
+    hidden_size: int = 144,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    conv_channels: int = 64,
+    subsampling_factor: int = 4,
+    seed: int = 0,
+) -> CTCSpeechModel:
+    """A small Conformer-CTC initialised from scratch (no download)."""
+    processor = build_ctc_processor()
+    torch.manual_seed(seed)
+    encoder = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "intermediate_size": hidden_size * 4,
+        "subsampling_factor": subsampling_factor,
+        "subsampling_conv_channels": conv_channels,
+        "num_mel_bins": 80,
+        "conv_kernel_size": 15,
+        "dropout": 0.1,
+        "layerdrop": 0.0,
+        "max_position_embeddings": 3000,
+    }
+    config = ParakeetCTCConfig(
+        vocab_size=len(processor.tokenizer),
+        pad_token_id=processor.tokenizer.pad_token_id,
+        encoder_config=encoder,
+    )
+    return CTCSpeechModel(ParakeetForCTC(config), processor)
+
+
+class CTCSpeechModel(SpeechModel):
+    family = "ctc"
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto") -> CTCSpeechModel:
+        model = ParakeetForCTC.from_pretrained(str(model_dir))
+        return cls(model, CTCProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
+
+    def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        inputs = self.processor.features(audios)
+        ids = self.model.generate(
+            input_features=inputs["input_features"].to(self.device),
+            attention_mask=inputs["attention_mask"].to(self.device),
+        )
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(ids.cpu())]
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = dict(self.processor.features([np.asarray(e["audio"], dtype=np.float32) for e in examples]))
+        batch["labels"] = self.processor.labels([e["text"] for e in examples])
+        return batch

@@ -1,0 +1,250 @@
+"""One entry point per pipeline stage: config + paths in, results and reports out.
+
+Components call these and nothing else, so every stage runs (and is tested) without KFP. Each
+stage also writes its outcome to the run ledger (`<reports>/<run_id>/<stage>.json`), from which
+`summarize_run` builds the summary a person reads.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.dataset import DatasetManifest, build_dataset, load_split, protected_hashes, publish_dataset
+from stt_flywheel.deploy import DeployOutcome, promote_candidate
+from stt_flywheel.endpoint import LocalEndpoint
+from stt_flywheel.error_store import ErrorStore
+from stt_flywheel.evaluation import load_manifest_examples, run_regression_suites, validate_candidate
+from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.registry import LocalRegistry, ModelVersion
+from stt_flywheel.reports import regression_html, validation_html
+from stt_flywheel.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from stt_flywheel.training import TrainResult, TrainSettings, fine_tune
+from stt_flywheel.trigger import TriggerDecision, check_trigger
+
+__all__ = [
+    "bootstrap_registry",
+    "open_endpoint",
+    "open_registry",
+    "stage_build_dataset",
+    "stage_check_trigger",
+    "stage_deploy_model",
+    "stage_run_regression_suites",
+    "stage_train_model",
+    "stage_validate_model",
+    "summarize_run",
+]
+
+
+def open_registry(config: FlywheelConfig) -> LocalRegistry:
+    assert config.paths.registry_db and config.paths.models
+    return LocalRegistry(config.paths.registry_db, config.paths.models, config.deploy.model_name)
+
+
+def open_endpoint(config: FlywheelConfig, registry: LocalRegistry | None = None) -> LocalEndpoint:
+    return LocalEndpoint(registry or open_registry(config), config.deploy.endpoint_name)
+
+
+def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
+    """Register the base model as version 1 (alias `default`) and deploy it, if the registry is empty."""
+    registry = open_registry(config)
+    current = registry.resolve("default")
+    if current is not None:
+        return current
+    version = registry.register(config.base_model, source_run="bootstrap", lineage={"base_model": str(config.base_model)})
+    registry.promote(version.version, reason="bootstrap with the base model")
+    open_endpoint(config, registry).deploy(version.version, reason="bootstrap")
+    return registry.get(version.version)
+
+
+def _production(config: FlywheelConfig) -> ModelVersion | None:
+    return open_registry(config).resolve("default")
+
+
+def _ledger(config: FlywheelConfig, run_id: str, stage: str, payload: dict[str, Any]) -> None:
+    assert config.paths.reports
+    atomic_write_json(config.paths.reports / run_id / f"{stage}.json", payload)
+
+
+def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | None = None) -> TriggerDecision:
+    assert config.paths.error_store
+    production = _production(config)
+    decision = check_trigger(
+        ErrorStore(config.paths.error_store),
+        config.trigger,
+        production_watermark=production.watermark if production else None,
+        last_deployed_at=open_endpoint(config).last_deployed_at(),
+        production_version=production.version if production else None,
+        now=now,
+    )
+    _ledger(config, run_id, "trigger", decision.as_dict())
+    return decision
+
+
+def stage_build_dataset(config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str) -> DatasetManifest:
+    assert config.paths.error_store and config.paths.datasets
+    protected_sources = [s.data for s in config.regression] + list(config.dataset.protected_manifests)
+    if config.validation.eval_manifest:
+        protected_sources.append(config.validation.eval_manifest)
+    manifest = build_dataset(
+        ErrorStore(config.paths.error_store),
+        out_dir,
+        config.dataset,
+        watermark=datetime.fromisoformat(watermark) if watermark else None,
+        protected=protected_hashes(protected_sources),
+    )
+    published = publish_dataset(out_dir, config.paths.datasets)
+    _ledger(config, run_id, "dataset", {**manifest.as_dict(), "published_to": str(published)})
+    return manifest
+
+
+def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
+    production = _production(config)
+    start_from = production.uri if production else str(config.base_model)
+    model = load_model(start_from, device=config.training.accelerator)
+    t = config.training
+    settings = TrainSettings(
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        batch_size=t.batch_size,
+        warmup_steps=t.warmup_steps,
+        save_steps=t.save_steps,
+        seed=t.seed,
+        accelerator=t.accelerator,
+        bf16=t.bf16,
+    )
+    train = load_split(dataset_dir, "train")
+    heldout = load_split(dataset_dir, "heldout")
+    result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None)
+    _ledger(
+        config,
+        run_id,
+        "train",
+        {**result.metrics(), "device": result.device, "bf16": result.bf16, "started_from": start_from,
+         "resumed_from": result.resumed_from, "train_examples": len(train)},
+    )
+    return result
+
+
+def _models(config: FlywheelConfig, candidate_dir: Path) -> tuple[SpeechModel, SpeechModel | None]:
+    production = _production(config)
+    return load_model(candidate_dir, device="cpu"), load_model(production.uri, device="cpu") if production else None
+
+
+def stage_validate_model(
+    config: FlywheelConfig, candidate_dir: Path, dataset_dir: Path, out_dir: Path, run_id: str
+) -> dict[str, Any]:
+    candidate, production = _models(config, candidate_dir)
+    eval_examples = load_manifest_examples(str(config.validation.eval_manifest)) if config.validation.eval_manifest else []
+    result = validate_candidate(candidate, production, load_split(dataset_dir, "heldout"), config.validation, eval_examples)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verdict = result.verdict.as_dict()
+    atomic_write_json(out_dir / "verdict.json", {**verdict, "metrics": result.metrics})
+    atomic_write_bytes(
+        out_dir / "utterances.jsonl",
+        b"".join(orjson.dumps({"set": c.name, **r}) + b"\n" for c in result.comparisons for r in c.rows),
+    )
+    report = validation_html(result.metrics, result.verdict, result.comparisons)
+    atomic_write_text(out_dir / "report.html", report)
+    _ledger(config, run_id, "validation", {**verdict, "metrics": result.metrics})
+    return {"verdict": verdict, "metrics": result.metrics, "report_html": report}
+
+
+def stage_run_regression_suites(config: FlywheelConfig, candidate_dir: Path, out_dir: Path, run_id: str) -> dict[str, Any]:
+    candidate, production = _models(config, candidate_dir)
+    results, verdict = run_regression_suites(candidate, production, config.regression, config.validation.batch_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**verdict.as_dict(), "suites": [r.as_dict() for r in results]}
+    atomic_write_json(out_dir / "verdict.json", payload)
+    report = regression_html(results, verdict)
+    atomic_write_text(out_dir / "report.html", report)
+    _ledger(config, run_id, "regression", payload)
+    metrics = {f"{r.name}_wer": r.candidate_wer for r in results} | {
+        f"{r.name}_reference_wer": r.reference_wer for r in results
+    }
+    return {"verdict": payload, "metrics": metrics, "report_html": report}
+
+
+def stage_deploy_model(
+    config: FlywheelConfig,
+    candidate_dir: Path,
+    dataset_dir: Path,
+    validation_dir: Path,
+    regression_dir: Path,
+    run_id: str,
+) -> DeployOutcome:
+    registry = open_registry(config)
+    validation = read_json(validation_dir / "verdict.json")
+    regression = read_json(regression_dir / "verdict.json")
+    manifest = DatasetManifest.load(dataset_dir)
+    headline = {k: v for k, v in validation.get("metrics", {}).items() if isinstance(v, float) and math.isfinite(v)}
+    outcome = promote_candidate(
+        registry,
+        open_endpoint(config, registry),
+        str(candidate_dir),
+        validation=validation,
+        regression=regression,
+        auto_deploy=config.deploy.auto_deploy,
+        keep_versions=config.deploy.keep_versions,
+        dataset_version=manifest.version,
+        data_watermark=manifest.watermark,
+        run_id=run_id,
+        metrics=headline,
+    )
+    _ledger(config, run_id, "deploy", outcome.as_dict())
+    return outcome
+
+
+def _get(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.exists() else None
+
+
+def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = None) -> dict[str, Any]:
+    """Collect one run's ledger and the registry state into a flat summary.
+
+    With `new_domain`, the new-domain figures are that slice of the held-out split.
+    """
+    assert config.paths.reports
+    run_dir = config.paths.reports / run_id
+    trigger = _get(run_dir / "trigger.json") or {}
+    dataset = _get(run_dir / "dataset.json")
+    train = _get(run_dir / "train.json")
+    validation = _get(run_dir / "validation.json")
+    regression = _get(run_dir / "regression.json")
+    deploy = _get(run_dir / "deploy.json")
+    registry = open_registry(config)
+    default = registry.resolve("default")
+    m = (validation or {}).get("metrics", {})
+    suites = {s["name"]: s for s in (regression or {}).get("suites", [])}
+    general = suites.get("general", {})
+    prod_new = m.get(f"slice_{new_domain}_production_wer", m.get("production_wer"))
+    cand_new = m.get(f"slice_{new_domain}_wer", m.get("wer"))
+    return {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "trigger": {"fired": bool(trigger.get("should_train")), "summary": trigger.get("summary"),
+                    "checks": trigger.get("checks", [])},
+        "dataset": (
+            {"version": dataset["version"], **dataset["counts"], "splits": dataset["splits"],
+             "replay": dataset["replay"]["used"], "quarantine_reasons": dataset["quarantine_reasons"]}
+            if dataset else None
+        ),
+        "training": train,
+        "production": {"new_domain_wer": prod_new, "heldout_wer": m.get("production_wer"), "new_domain_cer": m.get("production_cer"),
+                       "general_wer": general.get("reference_wer"), "eval_wer": m.get("eval_production_wer")},
+        "candidate": {"new_domain_wer": cand_new, "heldout_wer": m.get("wer"), "new_domain_cer": m.get("cer"),
+                      "general_wer": general.get("candidate_wer"), "eval_wer": m.get("eval_wer")},
+        "p_value": m.get("p_value"),
+        "gates": {
+            "validation": validation and {"passed": validation["passed"], "reasons": validation["reasons"]},
+            "regression": regression and {"passed": regression["passed"], "reasons": regression["reasons"]},
+        },
+        "deploy": deploy,
+        "deployed_version": default.version if default else None,
+        "registry": {"aliases": registry.aliases(), "versions": [v.version for v in registry.versions()]},
+    }

@@ -76,7 +76,7 @@ def encode_wav(samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> by
 
 def audio_hash(samples: np.ndarray) -> str:
     """Content hash of the samples as 16-bit PCM, so re-encoding a file does not change it."""
-    pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
+    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")
     return hashlib.sha256(pcm.tobytes()).hexdigest()
 
 

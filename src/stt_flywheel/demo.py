@@ -128,7 +128,8 @@ def simulate_traffic(
     audio, an empty correction, a file that is not audio, repeated submissions) exercise the
     dataset builder's quarantine and de-duplication.
     """
-    done = world_dir / "traffic.json"
+    assert config.paths.root
+    done = config.paths.root / "demo-traffic.json"
     if done.exists():
         return dict(read_json(done))
     assert config.paths.error_store

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from stt_flywheel.audio import audio_hash, encode_wav
+from stt_flywheel.audio import audio_hash, decode_audio, encode_wav
 from stt_flywheel.manifest import Utterance
 from stt_flywheel.synth import VOICES, Voice, synthesize
 
@@ -120,9 +120,10 @@ def random_voice(rng: random.Random, voices: tuple[str, ...] = VOICES, speed: tu
 
 def _render(args: tuple[str, str, Voice, Path, str]) -> Utterance:
     utt_id, text, voice, out_dir, domain = args
-    samples = synthesize(text, voice)
+    wav = encode_wav(synthesize(text, voice))
+    samples = decode_audio(wav).samples  # hash what a reader of the file will see
     path = out_dir / f"{utt_id}.wav"
-    path.write_bytes(encode_wav(samples))
+    path.write_bytes(wav)
     return Utterance(
         id=utt_id,
         audio=str(path),

@@ -1,0 +1,126 @@
+"""Seq2seq family: Whisper (`AutoModelForSpeechSeq2Seq`), the production default.
+
+A real deployment loads a pretrained checkpoint (e.g. `openai/whisper-small`) from its registry
+URI. For tests, `build_whisper_model` makes a tiny Whisper from a config with a byte-level
+tokenizer built offline — same special tokens, same generate path, no download.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers.pre_tokenizers import ByteLevel
+from transformers import (
+    AutoModelForSpeechSeq2Seq,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
+)
+
+from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.text import normalize
+
+__all__ = ["Seq2SeqSpeechModel", "build_whisper_model"]
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
+]
+
+
+def build_whisper_tokenizer() -> WhisperTokenizer:
+    """Byte-level tokenizer with no merges (one token per byte) plus Whisper's special tokens."""
+    vocab = {ch: i for i, ch in enumerate([*sorted(ByteLevel.alphabet()), *SPECIAL_TOKENS])}
+    return WhisperTokenizer(
+        vocab=vocab,
+        merges=[],
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        language="english",
+        task="transcribe",
+        predict_timestamps=False,
+    )
+
+
+def build_whisper_model(d_model: int = 64, layers: int = 2, heads: int = 2, seed: int = 0) -> Seq2SeqSpeechModel:
+    tokenizer = build_whisper_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    torch.manual_seed(seed)
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=d_model * 4,
+        decoder_ffn_dim=d_model * 4,
+        max_target_positions=128,
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|endoftext|>"],
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
+    )
+    model = WhisperForConditionalGeneration(config)
+    gen = model.generation_config
+    gen.decoder_start_token_id = ids["<|startoftranscript|>"]
+    gen.eos_token_id = gen.pad_token_id = ids["<|endoftext|>"]
+    gen.lang_to_id = {"<|en|>": ids["<|en|>"]}
+    gen.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
+    gen.no_timestamps_token_id = ids["<|notimestamps|>"]
+    gen.is_multilingual = True
+    gen.max_length = 64
+    gen.suppress_tokens = []
+    gen.begin_suppress_tokens = []
+    gen.forced_decoder_ids = None
+    gen._from_model_config = False  # else the Whisper-specific keys are dropped when the model is loaded
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+    return Seq2SeqSpeechModel(model, processor)
+
+
+class Seq2SeqSpeechModel(SpeechModel):
+    family = "seq2seq"
+    max_new_tokens = 96
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto") -> Seq2SeqSpeechModel:
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(str(model_dir))
+        return cls(model, WhisperProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
+
+    def _features(self, audios: Sequence[np.ndarray]) -> torch.Tensor:
+        out = self.processor.feature_extractor(list(audios), sampling_rate=16_000, return_tensors="pt")
+        return out["input_features"]
+
+    def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        features = self._features(audios).to(self.device, dtype=self.model.dtype)
+        limit = min(self.max_new_tokens, self.model.config.max_target_positions - 8)
+        generation = copy.deepcopy(self.model.generation_config)
+        generation.max_new_tokens, generation.max_length = limit, None
+        ids = self.model.generate(features, generation_config=generation, language="en", task="transcribe")
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        features = self._features([np.asarray(e["audio"], dtype=np.float32) for e in examples])
+        tok = self.processor.tokenizer([" " + normalize(e["text"]) for e in examples], padding=True, return_tensors="pt")
+        labels = tok["input_ids"].masked_fill(tok["attention_mask"] == 0, -100)
+        # The model prepends the decoder start token itself when it shifts labels right.
+        if (labels[:, 0] == self.model.config.decoder_start_token_id).all():
+            labels = labels[:, 1:]
+        return {"input_features": features, "labels": labels}

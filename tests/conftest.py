@@ -1,0 +1,51 @@
+"""Shared fixtures: a small synthetic world (real espeak-ng audio) and a flywheel config around it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stt_flywheel.config import DEFAULT_BASE_MODEL, FlywheelConfig
+from stt_flywheel.demo import WorldSizes, create_world, write_demo_config
+from stt_flywheel.demo_world import GENERAL, NEW_DOMAIN, synthesize_set
+from stt_flywheel.manifest import Utterance
+
+TEST_SCALE = 0.12
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _espeak_present() -> None:
+    if shutil.which("espeak-ng") is None:
+        pytest.exit("espeak-ng is required (make test installs it)", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every demo set at a small scale; built once per session."""
+    return create_world(tmp_path_factory.mktemp("world"), WorldSizes(TEST_SCALE))
+
+
+@pytest.fixture(scope="session")
+def general_utts(tmp_path_factory: pytest.TempPathFactory) -> list[Utterance]:
+    return synthesize_set("t-gen", GENERAL, 12, 77, tmp_path_factory.mktemp("gen"))
+
+
+@pytest.fixture(scope="session")
+def new_utts(tmp_path_factory: pytest.TempPathFactory) -> list[Utterance]:
+    return synthesize_set("t-new", NEW_DOMAIN, 12, 78, tmp_path_factory.mktemp("new"))
+
+
+@pytest.fixture(scope="session")
+def base_model_dir() -> Path:
+    assert (DEFAULT_BASE_MODEL / "model.safetensors").exists(), "the committed base model is missing"
+    return DEFAULT_BASE_MODEL
+
+
+@pytest.fixture
+def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, FlywheelConfig]:
+    """A demo-shaped config with its own state directory; the world is shared."""
+    path = tmp_path / "flywheel.yaml"
+    config = write_demo_config(path, tmp_path / "state", world, must_pass=[], max_steps=40, min_error_cases=10)
+    return path, config

@@ -1,0 +1,65 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+COMMANDS = [[], ["compile"], ["run"], ["demo"], ["registry"], ["registry", "list"], ["registry", "rollback"],
+            ["errors"], ["errors", "ingest"], ["base-model", "train"]]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flywheel_pipelines.cli", *args], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(command: list[str]) -> None:
+    out = cli(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "Usage" in out.stdout
+    if command and command[-1] not in ("registry", "errors"):
+        assert "--config" in out.stdout
+
+
+USER_ERRORS = [
+    (["registry", "list", "--config", "/no/such.yaml"], "config file not found"),
+    (["run"], "run needs --config"),
+    (["errors", "ingest", "/no/such.jsonl"], "no such file"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), USER_ERRORS)
+def test_user_errors_are_one_line(args: list[str], message: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_invalid_config_key_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "c.yaml"
+    bad.write_text("trigger:\n  min_eror_cases: 3\n")
+    out = cli("registry", "list", "--config", str(bad))
+    assert out.returncode == 1 and "trigger.min_eror_cases" in out.stderr
+
+
+def test_ingest_and_list_json(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
+    records = tmp_path / "r.jsonl"
+    good = {"id": "a", "audio_uri": "/x.wav", "hypothesis": "hi", "corrected_text": "high", "timestamp": "2026-11-01T00:00:00Z"}
+    records.write_bytes(orjson.dumps(good) + b"\n{broken\n" + orjson.dumps(good) + b"\n")
+    out = cli("errors", "ingest", str(records), "--config", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    result = orjson.loads(out.stdout)
+    assert (result["read"], result["accepted"], result["duplicates"], result["quarantined"]) == (3, 1, 1, 1)
+    assert result["quarantine"][0]["reason"] == "invalid_json"
+    listed = cli("registry", "list", "--config", str(config), "--json")
+    assert listed.returncode == 0 and orjson.loads(listed.stdout) == {"versions": [], "aliases": {}, "traffic": {}}
+
+
+def test_compile_writes_yaml(tmp_path: Path) -> None:
+    out = cli("compile", "--output", str(tmp_path / "p.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert "deploy-model" in (tmp_path / "p.yaml").read_text()

@@ -1,0 +1,109 @@
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from stt_flywheel.config import DatasetSettings
+from stt_flywheel.dataset import DatasetManifest, build_dataset, load_split, protected_hashes, publish_dataset, split_of
+from stt_flywheel.error_store import ErrorStore
+from stt_flywheel.manifest import Utterance, read_manifest
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _row(utt: Utterance, rid: str, **extra: object) -> dict:
+    return {
+        "id": rid,
+        "audio_uri": utt.audio,
+        "hypothesis": "something else entirely",
+        "corrected_text": utt.text,
+        "timestamp": T0.isoformat(),
+        "metadata": {"domain": utt.domain or "", "speaker": utt.speaker or ""},
+        **extra,
+    }
+
+
+@pytest.fixture
+def store_with_cases(tmp_path: Path, new_utts: list[Utterance], general_utts: list[Utterance]) -> ErrorStore:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEjunk")
+    rows = [_row(u, f"new-{i}") for i, u in enumerate(new_utts)]
+    rows += [
+        _row(new_utts[0], "dup-0"),  # same audio, same correction
+        _row(new_utts[1], "conflict-1", corrected_text="a different correction"),
+        _row(new_utts[2], "empty-2", corrected_text=" !! "),
+        _row(new_utts[3], "missing", audio_uri=str(tmp_path / "nope.wav")),
+        _row(new_utts[3], "garbage", audio_uri=str(bad)),
+        _row(general_utts[0], "protected-0"),
+        {**_row(general_utts[1], "flag-only"), "corrected_text": None, "flagged": True},
+        {**_row(general_utts[2], "right"), "corrected_text": None, "hypothesis": general_utts[2].text},
+    ]
+    store = ErrorStore(tmp_path / "store")
+    assert store.ingest(rows, now=T0).accepted == len(rows)
+    store.ingest([_row(general_utts[3], "after-watermark")], now=T0 + timedelta(days=1))
+    return store
+
+
+def _settings(replay: Path | None = None, share: float = 0.0) -> DatasetSettings:
+    return DatasetSettings(replay_manifest=replay, replay_share=share, holdout_fraction=0.3)
+
+
+def test_counts_balance_and_reasons(tmp_path: Path, store_with_cases: ErrorStore, general_utts: list[Utterance]) -> None:
+    protected = {general_utts[0].audio_sha256}
+    m = build_dataset(store_with_cases, tmp_path / "ds", _settings(), watermark=T0, protected=protected)
+    assert m.balanced
+    assert m.counts["read"] == 12 + 6
+    assert m.counts["accepted"] == 12 and m.counts["duplicates"] == 1
+    assert m.quarantine_reasons == {
+        "conflicting_correction": 1,
+        "empty_transcript": 1,
+        "audio_missing": 1,
+        "audio_undecodable": 1,
+        "protected_audio": 1,
+    }
+    assert m.counts["uncorrected_error_cases"] == 1
+    assert sum(m.splits.values()) == 12
+    quarantine = (tmp_path / "ds" / "quarantine.jsonl").read_text().splitlines()
+    assert len(quarantine) == 5
+    # records ingested after the watermark are not read
+    assert "after-watermark" not in {r["id"] for s in ("train", "heldout") for r in load_split(tmp_path / "ds", s)}
+
+
+def test_split_is_deterministic_and_content_hashed(tmp_path: Path, store_with_cases: ErrorStore) -> None:
+    a = build_dataset(store_with_cases, tmp_path / "a", _settings(), watermark=T0)
+    b = build_dataset(store_with_cases, tmp_path / "b", _settings(), watermark=T0)
+    assert a.content_hash == b.content_hash and a.version == b.version
+    for split in ("train", "heldout"):
+        assert all(split_of(sha, 0.3) == split for sha in _shas(tmp_path / "a", split))
+        assert all(r["audio"].dtype.name == "float32" and r["text"] for r in load_split(tmp_path / "a", split))
+    later = build_dataset(store_with_cases, tmp_path / "c", _settings(), watermark=T0 + timedelta(days=2))
+    assert later.content_hash != a.content_hash
+
+
+def _shas(dataset_dir: Path, split: str) -> list[str]:
+    from datasets import load_from_disk
+
+    return list(load_from_disk(str(dataset_dir / "data"))[split]["audio_sha256"])
+
+
+def test_replay_is_mixed_in_and_never_protected(tmp_path: Path, store_with_cases: ErrorStore, world: dict[str, Path]) -> None:
+    replay = world["replay"]
+    replay_utts = read_manifest(replay)
+    protected = {u.audio_sha256 for u in replay_utts[:5]}
+    m = build_dataset(store_with_cases, tmp_path / "ds", _settings(replay, 0.5), watermark=T0, protected=protected)
+    train = load_split(tmp_path / "ds", "train")
+    replayed = [r for r in train if r["source"] == "replay"]
+    assert m.replay["used"] == len(replayed) > 0
+    corrections = len(train) - len(replayed)
+    assert len(replayed) == min(corrections, len(replay_utts) - m.replay["excluded_protected"])
+    assert not {r["id"] for r in replayed} & {u.id for u in replay_utts[:5]}
+    assert all(r["id"] for r in load_split(tmp_path / "ds", "heldout") if r["source"] == "correction")
+
+
+def test_protected_hashes_and_publish(tmp_path: Path, world: dict[str, Path], store_with_cases: ErrorStore) -> None:
+    hashes = protected_hashes([world["eval"], world["suite-general"]])
+    assert len(hashes) == len(read_manifest(world["eval"])) + len(read_manifest(world["suite-general"]))
+    build_dataset(store_with_cases, tmp_path / "ds", _settings(), watermark=T0)
+    target = publish_dataset(tmp_path / "ds", tmp_path / "datasets")
+    assert target.name == DatasetManifest.load(tmp_path / "ds").version
+    assert publish_dataset(tmp_path / "ds", tmp_path / "datasets") == target

@@ -1,0 +1,70 @@
+"""The compiled pipeline: graph shape, display names, gates, caching, images."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flywheel_pipelines.compile import compile_pipeline
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    path = compile_pipeline(tmp_path_factory.mktemp("c") / "p.yaml", base_image="reg/base:1", trainer_image="reg/trainer:1")
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _all_tasks(spec: dict) -> dict[str, dict]:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_six_stages_with_display_names(spec: dict) -> None:
+    names = {name: t["taskInfo"]["name"] for name, t in _all_tasks(spec).items() if "componentRef" in t}
+    stages = {k: v for k, v in names.items() if not k.startswith("condition")}
+    assert stages == {
+        "check-trigger": "1 Trigger check",
+        "build-dataset": "2 Build dataset",
+        "train-model": "3 Train model",
+        "validate-model": "4 Validate against production",
+        "run-regression-suites": "5 Regression suites",
+        "deploy-model": "6 Deploy model",
+    }
+
+
+def test_gates_are_conditions_on_the_trigger_and_both_verdicts(spec: dict) -> None:
+    conditions = [t["triggerPolicy"]["condition"] for t in _all_tasks(spec).values() if "triggerPolicy" in t]
+    joined = " ".join(conditions)
+    assert len(conditions) == 3
+    assert "check-trigger-Output" in joined
+    assert "validate-model-Output" in joined and "run-regression-suites-Output" in joined
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"check-trigger", "condition-1"}
+
+
+def test_dependencies_flow_one_way(spec: dict) -> None:
+    tasks = _all_tasks(spec)
+    assert set(tasks["train-model"]["dependentTasks"]) == {"build-dataset"}
+    assert set(tasks["validate-model"]["dependentTasks"]) == {"build-dataset", "train-model"}
+    assert set(tasks["run-regression-suites"]["dependentTasks"]) == {"train-model"}
+
+
+def test_no_caching_and_no_runtime_installs(spec: dict) -> None:
+    for name, task in _all_tasks(spec).items():
+        if "componentRef" in task and not name.startswith("condition"):
+            assert not task.get("cachingOptions", {}).get("enableCache"), name
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 6
+    for name, ex in executors.items():
+        container = ex["container"]
+        assert "pip install" not in " ".join(container["command"]), name
+        expected = "reg/trainer:1" if name == "exec-train-model" else "reg/base:1"
+        assert container["image"] == expected, name
+
+
+def test_pipeline_parameters(spec: dict) -> None:
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {"config_uri", "force", "auto_deploy", "max_steps"}
+    assert params["force"]["defaultValue"] is False and params["auto_deploy"]["defaultValue"] is True

@@ -1,0 +1,80 @@
+"""The compiled pipeline, run for real with kfp.local on a small synthetic world.
+
+One sequence, because each step starts from the state the previous one left: a deliberately bad
+candidate is rejected, a good one is deployed, a run without new evidence does not train, and a
+rollback restores the previous version.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flywheel_pipelines.compile import compile_pipeline
+from flywheel_pipelines.local_run import run_local
+from stt_flywheel.config import load_config
+from stt_flywheel.demo import simulate_traffic
+from stt_flywheel.stages import bootstrap_registry, open_endpoint, open_registry, summarize_run
+
+pytestmark = pytest.mark.slow
+
+
+def _variant(path: Path, name: str, **training: object) -> Path:
+    data = yaml.safe_load(path.read_text())
+    data["training"].update(training)
+    out = path.with_name(name)
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: dict[str, Path]) -> None:
+    config_path, config = flywheel_config
+    bootstrap_registry(config)
+    traffic = simulate_traffic(config, world, tmp_path)
+    assert traffic["ingest"]["accepted"] > 40
+    assert traffic["error_rate_by_domain"]["pharmacy"] > traffic["error_rate_by_domain"]["general"]
+    package = compile_pipeline(tmp_path / "pipeline.yaml")
+    registry = open_registry(config)
+
+    # 1. A candidate whose weights are wrecked by an absurd learning rate is rejected.
+    bad = _variant(config_path, "bad.yaml", learning_rate=5.0, warmup_steps=0)
+    cfg, run_id = run_local(bad, package=package, max_steps=20)
+    s = summarize_run(cfg, run_id, new_domain="pharmacy")
+    assert s["trigger"]["fired"] and s["dataset"]["read"] == s["dataset"]["accepted"] + s["dataset"]["duplicates"] + s["dataset"]["quarantined"]
+    assert s["gates"]["validation"] is not None and not s["gates"]["validation"]["passed"]
+    assert s["deploy"] is None
+    assert registry.aliases() == {"default": 1}
+    assert open_endpoint(config).traffic() == {1: 100}
+
+    # 2. A properly trained candidate is deployed as version 2.
+    cfg, run_id = run_local(config_path, package=package)
+    s = summarize_run(cfg, run_id, new_domain="pharmacy")
+    assert s["gates"]["validation"]["passed"], s["gates"]
+    assert s["gates"]["regression"]["passed"], s["gates"]
+    assert s["candidate"]["new_domain_wer"] < s["production"]["new_domain_wer"]
+    assert s["p_value"] < 0.05
+    assert s["deploy"]["action"] == "deployed" and s["deployed_version"] == 2
+    assert registry.aliases() == {"default": 2, "previous": 1}
+    assert open_endpoint(config).traffic() == {2: 100}
+    v2 = registry.get(2)
+    assert v2.dataset_version == s["dataset"]["version"] and v2.data_watermark
+    assert v2.evaluation["validation"]["passed"] and v2.lineage["parent_version"] == 1
+    html = list(Path(str(cfg.paths.pipeline_root)).glob(f"{run_id}/validate-model/report*"))
+    assert html and "Verdict" in html[0].read_text()
+
+    # 3. Nothing new in the error store: the trigger does not fire and says why.
+    cfg, run_id = run_local(config_path, package=package)
+    s = summarize_run(cfg, run_id)
+    assert not s["trigger"]["fired"] and "0 new error cases" in s["trigger"]["summary"]
+    assert s["deployed_version"] == 2
+
+    # 4. One command rolls back.
+    out = subprocess.run(
+        [sys.executable, "-m", "flywheel_pipelines.cli", "registry", "rollback", "--config", str(config_path)],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert registry.aliases() == {"default": 1}
+    assert open_endpoint(load_config(config_path)).traffic() == {1: 100}

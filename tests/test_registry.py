@@ -1,0 +1,93 @@
+import threading
+from pathlib import Path
+
+import pytest
+
+from stt_flywheel.endpoint import LocalEndpoint
+from stt_flywheel.registry import LocalRegistry, RegistryError
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "weights.bin").write_bytes(b"\x00" * 16)
+    return d
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> LocalRegistry:
+    return LocalRegistry(tmp_path / "reg.sqlite", tmp_path / "models", "m")
+
+
+def test_register_copies_and_numbers_versions(registry: LocalRegistry, model_dir: Path) -> None:
+    v1 = registry.register(model_dir, dataset_version="ds-1", metrics={"wer": 0.3})
+    v2 = registry.register(model_dir, source_run="run-a")
+    assert (v1.version, v2.version) == (1, 2)
+    assert Path(v1.uri).is_dir() and (Path(v1.uri) / "weights.bin").exists()
+    assert v1.metrics == {"wer": 0.3} and v1.dataset_version == "ds-1"
+    # a retried run re-uses its version instead of registering another
+    assert registry.register(model_dir, source_run="run-a").version == 2
+    with pytest.raises(RegistryError, match="not a saved model"):
+        registry.register(model_dir.parent / "nothing")
+
+
+def test_promote_keeps_previous_and_rollback_restores(registry: LocalRegistry, model_dir: Path) -> None:
+    for _ in range(3):
+        registry.register(model_dir)
+    assert registry.promote(1) is None
+    assert registry.promote(2) == 1
+    assert registry.aliases() == {"default": 2, "previous": 1}
+    assert registry.rollback("bad canary") == (2, 1)
+    assert registry.aliases() == {"default": 1}
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        registry.rollback()
+    actions = [e["action"] for e in registry.audit_log()]
+    assert actions.count("register") == 3 and "rollback" in actions
+    assert registry.audit_log()[-1]["detail"]["reason"] == "bad canary"
+
+
+def test_prune_never_removes_aliased_or_deployed(registry: LocalRegistry, model_dir: Path) -> None:
+    for _ in range(6):
+        registry.register(model_dir)
+    registry.promote(2)
+    registry.promote(6)  # default 6, previous 2
+    LocalEndpoint(registry, "ep").deploy(1)
+    pruned = registry.prune(keep=2)
+    assert pruned == [4, 3]
+    assert [v.version for v in registry.versions()] == [1, 2, 5, 6]
+    assert not (registry.models_dir / "m" / "v3").exists()
+
+
+def test_endpoint_replace_and_predict_requires_deployment(registry: LocalRegistry, model_dir: Path) -> None:
+    registry.register(model_dir)
+    registry.register(model_dir)
+    endpoint = LocalEndpoint(registry, "ep")
+    with pytest.raises(RegistryError, match="no deployed model"):
+        endpoint.predict([])
+    endpoint.deploy(1)
+    endpoint.deploy(2)
+    assert endpoint.traffic() == {2: 100}
+    assert endpoint.last_deployed_at() is not None
+    with pytest.raises(RegistryError):
+        endpoint.deploy(9)
+
+
+def test_concurrent_registrations_get_distinct_versions(registry: LocalRegistry, model_dir: Path) -> None:
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(LocalRegistry(registry.db_path, registry.models_dir, "m").register(model_dir).version)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(results) == [1, 2, 3, 4, 5, 6]

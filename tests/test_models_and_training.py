@@ -60,6 +60,15 @@ def test_ctc_fine_tune_checkpoints_and_resumes(tmp_path: Path, general_utts: lis
     assert len(reloaded.transcribe([examples[0]["audio"]])) == 1
 
 
+def test_speed_perturbation_retimes_audio() -> None:
+    from stt_flywheel.training import _Examples
+
+    audio = np.zeros(16_000, dtype=np.float32)
+    faster = _Examples([{"audio": audio, "text": "x"}], speeds=(1.25,))[0]
+    assert len(faster["audio"]) == 12_800 and faster["text"] == "x"
+    assert _Examples([{"audio": audio, "text": "x"}])[0]["audio"] is audio
+
+
 def test_fine_tune_rejects_empty_data(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no training examples"):
         fine_tune(build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8), [], tmp_path)

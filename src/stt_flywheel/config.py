@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
@@ -99,8 +99,18 @@ class TrainingSettings(_Strict):
     warmup_steps: int = Field(30, ge=0)
     save_steps: int = Field(100, gt=0)
     seed: int = 0
+    speed_perturbation: list[float] = Field(
+        default_factory=list, description="Speed factors applied at random to training audio, e.g. [0.9, 1.0, 1.1]."
+    )
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("speed_perturbation")
+    @classmethod
+    def _sane_speeds(cls, speeds: list[float]) -> list[float]:
+        if any(not 0.5 <= s <= 2.0 for s in speeds):
+            raise ValueError("speed factors must lie between 0.5 and 2.0")
+        return speeds
 
 
 class ValidationPolicy(_Strict):

@@ -117,6 +117,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
         seed=t.seed,
         accelerator=t.accelerator,
         bf16=t.bf16,
+        speed_perturbation=tuple(t.speed_perturbation),
     )
     train = load_split(dataset_dir, "train")
     heldout = load_split(dataset_dir, "heldout")

@@ -8,6 +8,7 @@ pipeline task continues instead of starting over.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from stt_flywheel.audio import TARGET_SAMPLE_RATE, resample
 from stt_flywheel.models.base import SpeechModel, resolve_device
 
 __all__ = ["TrainResult", "TrainSettings", "fine_tune"]
@@ -38,6 +40,7 @@ class TrainSettings:
     accelerator: str = "auto"  # auto | cpu | cuda
     bf16: str = "auto"  # auto | on | off
     dataloader_workers: int = 0
+    speed_perturbation: tuple[float, ...] = ()  # e.g. (0.9, 1.0, 1.1): each example is re-timed at random
 
 
 @dataclass
@@ -66,14 +69,25 @@ class TrainResult:
 
 
 class _Examples(Dataset):
-    def __init__(self, examples: Sequence[dict[str, Any]]) -> None:
+    """Training examples, optionally speed-perturbed (resampled so they play faster or slower)."""
+
+    def __init__(self, examples: Sequence[dict[str, Any]], speeds: Sequence[float] = (), seed: int = 0) -> None:
         self.examples = examples
+        self.speeds = tuple(speeds)
+        self.rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.examples[i]
+        example = self.examples[i]
+        if not self.speeds:
+            return example
+        speed = self.rng.choice(self.speeds)
+        if speed == 1.0:
+            return example
+        audio = resample(np.asarray(example["audio"], dtype=np.float32), round(TARGET_SAMPLE_RATE * speed))
+        return {**example, "audio": audio}
 
 
 def _use_bf16(setting: str, device: str) -> bool:
@@ -126,7 +140,7 @@ def fine_tune(
     trainer = Trainer(
         model=model.model,
         args=args,
-        train_dataset=_Examples(train),
+        train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
         data_collator=model.collate,
     )
     started = time.perf_counter()

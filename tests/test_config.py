@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from stt_flywheel.config import ConfigError, FlywheelConfig, RegressionSuite, load_config, load_run_config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _field_paths(ann, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def test_defaults_serve_embedded_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    assert config.paths.root == tmp_path / ".flywheel"
+    assert config.paths.registry_db == tmp_path / ".flywheel" / "registry.sqlite"
+    assert config.base_model.is_dir()
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "c.yaml"
+    path.write_text("paths: {root: state, error_store: /abs/errors}\nregression: [{name: g, data: suites/g.jsonl}]\n")
+    config = load_config(path)
+    assert config.paths.root == tmp_path / "conf" / "state"
+    assert config.paths.datasets == tmp_path / "conf" / "state" / "datasets"
+    assert config.paths.error_store == Path("/abs/errors")
+    assert config.regression[0].data == tmp_path / "conf" / "suites" / "g.jsonl"
+
+
+BAD = [
+    ("trigger: {min_eror_cases: 3}", "trigger.min_eror_cases"),
+    ("trigger: {min_error_cases: -1}", "greater than or equal"),
+    ("- a list", "mapping at the top level"),
+    ("training: {accelerator: tpu}", "training.accelerator"),
+    ("dataset: {replay_share: 1.5}", "dataset.replay_share"),
+    ("a: [unclosed", "not valid YAML"),
+    ("training: {speed_perturbation: [0.1]}", "between 0.5 and 2.0"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_invalid_configs_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(path)
+
+
+def test_run_parameters_override_only_when_set(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("trigger: {force: true}\ntraining: {max_steps: 77}\n")
+    assert load_run_config(str(path)).trigger.force is True  # force=False never un-forces
+    assert load_run_config(str(path)).training.max_steps == 77
+    assert load_run_config(str(path), max_steps=5).training.max_steps == 5
+    assert load_run_config(str(path), auto_deploy=False).deploy.auto_deploy is False
+    with pytest.raises(ConfigError, match="unknown config key"):
+        FlywheelConfig().with_overrides({"trigger.nope": 1})
+
+
+def test_readme_documents_every_config_field() -> None:
+    text = README.read_text()
+    fields = _field_paths(FlywheelConfig) + [f"regression[].{f}" for f in RegressionSuite.model_fields]
+    missing = [f for f in fields if f"`{f}`" not in text]
+    assert not missing, f"README lacks config fields: {missing}"

@@ -80,7 +80,7 @@ def run(
 def demo(
     work_dir: Annotated[Path, typer.Option(help="Where the demo world and its state live.")] = Path("demo-work"),
     config: ConfigOpt = None,
-    max_steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 300,
+    max_steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 500,
     scale: Annotated[float, typer.Option(help="Size of the synthetic world (1.0 = full demo).")] = 1.0,
 ) -> None:
     """Build the demo world and run the whole flywheel once (safe to repeat)."""

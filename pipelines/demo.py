@@ -25,7 +25,7 @@ def run_demo(
     work_dir: Path,
     *,
     scale: float = 1.0,
-    max_steps: int = 300,
+    max_steps: int = 500,
     min_error_cases: int = 50,
     console: Console | None = None,
 ) -> dict[str, Any]:

@@ -102,6 +102,9 @@ class TrainingSettings(_Strict):
     speed_perturbation: list[float] = Field(
         default_factory=list, description="Speed factors applied at random to training audio, e.g. [0.9, 1.0, 1.1]."
     )
+    wise_ft_alpha: float = Field(
+        1.0, ge=0.0, le=1.0, description="Interpolate the fine-tuned weights with the starting ones (1.0 = off)."
+    )
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: Literal["auto", "on", "off"] = "auto"
 

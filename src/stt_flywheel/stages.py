@@ -118,6 +118,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
         accelerator=t.accelerator,
         bf16=t.bf16,
         speed_perturbation=tuple(t.speed_perturbation),
+        wise_ft_alpha=t.wise_ft_alpha,
     )
     train = load_split(dataset_dir, "train")
     heldout = load_split(dataset_dir, "heldout")

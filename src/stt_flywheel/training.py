@@ -41,6 +41,7 @@ class TrainSettings:
     bf16: str = "auto"  # auto | on | off
     dataloader_workers: int = 0
     speed_perturbation: tuple[float, ...] = ()  # e.g. (0.9, 1.0, 1.1): each example is re-timed at random
+    wise_ft_alpha: float = 1.0  # < 1: interpolate the result with the starting weights (WiSE-FT)
 
 
 @dataclass
@@ -143,13 +144,15 @@ def fine_tune(
         train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
         data_collator=model.collate,
     )
+    start_weights = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
     started = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     runtime = time.perf_counter() - started
     eval_loss = None
     if eval_examples:
         eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
-    model.model.to("cpu" if device == "cpu" else device)
+    if settings.wise_ft_alpha < 1.0:
+        interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
     model.save(output_dir / "model")
     train_loss = float(out.training_loss)
     samples = settings.max_steps * settings.batch_size
@@ -165,6 +168,21 @@ def fine_tune(
         resumed_from=last,
         log_history=list(trainer.state.log_history),
     )
+
+
+@torch.no_grad()
+def interpolate_weights(model: torch.nn.Module, start: dict[str, torch.Tensor], alpha: float) -> None:
+    """θ ← α·θ_fine-tuned + (1 − α)·θ_start for every floating-point tensor.
+
+    Weight-space ensembling with the starting model (Wortsman et al., 2022, "WiSE-FT") keeps most
+    of the fine-tuning gain on the new data while giving back much of what was forgotten.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"wise_ft_alpha must lie in [0, 1], got {alpha}")
+    state = model.state_dict()
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            tensor.copy_(alpha * tensor + (1.0 - alpha) * start[name].to(tensor.device, tensor.dtype))
 
 
 def examples_from_arrays(audios: Sequence[np.ndarray], texts: Sequence[str]) -> list[dict[str, Any]]:

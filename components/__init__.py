@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kfp import dsl
-from kfp.dsl.python_component import PythonComponent
-
 from flywheel_components.build_dataset import build_dataset
 from flywheel_components.check_trigger import check_trigger
 from flywheel_components.deploy_model import deploy_model
 from flywheel_components.run_regression_suites import run_regression_suites
 from flywheel_components.train_model import train_model
 from flywheel_components.validate_model import validate_model
+from kfp import dsl
+from kfp.dsl.python_component import PythonComponent
 
 __all__ = ["Components", "build_components"]
 

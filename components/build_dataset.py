@@ -2,7 +2,11 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
 
 def build_dataset(
-    config_uri: str, run_id: str, decision: Input[Artifact], dataset: Output[Dataset], metrics: Output[Metrics]
+    config_uri: str,
+    run_id: str,
+    decision: Input[Artifact],
+    dataset: Output[Dataset],
+    metrics: Output[Metrics],
 ):
     """Validate, de-duplicate and split corrected error cases (+ replay) into a versioned dataset."""
     from pathlib import Path

@@ -19,7 +19,9 @@ def check_trigger(
 
     result = stage_check_trigger(load_run_config(config_uri, force=force), run_id)
     atomic_write_json(decision.path, result.as_dict())
-    decision.metadata.update({"watermark": result.watermark.isoformat() if result.watermark else "", "reason": result.summary})
+    decision.metadata.update(
+        {"watermark": result.watermark.isoformat() if result.watermark else "", "reason": result.summary}
+    )
     with open(report.path, "w") as fh:
         fh.write(result.to_markdown())
     for check in result.checks:

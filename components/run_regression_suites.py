@@ -16,7 +16,9 @@ def run_regression_suites(
     from stt_flywheel.config import load_run_config
     from stt_flywheel.stages import stage_run_regression_suites
 
-    out = stage_run_regression_suites(load_run_config(config_uri), Path(model.path) / "model", Path(results.path), run_id)
+    out = stage_run_regression_suites(
+        load_run_config(config_uri), Path(model.path) / "model", Path(results.path), run_id
+    )
     with open(report.path, "w") as fh:
         fh.write(out["report_html"])
     for key, value in out["metrics"].items():

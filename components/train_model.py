@@ -1,14 +1,23 @@
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
-def train_model(config_uri: str, run_id: str, max_steps: int, dataset: Input[Dataset], model: Output[Model], metrics: Output[Metrics]):
+def train_model(
+    config_uri: str,
+    run_id: str,
+    max_steps: int,
+    dataset: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
     """Fine-tune the production model on the dataset; the saved model lands in `<model>/model`."""
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
     from stt_flywheel.stages import stage_train_model
 
-    result = stage_train_model(load_run_config(config_uri, max_steps=max_steps), Path(dataset.path), Path(model.path), run_id)
+    result = stage_train_model(
+        load_run_config(config_uri, max_steps=max_steps), Path(dataset.path), Path(model.path), run_id
+    )
     model.metadata.update({"device": result.device, "bf16": result.bf16, "steps": result.steps})
     for key, value in result.metrics().items():
         metrics.log_metric(key, float(value))

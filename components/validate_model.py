@@ -18,7 +18,11 @@ def validate_model(
     from stt_flywheel.stages import stage_validate_model
 
     out = stage_validate_model(
-        load_run_config(config_uri), Path(model.path) / "model", Path(dataset.path), Path(results.path), run_id
+        load_run_config(config_uri),
+        Path(model.path) / "model",
+        Path(dataset.path),
+        Path(results.path),
+        run_id,
     )
     with open(report.path, "w") as fh:
         fh.write(out["report_html"])

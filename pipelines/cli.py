@@ -15,8 +15,12 @@ from rich.table import Table
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
 from stt_flywheel.registry import RegistryError
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  help="Continuous fine-tuning of a speech-to-text model from user corrections.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="Continuous fine-tuning of a speech-to-text model from user corrections.",
+)
 registry_app = typer.Typer(no_args_is_help=True, help="Inspect and roll back the model registry.")
 errors_app = typer.Typer(no_args_is_help=True, help="Feed the error store.")
 base_app = typer.Typer(no_args_is_help=True, help="The demo's tiny base model.")
@@ -25,7 +29,9 @@ app.add_typer(errors_app, name="errors")
 app.add_typer(base_app, name="base-model")
 
 console = Console()
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")
+]
 
 
 def _config(path: Path | None) -> FlywheelConfig:
@@ -40,7 +46,9 @@ def _print_json(obj: object) -> None:
 def compile(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the pipeline YAML.")],
     base_image: Annotated[str, typer.Option(help="Image for the CPU stages.")] = "stt-flywheel-base:local",
-    trainer_image: Annotated[str | None, typer.Option(help="Image for the trainer (default: base image).")] = None,
+    trainer_image: Annotated[
+        str | None, typer.Option(help="Image for the trainer (default: base image).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compile the pipeline to a KFP YAML package."""
@@ -54,7 +62,9 @@ def compile(
 @app.command()
 def run(
     config: ConfigOpt = None,
-    package: Annotated[Path | None, typer.Option(help="A compiled pipeline YAML (default: compile now).")] = None,
+    package: Annotated[
+        Path | None, typer.Option(help="A compiled pipeline YAML (default: compile now).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Train even if the trigger thresholds are not met.")] = False,
     auto_deploy: Annotated[bool, typer.Option(help="Deploy a candidate that passes every gate.")] = True,
     max_steps: Annotated[int, typer.Option(help="Training steps (0 = from the config).")] = 0,
@@ -63,11 +73,14 @@ def run(
     """Run the compiled pipeline locally with kfp.local on the embedded backends."""
     from flywheel_pipelines.demo import print_summary
     from flywheel_pipelines.local_run import run_local
+
     from stt_flywheel.stages import summarize_run
 
     if config is None:
         raise ConfigError("run needs --config FILE")
-    cfg, run_id = run_local(config, package=package, force=force, auto_deploy=auto_deploy, max_steps=max_steps)
+    cfg, run_id = run_local(
+        config, package=package, force=force, auto_deploy=auto_deploy, max_steps=max_steps
+    )
     summary = summarize_run(cfg, run_id)
     if json:
         _print_json(summary)
@@ -78,7 +91,9 @@ def run(
 
 @app.command()
 def demo(
-    work_dir: Annotated[Path, typer.Option(help="Where the demo world and its state live.")] = Path("demo-work"),
+    work_dir: Annotated[Path, typer.Option(help="Where the demo world and its state live.")] = Path(
+        "demo-work"
+    ),
     config: ConfigOpt = None,
     max_steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 500,
     scale: Annotated[float, typer.Option(help="Size of the synthetic world (1.0 = full demo).")] = 1.0,
@@ -103,7 +118,9 @@ def registry_list(
     versions = registry.versions()
     traffic = open_endpoint(cfg, registry).traffic()
     if json:
-        _print_json({"versions": [v.as_dict() for v in versions], "aliases": registry.aliases(), "traffic": traffic})
+        _print_json(
+            {"versions": [v.as_dict() for v in versions], "aliases": registry.aliases(), "traffic": traffic}
+        )
         return
     table = Table(title=f"{registry.model} ({cfg.paths.registry_db})")
     for col in ("version", "aliases", "traffic %", "dataset", "held-out WER", "created"):
@@ -111,8 +128,12 @@ def registry_list(
     for v in versions:
         wer = v.metrics.get("wer")
         table.add_row(
-            str(v.version), ", ".join(v.aliases), str(traffic.get(v.version, 0)), v.dataset_version or "—",
-            f"{wer:.3f}" if isinstance(wer, float) else "—", v.created_at[:19],
+            str(v.version),
+            ", ".join(v.aliases),
+            str(traffic.get(v.version, 0)),
+            v.dataset_version or "—",
+            f"{wer:.3f}" if isinstance(wer, float) else "—",
+            v.created_at[:19],
         )
     console.print(table)
 
@@ -158,7 +179,9 @@ def errors_ingest(
 @base_app.command("train")
 def base_model_train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the trained model.")],
-    scratch: Annotated[Path, typer.Option(help="Where to synthesise the training audio.")] = Path("/tmp/stt-base"),
+    scratch: Annotated[Path, typer.Option(help="Where to synthesise the training audio.")] = Path(
+        "/tmp/stt-base"
+    ),
     utterances: Annotated[int, typer.Option(help="General-domain training utterances.")] = 1500,
     config: ConfigOpt = None,
 ) -> None:

@@ -10,9 +10,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from kfp import compiler, components, local
-
 from flywheel_pipelines.flywheel_pipeline import build_pipeline
+from kfp import compiler, components, local
 
 __all__ = ["LOCAL_IMAGE", "compile_pipeline", "run_compiled_locally"]
 
@@ -20,7 +19,9 @@ __all__ = ["LOCAL_IMAGE", "compile_pipeline", "run_compiled_locally"]
 LOCAL_IMAGE = "stt-flywheel-base:local"
 
 
-def compile_pipeline(output: str | Path, base_image: str = LOCAL_IMAGE, trainer_image: str | None = None) -> Path:
+def compile_pipeline(
+    output: str | Path, base_image: str = LOCAL_IMAGE, trainer_image: str | None = None
+) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(base_image, trainer_image), package_path=str(output))
@@ -57,7 +58,9 @@ def run_compiled_locally(
     stop it is a success.
     """
     logging.getLogger("kfp").setLevel(logging.WARNING)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
+    )
     pipeline = components.load_component_from_file(str(package))
     with _output_to(log_path) if log_path else nullcontext():
         try:

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flywheel_pipelines.compile import compile_pipeline
+from flywheel_pipelines.local_run import run_local
 from rich.console import Console
 from rich.table import Table
 
@@ -14,9 +16,6 @@ from stt_flywheel.demo import WorldSizes, create_world, pick_must_pass, simulate
 from stt_flywheel.demo_world import NEW_DOMAIN
 from stt_flywheel.stages import bootstrap_registry, summarize_run
 from stt_flywheel.storage import atomic_write_json
-
-from flywheel_pipelines.compile import compile_pipeline
-from flywheel_pipelines.local_run import run_local
 
 __all__ = ["print_summary", "run_demo"]
 
@@ -80,7 +79,9 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     trig = s["trigger"]
     console.print(f"[bold]Trigger[/]: {'fired' if trig['fired'] else 'did not fire'} — {trig['summary']}")
     if not trig["fired"]:
-        console.print(f"[bold]Registry[/]: default = v{s['deployed_version']}, aliases {s['registry']['aliases']}")
+        console.print(
+            f"[bold]Registry[/]: default = v{s['deployed_version']}, aliases {s['registry']['aliases']}"
+        )
         return
     d = s["dataset"]
     if d:
@@ -98,7 +99,9 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     table = Table(title="Production vs candidate")
     for col in ("set", "production WER", "candidate WER"):
         table.add_column(col)
-    table.add_row("held-out new domain", _f(s["production"]["new_domain_wer"]), _f(s["candidate"]["new_domain_wer"]))
+    table.add_row(
+        "held-out new domain", _f(s["production"]["new_domain_wer"]), _f(s["candidate"]["new_domain_wer"])
+    )
     table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
     table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
     console.print(table)

@@ -11,13 +11,11 @@ Stages:
 A run that does not train, or whose candidate is rejected, ends green with its reasons recorded.
 """
 
-
 from collections.abc import Callable
 from typing import Any
 
-from kfp import dsl
-
 from flywheel_components import build_components
+from kfp import dsl
 
 __all__ = ["PIPELINE_NAME", "build_pipeline"]
 
@@ -49,14 +47,20 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
             )
             train = (
                 c.train_model(
-                    config_uri=config_uri, run_id=run_id, max_steps=max_steps, dataset=dataset.outputs["dataset"]
+                    config_uri=config_uri,
+                    run_id=run_id,
+                    max_steps=max_steps,
+                    dataset=dataset.outputs["dataset"],
                 )
                 .set_display_name("3 Train model")
                 .set_caching_options(False)
             )
             validate = (
                 c.validate_model(
-                    config_uri=config_uri, run_id=run_id, dataset=dataset.outputs["dataset"], model=train.outputs["model"]
+                    config_uri=config_uri,
+                    run_id=run_id,
+                    dataset=dataset.outputs["dataset"],
+                    model=train.outputs["model"],
                 )
                 .set_display_name("4 Validate against production")
                 .set_caching_options(False)
@@ -66,20 +70,21 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                 .set_display_name("5 Regression suites")
                 .set_caching_options(False)
             )
-            with dsl.If(validate.outputs["Output"] == True, name="validation-passed"):  # noqa: E712
-                with dsl.If(regression.outputs["Output"] == True, name="regression-passed"):  # noqa: E712
-                    (
-                        c.deploy_model(
-                            config_uri=config_uri,
-                            run_id=run_id,
-                            auto_deploy=auto_deploy,
-                            dataset=dataset.outputs["dataset"],
-                            model=train.outputs["model"],
-                            validation_results=validate.outputs["results"],
-                            regression_results=regression.outputs["results"],
-                        )
-                        .set_display_name("6 Deploy model")
-                        .set_caching_options(False)
+            validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
+            regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712
+            with validation_passed, regression_passed:
+                (
+                    c.deploy_model(
+                        config_uri=config_uri,
+                        run_id=run_id,
+                        auto_deploy=auto_deploy,
+                        dataset=dataset.outputs["dataset"],
+                        model=train.outputs["model"],
+                        validation_results=validate.outputs["results"],
+                        regression_results=regression.outputs["results"],
                     )
+                    .set_display_name("6 Deploy model")
+                    .set_caching_options(False)
+                )
 
     return stt_flywheel

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stt_flywheel.config import FlywheelConfig, load_config
-from stt_flywheel.stages import bootstrap_registry
-
 from flywheel_pipelines.compile import compile_pipeline, run_compiled_locally
 from flywheel_pipelines.flywheel_pipeline import PIPELINE_NAME
+
+from stt_flywheel.config import FlywheelConfig, load_config
+from stt_flywheel.stages import bootstrap_registry
 
 __all__ = ["run_local"]
 
@@ -18,7 +18,11 @@ __all__ = ["run_local"]
 def _new_run_dirs(reports: Path, since: float) -> list[Path]:
     if not reports.is_dir():
         return []
-    dirs = [d for d in reports.iterdir() if d.is_dir() and d.name.startswith(PIPELINE_NAME) and d.stat().st_mtime >= since]
+    dirs = [
+        d
+        for d in reports.iterdir()
+        if d.is_dir() and d.name.startswith(PIPELINE_NAME) and d.stat().st_mtime >= since
+    ]
     return sorted(dirs, key=lambda d: d.stat().st_mtime)
 
 

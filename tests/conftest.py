@@ -47,5 +47,7 @@ def base_model_dir() -> Path:
 def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, FlywheelConfig]:
     """A demo-shaped config with its own state directory; the world is shared."""
     path = tmp_path / "flywheel.yaml"
-    config = write_demo_config(path, tmp_path / "state", world, must_pass=[], max_steps=40, min_error_cases=10)
+    config = write_demo_config(
+        path, tmp_path / "state", world, must_pass=[], max_steps=40, min_error_cases=10
+    )
     return path, config

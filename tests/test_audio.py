@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stt_flywheel.audio import DecodedAudio, audio_hash, decode_audio, encode_wav, load_audio, validate_audio
+from stt_flywheel.audio import DecodedAudio, audio_hash, decode_audio, load_audio, validate_audio
 from stt_flywheel.manifest import Utterance
 
 

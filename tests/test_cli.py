@@ -5,12 +5,24 @@ from pathlib import Path
 import orjson
 import pytest
 
-COMMANDS = [[], ["compile"], ["run"], ["demo"], ["registry"], ["registry", "list"], ["registry", "rollback"],
-            ["errors"], ["errors", "ingest"], ["base-model", "train"]]
+COMMANDS = [
+    [],
+    ["compile"],
+    ["run"],
+    ["demo"],
+    ["registry"],
+    ["registry", "list"],
+    ["registry", "rollback"],
+    ["errors"],
+    ["errors", "ingest"],
+    ["base-model", "train"],
+]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flywheel_pipelines.cli", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel_pipelines.cli", *args], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -48,7 +60,13 @@ def test_ingest_and_list_json(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
     records = tmp_path / "r.jsonl"
-    good = {"id": "a", "audio_uri": "/x.wav", "hypothesis": "hi", "corrected_text": "high", "timestamp": "2026-11-01T00:00:00Z"}
+    good = {
+        "id": "a",
+        "audio_uri": "/x.wav",
+        "hypothesis": "hi",
+        "corrected_text": "high",
+        "timestamp": "2026-11-01T00:00:00Z",
+    }
     records.write_bytes(orjson.dumps(good) + b"\n{broken\n" + orjson.dumps(good) + b"\n")
     out = cli("errors", "ingest", str(records), "--config", str(config), "--json")
     assert out.returncode == 0, out.stderr
@@ -56,7 +74,11 @@ def test_ingest_and_list_json(tmp_path: Path) -> None:
     assert (result["read"], result["accepted"], result["duplicates"], result["quarantined"]) == (3, 1, 1, 1)
     assert result["quarantine"][0]["reason"] == "invalid_json"
     listed = cli("registry", "list", "--config", str(config), "--json")
-    assert listed.returncode == 0 and orjson.loads(listed.stdout) == {"versions": [], "aliases": {}, "traffic": {}}
+    assert listed.returncode == 0 and orjson.loads(listed.stdout) == {
+        "versions": [],
+        "aliases": {},
+        "traffic": {},
+    }
 
 
 def test_compile_writes_yaml(tmp_path: Path) -> None:

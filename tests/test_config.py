@@ -30,7 +30,9 @@ def test_defaults_serve_embedded_mode(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     path = tmp_path / "conf" / "c.yaml"
-    path.write_text("paths: {root: state, error_store: /abs/errors}\nregression: [{name: g, data: suites/g.jsonl}]\n")
+    path.write_text(
+        "paths: {root: state, error_store: /abs/errors}\nregression: [{name: g, data: suites/g.jsonl}]\n"
+    )
     config = load_config(path)
     assert config.paths.root == tmp_path / "conf" / "state"
     assert config.paths.datasets == tmp_path / "conf" / "state" / "datasets"

@@ -4,7 +4,14 @@ from pathlib import Path
 import pytest
 
 from stt_flywheel.config import DatasetSettings
-from stt_flywheel.dataset import DatasetManifest, build_dataset, load_split, protected_hashes, publish_dataset, split_of
+from stt_flywheel.dataset import (
+    DatasetManifest,
+    build_dataset,
+    load_split,
+    protected_hashes,
+    publish_dataset,
+    split_of,
+)
 from stt_flywheel.error_store import ErrorStore
 from stt_flywheel.manifest import Utterance, read_manifest
 
@@ -48,7 +55,9 @@ def _settings(replay: Path | None = None, share: float = 0.0) -> DatasetSettings
     return DatasetSettings(replay_manifest=replay, replay_share=share, holdout_fraction=0.3)
 
 
-def test_counts_balance_and_reasons(tmp_path: Path, store_with_cases: ErrorStore, general_utts: list[Utterance]) -> None:
+def test_counts_balance_and_reasons(
+    tmp_path: Path, store_with_cases: ErrorStore, general_utts: list[Utterance]
+) -> None:
     protected = {general_utts[0].audio_sha256}
     m = build_dataset(store_with_cases, tmp_path / "ds", _settings(), watermark=T0, protected=protected)
     assert m.balanced
@@ -66,7 +75,9 @@ def test_counts_balance_and_reasons(tmp_path: Path, store_with_cases: ErrorStore
     quarantine = (tmp_path / "ds" / "quarantine.jsonl").read_text().splitlines()
     assert len(quarantine) == 5
     # records ingested after the watermark are not read
-    assert "after-watermark" not in {r["id"] for s in ("train", "heldout") for r in load_split(tmp_path / "ds", s)}
+    assert "after-watermark" not in {
+        r["id"] for s in ("train", "heldout") for r in load_split(tmp_path / "ds", s)
+    }
 
 
 def test_split_is_deterministic_and_content_hashed(tmp_path: Path, store_with_cases: ErrorStore) -> None:
@@ -75,7 +86,9 @@ def test_split_is_deterministic_and_content_hashed(tmp_path: Path, store_with_ca
     assert a.content_hash == b.content_hash and a.version == b.version
     for split in ("train", "heldout"):
         assert all(split_of(sha, 0.3) == split for sha in _shas(tmp_path / "a", split))
-        assert all(r["audio"].dtype.name == "float32" and r["text"] for r in load_split(tmp_path / "a", split))
+        assert all(
+            r["audio"].dtype.name == "float32" and r["text"] for r in load_split(tmp_path / "a", split)
+        )
     later = build_dataset(store_with_cases, tmp_path / "c", _settings(), watermark=T0 + timedelta(days=2))
     assert later.content_hash != a.content_hash
 
@@ -86,11 +99,15 @@ def _shas(dataset_dir: Path, split: str) -> list[str]:
     return list(load_from_disk(str(dataset_dir / "data"))[split]["audio_sha256"])
 
 
-def test_replay_is_mixed_in_and_never_protected(tmp_path: Path, store_with_cases: ErrorStore, world: dict[str, Path]) -> None:
+def test_replay_is_mixed_in_and_never_protected(
+    tmp_path: Path, store_with_cases: ErrorStore, world: dict[str, Path]
+) -> None:
     replay = world["replay"]
     replay_utts = read_manifest(replay)
     protected = {u.audio_sha256 for u in replay_utts[:5]}
-    m = build_dataset(store_with_cases, tmp_path / "ds", _settings(replay, 0.5), watermark=T0, protected=protected)
+    m = build_dataset(
+        store_with_cases, tmp_path / "ds", _settings(replay, 0.5), watermark=T0, protected=protected
+    )
     train = load_split(tmp_path / "ds", "train")
     replayed = [r for r in train if r["source"] == "replay"]
     assert m.replay["used"] == len(replayed) > 0
@@ -100,7 +117,9 @@ def test_replay_is_mixed_in_and_never_protected(tmp_path: Path, store_with_cases
     assert all(r["id"] for r in load_split(tmp_path / "ds", "heldout") if r["source"] == "correction")
 
 
-def test_protected_hashes_and_publish(tmp_path: Path, world: dict[str, Path], store_with_cases: ErrorStore) -> None:
+def test_protected_hashes_and_publish(
+    tmp_path: Path, world: dict[str, Path], store_with_cases: ErrorStore
+) -> None:
     hashes = protected_hashes([world["eval"], world["suite-general"]])
     assert len(hashes) == len(read_manifest(world["eval"])) + len(read_manifest(world["suite-general"]))
     build_dataset(store_with_cases, tmp_path / "ds", _settings(), watermark=T0)

@@ -36,7 +36,12 @@ def test_ingest_balances_and_quarantines_with_reasons(tmp_path: Path) -> None:
     result = store.ingest(lines, now=T0)
     assert (result.read, result.accepted, result.duplicates, len(result.quarantined)) == (7, 2, 1, 4)
     assert result.balanced
-    assert [q.reason for q in result.quarantined] == ["invalid_json", "not_an_object", "invalid_record", "invalid_record"]
+    assert [q.reason for q in result.quarantined] == [
+        "invalid_json",
+        "not_an_object",
+        "invalid_record",
+        "invalid_record",
+    ]
     assert "timezone" in result.quarantined[-1].detail
     saved = list(store.quarantine_dir.glob("*.jsonl"))
     assert len(saved) == 1 and len(saved[0].read_bytes().splitlines()) == 4
@@ -89,9 +94,18 @@ TRIGGER_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("errors", "correct", "corrected", "deployed_h", "force", "fires", "failing"), TRIGGER_CASES)
+@pytest.mark.parametrize(
+    ("errors", "correct", "corrected", "deployed_h", "force", "fires", "failing"), TRIGGER_CASES
+)
 def test_trigger_policy(
-    tmp_path: Path, errors: int, correct: int, corrected: bool, deployed_h: float | None, force: bool, fires: bool, failing: set
+    tmp_path: Path,
+    errors: int,
+    correct: int,
+    corrected: bool,
+    deployed_h: float | None,
+    force: bool,
+    fires: bool,
+    failing: set,
 ) -> None:
     store = _store(tmp_path, errors, correct, corrected)
     policy = POLICY.model_copy(update={"force": force})

@@ -21,8 +21,12 @@ def test_base_model_knows_general_domain_not_new_domain(
 ) -> None:
     model = load_model(base_model_dir, device="cpu")
     assert model.family == "ctc" and family_of(base_model_dir) == "ctc"
-    general, _ = score_corpus([u.text for u in general_utts], model.transcribe([load_audio(u.audio).samples for u in general_utts]))
-    new, _ = score_corpus([u.text for u in new_utts], model.transcribe([load_audio(u.audio).samples for u in new_utts]))
+    general, _ = score_corpus(
+        [u.text for u in general_utts], model.transcribe([load_audio(u.audio).samples for u in general_utts])
+    )
+    new, _ = score_corpus(
+        [u.text for u in new_utts], model.transcribe([load_audio(u.audio).samples for u in new_utts])
+    )
     assert general.wer < 0.2
     assert new.wer > general.wer + 0.3
 
@@ -38,7 +42,10 @@ def test_transcribe_keeps_caller_order(base_model_dir: Path, general_utts: list[
 def test_ctc_collate_pads_dynamically() -> None:
     model = build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8)
     batch = model.collate(
-        [{"audio": np.zeros(16_000, dtype=np.float32), "text": "ab"}, {"audio": np.zeros(8_000, dtype=np.float32), "text": "abc d"}]
+        [
+            {"audio": np.zeros(16_000, dtype=np.float32), "text": "ab"},
+            {"audio": np.zeros(8_000, dtype=np.float32), "text": "abc d"},
+        ]
     )
     assert batch["input_features"].shape[:2] == batch["attention_mask"].shape
     assert batch["attention_mask"].sum(-1).tolist()[0] > batch["attention_mask"].sum(-1).tolist()[1]
@@ -53,7 +60,9 @@ def test_ctc_fine_tune_checkpoints_and_resumes(tmp_path: Path, general_utts: lis
     assert first.resumed_from is None and first.steps == 4 and first.device == "cpu" and not first.bf16
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-4").is_dir()
     model = build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8)
-    more = fine_tune(model, examples, tmp_path / "run", TrainSettings(**{**settings.__dict__, "max_steps": 6}))
+    more = fine_tune(
+        model, examples, tmp_path / "run", TrainSettings(**{**settings.__dict__, "max_steps": 6})
+    )
     assert more.resumed_from is not None and more.resumed_from.endswith("checkpoint-4")
     assert more.steps == 6
     reloaded = load_model(tmp_path / "run" / "model", device="cpu")
@@ -82,7 +91,9 @@ def test_seq2seq_whisper_learns_and_round_trips(tmp_path: Path, general_utts: li
     batch = model.collate(examples[:2])
     assert batch["input_features"].shape[1:] == (80, 3000)
     assert (batch["labels"][:, 0] != model.model.config.decoder_start_token_id).all()
-    settings = TrainSettings(max_steps=40, batch_size=4, learning_rate=3e-3, warmup_steps=0, logging_steps=5, save_steps=40)
+    settings = TrainSettings(
+        max_steps=40, batch_size=4, learning_rate=3e-3, warmup_steps=0, logging_steps=5, save_steps=40
+    )
     result = fine_tune(model, examples, tmp_path / "run", settings, eval_examples=examples)
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert losses[-1] < losses[0] * 0.5

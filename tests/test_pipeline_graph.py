@@ -4,13 +4,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from flywheel_pipelines.compile import compile_pipeline
 
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    path = compile_pipeline(tmp_path_factory.mktemp("c") / "p.yaml", base_image="reg/base:1", trainer_image="reg/trainer:1")
+    path = compile_pipeline(
+        tmp_path_factory.mktemp("c") / "p.yaml", base_image="reg/base:1", trainer_image="reg/trainer:1"
+    )
     return yaml.safe_load(Path(path).read_text())
 
 

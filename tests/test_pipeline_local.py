@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.local_run import run_local
+
 from stt_flywheel.config import load_config
 from stt_flywheel.demo import simulate_traffic
 from stt_flywheel.stages import bootstrap_registry, open_endpoint, open_registry, summarize_run
@@ -42,7 +42,11 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     bad = _variant(config_path, "bad.yaml", learning_rate=5.0, warmup_steps=0)
     cfg, run_id = run_local(bad, package=package, max_steps=20)
     s = summarize_run(cfg, run_id, new_domain="pharmacy")
-    assert s["trigger"]["fired"] and s["dataset"]["read"] == s["dataset"]["accepted"] + s["dataset"]["duplicates"] + s["dataset"]["quarantined"]
+    assert (
+        s["trigger"]["fired"]
+        and s["dataset"]["read"]
+        == s["dataset"]["accepted"] + s["dataset"]["duplicates"] + s["dataset"]["quarantined"]
+    )
     assert s["gates"]["validation"] is not None and not s["gates"]["validation"]["passed"]
     assert s["deploy"] is None
     assert registry.aliases() == {"default": 1}
@@ -72,8 +76,18 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
 
     # 4. One command rolls back.
     out = subprocess.run(
-        [sys.executable, "-m", "flywheel_pipelines.cli", "registry", "rollback", "--config", str(config_path)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "flywheel_pipelines.cli",
+            "registry",
+            "rollback",
+            "--config",
+            str(config_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert registry.aliases() == {"default": 1}

@@ -80,7 +80,9 @@ def test_concurrent_registrations_get_distinct_versions(registry: LocalRegistry,
 
     def work() -> None:
         try:
-            results.append(LocalRegistry(registry.db_path, registry.models_dir, "m").register(model_dir).version)
+            results.append(
+                LocalRegistry(registry.db_path, registry.models_dir, "m").register(model_dir).version
+            )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -62,4 +62,14 @@ def test_mismatched_lengths_rejected() -> None:
 
 def test_corpus_score_validates_itself() -> None:
     with pytest.raises(ValueError):
-        CorpusScore(wer=0, cer=0, substitutions=1, deletions=0, insertions=0, hits=1, ref_words=3, ref_chars=3, utterances=1)
+        CorpusScore(
+            wer=0,
+            cer=0,
+            substitutions=1,
+            deletions=0,
+            insertions=0,
+            hits=1,
+            ref_words=3,
+            ref_chars=3,
+            utterances=1,
+        )

@@ -22,7 +22,9 @@ __all__ = ["train_base_model"]
 # Seeds disjoint from the demo world's, so the base model never saw a demo utterance.
 BASE_TRAIN_SEED = 9001
 BASE_EVAL_SEED = 9002
-BASE_SETTINGS = TrainSettings(max_steps=2400, learning_rate=1.5e-3, warmup_steps=200, batch_size=16, save_steps=400)
+BASE_SETTINGS = TrainSettings(
+    max_steps=2400, learning_rate=1.5e-3, warmup_steps=200, batch_size=16, save_steps=400
+)
 
 
 def train_base_model(
@@ -35,8 +37,12 @@ def train_base_model(
     started = time.perf_counter()
     train = synthesize_set("base", GENERAL, utterances, BASE_TRAIN_SEED, scratch_dir / "train")
     evals = {
-        "general": synthesize_set("base-eval-gen", GENERAL, 100, BASE_EVAL_SEED, scratch_dir / "eval-general"),
-        "new_domain": synthesize_set("base-eval-new", NEW_DOMAIN, 100, BASE_EVAL_SEED, scratch_dir / "eval-new"),
+        "general": synthesize_set(
+            "base-eval-gen", GENERAL, 100, BASE_EVAL_SEED, scratch_dir / "eval-general"
+        ),
+        "new_domain": synthesize_set(
+            "base-eval-new", NEW_DOMAIN, 100, BASE_EVAL_SEED, scratch_dir / "eval-new"
+        ),
     }
     model = build_ctc_model()
     examples = [{"audio": load_audio(u.audio).samples, "text": u.text} for u in train]

@@ -66,13 +66,17 @@ class PathSettings(_Strict):
 
 class TriggerPolicy(_Strict):
     min_error_cases: int = Field(50, ge=0, description="New error cases since the watermark needed to train.")
-    min_corrected_cases: int = Field(30, ge=0, description="New error cases that carry a corrected transcript.")
+    min_corrected_cases: int = Field(
+        30, ge=0, description="New error cases that carry a corrected transcript."
+    )
     error_rate_threshold: float = Field(
         0.05, ge=0.0, le=1.0, description="Minimum share of recent traffic that was wrong."
     )
     recent_window_hours: float = Field(168.0, gt=0, description="Traffic window for the error rate.")
     cooldown_hours: float = Field(0.0, ge=0, description="Minimum time since the last deployment.")
-    force: bool = Field(False, description="Train regardless of the thresholds (the reasons are still recorded).")
+    force: bool = Field(
+        False, description="Train regardless of the thresholds (the reasons are still recorded)."
+    )
 
     @property
     def cooldown(self) -> timedelta:
@@ -80,9 +84,15 @@ class TriggerPolicy(_Strict):
 
 
 class DatasetSettings(_Strict):
-    replay_manifest: Path | None = Field(None, description="General-domain manifest mixed in against forgetting.")
-    replay_share: float = Field(0.3, ge=0.0, lt=1.0, description="Share of the training split that is replay.")
-    holdout_fraction: float = Field(0.25, gt=0.0, lt=1.0, description="Share of error cases held out for validation.")
+    replay_manifest: Path | None = Field(
+        None, description="General-domain manifest mixed in against forgetting."
+    )
+    replay_share: float = Field(
+        0.3, ge=0.0, lt=1.0, description="Share of the training split that is replay."
+    )
+    holdout_fraction: float = Field(
+        0.25, gt=0.0, lt=1.0, description="Share of error cases held out for validation."
+    )
     protected_manifests: list[Path] = Field(
         default_factory=list, description="Extra manifests whose audio may never be trained on."
     )
@@ -100,10 +110,14 @@ class TrainingSettings(_Strict):
     save_steps: int = Field(100, gt=0)
     seed: int = 0
     speed_perturbation: list[float] = Field(
-        default_factory=list, description="Speed factors applied at random to training audio, e.g. [0.9, 1.0, 1.1]."
+        default_factory=list,
+        description="Speed factors applied at random to training audio, e.g. [0.9, 1.0, 1.1].",
     )
     wise_ft_alpha: float = Field(
-        1.0, ge=0.0, le=1.0, description="Interpolate the fine-tuned weights with the starting ones (1.0 = off)."
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Interpolate the fine-tuned weights with the starting ones (1.0 = off).",
     )
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: Literal["auto", "on", "off"] = "auto"
@@ -117,11 +131,15 @@ class TrainingSettings(_Strict):
 
 
 class ValidationPolicy(_Strict):
-    eval_manifest: Path | None = Field(None, description="Standard eval set scored beside the held-out split.")
+    eval_manifest: Path | None = Field(
+        None, description="Standard eval set scored beside the held-out split."
+    )
     min_wer_improvement: float | None = Field(
         0.02, description="Required absolute WER drop on the held-out set; unset rejects (fail closed)."
     )
-    max_p_value: float | None = Field(0.05, description="Significance level of the paired test; unset rejects.")
+    max_p_value: float | None = Field(
+        0.05, description="Significance level of the paired test; unset rejects."
+    )
     max_worse_share: float | None = Field(
         0.2, description="Largest share of held-out utterances allowed to get worse; unset rejects."
     )
@@ -139,19 +157,25 @@ class RegressionSuite(_Strict):
         0.1, description="Allowed WER increase relative to the reference; unset rejects."
     )
     max_absolute_degradation: float = Field(0.0, ge=0, description="Added to the relative allowance.")
-    must_pass: list[str] = Field(default_factory=list, description="Utterance ids that must be transcribed exactly.")
+    must_pass: list[str] = Field(
+        default_factory=list, description="Utterance ids that must be transcribed exactly."
+    )
 
 
 class DeploySettings(_Strict):
     auto_deploy: bool = True
     model_name: str = "stt-flywheel"
     endpoint_name: str = "stt-flywheel-local"
-    keep_versions: int = Field(5, ge=2, description="Registered versions kept; aliased or deployed ones never pruned.")
+    keep_versions: int = Field(
+        5, ge=2, description="Registered versions kept; aliased or deployed ones never pruned."
+    )
 
 
 class FlywheelConfig(_Strict):
     paths: PathSettings = PathSettings()
-    base_model: Path = Field(DEFAULT_BASE_MODEL, description="Model registered as version 1 when the registry is empty.")
+    base_model: Path = Field(
+        DEFAULT_BASE_MODEL, description="Model registered as version 1 when the registry is empty."
+    )
     trigger: TriggerPolicy = TriggerPolicy()
     dataset: DatasetSettings = DatasetSettings()
     training: TrainingSettings = TrainingSettings()
@@ -185,7 +209,12 @@ def _resolve_paths(obj: Any, base: Path) -> Any:
                 object.__setattr__(
                     obj,
                     name,
-                    [(base / v).resolve() if isinstance(v, Path) and not v.is_absolute() else _resolve_paths(v, base) for v in value],
+                    [
+                        (base / v).resolve()
+                        if isinstance(v, Path) and not v.is_absolute()
+                        else _resolve_paths(v, base)
+                        for v in value
+                    ],
                 )
             else:
                 _resolve_paths(value, base)

@@ -161,7 +161,15 @@ def build_dataset(
         seen[sha] = text
         counts["accepted"] += 1
         rows.append(
-            _Row(rec.id, text, audio, sha, "correction", rec.metadata.get("speaker", ""), rec.metadata.get("domain", ""))
+            _Row(
+                rec.id,
+                text,
+                audio,
+                sha,
+                "correction",
+                rec.metadata.get("speaker", ""),
+                rec.metadata.get("domain", ""),
+            )
         )
 
     for key in ("read", "accepted", "duplicates", "quarantined", "uncorrected_error_cases"):

@@ -85,7 +85,11 @@ def write_demo_config(
         # Fine-tuning a 2 M-parameter model on a new domain forgets the old one fast. 70 % replay,
         # speed perturbation and WiSE-FT (half-way back to the production weights) keep the general,
         # critical and fast-speech suites within their bounds; each alone did not (see the README).
-        "dataset": {"replay_manifest": str(manifests["replay"]), "replay_share": 0.7, "holdout_fraction": 0.25},
+        "dataset": {
+            "replay_manifest": str(manifests["replay"]),
+            "replay_share": 0.7,
+            "holdout_fraction": 0.25,
+        },
         "training": {
             "max_steps": max_steps,
             "learning_rate": 3e-4,
@@ -101,13 +105,31 @@ def write_demo_config(
             "max_worse_share": 0.2,
         },
         "regression": [
-            {"name": "general", "data": str(manifests["suite-general"]), "kind": "benchmark",
-             "reference": "production", "max_relative_degradation": 0.1, "max_absolute_degradation": 0.02},
-            {"name": "critical", "data": str(manifests["suite-critical"]), "kind": "critical",
-             "reference": "production", "max_relative_degradation": 0.25, "max_absolute_degradation": 0.02,
-             "must_pass": must_pass},
-            {"name": "fast-speech", "data": str(manifests["suite-edge"]), "kind": "edge",
-             "reference": "production", "max_relative_degradation": 0.15, "max_absolute_degradation": 0.02},
+            {
+                "name": "general",
+                "data": str(manifests["suite-general"]),
+                "kind": "benchmark",
+                "reference": "production",
+                "max_relative_degradation": 0.1,
+                "max_absolute_degradation": 0.02,
+            },
+            {
+                "name": "critical",
+                "data": str(manifests["suite-critical"]),
+                "kind": "critical",
+                "reference": "production",
+                "max_relative_degradation": 0.25,
+                "max_absolute_degradation": 0.02,
+                "must_pass": must_pass,
+            },
+            {
+                "name": "fast-speech",
+                "data": str(manifests["suite-edge"]),
+                "kind": "edge",
+                "reference": "production",
+                "max_relative_degradation": 0.15,
+                "max_absolute_degradation": 0.02,
+            },
         ],
         "deploy": {"keep_versions": 5},
     }

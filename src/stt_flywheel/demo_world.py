@@ -114,7 +114,9 @@ def make_sentences(domain: Domain, count: int, seed: int) -> list[str]:
     return [domain.sentence(rng) for _ in range(count)]
 
 
-def random_voice(rng: random.Random, voices: tuple[str, ...] = VOICES, speed: tuple[int, int] = (135, 185)) -> Voice:
+def random_voice(
+    rng: random.Random, voices: tuple[str, ...] = VOICES, speed: tuple[int, int] = (135, 185)
+) -> Voice:
     return Voice(name=rng.choice(voices), speed=rng.randint(*speed), pitch=rng.randint(25, 75))
 
 

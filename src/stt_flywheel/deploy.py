@@ -54,7 +54,9 @@ def promote_candidate(
 ) -> DeployOutcome:
     failed = [v for v in (validation, regression) if not v.get("passed")]
     if failed:
-        reasons = [f"{v.get('stage', 'verdict')}: {r}" for v in failed for r in v.get("reasons", ["missing verdict"])]
+        reasons = [
+            f"{v.get('stage', 'verdict')}: {r}" for v in failed for r in v.get("reasons", ["missing verdict"])
+        ]
         return DeployOutcome("rejected", None, None, reasons)
     production = registry.resolve("default")
     version = registry.register(

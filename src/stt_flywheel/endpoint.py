@@ -48,12 +48,16 @@ class LocalEndpoint:
         self.registry.get(version)
         now = datetime.now(UTC).isoformat()
         with self.registry.transaction() as conn:
-            conn.execute("DELETE FROM deployments WHERE endpoint=? AND model=?", (self.name, self.registry.model))
+            conn.execute(
+                "DELETE FROM deployments WHERE endpoint=? AND model=?", (self.name, self.registry.model)
+            )
             conn.execute(
                 "INSERT INTO deployments (endpoint, model, version, traffic, deployed_at) VALUES (?, ?, ?, 100, ?)",
                 (self.name, self.registry.model, version, now),
             )
-            self.registry._audit(conn, self.registry.model, "deploy", version, {"endpoint": self.name, "reason": reason})
+            self.registry._audit(
+                conn, self.registry.model, "deploy", version, {"endpoint": self.name, "reason": reason}
+            )
 
     def last_deployed_at(self) -> datetime | None:
         deps = self.deployments()
@@ -64,7 +68,9 @@ class LocalEndpoint:
             self._models[version] = load_model(self.registry.get(version).uri, device="cpu")
         return self._models[version]
 
-    def predict(self, audios: Sequence[np.ndarray], rng: random.Random | None = None) -> tuple[int, list[str]]:
+    def predict(
+        self, audios: Sequence[np.ndarray], rng: random.Random | None = None
+    ) -> tuple[int, list[str]]:
         """Transcribe with a version chosen by the traffic split. Returns (version, transcripts)."""
         split = self.traffic()
         if not split:

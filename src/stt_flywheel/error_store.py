@@ -55,7 +55,9 @@ class TranscriptRecord(BaseModel):
     def is_error(self) -> bool:
         if self.flagged:
             return True
-        return self.corrected_text is not None and normalize(self.corrected_text) != normalize(self.hypothesis)
+        return self.corrected_text is not None and normalize(self.corrected_text) != normalize(
+            self.hypothesis
+        )
 
     @property
     def is_corrected(self) -> bool:
@@ -151,7 +153,9 @@ class ErrorStore:
                 result.quarantined.append(QuarantineEntry(lineno, "invalid_json", str(exc), raw_text))
                 continue
             if not isinstance(data, dict):
-                result.quarantined.append(QuarantineEntry(lineno, "not_an_object", type(data).__name__, raw_text))
+                result.quarantined.append(
+                    QuarantineEntry(lineno, "not_an_object", type(data).__name__, raw_text)
+                )
                 continue
             try:
                 rec = TranscriptRecord.model_validate({**data, "ingested_at": ingested_at})

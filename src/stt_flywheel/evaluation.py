@@ -55,14 +55,22 @@ class Comparison:
     def paired_metrics(self) -> dict[str, float]:
         if self.production is None:
             return {"p_value": math.nan, "worse_share": math.nan, "better_share": math.nan}
-        test = paired_wilcoxon([r["candidate_errors"] for r in self.rows], [r["production_errors"] for r in self.rows])
+        test = paired_wilcoxon(
+            [r["candidate_errors"] for r in self.rows], [r["production_errors"] for r in self.rows]
+        )
         n = len(self.rows) or 1
         return {"p_value": test.p_value, "worse_share": test.worse / n, "better_share": test.better / n}
 
 
 def load_manifest_examples(path: str) -> list[dict[str, Any]]:
     return [
-        {"id": u.id, "text": u.text, "audio": load_audio(u.audio).samples, "speaker": u.speaker or "", "domain": u.domain or ""}
+        {
+            "id": u.id,
+            "text": u.text,
+            "audio": load_audio(u.audio).samples,
+            "speaker": u.speaker or "",
+            "domain": u.domain or "",
+        }
         for u in read_manifest(path)
     ]
 
@@ -133,7 +141,9 @@ def validate_candidate(
         metrics[f"slice_{domain}_utterances"] = float(len(rows))
         metrics[f"slice_{domain}_wer"] = cand / words if words else math.nan
         if held.production is not None:
-            metrics[f"slice_{domain}_production_wer"] = sum(r["production_errors"] for r in rows) / words if words else math.nan
+            metrics[f"slice_{domain}_production_wer"] = (
+                sum(r["production_errors"] for r in rows) / words if words else math.nan
+            )
     comparisons = [held]
     if eval_examples:
         ev = compare_models("eval", eval_examples, candidate, production, policy.batch_size)
@@ -182,7 +192,9 @@ def run_regression_suites(
     for suite in suites:
         examples = load_manifest_examples(str(suite.data))
         needs_production = suite.reference == "production"
-        comp = compare_models(suite.name, examples, candidate, production if needs_production else None, batch_size)
+        comp = compare_models(
+            suite.name, examples, candidate, production if needs_production else None, batch_size
+        )
         if needs_production:
             reference = comp.production.wer if comp.production else math.nan
         else:
@@ -199,8 +211,18 @@ def run_regression_suites(
             )
         ]
         if needs_production and production is None:
-            gates.append(Gate(f"{suite.name}.reference", False, None, None, f"{suite.name}: no production model to compare with"))
-        failures = [r["id"] for r in comp.rows if r["id"] in set(suite.must_pass) and r["candidate_errors"] > 0]
+            gates.append(
+                Gate(
+                    f"{suite.name}.reference",
+                    False,
+                    None,
+                    None,
+                    f"{suite.name}: no production model to compare with",
+                )
+            )
+        failures = [
+            r["id"] for r in comp.rows if r["id"] in set(suite.must_pass) and r["candidate_errors"] > 0
+        ]
         missing = sorted(set(suite.must_pass) - {r["id"] for r in comp.rows})
         if suite.must_pass:
             gates.append(

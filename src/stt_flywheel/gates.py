@@ -40,7 +40,12 @@ class Verdict:
         return [g.reason for g in self.gates if not g.passed] or [g.reason for g in self.gates]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "passed": self.passed, "reasons": self.reasons, "gates": [asdict(g) for g in self.gates]}
+        return {
+            "stage": self.stage,
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "gates": [asdict(g) for g in self.gates],
+        }
 
 
 def _missing(value: float | None) -> bool:
@@ -61,7 +66,9 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
     verdict = Verdict("validation")
     n = metrics.get("heldout_utterances", 0)
     if not n:
-        verdict.gates.append(Gate("heldout_size", False, 0, 1, "held-out split is empty: nothing to validate on"))
+        verdict.gates.append(
+            Gate("heldout_size", False, 0, 1, "held-out split is empty: nothing to validate on")
+        )
         return verdict
     improvement = metrics.get("production_wer", math.nan) - metrics.get("wer", math.nan)
     thr = policy.min_wer_improvement
@@ -77,7 +84,9 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
     p = metrics.get("p_value", math.nan)
     thr = policy.max_p_value
     verdict.gates.append(
-        check("max_p_value", p, thr, thr is not None and p < thr, f"paired Wilcoxon p = {p:.3g} (need < {thr})")
+        check(
+            "max_p_value", p, thr, thr is not None and p < thr, f"paired Wilcoxon p = {p:.3g} (need < {thr})"
+        )
     )
     worse = metrics.get("worse_share", math.nan)
     thr = policy.max_worse_share

@@ -127,7 +127,9 @@ class LocalRegistry:
         for alias, version in sorted(self.aliases().items()):
             by_version.setdefault(version, []).append(alias)
         with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM versions WHERE model=? ORDER BY version", (self.model,)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM versions WHERE model=? ORDER BY version", (self.model,)
+            ).fetchall()
         return [self._row_to_version(r, tuple(by_version.get(r["version"], []))) for r in rows]
 
     def get(self, version: int) -> ModelVersion:
@@ -150,7 +152,9 @@ class LocalRegistry:
 
     # -- writes ------------------------------------------------------------------------------
     @staticmethod
-    def _audit(conn: sqlite3.Connection, model: str, action: str, version: int | None, detail: dict[str, Any]) -> None:
+    def _audit(
+        conn: sqlite3.Connection, model: str, action: str, version: int | None, detail: dict[str, Any]
+    ) -> None:
         conn.execute(
             "INSERT INTO audit (at, model, action, version, detail) VALUES (?, ?, ?, ?, ?)",
             (_now(), model, action, version, orjson.dumps(detail, default=str).decode()),
@@ -173,7 +177,9 @@ class LocalRegistry:
         if not (Path(model_dir) / "config.json").exists():
             raise RegistryError(f"not a saved model directory: {model_dir}")
         with self.transaction() as conn:
-            row = conn.execute("SELECT MAX(version) AS v FROM versions WHERE model=?", (self.model,)).fetchone()
+            row = conn.execute(
+                "SELECT MAX(version) AS v FROM versions WHERE model=?", (self.model,)
+            ).fetchone()
             version = (row["v"] or 0) + 1
             target = self.models_dir / self.model / f"v{version}"
             shutil.rmtree(target, ignore_errors=True)
@@ -194,14 +200,21 @@ class LocalRegistry:
                     orjson.dumps(evaluation or {}, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
                 ),
             )
-            self._audit(conn, self.model, "register", version, {"dataset_version": dataset_version, "run": source_run})
+            self._audit(
+                conn, self.model, "register", version, {"dataset_version": dataset_version, "run": source_run}
+            )
         return self.get(version)
 
     def set_alias(self, alias: str, version: int, conn: sqlite3.Connection | None = None) -> None:
         if conn is None:
             with self.transaction() as c:
                 return self.set_alias(alias, version, c)
-        if conn.execute("SELECT 1 FROM versions WHERE model=? AND version=?", (self.model, version)).fetchone() is None:
+        if (
+            conn.execute(
+                "SELECT 1 FROM versions WHERE model=? AND version=?", (self.model, version)
+            ).fetchone()
+            is None
+        ):
             raise RegistryError(f"{self.model} has no version {version}")
         conn.execute(
             "INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) "
@@ -214,7 +227,9 @@ class LocalRegistry:
     def promote(self, version: int, reason: str = "") -> int | None:
         """Make `version` the default; the old default becomes `previous`. Returns the old default."""
         with self.transaction() as conn:
-            row = conn.execute("SELECT version FROM aliases WHERE model=? AND alias='default'", (self.model,)).fetchone()
+            row = conn.execute(
+                "SELECT version FROM aliases WHERE model=? AND alias='default'", (self.model,)
+            ).fetchone()
             old = row["version"] if row else None
             if old == version:
                 return old
@@ -243,7 +258,11 @@ class LocalRegistry:
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE versions SET evaluation=? WHERE model=? AND version=?",
-                (orjson.dumps(evaluation, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode(), self.model, version),
+                (
+                    orjson.dumps(evaluation, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+                    self.model,
+                    version,
+                ),
             )
 
     def prune(self, keep: int) -> list[int]:
@@ -253,10 +272,15 @@ class LocalRegistry:
                 r[0] for r in conn.execute("SELECT version FROM aliases WHERE model=?", (self.model,))
             } | {
                 r[0]
-                for r in conn.execute("SELECT version FROM deployments WHERE model=? AND traffic > 0", (self.model,))
+                for r in conn.execute(
+                    "SELECT version FROM deployments WHERE model=? AND traffic > 0", (self.model,)
+                )
             }
             all_versions = [
-                r[0] for r in conn.execute("SELECT version FROM versions WHERE model=? ORDER BY version DESC", (self.model,))
+                r[0]
+                for r in conn.execute(
+                    "SELECT version FROM versions WHERE model=? ORDER BY version DESC", (self.model,)
+                )
             ]
             doomed = [v for v in all_versions[keep:] if v not in protected]
             for v in doomed:

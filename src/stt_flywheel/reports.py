@@ -49,12 +49,20 @@ def _page(title: str, body: str) -> str:
 
 
 def _worst(rows: Sequence[dict[str, Any]], limit: int = 10) -> str:
-    changed = [r for r in rows if "production_errors" in r and r["candidate_errors"] != r["production_errors"]]
+    changed = [
+        r for r in rows if "production_errors" in r and r["candidate_errors"] != r["production_errors"]
+    ]
     changed.sort(key=lambda r: r["production_errors"] - r["candidate_errors"])
     return _table(
         ["id", "reference", "production", "candidate", "Δ errors"],
         [
-            (r["id"], r["ref"], r["production_hyp"], r["candidate_hyp"], r["candidate_errors"] - r["production_errors"])
+            (
+                r["id"],
+                r["ref"],
+                r["production_hyp"],
+                r["candidate_hyp"],
+                r["candidate_errors"] - r["production_errors"],
+            )
             for r in changed[:limit]
         ],
     )
@@ -77,19 +85,41 @@ def validation_html(metrics: dict[str, float], verdict: Verdict, comparisons: Se
         )
     body = _verdict_block(verdict)
     body += "<h2>Sets</h2>" + _table(
-        ["set", "utterances", "production WER", "candidate WER", "production CER", "candidate CER", "cand. S/D/I"], rows
+        [
+            "set",
+            "utterances",
+            "production WER",
+            "candidate WER",
+            "production CER",
+            "candidate CER",
+            "cand. S/D/I",
+        ],
+        rows,
     )
-    body += f"<p>Paired Wilcoxon signed-rank (one-sided), held-out split: p = {_fmt(metrics.get('p_value'))}; "
+    body += (
+        f"<p>Paired Wilcoxon signed-rank (one-sided), held-out split: p = {_fmt(metrics.get('p_value'))}; "
+    )
     body += f"better {_fmt(metrics.get('better_share'))}, worse {_fmt(metrics.get('worse_share'))} of utterances.</p>"
     for comp in comparisons:
-        body += f"<h2>Largest regressions, then improvements — {html.escape(comp.name)}</h2>" + _worst(comp.rows)
+        body += f"<h2>Largest regressions, then improvements — {html.escape(comp.name)}</h2>" + _worst(
+            comp.rows
+        )
     return _page("Validation: candidate vs production", body)
 
 
 def regression_html(results: Sequence[Any], verdict: Verdict) -> str:
     body = _verdict_block(verdict)
     body += "<h2>Suites</h2>" + _table(
-        ["suite", "kind", "utterances", "reference WER", "allowed WER", "candidate WER", "must-pass failures", "verdict"],
+        [
+            "suite",
+            "kind",
+            "utterances",
+            "reference WER",
+            "allowed WER",
+            "candidate WER",
+            "must-pass failures",
+            "verdict",
+        ],
         [
             (
                 r.name,

@@ -56,7 +56,9 @@ def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
     current = registry.resolve("default")
     if current is not None:
         return current
-    version = registry.register(config.base_model, source_run="bootstrap", lineage={"base_model": str(config.base_model)})
+    version = registry.register(
+        config.base_model, source_run="bootstrap", lineage={"base_model": str(config.base_model)}
+    )
     registry.promote(version.version, reason="bootstrap with the base model")
     open_endpoint(config, registry).deploy(version.version, reason="bootstrap")
     return registry.get(version.version)
@@ -86,7 +88,9 @@ def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | Non
     return decision
 
 
-def stage_build_dataset(config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str) -> DatasetManifest:
+def stage_build_dataset(
+    config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str
+) -> DatasetManifest:
     assert config.paths.error_store and config.paths.datasets
     protected_sources = [s.data for s in config.regression] + list(config.dataset.protected_manifests)
     if config.validation.eval_manifest:
@@ -127,23 +131,37 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
         config,
         run_id,
         "train",
-        {**result.metrics(), "device": result.device, "bf16": result.bf16, "started_from": start_from,
-         "resumed_from": result.resumed_from, "train_examples": len(train)},
+        {
+            **result.metrics(),
+            "device": result.device,
+            "bf16": result.bf16,
+            "started_from": start_from,
+            "resumed_from": result.resumed_from,
+            "train_examples": len(train),
+        },
     )
     return result
 
 
 def _models(config: FlywheelConfig, candidate_dir: Path) -> tuple[SpeechModel, SpeechModel | None]:
     production = _production(config)
-    return load_model(candidate_dir, device="cpu"), load_model(production.uri, device="cpu") if production else None
+    return load_model(candidate_dir, device="cpu"), load_model(
+        production.uri, device="cpu"
+    ) if production else None
 
 
 def stage_validate_model(
     config: FlywheelConfig, candidate_dir: Path, dataset_dir: Path, out_dir: Path, run_id: str
 ) -> dict[str, Any]:
     candidate, production = _models(config, candidate_dir)
-    eval_examples = load_manifest_examples(str(config.validation.eval_manifest)) if config.validation.eval_manifest else []
-    result = validate_candidate(candidate, production, load_split(dataset_dir, "heldout"), config.validation, eval_examples)
+    eval_examples = (
+        load_manifest_examples(str(config.validation.eval_manifest))
+        if config.validation.eval_manifest
+        else []
+    )
+    result = validate_candidate(
+        candidate, production, load_split(dataset_dir, "heldout"), config.validation, eval_examples
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = result.verdict.as_dict()
     atomic_write_json(out_dir / "verdict.json", {**verdict, "metrics": result.metrics})
@@ -157,9 +175,13 @@ def stage_validate_model(
     return {"verdict": verdict, "metrics": result.metrics, "report_html": report}
 
 
-def stage_run_regression_suites(config: FlywheelConfig, candidate_dir: Path, out_dir: Path, run_id: str) -> dict[str, Any]:
+def stage_run_regression_suites(
+    config: FlywheelConfig, candidate_dir: Path, out_dir: Path, run_id: str
+) -> dict[str, Any]:
     candidate, production = _models(config, candidate_dir)
-    results, verdict = run_regression_suites(candidate, production, config.regression, config.validation.batch_size)
+    results, verdict = run_regression_suites(
+        candidate, production, config.regression, config.validation.batch_size
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {**verdict.as_dict(), "suites": [r.as_dict() for r in results]}
     atomic_write_json(out_dir / "verdict.json", payload)
@@ -184,7 +206,9 @@ def stage_deploy_model(
     validation = read_json(validation_dir / "verdict.json")
     regression = read_json(regression_dir / "verdict.json")
     manifest = DatasetManifest.load(dataset_dir)
-    headline = {k: v for k, v in validation.get("metrics", {}).items() if isinstance(v, float) and math.isfinite(v)}
+    headline = {
+        k: v for k, v in validation.get("metrics", {}).items() if isinstance(v, float) and math.isfinite(v)
+    }
     outcome = promote_candidate(
         registry,
         open_endpoint(config, registry),
@@ -229,18 +253,37 @@ def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = 
     return {
         "run_id": run_id,
         "run_dir": str(run_dir),
-        "trigger": {"fired": bool(trigger.get("should_train")), "summary": trigger.get("summary"),
-                    "checks": trigger.get("checks", [])},
+        "trigger": {
+            "fired": bool(trigger.get("should_train")),
+            "summary": trigger.get("summary"),
+            "checks": trigger.get("checks", []),
+        },
         "dataset": (
-            {"version": dataset["version"], **dataset["counts"], "splits": dataset["splits"],
-             "replay": dataset["replay"]["used"], "quarantine_reasons": dataset["quarantine_reasons"]}
-            if dataset else None
+            {
+                "version": dataset["version"],
+                **dataset["counts"],
+                "splits": dataset["splits"],
+                "replay": dataset["replay"]["used"],
+                "quarantine_reasons": dataset["quarantine_reasons"],
+            }
+            if dataset
+            else None
         ),
         "training": train,
-        "production": {"new_domain_wer": prod_new, "heldout_wer": m.get("production_wer"), "new_domain_cer": m.get("production_cer"),
-                       "general_wer": general.get("reference_wer"), "eval_wer": m.get("eval_production_wer")},
-        "candidate": {"new_domain_wer": cand_new, "heldout_wer": m.get("wer"), "new_domain_cer": m.get("cer"),
-                      "general_wer": general.get("candidate_wer"), "eval_wer": m.get("eval_wer")},
+        "production": {
+            "new_domain_wer": prod_new,
+            "heldout_wer": m.get("production_wer"),
+            "new_domain_cer": m.get("production_cer"),
+            "general_wer": general.get("reference_wer"),
+            "eval_wer": m.get("eval_production_wer"),
+        },
+        "candidate": {
+            "new_domain_wer": cand_new,
+            "heldout_wer": m.get("wer"),
+            "new_domain_cer": m.get("cer"),
+            "general_wer": general.get("candidate_wer"),
+            "eval_wer": m.get("eval_wer"),
+        },
         "p_value": m.get("p_value"),
         "gates": {
             "validation": validation and {"passed": validation["passed"], "reasons": validation["reasons"]},

@@ -42,4 +42,6 @@ def paired_wilcoxon(candidate_errors: Sequence[int], production_errors: Sequence
     if nonzero == 0:
         return PairedTest("wilcoxon_signed_rank", 1.0, 0.0, len(diff), 0, 0, 0)
     res = sps.wilcoxon(diff[diff != 0], alternative="less", zero_method="wilcox")
-    return PairedTest("wilcoxon_signed_rank", float(res.pvalue), float(res.statistic), len(diff), nonzero, better, worse)
+    return PairedTest(
+        "wilcoxon_signed_rank", float(res.pvalue), float(res.statistic), len(diff), nonzero, better, worse
+    )

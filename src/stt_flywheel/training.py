@@ -72,7 +72,9 @@ class TrainResult:
 class _Examples(Dataset):
     """Training examples, optionally speed-perturbed (resampled so they play faster or slower)."""
 
-    def __init__(self, examples: Sequence[dict[str, Any]], speeds: Sequence[float] = (), seed: int = 0) -> None:
+    def __init__(
+        self, examples: Sequence[dict[str, Any]], speeds: Sequence[float] = (), seed: int = 0
+    ) -> None:
         self.examples = examples
         self.speeds = tuple(speeds)
         self.rng = random.Random(seed)

@@ -49,7 +49,11 @@ class CTCProcessor:
 
     def features(self, audios: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         return self.feature_extractor(
-            list(audios), sampling_rate=16_000, return_tensors="pt", return_attention_mask=True, padding="longest"
+            list(audios),
+            sampling_rate=16_000,
+            return_tensors="pt",
+            return_attention_mask=True,
+            padding="longest",
         )
 
     def labels(self, texts: Sequence[str]) -> torch.Tensor:
@@ -69,7 +73,11 @@ def build_ctc_processor() -> CTCProcessor:
         vocab_file = Path(tmp) / "vocab.json"
         vocab_file.write_text(json.dumps(vocab))
         tokenizer = Wav2Vec2CTCTokenizer(
-            str(vocab_file), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|", do_lower_case=False
+            str(vocab_file),
+            unk_token="<unk>",
+            pad_token="<pad>",
+            word_delimiter_token="|",
+            do_lower_case=False,
         )
     return CTCProcessor(ParakeetFeatureExtractor(feature_size=80), tokenizer)
 

@@ -56,9 +56,11 @@ def build_whisper_tokenizer() -> WhisperTokenizer:
     )
 
 
-def build_whisper_model(d_model: int = 64, layers: int = 2, heads: int = 2, seed: int = 0) -> Seq2SeqSpeechModel:
+def build_whisper_model(
+    d_model: int = 64, layers: int = 2, heads: int = 2, seed: int = 0
+) -> Seq2SeqSpeechModel:
     tokenizer = build_whisper_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    ids: dict[str, int] = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}  # type: ignore[misc]
     torch.manual_seed(seed)
     config = WhisperConfig(
         vocab_size=len(tokenizer),
@@ -79,19 +81,26 @@ def build_whisper_model(d_model: int = 64, layers: int = 2, heads: int = 2, seed
         begin_suppress_tokens=[],
     )
     model = WhisperForConditionalGeneration(config)
-    gen = model.generation_config
-    gen.decoder_start_token_id = ids["<|startoftranscript|>"]
-    gen.eos_token_id = gen.pad_token_id = ids["<|endoftext|>"]
-    gen.lang_to_id = {"<|en|>": ids["<|en|>"]}
-    gen.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
-    gen.no_timestamps_token_id = ids["<|notimestamps|>"]
-    gen.is_multilingual = True
-    gen.max_length = 64
-    gen.suppress_tokens = []
-    gen.begin_suppress_tokens = []
-    gen.forced_decoder_ids = None
-    gen._from_model_config = False  # else the Whisper-specific keys are dropped when the model is loaded
-    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+    # The keys Whisper's own generate() reads (set as attributes: they are not GenerationConfig fields).
+    whisper_generation = {
+        "decoder_start_token_id": ids["<|startoftranscript|>"],
+        "eos_token_id": ids["<|endoftext|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "lang_to_id": {"<|en|>": ids["<|en|>"]},
+        "task_to_id": {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        "no_timestamps_token_id": ids["<|notimestamps|>"],
+        "is_multilingual": True,
+        "max_length": 64,
+        "suppress_tokens": [],
+        "begin_suppress_tokens": [],
+        "forced_decoder_ids": None,
+        "_from_model_config": False,  # else the Whisper-specific keys are dropped when the model is loaded
+    }
+    for key, value in whisper_generation.items():
+        setattr(model.generation_config, key, value)
+    processor = WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer
+    )
     return Seq2SeqSpeechModel(model, processor)
 
 
@@ -118,7 +127,9 @@ class Seq2SeqSpeechModel(SpeechModel):
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         features = self._features([np.asarray(e["audio"], dtype=np.float32) for e in examples])
-        tok = self.processor.tokenizer([" " + normalize(e["text"]) for e in examples], padding=True, return_tensors="pt")
+        tok = self.processor.tokenizer(
+            [" " + normalize(e["text"]) for e in examples], padding=True, return_tensors="pt"
+        )
         labels = tok["input_ids"].masked_fill(tok["attention_mask"] == 0, -100)
         # The model prepends the decoder start token itself when it shifts labels right.
         if (labels[:, 0] == self.model.config.decoder_start_token_id).all():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -197,6 +198,9 @@ USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, ValueError, Runtim
 
 
 def main() -> None:
+    # Progress bars and library chatter would bury the summary; an explicit setting still wins.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         app(standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -105,7 +105,12 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
     table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
     console.print(table)
-    console.print(f"Paired Wilcoxon p-value (held-out): {_f(s['p_value'])}")
+    p = s["p_value"]
+    console.print(
+        f"Paired Wilcoxon p-value (held-out): {p:.3g}"
+        if isinstance(p, float)
+        else "Paired Wilcoxon p-value: —"
+    )
     for stage, gate in s["gates"].items():
         if gate:
             mark = "[green]PASS[/]" if gate["passed"] else "[red]REJECT[/]"

@@ -39,8 +39,19 @@ def test_wilcoxon_edge_cases(cand: list[int], prod: list[int], expected: float |
         assert p == expected
 
 
-GOOD = {"heldout_utterances": 50.0, "wer": 0.2, "production_wer": 0.5, "p_value": 0.001, "worse_share": 0.05}
-POLICY = ValidationPolicy(min_wer_improvement=0.05, max_p_value=0.05, max_worse_share=0.2)
+GOOD = {
+    "heldout_utterances": 50.0,
+    "wer": 0.2,
+    "production_wer": 0.5,
+    "p_value": 0.001,
+    "worse_share": 0.05,
+    "empty_share": 0.0,
+    "cer": 0.1,
+    "production_cer": 0.3,
+}
+POLICY = ValidationPolicy(
+    min_wer_improvement=0.05, max_p_value=0.05, max_worse_share=0.2, max_empty_share=0.05
+)
 
 # (metric overrides, policy overrides, passes, failing gate)
 GATE_CASES = [
@@ -53,6 +64,10 @@ GATE_CASES = [
     ({}, {"max_p_value": None}, False, "max_p_value"),
     ({}, {"min_wer_improvement": None}, False, "min_wer_improvement"),
     ({"heldout_utterances": 0.0}, {}, False, "heldout_size"),
+    ({"empty_share": 0.5}, {}, False, "max_empty_share"),
+    ({"cer": 0.31}, {}, False, "max_cer_increase"),
+    ({"cer": 0.31}, {"max_cer_increase": 0.02}, True, None),
+    ({}, {"max_empty_share": None}, False, "max_empty_share"),
 ]
 
 
@@ -71,6 +86,8 @@ def test_missing_metrics_reject() -> None:
         "min_wer_improvement",
         "max_p_value",
         "max_worse_share",
+        "max_cer_increase",
+        "max_empty_share",
     }
 
 

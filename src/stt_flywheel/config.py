@@ -143,6 +143,14 @@ class ValidationPolicy(_Strict):
     max_worse_share: float | None = Field(
         0.2, description="Largest share of held-out utterances allowed to get worse; unset rejects."
     )
+    max_cer_increase: float | None = Field(
+        0.0,
+        description="Largest allowed rise in held-out CER; unset rejects. Guards against WER gains from garbage.",
+    )
+    max_empty_share: float | None = Field(
+        0.05,
+        description="Largest share of held-out utterances the candidate may answer with nothing; unset rejects.",
+    )
     batch_size: int = Field(16, gt=0)
 
 

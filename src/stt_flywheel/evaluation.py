@@ -61,6 +61,13 @@ class Comparison:
         n = len(self.rows) or 1
         return {"p_value": test.p_value, "worse_share": test.worse / n, "better_share": test.better / n}
 
+    @property
+    def empty_share(self) -> float:
+        """Share of utterances with a non-empty reference that the candidate answered with nothing."""
+        if not self.rows:
+            return math.nan
+        return sum(1 for r in self.rows if r["ref"] and not r["candidate_hyp"]) / len(self.rows)
+
 
 def load_manifest_examples(path: str) -> list[dict[str, Any]]:
     return [
@@ -133,6 +140,7 @@ def validate_candidate(
         "production_wer": held.production.wer if held.production else math.nan,
         "production_cer": held.production.cer if held.production else math.nan,
         "delta_wer": held.delta_wer,
+        "empty_share": held.empty_share,
         **held.paired_metrics(),
     }
     for domain, rows in sorted(held.domain_rows().items()):

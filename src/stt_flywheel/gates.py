@@ -62,7 +62,11 @@ def check(name: str, value: float | None, threshold: float | None, ok: bool, des
 
 
 def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> Verdict:
-    """Gates on the held-out split: absolute WER improvement, significance, share of regressions."""
+    """Gates on the held-out split: WER improvement, significance, share of regressions, CER, empty outputs.
+
+    The last two exist because WER alone can be gamed: where production inserts words (WER > 1), a
+    model that answers with nothing, or one junk word, scores a *lower* WER; its CER gives it away.
+    """
     verdict = Verdict("validation")
     n = metrics.get("heldout_utterances", 0)
     if not n:
@@ -97,6 +101,28 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
             thr,
             thr is not None and worse <= thr,
             f"{worse:.1%} of held-out utterances got worse (allowed ≤ {thr})",
+        )
+    )
+    rise = metrics.get("cer", math.nan) - metrics.get("production_cer", math.nan)
+    thr = policy.max_cer_increase
+    verdict.gates.append(
+        check(
+            "max_cer_increase",
+            rise,
+            thr,
+            thr is not None and rise <= thr,
+            f"CER changed by {rise:+.4f} (allowed ≤ +{thr})",
+        )
+    )
+    empty = metrics.get("empty_share", math.nan)
+    thr = policy.max_empty_share
+    verdict.gates.append(
+        check(
+            "max_empty_share",
+            empty,
+            thr,
+            thr is not None and empty <= thr,
+            f"{empty:.1%} of held-out utterances got an empty transcript (allowed ≤ {thr})",
         )
     )
     return verdict

@@ -10,18 +10,16 @@ def run_regression_suites(
     results: Output[Artifact],
 ) -> bool:
     """Run every configured regression suite on the candidate; one verdict per suite."""
-    import math
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import stage_run_regression_suites
+    from stt_flywheel.stages import loggable_metrics, stage_run_regression_suites
 
     out = stage_run_regression_suites(
         load_run_config(config_uri), Path(model.path) / "model", Path(results.path), run_id
     )
     with open(report.path, "w") as fh:
         fh.write(out["report_html"])
-    for key, value in out["metrics"].items():
-        if math.isfinite(value):
-            metrics.log_metric(key, float(value))
+    for key, value in loggable_metrics(out["metrics"]).items():
+        metrics.log_metric(key, value)
     return bool(out["verdict"]["passed"])

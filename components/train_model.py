@@ -13,11 +13,11 @@ def train_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import stage_train_model
+    from stt_flywheel.stages import loggable_metrics, stage_train_model
 
     result = stage_train_model(
         load_run_config(config_uri, max_steps=max_steps), Path(dataset.path), Path(model.path), run_id
     )
     model.metadata.update({"device": result.device, "bf16": result.bf16, "steps": result.steps})
-    for key, value in result.metrics().items():
-        metrics.log_metric(key, float(value))
+    for key, value in loggable_metrics(result.metrics()).items():
+        metrics.log_metric(key, value)

@@ -11,11 +11,10 @@ def validate_model(
     results: Output[Artifact],
 ) -> bool:
     """Score candidate and production on the held-out split and the eval set; gate on the result."""
-    import math
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import stage_validate_model
+    from stt_flywheel.stages import loggable_metrics, stage_validate_model
 
     out = stage_validate_model(
         load_run_config(config_uri),
@@ -26,7 +25,6 @@ def validate_model(
     )
     with open(report.path, "w") as fh:
         fh.write(out["report_html"])
-    for key, value in out["metrics"].items():
-        if math.isfinite(value):
-            metrics.log_metric(key, float(value))
+    for key, value in loggable_metrics(out["metrics"]).items():
+        metrics.log_metric(key, value)
     return bool(out["verdict"]["passed"])

@@ -33,7 +33,7 @@ class LocalEndpoint:
         self._models: dict[int, SpeechModel] = {}
 
     def deployments(self) -> list[Deployment]:
-        with self.registry._connect() as conn:
+        with self.registry.reader() as conn:
             rows = conn.execute(
                 "SELECT version, traffic, deployed_at FROM deployments WHERE endpoint=? AND model=? ORDER BY version",
                 (self.name, self.registry.model),
@@ -55,9 +55,7 @@ class LocalEndpoint:
                 "INSERT INTO deployments (endpoint, model, version, traffic, deployed_at) VALUES (?, ?, ?, 100, ?)",
                 (self.name, self.registry.model, version, now),
             )
-            self.registry._audit(
-                conn, self.registry.model, "deploy", version, {"endpoint": self.name, "reason": reason}
-            )
+            self.registry.audit(conn, "deploy", version, {"endpoint": self.name, "reason": reason})
 
     def last_deployed_at(self) -> datetime | None:
         deps = self.deployments()

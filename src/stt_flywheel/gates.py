@@ -7,6 +7,8 @@ computed on no data. Policy lives here, not in components, so it is tested witho
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -74,55 +76,52 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
             Gate("heldout_size", False, 0, 1, "held-out split is empty: nothing to validate on")
         )
         return verdict
-    improvement = metrics.get("production_wer", math.nan) - metrics.get("wer", math.nan)
-    thr = policy.min_wer_improvement
-    verdict.gates.append(
-        check(
+
+    def get(key: str) -> float:
+        return float(metrics.get(key, math.nan))
+
+    improvement = get("production_wer") - get("wer")
+    cer_rise = get("cer") - get("production_cer")
+    p, worse, empty = get("p_value"), get("worse_share"), get("empty_share")
+    # (gate, measured value, threshold, passes(value, threshold), reason)
+    rules: list[tuple[str, float, float | None, Callable[[float, float], bool], str]] = [
+        (
             "min_wer_improvement",
             improvement,
-            thr,
-            thr is not None and improvement >= thr,
-            f"WER improved by {improvement:+.4f} absolute (need ≥ {thr})",
-        )
-    )
-    p = metrics.get("p_value", math.nan)
-    thr = policy.max_p_value
-    verdict.gates.append(
-        check(
-            "max_p_value", p, thr, thr is not None and p < thr, f"paired Wilcoxon p = {p:.3g} (need < {thr})"
-        )
-    )
-    worse = metrics.get("worse_share", math.nan)
-    thr = policy.max_worse_share
-    verdict.gates.append(
-        check(
+            policy.min_wer_improvement,
+            operator.ge,
+            f"WER improved by {improvement:+.4f} absolute (need ≥ {policy.min_wer_improvement})",
+        ),
+        (
+            "max_p_value",
+            p,
+            policy.max_p_value,
+            operator.lt,
+            f"paired Wilcoxon p = {p:.3g} (need < {policy.max_p_value})",
+        ),
+        (
             "max_worse_share",
             worse,
-            thr,
-            thr is not None and worse <= thr,
-            f"{worse:.1%} of held-out utterances got worse (allowed ≤ {thr})",
-        )
-    )
-    rise = metrics.get("cer", math.nan) - metrics.get("production_cer", math.nan)
-    thr = policy.max_cer_increase
-    verdict.gates.append(
-        check(
+            policy.max_worse_share,
+            operator.le,
+            f"{worse:.1%} of held-out utterances got worse (allowed ≤ {policy.max_worse_share})",
+        ),
+        (
             "max_cer_increase",
-            rise,
-            thr,
-            thr is not None and rise <= thr,
-            f"CER changed by {rise:+.4f} (allowed ≤ +{thr})",
-        )
-    )
-    empty = metrics.get("empty_share", math.nan)
-    thr = policy.max_empty_share
-    verdict.gates.append(
-        check(
+            cer_rise,
+            policy.max_cer_increase,
+            operator.le,
+            f"CER changed by {cer_rise:+.4f} (allowed ≤ +{policy.max_cer_increase})",
+        ),
+        (
             "max_empty_share",
             empty,
-            thr,
-            thr is not None and empty <= thr,
-            f"{empty:.1%} of held-out utterances got an empty transcript (allowed ≤ {thr})",
-        )
-    )
+            policy.max_empty_share,
+            operator.le,
+            f"{empty:.1%} of held-out utterances got an empty transcript (allowed ≤ {policy.max_empty_share})",
+        ),
+    ]
+    for name, value, threshold, passes, reason in rules:
+        ok = threshold is not None and not _missing(value) and passes(value, threshold)
+        verdict.gates.append(check(name, value, threshold, ok, reason))
     return verdict

@@ -79,7 +79,7 @@ class LocalRegistry:
         self.models_dir = Path(models_dir)
         self.model = model_name
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        with self.reader() as conn:
             conn.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
@@ -89,7 +89,17 @@ class LocalRegistry:
         return conn
 
     @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads, closed afterwards."""
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's write lock from the start (BEGIN IMMEDIATE)."""
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -118,7 +128,7 @@ class LocalRegistry:
         )
 
     def aliases(self) -> dict[str, int]:
-        with self._connect() as conn:
+        with self.reader() as conn:
             rows = conn.execute("SELECT alias, version FROM aliases WHERE model=?", (self.model,)).fetchall()
         return {r["alias"]: r["version"] for r in rows}
 
@@ -126,7 +136,7 @@ class LocalRegistry:
         by_version: dict[int, list[str]] = {}
         for alias, version in sorted(self.aliases().items()):
             by_version.setdefault(version, []).append(alias)
-        with self._connect() as conn:
+        with self.reader() as conn:
             rows = conn.execute(
                 "SELECT * FROM versions WHERE model=? ORDER BY version", (self.model,)
             ).fetchall()
@@ -146,18 +156,18 @@ class LocalRegistry:
         return next((v for v in self.versions() if v.source_run == source_run), None)
 
     def audit_log(self) -> list[dict[str, Any]]:
-        with self._connect() as conn:
+        with self.reader() as conn:
             rows = conn.execute("SELECT * FROM audit WHERE model=? ORDER BY id", (self.model,)).fetchall()
         return [{**dict(r), "detail": orjson.loads(r["detail"])} for r in rows]
 
     # -- writes ------------------------------------------------------------------------------
-    @staticmethod
-    def _audit(
-        conn: sqlite3.Connection, model: str, action: str, version: int | None, detail: dict[str, Any]
+    def audit(
+        self, conn: sqlite3.Connection, action: str, version: int | None, detail: dict[str, Any]
     ) -> None:
+        """Append to the audit log inside the caller's transaction."""
         conn.execute(
             "INSERT INTO audit (at, model, action, version, detail) VALUES (?, ?, ?, ?, ?)",
-            (_now(), model, action, version, orjson.dumps(detail, default=str).decode()),
+            (_now(), self.model, action, version, orjson.dumps(detail, default=str).decode()),
         )
 
     def register(
@@ -200,9 +210,7 @@ class LocalRegistry:
                     orjson.dumps(evaluation or {}, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
                 ),
             )
-            self._audit(
-                conn, self.model, "register", version, {"dataset_version": dataset_version, "run": source_run}
-            )
+            self.audit(conn, "register", version, {"dataset_version": dataset_version, "run": source_run})
         return self.get(version)
 
     def set_alias(self, alias: str, version: int, conn: sqlite3.Connection | None = None) -> None:
@@ -221,7 +229,7 @@ class LocalRegistry:
             "ON CONFLICT(model, alias) DO UPDATE SET version=excluded.version",
             (self.model, alias, version),
         )
-        self._audit(conn, self.model, "set_alias", version, {"alias": alias})
+        self.audit(conn, "set_alias", version, {"alias": alias})
         return None
 
     def promote(self, version: int, reason: str = "") -> int | None:
@@ -236,7 +244,7 @@ class LocalRegistry:
             if old is not None:
                 self.set_alias("previous", old, conn)
             self.set_alias("default", version, conn)
-            self._audit(conn, self.model, "promote", version, {"replaced": old, "reason": reason})
+            self.audit(conn, "promote", version, {"replaced": old, "reason": reason})
         return old
 
     def rollback(self, reason: str = "manual rollback") -> tuple[int, int]:
@@ -251,7 +259,7 @@ class LocalRegistry:
             bad, good = aliases["default"], aliases["previous"]
             self.set_alias("default", good, conn)
             conn.execute("DELETE FROM aliases WHERE model=? AND alias='previous'", (self.model,))
-            self._audit(conn, self.model, "rollback", good, {"rolled_back": bad, "reason": reason})
+            self.audit(conn, "rollback", good, {"rolled_back": bad, "reason": reason})
         return bad, good
 
     def store_evaluation(self, version: int, evaluation: dict[str, Any]) -> None:
@@ -289,6 +297,6 @@ class LocalRegistry:
                 ).fetchone()["uri"]
                 conn.execute("DELETE FROM versions WHERE model=? AND version=?", (self.model, v))
                 conn.execute("DELETE FROM deployments WHERE model=? AND version=?", (self.model, v))
-                self._audit(conn, self.model, "prune", v, {})
+                self.audit(conn, "prune", v, {})
                 shutil.rmtree(uri, ignore_errors=True)
         return doomed

@@ -29,6 +29,7 @@ from stt_flywheel.trigger import TriggerDecision, check_trigger
 
 __all__ = [
     "bootstrap_registry",
+    "loggable_metrics",
     "open_endpoint",
     "open_registry",
     "stage_build_dataset",
@@ -112,18 +113,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
     start_from = production.uri if production else str(config.base_model)
     model = load_model(start_from, device=config.training.accelerator)
     t = config.training
-    settings = TrainSettings(
-        max_steps=t.max_steps,
-        learning_rate=t.learning_rate,
-        batch_size=t.batch_size,
-        warmup_steps=t.warmup_steps,
-        save_steps=t.save_steps,
-        seed=t.seed,
-        accelerator=t.accelerator,
-        bf16=t.bf16,
-        speed_perturbation=tuple(t.speed_perturbation),
-        wise_ft_alpha=t.wise_ft_alpha,
-    )
+    settings = TrainSettings(**{**t.model_dump(), "speed_perturbation": tuple(t.speed_perturbation)})
     train = load_split(dataset_dir, "train")
     heldout = load_split(dataset_dir, "heldout")
     result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None)
@@ -224,6 +214,15 @@ def stage_deploy_model(
     )
     _ledger(config, run_id, "deploy", outcome.as_dict())
     return outcome
+
+
+def loggable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a metrics dict, as floats (KFP `Metrics` takes nothing else)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def _get(path: Path) -> dict[str, Any] | None:

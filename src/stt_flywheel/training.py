@@ -185,7 +185,3 @@ def interpolate_weights(model: torch.nn.Module, start: dict[str, torch.Tensor], 
     for name, tensor in state.items():
         if tensor.is_floating_point():
             tensor.copy_(alpha * tensor + (1.0 - alpha) * start[name].to(tensor.device, tensor.dtype))
-
-
-def examples_from_arrays(audios: Sequence[np.ndarray], texts: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"audio": a, "text": t} for a, t in zip(audios, texts, strict=True)]

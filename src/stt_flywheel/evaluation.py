@@ -213,7 +213,7 @@ def run_regression_suites(
             check(
                 f"{suite.name}.wer",
                 comp.candidate.wer,
-                rel,
+                allowed if rel is not None else None,
                 rel is not None and comp.candidate.wer <= allowed,
                 f"{suite.name}: WER {comp.candidate.wer:.4f} vs reference {reference:.4f} (allowed ≤ {allowed:.4f})",
             )

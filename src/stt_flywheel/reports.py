@@ -22,7 +22,9 @@ code{font-size:.85rem}
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return "NaN" if math.isnan(value) else f"{value:.4f}"
+        if math.isnan(value):
+            return "NaN"
+        return f"{value:.3g}" if value and abs(value) < 1e-3 else f"{value:.4f}"
     return html.escape(str(value))
 
 

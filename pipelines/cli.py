@@ -107,6 +107,27 @@ def demo(
     run_demo(work_dir, scale=scale, max_steps=max_steps)
 
 
+@app.command()
+def serve(
+    model_dir: Annotated[
+        str | None,
+        typer.Option(help="Model directory (default: AIP_STORAGE_URI, else the registry's default)."),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: AIP_HTTP_PORT, else 8080).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve a model over HTTP with Vertex AI's custom-container contract (AIP_* variables)."""
+    from stt_flywheel.serving import ServingSettings, run_server
+    from stt_flywheel.stages import open_registry
+
+    if model_dir is None and not os.environ.get("AIP_STORAGE_URI"):
+        default = open_registry(_config(config)).resolve("default")
+        if default is None:
+            raise RegistryError("the registry has no default version to serve; pass --model-dir")
+        model_dir = default.uri
+    run_server(ServingSettings.from_env(storage_uri=model_dir, port=port))
+
+
 @registry_app.command("list")
 def registry_list(
     config: ConfigOpt = None, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False

@@ -1,0 +1,96 @@
+"""Prediction server following Vertex AI's custom-container contract.
+
+Vertex starts the container with `AIP_HTTP_PORT`, `AIP_HEALTH_ROUTE`, `AIP_PREDICT_ROUTE` and
+`AIP_STORAGE_URI` (where the model artifacts are) in the environment, sends
+`{"instances": [{"b64": "<audio file bytes, base64>"}, ...]}` to the predict route and expects
+`{"predictions": [...]}` back, one per instance. The health route answers 200 once the model is
+loaded. `stt-flywheel serve` runs the same server locally.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from stt_flywheel.audio import TARGET_SAMPLE_RATE, decode_audio, resample
+from stt_flywheel.models import SpeechModel, load_model
+
+__all__ = ["ServingSettings", "create_app", "run_server"]
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    storage_uri: str
+    port: int = 8080
+    health_route: str = "/health"
+    predict_route: str = "/predict"
+    batch_size: int = 16
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {
+            "storage_uri": env.get("AIP_STORAGE_URI", ""),
+            "port": int(env.get("AIP_HTTP_PORT", "8080")),
+            "health_route": env.get("AIP_HEALTH_ROUTE", "/health"),
+            "predict_route": env.get("AIP_PREDICT_ROUTE", "/predict"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if not values["storage_uri"]:
+            raise ValueError("no model: set AIP_STORAGE_URI or pass a model directory")
+        return cls(**values)
+
+
+class _Instance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    b64: str = Field(description="The audio file (WAV, FLAC, OGG), base64-encoded.")
+
+
+class _PredictRequest(BaseModel):
+    instances: list[_Instance] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+def _local_model_dir(storage_uri: str) -> Path:
+    if storage_uri.startswith("gs://"):
+        raise ValueError("gs:// model URIs need the GCS storage backend, which this build does not have yet")
+    path = Path(storage_uri.removeprefix("file://"))
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no saved model at {storage_uri}")
+    return path
+
+
+def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> FastAPI:
+    model = model or load_model(_local_model_dir(settings.storage_uri), device="auto")
+    app = FastAPI(title="stt-flywheel serving")
+
+    @app.get(settings.health_route)
+    def health() -> dict[str, str]:
+        return {"status": "ok", "family": model.family}
+
+    @app.post(settings.predict_route)
+    def predict(request: _PredictRequest) -> dict[str, Any]:
+        audios = []
+        for i, instance in enumerate(request.instances):
+            try:
+                decoded = decode_audio(base64.b64decode(instance.b64, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise HTTPException(status_code=400, detail=f"instance {i}: {exc}") from exc
+            audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
+        texts = model.transcribe(audios, batch_size=settings.batch_size)
+        return {"predictions": [{"transcript": t} for t in texts]}
+
+    return app
+
+
+def run_server(settings: ServingSettings) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_level="warning")

@@ -1,0 +1,93 @@
+"""The prediction server as Vertex runs it: a real process, configured by AIP_* variables."""
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stt_flywheel.audio import load_audio
+from stt_flywheel.manifest import Utterance
+from stt_flywheel.models import load_model
+from stt_flywheel.serving import ServingSettings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(base_model_dir: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": "/v1/health",
+        "AIP_PREDICT_ROUTE": "/v1/models/stt:predict",
+        "AIP_STORAGE_URI": str(base_model_dir),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel_pipelines.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode() if proc.stdout else "server exited")
+            try:
+                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("server did not become healthy")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_transcribes_real_audio_over_http(
+    server: str, base_model_dir: Path, general_utts: list[Utterance]
+) -> None:
+    utts = general_utts[:4]
+    body = {"instances": [{"b64": base64.b64encode(Path(u.audio).read_bytes()).decode()} for u in utts]}
+    response = httpx.post(server + "/v1/models/stt:predict", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    served = [p["transcript"] for p in response.json()["predictions"]]
+    local = load_model(base_model_dir, device="cpu").transcribe([load_audio(u.audio).samples for u in utts])
+    assert served == local
+
+
+BAD_REQUESTS = [
+    ({"instances": [{"b64": "%%% not base64"}]}, 400, "instance 0"),
+    ({"instances": [{"b64": base64.b64encode(b"not audio").decode()}]}, 400, "does not decode"),
+    ({"instances": []}, 422, "instances"),
+    ({"rows": []}, 422, "instances"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD_REQUESTS)
+def test_bad_requests_get_clear_errors(server: str, body: dict, status: int, message: str) -> None:
+    response = httpx.post(server + "/v1/models/stt:predict", json=body, timeout=30)
+    assert response.status_code == status
+    assert message in response.text
+
+
+def test_settings_from_the_vertex_environment() -> None:
+    s = ServingSettings.from_env({"AIP_STORAGE_URI": "/m", "AIP_HTTP_PORT": "9000"})
+    assert (s.storage_uri, s.port, s.health_route, s.predict_route) == ("/m", 9000, "/health", "/predict")
+    assert ServingSettings.from_env({}, storage_uri="/x").storage_uri == "/x"
+    with pytest.raises(ValueError, match="AIP_STORAGE_URI"):
+        ServingSettings.from_env({})

@@ -16,6 +16,7 @@ COMMANDS = [
     ["errors"],
     ["errors", "ingest"],
     ["base-model", "train"],
+    ["serve"],
 ]
 
 

@@ -7,8 +7,11 @@ def build_dataset(
     decision: Input[Artifact],
     dataset: Output[Dataset],
     metrics: Output[Metrics],
-):
-    """Validate, de-duplicate and split corrected error cases (+ replay) into a versioned dataset."""
+) -> bool:
+    """Validate, de-duplicate and split corrected error cases (+ replay) into a versioned dataset.
+
+    Returns whether the dataset is usable (both splits non-empty); the reason is in its metadata.
+    """
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
@@ -17,6 +20,10 @@ def build_dataset(
 
     watermark = read_json(decision.path)["watermark"] or ""
     manifest = stage_build_dataset(load_run_config(config_uri), watermark, Path(dataset.path), run_id)
-    dataset.metadata.update({"version": manifest.version, "content_hash": manifest.content_hash})
+    usable, reason = manifest.usable
+    dataset.metadata.update(
+        {"version": manifest.version, "content_hash": manifest.content_hash, "usable": reason}
+    )
     for key, value in {**manifest.counts, **{f"{k}_examples": v for k, v in manifest.splits.items()}}.items():
         metrics.log_metric(key, float(value))
+    return usable

@@ -90,6 +90,8 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             f"duplicates {d['duplicates']}, quarantined {d['quarantined']} {d['quarantine_reasons']}; "
             f"splits {d['splits']} (train includes {d['replay']} replay)."
         )
+        if not d["usable"]:
+            console.print(f"[bold]Not training[/]: {d['usable_reason']}.")
     if s.get("training"):
         t = s["training"]
         console.print(

@@ -8,7 +8,8 @@ Stages:
     5. Regression tester — every configured suite, a verdict each.
     6. Deployer — register, move aliases, shift endpoint traffic; only when 4 and 5 passed.
 
-A run that does not train, or whose candidate is rejected, ends green with its reasons recorded.
+A run that does not train (too little evidence, or nothing usable in the dataset), or whose
+candidate is rejected, ends green with its reasons recorded.
 """
 
 from collections.abc import Callable
@@ -45,46 +46,49 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                 .set_display_name("2 Build dataset")
                 .set_caching_options(False)
             )
-            train = (
-                c.train_model(
-                    config_uri=config_uri,
-                    run_id=run_id,
-                    max_steps=max_steps,
-                    dataset=dataset.outputs["dataset"],
-                )
-                .set_display_name("3 Train model")
-                .set_caching_options(False)
-            )
-            validate = (
-                c.validate_model(
-                    config_uri=config_uri,
-                    run_id=run_id,
-                    dataset=dataset.outputs["dataset"],
-                    model=train.outputs["model"],
-                )
-                .set_display_name("4 Validate against production")
-                .set_caching_options(False)
-            )
-            regression = (
-                c.run_regression_suites(config_uri=config_uri, run_id=run_id, model=train.outputs["model"])
-                .set_display_name("5 Regression suites")
-                .set_caching_options(False)
-            )
-            validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
-            regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712
-            with validation_passed, regression_passed:
-                (
-                    c.deploy_model(
+            with dsl.If(dataset.outputs["Output"] == True, name="dataset-usable"):  # noqa: E712
+                train = (
+                    c.train_model(
                         config_uri=config_uri,
                         run_id=run_id,
-                        auto_deploy=auto_deploy,
+                        max_steps=max_steps,
                         dataset=dataset.outputs["dataset"],
-                        model=train.outputs["model"],
-                        validation_results=validate.outputs["results"],
-                        regression_results=regression.outputs["results"],
                     )
-                    .set_display_name("6 Deploy model")
+                    .set_display_name("3 Train model")
                     .set_caching_options(False)
                 )
+                validate = (
+                    c.validate_model(
+                        config_uri=config_uri,
+                        run_id=run_id,
+                        dataset=dataset.outputs["dataset"],
+                        model=train.outputs["model"],
+                    )
+                    .set_display_name("4 Validate against production")
+                    .set_caching_options(False)
+                )
+                regression = (
+                    c.run_regression_suites(
+                        config_uri=config_uri, run_id=run_id, model=train.outputs["model"]
+                    )
+                    .set_display_name("5 Regression suites")
+                    .set_caching_options(False)
+                )
+                validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
+                regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712
+                with validation_passed, regression_passed:
+                    (
+                        c.deploy_model(
+                            config_uri=config_uri,
+                            run_id=run_id,
+                            auto_deploy=auto_deploy,
+                            dataset=dataset.outputs["dataset"],
+                            model=train.outputs["model"],
+                            validation_results=validate.outputs["results"],
+                            regression_results=regression.outputs["results"],
+                        )
+                        .set_display_name("6 Deploy model")
+                        .set_caching_options(False)
+                    )
 
     return stt_flywheel

@@ -126,3 +126,15 @@ def test_protected_hashes_and_publish(
     target = publish_dataset(tmp_path / "ds", tmp_path / "datasets")
     assert target.name == DatasetManifest.load(tmp_path / "ds").version
     assert publish_dataset(tmp_path / "ds", tmp_path / "datasets") == target
+
+
+def test_a_dataset_without_usable_examples_says_why(tmp_path: Path, new_utts: list[Utterance]) -> None:
+    store = ErrorStore(tmp_path / "store")
+    store.ingest(
+        [_row(new_utts[0], f"gone-{i}", audio_uri=str(tmp_path / f"{i}.wav")) for i in range(3)], now=T0
+    )
+    m = build_dataset(store, tmp_path / "ds", _settings(), watermark=T0)
+    assert m.balanced and m.counts["quarantined"] == 3
+    usable, reason = m.usable
+    assert not usable and "train and heldout" in reason
+    assert DatasetManifest.load(tmp_path / "ds").usable == (False, reason)

@@ -38,8 +38,8 @@ def test_six_stages_with_display_names(spec: dict) -> None:
 def test_gates_are_conditions_on_the_trigger_and_both_verdicts(spec: dict) -> None:
     conditions = [t["triggerPolicy"]["condition"] for t in _all_tasks(spec).values() if "triggerPolicy" in t]
     joined = " ".join(conditions)
-    assert len(conditions) == 3
-    assert "check-trigger-Output" in joined
+    assert len(conditions) == 4
+    assert "check-trigger-Output" in joined and "build-dataset-Output" in joined
     assert "validate-model-Output" in joined and "run-regression-suites-Output" in joined
     root = spec["root"]["dag"]["tasks"]
     assert set(root) == {"check-trigger", "condition-1"}
@@ -47,9 +47,16 @@ def test_gates_are_conditions_on_the_trigger_and_both_verdicts(spec: dict) -> No
 
 def test_dependencies_flow_one_way(spec: dict) -> None:
     tasks = _all_tasks(spec)
-    assert set(tasks["train-model"]["dependentTasks"]) == {"build-dataset"}
-    assert set(tasks["validate-model"]["dependentTasks"]) == {"build-dataset", "train-model"}
+    # training sits inside the "dataset usable" branch, which waits for the dataset builder
+    assert set(tasks["condition-2"]["dependentTasks"]) == {"build-dataset"}
+    assert "train-model" in spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert set(tasks["validate-model"]["dependentTasks"]) == {"train-model"}
     assert set(tasks["run-regression-suites"]["dependentTasks"]) == {"train-model"}
+    assert set(tasks["condition-3"]["dependentTasks"]) == {
+        "train-model",
+        "validate-model",
+        "run-regression-suites",
+    }
 
 
 def test_no_caching_and_no_runtime_installs(spec: dict) -> None:

@@ -16,6 +16,7 @@ from flywheel_pipelines.local_run import run_local
 
 from stt_flywheel.config import load_config
 from stt_flywheel.demo import simulate_traffic
+from stt_flywheel.error_store import ErrorStore
 from stt_flywheel.stages import bootstrap_registry, open_endpoint, open_registry, summarize_run
 
 pytestmark = pytest.mark.slow
@@ -92,3 +93,26 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert out.returncode == 0, out.stderr
     assert registry.aliases() == {"default": 1}
     assert open_endpoint(load_config(config_path)).traffic() == {1: 100}
+
+
+def test_unusable_dataset_ends_the_run_green(tmp_path: Path, flywheel_config: tuple) -> None:
+    """Every correction is bad input: the run quarantines them all and stops before training."""
+    config_path, config = flywheel_config
+    bootstrap_registry(config)
+    rows = [
+        {
+            "id": f"r{i}",
+            "audio_uri": str(tmp_path / f"missing-{i}.wav"),
+            "hypothesis": "x",
+            "corrected_text": "y",
+            "timestamp": "2026-11-01T00:00:00Z",
+        }
+        for i in range(12)
+    ]
+    ErrorStore(config.paths.error_store).ingest(rows)
+    cfg, run_id = run_local(config_path, force=True)
+    s = summarize_run(cfg, run_id)
+    assert s["trigger"]["fired"]
+    assert s["dataset"]["quarantined"] == 12 and not s["dataset"]["usable"]
+    assert s["training"] is None and s["deploy"] is None
+    assert open_registry(config).aliases() == {"default": 1}

@@ -58,13 +58,26 @@ class DatasetManifest:
         c = self.counts
         return c["read"] == c["accepted"] + c["duplicates"] + c["quarantined"]
 
+    @property
+    def usable(self) -> tuple[bool, str]:
+        """Whether training on this dataset can prove anything: it needs both splits."""
+        empty = [s for s in SPLITS if not self.splits.get(s)]
+        if empty:
+            return (
+                False,
+                f"no usable examples in the {' and '.join(empty)} split ({self.counts['quarantined']} quarantined)",
+            )
+        return True, f"{self.splits['train']} training and {self.splits['heldout']} held-out examples"
+
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "balanced": self.balanced}
+        usable, reason = self.usable
+        return {**self.__dict__, "balanced": self.balanced, "usable": usable, "usable_reason": reason}
 
     @classmethod
     def load(cls, dataset_dir: str | Path) -> DatasetManifest:
         data = read_json(Path(dataset_dir) / "manifest.json")
-        data.pop("balanced", None)
+        for derived in ("balanced", "usable", "usable_reason"):
+            data.pop(derived, None)
         return cls(**data)
 
 
@@ -236,26 +249,22 @@ def build_dataset(
     )
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict(
-        {
-            split: Dataset.from_list(
-                [
-                    {
-                        "id": r.id,
-                        "text": r.text,
-                        "audio_wav": encode_wav(r.audio.samples, r.audio.sample_rate),
-                        "audio_sha256": r.sha,
-                        "duration_s": r.audio.duration_s,
-                        "source": r.source,
-                        "speaker": r.speaker,
-                        "domain": r.domain,
-                    }
-                    for r in rows_
-                ],
-                features=features,
-            )
-            for split, rows_ in splits.items()
+
+    def columns(rows_: list[_Row]) -> dict[str, list[Any]]:
+        # Column-wise, so that an empty split still carries its schema.
+        return {
+            "id": [r.id for r in rows_],
+            "text": [r.text for r in rows_],
+            "audio_wav": [encode_wav(r.audio.samples, r.audio.sample_rate) for r in rows_],
+            "audio_sha256": [r.sha for r in rows_],
+            "duration_s": [r.audio.duration_s for r in rows_],
+            "source": [r.source for r in rows_],
+            "speaker": [r.speaker for r in rows_],
+            "domain": [r.domain for r in rows_],
         }
+
+    DatasetDict(
+        {split: Dataset.from_dict(columns(rows_), features=features) for split, rows_ in splits.items()}
     ).save_to_disk(str(tmp / "data"))
     atomic_write_bytes(tmp / "quarantine.jsonl", b"".join(orjson.dumps(q) + b"\n" for q in quarantine))
     atomic_write_json(tmp / "manifest.json", manifest.as_dict())

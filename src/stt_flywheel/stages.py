@@ -260,6 +260,8 @@ def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = 
         "dataset": (
             {
                 "version": dataset["version"],
+                "usable": dataset["usable"],
+                "usable_reason": dataset["usable_reason"],
                 **dataset["counts"],
                 "splits": dataset["splits"],
                 "replay": dataset["replay"]["used"],

@@ -262,17 +262,6 @@ class LocalRegistry:
             self.audit(conn, "rollback", good, {"rolled_back": bad, "reason": reason})
         return bad, good
 
-    def store_evaluation(self, version: int, evaluation: dict[str, Any]) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE versions SET evaluation=? WHERE model=? AND version=?",
-                (
-                    orjson.dumps(evaluation, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-                    self.model,
-                    version,
-                ),
-            )
-
     def prune(self, keep: int) -> list[int]:
         """Delete the oldest versions beyond `keep`; never one that is aliased or deployed."""
         with self.transaction() as conn:

@@ -96,7 +96,9 @@ def demo(
         "demo-work"
     ),
     config: ConfigOpt = None,
-    max_steps: Annotated[int, typer.Option(help="Fine-tuning steps.")] = 500,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Fine-tuning steps (default: the demo recipe's).")
+    ] = None,
     scale: Annotated[float, typer.Option(help="Size of the synthetic world (1.0 = full demo).")] = 1.0,
 ) -> None:
     """Build the demo world and run the whole flywheel once (safe to repeat)."""
@@ -104,7 +106,7 @@ def demo(
 
     if config is not None:
         raise ConfigError("demo writes its own config into --work-dir; use 'run --config' for your own")
-    run_demo(work_dir, scale=scale, max_steps=max_steps)
+    run_demo(work_dir, scale=scale, **({"max_steps": max_steps} if max_steps else {}))
 
 
 @app.command()

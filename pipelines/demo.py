@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from stt_flywheel.config import load_config
-from stt_flywheel.demo import WorldSizes, create_world, pick_must_pass, simulate_traffic, write_demo_config
+from stt_flywheel.demo import (
+    DEMO_MAX_STEPS,
+    WorldSizes,
+    create_world,
+    pick_must_pass,
+    simulate_traffic,
+    write_demo_config,
+)
 from stt_flywheel.demo_world import NEW_DOMAIN
 from stt_flywheel.stages import bootstrap_registry, summarize_run
 from stt_flywheel.storage import atomic_write_json
@@ -24,7 +31,7 @@ def run_demo(
     work_dir: Path,
     *,
     scale: float = 1.0,
-    max_steps: int = 500,
+    max_steps: int = DEMO_MAX_STEPS,
     min_error_cases: int = 50,
     console: Console | None = None,
 ) -> dict[str, Any]:

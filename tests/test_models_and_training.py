@@ -102,3 +102,20 @@ def test_seq2seq_whisper_learns_and_round_trips(tmp_path: Path, general_utts: li
     assert reloaded.family == "seq2seq" and family_of(tmp_path / "run" / "model") == "seq2seq"
     texts = reloaded.transcribe([e["audio"] for e in examples])
     assert len(texts) == 4 and all(isinstance(t, str) for t in texts)
+
+
+def test_wise_ft_interpolates_towards_the_start() -> None:
+    import torch
+
+    from stt_flywheel.training import interpolate_weights
+
+    model = torch.nn.Linear(2, 2)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    interpolate_weights(model, start, 0.25)
+    assert torch.allclose(model.weight, start["weight"] + 0.5)
+    interpolate_weights(model, start, 0.0)
+    assert torch.allclose(model.weight, start["weight"])
+    with pytest.raises(ValueError, match="wise_ft_alpha"):
+        interpolate_weights(model, start, 1.5)

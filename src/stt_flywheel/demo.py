@@ -22,9 +22,17 @@ from stt_flywheel.stages import open_endpoint
 from stt_flywheel.storage import atomic_write_json, atomic_write_text, read_json
 from stt_flywheel.text import normalize
 
-__all__ = ["WorldSizes", "create_world", "pick_must_pass", "simulate_traffic", "write_demo_config"]
+__all__ = [
+    "DEMO_MAX_STEPS",
+    "WorldSizes",
+    "create_world",
+    "pick_must_pass",
+    "simulate_traffic",
+    "write_demo_config",
+]
 
 FAST_SPEED = (195, 230)
+DEMO_MAX_STEPS = 500
 
 
 class WorldSizes:
@@ -72,7 +80,7 @@ def write_demo_config(
     state_dir: Path,
     manifests: dict[str, Path],
     must_pass: list[str],
-    max_steps: int = 500,
+    max_steps: int = DEMO_MAX_STEPS,
     min_error_cases: int = 50,
 ) -> FlywheelConfig:
     config: dict[str, Any] = {

@@ -228,10 +228,9 @@ def run_regression_suites(
                     f"{suite.name}: no production model to compare with",
                 )
             )
-        failures = [
-            r["id"] for r in comp.rows if r["id"] in set(suite.must_pass) and r["candidate_errors"] > 0
-        ]
-        missing = sorted(set(suite.must_pass) - {r["id"] for r in comp.rows})
+        must_pass = set(suite.must_pass)
+        failures = [r["id"] for r in comp.rows if r["id"] in must_pass and r["candidate_errors"] > 0]
+        missing = sorted(must_pass - {r["id"] for r in comp.rows})
         if suite.must_pass:
             gates.append(
                 Gate(

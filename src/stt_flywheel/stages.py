@@ -135,9 +135,8 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
 
 def _models(config: FlywheelConfig, candidate_dir: Path) -> tuple[SpeechModel, SpeechModel | None]:
     production = _production(config)
-    return load_model(candidate_dir, device="cpu"), load_model(
-        production.uri, device="cpu"
-    ) if production else None
+    candidate = load_model(candidate_dir, device="cpu")
+    return candidate, (load_model(production.uri, device="cpu") if production else None)
 
 
 def stage_validate_model(
@@ -196,9 +195,7 @@ def stage_deploy_model(
     validation = read_json(validation_dir / "verdict.json")
     regression = read_json(regression_dir / "verdict.json")
     manifest = DatasetManifest.load(dataset_dir)
-    headline = {
-        k: v for k, v in validation.get("metrics", {}).items() if isinstance(v, float) and math.isfinite(v)
-    }
+    headline = loggable_metrics(validation.get("metrics", {}))
     outcome = promote_candidate(
         registry,
         open_endpoint(config, registry),

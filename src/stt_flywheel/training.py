@@ -146,14 +146,19 @@ def fine_tune(
         train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
         data_collator=model.collate,
     )
-    start_weights = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+    # The starting weights are only kept when WiSE-FT needs them (a second copy of the model).
+    start_weights = (
+        {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+        if settings.wise_ft_alpha < 1.0
+        else {}
+    )
     started = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     runtime = time.perf_counter() - started
     eval_loss = None
     if eval_examples:
         eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
-    if settings.wise_ft_alpha < 1.0:
+    if start_weights:
         interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
     model.save(output_dir / "model")
     train_loss = float(out.training_loss)

@@ -17,24 +17,35 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,gcp]'
 	@touch $@
 
+# apt-install the Debian packages whose command is missing: $(call apt,command:package ...)
+apt = @missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair\#*:}"; done; \
+	[ -z "$$missing" ] || { echo "apt-get install$$missing"; $(SUDO) apt-get update -qq && \
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }
+
 espeak: ## Install espeak-ng through apt when it is missing
-	@command -v espeak-ng >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; }
+	$(call apt,espeak-ng:espeak-ng)
+
+test-tools: ## Install what the tests compare against: sctk (NIST sclite) and chromium (report rendering)
+	$(call apt,sctk:sctk chromium:chromium)
 
 setup: $(STAMP) espeak ## Create .venv with the pinned packages, and espeak-ng
 
 demo: setup ## Run the whole flywheel locally on the embedded backends (WORK=demo-work)
 	$(VENV)/bin/stt-flywheel demo --work-dir $(WORK)
 
-test: setup ## Run the test suite
+test: setup test-tools ## Run the test suite
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test-fast: setup ## Run the tests that do not train or run the pipeline
+test-fast: setup test-tools ## Run the tests that do not train or run the pipeline
 	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: setup ## ruff (lint + format check) and mypy on src/
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src
+
+bench: setup ## Scoring and bootstrap speed, side by side with jiwer, rapidfuzz and a row-gather bootstrap
+	$(PY) benchmarks/bench_scoring.py
 
 compile: setup ## Compile the pipeline to build/stt-flywheel.yaml
 	$(VENV)/bin/stt-flywheel compile --output build/stt-flywheel.yaml
@@ -45,4 +56,4 @@ base-model: setup ## Re-train the committed tiny base model (about 20 minutes on
 clean: ## Remove the demo work directory and build outputs
 	rm -rf $(WORK) build
 
-.PHONY: help espeak setup demo test test-fast lint compile base-model clean
+.PHONY: help espeak test-tools setup demo test test-fast bench lint compile base-model clean

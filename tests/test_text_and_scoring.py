@@ -1,9 +1,10 @@
 import math
+import re
 
 import pytest
 
-from stt_flywheel.scoring import CorpusScore, score_corpus
-from stt_flywheel.text import normalize
+from stt_flywheel.scoring import CorpusScore, TranscriptError, read_transcripts, score_corpus
+from stt_flywheel.text import get_normalizer, normalize
 
 NORMALIZE_CASES = [
     ("Hello, World!", "hello world"),
@@ -19,6 +20,49 @@ NORMALIZE_CASES = [
 @pytest.mark.parametrize(("raw", "expected"), NORMALIZE_CASES)
 def test_normalize(raw: str, expected: str) -> None:
     assert normalize(raw) == expected
+
+
+# Pinned behaviour of each versioned normaliser: a change here is a new version, not an edit.
+VERSIONED_CASES = [
+    ("whisper-en/1", "Hello, World!", "hello world"),
+    ("whisper-en/1", "uh I think it's twenty-one dollars", "i think it is $21"),
+    ("whisper-en/1", "The colour grey", "the color gray"),
+    ("whisper-en/1", "Mr. Jones", "mister jones"),
+    ("whisper-en/1", "one hundred and five", "105"),
+    ("whisper-en/1", "hmm okay", "okay"),
+    ("whisper-en/1", "", ""),
+    ("basic-en/1", "Mr. Jones's  CAFÉ!", "mr jones's cafe"),
+    ("none/1", "  Keep   Case, and punctuation. ", "Keep Case, and punctuation."),
+]
+
+
+@pytest.mark.parametrize(("spec", "raw", "expected"), VERSIONED_CASES)
+def test_versioned_normalizers(spec: str, raw: str, expected: str) -> None:
+    norm = get_normalizer(spec)
+    assert norm.id == spec and norm(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"), [("klingon", "unknown normaliser"), ("whisper-en/7", "provides whisper-en/1")]
+)
+def test_unknown_normalizer_rejected(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        get_normalizer(spec)
+
+
+def test_raw_and_normalised_wer_reported_with_the_normaliser_id() -> None:
+    score, _ = score_corpus(["Twenty one, please."], ["21 please"])
+    assert score.normalizer == "whisper-en/1" and score.wer == 0.0
+    assert score.raw_wer == pytest.approx(1.0)  # "Twenty one, please." vs "21 please": 2 subs + 1 del of 3
+    basic, _ = score_corpus(["Twenty one, please."], ["21 please"], normalizer="basic-en")
+    assert basic.normalizer == "basic-en/1" and basic.wer == pytest.approx(2 / 3)
+
+
+def test_sclite_weights_change_the_split() -> None:
+    """sclite weighs a substitution 4 and an insertion/deletion 3: 'a b' vs 'b c' is D + I, not 2 S."""
+    score, utts = score_corpus(["a b"], ["b c"], normalizer="none")
+    assert (score.substitutions, score.deletions, score.insertions, score.hits) == (0, 1, 1, 1)
+    assert utts[0].word_errors == 2
 
 
 # (refs, hyps, S, D, I, H)
@@ -51,6 +95,8 @@ def test_empty_reference_counts_insertions() -> None:
 def test_cer_and_empty_corpus() -> None:
     score, _ = score_corpus(["abcd"], ["abed"])
     assert score.cer == pytest.approx(0.25)
+    spaced, _ = score_corpus(["ab cd"], ["abcd"])  # whitespace is not a character to get right
+    assert spaced.cer == 0.0 and spaced.wer == pytest.approx(1.0)
     empty, _ = score_corpus([], [])
     assert math.isnan(empty.wer) and math.isnan(empty.cer)
 
@@ -73,3 +119,39 @@ def test_corpus_score_validates_itself() -> None:
             ref_chars=3,
             utterances=1,
         )
+
+
+TRN_CASES = [
+    (
+        "ok.trn",
+        "hello there (spk1_001)\n(spk1_002)\n  spaced out   (u3)\n",
+        {"spk1_001": "hello there", "spk1_002": "", "u3": "spaced out"},
+    ),
+    ("ok.jsonl", '{"id": "a", "text": "x y"}\n\n{"id": 7, "text": ""}\n', {"a": "x y", "7": ""}),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), TRN_CASES)
+def test_read_transcripts(tmp_path, name: str, content: str, expected: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / name
+    path.write_text(content)
+    assert read_transcripts(path) == expected
+
+
+BAD_TRN = [
+    ("bad.trn", "no id here\n", "expected 'text (utterance_id)'"),
+    ("dup.trn", "a (u1)\nb (u1)\n", "2: utterance id 'u1' appears twice"),
+    ("bad.jsonl", "{not json\n", "not valid JSON"),
+    ("bad2.jsonl", '{"id": "a", "text": 3}\n', "'text' must be a string"),
+    ("bad3.jsonl", '["a"]\n', "expected an object"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BAD_TRN)
+def test_bad_transcript_files_name_the_line(tmp_path, name: str, content: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(
+        TranscriptError, match=re.escape(f"{name}:") + r"\d+: " + re.escape(message.split(": ", 1)[-1])
+    ):
+        read_transcripts(path)

@@ -1,31 +1,46 @@
-"""WER / CER with their error breakdown, corpus-level and per utterance (jiwer alignments).
+"""WER / CER with hits, substitutions, deletions and insertions, corpus-level and per utterance.
 
-Texts are normalised with `stt_flywheel.text.normalize` first; the normaliser id travels with the
-result. An empty reference after normalisation is kept as a zero-length utterance (its insertions
-still count) rather than silently dropped.
+Counts come from the sclite-weighted alignment in `stt_flywheel.alignment`, so they agree with NIST
+sclite on the same files. Texts are normalised first by a named, versioned normaliser whose id
+travels with the result; the raw (whitespace-only) WER is reported beside the normalised one. An
+empty reference after normalisation is kept as a zero-length utterance (its insertions still count)
+rather than silently dropped. CER is over characters with whitespace left out, as sclite's `-c`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-import jiwer
+import orjson
 
-from stt_flywheel.text import NORMALIZER_ID, normalize
+from stt_flywheel.alignment import count_char_errors, count_word_errors
+from stt_flywheel.text import DEFAULT_SCORING_NORMALIZER, get_normalizer
 
-__all__ = ["CorpusScore", "UtteranceScore", "score_corpus"]
+__all__ = ["CorpusScore", "TranscriptError", "UtteranceScore", "read_transcripts", "score_corpus"]
 
 
 @dataclass(frozen=True)
 class UtteranceScore:
     ref: str
     hyp: str
-    word_errors: int
-    ref_words: int
+    hits: int
+    substitutions: int
+    deletions: int
+    insertions: int
     char_errors: int
     ref_chars: int
+
+    @property
+    def word_errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def ref_words(self) -> int:
+        return self.hits + self.substitutions + self.deletions
 
     @property
     def wer(self) -> float:
@@ -43,61 +58,102 @@ class CorpusScore:
     ref_words: int
     ref_chars: int
     utterances: int
-    normalizer: str = NORMALIZER_ID
+    char_errors: int = 0
+    raw_wer: float = math.nan
+    normalizer: str = DEFAULT_SCORING_NORMALIZER
 
     def __post_init__(self) -> None:
         if self.substitutions + self.deletions + self.hits != self.ref_words:
             raise ValueError("S + D + H must equal the number of reference words")
 
+    @property
+    def word_errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
     def as_dict(self, prefix: str = "") -> dict[str, float | int | str]:
         return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 
 
-def _counts(refs: list[str], hyps: list[str], chars: bool) -> list[tuple[int, int, int, int]]:
-    """(S, D, I, H) per pair. jiwer rejects empty references, so those are counted directly."""
-    out: list[tuple[int, int, int, int]] = []
-    for ref, hyp in zip(refs, hyps, strict=True):
-        ref_units = list(ref) if chars else ref.split()
-        hyp_units = list(hyp) if chars else hyp.split()
-        if not ref_units:
-            out.append((0, 0, len(hyp_units), 0))
-            continue
-        proc = jiwer.process_characters(ref, hyp) if chars else jiwer.process_words(ref, hyp or "")
-        out.append((proc.substitutions, proc.deletions, proc.insertions, proc.hits))
-    return out
+def _rate(errors: int, length: int) -> float:
+    return errors / length if length else math.nan
 
 
-def score_corpus(refs: Sequence[str], hyps: Sequence[str]) -> tuple[CorpusScore, list[UtteranceScore]]:
+def score_corpus(
+    refs: Sequence[str], hyps: Sequence[str], normalizer: str = DEFAULT_SCORING_NORMALIZER
+) -> tuple[CorpusScore, list[UtteranceScore]]:
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    nrefs = [normalize(r) for r in refs]
-    nhyps = [normalize(h) for h in hyps]
-    words = _counts(nrefs, nhyps, chars=False)
-    chars = _counts(nrefs, nhyps, chars=True)
+    norm = get_normalizer(normalizer)
+    nrefs, nhyps = norm.many(list(refs)), norm.many(list(hyps))
+    words = count_word_errors(nrefs, nhyps)
+    chars = count_char_errors(nrefs, nhyps)
+    raw = count_word_errors(list(refs), list(hyps))
     utts = [
         UtteranceScore(
             ref=r,
             hyp=h,
-            word_errors=w[0] + w[1] + w[2],
-            ref_words=w[0] + w[1] + w[3],
-            char_errors=c[0] + c[1] + c[2],
-            ref_chars=c[0] + c[1] + c[3],
+            hits=int(w[0]),
+            substitutions=int(w[1]),
+            deletions=int(w[2]),
+            insertions=int(w[3]),
+            char_errors=int(c[1] + c[2] + c[3]),
+            ref_chars=int(c[0] + c[1] + c[2]),
         )
-        for r, h, w, c in zip(nrefs, nhyps, words, chars, strict=True)
+        for r, h, w, c in zip(nrefs, nhyps, words.tolist(), chars.tolist(), strict=True)
     ]
-    s, d, i, h = (sum(w[k] for w in words) for k in range(4))
-    ref_words = s + d + h
-    ref_chars = sum(u.ref_chars for u in utts)
-    char_errors = sum(u.char_errors for u in utts)
+    h, s, d, i = (int(x) for x in words.sum(axis=0)) if len(utts) else (0, 0, 0, 0)
+    ch, cs, cd, ci = (int(x) for x in chars.sum(axis=0)) if len(utts) else (0, 0, 0, 0)
+    rh, rs, rd, ri = (int(x) for x in raw.sum(axis=0)) if len(utts) else (0, 0, 0, 0)
     score = CorpusScore(
-        wer=(s + d + i) / ref_words if ref_words else math.nan,
-        cer=char_errors / ref_chars if ref_chars else math.nan,
+        wer=_rate(s + d + i, s + d + h),
+        cer=_rate(cs + cd + ci, cs + cd + ch),
         substitutions=s,
         deletions=d,
         insertions=i,
         hits=h,
-        ref_words=ref_words,
-        ref_chars=ref_chars,
+        ref_words=s + d + h,
+        ref_chars=cs + cd + ch,
         utterances=len(utts),
+        char_errors=cs + cd + ci,
+        raw_wer=_rate(rs + rd + ri, rs + rd + rh),
+        normalizer=norm.id,
     )
     return score, utts
+
+
+class TranscriptError(ValueError):
+    """A transcript file that cannot be read; the message names the file and line."""
+
+
+_TRN_LINE = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()]+)\)\s*$")
+
+
+def read_transcripts(path: str | Path) -> dict[str, str]:
+    """Utterance id → text from an sclite `trn` file (`text (utt_id)`) or JSONL with `id` and `text`."""
+    path = Path(path)
+    if not path.is_file():
+        raise TranscriptError(f"{path}: no such file")
+    out: dict[str, str] = {}
+    jsonl = path.suffix in {".jsonl", ".json"}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if jsonl:
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise TranscriptError(f"{path}:{n}: not valid JSON ({exc})") from exc
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str | int):
+                raise TranscriptError(f"{path}:{n}: expected an object with 'id' and 'text'")
+            key, text = str(rec["id"]), rec.get("text")
+            if not isinstance(text, str):
+                raise TranscriptError(f"{path}:{n}: 'text' must be a string")
+        else:
+            match = _TRN_LINE.match(line)
+            if match is None:
+                raise TranscriptError(f"{path}:{n}: expected 'text (utterance_id)'")
+            key, text = match["id"], match["text"].strip()
+        if key in out:
+            raise TranscriptError(f"{path}:{n}: utterance id {key!r} appears twice")
+        out[key] = text
+    return out

@@ -1,0 +1,75 @@
+"""Word and character error counts agree exactly with NIST sclite (`sctk sclite`) on the same files."""
+
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stt_flywheel.alignment import LEVENSHTEIN_WEIGHTS, align_pairs, count_char_errors, count_word_errors
+
+SCLITE = shutil.which("sctk")
+_SCORES = re.compile(r"id: \((\S+)\)\nScores: \(#C #S #D #I\) (\d+) (\d+) (\d+) (\d+)")
+
+
+def _sclite(tmp: Path, refs: list[str], hyps: list[str], chars: bool = False) -> np.ndarray:
+    """Per-utterance (C, S, D, I) as sclite reports them."""
+    assert SCLITE, "sctk is required: `make test` installs it through apt"
+    (tmp / "ref.trn").write_text("".join(f"{r} (spk_{k:05d})\n" for k, r in enumerate(refs)))
+    (tmp / "hyp.trn").write_text("".join(f"{h} (spk_{k:05d})\n" for k, h in enumerate(hyps)))
+    cmd = [SCLITE, "sclite", "-r", str(tmp / "ref.trn"), "trn", "-h", str(tmp / "hyp.trn"), "trn"]
+    cmd += ["-i", "rm", *(["-c"] if chars else []), "-o", "pra", "stdout"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    found = {m[1]: tuple(map(int, m.groups()[1:])) for m in _SCORES.finditer(out)}
+    assert len(found) == len(refs), "sclite did not score every utterance"
+    return np.array([found[f"spk_{k:05d}"] for k in range(len(refs))])
+
+
+def _random_pairs(seed: int, n: int, vocab: list[str], max_len: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    refs = [" ".join(rng.choice(vocab) for _ in range(rng.randint(1, max_len))) for _ in range(n)]
+    hyps = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, max_len))) for _ in range(n)]
+    return refs, hyps
+
+
+# A small vocabulary makes many equal-cost alignments: that is where the tie-breaking shows.
+CASES = [
+    ("tiny-vocab", 0, 2000, ["a", "b", "c"], 12),
+    ("words", 1, 1000, ["the", "cat", "sat", "on", "mat", "dog", "a", "garage", "pharmacy"], 20),
+    ("long", 2, 200, ["x", "y", "z", "w"], 60),
+]
+
+
+@pytest.mark.parametrize(("name", "seed", "n", "vocab", "max_len"), CASES)
+def test_word_counts_equal_sclite(
+    tmp_path: Path, name: str, seed: int, n: int, vocab: list[str], max_len: int
+) -> None:
+    refs, hyps = _random_pairs(seed, n, vocab, max_len)
+    expected = _sclite(tmp_path, refs, hyps)
+    ours = count_word_errors(refs, hyps)
+    assert np.array_equal(ours, expected), f"{(ours != expected).any(axis=1).sum()} utterances differ"
+    # the alignments (ops) follow the same path
+    ops = np.array([[al.counts()[o] for o in "CSDI"] for al in align_pairs(refs, hyps)])
+    assert np.array_equal(ops, expected)
+
+
+def test_char_counts_equal_sclite_character_mode(tmp_path: Path) -> None:
+    refs, hyps = _random_pairs(3, 800, ["ab", "ba", "abc", "c", "cab"], 6)
+    expected = _sclite(tmp_path, refs, hyps, chars=True)
+    assert np.array_equal(count_char_errors(refs, hyps), expected)
+
+
+def test_weighted_alignment_differs_from_levenshtein_where_sclite_says_so(tmp_path: Path) -> None:
+    """The reason for the weights: a unit-cost alignment splits S/D/I differently, on sclite's own verdict."""
+    refs, hyps = _random_pairs(4, 2000, ["a", "b", "c"], 10)
+    expected = _sclite(tmp_path, refs, hyps)
+    unit = count_word_errors(refs, hyps, LEVENSHTEIN_WEIGHTS)
+    differing = (unit != expected).any(axis=1)
+    assert differing.sum() > 50
+    # where they differ, the unit-cost path never makes more errors, the sclite path never costs more
+    cost = lambda c: 4 * c[:, 1] + 3 * (c[:, 2] + c[:, 3])  # noqa: E731
+    assert (unit[:, 1:].sum(axis=1) <= expected[:, 1:].sum(axis=1)).all()
+    assert (cost(expected) <= cost(unit)).all()

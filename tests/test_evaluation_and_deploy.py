@@ -58,14 +58,16 @@ def test_untrained_candidate_is_rejected(
     base: SpeechModel, untrained: SpeechModel, world: dict[str, Path]
 ) -> None:
     heldout = load_manifest_examples(str(world["traffic-new"]))[:10]
-    result = validate_candidate(untrained, base, heldout, POLICY, load_manifest_examples(str(world["eval"])))
+    # basic-en keeps the junk token whole (whisper-en splits "3o3" into "30 3", which hides the trap)
+    policy = POLICY.model_copy(update={"normalizer": "basic-en/1"})
+    result = validate_candidate(untrained, base, heldout, policy, load_manifest_examples(str(world["eval"])))
     assert not result.verdict.passed
-    # An untrained CTC model answers one junk word per utterance: WER exactly 1.0, *lower* than a
+    # An untrained CTC model answers one junk token per utterance: a WER *lower* than that of a
     # production model that inserts words on new-domain audio. Its CER gives it away.
-    assert result.metrics["wer"] == 1.0 < result.metrics["production_wer"]
+    assert result.metrics["wer"] < result.metrics["production_wer"]
     assert result.metrics["cer"] > result.metrics["production_cer"]
     assert "max_cer_increase" in {g.name for g in result.verdict.gates if not g.passed}
-    assert result.metrics["eval_wer"] == 1.0 > 10 * result.metrics["eval_production_wer"]
+    assert result.metrics["eval_wer"] >= 1.0 > 10 * result.metrics["eval_production_wer"]
     assert result.metrics["slice_pharmacy_utterances"] == 10
 
 

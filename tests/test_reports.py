@@ -1,61 +1,122 @@
 import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
 
 from stt_flywheel.config import ValidationPolicy
-from stt_flywheel.evaluation import Comparison
-from stt_flywheel.gates import validation_verdict
+from stt_flywheel.evaluation import SuiteResult, comparison_from_texts, summarize_comparison
+from stt_flywheel.gates import Gate, Verdict, slice_gates, validation_verdict
 from stt_flywheel.reports import regression_html, validation_html
-from stt_flywheel.scoring import score_corpus
 
-REFS = ["refill my metformin prescription", "turn the kitchen lights on"]
-PROD = ["refill my met for men prescription", "turn the kitchen lights on"]
-CAND = ["refill my metformin prescription", "turn the kitchen light on"]
+REFS = ["refill my metformin prescription", "turn the kitchen lights on", "open the garage door", "call mom"]
+PROD = ["refill my met for men prescription", "turn the kitchen lights on", "open garage door", "call mom"]
+CAND = ["refill my metformin prescription", "turn the kitchen light on", "open the garage door", "call"]
+SPEAKERS = ["a", "a", "b", "b"]
+
+POLICY = ValidationPolicy(min_slice_size=2, critical_terms=["metformin"])
 
 
-def _comparison() -> Comparison:
-    cand, cu = score_corpus(REFS, CAND)
-    prod, pu = score_corpus(REFS, PROD)
-    rows = [
-        {
-            "id": f"u{i}",
-            "ref": c.ref,
-            "ref_words": c.ref_words,
-            "candidate_hyp": c.hyp,
-            "candidate_errors": c.word_errors,
-            "production_hyp": p.hyp,
-            "production_errors": p.word_errors,
-        }
-        for i, (c, p) in enumerate(zip(cu, pu, strict=True))
+def _validation_page() -> str:
+    examples = [
+        {"id": f"u{i}", "text": r, "speaker": s, "domain": "rx" if i == 0 else "home"}
+        for i, (r, s) in enumerate(zip(REFS, SPEAKERS, strict=True))
     ]
-    return Comparison("heldout", cand, prod, rows)
+    comp = comparison_from_texts("heldout", examples, CAND, PROD, POLICY.normalizer)
+    metrics, details = summarize_comparison(comp, POLICY)
+    metrics["p_value"] = 5.08e-15  # shown as given
+    verdict = validation_verdict(metrics, POLICY)
+    verdict.gates.extend(slice_gates(details["slices"], POLICY))
+    return validation_html(metrics, verdict, [comp], details)
 
 
-def test_validation_report_is_self_contained_and_shows_the_verdict() -> None:
-    comp = _comparison()
-    metrics = {
-        "heldout_utterances": 2.0,
-        "wer": comp.candidate.wer,
-        "production_wer": comp.production.wer,
-        "cer": comp.candidate.cer,
-        "production_cer": comp.production.cer,
-        "p_value": 5.08e-15,
-        "worse_share": 0.5,
-        "better_share": 0.5,
-        "empty_share": 0.0,
-    }
-    verdict = validation_verdict(metrics, ValidationPolicy())
-    page = validation_html(metrics, verdict, [comp])
-    assert page.startswith("<!doctype html>") and "REJECTED" in page  # half the utterances got worse
-    assert "5.08e-15" in page and "max_worse_share" in page
-    assert "met for men" in page and "light on" in page  # the changed utterances are listed
-    assert not re.search(r"<script|<link|src=|href=", page)
+def _regression_page() -> str:
+    results = [
+        SuiteResult(
+            "general",
+            "benchmark",
+            0.05,
+            0.02,
+            0.06,
+            0.086,
+            [],
+            [Gate("general.non_inferiority", True, 0.01, 0.026, "ok")],
+            40,
+            -0.01,
+            -0.03,
+            0.01,
+            0.012,
+            0.001,
+            0.002,
+        ),
+        SuiteResult(
+            "a<b",
+            "edge",
+            0.2,
+            0.1,
+            0.1,
+            0.12,
+            ["x&y"],
+            [Gate("a<b.wer", False, 0.2, 0.12, "too high")],
+            3,
+            0.1,
+            0.02,
+            0.2,
+            0.25,
+            0.6,
+            0.6,
+        ),
+    ]
+    return regression_html(results, Verdict("regression", [g for r in results for g in r.gates]))
 
 
-def test_regression_report_escapes_text() -> None:
-    from stt_flywheel.evaluation import SuiteResult
-    from stt_flywheel.gates import Gate, Verdict
+def test_validation_report_is_self_contained_and_shows_the_evaluation() -> None:
+    page = _validation_page()
+    assert page.startswith("<!doctype html>") and "REJECTED" in page  # a quarter got worse; tiny set
+    assert "5.08e-15" in page and "max_worse_share" in page and "whisper-en/1" in page
+    assert "bootstrap interval" in page and "mapsswe" in page and "paired_t" in page
+    assert page.count("<svg") == 3  # slice bars, slice intervals, per-utterance ΔWER histogram
+    assert "Newly broken" in page and "Newly fixed" in page and "MET FOR MEN" in page  # alignments
+    assert "speaker" in page and "Critical terms" in page
+    assert not re.search(r'<script|<link|\ssrc=|href="(?!#)', page)
 
-    result = SuiteResult(
-        "a<b", "edge", 0.2, 0.1, 0.1, 0.12, ["x&y"], [Gate("a<b.wer", False, 0.2, 0.12, "too high")], 3
-    )
-    page = regression_html([result], Verdict("regression", result.gates))
+
+def test_regression_report_escapes_text_and_plots_the_margins() -> None:
+    page = _regression_page()
     assert "a&lt;b" in page and "x&amp;y" in page and "REJECTED" in page
+    assert page.count("<svg") == 1 and not re.search(r'<script|<link|\ssrc=|href="(?!#)', page)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.parametrize("page", [_validation_page, _regression_page], ids=["validation", "regression"])
+def test_reports_render_in_headless_chromium(tmp_path: Path, page) -> None:  # type: ignore[no-untyped-def]
+    """The page loads with no console error, and the screenshot is a page, not a blank."""
+    assert CHROMIUM, "chromium is required: `make test` installs it through apt"
+    html_file = tmp_path / "report.html"
+    html_file.write_text(page())
+    shot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400"]
+    flags += [f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    run = subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", html_file.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    console_errors = [l for l in run.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
+    assert not console_errors, console_errors
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", html_file.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "Verdict" in dom and dom.count("<svg") >= 1
+    image = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert image.shape == (2400, 1280)
+    top = image[:800]
+    assert top.std() > 10 and (top < 128).mean() > 0.005  # text and plots drawn, not an empty page
+    shutil.copy(shot, Path("/tmp") / f"stt-flywheel-{page.__name__.strip('_')}.png")

@@ -1,12 +1,15 @@
 """Stages 4 and 5: score the candidate against production on the same utterances.
 
-`compare_models` transcribes a set with both models and keeps per-utterance results; the validator
-(`validate_candidate`) and the regression tester (`run_regression_suites`) build on it and hand the
-numbers to the gates.
+`compare_models` transcribes a set with both models and keeps per-utterance rows (with speaker,
+domain and duration); a `Comparison` then yields everything the gates and reports need: the paired
+bootstrap interval on ΔWER, the three paired tests, slices, the churn ledger, failure signatures and
+critical-term recall. `validate_candidate` (held-out split, superiority) and `run_regression_suites`
+(non-inferiority, Holm-adjusted across suites) hand those numbers to `stt_flywheel.gates`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -14,22 +17,61 @@ from typing import Any
 
 import numpy as np
 
+from stt_flywheel.alignment import Alignment, align_pairs
 from stt_flywheel.audio import load_audio
 from stt_flywheel.config import RegressionSuite, ValidationPolicy
-from stt_flywheel.gates import Gate, Verdict, check, validation_verdict
+from stt_flywheel.gates import Gate, Verdict, check, first_run_verdict, slice_gates, validation_verdict
 from stt_flywheel.manifest import read_manifest
 from stt_flywheel.models import SpeechModel
 from stt_flywheel.scoring import CorpusScore, score_corpus
-from stt_flywheel.stats import paired_wilcoxon
+from stt_flywheel.stats import (
+    BootstrapInterval,
+    PairedTest,
+    bootstrap_deltas,
+    holm,
+    mapsswe,
+    paired_bootstrap,
+    paired_t_test,
+    paired_wilcoxon,
+)
+from stt_flywheel.text import DEFAULT_SCORING_NORMALIZER
 
 __all__ = [
     "Comparison",
     "SuiteResult",
+    "ValidationResult",
     "compare_models",
+    "comparison_from_texts",
+    "duration_bucket",
     "load_manifest_examples",
     "run_regression_suites",
+    "summarize_comparison",
     "validate_candidate",
 ]
+
+_DURATION_EDGES = ((2.0, "<2s"), (5.0, "2-5s"), (10.0, "5-10s"))
+
+
+def duration_bucket(seconds: float) -> str:
+    return next((label for edge, label in _DURATION_EDGES if seconds < edge), "≥10s")
+
+
+def _loop(words: list[str], repeats: int) -> bool:
+    """An n-gram (n ≤ 4) said `repeats` times in a row."""
+    for n in range(1, 5):
+        for i in range(len(words) - n * repeats + 1):
+            gram = words[i : i + n]
+            if all(words[i + k * n : i + (k + 1) * n] == gram for k in range(1, repeats)):
+                return True
+    return False
+
+
+def _longest_insertion_run(al: Alignment) -> int:
+    best = run = 0
+    for op, _, _ in al.steps:
+        run = run + 1 if op == "I" else 0
+        best = max(best, run)
+    return best
 
 
 @dataclass
@@ -45,28 +87,177 @@ class Comparison:
     def delta_wer(self) -> float:
         return self.candidate.wer - self.production.wer if self.production else math.nan
 
-    def domain_rows(self) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for r in self.rows:
-            if r.get("domain"):
-                out.setdefault(r["domain"], []).append(r)
+    def _column(self, key: str) -> np.ndarray:
+        return np.array([r[key] for r in self.rows], dtype=np.int64)
+
+    @functools.cached_property
+    def alignments(self) -> dict[str, list[Alignment]]:
+        refs = [r["ref"] for r in self.rows]
+        out = {"candidate": align_pairs(refs, [r["candidate_hyp"] for r in self.rows])}
+        if self.production is not None:
+            out["production"] = align_pairs(refs, [r["production_hyp"] for r in self.rows])
         return out
 
-    def paired_metrics(self) -> dict[str, float]:
+    def interval(self, policy: ValidationPolicy, subset: Sequence[int] | None = None) -> BootstrapInterval:
+        """ΔWER interval; speaker-blocked when every row has a speaker and there are several."""
+        rows = self.rows if subset is None else [self.rows[i] for i in subset]
         if self.production is None:
-            return {"p_value": math.nan, "worse_share": math.nan, "better_share": math.nan}
-        test = paired_wilcoxon(
-            [r["candidate_errors"] for r in self.rows], [r["production_errors"] for r in self.rows]
+            return paired_bootstrap([], [], [])
+        speakers = [r.get("speaker") or "" for r in rows]
+        blocked = all(speakers) and len(set(speakers)) > 1
+        return paired_bootstrap(
+            [r["candidate_errors"] for r in rows],
+            [r["production_errors"] for r in rows],
+            [r["ref_words"] for r in rows],
+            speakers=speakers if blocked else None,
+            resamples=policy.bootstrap_resamples,
+            confidence=policy.confidence,
         )
-        n = len(self.rows) or 1
-        return {"p_value": test.p_value, "worse_share": test.worse / n, "better_share": test.better / n}
 
-    @property
-    def empty_share(self) -> float:
-        """Share of utterances with a non-empty reference that the candidate answered with nothing."""
-        if not self.rows:
-            return math.nan
-        return sum(1 for r in self.rows if r["ref"] and not r["candidate_hyp"]) / len(self.rows)
+    def tests(self) -> dict[str, PairedTest]:
+        if self.production is None:
+            return {}
+        cand, prod = self._column("candidate_errors"), self._column("production_errors")
+        return {
+            "wilcoxon": paired_wilcoxon(cand, prod),
+            "t_test": paired_t_test(cand, prod),
+            "mapsswe": mapsswe(self.alignments["candidate"], self.alignments["production"]),
+        }
+
+    def signatures(self, policy: ValidationPolicy) -> dict[str, dict[str, float]]:
+        """Share of outputs that are empty, loop, or contain an insertion burst, per model."""
+        out: dict[str, dict[str, float]] = {}
+        n = len(self.rows)
+        for model, aligned in self.alignments.items():
+            hyps = [r[f"{model}_hyp"] for r in self.rows]
+            empty = sum(1 for r, h in zip(self.rows, hyps, strict=True) if r["ref"] and not h)
+            loops = sum(
+                1
+                for r, h in zip(self.rows, hyps, strict=True)
+                if _loop(h.split(), policy.loop_repeats) and not _loop(r["ref"].split(), policy.loop_repeats)
+            )
+            bursts = sum(1 for al in aligned if _longest_insertion_run(al) >= policy.burst_length)
+            out[model] = {
+                "empty_share": empty / n if n else math.nan,
+                "loop_share": loops / n if n else math.nan,
+                "burst_share": bursts / n if n else math.nan,
+                "empty": empty,
+                "loops": loops,
+                "bursts": bursts,
+            }
+        return out
+
+    def critical_recall(self, terms: Sequence[str]) -> dict[str, Any]:
+        """Per model, the share of reference occurrences of each term that the alignment got right."""
+        wanted = {t.lower() for t in terms}
+        result: dict[str, Any] = {"terms": sorted(wanted)}
+        for model, aligned in self.alignments.items():
+            found = total = 0
+            per_term: dict[str, list[int]] = {}
+            for al in aligned:
+                for op, ref, _ in al.steps:
+                    if ref is not None and ref in wanted:
+                        total += 1
+                        found += op == "C"
+                        hit_total = per_term.setdefault(ref, [0, 0])
+                        hit_total[0] += op == "C"
+                        hit_total[1] += 1
+            result[model] = {
+                "recall": found / total if total else math.nan,
+                "occurrences": total,
+                "per_term": {t: h / n for t, (h, n) in sorted(per_term.items())},
+            }
+        return result
+
+    def churn(self, limit: int) -> dict[str, Any]:
+        """Utterances the candidate newly broke (production was exact) or newly fixed, with alignments."""
+        if self.production is None:
+            return {"newly_broken": 0, "newly_fixed": 0, "broken": [], "fixed": []}
+        broken, fixed = [], []
+        for k, r in enumerate(self.rows):
+            if r["production_errors"] == 0 and r["candidate_errors"] > 0:
+                broken.append(k)
+            elif r["production_errors"] > 0 and r["candidate_errors"] == 0:
+                fixed.append(k)
+
+        def entry(k: int) -> dict[str, Any]:
+            r = self.rows[k]
+            return {
+                "id": r["id"],
+                "ref": r["ref"],
+                "production_hyp": r["production_hyp"],
+                "candidate_hyp": r["candidate_hyp"],
+                "production_errors": r["production_errors"],
+                "candidate_errors": r["candidate_errors"],
+                "candidate_alignment": self.alignments["candidate"][k].render(),
+                "production_alignment": self.alignments["production"][k].render(),
+            }
+
+        broken.sort(key=lambda k: -self.rows[k]["candidate_errors"])
+        fixed.sort(key=lambda k: -self.rows[k]["production_errors"])
+        return {
+            "newly_broken": len(broken),
+            "newly_fixed": len(fixed),
+            "broken": [entry(k) for k in broken[:limit]],
+            "fixed": [entry(k) for k in fixed[:limit]],
+        }
+
+    def worst_regressions(self, limit: int) -> list[dict[str, Any]]:
+        """Utterances where the candidate added the most errors, with both alignments."""
+        if self.production is None:
+            return []
+        order = sorted(
+            (k for k, r in enumerate(self.rows) if r["candidate_errors"] > r["production_errors"]),
+            key=lambda k: self.rows[k]["production_errors"] - self.rows[k]["candidate_errors"],
+        )
+        return [
+            {
+                "id": self.rows[k]["id"],
+                "delta_errors": self.rows[k]["candidate_errors"] - self.rows[k]["production_errors"],
+                "candidate_alignment": self.alignments["candidate"][k].render(),
+                "production_alignment": self.alignments["production"][k].render(),
+            }
+            for k in order[:limit]
+        ]
+
+    def utterance_delta_wer(self) -> list[float]:
+        """Per-utterance ΔWER (errors difference over reference length; empty references left out)."""
+        if self.production is None:
+            return []
+        return [
+            (r["candidate_errors"] - r["production_errors"]) / r["ref_words"]
+            for r in self.rows
+            if r["ref_words"]
+        ]
+
+    def slices(self, policy: ValidationPolicy) -> list[dict[str, Any]]:
+        """WER of both models and the ΔWER interval per value of each slicing field."""
+        out: list[dict[str, Any]] = []
+        for key in policy.slice_by:
+            groups: dict[str, list[int]] = {}
+            for k, r in enumerate(self.rows):
+                value = r.get(key)
+                if value not in (None, ""):
+                    groups.setdefault(str(value), []).append(k)
+            if len(groups) < 2 and key != "domain":
+                continue  # one value is the whole set, not a slice
+            for value, idx in sorted(groups.items()):
+                words = sum(self.rows[k]["ref_words"] for k in idx)
+                cand = sum(self.rows[k]["candidate_errors"] for k in idx)
+                entry: dict[str, Any] = {
+                    "field": key,
+                    "value": value,
+                    "utterances": len(idx),
+                    "candidate_wer": cand / words if words else math.nan,
+                    "gated": len(idx) >= policy.min_slice_size and self.production is not None,
+                }
+                if self.production is not None:
+                    prod = sum(self.rows[k]["production_errors"] for k in idx)
+                    entry["production_wer"] = prod / words if words else math.nan
+                    iv = self.interval(policy, idx)
+                    entry |= {"delta_wer": iv.delta, "low": iv.low, "high": iv.high}
+                out.append(entry)
+        return out
 
 
 def load_manifest_examples(path: str) -> list[dict[str, Any]]:
@@ -82,36 +273,116 @@ def load_manifest_examples(path: str) -> list[dict[str, Any]]:
     ]
 
 
+def comparison_from_texts(
+    name: str,
+    examples: Sequence[dict[str, Any]],
+    candidate_hyps: Sequence[str],
+    production_hyps: Sequence[str] | None,
+    normalizer: str = DEFAULT_SCORING_NORMALIZER,
+) -> Comparison:
+    """Score hypotheses against `examples` (dicts with `id`, `text` and optional metadata)."""
+    refs = [e["text"] for e in examples]
+    cand_score, cand_utts = score_corpus(refs, candidate_hyps, normalizer)
+    prod_score, prod_utts = (None, None)
+    if production_hyps is not None:
+        prod_score, prod_utts = score_corpus(refs, production_hyps, normalizer)
+    rows = []
+    for i, ex in enumerate(examples):
+        cu = cand_utts[i]
+        row = {
+            "id": ex["id"],
+            "ref": cu.ref,
+            "ref_words": cu.ref_words,
+            "candidate_hyp": cu.hyp,
+            "candidate_errors": cu.word_errors,
+        }
+        row |= {k: ex[k] for k in _METADATA if ex.get(k) not in (None, "")}
+        if prod_utts is not None:
+            row |= {"production_hyp": prod_utts[i].hyp, "production_errors": prod_utts[i].word_errors}
+        rows.append(row)
+    return Comparison(name, cand_score, prod_score, rows)
+
+
+_METADATA = ("domain", "speaker", "device", "duration")
+
+
 def compare_models(
     name: str,
     examples: Sequence[dict[str, Any]],
     candidate: SpeechModel,
     production: SpeechModel | None,
     batch_size: int = 16,
+    normalizer: str = DEFAULT_SCORING_NORMALIZER,
+    sample_rate: int = 16_000,
 ) -> Comparison:
+    """Transcribe `examples` with both models and compare them on the same utterances."""
     audios = [np.asarray(e["audio"], dtype=np.float32) for e in examples]
-    refs = [e["text"] for e in examples]
+    examples = [
+        {**e, "duration": duration_bucket(len(a) / sample_rate)}
+        for e, a in zip(examples, audios, strict=True)
+    ]
     cand_hyps = candidate.transcribe(audios, batch_size=batch_size)
-    cand_score, cand_utts = score_corpus(refs, cand_hyps)
-    prod_score = None
-    prod_utts = None
-    if production is not None:
-        prod_hyps = production.transcribe(audios, batch_size=batch_size)
-        prod_score, prod_utts = score_corpus(refs, prod_hyps)
-    rows = []
-    for i, ex in enumerate(examples):
-        row = {
-            "id": ex["id"],
-            "domain": ex.get("domain", ""),
-            "ref": cand_utts[i].ref,
-            "ref_words": cand_utts[i].ref_words,
-            "candidate_hyp": cand_utts[i].hyp,
-            "candidate_errors": cand_utts[i].word_errors,
-        }
-        if prod_utts is not None:
-            row |= {"production_hyp": prod_utts[i].hyp, "production_errors": prod_utts[i].word_errors}
-        rows.append(row)
-    return Comparison(name, cand_score, prod_score, rows)
+    prod_hyps = production.transcribe(audios, batch_size=batch_size) if production is not None else None
+    return comparison_from_texts(name, examples, cand_hyps, prod_hyps, normalizer)
+
+
+def summarize_comparison(
+    comp: Comparison, policy: ValidationPolicy
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Headline metrics (floats, for KFP `Metrics` and the gates) and the details the reports show."""
+    interval = comp.interval(policy)
+    tests = comp.tests()
+    signatures = comp.signatures(policy) if comp.rows else {}
+    n = len(comp.rows) or 1
+    metrics: dict[str, float] = {
+        "heldout_utterances": float(len(comp.rows)),
+        "wer": comp.candidate.wer,
+        "cer": comp.candidate.cer,
+        "raw_wer": comp.candidate.raw_wer,
+        "substitutions": float(comp.candidate.substitutions),
+        "deletions": float(comp.candidate.deletions),
+        "insertions": float(comp.candidate.insertions),
+        "hits": float(comp.candidate.hits),
+        "production_wer": comp.production.wer if comp.production else math.nan,
+        "production_cer": comp.production.cer if comp.production else math.nan,
+        "production_raw_wer": comp.production.raw_wer if comp.production else math.nan,
+        "delta_wer": comp.delta_wer,
+        "delta_wer_low": interval.low,
+        "delta_wer_high": interval.high,
+        "prob_improvement": interval.prob_improvement,
+        "p_value": tests[policy.significance_test].p_value if tests else math.nan,
+        **{f"p_{name}": t.p_value for name, t in tests.items()},
+        "worse_share": tests["wilcoxon"].worse / n if tests else math.nan,
+        "better_share": tests["wilcoxon"].better / n if tests else math.nan,
+    }
+    for model, sig in signatures.items():
+        prefix = "" if model == "candidate" else "production_"
+        metrics |= {f"{prefix}{k}": float(v) for k, v in sig.items() if k.endswith("_share")}
+    details: dict[str, Any] = {
+        "normalizer": comp.candidate.normalizer,
+        "interval": interval.as_dict(),
+        "tests": {name: t.as_dict() for name, t in tests.items()},
+        "signatures": signatures,
+        "slices": comp.slices(policy) if comp.rows else [],
+        "churn": comp.churn(policy.churn_examples) if comp.rows else {},
+        "worst_regressions": comp.worst_regressions(policy.churn_examples) if comp.rows else [],
+        "utterance_delta_wer": comp.utterance_delta_wer(),
+    }
+    if comp.production is not None and comp.rows:
+        metrics["newly_broken"] = float(details["churn"]["newly_broken"])
+        metrics["newly_fixed"] = float(details["churn"]["newly_fixed"])
+    if policy.critical_terms and comp.rows:
+        recall = comp.critical_recall(policy.critical_terms)
+        details["critical_terms"] = recall
+        metrics["critical_recall"] = recall["candidate"]["recall"]
+        if "production" in recall:
+            metrics["production_critical_recall"] = recall["production"]["recall"]
+    for domain_slice in (s for s in details["slices"] if s["field"] == "domain"):
+        metrics[f"slice_{domain_slice['value']}_utterances"] = float(domain_slice["utterances"])
+        metrics[f"slice_{domain_slice['value']}_wer"] = domain_slice["candidate_wer"]
+        if "production_wer" in domain_slice:
+            metrics[f"slice_{domain_slice['value']}_production_wer"] = domain_slice["production_wer"]
+    return metrics, details
 
 
 @dataclass
@@ -119,6 +390,7 @@ class ValidationResult:
     metrics: dict[str, float]
     verdict: Verdict
     comparisons: list[Comparison]
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def validate_candidate(
@@ -129,32 +401,13 @@ def validate_candidate(
     eval_examples: Sequence[dict[str, Any]] = (),
 ) -> ValidationResult:
     """Held-out new-domain split (gated) and the standard eval set (reported)."""
-    held = compare_models("heldout", heldout, candidate, production, policy.batch_size)
-    metrics: dict[str, float] = {
-        "heldout_utterances": float(len(heldout)),
-        "wer": held.candidate.wer,
-        "cer": held.candidate.cer,
-        "substitutions": float(held.candidate.substitutions),
-        "deletions": float(held.candidate.deletions),
-        "insertions": float(held.candidate.insertions),
-        "production_wer": held.production.wer if held.production else math.nan,
-        "production_cer": held.production.cer if held.production else math.nan,
-        "delta_wer": held.delta_wer,
-        "empty_share": held.empty_share,
-        **held.paired_metrics(),
-    }
-    for domain, rows in sorted(held.domain_rows().items()):
-        cand = sum(r["candidate_errors"] for r in rows)
-        words = sum(r["ref_words"] for r in rows)
-        metrics[f"slice_{domain}_utterances"] = float(len(rows))
-        metrics[f"slice_{domain}_wer"] = cand / words if words else math.nan
-        if held.production is not None:
-            metrics[f"slice_{domain}_production_wer"] = (
-                sum(r["production_errors"] for r in rows) / words if words else math.nan
-            )
+    held = compare_models("heldout", heldout, candidate, production, policy.batch_size, policy.normalizer)
+    metrics, details = summarize_comparison(held, policy)
     comparisons = [held]
     if eval_examples:
-        ev = compare_models("eval", eval_examples, candidate, production, policy.batch_size)
+        ev = compare_models(
+            "eval", eval_examples, candidate, production, policy.batch_size, policy.normalizer
+        )
         comparisons.append(ev)
         metrics |= {
             "eval_wer": ev.candidate.wer,
@@ -162,7 +415,12 @@ def validate_candidate(
             "eval_production_wer": ev.production.wer if ev.production else math.nan,
             "eval_production_cer": ev.production.cer if ev.production else math.nan,
         }
-    return ValidationResult(metrics, validation_verdict(metrics, policy), comparisons)
+    if production is None:
+        verdict = first_run_verdict(metrics, policy)
+    else:
+        verdict = validation_verdict(metrics, policy)
+        verdict.gates.extend(slice_gates(details["slices"], policy))
+    return ValidationResult(metrics, verdict, comparisons, details)
 
 
 @dataclass
@@ -176,6 +434,14 @@ class SuiteResult:
     must_pass_failures: list[str]
     gates: list[Gate]
     utterances: int
+    delta_wer: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    adjusted_high: float = math.nan
+    p_inferior: float = math.nan
+    p_holm: float = math.nan
+    newly_broken: int = 0
+    newly_fixed: int = 0
 
     @property
     def passed(self) -> bool:
@@ -190,35 +456,83 @@ def run_regression_suites(
     production: SpeechModel | None,
     suites: Sequence[RegressionSuite],
     batch_size: int = 16,
+    policy: ValidationPolicy | None = None,
 ) -> tuple[list[SuiteResult], Verdict]:
-    """One result per configured suite; the overall verdict fails closed when no suite is configured."""
-    results: list[SuiteResult] = []
+    """Non-inferiority per suite, decided on the ΔWER interval at Holm-adjusted levels.
+
+    ΔWER is candidate minus reference: minus production's WER on the same utterances (paired
+    bootstrap) when the suite's reference is `production`, else minus the configured number
+    (bootstrap of the candidate alone). The margin is the suite's allowance: reference × relative +
+    absolute. Each suite's one-sided bootstrap p-value for "ΔWER > margin" is Holm-adjusted over the suites;
+    a suite passes when the upper bound of its interval at the adjusted level stays within the
+    margin. The overall verdict fails closed when no suite is configured.
+    """
+    policy = policy or ValidationPolicy()
+    alpha = (1 - policy.confidence) / 2
     verdict = Verdict("regression")
     if not suites:
         verdict.gates.append(Gate("suites", False, None, None, "no regression suites configured"))
-        return results, verdict
+        return [], verdict
+    measured = []
     for suite in suites:
         examples = load_manifest_examples(str(suite.data))
         needs_production = suite.reference == "production"
         comp = compare_models(
-            suite.name, examples, candidate, production if needs_production else None, batch_size
+            suite.name,
+            examples,
+            candidate,
+            production if needs_production else None,
+            batch_size,
+            policy.normalizer,
         )
         if needs_production:
             reference = comp.production.wer if comp.production else math.nan
         else:
             reference = float(suite.reference)
         rel = suite.max_relative_degradation
-        allowed = reference * (1 + rel) + suite.max_absolute_degradation if rel is not None else math.nan
+        margin = reference * rel + suite.max_absolute_degradation if rel is not None else math.nan
+        cand_errors = [r["candidate_errors"] for r in comp.rows]
+        ref_errors = [r["production_errors"] for r in comp.rows] if comp.production else [0] * len(comp.rows)
+        lengths = [r["ref_words"] for r in comp.rows]
+        deltas, _, _, _ = bootstrap_deltas(
+            cand_errors, ref_errors, lengths, resamples=policy.bootstrap_resamples
+        )
+        observed = comp.candidate.wer - (
+            reference if not needs_production else (comp.production.wer if comp.production else math.nan)
+        )
+        if deltas is not None and not needs_production:
+            deltas = deltas - reference  # the bootstrap above resampled the candidate's WER alone
+        p_inferior = (
+            float((1 + np.sum(deltas > margin)) / (len(deltas) + 1))
+            if deltas is not None and not math.isnan(margin)
+            else math.nan
+        )
+        measured.append((suite, comp, reference, margin, deltas, observed, p_inferior))
+
+    adjusted = holm([m[6] for m in measured])
+    order = sorted(range(len(measured)), key=lambda k: (math.isnan(measured[k][6]), measured[k][6]))
+    level = {k: alpha / (len(measured) - rank) for rank, k in enumerate(order)}
+    results: list[SuiteResult] = []
+    for k, (suite, comp, reference, margin, deltas, observed, p_inferior) in enumerate(measured):
+        if deltas is not None:
+            low, high = np.quantile(deltas, [alpha, 1 - alpha]).tolist()
+            adjusted_high = float(np.quantile(deltas, 1 - level[k]))
+        else:
+            low = high = adjusted_high = math.nan
+        allowed = reference + margin
+        ok = adjusted[k] <= alpha and adjusted_high <= margin
         gates = [
             check(
-                f"{suite.name}.wer",
-                comp.candidate.wer,
-                allowed if rel is not None else None,
-                rel is not None and comp.candidate.wer <= allowed,
-                f"{suite.name}: WER {comp.candidate.wer:.4f} vs reference {reference:.4f} (allowed ≤ {allowed:.4f})",
+                f"{suite.name}.non_inferiority",
+                adjusted_high,
+                margin if suite.max_relative_degradation is not None else None,
+                ok,
+                f"{suite.name}: WER {comp.candidate.wer:.4f} vs reference {reference:.4f}; ΔWER {observed:+.4f}, "
+                f"upper bound {adjusted_high:+.4f} at Holm level {level[k]:.3g} (margin +{margin:.4f}, "
+                f"Holm p = {adjusted[k]:.3g})",
             )
         ]
-        if needs_production and production is None:
+        if suite.reference == "production" and production is None:
             gates.append(
                 Gate(
                     f"{suite.name}.reference",
@@ -242,17 +556,27 @@ def run_regression_suites(
                     + (f" ({', '.join((failures + missing)[:5])})" if failures or missing else ""),
                 )
             )
-        result = SuiteResult(
-            name=suite.name,
-            kind=suite.kind,
-            candidate_wer=comp.candidate.wer,
-            candidate_cer=comp.candidate.cer,
-            reference_wer=reference,
-            allowed_wer=allowed,
-            must_pass_failures=failures,
-            gates=gates,
-            utterances=comp.candidate.utterances,
+        churn = comp.churn(0)
+        results.append(
+            SuiteResult(
+                name=suite.name,
+                kind=suite.kind,
+                candidate_wer=comp.candidate.wer,
+                candidate_cer=comp.candidate.cer,
+                reference_wer=reference,
+                allowed_wer=allowed,
+                must_pass_failures=failures,
+                gates=gates,
+                utterances=comp.candidate.utterances,
+                delta_wer=observed,
+                low=low,
+                high=high,
+                adjusted_high=adjusted_high,
+                p_inferior=p_inferior,
+                p_holm=adjusted[k],
+                newly_broken=churn["newly_broken"],
+                newly_fixed=churn["newly_fixed"],
+            )
         )
-        results.append(result)
         verdict.gates.extend(gates)
     return results, verdict

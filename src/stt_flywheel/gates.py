@@ -14,7 +14,7 @@ from typing import Any
 
 from stt_flywheel.config import ValidationPolicy
 
-__all__ = ["Gate", "Verdict", "validation_verdict"]
+__all__ = ["Gate", "Verdict", "first_run_verdict", "slice_gates", "validation_verdict"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,12 @@ class Verdict:
             return ["no gates were evaluated"]
         return [g.reason for g in self.gates if not g.passed] or [g.reason for g in self.gates]
 
+    policy: str = "paired"  # "paired" (against production) or "first_run_absolute"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
+            "policy": self.policy,
             "passed": self.passed,
             "reasons": self.reasons,
             "gates": [asdict(g) for g in self.gates],
@@ -64,10 +67,13 @@ def check(name: str, value: float | None, threshold: float | None, ok: bool, des
 
 
 def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> Verdict:
-    """Gates on the held-out split: WER improvement, significance, share of regressions, CER, empty outputs.
+    """Gates on the held-out split against production.
 
-    The last two exist because WER alone can be gamed: where production inserts words (WER > 1), a
-    model that answers with nothing, or one junk word, scores a *lower* WER; its CER gives it away.
+    Superiority is decided on the interval: the upper bound of the bootstrap ΔWER interval must lie
+    below −`min_wer_improvement`. Beside it: the paired test, the share of utterances that got
+    worse, CER (WER alone can be gamed: where production inserts words, a model that answers with
+    one junk word scores a *lower* WER; its CER gives it away), and the failure signatures of
+    generative models (empty outputs, repetition loops, insertion bursts) against production's.
     """
     verdict = Verdict("validation")
     n = metrics.get("heldout_utterances", 0)
@@ -80,24 +86,30 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
     def get(key: str) -> float:
         return float(metrics.get(key, math.nan))
 
-    improvement = get("production_wer") - get("wer")
+    def rise(key: str) -> float:
+        return get(key) - get(f"production_{key}")
+
+    high, low = get("delta_wer_high"), get("delta_wer_low")
+    margin = -policy.min_wer_improvement if policy.min_wer_improvement is not None else None
     cer_rise = get("cer") - get("production_cer")
     p, worse, empty = get("p_value"), get("worse_share"), get("empty_share")
+    conf = f"{policy.confidence:.0%}"
     # (gate, measured value, threshold, passes(value, threshold), reason)
     rules: list[tuple[str, float, float | None, Callable[[float, float], bool], str]] = [
         (
             "min_wer_improvement",
-            improvement,
-            policy.min_wer_improvement,
-            operator.ge,
-            f"WER improved by {improvement:+.4f} absolute (need ≥ {policy.min_wer_improvement})",
+            high,
+            margin,
+            operator.lt,
+            f"ΔWER {get('delta_wer'):+.4f}, {conf} interval [{low:+.4f}, {high:+.4f}] "
+            f"(upper bound must be < {margin if margin is not None else 'unset'})",
         ),
         (
             "max_p_value",
             p,
             policy.max_p_value,
             operator.lt,
-            f"paired Wilcoxon p = {p:.3g} (need < {policy.max_p_value})",
+            f"paired {policy.significance_test} p = {p:.3g} (need < {policy.max_p_value})",
         ),
         (
             "max_worse_share",
@@ -120,8 +132,104 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
             operator.le,
             f"{empty:.1%} of held-out utterances got an empty transcript (allowed ≤ {policy.max_empty_share})",
         ),
+        (
+            "max_loop_share_increase",
+            rise("loop_share"),
+            policy.max_loop_share_increase,
+            operator.le,
+            f"repetition loops {get('loop_share'):.1%} vs production {get('production_loop_share'):.1%} "
+            f"(allowed rise ≤ {policy.max_loop_share_increase})",
+        ),
+        (
+            "max_burst_share_increase",
+            rise("burst_share"),
+            policy.max_burst_share_increase,
+            operator.le,
+            f"insertion bursts {get('burst_share'):.1%} vs production {get('production_burst_share'):.1%} "
+            f"(allowed rise ≤ {policy.max_burst_share_increase})",
+        ),
     ]
+    if policy.critical_terms:
+        drop = get("production_critical_recall") - get("critical_recall")
+        rules.append(
+            (
+                "max_critical_recall_drop",
+                drop,
+                policy.max_critical_recall_drop,
+                operator.le,
+                f"critical-term recall {get('critical_recall'):.1%} vs production "
+                f"{get('production_critical_recall'):.1%} (allowed drop ≤ {policy.max_critical_recall_drop})",
+            )
+        )
+    _apply(verdict, rules)
+    return verdict
+
+
+def _apply(
+    verdict: Verdict, rules: list[tuple[str, float, float | None, Callable[[float, float], bool], str]]
+) -> None:
     for name, value, threshold, passes, reason in rules:
         ok = threshold is not None and not _missing(value) and passes(value, threshold)
         verdict.gates.append(check(name, value, threshold, ok, reason))
+
+
+def first_run_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> Verdict:
+    """No production model yet: absolute thresholds only, and the verdict records that policy."""
+    verdict = Verdict("validation", policy="first_run_absolute")
+    if not metrics.get("heldout_utterances", 0):
+        verdict.gates.append(
+            Gate("heldout_size", False, 0, 1, "held-out split is empty: nothing to validate on")
+        )
+        return verdict
+    wer, cer = float(metrics.get("wer", math.nan)), float(metrics.get("cer", math.nan))
+    _apply(
+        verdict,
+        [
+            (
+                "first_run_max_wer",
+                wer,
+                policy.first_run_max_wer,
+                operator.le,
+                f"first run (no production model): WER {wer:.4f} (need ≤ {policy.first_run_max_wer})",
+            ),
+            (
+                "first_run_max_cer",
+                cer,
+                policy.first_run_max_cer,
+                operator.le,
+                f"first run (no production model): CER {cer:.4f} (need ≤ {policy.first_run_max_cer})",
+            ),
+            (
+                "max_empty_share",
+                float(metrics.get("empty_share", math.nan)),
+                policy.max_empty_share,
+                operator.le,
+                f"{metrics.get('empty_share', math.nan):.1%} empty transcripts (allowed ≤ {policy.max_empty_share})",
+            ),
+        ],
+    )
     return verdict
+
+
+def slice_gates(slices: list[dict[str, Any]], policy: ValidationPolicy) -> list[Gate]:
+    """One gate per slice big enough to judge: it fails when its ΔWER exceeds the bound and its
+    interval lies wholly above zero (a degradation the data supports, not noise in a small slice)."""
+    bound = policy.max_slice_degradation
+    gates = []
+    for sl in slices:
+        if not sl.get("gated"):
+            continue
+        name = f"slice.{sl['field']}={sl['value']}"
+        delta, low, high = sl.get("delta_wer", math.nan), sl.get("low", math.nan), sl.get("high", math.nan)
+        ok = bound is not None and not _missing(delta) and not (delta > bound and low > 0)
+        gates.append(
+            check(
+                name,
+                None if _missing(delta) else delta,
+                bound,
+                ok,
+                f"{sl['field']}={sl['value']} ({sl['utterances']} utts): ΔWER {delta:+.4f} "
+                f"[{low:+.4f}, {high:+.4f}] (fails above +{bound} with the interval above 0)",
+            )
+        )
+    return gates

@@ -153,14 +153,15 @@ def stage_validate_model(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = result.verdict.as_dict()
-    atomic_write_json(out_dir / "verdict.json", {**verdict, "metrics": result.metrics})
+    summary = {k: v for k, v in result.details.items() if k != "utterance_delta_wer"}
+    atomic_write_json(out_dir / "verdict.json", {**verdict, "metrics": result.metrics, "evaluation": summary})
     atomic_write_bytes(
         out_dir / "utterances.jsonl",
         b"".join(orjson.dumps({"set": c.name, **r}) + b"\n" for c in result.comparisons for r in c.rows),
     )
-    report = validation_html(result.metrics, result.verdict, result.comparisons)
+    report = validation_html(result.metrics, result.verdict, result.comparisons, result.details)
     atomic_write_text(out_dir / "report.html", report)
-    _ledger(config, run_id, "validation", {**verdict, "metrics": result.metrics})
+    _ledger(config, run_id, "validation", {**verdict, "metrics": result.metrics, "evaluation": summary})
     return {"verdict": verdict, "metrics": result.metrics, "report_html": report}
 
 
@@ -169,7 +170,7 @@ def stage_run_regression_suites(
 ) -> dict[str, Any]:
     candidate, production = _models(config, candidate_dir)
     results, verdict = run_regression_suites(
-        candidate, production, config.regression, config.validation.batch_size
+        candidate, production, config.regression, config.validation.batch_size, config.validation
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {**verdict.as_dict(), "suites": [r.as_dict() for r in results]}

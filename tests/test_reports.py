@@ -109,7 +109,7 @@ def test_reports_render_in_headless_chromium(tmp_path: Path, page) -> None:  # t
         timeout=120,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    console_errors = [l for l in run.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
+    console_errors = [line for line in run.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console_errors, console_errors
     dom = subprocess.run(
         [CHROMIUM, *flags, "--dump-dom", html_file.as_uri()], capture_output=True, text=True, timeout=120

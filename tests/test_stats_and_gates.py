@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from stt_flywheel.alignment import align_pairs
 from stt_flywheel.config import RegressionSuite, ValidationPolicy
 from stt_flywheel.gates import first_run_verdict, slice_gates, validation_verdict
-from stt_flywheel.alignment import align_pairs
 from stt_flywheel.stats import (
     holm,
     mapsswe,

@@ -22,6 +22,8 @@ from scipy import stats as sps
 
 from stt_flywheel.alignment import Alignment
 
+Counts = Sequence[int] | np.ndarray
+
 __all__ = [
     "BootstrapInterval",
     "PairedTest",
@@ -48,7 +50,7 @@ class PairedTest:
         return asdict(self)
 
 
-def _diff(candidate_errors: Sequence[int], production_errors: Sequence[int]) -> np.ndarray:
+def _diff(candidate_errors: Counts, production_errors: Counts) -> np.ndarray:
     cand = np.asarray(candidate_errors, dtype=float)
     prod = np.asarray(production_errors, dtype=float)
     if cand.shape != prod.shape:
@@ -56,7 +58,7 @@ def _diff(candidate_errors: Sequence[int], production_errors: Sequence[int]) -> 
     return cand - prod
 
 
-def paired_wilcoxon(candidate_errors: Sequence[int], production_errors: Sequence[int]) -> PairedTest:
+def paired_wilcoxon(candidate_errors: Counts, production_errors: Counts) -> PairedTest:
     """One-sided Wilcoxon signed-rank test that the candidate makes fewer errors per utterance.
 
     Utterances where both models make the same number of errors carry no evidence (Wilcox's zero
@@ -76,7 +78,7 @@ def paired_wilcoxon(candidate_errors: Sequence[int], production_errors: Sequence
     )
 
 
-def paired_t_test(candidate_errors: Sequence[int], production_errors: Sequence[int]) -> PairedTest:
+def paired_t_test(candidate_errors: Counts, production_errors: Counts) -> PairedTest:
     """One-sided paired t-test on per-utterance error counts (scipy's `ttest_rel`)."""
     diff = _diff(candidate_errors, production_errors)
     better, worse = int((diff < 0).sum()), int((diff > 0).sum())
@@ -188,9 +190,9 @@ class BootstrapInterval:
 
 
 def paired_bootstrap(
-    candidate_errors: Sequence[int],
-    production_errors: Sequence[int],
-    ref_lengths: Sequence[int],
+    candidate_errors: Counts,
+    production_errors: Counts,
+    ref_lengths: Counts,
     *,
     speakers: Sequence[str] | None = None,
     resamples: int = 1000,
@@ -214,9 +216,9 @@ def paired_bootstrap(
 
 
 def bootstrap_deltas(
-    candidate_errors: Sequence[int],
-    production_errors: Sequence[int],
-    ref_lengths: Sequence[int],
+    candidate_errors: Counts,
+    production_errors: Counts,
+    ref_lengths: Counts,
     *,
     speakers: Sequence[str] | None = None,
     resamples: int = 1000,

@@ -177,6 +177,54 @@ def registry_rollback(
     console.print(f"rolled back: default is v{good} again (was v{bad}); the endpoint serves v{good}")
 
 
+@registry_app.command("promote")
+def registry_promote(
+    reason: Annotated[str, typer.Option(help="Why; recorded in the audit log (required).")],
+    version: Annotated[int | None, typer.Option(help="A registered version.")] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(help="A pipeline run id: register its candidate, with its evaluation, and promote it."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Promote even though the evaluation rejected it (recorded with what it overrode)."),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Promote a version (or a run's candidate) to `default` and send it all endpoint traffic."""
+    from stt_flywheel.deploy import manual_promotion
+    from stt_flywheel.stages import open_endpoint, open_registry
+    from stt_flywheel.storage import read_json
+
+    if (version is None) == (run is None):
+        raise RegistryError("give exactly one of --version and --run")
+    cfg = _config(config)
+    registry = open_registry(cfg)
+    candidate_dir = evaluation = None
+    if run is not None:
+        assert cfg.paths.reports
+        ledger = cfg.paths.reports / run
+        if not (ledger / "train.json").exists():
+            raise RegistryError(f"run {run} trained no candidate (no {ledger / 'train.json'})")
+        candidate_dir = read_json(ledger / "train.json")["model_dir"]
+        evaluation = {
+            stage: read_json(ledger / f"{stage}.json")
+            for stage in ("validation", "regression")
+            if (ledger / f"{stage}.json").exists()
+        }
+    outcome = manual_promotion(
+        registry,
+        open_endpoint(cfg, registry),
+        reason=reason,
+        version=version,
+        candidate_dir=candidate_dir,
+        evaluation=evaluation,
+        run_id=run,
+        force=force,
+    )
+    console.print(f"default is v{outcome.version} (was v{outcome.replaced}); {outcome.reasons[0]}")
+
+
 @errors_app.command("ingest")
 def errors_ingest(
     file: Annotated[Path, typer.Argument(help="JSONL of transcript records.")],
@@ -215,6 +263,91 @@ def base_model_train(
     command = " ".join(["stt-flywheel", *sys.argv[1:]])
     card = train_base_model(output, scratch, utterances=utterances, command=command)
     _print_json(card)
+
+
+NormalizerOpt = Annotated[
+    str, typer.Option(help="Text normaliser: whisper-en, basic-en or none (optionally name/version).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@app.command()
+def score(
+    ref: Annotated[Path, typer.Option(help="Reference transcripts: sclite trn or JSONL (id, text).")],
+    hyp: Annotated[Path, typer.Option(help="Hypotheses, same formats, same utterance ids.")],
+    normalizer: NormalizerOpt = "whisper-en/1",
+    json: JsonOpt = False,
+) -> None:
+    """Corpus WER and CER with hits, substitutions, deletions and insertions (sclite-exact counts)."""
+    from stt_flywheel.scoring import match_transcripts, read_transcripts, score_corpus
+
+    refs, hyps = read_transcripts(ref), read_transcripts(hyp)
+    ids = match_transcripts(refs, hyps)
+    result, _ = score_corpus([refs[k] for k in ids], [hyps[k] for k in ids], normalizer)
+    if json:
+        _print_json(result.as_dict() | {"word_errors": result.word_errors})
+        return
+    console.print(
+        f"{result.utterances} utterances, {result.ref_words} reference words, normaliser {result.normalizer}\n"
+        f"WER {result.wer:.4%} (raw {result.raw_wer:.4%})  CER {result.cer:.4%}\n"
+        f"H {result.hits}  S {result.substitutions}  D {result.deletions}  I {result.insertions}  "
+        f"errors {result.word_errors}",
+        highlight=False,
+    )
+
+
+@app.command()
+def compare(
+    ref: Annotated[Path, typer.Option(help="Reference transcripts: sclite trn or JSONL (id, text).")],
+    hyp_a: Annotated[Path, typer.Option("--hyp-a", help="System A (e.g. the candidate).")],
+    hyp_b: Annotated[Path, typer.Option("--hyp-b", help="System B (e.g. production).")],
+    normalizer: NormalizerOpt = "whisper-en/1",
+    confidence: Annotated[float, typer.Option(help="Confidence of the bootstrap interval.")] = 0.95,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    json: JsonOpt = False,
+) -> None:
+    """Paired comparison on the same utterances: ΔWER = WER(A) − WER(B) with its bootstrap interval, and the
+    p-values of the Wilcoxon signed-rank, paired t and MAPSSWE tests."""
+    from stt_flywheel.config import ValidationPolicy
+    from stt_flywheel.evaluation import comparison_from_texts, summarize_comparison
+    from stt_flywheel.scoring import match_transcripts, read_transcripts
+
+    refs = read_transcripts(ref)
+    a, b = read_transcripts(hyp_a), read_transcripts(hyp_b)
+    ids = match_transcripts(refs, a, "system A")
+    match_transcripts(refs, b, "system B")
+    policy = ValidationPolicy(normalizer=normalizer, confidence=confidence, bootstrap_resamples=resamples)
+    examples = [{"id": k, "text": refs[k]} for k in ids]
+    comp = comparison_from_texts(
+        "compare", examples, [a[k] for k in ids], [b[k] for k in ids], policy.normalizer
+    )
+    metrics, details = summarize_comparison(comp, policy)
+    out = {
+        "utterances": len(ids),
+        "normalizer": details["normalizer"],
+        "wer_a": metrics["wer"],
+        "wer_b": metrics["production_wer"],
+        "delta_wer": metrics["delta_wer"],
+        "interval": details["interval"],
+        "p_values": {name: t["p_value"] for name, t in details["tests"].items()},
+        "a_better": details["tests"]["wilcoxon"]["better"],
+        "a_worse": details["tests"]["wilcoxon"]["worse"],
+        "newly_broken": metrics.get("newly_broken"),
+        "newly_fixed": metrics.get("newly_fixed"),
+    }
+    if json:
+        _print_json(out)
+        return
+    iv = out["interval"]
+    console.print(
+        f"{out['utterances']} utterances, normaliser {out['normalizer']}\n"
+        f"WER A {out['wer_a']:.4%}   WER B {out['wer_b']:.4%}\n"
+        f"ΔWER (A − B) {out['delta_wer']:+.4%}, {iv['confidence']:.0%} interval "
+        f"[{iv['low']:+.4%}, {iv['high']:+.4%}] ({iv['resamples']} resamples by {iv['unit']})\n"
+        f"A better on {out['a_better']}, worse on {out['a_worse']} utterances\n"
+        + "\n".join(f"p ({name}): {p:.3g}" for name, p in out["p_values"].items()),
+        highlight=False,
+    )
 
 
 USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, ValueError, RuntimeError)

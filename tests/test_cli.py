@@ -13,6 +13,9 @@ COMMANDS = [
     ["registry"],
     ["registry", "list"],
     ["registry", "rollback"],
+    ["registry", "promote"],
+    ["score"],
+    ["compare"],
     ["errors"],
     ["errors", "ingest"],
     ["base-model", "train"],
@@ -31,7 +34,7 @@ def test_every_command_has_help(command: list[str]) -> None:
     out = cli(*command, "--help")
     assert out.returncode == 0, out.stderr
     assert "Usage" in out.stdout
-    if command and command[-1] not in ("registry", "errors"):
+    if command and command[-1] not in ("registry", "errors", "score", "compare"):
         assert "--config" in out.stdout
 
 
@@ -86,3 +89,54 @@ def test_compile_writes_yaml(tmp_path: Path) -> None:
     out = cli("compile", "--output", str(tmp_path / "p.yaml"))
     assert out.returncode == 0, out.stderr
     assert "deploy-model" in (tmp_path / "p.yaml").read_text()
+
+
+REF = "the cat sat on the mat (u1)\nhello world (u2)\nTwenty one tablets (u3)\n"
+HYP_A = "the cat sat on mat (u1)\nhello word (u2)\n21 tablets (u3)\n"
+HYP_B = '{"id": "u1", "text": "a cat sat on the mat"}\n{"id": "u2", "text": "hello world"}\n{"id": "u3", "text": "twenty one tablet"}\n'
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    paths = tmp_path / "ref.trn", tmp_path / "a.trn", tmp_path / "b.jsonl"
+    for path, text in zip(paths, (REF, HYP_A, HYP_B), strict=True):
+        path.write_text(text)
+    return paths
+
+
+def test_score_prints_counts(tmp_path: Path) -> None:
+    ref, a, _ = _files(tmp_path)
+    out = cli("score", "--ref", str(ref), "--hyp", str(a), "--json")
+    assert out.returncode == 0, out.stderr
+    result = orjson.loads(out.stdout)
+    # whisper-en/1: "twenty one" == "21"; u1 loses "the", u2 "world" -> "word"
+    assert (result["hits"], result["substitutions"], result["deletions"], result["insertions"]) == (
+        8,
+        1,
+        1,
+        0,
+    )
+    assert (
+        result["wer"] == 0.2 and result["normalizer"] == "whisper-en/1" and result["raw_wer"] > result["wer"]
+    )
+    basic = orjson.loads(cli("score", "--ref", str(ref), "--hyp", str(a), "--normalizer", "basic-en", "--json").stdout)
+    assert (basic["substitutions"], basic["deletions"], basic["normalizer"]) == (2, 2, "basic-en/1")
+
+
+def test_compare_reports_interval_and_tests(tmp_path: Path) -> None:
+    ref, a, b = _files(tmp_path)
+    out = cli("compare", "--ref", str(ref), "--hyp-a", str(a), "--hyp-b", str(b), "--json")
+    assert out.returncode == 0, out.stderr
+    result = orjson.loads(out.stdout)
+    assert result["wer_a"] == result["wer_b"] == 0.2 and result["delta_wer"] == 0.0
+    assert result["interval"]["low"] <= 0.0 <= result["interval"]["high"]
+    assert set(result["p_values"]) == {"wilcoxon", "t_test", "mapsswe"}
+    assert (result["a_better"], result["a_worse"]) == (1, 1)
+
+
+def test_score_rejects_mismatched_ids(tmp_path: Path) -> None:
+    ref, _, _ = _files(tmp_path)
+    other = tmp_path / "other.trn"
+    other.write_text("x (u9)\n")
+    out = cli("score", "--ref", str(ref), "--hyp", str(other))
+    assert out.returncode == 1 and "3 reference ids have no hypothesis" in out.stderr
+    assert "Traceback" not in out.stderr

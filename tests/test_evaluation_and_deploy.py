@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from stt_flywheel.config import RegressionSuite, ValidationPolicy
-from stt_flywheel.deploy import promote_candidate
+from stt_flywheel.deploy import manual_promotion, promote_candidate
 from stt_flywheel.endpoint import LocalEndpoint
 from stt_flywheel.evaluation import (
     compare_models,
@@ -16,7 +16,7 @@ from stt_flywheel.evaluation import (
 )
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.models.ctc import build_ctc_model
-from stt_flywheel.registry import LocalRegistry
+from stt_flywheel.registry import LocalRegistry, RegistryError
 
 POLICY = ValidationPolicy(
     min_wer_improvement=0.02, max_p_value=0.05, max_worse_share=0.2, max_empty_share=0.05
@@ -163,3 +163,53 @@ def test_deployer_without_auto_deploy_only_registers(registry: LocalRegistry, ba
     assert outcome.action == "registered"
     assert registry.aliases() == {"default": 1, "candidate": 2}
     assert LocalEndpoint(registry, "ep").traffic() == {1: 100}
+
+
+REJECTED = {
+    "stage": "validation",
+    "passed": False,
+    "reasons": ["x"],
+    "gates": [{"name": "min_wer_improvement", "passed": False}, {"name": "max_p_value", "passed": True}],
+}
+
+
+def test_forced_promotion_needs_a_reason_and_records_what_it_overrode(
+    registry: LocalRegistry, base_model_dir: Path
+) -> None:
+    endpoint = LocalEndpoint(registry, "ep")
+    evaluation = {"validation": REJECTED, "regression": PASS}
+    with pytest.raises(RegistryError, match="did not pass its evaluation .*validation: min_wer_improvement"):
+        manual_promotion(
+            registry,
+            endpoint,
+            reason="hotfix",
+            candidate_dir=str(base_model_dir),
+            evaluation=evaluation,
+            run_id="r9",
+        )
+    # the candidate was registered with the evaluation that judged it, but nothing moved
+    v2 = registry.find_by_run("r9")
+    assert v2 is not None and v2.evaluation["validation"]["passed"] is False
+    assert registry.aliases() == {"default": 1} and endpoint.traffic() == {1: 100}
+    with pytest.raises(RegistryError, match="needs a reason"):
+        manual_promotion(registry, endpoint, reason="  ", version=v2.version, force=True)
+    outcome = manual_promotion(registry, endpoint, reason="pharmacy launch", version=v2.version, force=True)
+    assert (outcome.action, outcome.version, outcome.replaced) == ("deployed", v2.version, 1)
+    assert registry.aliases() == {"default": v2.version, "previous": 1} and endpoint.traffic() == {
+        v2.version: 100
+    }
+    forced = [e for e in registry.audit_log() if e["action"] == "forced_promotion"]
+    assert forced and forced[-1]["detail"] == {
+        "overrode": 1,
+        "reason": "pharmacy launch",
+        "failed_gates": ["validation: min_wer_improvement"],
+    }
+
+
+def test_promoting_a_version_that_passed_needs_no_force(
+    registry: LocalRegistry, base_model_dir: Path
+) -> None:
+    _promote(registry, base_model_dir, PASS | {"gates": []}, PASS | {"gates": []}, auto=False)
+    outcome = manual_promotion(registry, LocalEndpoint(registry, "ep"), reason="reviewed", version=2)
+    assert outcome.version == 2 and registry.aliases()["default"] == 2
+    assert not [e for e in registry.audit_log() if e["action"] == "forced_promotion"]

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stt_flywheel.endpoint import LocalEndpoint
-from stt_flywheel.registry import LocalRegistry
+from stt_flywheel.registry import LocalRegistry, RegistryError
 
-__all__ = ["DeployOutcome", "promote_candidate"]
+__all__ = ["DeployOutcome", "manual_promotion", "promote_candidate"]
 
 
 @dataclass
@@ -76,4 +76,70 @@ def promote_candidate(
     pruned = registry.prune(keep_versions)
     return DeployOutcome(
         "deployed", version.version, replaced, ["validation and regression suites passed"], pruned
+    )
+
+
+def _failed_gates(evaluation: dict[str, Any]) -> list[str]:
+    """Names of the failed gates in a stored evaluation; a missing verdict counts as failed."""
+    failed = []
+    for stage in ("validation", "regression"):
+        verdict = evaluation.get(stage)
+        if not isinstance(verdict, dict) or "passed" not in verdict:
+            failed.append(f"{stage}: no verdict")
+        elif not verdict["passed"]:
+            failed += [f"{stage}: {g['name']}" for g in verdict.get("gates", []) if not g.get("passed")] or [
+                f"{stage}: rejected"
+            ]
+    return failed
+
+
+def manual_promotion(
+    registry: LocalRegistry,
+    endpoint: LocalEndpoint,
+    *,
+    reason: str,
+    version: int | None = None,
+    candidate_dir: str | None = None,
+    evaluation: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    force: bool = False,
+) -> DeployOutcome:
+    """Promote and deploy a version by hand: a registered one, or a run's candidate (registered first,
+    with the evaluation that judged it).
+
+    A version whose evaluation did not pass both stages is promoted only with `force` and a reason;
+    the audit log records the reason, the failed gates and the version it overrode.
+    """
+    if not reason.strip():
+        raise RegistryError("a manual promotion needs a reason (it goes into the audit log)")
+    if version is None:
+        if candidate_dir is None:
+            raise RegistryError("name a registered version or a run whose candidate to promote")
+        evaluation = evaluation or {}
+        registered = registry.register(
+            candidate_dir,
+            source_run=run_id,
+            metrics=evaluation.get("validation", {}).get("metrics", {}),
+            lineage={"run": run_id, "registered_by": "manual promotion"},
+            evaluation=evaluation,
+        )
+        version = registered.version
+    current = registry.get(version)
+    failed = _failed_gates(current.evaluation)
+    if failed and not force:
+        raise RegistryError(
+            f"version {version} did not pass its evaluation ({'; '.join(failed[:4])}); "
+            "promoting it anyway needs --force with a --reason"
+        )
+    replaced = registry.promote(version, reason=reason)
+    endpoint.deploy(version, reason=reason)
+    if failed:
+        registry.record(
+            "forced_promotion", version, {"overrode": replaced, "reason": reason, "failed_gates": failed}
+        )
+    return DeployOutcome(
+        "deployed",
+        version,
+        replaced,
+        [f"forced past {len(failed)} failed gates: {reason}" if failed else f"manual promotion: {reason}"],
     )

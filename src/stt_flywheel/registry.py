@@ -170,6 +170,11 @@ class LocalRegistry:
             (_now(), self.model, action, version, orjson.dumps(detail, default=str).decode()),
         )
 
+    def record(self, action: str, version: int | None, detail: dict[str, Any]) -> None:
+        """Append one audit entry in its own transaction."""
+        with self.transaction() as conn:
+            self.audit(conn, action, version, detail)
+
     def register(
         self,
         model_dir: str | Path,

@@ -20,7 +20,14 @@ import orjson
 from stt_flywheel.alignment import count_char_errors, count_word_errors
 from stt_flywheel.text import DEFAULT_SCORING_NORMALIZER, get_normalizer
 
-__all__ = ["CorpusScore", "TranscriptError", "UtteranceScore", "read_transcripts", "score_corpus"]
+__all__ = [
+    "CorpusScore",
+    "TranscriptError",
+    "UtteranceScore",
+    "match_transcripts",
+    "read_transcripts",
+    "score_corpus",
+]
 
 
 @dataclass(frozen=True)
@@ -157,3 +164,17 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
             raise TranscriptError(f"{path}:{n}: utterance id {key!r} appears twice")
         out[key] = text
     return out
+
+
+def match_transcripts(refs: dict[str, str], hyps: dict[str, str], name: str = "hypothesis") -> list[str]:
+    """The reference ids in file order, once every one has a hypothesis and no hypothesis is extra."""
+    missing = [k for k in refs if k not in hyps]
+    extra = [k for k in hyps if k not in refs]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} reference ids have no {name} (e.g. {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra)} {name} ids are not in the reference (e.g. {', '.join(extra[:3])})")
+        raise TranscriptError("; ".join(parts))
+    return list(refs)

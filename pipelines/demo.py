@@ -114,12 +114,54 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
     table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
     console.print(table)
-    p = s["p_value"]
-    console.print(
-        f"Paired Wilcoxon p-value (held-out): {p:.3g}"
-        if isinstance(p, float)
-        else "Paired Wilcoxon p-value: —"
-    )
+    ev = s.get("evaluation") or {}
+    iv = ev.get("interval")
+    if iv:
+        pv = ", ".join(f"{k} {v:.3g}" for k, v in ev["p_values"].items() if isinstance(v, float))
+        console.print(
+            f"Held-out ΔWER {iv['delta']:+.3f}, {iv['confidence']:.0%} interval [{iv['low']:+.3f}, {iv['high']:+.3f}] "
+            f"(bootstrap by {iv['unit']}, {iv['units']} {iv['unit']}s); p-values: {pv}; normaliser {ev['normalizer']}."
+        )
+        console.print(
+            f"Churn: {ev['newly_broken']} utterances newly broken, {ev['newly_fixed']} newly fixed; "
+            f"critical-term recall {_f(ev['critical_recall']['production'])} → {_f(ev['critical_recall']['candidate'])}."
+        )
+    if ev.get("slices"):
+        slices = Table(title="Held-out slices (ΔWER interval)")
+        for col in ("slice", "utts", "production WER", "candidate WER", "interval"):
+            slices.add_column(col)
+        for sl in ev["slices"]:
+            slices.add_row(
+                f"{sl['field']}={sl['value']}",
+                str(sl["utterances"]),
+                _f(sl.get("production_wer")),
+                _f(sl["candidate_wer"]),
+                f"[{sl['low']:+.3f}, {sl['high']:+.3f}]" if isinstance(sl.get("low"), float) else "—",
+            )
+        console.print(slices)
+    if ev.get("suites"):
+        suites = Table(title="Regression suites (non-inferiority, Holm-adjusted)")
+        for col in (
+            "suite",
+            "reference WER",
+            "candidate WER",
+            "ΔWER interval",
+            "upper bound ≤ margin",
+            "broken/fixed",
+            "verdict",
+        ):
+            suites.add_column(col)
+        for su in ev["suites"]:
+            suites.add_row(
+                su["name"],
+                _f(su["reference_wer"]),
+                _f(su["candidate_wer"]),
+                f"[{su['low']:+.4f}, {su['high']:+.4f}]",
+                f"{su['adjusted_high']:+.4f} ≤ {su['allowed_wer'] - su['reference_wer']:+.4f}",
+                f"{su['newly_broken']}/{su['newly_fixed']}",
+                "[green]pass[/]" if su["passed"] else "[red]fail[/]",
+            )
+        console.print(suites)
     for stage, gate in s["gates"].items():
         if gate:
             mark = "[green]PASS[/]" if gate["passed"] else "[red]REJECT[/]"

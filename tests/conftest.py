@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
-from stt_flywheel.config import DEFAULT_BASE_MODEL, FlywheelConfig
+from stt_flywheel.config import DEFAULT_BASE_MODEL, FlywheelConfig, load_config
 from stt_flywheel.demo import WorldSizes, create_world, write_demo_config
 from stt_flywheel.demo_world import GENERAL, NEW_DOMAIN, synthesize_set
 from stt_flywheel.manifest import Utterance
@@ -47,7 +48,12 @@ def base_model_dir() -> Path:
 def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, FlywheelConfig]:
     """A demo-shaped config with its own state directory; the world is shared."""
     path = tmp_path / "flywheel.yaml"
-    config = write_demo_config(
-        path, tmp_path / "state", world, must_pass=[], max_steps=40, min_error_cases=10
-    )
-    return path, config
+    write_demo_config(path, tmp_path / "state", world, must_pass=[], max_steps=40, min_error_cases=10)
+    # The test world is a few dozen utterances per set: intervals are wide, so the margins that the
+    # full-size demo uses cannot be shown at this size. Loosen them; the gates' logic is unchanged.
+    data = yaml.safe_load(path.read_text())
+    data["validation"]["min_wer_improvement"] = 0.0
+    for suite in data["regression"]:
+        suite["max_absolute_degradation"] = 0.25
+    path.write_text(yaml.safe_dump(data))
+    return path, load_config(path)

@@ -118,7 +118,9 @@ def test_score_prints_counts(tmp_path: Path) -> None:
     assert (
         result["wer"] == 0.2 and result["normalizer"] == "whisper-en/1" and result["raw_wer"] > result["wer"]
     )
-    basic = orjson.loads(cli("score", "--ref", str(ref), "--hyp", str(a), "--normalizer", "basic-en", "--json").stdout)
+    basic = orjson.loads(
+        cli("score", "--ref", str(ref), "--hyp", str(a), "--normalizer", "basic-en", "--json").stdout
+    )
     assert (basic["substitutions"], basic["deletions"], basic["normalizer"]) == (2, 2, "basic-en/1")
 
 

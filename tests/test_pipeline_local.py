@@ -60,12 +60,18 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert s["gates"]["regression"]["passed"], s["gates"]
     assert s["candidate"]["new_domain_wer"] < s["production"]["new_domain_wer"]
     assert s["p_value"] < 0.05
+    ev = s["evaluation"]
+    assert ev["interval"]["high"] < 0 and ev["normalizer"] == "whisper-en/1"
+    assert set(ev["p_values"]) == {"wilcoxon", "t_test", "mapsswe"} and ev["newly_fixed"] > 0
+    assert {sl["field"] for sl in ev["slices"]} >= {"domain", "speaker"}
+    assert all(su["adjusted_high"] >= su["high"] for su in ev["suites"])  # Holm never narrows
     assert s["deploy"]["action"] == "deployed" and s["deployed_version"] == 2
     assert registry.aliases() == {"default": 2, "previous": 1}
     assert open_endpoint(config).traffic() == {2: 100}
     v2 = registry.get(2)
     assert v2.dataset_version == s["dataset"]["version"] and v2.data_watermark
     assert v2.evaluation["validation"]["passed"] and v2.lineage["parent_version"] == 1
+    assert v2.evaluation["validation"]["evaluation"]["interval"]["high"] < 0  # stored with the version
     html = list(Path(str(cfg.paths.pipeline_root)).glob(f"{run_id}/validate-model/report*"))
     assert html and "Verdict" in html[0].read_text()
 

@@ -111,6 +111,7 @@ def write_demo_config(
             "min_wer_improvement": 0.05,
             "max_p_value": 0.05,
             "max_worse_share": 0.2,
+            "critical_terms": ["metformin", "ibuprofen", "amoxicillin", "lisinopril", "warfarin"],
         },
         "regression": [
             {

@@ -228,6 +228,64 @@ def _get(path: Path) -> dict[str, Any] | None:
     return read_json(path) if path.exists() else None
 
 
+def _evaluation_summary(
+    validation: dict[str, Any] | None, regression: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The interval, tests, churn, slices and suites a person reads first."""
+    ev = (validation or {}).get("evaluation", {})
+    m = (validation or {}).get("metrics", {})
+    churn = ev.get("churn", {})
+    return {
+        "normalizer": ev.get("normalizer"),
+        "delta_wer": m.get("delta_wer"),
+        "interval": ev.get("interval"),
+        "p_values": {k: t.get("p_value") for k, t in ev.get("tests", {}).items()},
+        "newly_broken": churn.get("newly_broken"),
+        "newly_fixed": churn.get("newly_fixed"),
+        "critical_recall": {
+            "production": m.get("production_critical_recall"),
+            "candidate": m.get("critical_recall"),
+        },
+        "signatures": ev.get("signatures"),
+        "slices": [
+            {
+                k: sl.get(k)
+                for k in (
+                    "field",
+                    "value",
+                    "utterances",
+                    "production_wer",
+                    "candidate_wer",
+                    "low",
+                    "high",
+                    "gated",
+                )
+            }
+            for sl in ev.get("slices", [])
+        ],
+        "suites": [
+            {
+                k: su.get(k)
+                for k in (
+                    "name",
+                    "reference_wer",
+                    "candidate_wer",
+                    "delta_wer",
+                    "low",
+                    "high",
+                    "adjusted_high",
+                    "allowed_wer",
+                    "p_holm",
+                    "newly_broken",
+                    "newly_fixed",
+                    "passed",
+                )
+            }
+            for su in (regression or {}).get("suites", [])
+        ],
+    }
+
+
 def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = None) -> dict[str, Any]:
     """Collect one run's ledger and the registry state into a flat summary.
 
@@ -285,6 +343,7 @@ def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = 
             "eval_wer": m.get("eval_wer"),
         },
         "p_value": m.get("p_value"),
+        "evaluation": _evaluation_summary(validation, regression),
         "gates": {
             "validation": validation and {"passed": validation["passed"], "reasons": validation["reasons"]},
             "regression": regression and {"passed": regression["passed"], "reasons": regression["reasons"]},

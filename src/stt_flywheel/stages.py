@@ -179,9 +179,15 @@ def stage_run_regression_suites(
     report = regression_html(results, verdict)
     atomic_write_text(out_dir / "report.html", report)
     _ledger(config, run_id, "regression", payload)
-    metrics = {f"{r.name}_wer": r.candidate_wer for r in results} | {
-        f"{r.name}_reference_wer": r.reference_wer for r in results
-    }
+    metrics: dict[str, float] = {}
+    for r in results:
+        metrics |= {
+            f"{r.name}_wer": r.candidate_wer,
+            f"{r.name}_reference_wer": r.reference_wer,
+            f"{r.name}_delta_wer": r.delta_wer,
+            f"{r.name}_delta_wer_upper_bound": r.adjusted_high,
+            f"{r.name}_p_holm": r.p_holm,
+        }
     return {"verdict": payload, "metrics": metrics, "report_html": report}
 
 

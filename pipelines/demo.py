@@ -126,11 +126,13 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             f"Churn: {ev['newly_broken']} utterances newly broken, {ev['newly_fixed']} newly fixed; "
             f"critical-term recall {_f(ev['critical_recall']['production'])} → {_f(ev['critical_recall']['candidate'])}."
         )
-    if ev.get("slices"):
-        slices = Table(title="Held-out slices (ΔWER interval)")
+    gated = [sl for sl in ev.get("slices", []) if sl["gated"]]
+    if gated:
+        hidden = len(ev["slices"]) - len(gated)
+        slices = Table(title=f"Held-out slices large enough to gate ({hidden} smaller ones in the report)")
         for col in ("slice", "utts", "production WER", "candidate WER", "interval"):
             slices.add_column(col)
-        for sl in ev["slices"]:
+        for sl in gated:
             slices.add_row(
                 f"{sl['field']}={sl['value']}",
                 str(sl["utterances"]),

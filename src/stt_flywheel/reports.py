@@ -199,8 +199,14 @@ def validation_html(
                 for t in tests.values()
             ],
         )
-    slices = details.get("slices", [])
-    if slices:
+    all_slices = details.get("slices", [])
+    slices = [s for s in all_slices if s["gated"]]
+    if all_slices:
+        body += (
+            f"<h2>Slices</h2><p class='meta'>{len(slices)} slices large enough to gate are plotted; "
+            f"{len(all_slices) - len(slices)} smaller ones are listed only.</p>"
+        )
+    if all_slices:
         items = [
             (
                 f"{s['field']}={s['value']} ({s['utterances']})",
@@ -211,7 +217,7 @@ def validation_html(
             )
             for s in slices
         ]
-        body += "<h2>Slices</h2>" + _table(
+        body += _table(
             ["field", "value", "utterances", "production WER", "candidate WER", "ΔWER", "interval", "gated"],
             [
                 (
@@ -224,9 +230,10 @@ def validation_html(
                     f"[{_fmt(s.get('low', math.nan))}, {_fmt(s.get('high', math.nan))}]",
                     "yes" if s["gated"] else "no (too small)",
                 )
-                for s in slices
+                for s in slices + [s for s in all_slices if not s["gated"]]
             ],
         )
+    if slices:
         body += _figure(slice_plot(slices), "WER per slice, production vs candidate")
         body += _figure(interval_plot(items), "ΔWER interval per slice")
     deltas = details.get("utterance_delta_wer", [])

@@ -130,7 +130,7 @@ def _render(args: tuple[str, str, Voice, Path, str]) -> Utterance:
         id=utt_id,
         audio=str(path),
         text=text,
-        speaker=voice.key,
+        speaker=voice.name,  # a speaker is a voice; speed and pitch vary from utterance to utterance
         domain=domain,
         duration_s=round(len(samples) / 16_000, 3),
         audio_sha256=audio_hash(samples),

@@ -16,6 +16,8 @@ from stt_flywheel.gates import Verdict
 
 __all__ = ["regression_html", "validation_html"]
 
+_SMALL_SLICES_SHOWN = 20
+
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#202124;max-width:72rem}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}
@@ -201,10 +203,11 @@ def validation_html(
         )
     all_slices = details.get("slices", [])
     slices = [s for s in all_slices if s["gated"]]
+    small = [s for s in all_slices if not s["gated"]]
     if all_slices:
         body += (
             f"<h2>Slices</h2><p class='meta'>{len(slices)} slices large enough to gate are plotted; "
-            f"{len(all_slices) - len(slices)} smaller ones are listed only.</p>"
+            f"{len(small)} smaller ones are listed (at most {_SMALL_SLICES_SHOWN}), not gated.</p>"
         )
     if all_slices:
         items = [
@@ -230,9 +233,13 @@ def validation_html(
                     f"[{_fmt(s.get('low', math.nan))}, {_fmt(s.get('high', math.nan))}]",
                     "yes" if s["gated"] else "no (too small)",
                 )
-                for s in slices + [s for s in all_slices if not s["gated"]]
+                for s in slices + small[:_SMALL_SLICES_SHOWN]
             ],
         )
+        if len(small) > _SMALL_SLICES_SHOWN:
+            body += (
+                f"<p class='meta'>{len(small) - _SMALL_SLICES_SHOWN} more small slices in verdict.json.</p>"
+            )
     if slices:
         body += _figure(slice_plot(slices), "WER per slice, production vs candidate")
         body += _figure(interval_plot(items), "ΔWER interval per slice")

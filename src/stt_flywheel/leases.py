@@ -62,19 +62,18 @@ def acquire_lease(
         try:
             if current is None:
                 generation = store.create(_key(name), fresh.payload())
-            elif current.holder == holder or current.expired(now):
-                renewed = (
-                    fresh
-                    if current.holder != holder
-                    else Lease(name, holder, current.acquired_at, fresh.expires_at)
-                )
-                generation = store.replace(_key(name), renewed.payload(), current.generation)
-                fresh = renewed
+            elif current.holder == holder:  # renewal keeps when it was first taken
+                taken = Lease(name, holder, current.acquired_at, fresh.expires_at)
+                generation = store.replace(_key(name), taken.payload(), current.generation)
+            elif current.expired(now):
+                taken = fresh
+                generation = store.replace(_key(name), taken.payload(), current.generation)
             else:
                 raise LeaseHeld(current)
         except PreconditionFailed:
             continue
-        return Lease(fresh.name, fresh.holder, fresh.acquired_at, fresh.expires_at, generation)
+        base = fresh if current is None else taken
+        return Lease(base.name, base.holder, base.acquired_at, base.expires_at, generation)
     current = read_lease(store, name)
     if current is not None and current.holder != holder:
         raise LeaseHeld(current)

@@ -209,17 +209,6 @@ def validation_html(
             f"<h2>Slices</h2><p class='meta'>{len(slices)} slices large enough to gate are plotted; "
             f"{len(small)} smaller ones are listed (at most {_SMALL_SLICES_SHOWN}), not gated.</p>"
         )
-    if all_slices:
-        items = [
-            (
-                f"{s['field']}={s['value']} ({s['utterances']})",
-                s.get("delta_wer", math.nan),
-                s.get("low", math.nan),
-                s.get("high", math.nan),
-                None,
-            )
-            for s in slices
-        ]
         body += _table(
             ["field", "value", "utterances", "production WER", "candidate WER", "ΔWER", "interval", "gated"],
             [
@@ -241,6 +230,16 @@ def validation_html(
                 f"<p class='meta'>{len(small) - _SMALL_SLICES_SHOWN} more small slices in verdict.json.</p>"
             )
     if slices:
+        items = [
+            (
+                f"{s['field']}={s['value']} ({s['utterances']})",
+                s.get("delta_wer", math.nan),
+                s.get("low", math.nan),
+                s.get("high", math.nan),
+                None,
+            )
+            for s in slices
+        ]
         body += _figure(slice_plot(slices), "WER per slice, production vs candidate")
         body += _figure(interval_plot(items), "ΔWER interval per slice")
     deltas = details.get("utterance_delta_wer", [])

@@ -167,14 +167,31 @@ def registry_rollback(
     config: ConfigOpt = None,
     reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "manual rollback",
 ) -> None:
-    """Restore the `previous` version as `default` and send it all endpoint traffic."""
+    """End a canary in flight, or restore the `previous` version as `default` with all endpoint traffic."""
+    from stt_flywheel.deploy import rollback
     from stt_flywheel.stages import open_endpoint, open_registry
 
     cfg = _config(config)
     registry = open_registry(cfg)
-    bad, good = registry.rollback(reason)
-    open_endpoint(cfg, registry).deploy(good, reason=f"rollback from v{bad}: {reason}")
-    console.print(f"rolled back: default is v{good} again (was v{bad}); the endpoint serves v{good}")
+    outcome = rollback(registry, open_endpoint(cfg, registry), reason)
+    console.print(
+        f"rolled back: default is v{outcome.version}, the endpoint serves it (v{outcome.replaced} out)"
+    )
+
+
+@registry_app.command("promote-canary")
+def registry_promote_canary(
+    config: ConfigOpt = None,
+    reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "canary promoted",
+) -> None:
+    """Give the canary (alias `candidate`) all traffic, undeploy the rest, make it `default`."""
+    from stt_flywheel.deploy import promote_canary
+    from stt_flywheel.stages import open_endpoint, open_registry
+
+    cfg = _config(config)
+    registry = open_registry(cfg)
+    outcome = promote_canary(registry, open_endpoint(cfg, registry), reason)
+    console.print(f"default is v{outcome.version} (was v{outcome.replaced}) and serves all traffic")
 
 
 @registry_app.command("promote")
@@ -193,8 +210,7 @@ def registry_promote(
 ) -> None:
     """Promote a version (or a run's candidate) to `default` and send it all endpoint traffic."""
     from stt_flywheel.deploy import manual_promotion
-    from stt_flywheel.stages import open_endpoint, open_registry
-    from stt_flywheel.storage import read_json
+    from stt_flywheel.stages import open_endpoint, open_registry, read_ledger
 
     if (version is None) == (run is None):
         raise RegistryError("give exactly one of --version and --run")
@@ -202,15 +218,16 @@ def registry_promote(
     registry = open_registry(cfg)
     candidate_dir = evaluation = None
     if run is not None:
-        assert cfg.paths.reports
-        ledger = cfg.paths.reports / run
-        if not (ledger / "train.json").exists():
-            raise RegistryError(f"run {run} trained no candidate (no {ledger / 'train.json'})")
-        candidate_dir = read_json(ledger / "train.json")["model_dir"]
+        train = read_ledger(cfg, run, "train")
+        if train is None:
+            raise RegistryError(
+                f"run {run} trained no candidate (no train entry in its ledger under {cfg.paths.reports})"
+            )
+        candidate_dir = train["model_dir"]
         evaluation = {
-            stage: read_json(ledger / f"{stage}.json")
+            stage: entry
             for stage in ("validation", "regression")
-            if (ledger / f"{stage}.json").exists()
+            if (entry := read_ledger(cfg, run, stage)) is not None
         }
     outcome = manual_promotion(
         registry,

@@ -9,21 +9,11 @@ from typing import Any
 from flywheel_pipelines.compile import compile_pipeline, run_compiled_locally
 from flywheel_pipelines.flywheel_pipeline import PIPELINE_NAME
 
-from stt_flywheel.config import FlywheelConfig, load_config
-from stt_flywheel.stages import bootstrap_registry
+from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
+from stt_flywheel.objectstore import is_remote
+from stt_flywheel.stages import bootstrap_registry, list_runs
 
 __all__ = ["run_local"]
-
-
-def _new_run_dirs(reports: Path, since: float) -> list[Path]:
-    if not reports.is_dir():
-        return []
-    dirs = [
-        d
-        for d in reports.iterdir()
-        if d.is_dir() and d.name.startswith(PIPELINE_NAME) and d.stat().st_mtime >= since
-    ]
-    return sorted(dirs, key=lambda d: d.stat().st_mtime)
 
 
 def run_local(
@@ -36,8 +26,13 @@ def run_local(
 ) -> tuple[FlywheelConfig, str]:
     """Bootstrap the registry if empty, compile (unless given a package) and run. Returns the run id."""
     config = load_config(config_path)
-    bootstrap_registry(config)
     assert config.paths.pipeline_root and config.paths.reports
+    if is_remote(config.paths.pipeline_root):
+        raise ConfigError(
+            f"the local runner needs a local pipeline_root, not {config.paths.pipeline_root} "
+            "(a gs:// pipeline root is for `stt-flywheel submit`)"
+        )
+    bootstrap_registry(config)
     if package is None:
         package = compile_pipeline(config.paths.root / "pipeline.yaml")
     arguments: dict[str, Any] = {
@@ -46,10 +41,10 @@ def run_local(
         "auto_deploy": auto_deploy,
         "max_steps": max_steps,
     }
-    started = time.time() - 1
+    before = set(list_runs(config))
     log_path = config.paths.root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
     run_compiled_locally(package, config.paths.pipeline_root, arguments, log_path=log_path)
-    runs = _new_run_dirs(config.paths.reports, started)
-    if not runs:
-        raise RuntimeError("the pipeline ran but wrote no run ledger")
-    return config, runs[-1].name
+    runs = [r for r in list_runs(config) if r.startswith(PIPELINE_NAME) and r not in before]
+    if len(runs) != 1:
+        raise RuntimeError(f"expected one new run ledger under {config.paths.reports}, found {runs}")
+    return config, runs[0]

@@ -31,12 +31,15 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     path = tmp_path / "conf" / "c.yaml"
     path.write_text(
-        "paths: {root: state, error_store: /abs/errors}\nregression: [{name: g, data: suites/g.jsonl}]\n"
+        "paths: {root: state, error_store: /abs/errors, models: gs://b/models, reports: runs}\n"
+        "regression: [{name: g, data: suites/g.jsonl}]\n"
     )
     config = load_config(path)
     assert config.paths.root == tmp_path / "conf" / "state"
-    assert config.paths.datasets == tmp_path / "conf" / "state" / "datasets"
-    assert config.paths.error_store == Path("/abs/errors")
+    assert config.paths.datasets == str(tmp_path / "conf" / "state" / "datasets")
+    assert config.paths.reports == str(tmp_path / "conf" / "runs")
+    assert config.paths.error_store == "/abs/errors"
+    assert config.paths.models == "gs://b/models"
     assert config.regression[0].data == tmp_path / "conf" / "suites" / "g.jsonl"
 
 

@@ -124,7 +124,7 @@ def test_protected_hashes_and_publish(
     assert len(hashes) == len(read_manifest(world["eval"])) + len(read_manifest(world["suite-general"]))
     build_dataset(store_with_cases, tmp_path / "ds", _settings(), watermark=T0)
     target = publish_dataset(tmp_path / "ds", tmp_path / "datasets")
-    assert target.name == DatasetManifest.load(tmp_path / "ds").version
+    assert Path(target).name == DatasetManifest.load(tmp_path / "ds").version
     assert publish_dataset(tmp_path / "ds", tmp_path / "datasets") == target
 
 

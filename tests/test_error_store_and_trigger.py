@@ -43,7 +43,7 @@ def test_ingest_balances_and_quarantines_with_reasons(tmp_path: Path) -> None:
         "invalid_record",
     ]
     assert "timezone" in result.quarantined[-1].detail
-    saved = list(store.quarantine_dir.glob("*.jsonl"))
+    saved = list((tmp_path / "quarantine").glob("*.jsonl"))
     assert len(saved) == 1 and len(saved[0].read_bytes().splitlines()) == 4
     # a second ingest of the same ids only counts duplicates
     again = store.ingest([orjson.dumps(record(1)), orjson.dumps(record(2))], now=T0 + timedelta(hours=1))

@@ -12,8 +12,14 @@ from stt_flywheel.objectstore import (
     LocalStore,
     ObjectStore,
     PreconditionFailed,
+    fetch_tree,
+    join_uri,
     open_store,
+    put_tree,
+    read_uri,
+    remove_tree,
     split_gs_uri,
+    tree_exists,
 )
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -102,3 +108,46 @@ def test_racing_runs_take_the_lease_once(store: ObjectStore) -> None:
         t.join()
     assert len(winners) == 1 and len(losers) == 5
     assert read_lease(store, "race").holder == f"run-{winners[0]}"
+
+
+@pytest.fixture(params=["local", "gcs"])
+def root_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(tmp_path / "root") if request.param == "local" else request.getfixturevalue("gcs_bucket")
+
+
+def test_trees_round_trip_with_the_commit_file_last(
+    root_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    (src / "weights.bin").write_bytes(bytes(range(256)) * 40)
+    (src / "sub" / "tok.json").write_text('{"a": 1}')
+    target = join_uri(root_uri, "models", "m", "v1")
+    assert not tree_exists(target, "config.json")
+    with pytest.raises(FileNotFoundError, match="no nothing.json"):
+        put_tree(src, target, commit_file="nothing.json")
+    assert put_tree(src, target, commit_file="config.json") == target
+    assert tree_exists(target, "config.json")
+    local = fetch_tree(target, "config.json")
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
+        "config.json",
+        "sub/tok.json",
+        "weights.bin",
+    ]
+    assert (local / "weights.bin").read_bytes() == (src / "weights.bin").read_bytes()
+    assert read_uri(join_uri(target, "sub", "tok.json")) == b'{"a": 1}'
+    remove_tree(target)
+    assert not tree_exists(target, "config.json")
+    with pytest.raises(FileNotFoundError):
+        read_uri(join_uri(target, "sub", "tok.json"))
+
+
+def test_a_half_uploaded_tree_is_not_there(gcs_bucket: str, tmp_path: Path) -> None:
+    """Readers look for the commit file, which an interrupted upload never wrote."""
+    store = open_store(join_uri(gcs_bucket, "models", "m", "v2"))
+    store.write("weights.bin", b"partial")
+    assert not tree_exists(join_uri(gcs_bucket, "models", "m", "v2"), "config.json")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        fetch_tree(join_uri(gcs_bucket, "models", "m", "v2"), "config.json")

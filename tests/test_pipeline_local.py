@@ -7,6 +7,7 @@ rollback restores the previous version.
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from flywheel_pipelines.local_run import run_local
 from stt_flywheel.config import load_config
 from stt_flywheel.demo import simulate_traffic
 from stt_flywheel.error_store import ErrorStore
-from stt_flywheel.stages import bootstrap_registry, open_endpoint, open_registry, summarize_run
+from stt_flywheel.leases import acquire_lease, read_lease
+from stt_flywheel.objectstore import open_store
+from stt_flywheel.stages import RUN_LEASE, bootstrap_registry, open_endpoint, open_registry, summarize_run
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +55,8 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert s["deploy"] is None
     assert registry.aliases() == {"default": 1}
     assert open_endpoint(config).traffic() == {1: 100}
+    lease = read_lease(open_store(config.paths.state), RUN_LEASE)
+    assert lease is not None and lease.holder == run_id and lease.expired(datetime.now(UTC))  # released
 
     # 2. A properly trained candidate is deployed as version 2.
     cfg, run_id = run_local(config_path, package=package)
@@ -122,3 +127,83 @@ def test_unusable_dataset_ends_the_run_green(tmp_path: Path, flywheel_config: tu
     assert s["dataset"]["quarantined"] == 12 and not s["dataset"]["usable"]
     assert s["training"] is None and s["deploy"] is None
     assert open_registry(config).aliases() == {"default": 1}
+
+
+def _outcome(s: dict) -> dict:
+    """What a run decided and measured, without where it kept things."""
+    return {
+        "fired": s["trigger"]["fired"],
+        "dataset": {k: s["dataset"][k] for k in ("read", "accepted", "duplicates", "quarantined", "splits")},
+        "quarantine_reasons": s["dataset"]["quarantine_reasons"],
+        "validation": s["gates"]["validation"]["passed"],
+        "regression": s["gates"]["regression"]["passed"],
+        "production_wer": s["production"]["heldout_wer"],
+        "candidate_wer": s["candidate"]["heldout_wer"],
+        "deploy": s["deploy"]["action"],
+        "deployed_version": s["deployed_version"],
+    }
+
+
+def test_every_store_on_gcs_reaches_the_local_outcome(
+    tmp_path: Path,
+    flywheel_config: tuple,
+    world: dict[str, Path],
+    gcs_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same world and config, once on local directories and once with the error store, the
+    production audio, datasets, models, run ledgers and the run lease on GCS (fake-gcs-server,
+    real client, in the pipeline's task processes too): the runs decide and measure the same."""
+    monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
+    local_path, local_config = flywheel_config
+    data = yaml.safe_load(local_path.read_text())
+    data["paths"] = {
+        "root": str(tmp_path / "gcs-local-part"),
+        **{
+            name: f"{gcs_bucket}/{name}" for name in ("error_store", "datasets", "models", "reports", "state")
+        },
+    }
+    gcs_path = tmp_path / "gcs.yaml"
+    gcs_path.write_text(yaml.safe_dump(data))
+    gcs_config = load_config(gcs_path)
+
+    outcomes = []
+    for path, config, audio_store in (
+        (local_path, local_config, None),
+        (gcs_path, gcs_config, f"{gcs_bucket}/audio"),
+    ):
+        bootstrap_registry(config)
+        simulate_traffic(config, world, tmp_path / path.stem, audio_store=audio_store)
+        cfg, run_id = run_local(path)
+        outcomes.append(_outcome(summarize_run(cfg, run_id, new_domain="pharmacy")))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1]["deploy"] == "deployed" and outcomes[1]["deployed_version"] == 2
+
+    registry = open_registry(gcs_config)
+    v2 = registry.get(2)
+    assert v2.uri == f"{gcs_bucket}/models/{registry.model}/v2"
+    records = ErrorStore(gcs_config.paths.error_store)
+    assert all(r.audio_uri.startswith(f"{gcs_bucket}/audio/") for r in records.scan() if "bad-" not in r.id)
+    store = open_store(gcs_bucket)
+    keys = store.list()
+    assert any(k.startswith(f"datasets/{v2.dataset_version}/data/") for k in keys)
+    assert f"datasets/{v2.dataset_version}/manifest.json" in keys
+    assert any(k.startswith("reports/stt-flywheel") and k.endswith("/deploy.json") for k in keys)
+    lease = read_lease(open_store(gcs_config.paths.state), RUN_LEASE)
+    assert lease is not None and lease.expired(datetime.now(UTC))  # the deployer released it
+    assert not any(Path(tmp_path / "gcs-local-part").glob("datasets"))  # nothing fell back to disk
+
+
+def test_an_overlapping_run_stops_at_the_trigger(tmp_path: Path, flywheel_config: tuple) -> None:
+    """A scheduled run holds the run lease; a manual run (even forced) stops and says why."""
+    config_path, config = flywheel_config
+    bootstrap_registry(config)
+    state = open_store(config.paths.state)
+    acquire_lease(state, RUN_LEASE, "stt-flywheel-scheduled-run", timedelta(hours=1))
+    cfg, run_id = run_local(config_path, force=True)
+    s = summarize_run(cfg, run_id)
+    assert not s["trigger"]["fired"]
+    assert "another run holds the run lease" in s["trigger"]["summary"]
+    assert "stt-flywheel-scheduled-run" in s["trigger"]["blocked_by"]
+    assert s["dataset"] is None and s["training"] is None
+    assert read_lease(state, RUN_LEASE).holder == "stt-flywheel-scheduled-run"

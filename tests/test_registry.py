@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from stt_flywheel.endpoint import LocalEndpoint
+from stt_flywheel.endpoint import LocalEndpoint, canary_split
 from stt_flywheel.registry import LocalRegistry, RegistryError
 
 
@@ -57,7 +57,7 @@ def test_prune_never_removes_aliased_or_deployed(registry: LocalRegistry, model_
     pruned = registry.prune(keep=2)
     assert pruned == [4, 3]
     assert [v.version for v in registry.versions()] == [1, 2, 5, 6]
-    assert not (registry.models_dir / "m" / "v3").exists()
+    assert not (Path(registry.models_root) / "m" / "v3").exists()
 
 
 def test_endpoint_replace_and_predict_requires_deployment(registry: LocalRegistry, model_dir: Path) -> None:
@@ -67,11 +67,35 @@ def test_endpoint_replace_and_predict_requires_deployment(registry: LocalRegistr
     with pytest.raises(RegistryError, match="no deployed model"):
         endpoint.predict([])
     endpoint.deploy(1)
+    endpoint.deploy(2, 10)
+    assert endpoint.traffic() == {1: 90, 2: 10}
     endpoint.deploy(2)
+    assert endpoint.traffic() == {1: 0, 2: 100}
+    with pytest.raises(RegistryError, match="must sum to 100"):
+        endpoint.set_traffic({1: 50, 2: 40})
+    with pytest.raises(RegistryError, match="still serves"):
+        endpoint.undeploy(2)
+    endpoint.undeploy(1)
     assert endpoint.traffic() == {2: 100}
     assert endpoint.last_deployed_at() is not None
     with pytest.raises(RegistryError):
         endpoint.deploy(9)
+
+
+@pytest.mark.parametrize(
+    ("current", "percent", "expected"),
+    [
+        ({}, 10, {"new": 100}),
+        ({"a": 100}, 10, {"a": 90, "new": 10}),
+        ({"a": 50, "b": 50}, 33, {"a": 34, "b": 33, "new": 33}),
+        ({"a": 90, "b": 10}, 25, {"a": 68, "b": 7, "new": 25}),  # tie: the earlier model
+        ({"a": 0, "b": 100}, 100, {"a": 0, "b": 0, "new": 100}),
+        ({"a": 0}, 10, {"a": 90, "new": 10}),
+    ],
+)
+def test_canary_split_sums_to_100(current: dict, percent: int, expected: dict) -> None:
+    split = canary_split(current, "new", percent)
+    assert split == expected and sum(split.values()) == 100
 
 
 def test_concurrent_registrations_get_distinct_versions(registry: LocalRegistry, model_dir: Path) -> None:
@@ -81,7 +105,7 @@ def test_concurrent_registrations_get_distinct_versions(registry: LocalRegistry,
     def work() -> None:
         try:
             results.append(
-                LocalRegistry(registry.db_path, registry.models_dir, "m").register(model_dir).version
+                LocalRegistry(registry.db_path, registry.models_root, "m").register(model_dir).version
             )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)

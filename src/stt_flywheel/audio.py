@@ -15,6 +15,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from stt_flywheel.objectstore import read_uri
+
 __all__ = [
     "TARGET_SAMPLE_RATE",
     "AudioProblem",
@@ -57,8 +59,9 @@ def decode_audio(data: bytes) -> DecodedAudio:
     return DecodedAudio(samples=samples.mean(axis=1).astype(np.float32), sample_rate=int(sample_rate))
 
 
-def load_audio(path: str | Path) -> DecodedAudio:
-    return decode_audio(Path(path).read_bytes())
+def load_audio(uri: str | Path) -> DecodedAudio:
+    """Decode an audio file from a path, `file://` or `gs://` URI."""
+    return decode_audio(read_uri(uri))
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:

@@ -40,13 +40,18 @@ class _Strict(BaseModel):
 
 
 class PathSettings(_Strict):
+    """Where state lives. `root` and `registry_db` are local; every other location may be a local
+    directory or a `gs://bucket/prefix` (written through google-cloud-storage with generation
+    preconditions). A local `pipeline_root` is for the local runner, a `gs://` one for Vertex."""
+
     root: Path = Field(Path(".flywheel"), description="Root directory for all embedded state.")
-    error_store: Path | None = Field(None, description="Error store root; default ROOT/error-store.")
-    datasets: Path | None = Field(None, description="Versioned datasets; default ROOT/datasets.")
-    models: Path | None = Field(None, description="Registered model files; default ROOT/models.")
-    reports: Path | None = Field(None, description="Stage reports and run ledgers; default ROOT/runs.")
+    error_store: str | None = Field(None, description="Error store root; default ROOT/error-store.")
+    datasets: str | None = Field(None, description="Versioned datasets; default ROOT/datasets.")
+    models: str | None = Field(None, description="Registered model files; default ROOT/models.")
+    reports: str | None = Field(None, description="Stage reports and run ledgers; default ROOT/runs.")
+    state: str | None = Field(None, description="Shared run state (the run lease); default ROOT/state.")
     registry_db: Path | None = Field(None, description="SQLite model registry; default ROOT/registry.sqlite.")
-    pipeline_root: Path | None = Field(None, description="KFP pipeline root; default ROOT/pipeline-root.")
+    pipeline_root: str | None = Field(None, description="KFP pipeline root; default ROOT/pipeline-root.")
 
     @model_validator(mode="after")
     def _derive(self) -> PathSettings:
@@ -55,13 +60,22 @@ class PathSettings(_Strict):
             "datasets": "datasets",
             "models": "models",
             "reports": "runs",
-            "registry_db": "registry.sqlite",
+            "state": "state",
             "pipeline_root": "pipeline-root",
         }
         for name, sub in defaults.items():
             if getattr(self, name) is None:
-                object.__setattr__(self, name, self.root / sub)
+                object.__setattr__(self, name, str(self.root / sub))
+        if self.registry_db is None:
+            object.__setattr__(self, "registry_db", self.root / "registry.sqlite")
         return self
+
+    def resolve_locations(self, base: Path) -> None:
+        """Make relative local locations absolute against `base`; `gs://` URIs stay as they are."""
+        for name in ("error_store", "datasets", "models", "reports", "state", "pipeline_root"):
+            value = getattr(self, name)
+            if value and not value.startswith("gs://") and not Path(value).is_absolute():
+                object.__setattr__(self, name, str((base / value).resolve()))
 
 
 class TriggerPolicy(_Strict):
@@ -77,10 +91,19 @@ class TriggerPolicy(_Strict):
     force: bool = Field(
         False, description="Train regardless of the thresholds (the reasons are still recorded)."
     )
+    lease_hours: float = Field(
+        12.0,
+        gt=0,
+        description="How long a run holds the run lease (taken when the trigger fires) before an overlapping run may take it over; set above the longest run.",
+    )
 
     @property
     def cooldown(self) -> timedelta:
         return timedelta(hours=self.cooldown_hours)
+
+    @property
+    def lease_ttl(self) -> timedelta:
+        return timedelta(hours=self.lease_hours)
 
 
 class DatasetSettings(_Strict):
@@ -232,6 +255,14 @@ class DeploySettings(_Strict):
     keep_versions: int = Field(
         5, ge=2, description="Registered versions kept; aliased or deployed ones never pruned."
     )
+    strategy: Literal["replace", "canary"] = Field(
+        "replace",
+        description="`replace`: the candidate takes all traffic at once; `canary`: it serves `canary_percent` until promoted.",
+    )
+    canary_percent: int = Field(10, ge=1, le=99, description="Traffic share of a canary.")
+    backend: Literal["local", "vertex"] = Field(
+        "local", description="Registry and endpoint: the embedded SQLite + local server, or Vertex AI."
+    )
 
 
 class FlywheelConfig(_Strict):
@@ -287,7 +318,9 @@ def _resolve_paths(obj: Any, base: Path) -> Any:
 def load_config(path: str | Path | None = None) -> FlywheelConfig:
     """Load and validate a config file; None gives the defaults, rooted in the working directory."""
     if path is None:
-        return _resolve_paths(FlywheelConfig(), Path.cwd())
+        config = _resolve_paths(FlywheelConfig(), Path.cwd())
+        config.paths.resolve_locations(Path.cwd())
+        return config
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -302,8 +335,9 @@ def load_config(path: str | Path | None = None) -> FlywheelConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from exc
-    # PathSettings derived defaults from an unresolved root; re-derive after resolving.
-    resolved = _resolve_paths(config, path.parent.resolve())
+    base = path.parent.resolve()
+    resolved = _resolve_paths(config, base)
+    resolved.paths.resolve_locations(base)
     return resolved
 
 

@@ -25,6 +25,7 @@ from stt_flywheel.audio import DecodedAudio, audio_hash, decode_audio, encode_wa
 from stt_flywheel.config import DatasetSettings
 from stt_flywheel.error_store import ErrorStore
 from stt_flywheel.manifest import Utterance, read_manifest
+from stt_flywheel.objectstore import join_uri, put_tree, read_uri, tree_exists
 from stt_flywheel.storage import atomic_write_bytes, atomic_write_json, read_json
 from stt_flywheel.text import NORMALIZER_ID, normalize
 
@@ -95,8 +96,7 @@ def protected_hashes(manifests: Iterable[str | Path]) -> set[str]:
 
 
 def _read_audio(uri: str) -> DecodedAudio:
-    path = Path(uri.removeprefix("file://"))
-    return decode_audio(path.read_bytes())
+    return decode_audio(read_uri(uri))
 
 
 @dataclass
@@ -296,14 +296,11 @@ def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
     ]
 
 
-def publish_dataset(dataset_dir: str | Path, datasets_root: str | Path) -> Path:
-    """Copy a built dataset into the versioned store (`datasets_root/<version>`); idempotent."""
+def publish_dataset(dataset_dir: str | Path, datasets_root: str | Path) -> str:
+    """Copy a built dataset into the versioned store (`datasets_root/<version>`, a directory or a
+    `gs://` prefix); idempotent, since a version is the hash of its content."""
     manifest = DatasetManifest.load(dataset_dir)
-    target = Path(datasets_root) / manifest.version
-    if not (target / "manifest.json").exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(dataset_dir, tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+    target = join_uri(datasets_root, manifest.version)
+    if not tree_exists(target, "manifest.json"):
+        put_tree(dataset_dir, target, commit_file="manifest.json")
     return target

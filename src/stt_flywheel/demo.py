@@ -18,6 +18,7 @@ from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.demo_world import GENERAL, NEW_DOMAIN, synthesize_set
 from stt_flywheel.error_store import ErrorStore, IngestResult
 from stt_flywheel.manifest import Utterance, read_manifest, write_manifest
+from stt_flywheel.objectstore import join_uri, open_store
 from stt_flywheel.stages import open_endpoint
 from stt_flywheel.storage import atomic_write_json, atomic_write_text, read_json
 from stt_flywheel.text import normalize
@@ -161,11 +162,17 @@ def _corrected(utt: Utterance, hyp: str, version: int, when: datetime, **extra: 
 
 
 def simulate_traffic(
-    config: FlywheelConfig, manifests: dict[str, Path], world_dir: Path, seed: int = 0
+    config: FlywheelConfig,
+    manifests: dict[str, Path],
+    world_dir: Path,
+    seed: int = 0,
+    audio_store: str | None = None,
 ) -> dict[str, Any]:
     """Transcribe both domains' traffic with the deployed model and log every transcript.
 
-    Wrong transcripts carry the user's correction. A few deliberately bad submissions (missing
+    Wrong transcripts carry the user's correction. With `audio_store` (a directory or `gs://`
+    prefix) the served audio is first copied there, as a production service keeps it, and the
+    records point at those copies. A few deliberately bad submissions (missing
     audio, an empty correction, a file that is not audio, repeated submissions) exercise the
     dataset builder's quarantine and de-duplication.
     """
@@ -178,6 +185,11 @@ def simulate_traffic(
     rng = random.Random(seed)
     utts = read_manifest(manifests["traffic-new"]) + read_manifest(manifests["traffic-general"])
     rng.shuffle(utts)
+    if audio_store is not None:
+        store = open_store(audio_store)
+        for u in utts:
+            store.upload_file(f"{u.id}.wav", Path(u.audio))
+        utts = [u.model_copy(update={"audio": join_uri(audio_store, f"{u.id}.wav")}) for u in utts]
     version, hyps = endpoint.predict([load_audio(u.audio).samples for u in utts], rng=rng)
     now = datetime.now(UTC)
     times = sorted(now - timedelta(seconds=rng.uniform(60, 12 * 3600)) for _ in utts)

@@ -7,16 +7,41 @@ endpoint change together in one transaction where they must.
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
 
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.registry import LocalRegistry, RegistryError
 
-__all__ = ["Deployment", "LocalEndpoint"]
+__all__ = ["Deployment", "LocalEndpoint", "canary_split"]
+
+K = TypeVar("K")
+
+
+def canary_split(current: dict[K, int], new: K, percent: int) -> dict[K, int]:
+    """The traffic split after deploying `new` at `percent`: the models already serving share the
+    rest in proportion to their current traffic (largest remainders), and the split sums to 100."""
+    if not 0 < percent <= 100:
+        raise ValueError(f"traffic percentage must be in 1..100, got {percent}")
+    rest = 100 - percent
+    others = {k: v for k, v in current.items() if k != new}
+    total = sum(others.values())
+    if not others or total == 0:
+        if rest and others:  # nobody had traffic: the rest goes to the first serving model
+            first = next(iter(others))
+            return {**dict.fromkeys(others, 0), first: rest, new: percent}
+        return {**dict.fromkeys(others, 0), new: 100 if not others else percent}
+    exact = {k: rest * v / total for k, v in others.items()}
+    split = {k: int(x) for k, x in exact.items()}
+    short = rest - sum(split.values())
+    for k in sorted(exact, key=lambda k: exact[k] - split[k], reverse=True)[:short]:
+        split[k] += 1
+    return {**split, new: percent}
 
 
 @dataclass(frozen=True)
@@ -27,6 +52,8 @@ class Deployment:
 
 
 class LocalEndpoint:
+    """Deployed versions and their traffic, in the registry's SQLite file."""
+
     def __init__(self, registry: LocalRegistry, name: str) -> None:
         self.registry = registry
         self.name = name
@@ -41,21 +68,65 @@ class LocalEndpoint:
         return [Deployment(r["version"], r["traffic"], r["deployed_at"]) for r in rows]
 
     def traffic(self) -> dict[int, int]:
-        return {d.version: d.traffic for d in self.deployments() if d.traffic > 0}
+        """Traffic per deployed version (0 for a deployed version that gets none)."""
+        return {d.version: d.traffic for d in self.deployments()}
 
-    def deploy(self, version: int, reason: str = "") -> None:
-        """Serve `version` with 100% of traffic and undeploy the rest (the `replace` strategy)."""
+    def deploy(self, version: int, percent: int = 100, reason: str = "") -> None:
+        """Serve `version` at `percent`; the versions already serving share the rest."""
         self.registry.get(version)
         now = datetime.now(UTC).isoformat()
         with self.registry.transaction() as conn:
-            conn.execute(
-                "DELETE FROM deployments WHERE endpoint=? AND model=?", (self.name, self.registry.model)
+            split = canary_split(self._split(conn), version, percent)
+            self._write_split(conn, split, {version: now})
+            self.registry.audit(
+                conn, "deploy", version, {"endpoint": self.name, "traffic": split, "reason": reason}
             )
-            conn.execute(
-                "INSERT INTO deployments (endpoint, model, version, traffic, deployed_at) VALUES (?, ?, ?, 100, ?)",
-                (self.name, self.registry.model, version, now),
+
+    def set_traffic(self, split: dict[int, int], reason: str = "") -> None:
+        """Change the split among deployed versions; it must name only them and sum to 100."""
+        with self.registry.transaction() as conn:
+            current = self._split(conn)
+            unknown = set(split) - set(current)
+            if unknown or sum(split.values()) != 100:
+                raise RegistryError(
+                    f"traffic split {split} must sum to 100 over deployed versions {sorted(current)}"
+                )
+            self._write_split(conn, {**dict.fromkeys(current, 0), **split}, {})
+            self.registry.audit(
+                conn, "traffic", None, {"endpoint": self.name, "traffic": split, "reason": reason}
             )
-            self.registry.audit(conn, "deploy", version, {"endpoint": self.name, "reason": reason})
+
+    def undeploy(self, version: int, reason: str = "") -> None:
+        with self.registry.transaction() as conn:
+            current = self._split(conn)
+            if current.get(version, 0) > 0 and len(current) > 1:
+                raise RegistryError(f"version {version} still serves {current[version]}% of traffic")
+            conn.execute(
+                "DELETE FROM deployments WHERE endpoint=? AND model=? AND version=?",
+                (self.name, self.registry.model, version),
+            )
+            self.registry.audit(conn, "undeploy", version, {"endpoint": self.name, "reason": reason})
+
+    def _split(self, conn: sqlite3.Connection) -> dict[int, int]:
+        rows = conn.execute(
+            "SELECT version, traffic FROM deployments WHERE endpoint=? AND model=?",
+            (self.name, self.registry.model),
+        ).fetchall()
+        return {r["version"]: r["traffic"] for r in rows}
+
+    def _write_split(self, conn: sqlite3.Connection, split: dict[int, int], new: dict[int, str]) -> None:
+        for version, traffic in split.items():
+            if version in new:
+                conn.execute(
+                    "INSERT INTO deployments (endpoint, model, version, traffic, deployed_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(endpoint, model, version) DO UPDATE SET traffic=excluded.traffic, deployed_at=excluded.deployed_at",
+                    (self.name, self.registry.model, version, traffic, new[version]),
+                )
+            else:
+                conn.execute(
+                    "UPDATE deployments SET traffic=? WHERE endpoint=? AND model=? AND version=?",
+                    (traffic, self.name, self.registry.model, version),
+                )
 
     def last_deployed_at(self) -> datetime | None:
         deps = self.deployments()
@@ -70,7 +141,7 @@ class LocalEndpoint:
         self, audios: Sequence[np.ndarray], rng: random.Random | None = None
     ) -> tuple[int, list[str]]:
         """Transcribe with a version chosen by the traffic split. Returns (version, transcripts)."""
-        split = self.traffic()
+        split = {v: t for v, t in self.traffic().items() if t > 0}
         if not split:
             raise RegistryError(f"endpoint {self.name} has no deployed model")
         versions = list(split)

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from stt_flywheel.storage import atomic_write_bytes
+from stt_flywheel.objectstore import join_uri, open_store
 from stt_flywheel.text import normalize
 
 __all__ = ["ErrorStore", "IngestResult", "QuarantineEntry", "TranscriptRecord"]
@@ -103,29 +103,33 @@ def _now() -> datetime:
 
 
 class ErrorStore:
+    """The store under a root that is a local directory or a `gs://` prefix (see `objectstore`).
+
+    Partitions are immutable objects created only-if-absent, so a retried ingest never overwrites
+    another's batch.
+    """
+
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = str(root)
+        self.store = open_store(root)
 
-    @property
-    def records_dir(self) -> Path:
-        return self.root / "records"
-
-    @property
-    def quarantine_dir(self) -> Path:
-        return self.root / "quarantine"
-
-    def _partitions(self) -> list[Path]:
-        if not self.records_dir.is_dir():
-            return []
-        return sorted(self.records_dir.glob("ingest_date=*/part-*.jsonl"))
+    def _partitions(self) -> list[str]:
+        return [
+            key
+            for key in self.store.list("records/")
+            if key.startswith("records/ingest_date=") and key.rsplit("/", 1)[-1].startswith("part-")
+        ]
 
     def scan(self, after: datetime | None = None, upto: datetime | None = None) -> Iterator[TranscriptRecord]:
         """Accepted records with `after < ingested_at <= upto`, oldest partition first."""
-        for part in self._partitions():
-            day = part.parent.name.removeprefix("ingest_date=")
+        for key in self._partitions():
+            day = key.split("/")[1].removeprefix("ingest_date=")
             if after is not None and day < after.date().isoformat():
                 continue
-            for line in part.read_bytes().splitlines():
+            found = self.store.read(key)
+            if found is None:  # removed between listing and reading
+                continue
+            for line in found.data.splitlines():
                 rec = TranscriptRecord.model_validate(orjson.loads(line))
                 assert rec.ingested_at is not None
                 if after is not None and rec.ingested_at <= after:
@@ -172,12 +176,12 @@ class ErrorStore:
         stamp = ingested_at.strftime("%Y%m%dT%H%M%S%fZ")
         name = f"part-{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
         if accepted:
-            path = self.records_dir / f"ingest_date={ingested_at.date().isoformat()}" / name
-            atomic_write_bytes(path, b"\n".join(accepted) + b"\n")
-            result.partition = str(path)
+            key = f"records/ingest_date={ingested_at.date().isoformat()}/{name}"
+            self.store.create(key, b"\n".join(accepted) + b"\n")
+            result.partition = join_uri(self.root, key)
         if result.quarantined:
             entries = [orjson.dumps(q.__dict__) for q in result.quarantined]
-            atomic_write_bytes(self.quarantine_dir / name, b"\n".join(entries) + b"\n")
+            self.store.create(f"quarantine/{name}", b"\n".join(entries) + b"\n")
         return result
 
     def ingest_file(self, path: str | Path, now: datetime | None = None) -> IngestResult:

@@ -41,7 +41,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"{path}:{lineno}: not JSON: {exc}") from exc
         audio = Path(row["audio"])
-        if not audio.is_absolute():
+        if "://" not in row["audio"] and not audio.is_absolute():
             row["audio"] = str(path.parent / audio)
         out.append(Utterance.model_validate(row))
     return out

@@ -7,7 +7,10 @@ retry policy retries such conditional writes safely. Locally a generation is the
 content, checked and replaced under an exclusive `flock`, and written by temp file + rename.
 
 `open_store("gs://bucket/prefix")` or `open_store("/some/dir")` picks the backend; keys are
-`/`-separated relative paths in both.
+`/`-separated relative paths in both. Whole directories (a saved model, a built dataset) move with
+`put_tree` / `fetch_tree`: the tree's commit file is uploaded last, so a reader that finds it finds
+the whole tree, and a `gs://` tree is fetched once into a local cache (such trees are immutable:
+`models/<name>/v<N>`, `datasets/<content-hash version>`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +31,15 @@ __all__ = [
     "ObjectStore",
     "PreconditionFailed",
     "Versioned",
+    "fetch_tree",
+    "is_remote",
+    "join_uri",
     "open_store",
+    "put_tree",
+    "read_uri",
+    "remove_tree",
     "split_gs_uri",
+    "tree_exists",
 ]
 
 
@@ -62,6 +73,12 @@ class ObjectStore(Protocol):
     def delete(self, key: str, if_generation: str | None = None) -> None: ...
 
     def list(self, prefix: str = "") -> list[str]: ...
+
+    def upload_file(self, key: str, path: Path) -> None:
+        """Unconditional upload of a local file (large files stream instead of being read whole)."""
+        ...
+
+    def download_file(self, key: str, path: Path) -> None: ...
 
 
 def _check_key(key: str) -> str:
@@ -155,6 +172,16 @@ class LocalStore:
                 out.append(rel)
         return sorted(out)
 
+    def upload_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+
+    def download_file(self, key: str, path: Path) -> None:
+        shutil.copyfile(self._path(key), path)
+
 
 def split_gs_uri(uri: str) -> tuple[str, str]:
     """`gs://bucket/some/prefix` → ("bucket", "some/prefix")."""
@@ -235,7 +262,112 @@ class GCSStore:
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(b.name[cut:] for b in self.client.list_blobs(self.bucket, prefix=full))
 
+    def upload_file(self, key: str, path: Path) -> None:
+        self.bucket.blob(self._name(key)).upload_from_filename(str(path))
+
+    def download_file(self, key: str, path: Path) -> None:
+        self.bucket.blob(self._name(key)).download_to_filename(str(path))
+
+
+def is_remote(uri: str | Path) -> bool:
+    return str(uri).startswith("gs://")
+
+
+def join_uri(base: str | Path, *parts: str) -> str:
+    """`base/part/...` for a local path or a `gs://` URI alike."""
+    text = str(base).rstrip("/")
+    return "/".join([text, *(p.strip("/") for p in parts if p)])
+
 
 def open_store(uri: str | Path) -> ObjectStore:
     text = str(uri)
-    return GCSStore(text) if text.startswith("gs://") else LocalStore(text)
+    return GCSStore(text) if is_remote(text) else LocalStore(text)
+
+
+def read_uri(uri: str | Path) -> bytes:
+    """The bytes of one object or file (`gs://…`, `file://…` or a path)."""
+    text = str(uri)
+    if not is_remote(text):
+        return Path(text.removeprefix("file://")).read_bytes()
+    bucket, name = split_gs_uri(text)
+    if not name:
+        raise ValueError(f"no object name in {text}")
+    parent, _, key = name.rpartition("/")
+    store = GCSStore(f"gs://{bucket}/{parent}" if parent else f"gs://{bucket}")
+    found = store.read(key)
+    if found is None:
+        raise FileNotFoundError(f"no such object: {text}")
+    return found.data
+
+
+def tree_exists(uri: str | Path, commit_file: str) -> bool:
+    text = str(uri)
+    if not is_remote(text):
+        return (Path(text) / commit_file).is_file()
+    return open_store(text).read(commit_file) is not None
+
+
+def put_tree(local_dir: str | Path, uri: str | Path, commit_file: str) -> str:
+    """Copy a directory to `uri` (local or `gs://`); `commit_file` goes last. Returns the URI.
+
+    Locally the tree is copied next to the target and renamed into place; on GCS every file is
+    uploaded under the prefix and the commit file last, so readers check for it.
+    """
+    local_dir, text = Path(local_dir), str(uri).rstrip("/")
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    if not any(p.relative_to(local_dir).as_posix() == commit_file for p in files):
+        raise FileNotFoundError(f"{local_dir} has no {commit_file}")
+    if not is_remote(text):
+        target = Path(text)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(local_dir, tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(target)
+        return str(target)
+    store = open_store(text)
+    rels = [p.relative_to(local_dir).as_posix() for p in files]
+    for rel in sorted(rels, key=lambda r: r == commit_file):
+        store.upload_file(rel, local_dir / rel)
+    return text
+
+
+def remove_tree(uri: str | Path) -> None:
+    text = str(uri)
+    if not is_remote(text):
+        shutil.rmtree(text, ignore_errors=True)
+        return
+    store = open_store(text)
+    for key in store.list():
+        store.delete(key)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("STT_FLYWHEEL_CACHE", Path.home() / ".cache" / "stt-flywheel"))
+
+
+def fetch_tree(uri: str | Path, commit_file: str) -> Path:
+    """A local directory holding the tree at `uri`: the path itself, or a cached copy of a `gs://` tree."""
+    text = str(uri).rstrip("/")
+    if not is_remote(text):
+        return Path(text.removeprefix("file://"))
+    target = _cache_root() / "trees" / hashlib.sha256(text.encode()).hexdigest()[:24]
+    if (target / commit_file).is_file():
+        return target
+    store = open_store(text)
+    keys = store.list()
+    if commit_file not in keys:
+        raise FileNotFoundError(f"no {commit_file} under {text}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for key in keys:
+        dest = tmp / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        store.download_file(key, dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process cached it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

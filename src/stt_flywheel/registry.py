@@ -8,7 +8,6 @@ stored with the version it judged, and an audit log. Writes take SQLite's write 
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from stt_flywheel.objectstore import join_uri, put_tree, remove_tree
 
 __all__ = ["LocalRegistry", "ModelVersion", "RegistryError"]
 
@@ -74,9 +75,11 @@ def _now() -> str:
 
 
 class LocalRegistry:
-    def __init__(self, db_path: str | Path, models_dir: str | Path, model_name: str = "stt-flywheel") -> None:
+    def __init__(
+        self, db_path: str | Path, models_root: str | Path, model_name: str = "stt-flywheel"
+    ) -> None:
         self.db_path = Path(db_path)
-        self.models_dir = Path(models_dir)
+        self.models_root = str(models_root)  # a directory or a gs:// prefix
         self.model = model_name
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with self.reader() as conn:
@@ -167,7 +170,7 @@ class LocalRegistry:
         """Append to the audit log inside the caller's transaction."""
         conn.execute(
             "INSERT INTO audit (at, model, action, version, detail) VALUES (?, ?, ?, ?, ?)",
-            (_now(), self.model, action, version, orjson.dumps(detail, default=str).decode()),
+            (_now(), self.model, action, version, orjson.dumps(detail, default=str, option=orjson.OPT_NON_STR_KEYS).decode()),
         )
 
     def record(self, action: str, version: int | None, detail: dict[str, Any]) -> None:
@@ -186,7 +189,10 @@ class LocalRegistry:
         lineage: dict[str, Any] | None = None,
         evaluation: dict[str, Any] | None = None,
     ) -> ModelVersion:
-        """Copy `model_dir` into the registry as the next version. A retried run re-uses its version."""
+        """Copy `model_dir` into the registry (`<models_root>/<model>/v<N>`) as the next version.
+
+        A retried run re-uses its version.
+        """
         if source_run is not None and (existing := self.find_by_run(source_run)) is not None:
             return existing
         if not (Path(model_dir) / "config.json").exists():
@@ -196,9 +202,9 @@ class LocalRegistry:
                 "SELECT MAX(version) AS v FROM versions WHERE model=?", (self.model,)
             ).fetchone()
             version = (row["v"] or 0) + 1
-            target = self.models_dir / self.model / f"v{version}"
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(model_dir, target)
+            target = put_tree(
+                model_dir, join_uri(self.models_root, self.model, f"v{version}"), commit_file="config.json"
+            )
             conn.execute(
                 "INSERT INTO versions (model, version, uri, created_at, dataset_version, data_watermark, source_run,"
                 " metrics, lineage, evaluation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -237,6 +243,17 @@ class LocalRegistry:
         self.audit(conn, "set_alias", version, {"alias": alias})
         return None
 
+    def remove_alias(self, alias: str) -> None:
+        if alias == "default":
+            raise RegistryError("the default alias can only be moved, not removed")
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT version FROM aliases WHERE model=? AND alias=?", (self.model, alias)
+            ).fetchone()
+            conn.execute("DELETE FROM aliases WHERE model=? AND alias=?", (self.model, alias))
+            if row is not None:
+                self.audit(conn, "remove_alias", row["version"], {"alias": alias})
+
     def promote(self, version: int, reason: str = "") -> int | None:
         """Make `version` the default; the old default becomes `previous`. Returns the old default."""
         with self.transaction() as conn:
@@ -249,6 +266,9 @@ class LocalRegistry:
             if old is not None:
                 self.set_alias("previous", old, conn)
             self.set_alias("default", version, conn)
+            conn.execute(
+                "DELETE FROM aliases WHERE model=? AND alias='candidate' AND version=?", (self.model, version)
+            )
             self.audit(conn, "promote", version, {"replaced": old, "reason": reason})
         return old
 
@@ -275,7 +295,7 @@ class LocalRegistry:
             } | {
                 r[0]
                 for r in conn.execute(
-                    "SELECT version FROM deployments WHERE model=? AND traffic > 0", (self.model,)
+                    "SELECT version FROM deployments WHERE model=?", (self.model,)
                 )
             }
             all_versions = [
@@ -292,5 +312,5 @@ class LocalRegistry:
                 conn.execute("DELETE FROM versions WHERE model=? AND version=?", (self.model, v))
                 conn.execute("DELETE FROM deployments WHERE model=? AND version=?", (self.model, v))
                 self.audit(conn, "prune", v, {})
-                shutil.rmtree(uri, ignore_errors=True)
+                remove_tree(uri)
         return doomed

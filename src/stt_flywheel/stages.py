@@ -16,22 +16,33 @@ import orjson
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.dataset import DatasetManifest, build_dataset, load_split, protected_hashes, publish_dataset
-from stt_flywheel.deploy import DeployOutcome, promote_candidate
+from stt_flywheel.deploy import DeployOutcome, promote_candidate, replace_deployment
 from stt_flywheel.endpoint import LocalEndpoint
 from stt_flywheel.error_store import ErrorStore
 from stt_flywheel.evaluation import load_manifest_examples, run_regression_suites, validate_candidate
+from stt_flywheel.leases import LeaseHeld, acquire_lease, release_lease
 from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.objectstore import ObjectStore, join_uri, open_store
 from stt_flywheel.registry import LocalRegistry, ModelVersion
 from stt_flywheel.reports import regression_html, validation_html
-from stt_flywheel.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from stt_flywheel.storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    dump_json,
+    read_json,
+)
 from stt_flywheel.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.trigger import TriggerDecision, check_trigger
 
 __all__ = [
+    "RUN_LEASE",
     "bootstrap_registry",
+    "list_runs",
     "loggable_metrics",
     "open_endpoint",
     "open_registry",
+    "read_ledger",
     "stage_build_dataset",
     "stage_check_trigger",
     "stage_deploy_model",
@@ -40,6 +51,9 @@ __all__ = [
     "stage_validate_model",
     "summarize_run",
 ]
+
+
+RUN_LEASE = "flywheel-run"  # one run at a time trains and deploys
 
 
 def open_registry(config: FlywheelConfig) -> LocalRegistry:
@@ -60,8 +74,9 @@ def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
     version = registry.register(
         config.base_model, source_run="bootstrap", lineage={"base_model": str(config.base_model)}
     )
-    registry.promote(version.version, reason="bootstrap with the base model")
-    open_endpoint(config, registry).deploy(version.version, reason="bootstrap")
+    replace_deployment(
+        registry, open_endpoint(config, registry), version.version, "bootstrap with the base model"
+    )
     return registry.get(version.version)
 
 
@@ -71,10 +86,38 @@ def _production(config: FlywheelConfig) -> ModelVersion | None:
 
 def _ledger(config: FlywheelConfig, run_id: str, stage: str, payload: dict[str, Any]) -> None:
     assert config.paths.reports
-    atomic_write_json(config.paths.reports / run_id / f"{stage}.json", payload)
+    open_store(config.paths.reports).write(f"{run_id}/{stage}.json", dump_json(payload))
+
+
+def read_ledger(config: FlywheelConfig, run_id: str, stage: str) -> dict[str, Any] | None:
+    """One stage's entry in a run's ledger, or None when that stage did not run."""
+    assert config.paths.reports
+    found = open_store(config.paths.reports).read(f"{run_id}/{stage}.json")
+    return orjson.loads(found.data) if found else None
+
+
+def list_runs(config: FlywheelConfig) -> list[str]:
+    """Ids of the runs that have a ledger (every run that got past its trigger check)."""
+    assert config.paths.reports
+    keys = open_store(config.paths.reports).list()
+    return sorted({k.split("/")[0] for k in keys if k.endswith("/trigger.json") and k.count("/") == 1})
+
+
+def _state(config: FlywheelConfig) -> ObjectStore:
+    assert config.paths.state
+    return open_store(config.paths.state)
+
+
+def _release_run_lease(config: FlywheelConfig, run_id: str) -> None:
+    release_lease(_state(config), RUN_LEASE, run_id)
 
 
 def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | None = None) -> TriggerDecision:
+    """Decide, and when training is due take the run lease, so that an overlapping run stops here.
+
+    The lease is released by the stage that ends the run (dataset unusable, a gate rejecting, the
+    deployer); a run that dies keeps it until `trigger.lease_hours` pass.
+    """
     assert config.paths.error_store
     production = _production(config)
     decision = check_trigger(
@@ -85,6 +128,11 @@ def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | Non
         production_version=production.version if production else None,
         now=now,
     )
+    if decision.should_train:
+        try:
+            acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl, now=now)
+        except LeaseHeld as exc:
+            decision.block(f"another run holds the run lease ({exc})")
     _ledger(config, run_id, "trigger", decision.as_dict())
     return decision
 
@@ -104,7 +152,9 @@ def stage_build_dataset(
         protected=protected_hashes(protected_sources),
     )
     published = publish_dataset(out_dir, config.paths.datasets)
-    _ledger(config, run_id, "dataset", {**manifest.as_dict(), "published_to": str(published)})
+    _ledger(config, run_id, "dataset", {**manifest.as_dict(), "published_to": published})
+    if not manifest.usable[0]:
+        _release_run_lease(config, run_id)
     return manifest
 
 
@@ -163,6 +213,8 @@ def stage_validate_model(
     report = validation_html(result.metrics, result.verdict, result.comparisons, result.details)
     atomic_write_text(out_dir / "report.html", report)
     _ledger(config, run_id, "validation", {**verdict, "metrics": result.metrics, "evaluation": summary})
+    if not result.verdict.passed:
+        _release_run_lease(config, run_id)
     return {"verdict": verdict, "metrics": result.metrics, "report_html": report}
 
 
@@ -179,6 +231,8 @@ def stage_run_regression_suites(
     report = regression_html(results, verdict)
     atomic_write_text(out_dir / "report.html", report)
     _ledger(config, run_id, "regression", payload)
+    if not verdict.passed:
+        _release_run_lease(config, run_id)
     metrics: dict[str, float] = {}
     for r in results:
         metrics |= {
@@ -199,12 +253,37 @@ def stage_deploy_model(
     regression_dir: Path,
     run_id: str,
 ) -> DeployOutcome:
+    """Register and deploy, only while this run still holds the run lease; releases it at the end."""
+    try:  # renewing proves no overlapping run took the lease over after it expired
+        acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl)
+    except LeaseHeld as exc:
+        outcome = DeployOutcome("rejected", None, None, [f"this run lost the run lease ({exc})"])
+        _ledger(config, run_id, "deploy", outcome.as_dict())
+        return outcome
+    try:
+        outcome = _deploy(config, candidate_dir, dataset_dir, validation_dir, regression_dir, run_id)
+    finally:
+        _release_run_lease(config, run_id)
+    _ledger(config, run_id, "deploy", outcome.as_dict())
+    if outcome.action == "failed":
+        raise RuntimeError("; ".join(outcome.reasons))
+    return outcome
+
+
+def _deploy(
+    config: FlywheelConfig,
+    candidate_dir: Path,
+    dataset_dir: Path,
+    validation_dir: Path,
+    regression_dir: Path,
+    run_id: str,
+) -> DeployOutcome:
     registry = open_registry(config)
     validation = read_json(validation_dir / "verdict.json")
     regression = read_json(regression_dir / "verdict.json")
     manifest = DatasetManifest.load(dataset_dir)
     headline = loggable_metrics(validation.get("metrics", {}))
-    outcome = promote_candidate(
+    return promote_candidate(
         registry,
         open_endpoint(config, registry),
         str(candidate_dir),
@@ -212,13 +291,13 @@ def stage_deploy_model(
         regression=regression,
         auto_deploy=config.deploy.auto_deploy,
         keep_versions=config.deploy.keep_versions,
+        strategy=config.deploy.strategy,
+        canary_percent=config.deploy.canary_percent,
         dataset_version=manifest.version,
         data_watermark=manifest.watermark,
         run_id=run_id,
         metrics=headline,
     )
-    _ledger(config, run_id, "deploy", outcome.as_dict())
-    return outcome
 
 
 def loggable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -228,10 +307,6 @@ def loggable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         for k, v in metrics.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
-
-
-def _get(path: Path) -> dict[str, Any] | None:
-    return read_json(path) if path.exists() else None
 
 
 def _evaluation_summary(
@@ -298,13 +373,13 @@ def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = 
     With `new_domain`, the new-domain figures are that slice of the held-out split.
     """
     assert config.paths.reports
-    run_dir = config.paths.reports / run_id
-    trigger = _get(run_dir / "trigger.json") or {}
-    dataset = _get(run_dir / "dataset.json")
-    train = _get(run_dir / "train.json")
-    validation = _get(run_dir / "validation.json")
-    regression = _get(run_dir / "regression.json")
-    deploy = _get(run_dir / "deploy.json")
+    run_dir = join_uri(config.paths.reports, run_id)
+    trigger = read_ledger(config, run_id, "trigger") or {}
+    dataset = read_ledger(config, run_id, "dataset")
+    train = read_ledger(config, run_id, "train")
+    validation = read_ledger(config, run_id, "validation")
+    regression = read_ledger(config, run_id, "regression")
+    deploy = read_ledger(config, run_id, "deploy")
     registry = open_registry(config)
     default = registry.resolve("default")
     m = (validation or {}).get("metrics", {})
@@ -314,10 +389,11 @@ def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = 
     cand_new = m.get(f"slice_{new_domain}_wer", m.get("wer"))
     return {
         "run_id": run_id,
-        "run_dir": str(run_dir),
+        "run_dir": run_dir,
         "trigger": {
             "fired": bool(trigger.get("should_train")),
             "summary": trigger.get("summary"),
+            "blocked_by": trigger.get("blocked_by"),
             "checks": trigger.get("checks", []),
         },
         "dataset": (

@@ -9,7 +9,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "dump_json", "read_json"]
+
+
+def dump_json(obj: Any) -> bytes:
+    """Indented JSON bytes; numpy scalars and arrays allowed."""
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -33,7 +38,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    atomic_write_bytes(path, dump_json(obj))
 
 
 def read_json(path: str | Path) -> Any:

@@ -50,9 +50,17 @@ class TriggerDecision:
     watermark: datetime | None
     production_version: int | None = None
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    blocked_by: str | None = None  # why an overlapping run stopped this one (the run lease)
+
+    def block(self, reason: str) -> None:
+        """Stop this run although the evidence would train: another run holds the run lease."""
+        self.should_train = False
+        self.blocked_by = reason
 
     @property
     def summary(self) -> str:
+        if self.blocked_by:
+            return f"not started: {self.blocked_by}"
         if self.forced:
             return "forced: training regardless of thresholds"
         if self.should_train:
@@ -70,6 +78,7 @@ class TriggerDecision:
             "watermark": self.watermark,
             "production_version": self.production_version,
             "checked_at": self.checked_at,
+            "blocked_by": self.blocked_by,
         }
 
     def to_markdown(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.objectstore import fetch_tree, is_remote
 
 __all__ = ["SpeechModel", "family_of", "load_model", "resolve_device"]
 
@@ -20,8 +21,8 @@ def family_of(model_dir: str | Path) -> str:
 
 
 def load_model(model_dir: str | Path, device: str = "auto") -> SpeechModel:
-    """Load a saved model directory (model + processor) as the right adapter."""
-    model_dir = Path(model_dir)
+    """Load a saved model (model + processor) as the right adapter, from a directory or a `gs://` prefix."""
+    model_dir = fetch_tree(model_dir, "config.json") if is_remote(model_dir) else Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"not a saved model directory (no config.json): {model_dir}")
     if family_of(model_dir) == "seq2seq":

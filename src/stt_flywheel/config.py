@@ -24,6 +24,7 @@ __all__ = [
     "TrainingSettings",
     "TriggerPolicy",
     "ValidationPolicy",
+    "VertexSettings",
     "load_config",
     "load_run_config",
 ]
@@ -265,6 +266,36 @@ class DeploySettings(_Strict):
     )
 
 
+class VertexSettings(_Strict):
+    """Google Cloud settings: the Vertex AI registry/endpoint backend (`deploy.backend: vertex`) and
+    pipeline submission."""
+
+    project: str | None = Field(None, description="Google Cloud project id.")
+    location: str = Field("us-central1", description="Vertex AI region.")
+    api_endpoint: str | None = Field(
+        None,
+        description="Override of the Vertex AI API endpoint (REST); an http:// one (a local fake) is reached without credentials.",
+    )
+    serving_image: str | None = Field(
+        None, description="Serving container image (by digest) registered with each model version."
+    )
+    machine_type: str = Field("n1-standard-4", description="Machine type of the endpoint's replicas.")
+    accelerator_type: str | None = Field(
+        None, description="Accelerator of each serving replica, e.g. NVIDIA_TESLA_T4; unset serves on CPU."
+    )
+    accelerator_count: int = Field(0, ge=0, description="Accelerators per serving replica.")
+    min_replica_count: int = Field(1, ge=1)
+    max_replica_count: int = Field(1, ge=1)
+    serving_service_account: str | None = Field(
+        None, description="Service account the deployed model runs as."
+    )
+    pipeline_service_account: str | None = Field(
+        None, description="Service account pipeline runs (and schedules) run as."
+    )
+    retry_initial_s: float = Field(1.0, gt=0, description="First backoff after a 429 / 503 from the API.")
+    retry_timeout_s: float = Field(300.0, gt=0, description="Give up retrying an API call after this long.")
+
+
 class FlywheelConfig(_Strict):
     paths: PathSettings = PathSettings()
     base_model: Path = Field(
@@ -276,6 +307,7 @@ class FlywheelConfig(_Strict):
     validation: ValidationPolicy = ValidationPolicy()
     regression: list[RegressionSuite] = Field(default_factory=list)
     deploy: DeploySettings = DeploySettings()
+    vertex: VertexSettings = VertexSettings()
 
     def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:
         """Apply dotted-key overrides (`{"trigger.force": True}`); None values are ignored."""

@@ -170,7 +170,13 @@ class LocalRegistry:
         """Append to the audit log inside the caller's transaction."""
         conn.execute(
             "INSERT INTO audit (at, model, action, version, detail) VALUES (?, ?, ?, ?, ?)",
-            (_now(), self.model, action, version, orjson.dumps(detail, default=str, option=orjson.OPT_NON_STR_KEYS).decode()),
+            (
+                _now(),
+                self.model,
+                action,
+                version,
+                orjson.dumps(detail, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
+            ),
         )
 
     def record(self, action: str, version: int | None, detail: dict[str, Any]) -> None:
@@ -292,12 +298,7 @@ class LocalRegistry:
         with self.transaction() as conn:
             protected = {
                 r[0] for r in conn.execute("SELECT version FROM aliases WHERE model=?", (self.model,))
-            } | {
-                r[0]
-                for r in conn.execute(
-                    "SELECT version FROM deployments WHERE model=?", (self.model,)
-                )
-            }
+            } | {r[0] for r in conn.execute("SELECT version FROM deployments WHERE model=?", (self.model,))}
             all_versions = [
                 r[0]
                 for r in conn.execute(

@@ -56,13 +56,24 @@ __all__ = [
 RUN_LEASE = "flywheel-run"  # one run at a time trains and deploys
 
 
-def open_registry(config: FlywheelConfig) -> LocalRegistry:
+def open_registry(config: FlywheelConfig) -> Any:
+    """The configured registry: the embedded SQLite one, or Vertex AI Model Registry."""
+    if config.deploy.backend == "vertex":
+        from stt_flywheel.vertex import VertexRegistry
+
+        return VertexRegistry(config)
     assert config.paths.registry_db and config.paths.models
     return LocalRegistry(config.paths.registry_db, config.paths.models, config.deploy.model_name)
 
 
-def open_endpoint(config: FlywheelConfig, registry: LocalRegistry | None = None) -> LocalEndpoint:
-    return LocalEndpoint(registry or open_registry(config), config.deploy.endpoint_name)
+def open_endpoint(config: FlywheelConfig, registry: Any = None) -> Any:
+    """The configured endpoint: the embedded one (served by `stt-flywheel serve`), or Vertex AI."""
+    registry = registry or open_registry(config)
+    if config.deploy.backend == "vertex":
+        from stt_flywheel.vertex import VertexEndpoint
+
+        return VertexEndpoint(config, registry)
+    return LocalEndpoint(registry, config.deploy.endpoint_name)
 
 
 def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:

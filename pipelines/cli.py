@@ -51,13 +51,17 @@ def compile(
         str | None, typer.Option(help="Image for the trainer (default: base image).")
     ] = None,
     config: ConfigOpt = None,
+    for_cloud: Annotated[
+        bool, typer.Option("--for-cloud", help="Refuse images not pinned by digest (name@sha256:…).")
+    ] = False,
 ) -> None:
     """Compile the pipeline to a KFP YAML package."""
     from flywheel_pipelines.compile import compile_pipeline
 
     if config is not None:
         _config(config)
-    console.print(f"compiled {compile_pipeline(output, base_image, trainer_image)}")
+    path = compile_pipeline(output, base_image, trainer_image, require_digests=for_cloud)
+    console.print(f"compiled {path}")
 
 
 @app.command()
@@ -160,6 +164,70 @@ def registry_list(
             v.created_at[:19],
         )
     console.print(table)
+
+
+@app.command()
+def submit(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The flywheel config (its vertex section).")],
+    config_uri: Annotated[str, typer.Option(help="gs:// URI of the config the pipeline's tasks read.")],
+    pipeline_root: Annotated[str, typer.Option(help="gs:// pipeline root for the run's artifacts.")],
+    template: Annotated[
+        str | None, typer.Option(help="Compiled YAML or a published template URL (default: compile now).")
+    ] = None,
+    base_image: Annotated[str | None, typer.Option(help="Base image by digest, when compiling now.")] = None,
+    trainer_image: Annotated[
+        str | None, typer.Option(help="Trainer image by digest, when compiling now.")
+    ] = None,
+    service_account: Annotated[
+        str | None,
+        typer.Option(help="Service account of the run (default: vertex.pipeline_service_account)."),
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Pipeline parameter key=value.")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="Label key=value on the run.")] = None,
+    caching: Annotated[bool, typer.Option(help="Let Vertex reuse cached task results.")] = False,
+    job_id: Annotated[str | None, typer.Option(help="Job id (default: stt-flywheel-<time>).")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the run, printing task states as they change.")] = False,
+    poll_s: Annotated[float, typer.Option(help="Seconds between polls with --wait.")] = 15.0,
+) -> None:
+    """Submit the pipeline to Vertex AI Pipelines."""
+    import tempfile
+
+    from flywheel_pipelines.compile import compile_pipeline
+    from flywheel_pipelines.submit import Submission, parse_params, submit_pipeline
+
+    cfg = _config(config)
+    if template is None:
+        if not (base_image and trainer_image):
+            raise ConfigError(
+                "give --template, or --base-image and --trainer-image (by digest) to compile now"
+            )
+        template = str(
+            compile_pipeline(
+                Path(tempfile.mkdtemp()) / "stt-flywheel.yaml",
+                base_image,
+                trainer_image,
+                require_digests=True,
+            )
+        )
+    labels = {k: str(v) for k, v in parse_params(label or []).items()}
+    result = submit_pipeline(
+        cfg,
+        Submission(
+            template=template,
+            config_uri=config_uri,
+            pipeline_root=pipeline_root,
+            service_account=service_account or cfg.vertex.pipeline_service_account or "",
+            params=parse_params(param or []),
+            labels=labels,
+            enable_caching=caching,
+            job_id=job_id,
+        ),
+        wait=wait,
+        poll_s=poll_s,
+        report=console.print,
+    )
+    if wait and result["state"] != "PIPELINE_STATE_SUCCEEDED":
+        raise typer.Exit(1)
 
 
 @registry_app.command("rollback")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,9 +20,23 @@ __all__ = ["LOCAL_IMAGE", "compile_pipeline", "run_compiled_locally"]
 LOCAL_IMAGE = "stt-flywheel-base:local"
 
 
+DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+
+
 def compile_pipeline(
-    output: str | Path, base_image: str = LOCAL_IMAGE, trainer_image: str | None = None
+    output: str | Path,
+    base_image: str = LOCAL_IMAGE,
+    trainer_image: str | None = None,
+    require_digests: bool = False,
 ) -> Path:
+    """Compile to YAML. For the cloud (`require_digests`), images must be pinned by digest, so a
+    published template always runs the exact images that were tested."""
+    if require_digests:
+        loose = [i for i in (base_image, trainer_image) if i is not None and not DIGEST.match(i)]
+        if loose or trainer_image is None:
+            raise ValueError(
+                f"images must be pinned by digest (name@sha256:<64 hex>) for the cloud: {loose or ['no trainer image']}"
+            )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(base_image, trainer_image), package_path=str(output))

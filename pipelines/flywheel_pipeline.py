@@ -10,6 +10,11 @@ Stages:
 
 A run that does not train (too little evidence, or nothing usable in the dataset), or whose
 candidate is rejected, ends green with its reasons recorded.
+
+On Vertex AI the trainer runs on `accelerator_count` × `accelerator_type` with the CPU and memory
+given as parameters; the stages whose work is idempotent (dataset, training, validation,
+regression) are retried; nothing is cached, since every stage reads state that changes between
+runs (the error store, the registry, the lease).
 """
 
 from collections.abc import Callable
@@ -21,6 +26,8 @@ from kfp import dsl
 __all__ = ["PIPELINE_NAME", "build_pipeline"]
 
 PIPELINE_NAME = "stt-flywheel"
+# Idempotent stages are retried after transient failures (preemption, quota, a lost node).
+RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}
 
 
 def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callable[..., Any]:
@@ -33,6 +40,10 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
         force: bool = False,
         auto_deploy: bool = True,
         max_steps: int = 0,
+        accelerator_type: str = "NVIDIA_L4",
+        accelerator_count: int = 1,
+        trainer_cpu: str = "8",
+        trainer_memory: str = "32G",
     ) -> None:
         run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         trigger = (
@@ -45,6 +56,7 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                 c.build_dataset(config_uri=config_uri, run_id=run_id, decision=trigger.outputs["decision"])
                 .set_display_name("2 Build dataset")
                 .set_caching_options(False)
+                .set_retry(**RETRY)
             )
             with dsl.If(dataset.outputs["Output"] == True, name="dataset-usable"):  # noqa: E712
                 train = (
@@ -56,6 +68,11 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                     )
                     .set_display_name("3 Train model")
                     .set_caching_options(False)
+                    .set_accelerator_type(accelerator_type)
+                    .set_accelerator_limit(accelerator_count)
+                    .set_cpu_limit(trainer_cpu)
+                    .set_memory_limit(trainer_memory)
+                    .set_retry(**RETRY)
                 )
                 validate = (
                     c.validate_model(
@@ -66,6 +83,7 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                     )
                     .set_display_name("4 Validate against production")
                     .set_caching_options(False)
+                    .set_retry(**RETRY)
                 )
                 regression = (
                     c.run_regression_suites(
@@ -73,6 +91,7 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                     )
                     .set_display_name("5 Regression suites")
                     .set_caching_options(False)
+                    .set_retry(**RETRY)
                 )
                 validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
                 regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712

@@ -14,6 +14,8 @@ COMMANDS = [
     ["registry", "list"],
     ["registry", "rollback"],
     ["registry", "promote"],
+    ["registry", "promote-canary"],
+    ["submit"],
     ["score"],
     ["compare"],
     ["errors"],

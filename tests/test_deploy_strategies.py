@@ -65,7 +65,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Path) -> 
     with running_fake() as (fake, url):
         config = FlywheelConfig.model_validate(
             {
-                "paths": {"root": str(tmp_path / "state"), "models": f"{bucket}/models", "state": f"{bucket}/state"},
+                "paths": {
+                    "root": str(tmp_path / "state"),
+                    "models": f"{bucket}/models",
+                    "state": f"{bucket}/state",
+                },
                 "deploy": {"backend": "vertex", "endpoint_name": "stt-test"},
                 "vertex": {
                     "project": fake.project,
@@ -171,7 +175,9 @@ def test_vertex_failed_deploy_keeps_the_old_model_serving(backend: Backend, mode
     if backend.kind != "vertex":
         pytest.skip("the embedded endpoint has no deploy that can fail this way")
     assert backend.fake is not None
-    backend.fake.fail_next("POST", r":deployModel$", ApiError(400, "Machine type g2-standard-8 is unavailable"))
+    backend.fake.fail_next(
+        "POST", r":deployModel$", ApiError(400, "Machine type g2-standard-8 is unavailable")
+    )
     outcome = backend.candidate(model_dir, "run-f")
     assert outcome.action == "failed" and "unavailable" in outcome.reasons[0]
     assert backend.endpoint.traffic() == {1: 100}

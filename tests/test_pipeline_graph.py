@@ -74,5 +74,70 @@ def test_no_caching_and_no_runtime_installs(spec: dict) -> None:
 
 def test_pipeline_parameters(spec: dict) -> None:
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"config_uri", "force", "auto_deploy", "max_steps"}
+    assert set(params) == {
+        "config_uri",
+        "force",
+        "auto_deploy",
+        "max_steps",
+        "accelerator_type",
+        "accelerator_count",
+        "trainer_cpu",
+        "trainer_memory",
+    }
     assert params["force"]["defaultValue"] is False and params["auto_deploy"]["defaultValue"] is True
+
+
+DIGEST = "@sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.fixture(scope="module")
+def cloud_spec(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    path = compile_pipeline(
+        tmp_path_factory.mktemp("cloud") / "p.yaml",
+        base_image="us-docker.pkg.dev/p/stt/base" + DIGEST,
+        trainer_image="us-docker.pkg.dev/p/stt/trainer" + DIGEST,
+        require_digests=True,
+    )
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _executor(spec: dict, task: str) -> dict:
+    return spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]
+
+
+def test_trainer_accelerator_cpu_and_memory_are_parameters(cloud_spec: dict) -> None:
+    params = cloud_spec["root"]["inputDefinitions"]["parameters"]
+    assert params["accelerator_type"]["defaultValue"] == "NVIDIA_L4"
+    assert params["accelerator_count"]["defaultValue"] == 1
+    resources = _executor(cloud_spec, "train-model")["resources"]
+    assert (
+        resources["accelerator"]["resourceType"]
+        == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
+    )
+    assert (
+        resources["accelerator"]["resourceCount"]
+        == "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
+    )
+    assert "pipelinechannel--trainer_cpu" in resources["resourceCpuLimit"]
+    assert "pipelinechannel--trainer_memory" in resources["resourceMemoryLimit"]
+    for task in ("check-trigger", "validate-model", "deploy-model"):
+        assert "accelerator" not in _executor(cloud_spec, task).get("resources", {})
+
+
+def test_caching_is_off_and_idempotent_stages_retry(cloud_spec: dict) -> None:
+    tasks = _all_tasks(cloud_spec)
+    stages = {k: t for k, t in tasks.items() if not k.startswith("condition")}
+    assert all(not t["cachingOptions"].get("enableCache", False) for t in stages.values())
+    retried = {k for k, t in stages.items() if t.get("retryPolicy", {}).get("maxRetryCount")}
+    assert retried == {"build-dataset", "train-model", "validate-model", "run-regression-suites"}
+    assert stages["train-model"]["retryPolicy"]["backoffDuration"] == "60s"
+
+
+def test_cloud_images_are_pinned_by_digest(cloud_spec: dict, tmp_path: Path) -> None:
+    images = {k: e["container"]["image"] for k, e in cloud_spec["deploymentSpec"]["executors"].items()}
+    assert images["exec-train-model"] == "us-docker.pkg.dev/p/stt/trainer" + DIGEST
+    assert all(i.endswith(DIGEST) for i in images.values())
+    with pytest.raises(ValueError, match="pinned by digest"):
+        compile_pipeline(tmp_path / "x.yaml", "reg/base:latest", "reg/trainer" + DIGEST, require_digests=True)
+    with pytest.raises(ValueError, match="no trainer image"):
+        compile_pipeline(tmp_path / "x.yaml", "reg/base" + DIGEST, require_digests=True)

@@ -15,6 +15,7 @@ import pytest
 from stt_flywheel.audio import load_audio
 from stt_flywheel.manifest import Utterance
 from stt_flywheel.models import load_model
+from stt_flywheel.objectstore import put_tree
 from stt_flywheel.serving import ServingSettings
 
 
@@ -25,14 +26,23 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(base_model_dir: Path) -> Iterator[str]:
+def server(
+    base_model_dir: Path, gcs_emulator: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The server as Vertex starts it: the model is at a gs:// AIP_STORAGE_URI (fake-gcs-server)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    storage.Client(project="emulator", credentials=AnonymousCredentials()).create_bucket("serving-models")
+    model_uri = put_tree(base_model_dir, "gs://serving-models/stt-flywheel/v1", commit_file="config.json")
     port = _free_port()
     env = {
         **os.environ,
         "AIP_HTTP_PORT": str(port),
         "AIP_HEALTH_ROUTE": "/v1/health",
         "AIP_PREDICT_ROUTE": "/v1/models/stt:predict",
-        "AIP_STORAGE_URI": str(base_model_dir),
+        "AIP_STORAGE_URI": model_uri,
+        "STT_FLYWHEEL_CACHE": str(tmp_path_factory.mktemp("serving-cache")),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "flywheel_pipelines.cli", "serve"],

@@ -419,12 +419,30 @@ class VertexFake:
             "jobDetail": {"taskDetails": []},
         }
         self.pipeline_jobs[jid] = job
-        return job
+        return dict(job)
+
+    # Each read of a job moves it one step along: trigger runs, trigger succeeds and the dataset
+    # builder runs, both succeed and so does the job (what `--wait` reports).
+    JOB_STEPS = (
+        ("PIPELINE_STATE_RUNNING", {"check-trigger": "RUNNING"}),
+        ("PIPELINE_STATE_RUNNING", {"check-trigger": "SUCCEEDED", "build-dataset": "RUNNING"}),
+        ("PIPELINE_STATE_SUCCEEDED", {"check-trigger": "SUCCEEDED", "build-dataset": "SUCCEEDED"}),
+    )
 
     def _get_pipeline_job(self, jid: str, **_: Any) -> dict[str, Any]:
         if jid not in self.pipeline_jobs:
             raise ApiError(404, f"PipelineJob {jid} not found.")
-        return self.pipeline_jobs[jid]
+        job = self.pipeline_jobs[jid]
+        step = min(job.setdefault("_reads", 0), len(self.JOB_STEPS) - 1)
+        job["_reads"] += 1
+        state, tasks = self.JOB_STEPS[step]
+        job["state"] = state
+        job["jobDetail"] = {
+            "taskDetails": [
+                {"taskId": str(i), "taskName": n, "state": t} for i, (n, t) in enumerate(tasks.items())
+            ]
+        }
+        return {k: v for k, v in job.items() if not k.startswith("_")}
 
     def _list_pipeline_jobs(self, **_: Any) -> dict[str, Any]:
         return {"pipelineJobs": list(self.pipeline_jobs.values())}

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stt_flywheel.audio import TARGET_SAMPLE_RATE, decode_audio, resample
 from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.objectstore import fetch_tree, is_remote
 
 __all__ = ["ServingSettings", "create_app", "run_server"]
 
@@ -59,8 +60,10 @@ class _PredictRequest(BaseModel):
 
 
 def _local_model_dir(storage_uri: str) -> Path:
-    if storage_uri.startswith("gs://"):
-        raise ValueError("gs:// model URIs need the GCS storage backend, which this build does not have yet")
+    """The model directory: the path itself, or a local copy of a `gs://` prefix (Vertex sets
+    `AIP_STORAGE_URI` to a copy of the version's artifact URI)."""
+    if is_remote(storage_uri):
+        return fetch_tree(storage_uri, "config.json")
     path = Path(storage_uri.removeprefix("file://"))
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"no saved model at {storage_uri}")

@@ -197,7 +197,7 @@ class GCSStore:
     """A `gs://bucket/prefix` through google-cloud-storage; generations are object generations."""
 
     def __init__(self, uri: str, client: Any = None) -> None:
-        from google.cloud import storage
+        from google.cloud import storage  # type: ignore[attr-defined]  # namespace package
 
         self.uri = uri.rstrip("/")
         bucket, self.prefix = split_gs_uri(uri)

@@ -277,12 +277,12 @@ class VertexRegistry:
         return self.get(version)
 
     def _import_evaluation(self, version: int, metrics: dict[str, Any], source_run: str | None) -> None:
-        from google.cloud.aiplatform.compat.types import model_evaluation
+        from google.cloud.aiplatform_v1.types import ModelEvaluation
         from google.protobuf import json_format, struct_pb2
 
         numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
         value = json_format.ParseDict(numbers, struct_pb2.Value())
-        evaluation = model_evaluation.ModelEvaluation(
+        evaluation = ModelEvaluation(
             display_name=f"flywheel validation ({source_run or 'manual'})",
             metrics_schema_uri=GENERAL_METRICS_SCHEMA,
             metrics=value,

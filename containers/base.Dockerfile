@@ -1,0 +1,14 @@
+# CPU stages (trigger, dataset, validation, regression, deploy). The same pinned versions as the
+# local set-up (constraints.txt); torch is the CPU build of the pinned version.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    STT_FLYWHEEL_CACHE=/tmp/stt-flywheel-cache
+WORKDIR /opt/stt-flywheel
+COPY pyproject.toml constraints.txt README.md ./
+COPY src ./src
+COPY components ./components
+COPY pipelines ./pipelines
+RUN pip install --index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch \
+ && pip install -c constraints.txt ".[gcp]" \
+ && python -c "import stt_flywheel.stages, flywheel_pipelines.cli, kfp"

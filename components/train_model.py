@@ -5,11 +5,21 @@ def train_model(
     config_uri: str,
     run_id: str,
     max_steps: int,
+    requested_accelerator: str,
+    requested_accelerators: int,
+    requested_cpu: str,
+    requested_memory: str,
     dataset: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """Fine-tune the production model on the dataset; the saved model lands in `<model>/model`."""
+    """Fine-tune the production model on the dataset; the saved model lands in `<model>/model`.
+
+    The `requested_*` inputs are the machine the pipeline asked for (the task's resource settings);
+    they are recorded beside the device the trainer actually used. Taking them as inputs is also what
+    makes the compiler pass those pipeline parameters down into the conditional sub-DAGs that the
+    resource settings read them from.
+    """
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
@@ -18,6 +28,17 @@ def train_model(
     result = stage_train_model(
         load_run_config(config_uri, max_steps=max_steps), Path(dataset.path), Path(model.path), run_id
     )
-    model.metadata.update({"device": result.device, "bf16": result.bf16, "steps": result.steps})
+    model.metadata.update(
+        {
+            "device": result.device,
+            "bf16": result.bf16,
+            "steps": result.steps,
+            "requested": {
+                "accelerator": f"{requested_accelerators} x {requested_accelerator}",
+                "cpu": requested_cpu,
+                "memory": requested_memory,
+            },
+        }
+    )
     for key, value in loggable_metrics(result.metrics()).items():
         metrics.log_metric(key, value)

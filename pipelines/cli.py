@@ -25,9 +25,15 @@ app = typer.Typer(
 registry_app = typer.Typer(no_args_is_help=True, help="Inspect and roll back the model registry.")
 errors_app = typer.Typer(no_args_is_help=True, help="Feed the error store.")
 base_app = typer.Typer(no_args_is_help=True, help="The demo's tiny base model.")
+template_app = typer.Typer(no_args_is_help=True, help="Published pipeline templates (Artifact Registry).")
+schedule_app = typer.Typer(
+    no_args_is_help=True, help="Scheduled runs: Vertex AI schedules or Cloud Scheduler jobs."
+)
 app.add_typer(registry_app, name="registry")
 app.add_typer(errors_app, name="errors")
 app.add_typer(base_app, name="base-model")
+app.add_typer(template_app, name="template")
+app.add_typer(schedule_app, name="schedule")
 
 console = Console()
 ConfigOpt = Annotated[
@@ -190,25 +196,10 @@ def submit(
     poll_s: Annotated[float, typer.Option(help="Seconds between polls with --wait.")] = 15.0,
 ) -> None:
     """Submit the pipeline to Vertex AI Pipelines."""
-    import tempfile
-
-    from flywheel_pipelines.compile import compile_pipeline
     from flywheel_pipelines.submit import Submission, parse_params, submit_pipeline
 
     cfg = _config(config)
-    if template is None:
-        if not (base_image and trainer_image):
-            raise ConfigError(
-                "give --template, or --base-image and --trainer-image (by digest) to compile now"
-            )
-        template = str(
-            compile_pipeline(
-                Path(tempfile.mkdtemp()) / "stt-flywheel.yaml",
-                base_image,
-                trainer_image,
-                require_digests=True,
-            )
-        )
+    template = _template_now(template, base_image, trainer_image)
     labels = {k: str(v) for k, v in parse_params(label or []).items()}
     result = submit_pipeline(
         cfg,
@@ -228,6 +219,52 @@ def submit(
     )
     if wait and result["state"] != "PIPELINE_STATE_SUCCEEDED":
         raise typer.Exit(1)
+
+
+def _template_now(template: str | None, base_image: str | None, trainer_image: str | None) -> str:
+    """The given template, or one compiled now for the cloud from images pinned by digest."""
+    import tempfile
+
+    from flywheel_pipelines.compile import compile_pipeline
+
+    if template is not None:
+        return template
+    if not (base_image and trainer_image):
+        raise ConfigError("give --template, or --base-image and --trainer-image (by digest) to compile now")
+    path = Path(tempfile.mkdtemp()) / "stt-flywheel.yaml"
+    return str(compile_pipeline(path, base_image, trainer_image, require_digests=True))
+
+
+@template_app.command("publish")
+def template_publish(
+    host: Annotated[
+        str, typer.Option(help="KFP repository: https://REGION-kfp.pkg.dev/PROJECT/REPOSITORY.")
+    ],
+    tag: Annotated[list[str], typer.Option("--tag", help="Tag of this version (repeat); moves if taken.")],
+    template: Annotated[
+        Path | None, typer.Option(help="Compiled YAML (default: compile now from the images).")
+    ] = None,
+    base_image: Annotated[str | None, typer.Option(help="Base image by digest, when compiling now.")] = None,
+    trainer_image: Annotated[
+        str | None, typer.Option(help="Trainer image by digest, when compiling now.")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="Description shown in the registry.")] = None,
+    access_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="STT_FLYWHEEL_REGISTRY_TOKEN",
+            help="Bearer token instead of application-default credentials (gcloud auth print-access-token).",
+        ),
+    ] = None,
+) -> None:
+    """Publish the pipeline to an Artifact Registry KFP repository, so runs can be created from it."""
+    from flywheel_pipelines.templates import publish_template
+
+    path = _template_now(str(template) if template else None, base_image, trainer_image)
+    published = publish_template(host, path, tag, description, auth=access_token)
+    console.print(f"published {published.package} {published.version}")
+    for t in published.tags:
+        console.print(f"  {published.url(t)}", highlight=False)
 
 
 @registry_app.command("rollback")

@@ -64,6 +64,10 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                         config_uri=config_uri,
                         run_id=run_id,
                         max_steps=max_steps,
+                        requested_accelerator=accelerator_type,
+                        requested_accelerators=accelerator_count,
+                        requested_cpu=trainer_cpu,
+                        requested_memory=trainer_memory,
                         dataset=dataset.outputs["dataset"],
                     )
                     .set_display_name("3 Train model")

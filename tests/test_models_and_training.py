@@ -9,7 +9,7 @@ from stt_flywheel.models import family_of, load_model
 from stt_flywheel.models.ctc import build_ctc_model
 from stt_flywheel.models.seq2seq import build_whisper_model
 from stt_flywheel.scoring import score_corpus
-from stt_flywheel.training import TrainSettings, fine_tune
+from stt_flywheel.training import TrainingDiverged, TrainSettings, fine_tune
 
 
 def _examples(utts: list[Utterance]) -> list[dict]:
@@ -81,6 +81,17 @@ def test_speed_perturbation_retimes_audio() -> None:
 def test_fine_tune_rejects_empty_data(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no training examples"):
         fine_tune(build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8), [], tmp_path)
+
+
+def test_fine_tune_refuses_to_save_non_finite_weights(tmp_path: Path) -> None:
+    # Audio with a NaN in it gives a NaN loss, NaN gradients and NaN weights after one step.
+    audio = np.sin(np.linspace(0, 400, 16000)).astype(np.float32)
+    audio[100] = np.nan
+    model = build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8)
+    settings = TrainSettings(max_steps=2, batch_size=2, warmup_steps=0, logging_steps=1, save_steps=100)
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        fine_tune(model, [{"audio": audio, "text": "a b c"}] * 2, tmp_path / "run", settings)
+    assert not (tmp_path / "run" / "model").exists()
 
 
 @pytest.mark.slow

@@ -141,3 +141,21 @@ def test_cloud_images_are_pinned_by_digest(cloud_spec: dict, tmp_path: Path) -> 
         compile_pipeline(tmp_path / "x.yaml", "reg/base:latest", "reg/trainer" + DIGEST, require_digests=True)
     with pytest.raises(ValueError, match="no trainer image"):
         compile_pipeline(tmp_path / "x.yaml", "reg/base" + DIGEST, require_digests=True)
+
+
+def test_every_input_a_task_reads_is_declared_by_its_dag(cloud_spec: dict) -> None:
+    # A task inside a condition reads `componentInputParameter`s of the DAG around it; one the DAG
+    # does not declare fails at run time on Vertex and in kfp.local alike (the trainer's resource
+    # settings once did this).
+    dags = {"root": cloud_spec["root"], **{k: v for k, v in cloud_spec["components"].items() if "dag" in v}}
+    checked = 0
+    for name, dag in dags.items():
+        declared = dag.get("inputDefinitions", {})
+        for task_name, task in dag["dag"]["tasks"].items():
+            for kind in ("parameters", "artifacts"):
+                for value in task.get("inputs", {}).get(kind, {}).values():
+                    ref = value.get("componentInputParameter") or value.get("componentInputArtifact")
+                    if ref:
+                        checked += 1
+                        assert ref in declared.get(kind, {}), f"{name}/{task_name} reads undeclared {ref}"
+    assert checked > 20

@@ -24,7 +24,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from stt_flywheel.audio import TARGET_SAMPLE_RATE, resample
 from stt_flywheel.models.base import SpeechModel, resolve_device
 
-__all__ = ["TrainResult", "TrainSettings", "fine_tune"]
+__all__ = ["TrainResult", "TrainSettings", "TrainingDiverged", "fine_tune"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training left non-finite weights; nothing was saved."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,26 @@ class _Examples(Dataset):
         return {**example, "audio": audio}
 
 
+def _check_finite(module: torch.nn.Module, log_history: list[dict[str, Any]]) -> None:
+    """Refuse to save a model whose weights went NaN/inf: it would only transcribe nothing.
+
+    (A library mismatch once did this silently: the loss logged 0 while every gradient was NaN.)
+    """
+    bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+    if not bad:
+        return
+    nan_steps = [
+        int(entry.get("step", -1))
+        for entry in log_history
+        if "grad_norm" in entry and not math.isfinite(float(entry["grad_norm"]))
+    ]
+    first = f"; the gradient norm was first non-finite at step {nan_steps[0]}" if nan_steps else ""
+    raise TrainingDiverged(
+        f"training diverged: {len(bad)} of {sum(1 for _ in module.parameters())} weight tensors are "
+        f"non-finite (e.g. {bad[0]}){first}; the model was not saved"
+    )
+
+
 def _use_bf16(setting: str, device: str) -> bool:
     if setting == "off":
         return False
@@ -158,6 +182,7 @@ def fine_tune(
     eval_loss = None
     if eval_examples:
         eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
+    _check_finite(model.model, trainer.state.log_history)
     if start_weights:
         interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
     model.save(output_dir / "model")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -41,7 +42,21 @@ ConfigOpt = Annotated[
 ]
 
 
-def _config(path: Path | None) -> FlywheelConfig:
+class ScheduleMode(StrEnum):
+    vertex = "vertex"
+    scheduler = "scheduler"
+
+
+ModeOpt = Annotated[
+    ScheduleMode,
+    typer.Option("--mode", help="vertex: a Vertex AI schedule; scheduler: a Cloud Scheduler HTTP job."),
+]
+VertexConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="The flywheel config, a path or gs:// URI (its vertex section).")
+]
+
+
+def _config(path: str | Path | None) -> FlywheelConfig:
     return load_config(path)
 
 
@@ -174,7 +189,7 @@ def registry_list(
 
 @app.command()
 def submit(
-    config: Annotated[Path, typer.Option("--config", "-c", help="The flywheel config (its vertex section).")],
+    config: VertexConfigOpt,
     config_uri: Annotated[str, typer.Option(help="gs:// URI of the config the pipeline's tasks read.")],
     pipeline_root: Annotated[str, typer.Option(help="gs:// pipeline root for the run's artifacts.")],
     template: Annotated[
@@ -237,9 +252,7 @@ def _template_now(template: str | None, base_image: str | None, trainer_image: s
 
 @template_app.command("publish")
 def template_publish(
-    host: Annotated[
-        str, typer.Option(help="KFP repository: https://REGION-kfp.pkg.dev/PROJECT/REPOSITORY.")
-    ],
+    host: Annotated[str, typer.Option(help="KFP repository: https://REGION-kfp.pkg.dev/PROJECT/REPOSITORY.")],
     tag: Annotated[list[str], typer.Option("--tag", help="Tag of this version (repeat); moves if taken.")],
     template: Annotated[
         Path | None, typer.Option(help="Compiled YAML (default: compile now from the images).")
@@ -265,6 +278,112 @@ def template_publish(
     console.print(f"published {published.package} {published.version}")
     for t in published.tags:
         console.print(f"  {published.url(t)}", highlight=False)
+
+
+def _print_schedules(rows: list) -> None:
+    table = Table(title="stt-flywheel schedules")
+    for column in ("mode", "name", "cron", "state", "target"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.mode, r.name, r.cron, r.state, r.target)
+    console.print(table)
+
+
+@schedule_app.command("create")
+def schedule_create(
+    config: VertexConfigOpt,
+    name: Annotated[str, typer.Option(help="Schedule name (Vertex display name or Cloud Scheduler job id).")],
+    cron: Annotated[str, typer.Option(help="Cron expression, e.g. '0 3 * * *'.")],
+    config_uri: Annotated[str, typer.Option(help="gs:// URI of the config the pipeline's tasks read.")],
+    pipeline_root: Annotated[str, typer.Option(help="gs:// pipeline root for the runs' artifacts.")],
+    template: Annotated[
+        str | None, typer.Option(help="Published template URL or compiled YAML (default: compile now).")
+    ] = None,
+    base_image: Annotated[str | None, typer.Option(help="Base image by digest, when compiling now.")] = None,
+    trainer_image: Annotated[
+        str | None, typer.Option(help="Trainer image by digest, when compiling now.")
+    ] = None,
+    mode: ModeOpt = ScheduleMode.vertex,
+    time_zone: Annotated[str, typer.Option(help="IANA time zone of the cron expression.")] = "Etc/UTC",
+    service_account: Annotated[
+        str | None,
+        typer.Option(help="Service account the runs run as (default: vertex.pipeline_service_account)."),
+    ] = None,
+    scheduler_service_account: Annotated[
+        str | None,
+        typer.Option(
+            help="scheduler mode: account whose OAuth token creates the runs (default: vertex.scheduler_service_account, else the runs' account)."
+        ),
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Pipeline parameter key=value.")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="Label key=value on each run.")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace a schedule of the same name.")] = False,
+) -> None:
+    """Run the pipeline on a cron schedule (never two runs of it at once)."""
+    from flywheel_pipelines.schedules import create_schedule
+    from flywheel_pipelines.submit import Submission, parse_params
+
+    cfg = _config(config)
+    info = create_schedule(
+        cfg,
+        Submission(
+            template=_template_now(template, base_image, trainer_image),
+            config_uri=config_uri,
+            pipeline_root=pipeline_root,
+            service_account=service_account or cfg.vertex.pipeline_service_account or "",
+            params=parse_params(param or []),
+            labels={k: str(v) for k, v in parse_params(label or []).items()},
+        ),
+        name=name,
+        cron=cron,
+        time_zone=time_zone,
+        mode=mode.value,  # type: ignore[arg-type]
+        replace=replace,
+        scheduler_service_account=scheduler_service_account,
+    )
+    console.print(f"created {info.resource} ({info.cron}, {info.state})", highlight=False)
+
+
+@schedule_app.command("list")
+def schedule_list(config: VertexConfigOpt, mode: ModeOpt = ScheduleMode.vertex) -> None:
+    """List this project's stt-flywheel schedules."""
+    from flywheel_pipelines.schedules import list_schedules
+
+    _print_schedules(list_schedules(_config(config), mode.value))  # type: ignore[arg-type]
+
+
+def _schedule_action(config: str, mode: ScheduleMode, name: str, action: str) -> None:
+    from flywheel_pipelines.schedules import set_schedule_state
+
+    info = set_schedule_state(_config(config), mode.value, name, action)  # type: ignore[arg-type]
+    console.print(f"{action}: {name}" + (f" ({info.state})" if info else ""), highlight=False)
+
+
+NameArg = Annotated[str, typer.Argument(help="Schedule name.")]
+
+
+@schedule_app.command("pause")
+def schedule_pause(name: NameArg, config: VertexConfigOpt, mode: ModeOpt = ScheduleMode.vertex) -> None:
+    """Pause a schedule (a run in progress goes on)."""
+    _schedule_action(config, mode, name, "pause")
+
+
+@schedule_app.command("resume")
+def schedule_resume(name: NameArg, config: VertexConfigOpt, mode: ModeOpt = ScheduleMode.vertex) -> None:
+    """Resume a paused schedule (missed ticks are not caught up)."""
+    _schedule_action(config, mode, name, "resume")
+
+
+@schedule_app.command("delete")
+def schedule_delete(name: NameArg, config: VertexConfigOpt, mode: ModeOpt = ScheduleMode.vertex) -> None:
+    """Delete a schedule."""
+    _schedule_action(config, mode, name, "delete")
+
+
+@schedule_app.command("run")
+def schedule_run(name: NameArg, config: VertexConfigOpt, mode: ModeOpt = ScheduleMode.scheduler) -> None:
+    """Fire a Cloud Scheduler job now (scheduler mode only)."""
+    _schedule_action(config, mode, name, "run")
 
 
 @registry_app.command("rollback")

@@ -17,14 +17,16 @@ __all__ = ["run_local"]
 
 
 def run_local(
-    config_path: Path,
+    config_path: str | Path,
     *,
     package: Path | None = None,
     force: bool = False,
     auto_deploy: bool = True,
     max_steps: int = 0,
 ) -> tuple[FlywheelConfig, str]:
-    """Bootstrap the registry if empty, compile (unless given a package) and run. Returns the run id."""
+    """Bootstrap the registry if empty, compile (unless given a package) and run. Returns the run id.
+
+    The config may be a path or a `gs://` URI (the tasks read it from there, as on Vertex)."""
     config = load_config(config_path)
     assert config.paths.pipeline_root and config.paths.reports
     if is_remote(config.paths.pipeline_root):
@@ -36,7 +38,7 @@ def run_local(
     if package is None:
         package = compile_pipeline(config.paths.root / "pipeline.yaml")
     arguments: dict[str, Any] = {
-        "config_uri": str(Path(config_path).resolve()),
+        "config_uri": str(config_path) if is_remote(config_path) else str(Path(config_path).resolve()),
         "force": force,
         "auto_deploy": auto_deploy,
         "max_steps": max_steps,

@@ -17,7 +17,7 @@ from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.objectstore import is_remote
 from stt_flywheel.vertex import init_vertex, label_value
 
-__all__ = ["Submission", "parse_params", "submit_pipeline"]
+__all__ = ["Submission", "parse_params", "pipeline_job", "submit_pipeline"]
 
 TERMINAL = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
 
@@ -51,15 +51,9 @@ class Submission:
     job_id: str | None = None
 
 
-def submit_pipeline(
-    config: FlywheelConfig,
-    submission: Submission,
-    *,
-    wait: bool = False,
-    poll_s: float = 15.0,
-    report: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Create the PipelineJob; with `wait`, report task states as they change until it ends."""
+def pipeline_job(config: FlywheelConfig, submission: Submission) -> Any:
+    """The PipelineJob of a submission, built locally (no API call yet): checked and labelled. The
+    service account goes in at `submit`."""
     from google.cloud import aiplatform
 
     if not is_remote(submission.pipeline_root):
@@ -86,6 +80,21 @@ def submit_pipeline(
         enable_caching=submission.enable_caching,
         labels=labels,
     )
+    return job
+
+
+def submit_pipeline(
+    config: FlywheelConfig,
+    submission: Submission,
+    *,
+    wait: bool = False,
+    poll_s: float = 15.0,
+    report: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Create the PipelineJob; with `wait`, report task states as they change until it ends."""
+    from google.cloud import aiplatform
+
+    job = pipeline_job(config, submission)
     job.submit(service_account=submission.service_account)
     report(f"submitted {job.resource_name}")
     if not wait:

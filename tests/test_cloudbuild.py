@@ -35,7 +35,9 @@ def test_shell_variables_are_escaped_from_cloud_build() -> None:
 
 def test_steps_run_in_order_and_reference_existing_files() -> None:
     ids = [s["id"] for s in BUILD["steps"]]
-    assert ids[0] == "test" and ids.index("push") < ids.index("digests") < ids.index("compile")
+    assert ids[0] == "test"
+    assert ids.index("push") < ids.index("digests") < ids.index("compile") < ids.index("publish-template")
+    assert ids.index("publish-template") < ids.index("schedule")
     for step in BUILD["steps"]:
         for dep in step.get("waitFor", []):
             assert ids.index(dep) < ids.index(step["id"])
@@ -56,11 +58,19 @@ def test_steps_run_in_order_and_reference_existing_files() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    sorted({m for s in BUILD["steps"] for m in re.findall(r"stt-flywheel (\w[\w-]*)", _step_text(s))}),
+    sorted(
+        {
+            m.strip()
+            for s in BUILD["steps"]
+            for m in re.findall(r"stt-flywheel ((?:[a-z][\w-]* ?){1,2})", _step_text(s))
+        }
+    ),
 )
 def test_cli_commands_in_the_build_exist(command: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "flywheel_pipelines.cli", command, "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "flywheel_pipelines.cli", *command.split(), "--help"],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     flags = {f for s in BUILD["steps"] for f in re.findall(rf"stt-flywheel {command}[^\n|]*", _step_text(s))}

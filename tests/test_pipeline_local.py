@@ -151,29 +151,34 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     gcs_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The same world and config, once on local directories and once with the error store, the
-    production audio, datasets, models, run ledgers and the run lease on GCS (fake-gcs-server,
-    real client, in the pipeline's task processes too): the runs decide and measure the same."""
+    """The same world and config, once on local directories and once with the config itself, the
+    error store, the production audio, datasets, models, run ledgers and the run lease on GCS
+    (fake-gcs-server, real client, in the pipeline's task processes too): the runs decide and
+    measure the same."""
     monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
     local_path, local_config = flywheel_config
     data = yaml.safe_load(local_path.read_text())
+    # Relative locations in a config read from gs:// resolve beside it, under gs://…/flywheel/.
+    local_part = tmp_path / "gcs-local-part"
     data["paths"] = {
-        "root": str(tmp_path / "gcs-local-part"),
+        "root": str(local_part),
+        "pipeline_root": str(local_part / "pipeline-root"),
         **{
-            name: f"{gcs_bucket}/{name}" for name in ("error_store", "datasets", "models", "reports", "state")
+            name: name.replace("_", "-") for name in ("error_store", "datasets", "models", "reports", "state")
         },
     }
-    gcs_path = tmp_path / "gcs.yaml"
-    gcs_path.write_text(yaml.safe_dump(data))
-    gcs_config = load_config(gcs_path)
+    gcs_uri = f"{gcs_bucket}/flywheel/flywheel.yaml"
+    open_store(gcs_bucket).write("flywheel/flywheel.yaml", yaml.safe_dump(data).encode())
+    gcs_config = load_config(gcs_uri)
+    assert gcs_config.paths.error_store == f"{gcs_bucket}/flywheel/error-store"
 
     outcomes = []
-    for path, config, audio_store in (
-        (local_path, local_config, None),
-        (gcs_path, gcs_config, f"{gcs_bucket}/audio"),
+    for name, path, config, audio_store in (
+        ("local", local_path, local_config, None),
+        ("gcs", gcs_uri, gcs_config, f"{gcs_bucket}/audio"),
     ):
         bootstrap_registry(config)
-        simulate_traffic(config, world, tmp_path / path.stem, audio_store=audio_store)
+        simulate_traffic(config, world, tmp_path / name, audio_store=audio_store)
         cfg, run_id = run_local(path)
         outcomes.append(_outcome(summarize_run(cfg, run_id, new_domain="pharmacy")))
     assert outcomes[0] == outcomes[1]
@@ -181,17 +186,17 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
 
     registry = open_registry(gcs_config)
     v2 = registry.get(2)
-    assert v2.uri == f"{gcs_bucket}/models/{registry.model}/v2"
+    assert v2.uri == f"{gcs_bucket}/flywheel/models/{registry.model}/v2"
     records = ErrorStore(gcs_config.paths.error_store)
     assert all(r.audio_uri.startswith(f"{gcs_bucket}/audio/") for r in records.scan() if "bad-" not in r.id)
-    store = open_store(gcs_bucket)
+    store = open_store(f"{gcs_bucket}/flywheel")
     keys = store.list()
     assert any(k.startswith(f"datasets/{v2.dataset_version}/data/") for k in keys)
     assert f"datasets/{v2.dataset_version}/manifest.json" in keys
     assert any(k.startswith("reports/stt-flywheel") and k.endswith("/deploy.json") for k in keys)
     lease = read_lease(open_store(gcs_config.paths.state), RUN_LEASE)
     assert lease is not None and lease.expired(datetime.now(UTC))  # the deployer released it
-    assert not any(Path(tmp_path / "gcs-local-part").glob("datasets"))  # nothing fell back to disk
+    assert not any(local_part.glob("datasets"))  # nothing fell back to disk
 
 
 def test_an_overlapping_run_stops_at_the_trigger(tmp_path: Path, flywheel_config: tuple) -> None:

@@ -95,9 +95,8 @@ def test_publish_compiles_now_from_digest_images(tmp_path: Path) -> None:
 
 def test_publish_refuses_images_not_pinned_by_digest(tmp_path: Path) -> None:
     loose = compile_pipeline(tmp_path / "loose.yaml", "reg/base:latest", "reg/trainer:latest")
-    with running_registry() as (fake, host):
-        with pytest.raises(ValueError, match="compile it for the cloud"):
-            publish_template(host, loose, ["latest"], auth="t")
+    with running_registry() as (fake, host), pytest.raises(ValueError, match="compile it for the cloud"):
+        publish_template(host, loose, ["latest"], auth="t")
     assert fake.versions == {}
 
 
@@ -118,7 +117,6 @@ def test_publish_refuses_bad_hosts_and_tags(tmp_path: Path, host: str, tags: lis
 
 def test_publish_without_credentials_is_a_clear_error(tmp_path: Path) -> None:
     template = compile_pipeline(tmp_path / "t.yaml", BASE, TRAINER, require_digests=True)
-    with running_registry() as (fake, host):
-        with pytest.raises(RuntimeError, match="HTTP 401"):
-            publish_template(host, template, ["latest"])
+    with running_registry() as (fake, host), pytest.raises(RuntimeError, match="HTTP 401"):
+        publish_template(host, template, ["latest"])
     assert fake.versions == {}

@@ -60,6 +60,7 @@ class VertexFake:
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.pipeline_jobs: dict[str, dict[str, Any]] = {}
         self.schedules: dict[str, dict[str, Any]] = {}
+        self.authorizations: list[str | None] = []  # the Authorization header of each request
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self._failures: list[tuple[str, str, ApiError]] = []
@@ -408,6 +409,7 @@ class VertexFake:
         self, body: dict[str, Any], query: dict[str, list[str]], **_: Any
     ) -> dict[str, Any]:
         jid = query.get("pipelineJobId", [f"job-{next(self._ids)}"])[0]
+        self._check_pipeline_job(body)
         if jid in self.pipeline_jobs:
             raise ApiError(409, f"PipelineJob {jid} already exists.")
         job = {
@@ -420,6 +422,13 @@ class VertexFake:
         }
         self.pipeline_jobs[jid] = job
         return dict(job)
+
+    @staticmethod
+    def _check_pipeline_job(job: dict[str, Any]) -> None:
+        if not (job.get("pipelineSpec") or job.get("templateUri")):
+            raise ApiError(400, "a PipelineJob needs a pipelineSpec or a templateUri")
+        if not job.get("runtimeConfig", {}).get("gcsOutputDirectory"):
+            raise ApiError(400, "runtimeConfig.gcsOutputDirectory is required")
 
     # Each read of a job moves it one step along: trigger runs, trigger succeeds and the dataset
     # builder runs, both succeed and so does the job (what `--wait` reports).
@@ -452,6 +461,7 @@ class VertexFake:
             raise ApiError(400, "a schedule needs a cron expression")
         if int(body.get("maxConcurrentRunCount", 0)) < 1:
             raise ApiError(400, "maxConcurrentRunCount must be at least 1")
+        self._check_pipeline_job(body.get("createPipelineJobRequest", {}).get("pipelineJob", {}))
         sid = str(next(self._ids))
         schedule = {**body, "name": f"{self.parent}/schedules/{sid}", "state": "ACTIVE", "createTime": _now()}
         self.schedules[sid] = schedule
@@ -488,6 +498,7 @@ def _handler_for(fake: VertexFake) -> type[BaseHTTPRequestHandler]:
             url = urlparse(self.path)
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
+            fake.authorizations.append(self.headers.get("authorization"))
             try:
                 body = json.loads(raw) if raw else {}
                 result, code = fake.handle(self.command, unquote(url.path), parse_qs(url.query), body), 200

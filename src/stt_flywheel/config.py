@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stt_flywheel.objectstore import is_remote, join_uri, read_uri
+
 __all__ = [
     "ConfigError",
     "DatasetSettings",
@@ -71,12 +73,14 @@ class PathSettings(_Strict):
             object.__setattr__(self, "registry_db", self.root / "registry.sqlite")
         return self
 
-    def resolve_locations(self, base: Path) -> None:
-        """Make relative local locations absolute against `base`; `gs://` URIs stay as they are."""
+    def resolve_locations(self, base: str | Path) -> None:
+        """Make relative locations absolute against `base` (a directory, or the `gs://` prefix a
+        config was read from); absolute paths and `gs://` URIs stay as they are."""
         for name in ("error_store", "datasets", "models", "reports", "state", "pipeline_root"):
             value = getattr(self, name)
             if value and not value.startswith("gs://") and not Path(value).is_absolute():
-                object.__setattr__(self, name, str((base / value).resolve()))
+                resolved = join_uri(base, value) if is_remote(base) else str((Path(base) / value).resolve())
+                object.__setattr__(self, name, resolved)
 
 
 class TriggerPolicy(_Strict):
@@ -292,6 +296,14 @@ class VertexSettings(_Strict):
     pipeline_service_account: str | None = Field(
         None, description="Service account pipeline runs (and schedules) run as."
     )
+    scheduler_api_endpoint: str | None = Field(
+        None,
+        description="Override of the Cloud Scheduler API endpoint (REST); an http:// one (a local fake) is reached without credentials.",
+    )
+    scheduler_service_account: str | None = Field(
+        None,
+        description="Service account whose OAuth token a Cloud Scheduler job creates runs with (default: pipeline_service_account).",
+    )
     retry_initial_s: float = Field(1.0, gt=0, description="First backoff after a 429 / 503 from the API.")
     retry_timeout_s: float = Field(300.0, gt=0, description="Give up retrying an API call after this long.")
 
@@ -348,28 +360,47 @@ def _resolve_paths(obj: Any, base: Path) -> Any:
 
 
 def load_config(path: str | Path | None = None) -> FlywheelConfig:
-    """Load and validate a config file; None gives the defaults, rooted in the working directory."""
+    """Load and validate a config file (a path or a `gs://` URI); None gives the defaults, rooted in
+    the working directory.
+
+    Relative locations resolve against the file's directory, so a config read from
+    `gs://bucket/flywheel/flywheel.yaml` keeps its state under `gs://bucket/flywheel/`. Relative
+    file paths (manifests, the base model, `paths.root`) resolve against the file's directory when
+    it is local and against the working directory when it is in Cloud Storage (on Vertex, files in
+    Cloud Storage are read through the Cloud Storage FUSE mount at `/gcs/<bucket>/…`).
+    """
     if path is None:
         config = _resolve_paths(FlywheelConfig(), Path.cwd())
         config.paths.resolve_locations(Path.cwd())
         return config
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    location: str | Path
+    if is_remote(path):
+        location = str(path)
+        try:
+            text = read_uri(location).decode()
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {location}") from exc
+        base_dir, base_locations = Path.cwd(), location.rpartition("/")[0]
+    else:
+        location = Path(path)
+        if not location.is_file():
+            raise ConfigError(f"config file not found: {location}")
+        text = location.read_text()
+        base_dir = location.parent.resolve()
+        base_locations = str(base_dir)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{location}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{location}: expected a mapping at the top level")
     try:
         config = FlywheelConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
-    base = path.parent.resolve()
-    resolved = _resolve_paths(config, base)
-    resolved.paths.resolve_locations(base)
+        raise ConfigError(f"{location}: {problems}") from exc
+    resolved = _resolve_paths(config, base_dir)
+    resolved.paths.resolve_locations(base_locations)
     return resolved
 
 

@@ -38,7 +38,8 @@ app.add_typer(schedule_app, name="schedule")
 
 console = Console()
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")
+    str | None,
+    typer.Option("--config", "-c", help="Config YAML, a path or gs:// URI (default: built-in defaults)."),
 ]
 
 

@@ -21,7 +21,7 @@ from stt_flywheel.demo import (
     write_demo_config,
 )
 from stt_flywheel.demo_world import NEW_DOMAIN
-from stt_flywheel.stages import bootstrap_registry, summarize_run
+from stt_flywheel.stages import bootstrap_registry, open_endpoint, summarize_run
 from stt_flywheel.storage import atomic_write_json
 
 __all__ = ["print_summary", "run_demo"]
@@ -42,18 +42,26 @@ def run_demo(
     config_path = work_dir / "flywheel.yaml"
     with console.status("Synthesising the demo world with espeak-ng…"):
         manifests = create_world(world_dir, WorldSizes(scale))
-    if not config_path.exists():
-        config = write_demo_config(config_path, work_dir / "state", manifests, [], max_steps, min_error_cases)
-        bootstrap_registry(config)
-        must_pass = pick_must_pass(config, manifests["suite-critical"])
-        write_demo_config(config_path, work_dir / "state", manifests, must_pass, max_steps, min_error_cases)
+    fresh = not config_path.exists()
+    if fresh:
+        write_demo_config(config_path, work_dir / "state", manifests, [], max_steps, min_error_cases)
     config = load_config(config_path)
     v1 = bootstrap_registry(config)
     console.print(f"Registry: version {v1.version} is [bold]default[/] and serves the local endpoint.")
-    with console.status("Simulating production traffic through the local endpoint…"):
-        traffic = simulate_traffic(config, manifests, world_dir)
+    # The local endpoint serves each version with the serving image's HTTP server in its own process.
+    with open_endpoint(config).served() as endpoint:
+        with console.status("Starting the serving process and simulating production traffic…"):
+            if fresh:
+                must_pass = pick_must_pass(config, manifests["suite-critical"], endpoint=endpoint)
+                write_demo_config(
+                    config_path, work_dir / "state", manifests, must_pass, max_steps, min_error_cases
+                )
+                config = load_config(config_path)
+            traffic = simulate_traffic(config, manifests, world_dir, endpoint=endpoint)
+        url = endpoint.server_url(traffic["served_by_version"])
+    via = f" over HTTP by the serving process at {url}" if url else ""
     console.print(
-        f"Traffic: {traffic['utterances']} utterances served by v{traffic['served_by_version']}, "
+        f"Traffic: {traffic['utterances']} utterances served by v{traffic['served_by_version']}{via}, "
         f"{traffic['wrong']} wrong and corrected by users (error store: {config.paths.error_store})."
     )
     package = compile_pipeline(work_dir / "pipeline.yaml")

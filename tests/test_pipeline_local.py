@@ -36,7 +36,9 @@ def _variant(path: Path, name: str, **training: object) -> Path:
 def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: dict[str, Path]) -> None:
     config_path, config = flywheel_config
     bootstrap_registry(config)
-    traffic = simulate_traffic(config, world, tmp_path)
+    with open_endpoint(config).served() as endpoint:  # as in the demo: over HTTP, a serving process
+        traffic = simulate_traffic(config, world, tmp_path, endpoint=endpoint)
+        assert endpoint.server_url(1) is not None
     assert traffic["ingest"]["accepted"] > 40
     assert traffic["error_rate_by_domain"]["pharmacy"] > traffic["error_rate_by_domain"]["general"]
     package = compile_pipeline(tmp_path / "pipeline.yaml")

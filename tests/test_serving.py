@@ -101,3 +101,25 @@ def test_settings_from_the_vertex_environment() -> None:
     assert ServingSettings.from_env({}, storage_uri="/x").storage_uri == "/x"
     with pytest.raises(ValueError, match="AIP_STORAGE_URI"):
         ServingSettings.from_env({})
+
+
+def test_local_endpoint_serves_through_serving_processes(
+    tmp_path: Path, flywheel_config: tuple, general_utts: list[Utterance]
+) -> None:
+    """Inside `served()`, the embedded endpoint's predictions go over HTTP to a serving process per
+    version, with the same transcripts as in-process, and the processes end with the block."""
+    from stt_flywheel.stages import bootstrap_registry, open_endpoint
+
+    _, config = flywheel_config
+    bootstrap_registry(config)
+    audios = [load_audio(u.audio).samples for u in general_utts]
+    endpoint = open_endpoint(config)
+    _, in_process = endpoint.predict(audios)
+    with endpoint.served() as served:
+        version, over_http = served.predict(audios)
+        url = served.server_url(version)
+        assert url is not None and httpx.get(url + "/health").json()["status"] == "ok"
+    assert version == 1 and over_http == in_process
+    assert endpoint.server_url(1) is None
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/health", timeout=2)

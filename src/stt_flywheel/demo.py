@@ -167,6 +167,7 @@ def simulate_traffic(
     world_dir: Path,
     seed: int = 0,
     audio_store: str | None = None,
+    endpoint: Any = None,
 ) -> dict[str, Any]:
     """Transcribe both domains' traffic with the deployed model and log every transcript.
 
@@ -174,14 +175,15 @@ def simulate_traffic(
     prefix) the served audio is first copied there, as a production service keeps it, and the
     records point at those copies. A few deliberately bad submissions (missing
     audio, an empty correction, a file that is not audio, repeated submissions) exercise the
-    dataset builder's quarantine and de-duplication.
+    dataset builder's quarantine and de-duplication. `endpoint` (default: the configured one) is
+    what serves the traffic.
     """
     assert config.paths.root
     done = config.paths.root / "demo-traffic.json"
     if done.exists():
         return dict(read_json(done))
     assert config.paths.error_store
-    endpoint = open_endpoint(config)
+    endpoint = endpoint or open_endpoint(config)
     rng = random.Random(seed)
     utts = read_manifest(manifests["traffic-new"]) + read_manifest(manifests["traffic-general"])
     rng.shuffle(utts)
@@ -220,9 +222,9 @@ def simulate_traffic(
     return summary
 
 
-def pick_must_pass(config: FlywheelConfig, manifest: Path, limit: int = 8) -> list[str]:
+def pick_must_pass(config: FlywheelConfig, manifest: Path, limit: int = 8, endpoint: Any = None) -> list[str]:
     """Critical-suite utterances the production model transcribes exactly today: they must stay right."""
     utts = read_manifest(manifest)
-    _, hyps = open_endpoint(config).predict([load_audio(u.audio).samples for u in utts])
+    _, hyps = (endpoint or open_endpoint(config)).predict([load_audio(u.audio).samples for u in utts])
     right = [u.id for u, h in zip(utts, hyps, strict=True) if normalize(h) == normalize(u.text)]
     return sorted(right)[:limit]

@@ -1,22 +1,28 @@
 """The embedded endpoint: which registry versions serve traffic, and a predict call that uses them.
 
 Deployment state lives in the registry's SQLite file (table `deployments`), so the registry and the
-endpoint change together in one transaction where they must.
+endpoint change together in one transaction where they must. Inside `served()`, predictions go over
+HTTP to one serving process per version (`stt_flywheel.serving`, the serving image's server);
+outside it, the versions' models are loaded in this process.
 """
 
 from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.registry import LocalRegistry, RegistryError
+
+if TYPE_CHECKING:
+    from stt_flywheel.serving import ServingProcess
 
 __all__ = ["Deployment", "LocalEndpoint", "canary_split"]
 
@@ -58,6 +64,7 @@ class LocalEndpoint:
         self.registry = registry
         self.name = name
         self._models: dict[int, SpeechModel] = {}
+        self._servers: dict[int, ServingProcess] | None = None
 
     def deployments(self) -> list[Deployment]:
         with self.registry.reader() as conn:
@@ -132,6 +139,35 @@ class LocalEndpoint:
         deps = self.deployments()
         return max((datetime.fromisoformat(d.deployed_at) for d in deps), default=None)
 
+    @contextmanager
+    def served(self) -> Iterator[LocalEndpoint]:
+        """Serve over HTTP: each version that gets a request is started in its own serving
+        process (once), and all of them are stopped on the way out."""
+        if self._servers is not None:
+            yield self
+            return
+        self._servers = {}
+        try:
+            yield self
+        finally:
+            servers, self._servers = self._servers, None
+            for server in servers.values():
+                server.close()
+
+    def server_url(self, version: int) -> str | None:
+        """The URL of the process serving `version`, inside `served()` once it got a request."""
+        server = (self._servers or {}).get(version)
+        return server.url if server else None
+
+    def _transcribe(self, version: int, audios: Sequence[np.ndarray]) -> list[str]:
+        if self._servers is None:
+            return self._model(version).transcribe(audios)
+        if version not in self._servers:
+            from stt_flywheel.serving import ServingProcess
+
+            self._servers[version] = ServingProcess(self.registry.get(version).uri)
+        return self._servers[version].transcribe(audios)
+
     def _model(self, version: int) -> SpeechModel:
         if version not in self._models:
             self._models[version] = load_model(self.registry.get(version).uri, device="cpu")
@@ -146,4 +182,4 @@ class LocalEndpoint:
             raise RegistryError(f"endpoint {self.name} has no deployed model")
         versions = list(split)
         version = (rng or random.Random()).choices(versions, weights=[split[v] for v in versions])[0]
-        return version, self._model(version).transcribe(audios)
+        return version, self._transcribe(version, audios)

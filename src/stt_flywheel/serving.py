@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +25,7 @@ from stt_flywheel.audio import TARGET_SAMPLE_RATE, decode_audio, resample
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.objectstore import fetch_tree, is_remote
 
-__all__ = ["ServingSettings", "create_app", "run_server"]
+__all__ = ["ServingProcess", "ServingSettings", "create_app", "run_server"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +99,92 @@ def run_server(settings: ServingSettings) -> None:
     import uvicorn
 
     uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_level="warning")
+
+
+class ServingProcess:
+    """This server in a child process on a free local port, and an HTTP client for it: the
+    embedded endpoint's way of serving a version (what Vertex does with the serving image)."""
+
+    def __init__(self, storage_uri: str, startup_timeout_s: float = 180.0, batch: int = 32) -> None:
+        import socket
+        import subprocess
+        import sys
+        import tempfile
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.batch = batch
+        env = {
+            **os.environ,
+            "AIP_STORAGE_URI": storage_uri,
+            "AIP_HTTP_PORT": str(self.port),
+            "AIP_HEALTH_ROUTE": "/health",
+            "AIP_PREDICT_ROUTE": "/predict",
+        }
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the process, closed in close()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "stt_flywheel.serving"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_healthy(startup_timeout_s)
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        import time
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._proc.poll() is not None:
+                self._log.seek(0)
+                raise RuntimeError(f"the serving process exited: {self._log.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"the serving process did not become healthy in {timeout_s:.0f} s")
+            time.sleep(0.25)
+
+    def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
+        """POST the audio as base64 WAV instances, `batch` per request; transcripts in order."""
+        import json
+        import urllib.request
+
+        from stt_flywheel.audio import encode_wav
+
+        out: list[str] = []
+        for start in range(0, len(audios), self.batch):
+            instances = [
+                {"b64": base64.b64encode(encode_wav(a)).decode()} for a in audios[start : start + self.batch]
+            ]
+            request = urllib.request.Request(
+                self.url + "/predict",
+                data=json.dumps({"instances": instances}).encode(),
+                headers={"content-type": "application/json"},
+                method="POST",
+            )
+            with urllib.request.urlopen(request, timeout=600) as response:
+                out += [p["transcript"] for p in json.loads(response.read())["predictions"]]
+        return out
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except Exception:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+
+
+if __name__ == "__main__":  # what ServingProcess starts
+    run_server(ServingSettings.from_env())

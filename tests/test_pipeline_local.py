@@ -14,11 +14,13 @@ import pytest
 import yaml
 from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.local_run import run_local
+from vertex_fake import running_fake
 
-from stt_flywheel.config import load_config
+from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
 from stt_flywheel.demo import simulate_traffic
 from stt_flywheel.error_store import ErrorStore
 from stt_flywheel.leases import acquire_lease, read_lease
+from stt_flywheel.models import load_model
 from stt_flywheel.objectstore import open_store
 from stt_flywheel.stages import RUN_LEASE, bootstrap_registry, open_endpoint, open_registry, summarize_run
 
@@ -199,6 +201,58 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     lease = read_lease(open_store(gcs_config.paths.state), RUN_LEASE)
     assert lease is not None and lease.expired(datetime.now(UTC))  # the deployer released it
     assert not any(local_part.glob("datasets"))  # nothing fell back to disk
+
+
+class _BaseModelTraffic:
+    """Production traffic as version 1 (the base model) transcribes it, in this process: the Vertex
+    stand-in keeps endpoints but runs no serving containers."""
+
+    def predict(self, audios: list, rng: object = None) -> tuple[int, list[str]]:
+        return 1, load_model(DEFAULT_BASE_MODEL, device="cpu").transcribe(audios)
+
+
+def test_a_run_canaries_on_the_vertex_backend(
+    tmp_path: Path,
+    flywheel_config: tuple,
+    world: dict[str, Path],
+    gcs_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole pipeline with `deploy.backend: vertex`: bootstrap uploads v1 to the Vertex
+    stand-in and deploys it; the run's tasks (subprocesses, real aiplatform SDK) read production
+    from the Model Registry, upload the candidate as version 2 of the same model with its
+    evaluation, and start a 10 % canary beside v1."""
+    monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
+    local_path, _ = flywheel_config
+    data = yaml.safe_load(local_path.read_text())
+    data["paths"]["models"] = f"{gcs_bucket}/models"
+    data["deploy"].update({"backend": "vertex", "strategy": "canary", "canary_percent": 10})
+    with running_fake() as (fake, url):
+        data["vertex"] = {
+            "project": fake.project,
+            "location": fake.location,
+            "api_endpoint": url,
+            "serving_image": "us-docker.pkg.dev/p/r/serving@sha256:" + "a" * 64,
+            "retry_initial_s": 0.05,
+        }
+        path = tmp_path / "vertex.yaml"
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(path)
+        bootstrap_registry(config)
+        simulate_traffic(config, world, tmp_path / "traffic", endpoint=_BaseModelTraffic())
+        cfg, run_id = run_local(path)
+        s = summarize_run(cfg, run_id, new_domain="pharmacy")
+        registry, endpoint = open_registry(config), open_endpoint(config)
+        aliases, traffic = registry.aliases(), endpoint.traffic()
+        v2 = registry.get(2)
+        (model_id,) = fake.models
+        evaluations = fake.evaluations.get(f"{model_id}@2", [])
+    assert s["trigger"]["fired"] and s["gates"]["validation"]["passed"]
+    assert s["deploy"]["action"] == "canary" and s["deploy"]["version"] == 2
+    assert aliases == {"default": 1, "candidate": 2}
+    assert traffic == {1: 90, 2: 10}
+    assert v2.uri.startswith(f"{gcs_bucket}/models/") and v2.source_run == run_id
+    assert sorted(fake.versions(model_id)) == ["1", "2"] and len(evaluations) == 1
 
 
 def test_an_overlapping_run_stops_at_the_trigger(tmp_path: Path, flywheel_config: tuple) -> None:

@@ -172,7 +172,8 @@ def registry_list(
             {"versions": [v.as_dict() for v in versions], "aliases": registry.aliases(), "traffic": traffic}
         )
         return
-    table = Table(title=f"{registry.model} ({cfg.paths.registry_db})")
+    where = registry.resource_name if cfg.deploy.backend == "vertex" else cfg.paths.registry_db
+    table = Table(title=f"{registry.model} ({where})")
     for col in ("version", "aliases", "traffic %", "dataset", "held-out WER", "created"):
         table.add_column(col)
     for v in versions:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flywheel_pipelines.cli import app
 from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.local_run import run_local
+from typer.testing import CliRunner
 from vertex_fake import running_fake
 
 from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
@@ -247,6 +249,9 @@ def test_a_run_canaries_on_the_vertex_backend(
         v2 = registry.get(2)
         (model_id,) = fake.models
         evaluations = fake.evaluations.get(f"{model_id}@2", [])
+        listed = CliRunner().invoke(app, ["registry", "list", "--config", str(path)])
+    assert listed.exit_code == 0, listed.output
+    assert f"models/{model_id})" in "".join(listed.output.split()) and "candidate" in listed.output
     assert s["trigger"]["fired"] and s["gates"]["validation"]["passed"]
     assert s["deploy"]["action"] == "canary" and s["deploy"]["version"] == 2
     assert aliases == {"default": 1, "candidate": 2}

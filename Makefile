@@ -47,6 +47,11 @@ lint: setup ## ruff (lint + format check) and mypy on src/
 bench: setup ## Scoring and bootstrap speed, side by side with jiwer, rapidfuzz and a row-gather bootstrap
 	$(PY) benchmarks/bench_scoring.py
 
+bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16 too where a GPU is
+	$(PY) benchmarks/bench_trainer.py prepare --out build/bench-data
+	$(PY) benchmarks/bench_trainer.py run --data build/bench-data/data.npz --json build/bench-trainer.json \
+		--variant cpu:16:10 $$($(PY) -c "import torch; print('--variant cuda-fp32:32:300 --variant cuda-bf16:32:300' if torch.cuda.is_available() else '')")
+
 compile: setup ## Compile the pipeline to build/stt-flywheel.yaml
 	$(VENV)/bin/stt-flywheel compile --output build/stt-flywheel.yaml
 
@@ -56,4 +61,4 @@ base-model: setup ## Re-train the committed tiny base model (about 20 minutes on
 clean: ## Remove the demo work directory and build outputs
 	rm -rf $(WORK) build
 
-.PHONY: help espeak test-tools setup demo test test-fast bench lint compile base-model clean
+.PHONY: help espeak test-tools setup demo test test-fast bench bench-trainer lint compile base-model clean

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import yaml
+from stand_in_http import StandInHandler, serving
 
 
 class KfpRegistryFake:
@@ -43,19 +42,12 @@ class KfpRegistryFake:
         return self.versions[package][version]["content"]
 
 
-def _handler_for(fake: KfpRegistryFake) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("content-type", content_type)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+def _handler_for(fake: KfpRegistryFake) -> type[StandInHandler]:
+    class Handler(StandInHandler):
         def _authorized(self) -> bool:
             auth = self.headers.get("authorization", "")
             if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
-                self._reply(401, b'{"error": "missing bearer token"}')
+                self.reply(401, b'{"error": "missing bearer token"}')
                 return False
             fake.tokens.append(auth.removeprefix("Bearer "))
             return True
@@ -63,7 +55,7 @@ def _handler_for(fake: KfpRegistryFake) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             if not self._authorized():
                 return
-            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            raw = self.read_body()
             head = f"Content-Type: {self.headers['content-type']}\r\n\r\n".encode()
             message = BytesParser(policy=HTTP).parsebytes(head + raw)
             fields = {
@@ -71,10 +63,10 @@ def _handler_for(fake: KfpRegistryFake) -> type[BaseHTTPRequestHandler]:
                 for part in message.iter_parts()
             }
             if "content" not in fields:
-                self._reply(400, b'{"error": "no content"}')
+                self.reply(400, b'{"error": "no content"}')
                 return
             fields["description"] = self.headers.get("description", "").encode()
-            self._reply(200, fake.upload(fields).encode(), "text/plain")
+            self.reply(200, fake.upload(fields).encode(), "text/plain")
 
         def do_GET(self) -> None:
             if not self._authorized():
@@ -89,21 +81,18 @@ def _handler_for(fake: KfpRegistryFake) -> type[BaseHTTPRequestHandler]:
                         }
                         for t, v in fake.tags.get(parts[1], {}).items()
                     ]
-                    self._reply(200, json.dumps({"tags": tags}).encode())
+                    self.reply(200, json.dumps({"tags": tags}).encode())
                 elif parts[0] == "packages" and parts[2:3] == ["versions"]:
                     versions = [
                         {"name": f"packages/{parts[1]}/versions/{v}"} for v in fake.versions.get(parts[1], {})
                     ]
-                    self._reply(200, json.dumps({"versions": versions}).encode())
+                    self.reply(200, json.dumps({"versions": versions}).encode())
                 elif len(parts) == 2:
-                    self._reply(200, fake.download(*parts), "application/x-yaml")
+                    self.reply(200, fake.download(*parts), "application/x-yaml")
                 else:
-                    self._reply(404, b"{}")
+                    self.reply(404, b"{}")
             except KeyError:
-                self._reply(404, b'{"error": "not found"}')
-
-        def log_message(self, *args: Any) -> None:
-            pass
+                self.reply(404, b'{"error": "not found"}')
 
     return Handler
 
@@ -112,11 +101,5 @@ def _handler_for(fake: KfpRegistryFake) -> type[BaseHTTPRequestHandler]:
 def running_registry() -> Iterator[tuple[KfpRegistryFake, str]]:
     """Serve a fake on a free local port; yields (fake, "http://127.0.0.1:PORT")."""
     fake = KfpRegistryFake()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler_for(fake)) as url:
+        yield fake, url

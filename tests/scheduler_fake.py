@@ -10,15 +10,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlparse
+
+from stand_in_http import StandInHandler, serving
 
 HTTP_METHODS = {1: "POST", 2: "GET", 3: "HEAD", 4: "PUT", 5: "DELETE", 6: "PATCH", 7: "OPTIONS"}
 JOB_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/jobs/[A-Za-z0-9_-]{1,500}$")
@@ -102,10 +102,10 @@ class SchedulerFake:
         job["status"] = {} if 200 <= code < 300 else {"code": 2, "message": f"HTTP {code}"}
 
 
-def _handler_for(fake: SchedulerFake) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler_for(fake: SchedulerFake) -> type[StandInHandler]:
+    class Handler(StandInHandler):
         def _serve(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+            raw = self.read_body()
             try:
                 result, code = (
                     fake.handle(self.command, urlparse(self.path).path, json.loads(raw) if raw else {}),
@@ -113,17 +113,9 @@ def _handler_for(fake: SchedulerFake) -> type[BaseHTTPRequestHandler]:
                 )
             except SchedulerError as exc:
                 result, code = {"error": {"code": exc.code, "message": exc.message}}, exc.code
-            data = json.dumps(result).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply_json(code, result)
 
         do_GET = do_POST = do_DELETE = do_PATCH = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
 
     return Handler
 
@@ -132,10 +124,5 @@ def _handler_for(fake: SchedulerFake) -> type[BaseHTTPRequestHandler]:
 def running_scheduler() -> Iterator[tuple[SchedulerFake, str]]:
     """Serve a fake on a free local port; yields (fake, "http://127.0.0.1:PORT")."""
     fake = SchedulerFake()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler_for(fake)) as url:
+        yield fake, url

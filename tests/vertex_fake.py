@@ -22,9 +22,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+
+from stand_in_http import StandInHandler, serving
 
 __all__ = ["ApiError", "VertexFake", "running_fake"]
 
@@ -492,12 +493,11 @@ class VertexFake:
         return self._operation(f"{self.parent}/schedules/{sid}", None, "DeleteOperationMetadata")
 
 
-def _handler_for(fake: VertexFake) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+def _handler_for(fake: VertexFake) -> type[StandInHandler]:
+    class Handler(StandInHandler):
         def _serve(self) -> None:
             url = urlparse(self.path)
-            length = int(self.headers.get("content-length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            raw = self.read_body()
             fake.authorizations.append(self.headers.get("authorization"))
             try:
                 body = json.loads(raw) if raw else {}
@@ -506,17 +506,9 @@ def _handler_for(fake: VertexFake) -> type[BaseHTTPRequestHandler]:
                 result, code = exc.body(), exc.code
             except (KeyError, ValueError, TypeError) as exc:
                 result, code = ApiError(400, f"bad request: {exc!r}").body(), 400
-            data = json.dumps(result).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply_json(code, result)
 
         do_GET = do_POST = do_PATCH = do_DELETE = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
 
     return Handler
 
@@ -525,11 +517,5 @@ def _handler_for(fake: VertexFake) -> type[BaseHTTPRequestHandler]:
 def running_fake(fake: VertexFake | None = None) -> Iterator[tuple[VertexFake, str]]:
     """Serve a fake on a free local port; yields (fake, "http://127.0.0.1:PORT")."""
     fake = fake or VertexFake()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler_for(fake)) as url:
+        yield fake, url

@@ -78,12 +78,12 @@ def create_schedule(
 ) -> ScheduleInfo:
     """Create the schedule `name`; with `replace`, an existing one of that name is deleted first
     (how a new template version takes over the schedule)."""
+    job = pipeline_job(config, submission)  # checked before anything is deleted
     existing = [s for s in list_schedules(config, mode) if s.name == name]
     if existing and not replace:
         raise ValueError(f"a {mode} schedule named {name!r} exists ({existing[0].resource}); use --replace")
-    for _old in existing:
-        set_schedule_state(config, mode, name, "delete")
-    job = pipeline_job(config, submission)
+    for old in existing:
+        _act(config, old, "delete")
     if mode == "vertex":
         schedule = job.create_schedule(
             cron=f"TZ={time_zone} {cron}",
@@ -182,8 +182,11 @@ def set_schedule_state(
     matches = [s for s in list_schedules(config, mode) if s.name == name]
     if not matches:
         raise ValueError(f"no {mode} schedule named {name!r}")
-    (info,) = matches[:1]
-    if mode == "vertex":
+    return _act(config, matches[0], action)
+
+
+def _act(config: FlywheelConfig, info: ScheduleInfo, action: str) -> ScheduleInfo | None:
+    if info.mode == "vertex":
         from google.cloud import aiplatform
 
         if action == "run":

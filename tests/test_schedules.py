@@ -125,10 +125,13 @@ def test_cloud_scheduler_job_creates_the_pipeline_job(cloud: tuple) -> None:
     assert scheduler.jobs == {}
 
 
-def test_schedule_refuses_what_vertex_cannot_run(cloud: tuple) -> None:
+def test_schedule_refuses_what_vertex_cannot_run_and_keeps_the_old_one(cloud: tuple) -> None:
     _, scheduler, config, template = cloud
+    _create(config, template, "scheduler")
+    before = dict(scheduler.jobs)
     out = CliRunner().invoke(app, ["schedule", "create", "--config", str(config), "--mode", "scheduler",
                                    "--name", "nightly", "--cron", "0 3 * * *", "--template", str(template),
-                                   "--config-uri", "/local/flywheel.yaml", "--pipeline-root", "gs://b/root"])  # fmt: skip
+                                   "--config-uri", "/local/flywheel.yaml", "--pipeline-root", "gs://b/root",
+                                   "--replace"])  # fmt: skip
     assert out.exit_code != 0 and "readable by the pipeline" in str(out.exception)
-    assert scheduler.jobs == {}
+    assert scheduler.jobs == before  # a replacement that cannot run never removes the schedule in place

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +114,6 @@ class ServingProcess:
     embedded endpoint's way of serving a version (what Vertex does with the serving image)."""
 
     def __init__(self, storage_uri: str, startup_timeout_s: float = 180.0, batch: int = 32) -> None:
-        import socket
-        import subprocess
-        import sys
-        import tempfile
-
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
@@ -133,9 +136,6 @@ class ServingProcess:
         self._wait_healthy(startup_timeout_s)
 
     def _wait_healthy(self, timeout_s: float) -> None:
-        import time
-        import urllib.error
-        import urllib.request
 
         deadline = time.monotonic() + timeout_s
         while True:
@@ -155,8 +155,6 @@ class ServingProcess:
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[str]:
         """POST the audio as base64 WAV instances, `batch` per request; transcripts in order."""
-        import json
-        import urllib.request
 
         from stt_flywheel.audio import encode_wav
 
@@ -180,7 +178,7 @@ class ServingProcess:
             self._proc.terminate()
             try:
                 self._proc.wait(timeout=15)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
         self._log.close()

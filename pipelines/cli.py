@@ -6,7 +6,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import orjson
@@ -16,6 +16,9 @@ from rich.table import Table
 
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
 from stt_flywheel.registry import RegistryError
+
+if TYPE_CHECKING:
+    from flywheel_pipelines.submit import Submission
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -213,20 +216,19 @@ def submit(
     poll_s: Annotated[float, typer.Option(help="Seconds between polls with --wait.")] = 15.0,
 ) -> None:
     """Submit the pipeline to Vertex AI Pipelines."""
-    from flywheel_pipelines.submit import Submission, parse_params, submit_pipeline
+    from flywheel_pipelines.submit import submit_pipeline
 
     cfg = _config(config)
-    template = _template_now(template, base_image, trainer_image)
-    labels = {k: str(v) for k, v in parse_params(label or []).items()}
     result = submit_pipeline(
         cfg,
-        Submission(
-            template=template,
-            config_uri=config_uri,
-            pipeline_root=pipeline_root,
-            service_account=service_account or cfg.vertex.pipeline_service_account or "",
-            params=parse_params(param or []),
-            labels=labels,
+        _submission(
+            cfg,
+            _template_now(template, base_image, trainer_image),
+            config_uri,
+            pipeline_root,
+            service_account,
+            param,
+            label,
             enable_caching=caching,
             job_id=job_id,
         ),
@@ -250,6 +252,30 @@ def _template_now(template: str | None, base_image: str | None, trainer_image: s
         raise ConfigError("give --template, or --base-image and --trainer-image (by digest) to compile now")
     path = Path(tempfile.mkdtemp()) / "stt-flywheel.yaml"
     return str(compile_pipeline(path, base_image, trainer_image, require_digests=True))
+
+
+def _submission(
+    cfg: FlywheelConfig,
+    template: str,
+    config_uri: str,
+    pipeline_root: str,
+    service_account: str | None,
+    params: list[str] | None,
+    labels: list[str] | None,
+    **options: Any,
+) -> Submission:
+    """A run as `submit` and `schedule create` describe it, with the config's defaults."""
+    from flywheel_pipelines.submit import Submission, parse_params
+
+    return Submission(
+        template=template,
+        config_uri=config_uri,
+        pipeline_root=pipeline_root,
+        service_account=service_account or cfg.vertex.pipeline_service_account or "",
+        params=parse_params(params or []),
+        labels={k: str(v) for k, v in parse_params(labels or []).items()},
+        **options,
+    )
 
 
 @template_app.command("publish")
@@ -323,18 +349,18 @@ def schedule_create(
 ) -> None:
     """Run the pipeline on a cron schedule (never two runs of it at once)."""
     from flywheel_pipelines.schedules import create_schedule
-    from flywheel_pipelines.submit import Submission, parse_params
 
     cfg = _config(config)
     info = create_schedule(
         cfg,
-        Submission(
-            template=_template_now(template, base_image, trainer_image),
-            config_uri=config_uri,
-            pipeline_root=pipeline_root,
-            service_account=service_account or cfg.vertex.pipeline_service_account or "",
-            params=parse_params(param or []),
-            labels={k: str(v) for k, v in parse_params(label or []).items()},
+        _submission(
+            cfg,
+            _template_now(template, base_image, trainer_image),
+            config_uri,
+            pipeline_root,
+            service_account,
+            param,
+            label,
         ),
         name=name,
         cron=cron,

@@ -179,10 +179,10 @@ def fine_tune(
     started = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     runtime = time.perf_counter() - started
+    _check_finite(model.model, trainer.state.log_history)
     eval_loss = None
     if eval_examples:
         eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
-    _check_finite(model.model, trainer.state.log_history)
     if start_weights:
         interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
     model.save(output_dir / "model")

@@ -24,8 +24,8 @@ from rapidfuzz.distance import Levenshtein
 from rich.console import Console
 from rich.table import Table
 
-from stt_flywheel.alignment import LEVENSHTEIN_WEIGHTS, SCLITE_WEIGHTS, count_word_errors
-from stt_flywheel.stats import paired_bootstrap
+from stt_flywheel.scoring.alignment import LEVENSHTEIN_WEIGHTS, SCLITE_WEIGHTS, count_word_errors
+from stt_flywheel.scoring.stats import paired_bootstrap
 
 
 def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:

@@ -28,8 +28,8 @@ import torch
 
 import stt_flywheel
 from stt_flywheel.models import load_model
-from stt_flywheel.scoring import score_corpus
-from stt_flywheel.training import TrainSettings, fine_tune
+from stt_flywheel.models.training import TrainSettings, fine_tune
+from stt_flywheel.scoring.corpus import score_corpus
 
 # The committed base model (not through config: the GPU machine has no pydantic).
 BASE_MODEL = Path(stt_flywheel.__file__).parent / "assets" / "base_model"
@@ -42,8 +42,8 @@ VARIANTS = {
 
 def prepare(out: Path, train: int, evals: int) -> Path:
     """Synthesise train/eval sets of the demo's new domain into one int16 npz (it travels light)."""
-    from stt_flywheel.audio import load_audio
-    from stt_flywheel.demo_world import NEW_DOMAIN, synthesize_set
+    from stt_flywheel.data.audio import load_audio
+    from stt_flywheel.demo.world import NEW_DOMAIN, synthesize_set
 
     sets = {
         "train": synthesize_set("bench-train", NEW_DOMAIN, train, 7001, out / "train"),

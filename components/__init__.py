@@ -1,4 +1,4 @@
-"""KFP components, one per stage. Each body maps artifacts to one `stt_flywheel.stages` call.
+"""KFP components, one per stage. Each body maps artifacts to one `stt_flywheel.run.stages` call.
 
 Images are not known at import time: `build_components` turns the plain functions into
 lightweight components for the images given at compile time. The images carry the library and
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kfp import dsl
+from kfp.dsl.python_component import PythonComponent
+
 from flywheel_components.build_dataset import build_dataset
 from flywheel_components.check_trigger import check_trigger
 from flywheel_components.deploy_model import deploy_model
 from flywheel_components.run_regression_suites import run_regression_suites
 from flywheel_components.train_model import train_model
 from flywheel_components.validate_model import validate_model
-from kfp import dsl
-from kfp.dsl.python_component import PythonComponent
 
 __all__ = ["Components", "build_components"]
 

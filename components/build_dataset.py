@@ -15,8 +15,8 @@ def build_dataset(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import stage_build_dataset
-    from stt_flywheel.storage import read_json
+    from stt_flywheel.run.stages import stage_build_dataset
+    from stt_flywheel.storage.files import read_json
 
     watermark = read_json(decision.path)["watermark"] or ""
     manifest = stage_build_dataset(load_run_config(config_uri), watermark, Path(dataset.path), run_id)

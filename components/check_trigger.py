@@ -14,8 +14,8 @@ def check_trigger(
     Returns whether to train; the decision (with the new data watermark) is the `decision` artifact.
     """
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import stage_check_trigger
-    from stt_flywheel.storage import atomic_write_json
+    from stt_flywheel.run.stages import stage_check_trigger
+    from stt_flywheel.storage.files import atomic_write_json
 
     result = stage_check_trigger(load_run_config(config_uri, force=force), run_id)
     atomic_write_json(decision.path, result.as_dict())

@@ -18,7 +18,7 @@ def deploy_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import stage_deploy_model
+    from stt_flywheel.run.stages import stage_deploy_model
 
     outcome = stage_deploy_model(
         load_run_config(config_uri, auto_deploy=auto_deploy),

@@ -13,7 +13,7 @@ def run_regression_suites(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import loggable_metrics, stage_run_regression_suites
+    from stt_flywheel.run.stages import loggable_metrics, stage_run_regression_suites
 
     out = stage_run_regression_suites(
         load_run_config(config_uri), Path(model.path) / "model", Path(results.path), run_id

@@ -23,7 +23,7 @@ def train_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import loggable_metrics, stage_train_model
+    from stt_flywheel.run.stages import loggable_metrics, stage_train_model
 
     result = stage_train_model(
         load_run_config(config_uri, max_steps=max_steps), Path(dataset.path), Path(model.path), run_id

@@ -14,7 +14,7 @@ def validate_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.stages import loggable_metrics, stage_validate_model
+    from stt_flywheel.run.stages import loggable_metrics, stage_validate_model
 
     out = stage_validate_model(
         load_run_config(config_uri),

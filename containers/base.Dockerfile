@@ -11,4 +11,4 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch \
  && pip install -c constraints.txt ".[gcp]" \
- && python -c "import stt_flywheel.stages, flywheel_pipelines.cli, kfp"
+ && python -c "import stt_flywheel.run.stages, flywheel_pipelines.cli, kfp"

@@ -13,7 +13,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --index-url "${TORCH_INDEX}" -c constraints.txt torch \
  && pip install -c constraints.txt ".[gcp]" \
- && python -c "import stt_flywheel.serving"
+ && python -c "import stt_flywheel.deployment.serving"
 USER 1000
 EXPOSE 8080
 ENTRYPOINT ["stt-flywheel", "serve"]

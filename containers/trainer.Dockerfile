@@ -11,4 +11,4 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install -c constraints.txt torch \
  && pip install -c constraints.txt ".[gcp]" \
- && python -c "import torch, stt_flywheel.training; assert torch.version.cuda, 'not a CUDA build'"
+ && python -c "import torch, stt_flywheel.models.training; assert torch.version.cuda, 'not a CUDA build'"

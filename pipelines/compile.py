@@ -11,8 +11,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from flywheel_pipelines.flywheel_pipeline import build_pipeline
 from kfp import compiler, components, local
+
+from flywheel_pipelines.pipeline import build_pipeline
 
 __all__ = ["LOCAL_IMAGE", "compile_pipeline", "run_compiled_locally"]
 

@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flywheel_pipelines.compile import compile_pipeline
-from flywheel_pipelines.local_run import run_local
 from rich.console import Console
 from rich.table import Table
 
+from flywheel_pipelines.compile import compile_pipeline
+from flywheel_pipelines.local_run import run_local
 from stt_flywheel.config import load_config
-from stt_flywheel.demo import (
+from stt_flywheel.demo.scenario import (
     DEMO_MAX_STEPS,
     WorldSizes,
     create_world,
@@ -20,9 +20,11 @@ from stt_flywheel.demo import (
     simulate_traffic,
     write_demo_config,
 )
-from stt_flywheel.demo_world import NEW_DOMAIN
-from stt_flywheel.stages import bootstrap_registry, open_endpoint, summarize_run
-from stt_flywheel.storage import atomic_write_json
+from stt_flywheel.demo.world import NEW_DOMAIN
+from stt_flywheel.deployment.backends import open_endpoint
+from stt_flywheel.run.ledger import summarize_run
+from stt_flywheel.run.stages import bootstrap_registry
+from stt_flywheel.storage.files import atomic_write_json
 
 __all__ = ["print_summary", "run_demo"]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from flywheel_pipelines.compile import compile_pipeline, run_compiled_locally
-from flywheel_pipelines.flywheel_pipeline import PIPELINE_NAME
-
+from flywheel_pipelines.pipeline import PIPELINE_NAME
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
-from stt_flywheel.objectstore import is_remote
-from stt_flywheel.stages import bootstrap_registry, list_runs
+from stt_flywheel.run.ledger import list_runs
+from stt_flywheel.run.stages import bootstrap_registry
+from stt_flywheel.storage.objectstore import is_remote
 
 __all__ = ["run_local"]
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from stt_flywheel.config import DEFAULT_BASE_MODEL, FlywheelConfig, load_config
-from stt_flywheel.demo import WorldSizes, create_world, write_demo_config
-from stt_flywheel.demo_world import GENERAL, NEW_DOMAIN, synthesize_set
-from stt_flywheel.manifest import Utterance
+from stt_flywheel.data.manifest import Utterance
+from stt_flywheel.demo.scenario import WorldSizes, create_world, write_demo_config
+from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
 
 TEST_SCALE = 0.12
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stt_flywheel.audio import DecodedAudio, audio_hash, decode_audio, load_audio, validate_audio
-from stt_flywheel.manifest import Utterance
+from stt_flywheel.data.audio import DecodedAudio, audio_hash, decode_audio, load_audio, validate_audio
+from stt_flywheel.data.manifest import Utterance
 
 
 def _tone(seconds: float, rate: int = 16_000, amp: float = 0.5) -> np.ndarray:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from stt_flywheel.config import DatasetSettings
-from stt_flywheel.dataset import (
+from stt_flywheel.data.dataset import (
     DatasetManifest,
     build_dataset,
     load_split,
@@ -12,8 +12,8 @@ from stt_flywheel.dataset import (
     publish_dataset,
     split_of,
 )
-from stt_flywheel.error_store import ErrorStore
-from stt_flywheel.manifest import Utterance, read_manifest
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.manifest import Utterance, read_manifest
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

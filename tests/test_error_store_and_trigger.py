@@ -5,8 +5,8 @@ import orjson
 import pytest
 
 from stt_flywheel.config import TriggerPolicy
-from stt_flywheel.error_store import ErrorStore
-from stt_flywheel.trigger import check_trigger
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.run.trigger import check_trigger
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -60,7 +60,7 @@ def test_scan_respects_watermark(tmp_path: Path) -> None:
 
 
 def test_error_and_correction_flags() -> None:
-    from stt_flywheel.error_store import TranscriptRecord
+    from stt_flywheel.data.error_store import TranscriptRecord
 
     assert TranscriptRecord.model_validate(record(1)).is_corrected
     flagged = TranscriptRecord.model_validate(record(2, corrected=False))

@@ -6,17 +6,14 @@ from pathlib import Path
 import pytest
 
 from stt_flywheel.config import RegressionSuite, ValidationPolicy
-from stt_flywheel.deploy import manual_promotion, promote_candidate
-from stt_flywheel.endpoint import LocalEndpoint
-from stt_flywheel.evaluation import (
-    compare_models,
-    load_manifest_examples,
-    run_regression_suites,
-    validate_candidate,
-)
+from stt_flywheel.deployment.endpoint import LocalEndpoint
+from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
+from stt_flywheel.deployment.strategies import manual_promotion, promote_candidate
+from stt_flywheel.evaluation.comparison import compare_models, load_manifest_examples
+from stt_flywheel.evaluation.regression import run_regression_suites
+from stt_flywheel.evaluation.validation import validate_candidate
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.models.ctc import build_ctc_model
-from stt_flywheel.registry import LocalRegistry, RegistryError
 
 POLICY = ValidationPolicy(
     min_wer_improvement=0.02, max_p_value=0.05, max_worse_share=0.2, max_empty_share=0.05

@@ -3,13 +3,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stt_flywheel.audio import load_audio
-from stt_flywheel.manifest import Utterance
+from stt_flywheel.data.audio import load_audio
+from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.models import family_of, load_model
 from stt_flywheel.models.ctc import build_ctc_model
 from stt_flywheel.models.seq2seq import build_whisper_model
-from stt_flywheel.scoring import score_corpus
-from stt_flywheel.training import TrainingDiverged, TrainSettings, fine_tune
+from stt_flywheel.models.training import TrainingDiverged, TrainSettings, fine_tune
+from stt_flywheel.scoring.corpus import score_corpus
 
 
 def _examples(utts: list[Utterance]) -> list[dict]:
@@ -70,7 +70,7 @@ def test_ctc_fine_tune_checkpoints_and_resumes(tmp_path: Path, general_utts: lis
 
 
 def test_speed_perturbation_retimes_audio() -> None:
-    from stt_flywheel.training import _Examples
+    from stt_flywheel.models.training import _Examples
 
     audio = np.zeros(16_000, dtype=np.float32)
     faster = _Examples([{"audio": audio, "text": "x"}], speeds=(1.25,))[0]
@@ -118,7 +118,7 @@ def test_seq2seq_whisper_learns_and_round_trips(tmp_path: Path, general_utts: li
 def test_wise_ft_interpolates_towards_the_start() -> None:
     import torch
 
-    from stt_flywheel.training import interpolate_weights
+    from stt_flywheel.models.training import interpolate_weights
 
     model = torch.nn.Linear(2, 2)
     start = {k: v.clone() for k, v in model.state_dict().items()}

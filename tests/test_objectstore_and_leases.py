@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stt_flywheel.leases import LeaseHeld, acquire_lease, read_lease, release_lease
-from stt_flywheel.objectstore import (
+from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, read_lease, release_lease
+from stt_flywheel.storage.objectstore import (
     GCSStore,
     LocalStore,
     ObjectStore,

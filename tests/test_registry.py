@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from stt_flywheel.endpoint import LocalEndpoint, canary_split
-from stt_flywheel.registry import LocalRegistry, RegistryError
+from stt_flywheel.deployment.endpoint import LocalEndpoint, canary_split
+from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakes.scheduler import SchedulerFake, running_scheduler
+from fakes.vertex import VertexFake, running_fake
+from typer.testing import CliRunner
+
 from flywheel_pipelines.cli import app
 from flywheel_pipelines.compile import compile_pipeline
-from scheduler_fake import SchedulerFake, running_scheduler
-from typer.testing import CliRunner
-from vertex_fake import VertexFake, running_fake
 
 BASE = "us-docker.pkg.dev/p/stt/base@sha256:" + "ab" * 32
 TRAINER = "us-docker.pkg.dev/p/stt/trainer@sha256:" + "cd" * 32

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stt_flywheel.alignment import LEVENSHTEIN_WEIGHTS, align_pairs, count_char_errors, count_word_errors
+from stt_flywheel.scoring.alignment import (
+    LEVENSHTEIN_WEIGHTS,
+    align_pairs,
+    count_char_errors,
+    count_word_errors,
+)
 
 SCLITE = shutil.which("sctk")
 _SCORES = re.compile(r"id: \((\S+)\)\nScores: \(#C #S #D #I\) (\d+) (\d+) (\d+) (\d+)")

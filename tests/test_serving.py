@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stt_flywheel.audio import load_audio
-from stt_flywheel.manifest import Utterance
+from stt_flywheel.data.audio import load_audio
+from stt_flywheel.data.manifest import Utterance
+from stt_flywheel.deployment.serving import ServingSettings
 from stt_flywheel.models import load_model
-from stt_flywheel.objectstore import put_tree
-from stt_flywheel.serving import ServingSettings
+from stt_flywheel.storage.objectstore import put_tree
 
 
 def _free_port() -> int:
@@ -108,7 +108,8 @@ def test_local_endpoint_serves_through_serving_processes(
 ) -> None:
     """Inside `served()`, the embedded endpoint's predictions go over HTTP to a serving process per
     version, with the same transcripts as in-process, and the processes end with the block."""
-    from stt_flywheel.stages import bootstrap_registry, open_endpoint
+    from stt_flywheel.deployment.backends import open_endpoint
+    from stt_flywheel.run.stages import bootstrap_registry
 
     _, config = flywheel_config
     bootstrap_registry(config)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from stt_flywheel.alignment import align_pairs
 from stt_flywheel.config import RegressionSuite, ValidationPolicy
-from stt_flywheel.gates import first_run_verdict, slice_gates, validation_verdict
-from stt_flywheel.stats import (
+from stt_flywheel.evaluation.gates import first_run_verdict, slice_gates, validation_verdict
+from stt_flywheel.scoring.alignment import align_pairs
+from stt_flywheel.scoring.stats import (
     holm,
     mapsswe,
     mapsswe_segments,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from flywheel_pipelines.cli import app
+from fakes.vertex import running_fake
 from typer.testing import CliRunner
-from vertex_fake import running_fake
 
-from stt_flywheel.objectstore import open_store
+from flywheel_pipelines.cli import app
+from stt_flywheel.storage.objectstore import open_store
 
 DIGEST = "@sha256:" + "ab" * 32
 

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from flywheel_pipelines.cli import app
-from flywheel_pipelines.compile import compile_pipeline
-from flywheel_pipelines.templates import publish_template, template_images
+from fakes.kfp_registry import running_registry
 from kfp.registry import ApiAuth, RegistryClient
-from kfp_registry_fake import running_registry
 from typer.testing import CliRunner
+
+from flywheel_pipelines.cli import app
+from flywheel_pipelines.cloud.templates import publish_template, template_images
+from flywheel_pipelines.compile import compile_pipeline
 
 BASE = "us-docker.pkg.dev/p/stt/base@sha256:" + "ab" * 32
 TRAINER = "us-docker.pkg.dev/p/stt/trainer@sha256:" + "cd" * 32

@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from stt_flywheel.scoring import CorpusScore, TranscriptError, read_transcripts, score_corpus
-from stt_flywheel.text import get_normalizer, normalize
+from stt_flywheel.scoring.corpus import CorpusScore, TranscriptError, read_transcripts, score_corpus
+from stt_flywheel.scoring.text import get_normalizer, normalize
 
 NORMALIZE_CASES = [
     ("Hello, World!", "hello world"),

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stt_flywheel.objectstore import is_remote, join_uri, read_uri
+from stt_flywheel.storage.objectstore import is_remote, join_uri, read_uri
 
 __all__ = [
     "ConfigError",
@@ -231,7 +231,7 @@ class ValidationPolicy(_Strict):
     @field_validator("normalizer")
     @classmethod
     def _known_normalizer(cls, spec: str) -> str:
-        from stt_flywheel.text import get_normalizer
+        from stt_flywheel.scoring.text import get_normalizer
 
         return get_normalizer(spec).id
 

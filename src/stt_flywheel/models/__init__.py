@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stt_flywheel.models.base import SpeechModel, resolve_device
-from stt_flywheel.objectstore import fetch_tree, is_remote
+from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
 __all__ = ["SpeechModel", "family_of", "load_model", "resolve_device"]
 

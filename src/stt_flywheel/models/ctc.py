@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from stt_flywheel.models.base import SpeechModel, resolve_device
-from stt_flywheel.text import normalize
+from stt_flywheel.scoring.text import normalize
 
 __all__ = ["CHARACTERS", "CTCProcessor", "CTCSpeechModel", "build_ctc_model"]
 

@@ -1,0 +1,65 @@
+"""The operator CLI: `stt-flywheel --help`. One module per command group; this one wires them."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from flywheel_pipelines.cli.cloud import schedule_app, submit, template_app
+from flywheel_pipelines.cli.data import base_app, errors_app
+from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
+from flywheel_pipelines.cli.registry import registry_app, serve
+from flywheel_pipelines.cli.scoring import compare, score
+from stt_flywheel.config import ConfigError
+from stt_flywheel.deployment.registry import RegistryError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="Continuous fine-tuning of a speech-to-text model from user corrections.",
+)
+
+app.command("compile")(compile_command)
+app.command("run")(run_command)
+app.command("demo")(demo_command)
+app.command()(serve)
+app.command()(submit)
+app.command()(score)
+app.command()(compare)
+app.add_typer(registry_app, name="registry")
+app.add_typer(errors_app, name="errors")
+app.add_typer(base_app, name="base-model")
+app.add_typer(template_app, name="template")
+app.add_typer(schedule_app, name="schedule")
+
+
+USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, ValueError, RuntimeError)
+
+
+def main() -> None:
+    # Progress bars and library chatter would bury the summary; an explicit setting still wins.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except USER_ERRORS as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""What every command group shares: the console, the common options, config loading, JSON output."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from stt_flywheel.config import FlywheelConfig, load_config
+
+__all__ = ["ConfigOpt", "JsonOpt", "NormalizerOpt", "VertexConfigOpt", "console", "load", "print_json"]
+
+
+console = Console()
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Config YAML, a path or gs:// URI (default: built-in defaults)."),
+]
+
+VertexConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="The flywheel config, a path or gs:// URI (its vertex section).")
+]
+
+NormalizerOpt = Annotated[
+    str, typer.Option(help="Text normaliser: whisper-en, basic-en or none (optionally name/version).")
+]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def load(path: str | Path | None) -> FlywheelConfig:
+    return load_config(path)
+
+
+def print_json(obj: object) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")

@@ -1,0 +1,79 @@
+"""`compile`, `run` and `demo`: the pipeline on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flywheel_pipelines.cli.common import ConfigOpt, console, load, print_json
+from stt_flywheel.config import ConfigError
+
+__all__ = ["compile_command", "demo_command", "run_command"]
+
+
+def compile_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the pipeline YAML.")],
+    base_image: Annotated[str, typer.Option(help="Image for the CPU stages.")] = "stt-flywheel-base:local",
+    trainer_image: Annotated[
+        str | None, typer.Option(help="Image for the trainer (default: base image).")
+    ] = None,
+    config: ConfigOpt = None,
+    for_cloud: Annotated[
+        bool, typer.Option("--for-cloud", help="Refuse images not pinned by digest (name@sha256:…).")
+    ] = False,
+) -> None:
+    """Compile the pipeline to a KFP YAML package."""
+    from flywheel_pipelines.compile import compile_pipeline
+
+    if config is not None:
+        load(config)
+    path = compile_pipeline(output, base_image, trainer_image, require_digests=for_cloud)
+    console.print(f"compiled {path}")
+
+
+def run_command(
+    config: ConfigOpt = None,
+    package: Annotated[
+        Path | None, typer.Option(help="A compiled pipeline YAML (default: compile now).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Train even if the trigger thresholds are not met.")] = False,
+    auto_deploy: Annotated[bool, typer.Option(help="Deploy a candidate that passes every gate.")] = True,
+    max_steps: Annotated[int, typer.Option(help="Training steps (0 = from the config).")] = 0,
+    json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Run the compiled pipeline locally with kfp.local on the embedded backends."""
+    from flywheel_pipelines.demo import print_summary
+    from flywheel_pipelines.local_run import run_local
+    from stt_flywheel.run.ledger import summarize_run
+
+    if config is None:
+        raise ConfigError("run needs --config FILE")
+    cfg, run_id = run_local(
+        config, package=package, force=force, auto_deploy=auto_deploy, max_steps=max_steps
+    )
+    summary = summarize_run(cfg, run_id)
+    if json:
+        print_json(summary)
+    else:
+        summary.setdefault("reports", {"pipeline_root": str(cfg.paths.pipeline_root)})
+        print_summary(summary, console)
+
+
+def demo_command(
+    work_dir: Annotated[Path, typer.Option(help="Where the demo world and its state live.")] = Path(
+        "demo-work"
+    ),
+    config: ConfigOpt = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Fine-tuning steps (default: the demo recipe's).")
+    ] = None,
+    scale: Annotated[float, typer.Option(help="Size of the synthetic world (1.0 = full demo).")] = 1.0,
+) -> None:
+    """Build the demo world and run the whole flywheel once (safe to repeat)."""
+    from flywheel_pipelines.demo import run_demo
+
+    if config is not None:
+        raise ConfigError("demo writes its own config into --work-dir; use 'run --config' for your own")
+    run_demo(work_dir, scale=scale, **({"max_steps": max_steps} if max_steps else {}))

@@ -1,0 +1,1 @@
+"""Google Cloud: Vertex AI submission, schedules, and published pipeline templates."""

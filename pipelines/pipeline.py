@@ -1,0 +1,118 @@
+"""The stt-flywheel pipeline graph.
+
+Stages:
+    1. Trigger check — enough new error evidence since the production model's watermark?
+    2. Dataset builder — corrected error cases (+ replay) → versioned dataset, quarantine.
+    3. Trainer — fine-tune the production model (GPU when the task has one).
+    4. Validator — candidate vs production on held-out and eval sets, paired significance test.
+    5. Regression tester — every configured suite, a verdict each.
+    6. Deployer — register, move aliases, shift endpoint traffic; only when 4 and 5 passed.
+
+A run that does not train (too little evidence, or nothing usable in the dataset), or whose
+candidate is rejected, ends green with its reasons recorded.
+
+On Vertex AI the trainer runs on `accelerator_count` × `accelerator_type` with the CPU and memory
+given as parameters; the stages whose work is idempotent (dataset, training, validation,
+regression) are retried; nothing is cached, since every stage reads state that changes between
+runs (the error store, the registry, the lease).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from kfp import dsl
+
+from flywheel_components import build_components
+
+__all__ = ["PIPELINE_NAME", "build_pipeline"]
+
+PIPELINE_NAME = "stt-flywheel"
+# Idempotent stages are retried after transient failures (preemption, quota, a lost node).
+RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}
+
+
+def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callable[..., Any]:
+    """The pipeline function for the given images; nothing here reads the environment."""
+    c = build_components(base_image, trainer_image)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__)
+    def stt_flywheel(
+        config_uri: str,
+        force: bool = False,
+        auto_deploy: bool = True,
+        max_steps: int = 0,
+        accelerator_type: str = "NVIDIA_L4",
+        accelerator_count: int = 1,
+        trainer_cpu: str = "8",
+        trainer_memory: str = "32G",
+    ) -> None:
+        run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+        trigger = (
+            c.check_trigger(config_uri=config_uri, run_id=run_id, force=force)
+            .set_display_name("1 Trigger check")
+            .set_caching_options(False)
+        )
+        with dsl.If(trigger.outputs["Output"] == True, name="enough-new-evidence"):  # noqa: E712
+            dataset = (
+                c.build_dataset(config_uri=config_uri, run_id=run_id, decision=trigger.outputs["decision"])
+                .set_display_name("2 Build dataset")
+                .set_caching_options(False)
+                .set_retry(**RETRY)
+            )
+            with dsl.If(dataset.outputs["Output"] == True, name="dataset-usable"):  # noqa: E712
+                train = (
+                    c.train_model(
+                        config_uri=config_uri,
+                        run_id=run_id,
+                        max_steps=max_steps,
+                        requested_accelerator=accelerator_type,
+                        requested_accelerators=accelerator_count,
+                        requested_cpu=trainer_cpu,
+                        requested_memory=trainer_memory,
+                        dataset=dataset.outputs["dataset"],
+                    )
+                    .set_display_name("3 Train model")
+                    .set_caching_options(False)
+                    .set_accelerator_type(accelerator_type)
+                    .set_accelerator_limit(accelerator_count)
+                    .set_cpu_limit(trainer_cpu)
+                    .set_memory_limit(trainer_memory)
+                    .set_retry(**RETRY)
+                )
+                validate = (
+                    c.validate_model(
+                        config_uri=config_uri,
+                        run_id=run_id,
+                        dataset=dataset.outputs["dataset"],
+                        model=train.outputs["model"],
+                    )
+                    .set_display_name("4 Validate against production")
+                    .set_caching_options(False)
+                    .set_retry(**RETRY)
+                )
+                regression = (
+                    c.run_regression_suites(
+                        config_uri=config_uri, run_id=run_id, model=train.outputs["model"]
+                    )
+                    .set_display_name("5 Regression suites")
+                    .set_caching_options(False)
+                    .set_retry(**RETRY)
+                )
+                validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
+                regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712
+                with validation_passed, regression_passed:
+                    (
+                        c.deploy_model(
+                            config_uri=config_uri,
+                            run_id=run_id,
+                            auto_deploy=auto_deploy,
+                            dataset=dataset.outputs["dataset"],
+                            model=train.outputs["model"],
+                            validation_results=validate.outputs["results"],
+                            regression_results=regression.outputs["results"],
+                        )
+                        .set_display_name("6 Deploy model")
+                        .set_caching_options(False)
+                    )
+
+    return stt_flywheel

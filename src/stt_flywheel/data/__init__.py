@@ -1,0 +1,1 @@
+"""Data: audio decoding, utterance manifests, the error store and the fine-tuning datasets built from it."""

@@ -1,0 +1,313 @@
+"""Stage 2: build a versioned fine-tuning dataset from corrected error cases.
+
+Every corrected error case up to the watermark is read, validated and either accepted, counted
+as a duplicate, or quarantined with a reason code — the counts always balance. General-domain
+replay is mixed into the training split against forgetting. Audio that belongs to an evaluation or
+regression set never enters training. The train / held-out split is a function of the audio hash,
+so the same utterance lands in the same split in every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stt_flywheel.config import DatasetSettings
+from stt_flywheel.data.audio import (
+    DecodedAudio,
+    audio_hash,
+    decode_audio,
+    encode_wav,
+    load_audio,
+    validate_audio,
+)
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.manifest import Utterance, read_manifest
+from stt_flywheel.scoring.text import NORMALIZER_ID, normalize
+from stt_flywheel.storage.files import atomic_write_bytes, atomic_write_json, read_json
+from stt_flywheel.storage.objectstore import join_uri, put_tree, read_uri, tree_exists
+
+__all__ = [
+    "DatasetManifest",
+    "build_dataset",
+    "load_split",
+    "protected_hashes",
+    "publish_dataset",
+    "split_of",
+]
+
+SPLITS = ("train", "heldout")
+
+
+@dataclass
+class DatasetManifest:
+    version: str
+    content_hash: str
+    watermark: str | None
+    created_at: str
+    counts: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    splits: dict[str, int]
+    replay: dict[str, int]
+    normalizer: str = NORMALIZER_ID
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        c = self.counts
+        return c["read"] == c["accepted"] + c["duplicates"] + c["quarantined"]
+
+    @property
+    def usable(self) -> tuple[bool, str]:
+        """Whether training on this dataset can prove anything: it needs both splits."""
+        empty = [s for s in SPLITS if not self.splits.get(s)]
+        if empty:
+            return (
+                False,
+                f"no usable examples in the {' and '.join(empty)} split ({self.counts['quarantined']} quarantined)",
+            )
+        return True, f"{self.splits['train']} training and {self.splits['heldout']} held-out examples"
+
+    def as_dict(self) -> dict[str, Any]:
+        usable, reason = self.usable
+        return {**self.__dict__, "balanced": self.balanced, "usable": usable, "usable_reason": reason}
+
+    @classmethod
+    def load(cls, dataset_dir: str | Path) -> DatasetManifest:
+        data = read_json(Path(dataset_dir) / "manifest.json")
+        for derived in ("balanced", "usable", "usable_reason"):
+            data.pop(derived, None)
+        return cls(**data)
+
+
+def split_of(sha256: str, holdout_fraction: float) -> str:
+    return "heldout" if int(sha256[:8], 16) / 0x1_0000_0000 < holdout_fraction else "train"
+
+
+def protected_hashes(manifests: Iterable[str | Path]) -> set[str]:
+    """Audio hashes of every utterance in the given eval / regression manifests."""
+    out: set[str] = set()
+    for path in manifests:
+        for utt in read_manifest(path):
+            out.add(utt.audio_sha256 or audio_hash(load_audio(utt.audio).samples))
+    return out
+
+
+def _read_audio(uri: str) -> DecodedAudio:
+    return decode_audio(read_uri(uri))
+
+
+@dataclass
+class _Row:
+    id: str
+    text: str
+    audio: DecodedAudio
+    sha: str
+    source: str
+    speaker: str
+    domain: str
+
+
+def build_dataset(
+    store: ErrorStore,
+    out_dir: str | Path,
+    settings: DatasetSettings,
+    *,
+    watermark: datetime | None,
+    protected: set[str] | frozenset[str] = frozenset(),
+) -> DatasetManifest:
+    """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`."""
+    from datasets import Dataset, DatasetDict, Features, Value
+
+    out_dir = Path(out_dir)
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    quarantine: list[dict[str, Any]] = []
+    rows: list[_Row] = []
+    seen: dict[str, str] = {}
+
+    def reject(rec_id: str, code: str, detail: str) -> None:
+        counts["quarantined"] += 1
+        reasons[code] += 1
+        quarantine.append({"id": rec_id, "reason": code, "detail": detail})
+
+    for rec in store.scan(upto=watermark):
+        if not rec.is_error:
+            continue
+        if rec.corrected_text is None:
+            counts["uncorrected_error_cases"] += 1
+            continue
+        counts["read"] += 1
+        text = normalize(rec.corrected_text)
+        if not text:
+            reject(rec.id, "empty_transcript", "the corrected transcript is empty after normalisation")
+            continue
+        try:
+            audio = _read_audio(rec.audio_uri)
+        except FileNotFoundError:
+            reject(rec.id, "audio_missing", f"no audio at {rec.audio_uri}")
+            continue
+        except ValueError as exc:
+            reject(rec.id, "audio_undecodable", str(exc))
+            continue
+        problem = validate_audio(
+            audio,
+            sample_rate=settings.sample_rate,
+            min_duration_s=settings.min_duration_s,
+            max_duration_s=settings.max_duration_s,
+        )
+        if problem:
+            reject(rec.id, problem.code, problem.detail)
+            continue
+        sha = audio_hash(audio.samples)
+        if sha in protected:
+            reject(rec.id, "protected_audio", "audio belongs to an evaluation or regression set")
+            continue
+        if sha in seen:
+            if seen[sha] == text:
+                counts["duplicates"] += 1
+            else:
+                reject(rec.id, "conflicting_correction", f"same audio already corrected as {seen[sha]!r}")
+            continue
+        seen[sha] = text
+        counts["accepted"] += 1
+        rows.append(
+            _Row(
+                rec.id,
+                text,
+                audio,
+                sha,
+                "correction",
+                rec.metadata.get("speaker", ""),
+                rec.metadata.get("domain", ""),
+            )
+        )
+
+    for key in ("read", "accepted", "duplicates", "quarantined", "uncorrected_error_cases"):
+        counts.setdefault(key, 0)
+
+    splits: dict[str, list[_Row]] = {s: [] for s in SPLITS}
+    for row in rows:
+        splits[split_of(row.sha, settings.holdout_fraction)].append(row)
+
+    replay_stats = {"available": 0, "used": 0, "excluded_protected": 0, "invalid": 0}
+    if settings.replay_manifest and settings.replay_share > 0 and splits["train"]:
+        candidates: list[Utterance] = []
+        for utt in read_manifest(settings.replay_manifest):
+            replay_stats["available"] += 1
+            candidates.append(utt)
+        wanted = round(len(splits["train"]) * settings.replay_share / (1 - settings.replay_share))
+        rng = random.Random(settings.seed)
+        rng.shuffle(candidates)
+        for utt in candidates:
+            if replay_stats["used"] >= wanted:
+                break
+            audio = load_audio(utt.audio)
+            sha = audio_hash(audio.samples)
+            if sha in protected:
+                replay_stats["excluded_protected"] += 1
+                continue
+            if validate_audio(audio, sample_rate=settings.sample_rate) is not None or not normalize(utt.text):
+                replay_stats["invalid"] += 1
+                continue
+            splits["train"].append(
+                _Row(utt.id, normalize(utt.text), audio, sha, "replay", utt.speaker or "", utt.domain or "")
+            )
+            replay_stats["used"] += 1
+
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        splits[split].sort(key=lambda r: r.sha)
+        for r in splits[split]:
+            digest.update(f"{split}\t{r.sha}\t{r.text}\n".encode())
+    content_hash = digest.hexdigest()
+    manifest = DatasetManifest(
+        version=f"ds-{content_hash[:12]}",
+        content_hash=content_hash,
+        watermark=watermark.isoformat() if watermark else None,
+        created_at=datetime.now(UTC).isoformat(),
+        counts=dict(counts),
+        quarantine_reasons=dict(reasons),
+        splits={s: len(v) for s, v in splits.items()},
+        replay=replay_stats,
+        settings=settings.model_dump(mode="json"),
+    )
+
+    features = Features(
+        {
+            "id": Value("string"),
+            "text": Value("string"),
+            "audio_wav": Value("binary"),
+            "audio_sha256": Value("string"),
+            "duration_s": Value("float32"),
+            "source": Value("string"),
+            "speaker": Value("string"),
+            "domain": Value("string"),
+        }
+    )
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def columns(rows_: list[_Row]) -> dict[str, list[Any]]:
+        # Column-wise, so that an empty split still carries its schema.
+        return {
+            "id": [r.id for r in rows_],
+            "text": [r.text for r in rows_],
+            "audio_wav": [encode_wav(r.audio.samples, r.audio.sample_rate) for r in rows_],
+            "audio_sha256": [r.sha for r in rows_],
+            "duration_s": [r.audio.duration_s for r in rows_],
+            "source": [r.source for r in rows_],
+            "speaker": [r.speaker for r in rows_],
+            "domain": [r.domain for r in rows_],
+        }
+
+    DatasetDict(
+        {split: Dataset.from_dict(columns(rows_), features=features) for split, rows_ in splits.items()}
+    ).save_to_disk(str(tmp / "data"))
+    atomic_write_bytes(tmp / "quarantine.jsonl", b"".join(orjson.dumps(q) + b"\n" for q in quarantine))
+    atomic_write_json(tmp / "manifest.json", manifest.as_dict())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for child in tmp.iterdir():
+        target = out_dir / child.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        child.rename(target)
+    tmp.rmdir()
+    return manifest
+
+
+def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
+    """Rows of one split with decoded audio: `{"id", "text", "audio", "speaker", "domain", "source"}`."""
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(Path(dataset_dir) / "data"))[split]
+    return [
+        {
+            "id": row["id"],
+            "text": row["text"],
+            "audio": decode_audio(row["audio_wav"]).samples,
+            "speaker": row["speaker"],
+            "domain": row["domain"],
+            "source": row["source"],
+        }
+        for row in ds
+    ]
+
+
+def publish_dataset(dataset_dir: str | Path, datasets_root: str | Path) -> str:
+    """Copy a built dataset into the versioned store (`datasets_root/<version>`, a directory or a
+    `gs://` prefix); idempotent, since a version is the hash of its content."""
+    manifest = DatasetManifest.load(dataset_dir)
+    target = join_uri(datasets_root, manifest.version)
+    if not tree_exists(target, "manifest.json"):
+        put_tree(dataset_dir, target, commit_file="manifest.json")
+    return target

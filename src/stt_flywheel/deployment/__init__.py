@@ -1,0 +1,1 @@
+"""Deployment: the model registry and endpoint (embedded or Vertex AI), deploy strategies, the serving server."""

@@ -1,0 +1,31 @@
+"""The configured registry and endpoint: embedded (SQLite + serving processes) or Vertex AI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.deployment.endpoint import LocalEndpoint
+from stt_flywheel.deployment.registry import LocalRegistry
+
+__all__ = ["open_endpoint", "open_registry"]
+
+
+def open_registry(config: FlywheelConfig) -> Any:
+    """The configured registry: the embedded SQLite one, or Vertex AI Model Registry."""
+    if config.deploy.backend == "vertex":
+        from stt_flywheel.deployment.vertex import VertexRegistry
+
+        return VertexRegistry(config)
+    assert config.paths.registry_db and config.paths.models
+    return LocalRegistry(config.paths.registry_db, config.paths.models, config.deploy.model_name)
+
+
+def open_endpoint(config: FlywheelConfig, registry: Any = None) -> Any:
+    """The configured endpoint: the embedded one (served by `stt-flywheel serve`), or Vertex AI."""
+    registry = registry or open_registry(config)
+    if config.deploy.backend == "vertex":
+        from stt_flywheel.deployment.vertex import VertexEndpoint
+
+        return VertexEndpoint(config, registry)
+    return LocalEndpoint(registry, config.deploy.endpoint_name)

@@ -1,0 +1,256 @@
+"""Stage 6: register the candidate and move traffic to it — only when both verdicts passed.
+
+The deployer re-checks the verdicts itself (a gate skipped upstream must not deploy anything), and
+a retried deploy of the same run re-uses the version it registered the first time.
+
+Strategies work on any registry + endpoint pair (embedded or Vertex AI, see `Registry` and
+`Endpoint`):
+
+- `replace`: the candidate takes 100 % of traffic, the others are undeployed, then `default` moves
+  to it and `previous` to the old default. A failed deploy leaves the old model at 100 %.
+- `canary`: the candidate serves `canary_percent` beside the models already serving (their shares
+  scaled down) and carries the alias `candidate`; `promote_canary` gives it 100 %, undeploys the
+  rest and moves the aliases; `rollback` ends a canary (traffic back, candidate undeployed) or, with
+  none in flight, points `default` back at `previous` and its traffic with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stt_flywheel.deployment.registry import ModelVersion, RegistryError
+
+__all__ = [
+    "DeployOutcome",
+    "Endpoint",
+    "Registry",
+    "manual_promotion",
+    "promote_canary",
+    "promote_candidate",
+    "replace_deployment",
+    "rollback",
+    "start_canary",
+]
+
+
+class Registry(Protocol):
+    model: str
+
+    def register(self, model_dir: Any, **kwargs: Any) -> ModelVersion: ...
+    def get(self, version: int) -> ModelVersion: ...
+    def resolve(self, alias: str) -> ModelVersion | None: ...
+    def versions(self) -> list[ModelVersion]: ...
+    def aliases(self) -> dict[str, int]: ...
+    def set_alias(self, alias: str, version: int) -> None: ...
+    def remove_alias(self, alias: str) -> None: ...
+    def promote(self, version: int, reason: str = "") -> int | None: ...
+    def rollback(self, reason: str = "") -> tuple[int, int]: ...
+    def prune(self, keep: int) -> list[int]: ...
+    def record(self, action: str, version: int | None, detail: dict[str, Any]) -> None: ...
+
+
+class Endpoint(Protocol):
+    name: str
+
+    def traffic(self) -> dict[int, int]: ...
+    def deploy(self, version: int, percent: int = 100, reason: str = "") -> None: ...
+    def set_traffic(self, split: dict[int, int], reason: str = "") -> None: ...
+    def undeploy(self, version: int, reason: str = "") -> None: ...
+
+
+def replace_deployment(registry: Registry, endpoint: Endpoint, version: int, reason: str) -> int | None:
+    """`version` takes all traffic, the rest is undeployed, then the aliases move. Returns the old default."""
+    endpoint.deploy(version, 100, reason=reason)
+    for other in [v for v in endpoint.traffic() if v != version]:
+        endpoint.undeploy(other, reason=f"replaced by v{version}")
+    return registry.promote(version, reason=reason)
+
+
+def start_canary(registry: Registry, endpoint: Endpoint, version: int, percent: int, reason: str) -> None:
+    endpoint.deploy(version, percent, reason=reason)
+    registry.set_alias("candidate", version)
+
+
+def promote_canary(registry: Registry, endpoint: Endpoint, reason: str) -> DeployOutcome:
+    candidate = registry.resolve("candidate")
+    if candidate is None or candidate.version not in endpoint.traffic():
+        raise RegistryError("no canary to promote: no deployed version carries the alias 'candidate'")
+    split = endpoint.traffic()
+    endpoint.set_traffic({v: (100 if v == candidate.version else 0) for v in split}, reason=reason)
+    for other in [v for v in split if v != candidate.version]:
+        endpoint.undeploy(other, reason=f"canary v{candidate.version} promoted")
+    replaced = registry.promote(candidate.version, reason=reason)
+    return DeployOutcome("deployed", candidate.version, replaced, [f"canary promoted: {reason}"])
+
+
+def rollback(registry: Registry, endpoint: Endpoint, reason: str) -> DeployOutcome:
+    """End a canary in flight, or else put `previous` back as `default` with all the traffic."""
+    split = endpoint.traffic()
+    candidate = registry.resolve("candidate")
+    default = registry.resolve("default")
+    if candidate is not None and candidate.version in split and default is not None:
+        if default.version in split:
+            endpoint.set_traffic({v: (100 if v == default.version else 0) for v in split}, reason=reason)
+        else:
+            endpoint.deploy(default.version, 100, reason=reason)
+        endpoint.undeploy(candidate.version, reason=f"canary rolled back: {reason}")
+        registry.remove_alias("candidate")
+        registry.record("rollback", default.version, {"canary": candidate.version, "reason": reason})
+        return DeployOutcome("rolled_back", default.version, candidate.version, [f"canary ended: {reason}"])
+    bad, good = registry.rollback(reason)
+    if good in endpoint.traffic():
+        endpoint.set_traffic({v: (100 if v == good else 0) for v in endpoint.traffic()}, reason=reason)
+    else:
+        endpoint.deploy(good, 100, reason=reason)
+    for other in [v for v in endpoint.traffic() if v != good]:
+        endpoint.undeploy(other, reason=f"rolled back to v{good}")
+    return DeployOutcome("rolled_back", good, bad, [reason])
+
+
+@dataclass
+class DeployOutcome:
+    action: str  # deployed | canary | registered | rejected | failed | rolled_back
+    version: int | None
+    replaced: int | None
+    reasons: list[str] = field(default_factory=list)
+    pruned: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def to_markdown(self) -> str:
+        head = {
+            "deployed": f"**Deployed version {self.version}** (replacing {self.replaced}).",
+            "registered": f"**Registered version {self.version}** with alias `candidate`; not deployed.",
+            "canary": f"**Canary: version {self.version}** serves part of the traffic beside the default.",
+            "rejected": "**Not deployed.**",
+            "failed": f"**Deploying version {self.version} failed**; the endpoint kept its traffic.",
+            "rolled_back": f"**Rolled back to version {self.version}** (from {self.replaced}).",
+        }[self.action]
+        lines = ["# Deployment", "", head, ""] + [f"- {r}" for r in self.reasons]
+        if self.pruned:
+            lines.append(f"- pruned versions: {', '.join(map(str, self.pruned))}")
+        return "\n".join(lines) + "\n"
+
+
+def promote_candidate(
+    registry: Registry,
+    endpoint: Endpoint,
+    candidate_dir: str,
+    *,
+    validation: dict[str, Any],
+    regression: dict[str, Any],
+    auto_deploy: bool,
+    keep_versions: int,
+    strategy: str = "replace",
+    canary_percent: int = 10,
+    dataset_version: str | None,
+    data_watermark: str | None,
+    run_id: str | None,
+    metrics: dict[str, Any],
+) -> DeployOutcome:
+    failed = [v for v in (validation, regression) if not v.get("passed")]
+    if failed:
+        reasons = [
+            f"{v.get('stage', 'verdict')}: {r}" for v in failed for r in v.get("reasons", ["missing verdict"])
+        ]
+        return DeployOutcome("rejected", None, None, reasons)
+    production = registry.resolve("default")
+    version = registry.register(
+        candidate_dir,
+        dataset_version=dataset_version,
+        data_watermark=data_watermark,
+        source_run=run_id,
+        metrics=metrics,
+        lineage={"parent_version": production.version if production else None, "run": run_id},
+        evaluation={"validation": validation, "regression": regression},
+    )
+    if not auto_deploy:
+        registry.set_alias("candidate", version.version)
+        return DeployOutcome("registered", version.version, None, ["auto_deploy is off"])
+    reason = f"pipeline run {run_id}"
+    if strategy == "canary":
+        start_canary(registry, endpoint, version.version, canary_percent, reason)
+        pruned = registry.prune(keep_versions)
+        return DeployOutcome(
+            "canary",
+            version.version,
+            None,
+            [f"validation and regression suites passed; serving {canary_percent}% as a canary"],
+            pruned,
+        )
+    try:
+        replaced = replace_deployment(registry, endpoint, version.version, reason)
+    except RegistryError as exc:  # the endpoint refused: the serving model keeps its traffic
+        registry.set_alias("candidate", version.version)
+        return DeployOutcome("failed", version.version, None, [f"deploy failed: {exc}"])
+    pruned = registry.prune(keep_versions)
+    return DeployOutcome(
+        "deployed", version.version, replaced, ["validation and regression suites passed"], pruned
+    )
+
+
+def _failed_gates(evaluation: dict[str, Any]) -> list[str]:
+    """Names of the failed gates in a stored evaluation; a missing verdict counts as failed."""
+    failed = []
+    for stage in ("validation", "regression"):
+        verdict = evaluation.get(stage)
+        if not isinstance(verdict, dict) or "passed" not in verdict:
+            failed.append(f"{stage}: no verdict")
+        elif not verdict["passed"]:
+            failed += [f"{stage}: {g['name']}" for g in verdict.get("gates", []) if not g.get("passed")] or [
+                f"{stage}: rejected"
+            ]
+    return failed
+
+
+def manual_promotion(
+    registry: Registry,
+    endpoint: Endpoint,
+    *,
+    reason: str,
+    version: int | None = None,
+    candidate_dir: str | None = None,
+    evaluation: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    force: bool = False,
+) -> DeployOutcome:
+    """Promote and deploy a version by hand: a registered one, or a run's candidate (registered first,
+    with the evaluation that judged it).
+
+    A version whose evaluation did not pass both stages is promoted only with `force` and a reason;
+    the audit log records the reason, the failed gates and the version it overrode.
+    """
+    if not reason.strip():
+        raise RegistryError("a manual promotion needs a reason (it goes into the audit log)")
+    if version is None:
+        if candidate_dir is None:
+            raise RegistryError("name a registered version or a run whose candidate to promote")
+        evaluation = evaluation or {}
+        registered = registry.register(
+            candidate_dir,
+            source_run=run_id,
+            metrics=evaluation.get("validation", {}).get("metrics", {}),
+            lineage={"run": run_id, "registered_by": "manual promotion"},
+            evaluation=evaluation,
+        )
+        version = registered.version
+    current = registry.get(version)
+    failed = _failed_gates(current.evaluation)
+    if failed and not force:
+        raise RegistryError(
+            f"version {version} did not pass its evaluation ({'; '.join(failed[:4])}); "
+            "promoting it anyway needs --force with a --reason"
+        )
+    replaced = replace_deployment(registry, endpoint, version, reason)
+    if failed:
+        registry.record(
+            "forced_promotion", version, {"overrode": replaced, "reason": reason, "failed_gates": failed}
+        )
+    return DeployOutcome(
+        "deployed",
+        version,
+        replaced,
+        [f"forced past {len(failed)} failed gates: {reason}" if failed else f"manual promotion: {reason}"],
+    )

@@ -1,0 +1,482 @@
+"""The Vertex AI backend: Model Registry versions and aliases, and an endpoint's traffic split.
+
+The same interface as the embedded `LocalRegistry` / `LocalEndpoint` (see `deploy.Registry` and
+`deploy.Endpoint`), over google-cloud-aiplatform:
+
+- a candidate is uploaded as a new version of one parent model (`parent_model`), not the default
+  (`is_default_version=False`); aliases `default` / `previous` / `candidate` move with
+  `mergeVersionAliases`, so an alias lives on one version as in the local registry;
+- labels carry the dataset version, the source run and headline metrics (label values allow only
+  `[a-z0-9_-]`, so `0.2315` is written `0_2315` and a minus sign `m`); the whole record
+  (watermark, lineage, both verdicts) is `flywheel.json` beside the model files, and the
+  validation metrics are imported as a ModelEvaluation the console shows;
+- the endpoint's traffic split is computed from its deployed models (`endpoint.canary_split`),
+  so it always sums to 100; a version is deployed on the configured machine, accelerator and
+  replica counts, serving the image built from `containers/serving.Dockerfile`;
+- quota errors (429) and unavailability are retried with backoff; any other API error surfaces as
+  `RegistryError`, and a failed deploy leaves the split as it was (the service applies none of it).
+
+The audit log lives in the run-state store (`audit/<model>/…json`), one immutable object per entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from stt_flywheel.config import FlywheelConfig, VertexSettings
+from stt_flywheel.deployment.endpoint import canary_split
+from stt_flywheel.deployment.registry import ModelVersion, RegistryError
+from stt_flywheel.storage.objectstore import (
+    ObjectStore,
+    is_remote,
+    join_uri,
+    open_store,
+    put_tree,
+    read_uri,
+    remove_tree,
+)
+
+__all__ = ["VertexEndpoint", "VertexRegistry", "init_vertex", "label_value"]
+
+T = TypeVar("T")
+
+GENERAL_METRICS_SCHEMA = "gs://google-cloud-aiplatform/schema/modelevaluation/general_metrics_1.0.0.yaml"
+
+
+def init_vertex(settings: VertexSettings, staging_bucket: str | None = None) -> None:
+    """Point the SDK at the project; an `api_endpoint` override (a local fake) is reached over REST
+    without credentials."""
+    from google.cloud import aiplatform
+
+    if not settings.project:
+        raise RegistryError("vertex.project is not set")
+    kwargs: dict[str, Any] = {"project": settings.project, "location": settings.location}
+    if settings.api_endpoint:
+        kwargs["api_endpoint"] = settings.api_endpoint
+        kwargs["api_transport"] = "rest"
+        if settings.api_endpoint.startswith("http://"):
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+    if staging_bucket:
+        kwargs["staging_bucket"] = staging_bucket
+    aiplatform.init(**kwargs)
+
+
+def _retrying(settings: VertexSettings) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Retry quota (429) and availability errors with exponential backoff; map the rest to RegistryError."""
+    from google.api_core import exceptions, retry
+
+    policy = retry.Retry(
+        predicate=retry.if_exception_type(
+            exceptions.TooManyRequests, exceptions.ResourceExhausted, exceptions.ServiceUnavailable
+        ),
+        initial=settings.retry_initial_s,
+        maximum=30.0,
+        multiplier=2.0,
+        timeout=settings.retry_timeout_s,
+    )
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> T:
+            try:
+                return policy(fn)(*args, **kwargs)
+            except exceptions.GoogleAPICallError as exc:
+                raise RegistryError(f"Vertex AI refused {fn.__name__}: {exc.message}") from exc
+
+        return call
+
+    return wrap
+
+
+def label_value(value: Any) -> str:
+    """A Vertex label value: lowercase `[a-z0-9_-]`, at most 63 characters."""
+    if isinstance(value, float):
+        value = f"{value:.4f}".replace("-", "m").replace(".", "_")
+    text = re.sub(r"[^a-z0-9_-]", "-", str(value).lower())
+    return text[:63]
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+class VertexRegistry:
+    """Versions of one Vertex AI model (`deploy.model_name` is its model id)."""
+
+    def __init__(self, config: FlywheelConfig) -> None:
+        assert config.paths.models and config.paths.state
+        self.settings = config.vertex
+        self.model = config.deploy.model_name
+        self.models_root = config.paths.models
+        if not is_remote(self.models_root):
+            raise RegistryError(f"the Vertex registry needs paths.models on gs://, not {self.models_root}")
+        self.audit_store: ObjectStore = open_store(config.paths.state)
+        init_vertex(self.settings)
+        self._call = _retrying(self.settings)
+
+    # -- names and raw reads -----------------------------------------------------------------
+    @property
+    def resource_name(self) -> str:
+        s = self.settings
+        return f"projects/{s.project}/locations/{s.location}/models/{self.model}"
+
+    def _client(self) -> Any:
+        from google.cloud import aiplatform
+
+        return aiplatform.initializer.global_config.create_client(
+            client_class=aiplatform.utils.ModelClientWithOverride, location_override=self.settings.location
+        )
+
+    def _raw_versions(self) -> list[Any]:
+        from google.api_core import exceptions
+
+        @self._call
+        def list_model_versions() -> list[Any]:
+            try:
+                return list(self._client().list_model_versions(name=self.resource_name))
+            except exceptions.NotFound:
+                return []
+
+        return list_model_versions()
+
+    def _to_version(self, raw: Any) -> ModelVersion:
+        record: dict[str, Any] = {}
+        with contextlib.suppress(FileNotFoundError):
+            record = orjson.loads(read_uri(join_uri(raw.artifact_uri, "flywheel.json")))
+        labels = dict(raw.labels)
+        return ModelVersion(
+            model=self.model,
+            version=int(raw.version_id),
+            uri=raw.artifact_uri,
+            created_at=_iso(raw.version_create_time),
+            dataset_version=record.get("dataset_version") or labels.get("dataset_version"),
+            data_watermark=record.get("data_watermark"),
+            source_run=record.get("source_run"),
+            metrics=record.get("metrics", {}),
+            lineage=record.get("lineage", {}),
+            evaluation=record.get("evaluation", {}),
+            aliases=tuple(sorted(raw.version_aliases)),
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+    def versions(self) -> list[ModelVersion]:
+        return sorted((self._to_version(r) for r in self._raw_versions()), key=lambda v: v.version)
+
+    def deployed_versions(self) -> set[int]:
+        return {int(r.version_id) for r in self._raw_versions() if r.deployed_models}
+
+    def aliases(self) -> dict[str, int]:
+        return {a: int(r.version_id) for r in self._raw_versions() for a in r.version_aliases}
+
+    def get(self, version: int) -> ModelVersion:
+        for raw in self._raw_versions():
+            if int(raw.version_id) == version:
+                return self._to_version(raw)
+        raise RegistryError(f"{self.model} has no version {version}")
+
+    def resolve(self, alias: str) -> ModelVersion | None:
+        version = self.aliases().get(alias)
+        return self.get(version) if version is not None else None
+
+    def find_by_run(self, source_run: str) -> ModelVersion | None:
+        wanted = label_value(source_run)
+        for raw in self._raw_versions():
+            if dict(raw.labels).get("source_run") == wanted:
+                return self._to_version(raw)
+        return None
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        entries = []
+        for key in self.audit_store.list(f"audit/{self.model}/"):
+            found = self.audit_store.read(key)
+            if found is not None:
+                entries.append(orjson.loads(found.data))
+        return sorted(entries, key=lambda e: e["at"])
+
+    # -- writes ------------------------------------------------------------------------------
+    def record(self, action: str, version: int | None, detail: dict[str, Any]) -> None:
+        now = datetime.now(UTC).isoformat()
+        entry = {"at": now, "model": self.model, "action": action, "version": version, "detail": detail}
+        key = f"audit/{self.model}/{now.replace(':', '')}-{uuid.uuid4().hex[:8]}.json"
+        self.audit_store.create(key, orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS))
+
+    def register(
+        self,
+        model_dir: str | Path,
+        *,
+        dataset_version: str | None = None,
+        data_watermark: str | None = None,
+        source_run: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+        evaluation: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Upload `model_dir` as the next version of the model (not the default). A retried run
+        re-uses its version."""
+        from google.cloud import aiplatform
+
+        if source_run is not None and (existing := self.find_by_run(source_run)) is not None:
+            return existing
+        if not (Path(model_dir) / "config.json").exists():
+            raise RegistryError(f"not a saved model directory: {model_dir}")
+        if not self.settings.serving_image:
+            raise RegistryError("vertex.serving_image is not set (the serving container for this model)")
+        artifact_uri = join_uri(self.models_root, self.model, source_run or f"manual-{uuid.uuid4().hex[:12]}")
+        put_tree(model_dir, artifact_uri, commit_file="config.json")
+        record = {
+            "dataset_version": dataset_version,
+            "data_watermark": data_watermark,
+            "source_run": source_run,
+            "metrics": metrics or {},
+            "lineage": lineage or {},
+            "evaluation": evaluation or {},
+        }
+        open_store(artifact_uri).write(
+            "flywheel.json", orjson.dumps(record, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+        )
+        labels = {"source_run": label_value(source_run or "manual")}
+        if dataset_version:
+            labels["dataset_version"] = label_value(dataset_version)
+        for key in ("wer", "cer", "delta_wer"):
+            if isinstance((metrics or {}).get(key), int | float):
+                labels[key] = label_value(float(metrics[key]))  # type: ignore[index]
+        first = not self._raw_versions()
+
+        @self._call
+        def upload() -> Any:
+            return aiplatform.Model.upload(
+                display_name=self.model,
+                model_id=self.model if first else None,
+                parent_model=None if first else self.resource_name,
+                is_default_version=first,
+                artifact_uri=artifact_uri,
+                serving_container_image_uri=self.settings.serving_image,
+                serving_container_predict_route="/predict",
+                serving_container_health_route="/health",
+                serving_container_ports=[8080],
+                labels=labels,
+                sync=True,
+            )
+
+        uploaded = upload()
+        version = int(uploaded.version_id)
+        if metrics:
+            self._import_evaluation(version, metrics, source_run)
+        self.record("register", version, {"dataset_version": dataset_version, "run": source_run})
+        return self.get(version)
+
+    def _import_evaluation(self, version: int, metrics: dict[str, Any], source_run: str | None) -> None:
+        from google.cloud.aiplatform_v1.types import ModelEvaluation
+        from google.protobuf import json_format, struct_pb2
+
+        numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+        value = json_format.ParseDict(numbers, struct_pb2.Value())
+        evaluation = ModelEvaluation(
+            display_name=f"flywheel validation ({source_run or 'manual'})",
+            metrics_schema_uri=GENERAL_METRICS_SCHEMA,
+            metrics=value,
+        )
+
+        @self._call
+        def import_model_evaluation() -> Any:
+            return self._client().import_model_evaluation(
+                parent=f"{self.resource_name}@{version}", model_evaluation=evaluation
+            )
+
+        import_model_evaluation()
+
+    def _merge(self, version: int, changes: list[str]) -> None:
+        from google.cloud import aiplatform
+
+        @self._call
+        def merge_version_aliases() -> Any:
+            registry = aiplatform.models.ModelRegistry(self.resource_name)
+            added = [a for a in changes if not a.startswith("-")]
+            removed = [a[1:] for a in changes if a.startswith("-")]
+            if added:
+                registry.add_version_aliases(added, str(version))
+            if removed:
+                registry.remove_version_aliases(removed, str(version))
+
+        merge_version_aliases()
+
+    def set_alias(self, alias: str, version: int) -> None:
+        self.get(version)
+        self._merge(version, [alias])
+        self.record("set_alias", version, {"alias": alias})
+
+    def remove_alias(self, alias: str) -> None:
+        if alias == "default":
+            raise RegistryError("the default alias can only be moved, not removed")
+        version = self.aliases().get(alias)
+        if version is not None:
+            self._merge(version, [f"-{alias}"])
+            self.record("remove_alias", version, {"alias": alias})
+
+    def promote(self, version: int, reason: str = "") -> int | None:
+        """Move `default` to `version` (and `candidate` off it); the old default becomes `previous`."""
+        aliases = self.aliases()
+        old = aliases.get("default")
+        if old == version:
+            return old
+        self._merge(version, ["default"] + (["-candidate"] if aliases.get("candidate") == version else []))
+        if old is not None:
+            self._merge(old, ["previous"])
+        self.record("promote", version, {"replaced": old, "reason": reason})
+        return old
+
+    def rollback(self, reason: str = "manual rollback") -> tuple[int, int]:
+        aliases = self.aliases()
+        if "previous" not in aliases or "default" not in aliases:
+            raise RegistryError("nothing to roll back to: no version carries the alias 'previous'")
+        bad, good = aliases["default"], aliases["previous"]
+        self._merge(good, ["default", "-previous"])
+        self.record("rollback", good, {"rolled_back": bad, "reason": reason})
+        return bad, good
+
+    def prune(self, keep: int) -> list[int]:
+        """Delete the oldest versions beyond `keep`, never a default, aliased or deployed one."""
+        from google.cloud import aiplatform
+
+        raws = sorted(self._raw_versions(), key=lambda r: int(r.version_id), reverse=True)
+        doomed = [r for r in raws[keep:] if not r.version_aliases and not r.deployed_models]
+        for raw in doomed:
+
+            @self._call
+            def delete_version(v: str = raw.version_id) -> None:
+                aiplatform.models.ModelRegistry(self.resource_name).delete_version(v)
+
+            delete_version()
+            if raw.artifact_uri.startswith(self.models_root.rstrip("/") + "/"):
+                remove_tree(raw.artifact_uri)
+            self.record("prune", int(raw.version_id), {})
+        return [int(r.version_id) for r in doomed]
+
+
+class VertexEndpoint:
+    """One Vertex AI endpoint (found, or created, by its display name `deploy.endpoint_name`)."""
+
+    def __init__(self, config: FlywheelConfig, registry: VertexRegistry) -> None:
+        self.settings = config.vertex
+        self.name = config.deploy.endpoint_name
+        self.registry = registry
+        self._call = _retrying(self.settings)
+        self._resource: str | None = None
+
+    def _endpoint(self) -> Any:
+        from google.cloud import aiplatform
+
+        if self._resource is None:
+
+            @self._call
+            def find_or_create_endpoint() -> str:
+                found = aiplatform.Endpoint.list(filter=f'display_name="{self.name}"')
+                if found:
+                    return str(found[0].resource_name)
+                return str(aiplatform.Endpoint.create(display_name=self.name, sync=True).resource_name)
+
+            self._resource = find_or_create_endpoint()
+        resource = self._resource
+
+        @self._call
+        def get_endpoint() -> Any:
+            return aiplatform.Endpoint(resource)
+
+        return get_endpoint()
+
+    def _deployed(self, endpoint: Any) -> dict[int, str]:
+        """Deployed model id per registry version."""
+        return {
+            int(dm.model_version_id): dm.id
+            for dm in endpoint.gca_resource.deployed_models
+            if dm.model.split("@")[0] == self.registry.resource_name
+        }
+
+    def traffic(self) -> dict[int, int]:
+        endpoint = self._endpoint()
+        split = dict(endpoint.gca_resource.traffic_split)
+        return {version: int(split.get(dm_id, 0)) for version, dm_id in self._deployed(endpoint).items()}
+
+    def last_deployed_at(self) -> datetime | None:
+        endpoint = self._endpoint()
+        times = [dm.create_time for dm in endpoint.gca_resource.deployed_models]
+        return max((datetime.fromisoformat(_iso(t)) for t in times), default=None)
+
+    def deploy(self, version: int, percent: int = 100, reason: str = "") -> None:
+        """Serve `version` at `percent`, the models already serving sharing the rest."""
+        from google.cloud import aiplatform
+
+        endpoint = self._endpoint()
+        deployed = self._deployed(endpoint)
+        current = {dm_id: int(v) for dm_id, v in endpoint.gca_resource.traffic_split.items()}
+        if version in deployed:  # already serving: only the split changes
+            self.set_traffic(
+                {v: t for v, t in canary_split(self.traffic(), version, percent).items()}, reason=reason
+            )
+            return
+        self.registry.get(version)
+        split = canary_split(current, "0", percent)  # "0" is the model being deployed
+        s = self.settings
+
+        @self._call
+        def deploy_model() -> None:
+            endpoint.deploy(
+                model=aiplatform.Model(self.registry.resource_name, version=str(version)),
+                deployed_model_display_name=f"{self.registry.model}-v{version}",
+                traffic_split=split,
+                machine_type=s.machine_type,
+                accelerator_type=s.accelerator_type,
+                accelerator_count=s.accelerator_count or None,
+                min_replica_count=s.min_replica_count,
+                max_replica_count=s.max_replica_count,
+                service_account=s.serving_service_account,
+                sync=True,
+            )
+
+        deploy_model()
+        self.registry.record("deploy", version, {"endpoint": self.name, "percent": percent, "reason": reason})
+
+    def set_traffic(self, split: dict[int, int], reason: str = "") -> None:
+        endpoint = self._endpoint()
+        deployed = self._deployed(endpoint)
+        unknown = set(split) - set(deployed)
+        if unknown or sum(split.values()) != 100:
+            raise RegistryError(
+                f"traffic split {split} must sum to 100 over deployed versions {sorted(deployed)}"
+            )
+        by_id = {dm_id: split.get(version, 0) for version, dm_id in deployed.items()}
+
+        @self._call
+        def update_traffic_split() -> None:
+            endpoint.update(traffic_split=by_id)
+
+        update_traffic_split()
+        self.registry.record("traffic", None, {"endpoint": self.name, "traffic": split, "reason": reason})
+
+    def undeploy(self, version: int, reason: str = "") -> None:
+        endpoint = self._endpoint()
+        deployed = self._deployed(endpoint)
+        if version not in deployed:
+            return
+        split = {k: int(v) for k, v in endpoint.gca_resource.traffic_split.items()}
+        if split.get(deployed[version], 0) > 0 and len(deployed) > 1:
+            raise RegistryError(f"version {version} still serves {split[deployed[version]]}% of traffic")
+        remaining = {k: v for k, v in split.items() if k != deployed[version]}
+
+        @self._call
+        def undeploy_model() -> None:
+            endpoint.undeploy(deployed_model_id=deployed[version], traffic_split=remaining or None, sync=True)
+
+        undeploy_model()
+        self.registry.record("undeploy", version, {"endpoint": self.name, "reason": reason})

@@ -1,0 +1,1 @@
+"""Evaluation: candidate against production on the same utterances, the gates, and the HTML reports."""

@@ -1,0 +1,53 @@
+"""Stage 4: the candidate against production on the held-out split (gated) and the eval set (reported)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stt_flywheel.config import ValidationPolicy
+from stt_flywheel.evaluation.comparison import Comparison, compare_models, summarize_comparison
+from stt_flywheel.evaluation.gates import Verdict, first_run_verdict, slice_gates, validation_verdict
+from stt_flywheel.models import SpeechModel
+
+__all__ = ["ValidationResult", "validate_candidate"]
+
+
+@dataclass
+class ValidationResult:
+    metrics: dict[str, float]
+    verdict: Verdict
+    comparisons: list[Comparison]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_candidate(
+    candidate: SpeechModel,
+    production: SpeechModel | None,
+    heldout: Sequence[dict[str, Any]],
+    policy: ValidationPolicy,
+    eval_examples: Sequence[dict[str, Any]] = (),
+) -> ValidationResult:
+    """Held-out new-domain split (gated) and the standard eval set (reported)."""
+    held = compare_models("heldout", heldout, candidate, production, policy.batch_size, policy.normalizer)
+    metrics, details = summarize_comparison(held, policy)
+    comparisons = [held]
+    if eval_examples:
+        ev = compare_models(
+            "eval", eval_examples, candidate, production, policy.batch_size, policy.normalizer
+        )
+        comparisons.append(ev)
+        metrics |= {
+            "eval_wer": ev.candidate.wer,
+            "eval_cer": ev.candidate.cer,
+            "eval_production_wer": ev.production.wer if ev.production else math.nan,
+            "eval_production_cer": ev.production.cer if ev.production else math.nan,
+        }
+    if production is None:
+        verdict = first_run_verdict(metrics, policy)
+    else:
+        verdict = validation_verdict(metrics, policy)
+        verdict.gates.extend(slice_gates(details["slices"], policy))
+    return ValidationResult(metrics, verdict, comparisons, details)

@@ -1,0 +1,217 @@
+"""Fine-tuning with the transformers `Trainer`: dynamic padding, checkpoints, resume, bf16 on GPU.
+
+The trainer is family-agnostic: the adapter supplies the collator, the `Trainer` does the rest.
+A run whose output directory already holds a complete checkpoint resumes from it, so a retried
+pipeline task continues instead of starting over.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, resample
+from stt_flywheel.models.base import SpeechModel, resolve_device
+
+__all__ = ["TrainResult", "TrainSettings", "TrainingDiverged", "fine_tune"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training left non-finite weights; nothing was saved."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    max_steps: int = 300
+    learning_rate: float = 5e-4
+    batch_size: int = 16
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    seed: int = 0
+    save_steps: int = 100
+    logging_steps: int = 25
+    accelerator: str = "auto"  # auto | cpu | cuda
+    bf16: str = "auto"  # auto | on | off
+    dataloader_workers: int = 0
+    speed_perturbation: tuple[float, ...] = ()  # e.g. (0.9, 1.0, 1.1): each example is re-timed at random
+    wise_ft_alpha: float = 1.0  # < 1: interpolate the result with the starting weights (WiSE-FT)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    train_loss: float
+    eval_loss: float | None
+    steps: int
+    runtime_s: float
+    samples_per_second: float
+    device: str
+    bf16: bool
+    resumed_from: str | None
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    def metrics(self) -> dict[str, float]:
+        out = {
+            "train_loss": self.train_loss,
+            "steps": float(self.steps),
+            "train_runtime_s": self.runtime_s,
+            "train_samples_per_second": self.samples_per_second,
+        }
+        if self.eval_loss is not None:
+            out["eval_loss"] = self.eval_loss
+        return out
+
+
+class _Examples(Dataset):
+    """Training examples, optionally speed-perturbed (resampled so they play faster or slower)."""
+
+    def __init__(
+        self, examples: Sequence[dict[str, Any]], speeds: Sequence[float] = (), seed: int = 0
+    ) -> None:
+        self.examples = examples
+        self.speeds = tuple(speeds)
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        example = self.examples[i]
+        if not self.speeds:
+            return example
+        speed = self.rng.choice(self.speeds)
+        if speed == 1.0:
+            return example
+        audio = resample(np.asarray(example["audio"], dtype=np.float32), round(TARGET_SAMPLE_RATE * speed))
+        return {**example, "audio": audio}
+
+
+def _check_finite(module: torch.nn.Module, log_history: list[dict[str, Any]]) -> None:
+    """Refuse to save a model whose weights went NaN/inf: it would only transcribe nothing.
+
+    (A library mismatch once did this silently: the loss logged 0 while every gradient was NaN.)
+    """
+    bad = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+    if not bad:
+        return
+    nan_steps = [
+        int(entry.get("step", -1))
+        for entry in log_history
+        if "grad_norm" in entry and not math.isfinite(float(entry["grad_norm"]))
+    ]
+    first = f"; the gradient norm was first non-finite at step {nan_steps[0]}" if nan_steps else ""
+    raise TrainingDiverged(
+        f"training diverged: {len(bad)} of {sum(1 for _ in module.parameters())} weight tensors are "
+        f"non-finite (e.g. {bad[0]}){first}; the model was not saved"
+    )
+
+
+def _use_bf16(setting: str, device: str) -> bool:
+    if setting == "off":
+        return False
+    supported = device == "cuda" and torch.cuda.is_bf16_supported()
+    if setting == "on" and not supported:
+        raise RuntimeError("bf16 requested but the device does not support it")
+    return supported
+
+
+def fine_tune(
+    model: SpeechModel,
+    train: Sequence[dict[str, Any]],
+    output_dir: str | Path,
+    settings: TrainSettings = TrainSettings(),
+    eval_examples: Sequence[dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train `model` in place on examples `{"audio": float32 16 kHz, "text": str}`; save into `output_dir/model`."""
+    if not train:
+        raise ValueError("no training examples")
+    output_dir = Path(output_dir)
+    device = resolve_device(settings.accelerator)
+    bf16 = _use_bf16(settings.bf16, device)
+    checkpoints = output_dir / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type="linear",
+        logging_steps=settings.logging_steps,
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        eval_strategy="no",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=bf16,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=settings.dataloader_workers,
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=True,
+        max_grad_norm=1.0,
+    )
+    trainer = Trainer(
+        model=model.model,
+        args=args,
+        train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
+        data_collator=model.collate,
+    )
+    # The starting weights are only kept when WiSE-FT needs them (a second copy of the model).
+    start_weights = (
+        {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+        if settings.wise_ft_alpha < 1.0
+        else {}
+    )
+    started = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=last)
+    runtime = time.perf_counter() - started
+    _check_finite(model.model, trainer.state.log_history)
+    eval_loss = None
+    if eval_examples:
+        eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
+    if start_weights:
+        interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
+    model.save(output_dir / "model")
+    train_loss = float(out.training_loss)
+    samples = settings.max_steps * settings.batch_size
+    return TrainResult(
+        output_dir=output_dir / "model",
+        train_loss=train_loss if math.isfinite(train_loss) else float("nan"),
+        eval_loss=eval_loss,
+        steps=int(out.global_step),
+        runtime_s=runtime,
+        samples_per_second=samples / runtime if runtime > 0 else 0.0,
+        device=device,
+        bf16=bf16,
+        resumed_from=last,
+        log_history=list(trainer.state.log_history),
+    )
+
+
+@torch.no_grad()
+def interpolate_weights(model: torch.nn.Module, start: dict[str, torch.Tensor], alpha: float) -> None:
+    """θ ← α·θ_fine-tuned + (1 − α)·θ_start for every floating-point tensor.
+
+    Weight-space ensembling with the starting model (Wortsman et al., 2022, "WiSE-FT") keeps most
+    of the fine-tuning gain on the new data while giving back much of what was forgotten.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"wise_ft_alpha must lie in [0, 1], got {alpha}")
+    state = model.state_dict()
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            tensor.copy_(alpha * tensor + (1.0 - alpha) * start[name].to(tensor.device, tensor.dtype))

@@ -1,0 +1,1 @@
+"""A pipeline run: the trigger policy, one entry point per stage, and the run ledger."""

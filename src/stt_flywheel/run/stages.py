@@ -1,0 +1,284 @@
+"""One entry point per pipeline stage: config + paths in, results and reports out.
+
+Components call these and nothing else, so every stage runs (and is tested) without KFP. Each
+stage also writes its outcome to the run ledger (`<reports>/<run_id>/<stage>.json`), from which
+`summarize_run` builds the summary a person reads.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.data.dataset import (
+    DatasetManifest,
+    build_dataset,
+    load_split,
+    protected_hashes,
+    publish_dataset,
+)
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.registry import ModelVersion
+from stt_flywheel.deployment.strategies import DeployOutcome, promote_candidate, replace_deployment
+from stt_flywheel.evaluation.comparison import load_manifest_examples
+from stt_flywheel.evaluation.regression import run_regression_suites
+from stt_flywheel.evaluation.reports import regression_html, validation_html
+from stt_flywheel.evaluation.validation import validate_candidate
+from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
+from stt_flywheel.run.ledger import write_ledger
+from stt_flywheel.run.trigger import TriggerDecision, check_trigger
+from stt_flywheel.storage.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
+from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
+from stt_flywheel.storage.objectstore import ObjectStore, open_store
+
+__all__ = [
+    "RUN_LEASE",
+    "bootstrap_registry",
+    "loggable_metrics",
+    "stage_build_dataset",
+    "stage_check_trigger",
+    "stage_deploy_model",
+    "stage_run_regression_suites",
+    "stage_train_model",
+    "stage_validate_model",
+]
+
+
+RUN_LEASE = "flywheel-run"  # one run at a time trains and deploys
+
+
+def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
+    """Register the base model as version 1 (alias `default`) and deploy it, if the registry is empty."""
+    registry = open_registry(config)
+    current = registry.resolve("default")
+    if current is not None:
+        return current
+    version = registry.register(
+        config.base_model, source_run="bootstrap", lineage={"base_model": str(config.base_model)}
+    )
+    replace_deployment(
+        registry, open_endpoint(config, registry), version.version, "bootstrap with the base model"
+    )
+    return registry.get(version.version)
+
+
+def _production(config: FlywheelConfig) -> ModelVersion | None:
+    return open_registry(config).resolve("default")
+
+
+def _state(config: FlywheelConfig) -> ObjectStore:
+    assert config.paths.state
+    return open_store(config.paths.state)
+
+
+def _release_run_lease(config: FlywheelConfig, run_id: str) -> None:
+    release_lease(_state(config), RUN_LEASE, run_id)
+
+
+def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | None = None) -> TriggerDecision:
+    """Decide, and when training is due take the run lease, so that an overlapping run stops here.
+
+    The lease is released by the stage that ends the run (dataset unusable, a gate rejecting, the
+    deployer); a run that dies keeps it until `trigger.lease_hours` pass.
+    """
+    assert config.paths.error_store
+    production = _production(config)
+    decision = check_trigger(
+        ErrorStore(config.paths.error_store),
+        config.trigger,
+        production_watermark=production.watermark if production else None,
+        last_deployed_at=open_endpoint(config).last_deployed_at(),
+        production_version=production.version if production else None,
+        now=now,
+    )
+    if decision.should_train:
+        try:
+            acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl, now=now)
+        except LeaseHeld as exc:
+            decision.block(f"another run holds the run lease ({exc})")
+    write_ledger(config, run_id, "trigger", decision.as_dict())
+    return decision
+
+
+def stage_build_dataset(
+    config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str
+) -> DatasetManifest:
+    assert config.paths.error_store and config.paths.datasets
+    protected_sources = [s.data for s in config.regression] + list(config.dataset.protected_manifests)
+    if config.validation.eval_manifest:
+        protected_sources.append(config.validation.eval_manifest)
+    manifest = build_dataset(
+        ErrorStore(config.paths.error_store),
+        out_dir,
+        config.dataset,
+        watermark=datetime.fromisoformat(watermark) if watermark else None,
+        protected=protected_hashes(protected_sources),
+    )
+    published = publish_dataset(out_dir, config.paths.datasets)
+    write_ledger(config, run_id, "dataset", {**manifest.as_dict(), "published_to": published})
+    if not manifest.usable[0]:
+        _release_run_lease(config, run_id)
+    return manifest
+
+
+def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
+    production = _production(config)
+    start_from = production.uri if production else str(config.base_model)
+    model = load_model(start_from, device=config.training.accelerator)
+    t = config.training
+    settings = TrainSettings(**{**t.model_dump(), "speed_perturbation": tuple(t.speed_perturbation)})
+    train = load_split(dataset_dir, "train")
+    heldout = load_split(dataset_dir, "heldout")
+    result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None)
+    write_ledger(
+        config,
+        run_id,
+        "train",
+        {
+            **result.metrics(),
+            "device": result.device,
+            "bf16": result.bf16,
+            "started_from": start_from,
+            "model_dir": str(out_dir),
+            "resumed_from": result.resumed_from,
+            "train_examples": len(train),
+        },
+    )
+    return result
+
+
+def _models(config: FlywheelConfig, candidate_dir: Path) -> tuple[SpeechModel, SpeechModel | None]:
+    production = _production(config)
+    candidate = load_model(candidate_dir, device="cpu")
+    return candidate, (load_model(production.uri, device="cpu") if production else None)
+
+
+def stage_validate_model(
+    config: FlywheelConfig, candidate_dir: Path, dataset_dir: Path, out_dir: Path, run_id: str
+) -> dict[str, Any]:
+    candidate, production = _models(config, candidate_dir)
+    eval_examples = (
+        load_manifest_examples(str(config.validation.eval_manifest))
+        if config.validation.eval_manifest
+        else []
+    )
+    result = validate_candidate(
+        candidate, production, load_split(dataset_dir, "heldout"), config.validation, eval_examples
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verdict = result.verdict.as_dict()
+    summary = {k: v for k, v in result.details.items() if k != "utterance_delta_wer"}
+    atomic_write_json(out_dir / "verdict.json", {**verdict, "metrics": result.metrics, "evaluation": summary})
+    atomic_write_bytes(
+        out_dir / "utterances.jsonl",
+        b"".join(orjson.dumps({"set": c.name, **r}) + b"\n" for c in result.comparisons for r in c.rows),
+    )
+    report = validation_html(result.metrics, result.verdict, result.comparisons, result.details)
+    atomic_write_text(out_dir / "report.html", report)
+    write_ledger(config, run_id, "validation", {**verdict, "metrics": result.metrics, "evaluation": summary})
+    if not result.verdict.passed:
+        _release_run_lease(config, run_id)
+    return {"verdict": verdict, "metrics": result.metrics, "report_html": report}
+
+
+def stage_run_regression_suites(
+    config: FlywheelConfig, candidate_dir: Path, out_dir: Path, run_id: str
+) -> dict[str, Any]:
+    candidate, production = _models(config, candidate_dir)
+    results, verdict = run_regression_suites(
+        candidate, production, config.regression, config.validation.batch_size, config.validation
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**verdict.as_dict(), "suites": [r.as_dict() for r in results]}
+    atomic_write_json(out_dir / "verdict.json", payload)
+    report = regression_html(results, verdict)
+    atomic_write_text(out_dir / "report.html", report)
+    write_ledger(config, run_id, "regression", payload)
+    if not verdict.passed:
+        _release_run_lease(config, run_id)
+    metrics: dict[str, float] = {}
+    for r in results:
+        metrics |= {
+            f"{r.name}_wer": r.candidate_wer,
+            f"{r.name}_reference_wer": r.reference_wer,
+            f"{r.name}_delta_wer": r.delta_wer,
+            f"{r.name}_delta_wer_upper_bound": r.adjusted_high,
+            f"{r.name}_p_holm": r.p_holm,
+        }
+    return {"verdict": payload, "metrics": metrics, "report_html": report}
+
+
+def stage_deploy_model(
+    config: FlywheelConfig,
+    candidate_dir: Path,
+    dataset_dir: Path,
+    validation_dir: Path,
+    regression_dir: Path,
+    run_id: str,
+) -> DeployOutcome:
+    """Register and deploy, only while this run still holds the run lease; releases it at the end."""
+    try:  # renewing proves no overlapping run took the lease over after it expired
+        acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl)
+    except LeaseHeld as exc:
+        outcome = DeployOutcome("rejected", None, None, [f"this run lost the run lease ({exc})"])
+        write_ledger(config, run_id, "deploy", outcome.as_dict())
+        return outcome
+    try:
+        outcome = _deploy(config, candidate_dir, dataset_dir, validation_dir, regression_dir, run_id)
+    finally:
+        _release_run_lease(config, run_id)
+    write_ledger(config, run_id, "deploy", outcome.as_dict())
+    if outcome.action == "failed":
+        raise RuntimeError("; ".join(outcome.reasons))
+    return outcome
+
+
+def _deploy(
+    config: FlywheelConfig,
+    candidate_dir: Path,
+    dataset_dir: Path,
+    validation_dir: Path,
+    regression_dir: Path,
+    run_id: str,
+) -> DeployOutcome:
+    registry = open_registry(config)
+    validation = read_json(validation_dir / "verdict.json")
+    regression = read_json(regression_dir / "verdict.json")
+    manifest = DatasetManifest.load(dataset_dir)
+    headline = loggable_metrics(validation.get("metrics", {}))
+    return promote_candidate(
+        registry,
+        open_endpoint(config, registry),
+        str(candidate_dir),
+        validation=validation,
+        regression=regression,
+        auto_deploy=config.deploy.auto_deploy,
+        keep_versions=config.deploy.keep_versions,
+        strategy=config.deploy.strategy,
+        canary_percent=config.deploy.canary_percent,
+        dataset_version=manifest.version,
+        data_watermark=manifest.watermark,
+        run_id=run_id,
+        metrics=headline,
+    )
+
+
+def loggable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric entries of a metrics dict, as floats (KFP `Metrics` takes nothing else)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }

@@ -1,0 +1,271 @@
+"""Paired statistics on per-utterance error counts (candidate vs production, same audio).
+
+- `paired_bootstrap`: confidence interval on ΔWER = WER(candidate) − WER(production) (Bisani & Ney,
+  2004), resampling utterances, or whole speakers when speaker labels exist. A resample is a vector
+  of counts over the *distinct* (candidate errors, production errors, length) rows, drawn from a
+  multinomial, so a million utterances cost what a few thousand distinct rows cost.
+- `paired_wilcoxon`, `paired_t_test`: one-sided, "the candidate makes fewer errors per utterance".
+- `mapsswe`: NIST's matched-pair sentence-segment word error test (Gillick & Cox, 1989) on segments
+  cut at runs of words both systems got right.
+- `holm`: Holm's step-down adjustment when several hypotheses are tested at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from stt_flywheel.scoring.alignment import Alignment
+
+Counts = Sequence[int] | np.ndarray
+
+__all__ = [
+    "BootstrapInterval",
+    "PairedTest",
+    "holm",
+    "mapsswe",
+    "mapsswe_segments",
+    "paired_bootstrap",
+    "paired_t_test",
+    "paired_wilcoxon",
+]
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    name: str
+    p_value: float
+    statistic: float
+    n: int
+    n_nonzero: int
+    better: int
+    worse: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _diff(candidate_errors: Counts, production_errors: Counts) -> np.ndarray:
+    cand = np.asarray(candidate_errors, dtype=float)
+    prod = np.asarray(production_errors, dtype=float)
+    if cand.shape != prod.shape:
+        raise ValueError("candidate and production error lists differ in length")
+    return cand - prod
+
+
+def paired_wilcoxon(candidate_errors: Counts, production_errors: Counts) -> PairedTest:
+    """One-sided Wilcoxon signed-rank test that the candidate makes fewer errors per utterance.
+
+    Utterances where both models make the same number of errors carry no evidence (Wilcox's zero
+    method). With no differing utterance at all the p-value is 1: nothing supports a change. An
+    empty input gives NaN, which every gate treats as a rejection.
+    """
+    diff = _diff(candidate_errors, production_errors)
+    better, worse = int((diff < 0).sum()), int((diff > 0).sum())
+    nonzero = better + worse
+    if len(diff) == 0:
+        return PairedTest("wilcoxon_signed_rank", math.nan, math.nan, 0, 0, 0, 0)
+    if nonzero == 0:
+        return PairedTest("wilcoxon_signed_rank", 1.0, 0.0, len(diff), 0, 0, 0)
+    res = sps.wilcoxon(diff[diff != 0], alternative="less", zero_method="wilcox")
+    return PairedTest(
+        "wilcoxon_signed_rank", float(res.pvalue), float(res.statistic), len(diff), nonzero, better, worse
+    )
+
+
+def paired_t_test(candidate_errors: Counts, production_errors: Counts) -> PairedTest:
+    """One-sided paired t-test on per-utterance error counts (scipy's `ttest_rel`)."""
+    diff = _diff(candidate_errors, production_errors)
+    better, worse = int((diff < 0).sum()), int((diff > 0).sum())
+    if len(diff) < 2:
+        return PairedTest("paired_t", math.nan, math.nan, len(diff), better + worse, better, worse)
+    if not diff.any():
+        return PairedTest("paired_t", 1.0, 0.0, len(diff), 0, 0, 0)
+    res = sps.ttest_1samp(diff, 0.0, alternative="less")
+    return PairedTest(
+        "paired_t", float(res.pvalue), float(res.statistic), len(diff), better + worse, better, worse
+    )
+
+
+def mapsswe_segments(a: Sequence[Alignment], b: Sequence[Alignment]) -> np.ndarray:
+    """Per segment, errors of system A minus errors of system B.
+
+    Each utterance's reference words are cut into segments at runs of two or more words that both
+    systems recognised correctly with no insertion beside them; those anchor words are left out. A
+    word carries its own error (substitution or deletion) and the insertions that follow it;
+    insertions before the first word go with the first word. Segments where neither system erred
+    carry no evidence and are dropped.
+    """
+    if len(a) != len(b):
+        raise ValueError("the two systems were aligned on different numbers of utterances")
+    diffs: list[int] = []
+    for al_a, al_b in zip(a, b, strict=True):
+        err_a, clean_a = _word_errors(al_a)
+        err_b, clean_b = _word_errors(al_b)
+        if len(err_a) != len(err_b):
+            raise ValueError("the two alignments have different references")
+        both = clean_a & clean_b
+        seg_a = seg_b = 0
+        i, n = 0, len(err_a)
+        while i <= n:
+            run = i
+            while run < n and both[run]:
+                run += 1
+            if i == n or run - i >= 2:
+                if seg_a or seg_b:
+                    diffs.append(seg_a - seg_b)
+                seg_a = seg_b = 0
+                i = max(run, i + 1) if i < n else n + 1
+                continue
+            seg_a += int(err_a[i])
+            seg_b += int(err_b[i])
+            i += 1
+    return np.asarray(diffs, dtype=float)
+
+
+def _word_errors(al: Alignment) -> tuple[np.ndarray, np.ndarray]:
+    """Errors carried by each reference word, and whether the word is a hit with no insertion beside it.
+
+    An empty reference gives one slot holding its insertions.
+    """
+    n = sum(1 for op, _, _ in al.steps if op != "I")
+    errors = np.zeros(n + 1, dtype=np.int64)  # slot 0: before the first word
+    clean = np.ones(n + 1, dtype=bool)
+    pos = 0
+    for op, _, _ in al.steps:
+        if op != "I":
+            pos += 1
+        if op != "C":
+            errors[pos] += 1
+            clean[pos] = False
+    if n == 0:
+        return errors, clean
+    errors[1] += errors[0]
+    clean[1] &= clean[0]
+    return errors[1:], clean[1:]
+
+
+def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment]) -> PairedTest:
+    """Two-sided MAPSSWE: the mean segment error difference over its standard error, normal p-value."""
+    z = mapsswe_segments(a, b)
+    better, worse = int((z < 0).sum()), int((z > 0).sum())
+    if len(z) < 2:
+        return PairedTest("mapsswe", math.nan, math.nan, len(z), better + worse, better, worse)
+    sd = z.std(ddof=1)
+    if sd == 0:
+        p = 1.0 if z.mean() == 0 else 0.0
+        return PairedTest(
+            "mapsswe",
+            p,
+            math.copysign(math.inf, z.mean()) if z.mean() else 0.0,
+            len(z),
+            better + worse,
+            better,
+            worse,
+        )
+    w = float(z.mean() / (sd / math.sqrt(len(z))))
+    return PairedTest("mapsswe", float(2 * sps.norm.sf(abs(w))), w, len(z), better + worse, better, worse)
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """Percentile interval of ΔWER (candidate − production; negative is better)."""
+
+    delta: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    unit: str  # "utterance" or "speaker"
+    units: int
+    prob_improvement: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_bootstrap(
+    candidate_errors: Counts,
+    production_errors: Counts,
+    ref_lengths: Counts,
+    *,
+    speakers: Sequence[str] | None = None,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapInterval:
+    """Bootstrap interval on ΔWER. With `speakers`, whole speakers are resampled (blocked bootstrap).
+
+    An empty input, or one with no reference words, gives NaN bounds (a gate then rejects).
+    """
+    deltas, delta, unit, units = bootstrap_deltas(
+        candidate_errors, production_errors, ref_lengths, speakers=speakers, resamples=resamples, seed=seed
+    )
+    if deltas is None:
+        return BootstrapInterval(math.nan, math.nan, math.nan, confidence, resamples, unit, units, math.nan)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(deltas, [tail, 1 - tail])
+    return BootstrapInterval(
+        delta, float(low), float(high), confidence, resamples, unit, units, float((deltas < 0).mean())
+    )
+
+
+def bootstrap_deltas(
+    candidate_errors: Counts,
+    production_errors: Counts,
+    ref_lengths: Counts,
+    *,
+    speakers: Sequence[str] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray | None, float, str, int]:
+    """The resampled ΔWERs, the observed ΔWER, the resampling unit and the number of units."""
+    cand = np.asarray(candidate_errors, dtype=np.int64)
+    prod = np.asarray(production_errors, dtype=np.int64)
+    length = np.asarray(ref_lengths, dtype=np.int64)
+    if not cand.shape == prod.shape == length.shape:
+        raise ValueError("error and length lists differ in length")
+    unit = "utterance"
+    if speakers is not None:
+        if len(speakers) != len(cand):
+            raise ValueError("one speaker label per utterance is needed")
+        unit = "speaker"
+        _, group = np.unique(np.asarray(speakers, dtype=object).astype(str), return_inverse=True)
+        cand, prod, length = (np.bincount(group, weights=x).astype(np.int64) for x in (cand, prod, length))
+    units = len(cand)
+    if units == 0 or length.sum() == 0:
+        return None, math.nan, unit, units
+    delta = float((cand.sum() - prod.sum()) / length.sum())
+    # one integer key per (Δerrors, length) row, so finding the distinct rows is a 1-D sort
+    diff = cand - prod
+    low, span = diff.min(), int(length.max()) + 1
+    keys, counts = np.unique((diff - low) * span + length, return_counts=True)
+    rows = np.stack([keys // span + low, keys % span], axis=1)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(units, counts / units, size=resamples)  # (resamples, distinct rows)
+    num = draws @ rows[:, 0]
+    den = draws @ rows[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        deltas = np.where(den > 0, num / np.maximum(den, 1), 0.0)
+    return deltas, delta, unit, units
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1). NaN stays NaN and ranks last."""
+    p = np.asarray(p_values, dtype=float)
+    m = len(p)
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, idx in enumerate(order):
+        if np.isnan(p[idx]):
+            adjusted[idx] = math.nan
+            continue
+        running = max(running, min(1.0, (m - rank) * p[idx]))
+        adjusted[idx] = running
+    return adjusted.tolist()

@@ -1,0 +1,1 @@
+"""Local stand-ins of the cloud APIs the tests drive with the real Google client libraries."""

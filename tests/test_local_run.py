@@ -1,0 +1,277 @@
+"""The compiled pipeline, run for real with kfp.local on a small synthetic world.
+
+One sequence, because each step starts from the state the previous one left: a deliberately bad
+candidate is rejected, a good one is deployed, a run without new evidence does not train, and a
+rollback restores the previous version.
+"""
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from fakes.vertex import running_fake
+from typer.testing import CliRunner
+
+from flywheel_pipelines.cli import app
+from flywheel_pipelines.compile import compile_pipeline
+from flywheel_pipelines.local_run import run_local
+from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.demo.scenario import simulate_traffic
+from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.models import load_model
+from stt_flywheel.run.ledger import summarize_run
+from stt_flywheel.run.stages import RUN_LEASE, bootstrap_registry
+from stt_flywheel.storage.leases import acquire_lease, read_lease
+from stt_flywheel.storage.objectstore import open_store
+
+pytestmark = pytest.mark.slow
+
+
+def _variant(path: Path, name: str, **training: object) -> Path:
+    data = yaml.safe_load(path.read_text())
+    data["training"].update(training)
+    out = path.with_name(name)
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: dict[str, Path]) -> None:
+    config_path, config = flywheel_config
+    bootstrap_registry(config)
+    with open_endpoint(config).served() as endpoint:  # as in the demo: over HTTP, a serving process
+        traffic = simulate_traffic(config, world, tmp_path, endpoint=endpoint)
+        assert endpoint.server_url(1) is not None
+    assert traffic["ingest"]["accepted"] > 40
+    assert traffic["error_rate_by_domain"]["pharmacy"] > traffic["error_rate_by_domain"]["general"]
+    package = compile_pipeline(tmp_path / "pipeline.yaml")
+    registry = open_registry(config)
+
+    # 1. A candidate whose weights are wrecked by an absurd learning rate is rejected.
+    bad = _variant(config_path, "bad.yaml", learning_rate=5.0, warmup_steps=0)
+    cfg, run_id = run_local(bad, package=package, max_steps=20)
+    s = summarize_run(cfg, run_id, new_domain="pharmacy")
+    assert (
+        s["trigger"]["fired"]
+        and s["dataset"]["read"]
+        == s["dataset"]["accepted"] + s["dataset"]["duplicates"] + s["dataset"]["quarantined"]
+    )
+    assert s["gates"]["validation"] is not None and not s["gates"]["validation"]["passed"]
+    assert s["deploy"] is None
+    assert registry.aliases() == {"default": 1}
+    assert open_endpoint(config).traffic() == {1: 100}
+    lease = read_lease(open_store(config.paths.state), RUN_LEASE)
+    assert lease is not None and lease.holder == run_id and lease.expired(datetime.now(UTC))  # released
+
+    # 2. A properly trained candidate is deployed as version 2.
+    cfg, run_id = run_local(config_path, package=package)
+    s = summarize_run(cfg, run_id, new_domain="pharmacy")
+    assert s["gates"]["validation"]["passed"], s["gates"]
+    assert s["gates"]["regression"]["passed"], s["gates"]
+    assert s["candidate"]["new_domain_wer"] < s["production"]["new_domain_wer"]
+    assert s["p_value"] < 0.05
+    ev = s["evaluation"]
+    assert ev["interval"]["high"] < 0 and ev["normalizer"] == "whisper-en/1"
+    assert set(ev["p_values"]) == {"wilcoxon", "t_test", "mapsswe"} and ev["newly_broken"] >= 0
+    assert {sl["field"] for sl in ev["slices"]} >= {"domain", "speaker"}
+    assert all(su["adjusted_high"] >= su["high"] for su in ev["suites"])  # Holm never narrows
+    assert s["deploy"]["action"] == "deployed" and s["deployed_version"] == 2
+    assert registry.aliases() == {"default": 2, "previous": 1}
+    assert open_endpoint(config).traffic() == {2: 100}
+    v2 = registry.get(2)
+    assert v2.dataset_version == s["dataset"]["version"] and v2.data_watermark
+    assert v2.evaluation["validation"]["passed"] and v2.lineage["parent_version"] == 1
+    assert v2.evaluation["validation"]["evaluation"]["interval"]["high"] < 0  # stored with the version
+    html = list(Path(str(cfg.paths.pipeline_root)).glob(f"{run_id}/validate-model/report*"))
+    assert html and "Verdict" in html[0].read_text()
+
+    # 3. Nothing new in the error store: the trigger does not fire and says why.
+    cfg, run_id = run_local(config_path, package=package)
+    s = summarize_run(cfg, run_id)
+    assert not s["trigger"]["fired"] and "0 new error cases" in s["trigger"]["summary"]
+    assert s["deployed_version"] == 2
+
+    # 4. One command rolls back.
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flywheel_pipelines.cli",
+            "registry",
+            "rollback",
+            "--config",
+            str(config_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert registry.aliases() == {"default": 1}
+    assert open_endpoint(load_config(config_path)).traffic() == {1: 100}
+
+
+def test_unusable_dataset_ends_the_run_green(tmp_path: Path, flywheel_config: tuple) -> None:
+    """Every correction is bad input: the run quarantines them all and stops before training."""
+    config_path, config = flywheel_config
+    bootstrap_registry(config)
+    rows = [
+        {
+            "id": f"r{i}",
+            "audio_uri": str(tmp_path / f"missing-{i}.wav"),
+            "hypothesis": "x",
+            "corrected_text": "y",
+            "timestamp": "2026-11-01T00:00:00Z",
+        }
+        for i in range(12)
+    ]
+    ErrorStore(config.paths.error_store).ingest(rows)
+    cfg, run_id = run_local(config_path, force=True)
+    s = summarize_run(cfg, run_id)
+    assert s["trigger"]["fired"]
+    assert s["dataset"]["quarantined"] == 12 and not s["dataset"]["usable"]
+    assert s["training"] is None and s["deploy"] is None
+    assert open_registry(config).aliases() == {"default": 1}
+
+
+def _outcome(s: dict) -> dict:
+    """What a run decided and measured, without where it kept things."""
+    return {
+        "fired": s["trigger"]["fired"],
+        "dataset": {k: s["dataset"][k] for k in ("read", "accepted", "duplicates", "quarantined", "splits")},
+        "quarantine_reasons": s["dataset"]["quarantine_reasons"],
+        "validation": s["gates"]["validation"]["passed"],
+        "regression": s["gates"]["regression"]["passed"],
+        "production_wer": s["production"]["heldout_wer"],
+        "candidate_wer": s["candidate"]["heldout_wer"],
+        "deploy": s["deploy"]["action"],
+        "deployed_version": s["deployed_version"],
+    }
+
+
+def test_every_store_on_gcs_reaches_the_local_outcome(
+    tmp_path: Path,
+    flywheel_config: tuple,
+    world: dict[str, Path],
+    gcs_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same world and config, once on local directories and once with the config itself, the
+    error store, the production audio, datasets, models, run ledgers and the run lease on GCS
+    (fake-gcs-server, real client, in the pipeline's task processes too): the runs decide and
+    measure the same."""
+    monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
+    local_path, local_config = flywheel_config
+    data = yaml.safe_load(local_path.read_text())
+    # Relative locations in a config read from gs:// resolve beside it, under gs://…/flywheel/.
+    local_part = tmp_path / "gcs-local-part"
+    data["paths"] = {
+        "root": str(local_part),
+        "pipeline_root": str(local_part / "pipeline-root"),
+        **{
+            name: name.replace("_", "-") for name in ("error_store", "datasets", "models", "reports", "state")
+        },
+    }
+    gcs_uri = f"{gcs_bucket}/flywheel/flywheel.yaml"
+    open_store(gcs_bucket).write("flywheel/flywheel.yaml", yaml.safe_dump(data).encode())
+    gcs_config = load_config(gcs_uri)
+    assert gcs_config.paths.error_store == f"{gcs_bucket}/flywheel/error-store"
+
+    outcomes = []
+    for name, path, config, audio_store in (
+        ("local", local_path, local_config, None),
+        ("gcs", gcs_uri, gcs_config, f"{gcs_bucket}/audio"),
+    ):
+        bootstrap_registry(config)
+        simulate_traffic(config, world, tmp_path / name, audio_store=audio_store)
+        cfg, run_id = run_local(path)
+        outcomes.append(_outcome(summarize_run(cfg, run_id, new_domain="pharmacy")))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1]["deploy"] == "deployed" and outcomes[1]["deployed_version"] == 2
+
+    registry = open_registry(gcs_config)
+    v2 = registry.get(2)
+    assert v2.uri == f"{gcs_bucket}/flywheel/models/{registry.model}/v2"
+    records = ErrorStore(gcs_config.paths.error_store)
+    assert all(r.audio_uri.startswith(f"{gcs_bucket}/audio/") for r in records.scan() if "bad-" not in r.id)
+    store = open_store(f"{gcs_bucket}/flywheel")
+    keys = store.list()
+    assert any(k.startswith(f"datasets/{v2.dataset_version}/data/") for k in keys)
+    assert f"datasets/{v2.dataset_version}/manifest.json" in keys
+    assert any(k.startswith("reports/stt-flywheel") and k.endswith("/deploy.json") for k in keys)
+    lease = read_lease(open_store(gcs_config.paths.state), RUN_LEASE)
+    assert lease is not None and lease.expired(datetime.now(UTC))  # the deployer released it
+    assert not any(local_part.glob("datasets"))  # nothing fell back to disk
+
+
+class _BaseModelTraffic:
+    """Production traffic as version 1 (the base model) transcribes it, in this process: the Vertex
+    stand-in keeps endpoints but runs no serving containers."""
+
+    def predict(self, audios: list, rng: object = None) -> tuple[int, list[str]]:
+        return 1, load_model(DEFAULT_BASE_MODEL, device="cpu").transcribe(audios)
+
+
+def test_a_run_canaries_on_the_vertex_backend(
+    tmp_path: Path,
+    flywheel_config: tuple,
+    world: dict[str, Path],
+    gcs_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole pipeline with `deploy.backend: vertex`: bootstrap uploads v1 to the Vertex
+    stand-in and deploys it; the run's tasks (subprocesses, real aiplatform SDK) read production
+    from the Model Registry, upload the candidate as version 2 of the same model with its
+    evaluation, and start a 10 % canary beside v1."""
+    monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
+    local_path, _ = flywheel_config
+    data = yaml.safe_load(local_path.read_text())
+    data["paths"]["models"] = f"{gcs_bucket}/models"
+    data["deploy"].update({"backend": "vertex", "strategy": "canary", "canary_percent": 10})
+    with running_fake() as (fake, url):
+        data["vertex"] = {
+            "project": fake.project,
+            "location": fake.location,
+            "api_endpoint": url,
+            "serving_image": "us-docker.pkg.dev/p/r/serving@sha256:" + "a" * 64,
+            "retry_initial_s": 0.05,
+        }
+        path = tmp_path / "vertex.yaml"
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(path)
+        bootstrap_registry(config)
+        simulate_traffic(config, world, tmp_path / "traffic", endpoint=_BaseModelTraffic())
+        cfg, run_id = run_local(path)
+        s = summarize_run(cfg, run_id, new_domain="pharmacy")
+        registry, endpoint = open_registry(config), open_endpoint(config)
+        aliases, traffic = registry.aliases(), endpoint.traffic()
+        v2 = registry.get(2)
+        (model_id,) = fake.models
+        evaluations = fake.evaluations.get(f"{model_id}@2", [])
+        listed = CliRunner().invoke(app, ["registry", "list", "--config", str(path)])
+    assert listed.exit_code == 0, listed.output
+    assert f"models/{model_id})" in "".join(listed.output.split()) and "candidate" in listed.output
+    assert s["trigger"]["fired"] and s["gates"]["validation"]["passed"]
+    assert s["deploy"]["action"] == "canary" and s["deploy"]["version"] == 2
+    assert aliases == {"default": 1, "candidate": 2}
+    assert traffic == {1: 90, 2: 10}
+    assert v2.uri.startswith(f"{gcs_bucket}/models/") and v2.source_run == run_id
+    assert sorted(fake.versions(model_id)) == ["1", "2"] and len(evaluations) == 1
+
+
+def test_an_overlapping_run_stops_at_the_trigger(tmp_path: Path, flywheel_config: tuple) -> None:
+    """A scheduled run holds the run lease; a manual run (even forced) stops and says why."""
+    config_path, config = flywheel_config
+    bootstrap_registry(config)
+    state = open_store(config.paths.state)
+    acquire_lease(state, RUN_LEASE, "stt-flywheel-scheduled-run", timedelta(hours=1))
+    cfg, run_id = run_local(config_path, force=True)
+    s = summarize_run(cfg, run_id)
+    assert not s["trigger"]["fired"]
+    assert "another run holds the run lease" in s["trigger"]["summary"]
+    assert "stt-flywheel-scheduled-run" in s["trigger"]["blocked_by"]
+    assert s["dataset"] is None and s["training"] is None
+    assert read_lease(state, RUN_LEASE).holder == "stt-flywheel-scheduled-run"

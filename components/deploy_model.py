@@ -22,7 +22,7 @@ def deploy_model(
 
     outcome = stage_deploy_model(
         load_run_config(config_uri, auto_deploy=auto_deploy),
-        Path(model.path) / "model",
+        Path(model.path),
         Path(dataset.path),
         Path(validation_results.path),
         Path(regression_results.path),

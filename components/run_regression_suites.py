@@ -13,13 +13,13 @@ def run_regression_suites(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import loggable_metrics, stage_run_regression_suites
+    from stt_flywheel.run.stages import stage_run_regression_suites
 
     out = stage_run_regression_suites(
-        load_run_config(config_uri), Path(model.path) / "model", Path(results.path), run_id
+        load_run_config(config_uri), Path(model.path), Path(results.path), run_id
     )
     with open(report.path, "w") as fh:
-        fh.write(out["report_html"])
-    for key, value in loggable_metrics(out["metrics"]).items():
+        fh.write(out.report_html)
+    for key, value in out.metrics.items():
         metrics.log_metric(key, value)
-    return bool(out["verdict"]["passed"])
+    return out.passed

@@ -36,8 +36,8 @@ def test_compare_models_keeps_per_utterance_rows(
     examples = load_manifest_examples(str(world["eval"]))
     comp = compare_models("eval", examples, untrained, base)
     assert len(comp.rows) == len(examples) == comp.candidate.utterances
-    assert {r["id"] for r in comp.rows} == {e["id"] for e in examples}
-    assert sum(r["candidate_errors"] for r in comp.rows) == (
+    assert {r.id for r in comp.rows} == {e["id"] for e in examples}
+    assert sum(r.candidate_errors for r in comp.rows) == (
         comp.candidate.substitutions + comp.candidate.deletions + comp.candidate.insertions
     )
     assert comp.delta_wer > 0.5  # an untrained model is far worse than production

@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
-from stt_flywheel.config import FlywheelConfig, load_config
+from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
 from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.error_store import ErrorStore, IngestResult
 from stt_flywheel.data.manifest import Utterance, read_manifest, write_manifest
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
 from stt_flywheel.deployment.backends import open_endpoint
+from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.scoring.text import normalize
 from stt_flywheel.storage.files import atomic_write_json, atomic_write_text, read_json
 from stt_flywheel.storage.objectstore import join_uri, open_store
@@ -167,7 +168,7 @@ def simulate_traffic(
     world_dir: Path,
     seed: int = 0,
     audio_store: str | None = None,
-    endpoint: Any = None,
+    endpoint: LocalEndpoint | None = None,
 ) -> dict[str, Any]:
     """Transcribe both domains' traffic with the deployed model and log every transcript.
 
@@ -183,7 +184,7 @@ def simulate_traffic(
     if done.exists():
         return dict(read_json(done))
     assert config.paths.error_store
-    endpoint = endpoint or open_endpoint(config)
+    endpoint = endpoint or _embedded_endpoint(config)
     rng = random.Random(seed)
     utts = read_manifest(manifests["traffic-new"]) + read_manifest(manifests["traffic-general"])
     rng.shuffle(utts)
@@ -222,9 +223,18 @@ def simulate_traffic(
     return summary
 
 
-def pick_must_pass(config: FlywheelConfig, manifest: Path, limit: int = 8, endpoint: Any = None) -> list[str]:
+def _embedded_endpoint(config: FlywheelConfig) -> LocalEndpoint:
+    endpoint = open_endpoint(config)
+    if not isinstance(endpoint, LocalEndpoint):
+        raise ConfigError("the demo's traffic is served by the embedded endpoint (deploy.backend: local)")
+    return endpoint
+
+
+def pick_must_pass(
+    config: FlywheelConfig, manifest: Path, limit: int = 8, endpoint: LocalEndpoint | None = None
+) -> list[str]:
     """Critical-suite utterances the production model transcribes exactly today: they must stay right."""
     utts = read_manifest(manifest)
-    _, hyps = (endpoint or open_endpoint(config)).predict([load_audio(u.audio).samples for u in utts])
+    _, hyps = (endpoint or _embedded_endpoint(config)).predict([load_audio(u.audio).samples for u in utts])
     right = [u.id for u, h in zip(utts, hyps, strict=True) if normalize(h) == normalize(u.text)]
     return sorted(right)[:limit]

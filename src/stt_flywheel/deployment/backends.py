@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.endpoint import LocalEndpoint
+from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import LocalRegistry
 
 __all__ = ["open_endpoint", "open_registry"]
 
 
-def open_registry(config: FlywheelConfig) -> Any:
+def open_registry(config: FlywheelConfig) -> Registry:
     """The configured registry: the embedded SQLite one, or Vertex AI Model Registry."""
     if config.deploy.backend == "vertex":
         from stt_flywheel.deployment.vertex import VertexRegistry
@@ -21,11 +20,17 @@ def open_registry(config: FlywheelConfig) -> Any:
     return LocalRegistry(config.paths.registry_db, config.paths.models, config.deploy.model_name)
 
 
-def open_endpoint(config: FlywheelConfig, registry: Any = None) -> Any:
+def open_endpoint(config: FlywheelConfig, registry: Registry | None = None) -> Endpoint:
     """The configured endpoint: the embedded one (served by `stt-flywheel serve`), or Vertex AI."""
     registry = registry or open_registry(config)
     if config.deploy.backend == "vertex":
-        from stt_flywheel.deployment.vertex import VertexEndpoint
+        from stt_flywheel.deployment.vertex import VertexEndpoint, VertexRegistry
 
+        if not isinstance(registry, VertexRegistry):
+            raise TypeError(
+                f"a Vertex AI endpoint needs the Vertex AI registry, not {type(registry).__name__}"
+            )
         return VertexEndpoint(config, registry)
+    if not isinstance(registry, LocalRegistry):
+        raise TypeError(f"the embedded endpoint needs the embedded registry, not {type(registry).__name__}")
     return LocalEndpoint(registry, config.deploy.endpoint_name)

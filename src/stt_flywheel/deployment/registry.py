@@ -85,6 +85,11 @@ class LocalRegistry:
         with self.reader() as conn:
             conn.executescript(SCHEMA)
 
+    @property
+    def location(self) -> str:
+        """Where the versions live, for people: the SQLite file."""
+        return str(self.db_path)
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row

@@ -17,14 +17,13 @@ Strategies work on any registry + endpoint pair (embedded or Vertex AI, see `Reg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from stt_flywheel.deployment.registry import ModelVersion, RegistryError
+from stt_flywheel.deployment.protocols import Endpoint, Registry
+from stt_flywheel.deployment.registry import RegistryError
 
 __all__ = [
     "DeployOutcome",
-    "Endpoint",
-    "Registry",
     "manual_promotion",
     "promote_canary",
     "promote_candidate",
@@ -32,31 +31,6 @@ __all__ = [
     "rollback",
     "start_canary",
 ]
-
-
-class Registry(Protocol):
-    model: str
-
-    def register(self, model_dir: Any, **kwargs: Any) -> ModelVersion: ...
-    def get(self, version: int) -> ModelVersion: ...
-    def resolve(self, alias: str) -> ModelVersion | None: ...
-    def versions(self) -> list[ModelVersion]: ...
-    def aliases(self) -> dict[str, int]: ...
-    def set_alias(self, alias: str, version: int) -> None: ...
-    def remove_alias(self, alias: str) -> None: ...
-    def promote(self, version: int, reason: str = "") -> int | None: ...
-    def rollback(self, reason: str = "") -> tuple[int, int]: ...
-    def prune(self, keep: int) -> list[int]: ...
-    def record(self, action: str, version: int | None, detail: dict[str, Any]) -> None: ...
-
-
-class Endpoint(Protocol):
-    name: str
-
-    def traffic(self) -> dict[int, int]: ...
-    def deploy(self, version: int, percent: int = 100, reason: str = "") -> None: ...
-    def set_traffic(self, split: dict[int, int], reason: str = "") -> None: ...
-    def undeploy(self, version: int, reason: str = "") -> None: ...
 
 
 def replace_deployment(registry: Registry, endpoint: Endpoint, version: int, reason: str) -> int | None:

@@ -25,7 +25,8 @@ import contextlib
 import functools
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,6 +128,11 @@ class VertexRegistry:
 
     # -- names and raw reads -----------------------------------------------------------------
     @property
+    def location(self) -> str:
+        """Where the versions live, for people: the Vertex model's resource name."""
+        return self.resource_name
+
+    @property
     def resource_name(self) -> str:
         s = self.settings
         return f"projects/{s.project}/locations/{s.location}/models/{self.model}"
@@ -172,9 +178,6 @@ class VertexRegistry:
     # -- reads -------------------------------------------------------------------------------
     def versions(self) -> list[ModelVersion]:
         return sorted((self._to_version(r) for r in self._raw_versions()), key=lambda v: v.version)
-
-    def deployed_versions(self) -> set[int]:
-        return {int(r.version_id) for r in self._raw_versions() if r.deployed_models}
 
     def aliases(self) -> dict[str, int]:
         return {a: int(r.version_id) for r in self._raw_versions() for a in r.version_aliases}
@@ -408,6 +411,11 @@ class VertexEndpoint:
         split = dict(endpoint.gca_resource.traffic_split)
         return {version: int(split.get(dm_id, 0)) for version, dm_id in self._deployed(endpoint).items()}
 
+    @contextmanager
+    def served(self) -> Iterator[VertexEndpoint]:
+        """Vertex AI serves the deployed models itself: nothing to start or stop here."""
+        yield self
+
     def last_deployed_at(self) -> datetime | None:
         endpoint = self._endpoint()
         times = [dm.create_time for dm in endpoint.gca_resource.deployed_models]
@@ -421,9 +429,7 @@ class VertexEndpoint:
         deployed = self._deployed(endpoint)
         current = {dm_id: int(v) for dm_id, v in endpoint.gca_resource.traffic_split.items()}
         if version in deployed:  # already serving: only the split changes
-            self.set_traffic(
-                {v: t for v, t in canary_split(self.traffic(), version, percent).items()}, reason=reason
-            )
+            self.set_traffic(canary_split(self.traffic(), version, percent), reason=reason)
             return
         self.registry.get(version)
         split = canary_split(current, "0", percent)  # "0" is the model being deployed

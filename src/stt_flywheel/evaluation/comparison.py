@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER
 
 __all__ = [
     "Comparison",
+    "UtteranceRow",
     "compare_models",
     "comparison_from_texts",
     "duration_bucket",
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 _DURATION_EDGES = ((2.0, "<2s"), (5.0, "2-5s"), (10.0, "5-10s"))
+_METADATA = ("domain", "speaker", "device", "duration")
 
 
 def duration_bucket(seconds: float) -> str:
@@ -66,6 +68,39 @@ def _longest_insertion_run(al: Alignment) -> int:
     return best
 
 
+@dataclass(frozen=True)
+class UtteranceRow:
+    """One utterance scored for the candidate and, when there is one, production (normalised texts)."""
+
+    id: str
+    ref: str
+    ref_words: int
+    candidate_hyp: str
+    candidate_errors: int
+    production_hyp: str | None = None
+    production_errors: int = 0  # meaningful only with a production hypothesis
+    domain: str | None = None
+    speaker: str | None = None
+    device: str | None = None
+    duration: str | None = None
+
+    def hyp(self, model: str) -> str:
+        """The hypothesis of `candidate` or `production`."""
+        return self.candidate_hyp if model == "candidate" else self.production_hyp or ""
+
+    def metadata_value(self, name: str) -> str | None:
+        """A metadata field by name (a slicing key from the config); None when the row has no such field."""
+        value = getattr(self, name, None) if name in _METADATA else None
+        return value if isinstance(value, str) else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as stored in `utterances.jsonl`: absent fields left out."""
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.production_hyp is None:
+            out.pop("production_errors")
+        return out
+
+
 @dataclass
 class Comparison:
     """Candidate and production scored on the same utterances, with per-utterance rows."""
@@ -73,21 +108,21 @@ class Comparison:
     name: str
     candidate: CorpusScore
     production: CorpusScore | None
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[UtteranceRow] = field(default_factory=list)
 
     @property
     def delta_wer(self) -> float:
         return self.candidate.wer - self.production.wer if self.production else math.nan
 
     def _column(self, key: str) -> np.ndarray:
-        return np.array([r[key] for r in self.rows], dtype=np.int64)
+        return np.array([getattr(r, key) for r in self.rows], dtype=np.int64)
 
     @functools.cached_property
     def alignments(self) -> dict[str, list[Alignment]]:
-        refs = [r["ref"] for r in self.rows]
-        out = {"candidate": align_pairs(refs, [r["candidate_hyp"] for r in self.rows])}
+        refs = [r.ref for r in self.rows]
+        out = {"candidate": align_pairs(refs, [r.candidate_hyp for r in self.rows])}
         if self.production is not None:
-            out["production"] = align_pairs(refs, [r["production_hyp"] for r in self.rows])
+            out["production"] = align_pairs(refs, [r.hyp("production") for r in self.rows])
         return out
 
     def interval(self, policy: ValidationPolicy, subset: Sequence[int] | None = None) -> BootstrapInterval:
@@ -95,12 +130,12 @@ class Comparison:
         rows = self.rows if subset is None else [self.rows[i] for i in subset]
         if self.production is None:
             return paired_bootstrap([], [], [])
-        speakers = [r.get("speaker") or "" for r in rows]
+        speakers = [r.speaker or "" for r in rows]
         blocked = all(speakers) and len(set(speakers)) > 1
         return paired_bootstrap(
-            [r["candidate_errors"] for r in rows],
-            [r["production_errors"] for r in rows],
-            [r["ref_words"] for r in rows],
+            [r.candidate_errors for r in rows],
+            [r.production_errors for r in rows],
+            [r.ref_words for r in rows],
             speakers=speakers if blocked else None,
             resamples=policy.bootstrap_resamples,
             confidence=policy.confidence,
@@ -121,12 +156,12 @@ class Comparison:
         out: dict[str, dict[str, float]] = {}
         n = len(self.rows)
         for model, aligned in self.alignments.items():
-            hyps = [r[f"{model}_hyp"] for r in self.rows]
-            empty = sum(1 for r, h in zip(self.rows, hyps, strict=True) if r["ref"] and not h)
+            hyps = [r.hyp(model) for r in self.rows]
+            empty = sum(1 for r, h in zip(self.rows, hyps, strict=True) if r.ref and not h)
             loops = sum(
                 1
                 for r, h in zip(self.rows, hyps, strict=True)
-                if _loop(h.split(), policy.loop_repeats) and not _loop(r["ref"].split(), policy.loop_repeats)
+                if _loop(h.split(), policy.loop_repeats) and not _loop(r.ref.split(), policy.loop_repeats)
             )
             bursts = sum(1 for al in aligned if _longest_insertion_run(al) >= policy.burst_length)
             out[model] = {
@@ -167,26 +202,26 @@ class Comparison:
             return {"newly_broken": 0, "newly_fixed": 0, "broken": [], "fixed": []}
         broken, fixed = [], []
         for k, r in enumerate(self.rows):
-            if r["production_errors"] == 0 and r["candidate_errors"] > 0:
+            if r.production_errors == 0 and r.candidate_errors > 0:
                 broken.append(k)
-            elif r["production_errors"] > 0 and r["candidate_errors"] == 0:
+            elif r.production_errors > 0 and r.candidate_errors == 0:
                 fixed.append(k)
 
         def entry(k: int) -> dict[str, Any]:
             r = self.rows[k]
             return {
-                "id": r["id"],
-                "ref": r["ref"],
-                "production_hyp": r["production_hyp"],
-                "candidate_hyp": r["candidate_hyp"],
-                "production_errors": r["production_errors"],
-                "candidate_errors": r["candidate_errors"],
+                "id": r.id,
+                "ref": r.ref,
+                "production_hyp": r.production_hyp,
+                "candidate_hyp": r.candidate_hyp,
+                "production_errors": r.production_errors,
+                "candidate_errors": r.candidate_errors,
                 "candidate_alignment": self.alignments["candidate"][k].render(),
                 "production_alignment": self.alignments["production"][k].render(),
             }
 
-        broken.sort(key=lambda k: -self.rows[k]["candidate_errors"])
-        fixed.sort(key=lambda k: -self.rows[k]["production_errors"])
+        broken.sort(key=lambda k: -self.rows[k].candidate_errors)
+        fixed.sort(key=lambda k: -self.rows[k].production_errors)
         return {
             "newly_broken": len(broken),
             "newly_fixed": len(fixed),
@@ -199,13 +234,13 @@ class Comparison:
         if self.production is None:
             return []
         order = sorted(
-            (k for k, r in enumerate(self.rows) if r["candidate_errors"] > r["production_errors"]),
-            key=lambda k: self.rows[k]["production_errors"] - self.rows[k]["candidate_errors"],
+            (k for k, r in enumerate(self.rows) if r.candidate_errors > r.production_errors),
+            key=lambda k: self.rows[k].production_errors - self.rows[k].candidate_errors,
         )
         return [
             {
-                "id": self.rows[k]["id"],
-                "delta_errors": self.rows[k]["candidate_errors"] - self.rows[k]["production_errors"],
+                "id": self.rows[k].id,
+                "delta_errors": self.rows[k].candidate_errors - self.rows[k].production_errors,
                 "candidate_alignment": self.alignments["candidate"][k].render(),
                 "production_alignment": self.alignments["production"][k].render(),
             }
@@ -216,11 +251,7 @@ class Comparison:
         """Per-utterance ΔWER (errors difference over reference length; empty references left out)."""
         if self.production is None:
             return []
-        return [
-            (r["candidate_errors"] - r["production_errors"]) / r["ref_words"]
-            for r in self.rows
-            if r["ref_words"]
-        ]
+        return [(r.candidate_errors - r.production_errors) / r.ref_words for r in self.rows if r.ref_words]
 
     def slices(self, policy: ValidationPolicy) -> list[dict[str, Any]]:
         """WER of both models and the ΔWER interval per value of each slicing field."""
@@ -228,14 +259,14 @@ class Comparison:
         for key in policy.slice_by:
             groups: dict[str, list[int]] = {}
             for k, r in enumerate(self.rows):
-                value = r.get(key)
+                value = r.metadata_value(key)
                 if value not in (None, ""):
                     groups.setdefault(str(value), []).append(k)
             if len(groups) < 2 and key != "domain":
                 continue  # one value is the whole set, not a slice
             for value, idx in sorted(groups.items()):
-                words = sum(self.rows[k]["ref_words"] for k in idx)
-                cand = sum(self.rows[k]["candidate_errors"] for k in idx)
+                words = sum(self.rows[k].ref_words for k in idx)
+                cand = sum(self.rows[k].candidate_errors for k in idx)
                 entry: dict[str, Any] = {
                     "field": key,
                     "value": value,
@@ -244,7 +275,7 @@ class Comparison:
                     "gated": len(idx) >= policy.min_slice_size and self.production is not None,
                 }
                 if self.production is not None:
-                    prod = sum(self.rows[k]["production_errors"] for k in idx)
+                    prod = sum(self.rows[k].production_errors for k in idx)
                     entry["production_wer"] = prod / words if words else math.nan
                     iv = self.interval(policy, idx)
                     entry |= {"delta_wer": iv.delta, "low": iv.low, "high": iv.high}
@@ -265,9 +296,6 @@ def load_manifest_examples(path: str) -> list[dict[str, Any]]:
     ]
 
 
-_METADATA = ("domain", "speaker", "device", "duration")
-
-
 def comparison_from_texts(
     name: str,
     examples: Sequence[dict[str, Any]],
@@ -284,17 +312,19 @@ def comparison_from_texts(
     rows = []
     for i, ex in enumerate(examples):
         cu = cand_utts[i]
-        row = {
-            "id": ex["id"],
-            "ref": cu.ref,
-            "ref_words": cu.ref_words,
-            "candidate_hyp": cu.hyp,
-            "candidate_errors": cu.word_errors,
-        }
-        row |= {k: ex[k] for k in _METADATA if ex.get(k) not in (None, "")}
-        if prod_utts is not None:
-            row |= {"production_hyp": prod_utts[i].hyp, "production_errors": prod_utts[i].word_errors}
-        rows.append(row)
+        metadata = {k: str(ex[k]) for k in _METADATA if ex.get(k) not in (None, "")}
+        rows.append(
+            UtteranceRow(
+                id=ex["id"],
+                ref=cu.ref,
+                ref_words=cu.ref_words,
+                candidate_hyp=cu.hyp,
+                candidate_errors=cu.word_errors,
+                production_hyp=prod_utts[i].hyp if prod_utts is not None else None,
+                production_errors=prod_utts[i].word_errors if prod_utts is not None else 0,
+                **metadata,
+            )
+        )
     return Comparison(name, cand_score, prod_score, rows)
 
 

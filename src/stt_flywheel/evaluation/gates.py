@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from stt_flywheel.config import ValidationPolicy
+import numpy as np
 
-__all__ = ["Gate", "Verdict", "first_run_verdict", "slice_gates", "validation_verdict"]
+from stt_flywheel.config import ValidationPolicy
+from stt_flywheel.scoring.stats import holm
+
+__all__ = [
+    "Gate",
+    "SuiteDecision",
+    "SuiteEvidence",
+    "Verdict",
+    "first_run_verdict",
+    "regression_verdict",
+    "slice_gates",
+    "validation_verdict",
+]
 
 
 @dataclass(frozen=True)
@@ -233,3 +245,112 @@ def slice_gates(slices: list[dict[str, Any]], policy: ValidationPolicy) -> list[
             )
         )
     return gates
+
+
+@dataclass(frozen=True)
+class SuiteEvidence:
+    """What the regression gates judge for one suite, as `evaluation.regression` measured it.
+
+    ΔWER is candidate minus reference; `deltas` are its bootstrap draws (None without data). The
+    margin is the suite's allowance (reference × relative + absolute), NaN when it cannot be computed.
+    """
+
+    name: str
+    candidate_wer: float
+    reference_wer: float
+    margin: float
+    margin_configured: bool
+    deltas: np.ndarray | None
+    reference_missing: bool = False  # the suite compares with production and there is none
+    must_pass_configured: bool = False
+    must_pass_failures: tuple[str, ...] = ()
+    must_pass_missing: tuple[str, ...] = ()
+
+    @property
+    def delta_wer(self) -> float:
+        return self.candidate_wer - self.reference_wer
+
+    @property
+    def p_inferior(self) -> float:
+        """One-sided bootstrap p-value of "ΔWER > margin" (NaN without draws or margin)."""
+        if self.deltas is None or math.isnan(self.margin):
+            return math.nan
+        return float((1 + np.sum(self.deltas > self.margin)) / (len(self.deltas) + 1))
+
+
+@dataclass(frozen=True)
+class SuiteDecision:
+    """One suite's interval, Holm-adjusted numbers and gates."""
+
+    name: str
+    low: float
+    high: float
+    adjusted_high: float
+    p_inferior: float
+    p_holm: float
+    level: float
+    gates: list[Gate]
+
+
+def regression_verdict(
+    evidence: Sequence[SuiteEvidence], confidence: float
+) -> tuple[list[SuiteDecision], Verdict]:
+    """Non-inferiority per suite at Holm-adjusted levels; fails closed when no suite is configured.
+
+    Each suite's one-sided p-value is Holm-adjusted over the suites; a suite passes when its adjusted
+    p-value is within α = (1 − confidence) / 2 and the upper bound of its ΔWER interval at its Holm
+    level stays within the margin. A suite that needs production without one, and a must-pass
+    utterance that is wrong or missing, reject as well.
+    """
+    verdict = Verdict("regression")
+    if not evidence:
+        verdict.gates.append(Gate("suites", False, None, None, "no regression suites configured"))
+        return [], verdict
+    alpha = (1 - confidence) / 2
+    p_values = [e.p_inferior for e in evidence]
+    adjusted = holm(p_values)
+    order = sorted(range(len(evidence)), key=lambda k: (math.isnan(p_values[k]), p_values[k]))
+    level = {k: alpha / (len(evidence) - rank) for rank, k in enumerate(order)}
+    decisions = []
+    for k, e in enumerate(evidence):
+        if e.deltas is not None:
+            low, high = np.quantile(e.deltas, [alpha, 1 - alpha]).tolist()
+            adjusted_high = float(np.quantile(e.deltas, 1 - level[k]))
+        else:
+            low = high = adjusted_high = math.nan
+        ok = adjusted[k] <= alpha and adjusted_high <= e.margin
+        gates = [
+            check(
+                f"{e.name}.non_inferiority",
+                adjusted_high,
+                e.margin if e.margin_configured else None,
+                ok,
+                f"{e.name}: WER {e.candidate_wer:.4f} vs reference {e.reference_wer:.4f}; ΔWER {e.delta_wer:+.4f}, "
+                f"upper bound {adjusted_high:+.4f} at Holm level {level[k]:.3g} (margin +{e.margin:.4f}, "
+                f"Holm p = {adjusted[k]:.3g})",
+            )
+        ]
+        if e.reference_missing:
+            gates.append(
+                Gate(
+                    f"{e.name}.reference", False, None, None, f"{e.name}: no production model to compare with"
+                )
+            )
+        if e.must_pass_configured:
+            wrong = list(e.must_pass_failures) + list(e.must_pass_missing)
+            gates.append(
+                Gate(
+                    f"{e.name}.must_pass",
+                    not wrong,
+                    float(len(wrong)),
+                    0.0,
+                    f"{e.name}: {len(e.must_pass_failures)} must-pass utterances wrong, "
+                    f"{len(e.must_pass_missing)} missing from the suite"
+                    + (f" ({', '.join(wrong[:5])})" if wrong else ""),
+                )
+            )
+        decisions.append(
+            SuiteDecision(e.name, low, high, adjusted_high, e.p_inferior, adjusted[k], level[k], gates)
+        )
+        verdict.gates.extend(gates)
+    return decisions, verdict

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.models.base import SpeechModel, resolve_device, saved_model_dir
 from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
-__all__ = ["SpeechModel", "family_of", "load_model", "resolve_device"]
+__all__ = ["SpeechModel", "family_of", "load_model", "resolve_device", "saved_model_dir"]
 
 
 def family_of(model_dir: str | Path) -> str:

@@ -10,7 +10,16 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-__all__ = ["SpeechModel", "resolve_device"]
+__all__ = ["SpeechModel", "resolve_device", "saved_model_dir"]
+
+
+def saved_model_dir(artifact_dir: str | Path) -> Path:
+    """Where a trained model lies inside its Model artifact: `<artifact>/model`, beside the checkpoints.
+
+    The trainer saves there and every reader (the stages, the run ledger, `registry promote --run`)
+    asks this function, so the layout is written down once.
+    """
+    return Path(artifact_dir) / "model"
 
 
 def resolve_device(device: str = "auto") -> str:

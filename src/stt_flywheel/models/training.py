@@ -22,7 +22,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, resample
-from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.models.base import SpeechModel, resolve_device, saved_model_dir
 
 __all__ = ["TrainResult", "TrainSettings", "TrainingDiverged", "fine_tune"]
 
@@ -185,11 +185,11 @@ def fine_tune(
         eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
     if start_weights:
         interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
-    model.save(output_dir / "model")
+    model.save(saved_model_dir(output_dir))
     train_loss = float(out.training_loss)
     samples = settings.max_steps * settings.batch_size
     return TrainResult(
-        output_dir=output_dir / "model",
+        output_dir=saved_model_dir(output_dir),
         train_loss=train_loss if math.isfinite(train_loss) else float("nan"),
         eval_loss=eval_loss,
         steps=int(out.global_step),

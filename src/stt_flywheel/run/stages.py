@@ -8,6 +8,7 @@ stage also writes its outcome to the run ledger (`<reports>/<run_id>/<stage>.jso
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,17 @@ from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.deployment.registry import ModelVersion
 from stt_flywheel.deployment.strategies import DeployOutcome, promote_candidate, replace_deployment
 from stt_flywheel.evaluation.comparison import load_manifest_examples
+from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
 from stt_flywheel.evaluation.reports import regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
-from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.models import SpeechModel, load_model, saved_model_dir
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.ledger import write_ledger
 from stt_flywheel.run.trigger import TriggerDecision, check_trigger
 from stt_flywheel.storage.files import (
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
     read_json,
 )
 from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
@@ -45,6 +46,7 @@ from stt_flywheel.storage.objectstore import ObjectStore, open_store
 
 __all__ = [
     "RUN_LEASE",
+    "EvaluationOutcome",
     "bootstrap_registry",
     "loggable_metrics",
     "stage_build_dataset",
@@ -151,7 +153,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             "device": result.device,
             "bf16": result.bf16,
             "started_from": start_from,
-            "model_dir": str(out_dir),
+            "model_dir": str(saved_model_dir(out_dir)),
             "resumed_from": result.resumed_from,
             "train_examples": len(train),
         },
@@ -159,16 +161,30 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
     return result
 
 
-def _models(config: FlywheelConfig, candidate_dir: Path) -> tuple[SpeechModel, SpeechModel | None]:
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """What stages 4 and 5 hand to their components: the verdict, loggable metrics and the HTML report."""
+
+    verdict: Verdict
+    metrics: dict[str, float]
+    report_html: str
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
+
+
+def _models(config: FlywheelConfig, model_artifact: Path) -> tuple[SpeechModel, SpeechModel | None]:
     production = _production(config)
-    candidate = load_model(candidate_dir, device="cpu")
+    candidate = load_model(saved_model_dir(model_artifact), device="cpu")
     return candidate, (load_model(production.uri, device="cpu") if production else None)
 
 
 def stage_validate_model(
-    config: FlywheelConfig, candidate_dir: Path, dataset_dir: Path, out_dir: Path, run_id: str
-) -> dict[str, Any]:
-    candidate, production = _models(config, candidate_dir)
+    config: FlywheelConfig, model_artifact: Path, dataset_dir: Path, out_dir: Path, run_id: str
+) -> EvaluationOutcome:
+    """Stage 4. Writes the verdict and per-utterance rows under `out_dir`; returns the report to publish."""
+    candidate, production = _models(config, model_artifact)
     eval_examples = (
         load_manifest_examples(str(config.validation.eval_manifest))
         if config.validation.eval_manifest
@@ -178,33 +194,33 @@ def stage_validate_model(
         candidate, production, load_split(dataset_dir, "heldout"), config.validation, eval_examples
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    verdict = result.verdict.as_dict()
     summary = {k: v for k, v in result.details.items() if k != "utterance_delta_wer"}
-    atomic_write_json(out_dir / "verdict.json", {**verdict, "metrics": result.metrics, "evaluation": summary})
+    entry = {**result.verdict.as_dict(), "metrics": result.metrics, "evaluation": summary}
+    atomic_write_json(out_dir / "verdict.json", entry)
     atomic_write_bytes(
         out_dir / "utterances.jsonl",
-        b"".join(orjson.dumps({"set": c.name, **r}) + b"\n" for c in result.comparisons for r in c.rows),
+        b"".join(
+            orjson.dumps({"set": c.name, **r.as_dict()}) + b"\n" for c in result.comparisons for r in c.rows
+        ),
     )
-    report = validation_html(result.metrics, result.verdict, result.comparisons, result.details)
-    atomic_write_text(out_dir / "report.html", report)
-    write_ledger(config, run_id, "validation", {**verdict, "metrics": result.metrics, "evaluation": summary})
+    write_ledger(config, run_id, "validation", entry)
     if not result.verdict.passed:
         _release_run_lease(config, run_id)
-    return {"verdict": verdict, "metrics": result.metrics, "report_html": report}
+    report = validation_html(result.metrics, result.verdict, result.comparisons, result.details)
+    return EvaluationOutcome(result.verdict, loggable_metrics(result.metrics), report)
 
 
 def stage_run_regression_suites(
-    config: FlywheelConfig, candidate_dir: Path, out_dir: Path, run_id: str
-) -> dict[str, Any]:
-    candidate, production = _models(config, candidate_dir)
+    config: FlywheelConfig, model_artifact: Path, out_dir: Path, run_id: str
+) -> EvaluationOutcome:
+    """Stage 5. Writes the verdict with every suite under `out_dir`; returns the report to publish."""
+    candidate, production = _models(config, model_artifact)
     results, verdict = run_regression_suites(
         candidate, production, config.regression, config.validation.batch_size, config.validation
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {**verdict.as_dict(), "suites": [r.as_dict() for r in results]}
     atomic_write_json(out_dir / "verdict.json", payload)
-    report = regression_html(results, verdict)
-    atomic_write_text(out_dir / "report.html", report)
     write_ledger(config, run_id, "regression", payload)
     if not verdict.passed:
         _release_run_lease(config, run_id)
@@ -217,12 +233,12 @@ def stage_run_regression_suites(
             f"{r.name}_delta_wer_upper_bound": r.adjusted_high,
             f"{r.name}_p_holm": r.p_holm,
         }
-    return {"verdict": payload, "metrics": metrics, "report_html": report}
+    return EvaluationOutcome(verdict, loggable_metrics(metrics), regression_html(results, verdict))
 
 
 def stage_deploy_model(
     config: FlywheelConfig,
-    candidate_dir: Path,
+    model_artifact: Path,
     dataset_dir: Path,
     validation_dir: Path,
     regression_dir: Path,
@@ -236,7 +252,7 @@ def stage_deploy_model(
         write_ledger(config, run_id, "deploy", outcome.as_dict())
         return outcome
     try:
-        outcome = _deploy(config, candidate_dir, dataset_dir, validation_dir, regression_dir, run_id)
+        outcome = _deploy(config, model_artifact, dataset_dir, validation_dir, regression_dir, run_id)
     finally:
         _release_run_lease(config, run_id)
     write_ledger(config, run_id, "deploy", outcome.as_dict())
@@ -247,7 +263,7 @@ def stage_deploy_model(
 
 def _deploy(
     config: FlywheelConfig,
-    candidate_dir: Path,
+    model_artifact: Path,
     dataset_dir: Path,
     validation_dir: Path,
     regression_dir: Path,
@@ -261,7 +277,7 @@ def _deploy(
     return promote_candidate(
         registry,
         open_endpoint(config, registry),
-        str(candidate_dir),
+        str(saved_model_dir(model_artifact)),
         validation=validation,
         regression=regression,
         auto_deploy=config.deploy.auto_deploy,

@@ -14,6 +14,7 @@ from typing import Any
 from kfp import compiler, components, local
 
 from flywheel_pipelines.pipeline import build_pipeline
+from stt_flywheel.errors import InputError, StateError
 
 __all__ = ["LOCAL_IMAGE", "compile_pipeline", "run_compiled_locally"]
 
@@ -35,7 +36,7 @@ def compile_pipeline(
     if require_digests:
         loose = [i for i in (base_image, trainer_image) if i is not None and not DIGEST.match(i)]
         if loose or trainer_image is None:
-            raise ValueError(
+            raise InputError(
                 f"images must be pinned by digest (name@sha256:<64 hex>) for the cloud: {loose or ['no trainer image']}"
             )
     output = Path(output)
@@ -83,4 +84,4 @@ def run_compiled_locally(
             pipeline(**arguments)
         except RuntimeError as exc:
             hint = f" (task logs: {log_path})" if log_path else ""
-            raise RuntimeError(f"{exc}{hint}") from exc
+            raise StateError(f"{exc}{hint}") from exc

@@ -1,68 +1,146 @@
+"""The CLI as a user meets it: `main()` in-process with real argv, files and state; one subprocess check."""
+
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
+from flywheel_pipelines.cli import main
+from stt_flywheel.config import load_config
+from stt_flywheel.deployment.backends import open_endpoint, open_registry
+
+CliResult = tuple[int, str, str]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run `stt-flywheel ARGS…` through `main()`; returns (exit status, stdout, stderr)."""
+
+    def run(*args: str) -> CliResult:
+        monkeypatch.setattr(sys, "argv", ["stt-flywheel", *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out = capsys.readouterr()
+        return int(exited.value.code or 0), out.out, out.err
+
+    return run
+
+
+# command -> whether it takes --config (it reads or writes the flywheel's state)
 COMMANDS = [
-    [],
-    ["compile"],
-    ["run"],
-    ["demo"],
-    ["registry"],
-    ["registry", "list"],
-    ["registry", "rollback"],
-    ["registry", "promote"],
-    ["registry", "promote-canary"],
-    ["submit"],
-    ["score"],
-    ["compare"],
-    ["errors"],
-    ["errors", "ingest"],
-    ["base-model", "train"],
-    ["serve"],
+    (["compile"], False),
+    (["run"], True),
+    (["demo"], False),
+    (["registry", "list"], True),
+    (["registry", "rollback"], True),
+    (["registry", "promote"], True),
+    (["registry", "promote-canary"], True),
+    (["submit"], True),
+    (["score"], False),
+    (["compare"], False),
+    (["errors", "ingest"], True),
+    (["base-model", "train"], False),
+    (["serve"], True),
+    (["template", "publish"], False),
+    (["schedule", "create"], True),
+    (["schedule", "list"], True),
 ]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flywheel_pipelines.cli", *args], capture_output=True, text=True, check=False
+@pytest.mark.parametrize(("command", "takes_config"), COMMANDS, ids=[" ".join(c) for c, _ in COMMANDS])
+def test_each_command_takes_config_only_if_it_uses_it(
+    cli: Callable[..., CliResult], command: list[str], takes_config: bool
+) -> None:
+    status, out, _ = cli(*command, "--help")
+    assert status == 0
+    assert "Usage" in out
+    assert ("--config" in out) is takes_config
+
+
+def test_the_installed_entry_point_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "flywheel_pipelines.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-
-
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
-def test_every_command_has_help(command: list[str]) -> None:
-    out = cli(*command, "--help")
     assert out.returncode == 0, out.stderr
-    assert "Usage" in out.stdout
-    if command and command[-1] not in ("registry", "errors", "score", "compare"):
-        assert "--config" in out.stdout
+    assert "registry" in out.stdout
 
 
 USER_ERRORS = [
     (["registry", "list", "--config", "/no/such.yaml"], "config file not found"),
-    (["run"], "run needs --config"),
     (["errors", "ingest", "/no/such.jsonl"], "no such file"),
+    (["registry", "promote", "--reason", "x", "--version", "1", "--run", "r"], "exactly one of --version"),
+    (["serve", "--model-dir", "/no/such/model"], "no saved model"),
 ]
 
 
 @pytest.mark.parametrize(("args", "message"), USER_ERRORS)
-def test_user_errors_are_one_line(args: list[str], message: str) -> None:
-    out = cli(*args)
-    assert out.returncode == 1
-    assert message in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+def test_user_errors_are_one_line(
+    cli: Callable[..., CliResult],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli(*args)
+    assert status == 1
+    assert message in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_invalid_config_key_is_reported(tmp_path: Path) -> None:
+USAGE_ERRORS = [
+    (["run"], "Missing option '--config'"),
+    (["registry", "lst"], "No such command 'lst'"),
+    (
+        ["compare", "--ref", "r", "--hyp-a", "a", "--hyp-b", "b", "--resamples", "abc"],
+        "Invalid value for '--resamples'",
+    ),
+    (["score", "--bogus"], "No such option: --bogus"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), USAGE_ERRORS)
+def test_usage_errors_print_usage_and_exit_2(
+    cli: Callable[..., CliResult], args: list[str], message: str
+) -> None:
+    status, _, err = cli(*args)
+    assert status == 2
+    assert "Usage" in err
+    assert message in " ".join(err.replace("│", " ").split())  # the message as typer's box wraps it
+    assert "Traceback" not in err
+
+
+def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only FlywheelErrors are a user's mistake: any other exception propagates with its traceback."""
+    import stt_flywheel.scoring.corpus as corpus
+
+    def broken(path: Path) -> dict[str, str]:
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(corpus, "read_transcripts", broken)
+    monkeypatch.setattr(
+        sys, "argv", ["stt-flywheel", "score", "--ref", str(tmp_path), "--hyp", str(tmp_path)]
+    )
+    with pytest.raises(ValueError, match="internal invariant"):
+        main()
+
+
+def test_invalid_config_key_is_reported(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     bad = tmp_path / "c.yaml"
     bad.write_text("trigger:\n  min_eror_cases: 3\n")
-    out = cli("registry", "list", "--config", str(bad))
-    assert out.returncode == 1 and "trigger.min_eror_cases" in out.stderr
+    status, _, err = cli("registry", "list", "--config", str(bad))
+    assert status == 1
+    assert "trigger.min_eror_cases" in err
 
 
-def test_ingest_and_list_json(tmp_path: Path) -> None:
+def test_ingest_and_list_json(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
     records = tmp_path / "r.jsonl"
@@ -74,22 +152,39 @@ def test_ingest_and_list_json(tmp_path: Path) -> None:
         "timestamp": "2026-11-01T00:00:00Z",
     }
     records.write_bytes(orjson.dumps(good) + b"\n{broken\n" + orjson.dumps(good) + b"\n")
-    out = cli("errors", "ingest", str(records), "--config", str(config), "--json")
-    assert out.returncode == 0, out.stderr
-    result = orjson.loads(out.stdout)
+    status, out, err = cli("errors", "ingest", str(records), "--config", str(config), "--json")
+    assert status == 0, err
+    result = orjson.loads(out)
     assert (result["read"], result["accepted"], result["duplicates"], result["quarantined"]) == (3, 1, 1, 1)
     assert result["quarantine"][0]["reason"] == "invalid_json"
-    listed = cli("registry", "list", "--config", str(config), "--json")
-    assert listed.returncode == 0 and orjson.loads(listed.stdout) == {
-        "versions": [],
-        "aliases": {},
-        "traffic": {},
-    }
+    status, out, _ = cli("registry", "list", "--config", str(config), "--json")
+    assert status == 0
+    assert orjson.loads(out) == {"versions": [], "aliases": {}, "traffic": {}}
 
 
-def test_compile_writes_yaml(tmp_path: Path) -> None:
-    out = cli("compile", "--output", str(tmp_path / "p.yaml"))
-    assert out.returncode == 0, out.stderr
+def test_registry_list_json_with_a_serving_version(
+    cli: Callable[..., CliResult], tmp_path: Path, base_model_dir: Path
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
+    cfg = load_config(config)
+    registry = open_registry(cfg)
+    version = registry.register(base_model_dir)
+    registry.promote(version.version)
+    open_endpoint(cfg, registry).deploy(version.version)
+    status, out, err = cli("registry", "list", "--config", str(config), "--json")
+    assert status == 0, err
+    listed = orjson.loads(out)
+    assert listed["traffic"] == {"1": 100}
+    assert listed["aliases"] == {"default": 1}
+    status, out, _ = cli("registry", "list", "--config", str(config))
+    assert status == 0
+    assert "registry.sqlite" in "".join(out.split())  # the title names where the versions live
+
+
+def test_compile_writes_yaml(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    status, _, err = cli("compile", "--output", str(tmp_path / "p.yaml"))
+    assert status == 0, err
     assert "deploy-model" in (tmp_path / "p.yaml").read_text()
 
 
@@ -105,11 +200,11 @@ def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def test_score_prints_counts(tmp_path: Path) -> None:
+def test_score_prints_counts(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     ref, a, _ = _files(tmp_path)
-    out = cli("score", "--ref", str(ref), "--hyp", str(a), "--json")
-    assert out.returncode == 0, out.stderr
-    result = orjson.loads(out.stdout)
+    status, out, err = cli("score", "--ref", str(ref), "--hyp", str(a), "--json")
+    assert status == 0, err
+    result = orjson.loads(out)
     # whisper-en/1: "twenty one" == "21"; u1 loses "the", u2 "world" -> "word"
     assert (result["hits"], result["substitutions"], result["deletions"], result["insertions"]) == (
         8,
@@ -117,30 +212,59 @@ def test_score_prints_counts(tmp_path: Path) -> None:
         1,
         0,
     )
-    assert (
-        result["wer"] == 0.2 and result["normalizer"] == "whisper-en/1" and result["raw_wer"] > result["wer"]
-    )
-    basic = orjson.loads(
-        cli("score", "--ref", str(ref), "--hyp", str(a), "--normalizer", "basic-en", "--json").stdout
-    )
+    assert result["wer"] == 0.2
+    assert result["normalizer"] == "whisper-en/1"
+    assert result["raw_wer"] > result["wer"]
+    _, out, _ = cli("score", "--ref", str(ref), "--hyp", str(a), "--normalizer", "basic-en", "--json")
+    basic = orjson.loads(out)
     assert (basic["substitutions"], basic["deletions"], basic["normalizer"]) == (2, 2, "basic-en/1")
 
 
-def test_compare_reports_interval_and_tests(tmp_path: Path) -> None:
+def test_compare_reports_interval_and_tests(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     ref, a, b = _files(tmp_path)
-    out = cli("compare", "--ref", str(ref), "--hyp-a", str(a), "--hyp-b", str(b), "--json")
-    assert out.returncode == 0, out.stderr
-    result = orjson.loads(out.stdout)
-    assert result["wer_a"] == result["wer_b"] == 0.2 and result["delta_wer"] == 0.0
+    status, out, err = cli("compare", "--ref", str(ref), "--hyp-a", str(a), "--hyp-b", str(b), "--json")
+    assert status == 0, err
+    result = orjson.loads(out)
+    assert result["wer_a"] == result["wer_b"] == 0.2
+    assert result["delta_wer"] == 0.0
     assert result["interval"]["low"] <= 0.0 <= result["interval"]["high"]
     assert set(result["p_values"]) == {"wilcoxon", "t_test", "mapsswe"}
     assert (result["a_better"], result["a_worse"]) == (1, 1)
 
 
-def test_score_rejects_mismatched_ids(tmp_path: Path) -> None:
+def test_compare_privileges_neither_system(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    """B far better than A: every test is two-sided, so each p-value is small (a one-sided test of
+    "A is better" would say 1.0), and the JSON says so, with each test's statistic and count."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    ref = "".join(f"{' '.join(words)} (u{i})\n" for i in range(40))
+    b = ref
+    a = "".join(f"{' '.join(words[:5])} xray yankee zulu (u{i})\n" for i in range(40))
+    paths = {}
+    for name, text in (("ref", ref), ("a", a), ("b", b)):
+        paths[name] = tmp_path / f"{name}.trn"
+        paths[name].write_text(text)
+    args = ["compare", "--ref", str(paths["ref"]), "--hyp-a", str(paths["a"]), "--hyp-b", str(paths["b"])]
+    status, out, err = cli(*args, "--json")
+    assert status == 0, err
+    result = orjson.loads(out)
+    for name in ("wilcoxon", "t_test", "mapsswe"):
+        test = result["tests"][name]
+        assert test["alternative"] == "two-sided"
+        assert test["p_value"] < 1e-6, name
+        assert test["pairs"] == 40
+        assert test["a_worse"] == 40
+    assert isinstance(result["newly_broken"], int)
+    assert result["newly_broken"] == 40
+    status, out, _ = cli(*args)
+    assert "two-sided" in out
+    assert "mapsswe: p = " in out
+
+
+def test_score_rejects_mismatched_ids(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     ref, _, _ = _files(tmp_path)
     other = tmp_path / "other.trn"
     other.write_text("x (u9)\n")
-    out = cli("score", "--ref", str(ref), "--hyp", str(other))
-    assert out.returncode == 1 and "3 reference ids have no hypothesis" in out.stderr
-    assert "Traceback" not in out.stderr
+    status, _, err = cli("score", "--ref", str(ref), "--hyp", str(other))
+    assert status == 1
+    assert "3 reference ids have no hypothesis" in err
+    assert "Traceback" not in err

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -14,8 +13,7 @@ from flywheel_pipelines.cli.data import base_app, errors_app
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
 from flywheel_pipelines.cli.registry import registry_app, serve
 from flywheel_pipelines.cli.scoring import compare, score
-from stt_flywheel.config import ConfigError
-from stt_flywheel.deployment.registry import RegistryError
+from stt_flywheel.errors import FlywheelError
 
 __all__ = ["app", "main"]
 
@@ -40,23 +38,13 @@ app.add_typer(template_app, name="template")
 app.add_typer(schedule_app, name="schedule")
 
 
-USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, ValueError, RuntimeError)
-
-
 def main() -> None:
     # Progress bars and library chatter would bury the summary; an explicit setting still wins.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
-        app(standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except USER_ERRORS as exc:
+        app()  # typer's own click prints usage mistakes (usage line, one error line, exit 2)
+    except FlywheelError as exc:  # a user's mistake: one line; anything else is a bug and keeps its traceback
         Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(1)
 

@@ -19,7 +19,11 @@ console = Console()
 
 ConfigOpt = Annotated[
     str | None,
-    typer.Option("--config", "-c", help="Config YAML, a path or gs:// URI (default: built-in defaults)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="The flywheel config, a path or gs:// URI (default: the built-in defaults, state under ./.flywheel).",
+    ),
 ]
 
 VertexConfigOpt = Annotated[
@@ -38,4 +42,6 @@ def load(path: str | Path | None) -> FlywheelConfig:
 
 
 def print_json(obj: object) -> None:
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    sys.stdout.write(
+        orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
+    )

@@ -46,7 +46,6 @@ def base_model_train(
         "/tmp/stt-base"
     ),
     utterances: Annotated[int, typer.Option(help="General-domain training utterances.")] = 1500,
-    config: ConfigOpt = None,
 ) -> None:
     """Train the tiny CTC base model from scratch on synthetic general-domain speech."""
     from stt_flywheel.demo.base_model import train_base_model

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel_pipelines.cli.common import ConfigOpt, console, load, print_json
-from stt_flywheel.config import ConfigError
+from flywheel_pipelines.cli.common import console, print_json
 
 __all__ = ["compile_command", "demo_command", "run_command"]
 
@@ -19,7 +18,6 @@ def compile_command(
     trainer_image: Annotated[
         str | None, typer.Option(help="Image for the trainer (default: base image).")
     ] = None,
-    config: ConfigOpt = None,
     for_cloud: Annotated[
         bool, typer.Option("--for-cloud", help="Refuse images not pinned by digest (name@sha256:…).")
     ] = False,
@@ -27,14 +25,14 @@ def compile_command(
     """Compile the pipeline to a KFP YAML package."""
     from flywheel_pipelines.compile import compile_pipeline
 
-    if config is not None:
-        load(config)
     path = compile_pipeline(output, base_image, trainer_image, require_digests=for_cloud)
     console.print(f"compiled {path}")
 
 
 def run_command(
-    config: ConfigOpt = None,
+    config: Annotated[
+        str, typer.Option("--config", "-c", help="The flywheel config, a path or gs:// URI (required).")
+    ],
     package: Annotated[
         Path | None, typer.Option(help="A compiled pipeline YAML (default: compile now).")
     ] = None,
@@ -48,8 +46,6 @@ def run_command(
     from flywheel_pipelines.local_run import run_local
     from stt_flywheel.run.ledger import summarize_run
 
-    if config is None:
-        raise ConfigError("run needs --config FILE")
     cfg, run_id = run_local(
         config, package=package, force=force, auto_deploy=auto_deploy, max_steps=max_steps
     )
@@ -65,7 +61,6 @@ def demo_command(
     work_dir: Annotated[Path, typer.Option(help="Where the demo world and its state live.")] = Path(
         "demo-work"
     ),
-    config: ConfigOpt = None,
     max_steps: Annotated[
         int | None, typer.Option(help="Fine-tuning steps (default: the demo recipe's).")
     ] = None,
@@ -74,6 +69,4 @@ def demo_command(
     """Build the demo world and run the whole flywheel once (safe to repeat)."""
     from flywheel_pipelines.demo import run_demo
 
-    if config is not None:
-        raise ConfigError("demo writes its own config into --work-dir; use 'run --config' for your own")
     run_demo(work_dir, scale=scale, **({"max_steps": max_steps} if max_steps else {}))

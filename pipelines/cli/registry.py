@@ -52,8 +52,7 @@ def registry_list(
             {"versions": [v.as_dict() for v in versions], "aliases": registry.aliases(), "traffic": traffic}
         )
         return
-    where = registry.resource_name if cfg.deploy.backend == "vertex" else cfg.paths.registry_db
-    table = Table(title=f"{registry.model} ({where})")
+    table = Table(title=f"{registry.model} ({registry.location})")
     for col in ("version", "aliases", "traffic %", "dataset", "held-out WER", "created"):
         table.add_column(col)
     for v in versions:
@@ -116,35 +115,7 @@ def registry_promote(
     config: ConfigOpt = None,
 ) -> None:
     """Promote a version (or a run's candidate) to `default` and send it all endpoint traffic."""
-    from stt_flywheel.deployment.backends import open_endpoint, open_registry
-    from stt_flywheel.deployment.strategies import manual_promotion
-    from stt_flywheel.run.ledger import read_ledger
+    from stt_flywheel.run.promotion import promote_by_hand
 
-    if (version is None) == (run is None):
-        raise RegistryError("give exactly one of --version and --run")
-    cfg = load(config)
-    registry = open_registry(cfg)
-    candidate_dir = evaluation = None
-    if run is not None:
-        train = read_ledger(cfg, run, "train")
-        if train is None:
-            raise RegistryError(
-                f"run {run} trained no candidate (no train entry in its ledger under {cfg.paths.reports})"
-            )
-        candidate_dir = train["model_dir"]
-        evaluation = {
-            stage: entry
-            for stage in ("validation", "regression")
-            if (entry := read_ledger(cfg, run, stage)) is not None
-        }
-    outcome = manual_promotion(
-        registry,
-        open_endpoint(cfg, registry),
-        reason=reason,
-        version=version,
-        candidate_dir=candidate_dir,
-        evaluation=evaluation,
-        run_id=run,
-        force=force,
-    )
+    outcome = promote_by_hand(load(config), reason=reason, version=version, run=run, force=force)
     console.print(f"default is v{outcome.version} (was v{outcome.replaced}); {outcome.reasons[0]}")

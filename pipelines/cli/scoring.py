@@ -45,45 +45,27 @@ def compare(
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     json: JsonOpt = False,
 ) -> None:
-    """Paired comparison on the same utterances: ΔWER = WER(A) − WER(B) with its bootstrap interval, and the
-    p-values of the Wilcoxon signed-rank, paired t and MAPSSWE tests."""
+    """Paired comparison on the same utterances: ΔWER = WER(A) − WER(B) with its bootstrap interval, and
+    two-sided p-values of the Wilcoxon signed-rank, paired t and MAPSSWE tests (as NIST's sc_stats)."""
     from stt_flywheel.config import ValidationPolicy
-    from stt_flywheel.evaluation.comparison import comparison_from_texts, summarize_comparison
-    from stt_flywheel.scoring.corpus import match_transcripts, read_transcripts
+    from stt_flywheel.evaluation.comparison import compare_systems
+    from stt_flywheel.scoring.corpus import read_transcripts
 
-    refs = read_transcripts(ref)
-    a, b = read_transcripts(hyp_a), read_transcripts(hyp_b)
-    ids = match_transcripts(refs, a, "system A")
-    match_transcripts(refs, b, "system B")
     policy = ValidationPolicy(normalizer=normalizer, confidence=confidence, bootstrap_resamples=resamples)
-    examples = [{"id": k, "text": refs[k]} for k in ids]
-    comp = comparison_from_texts(
-        "compare", examples, [a[k] for k in ids], [b[k] for k in ids], policy.normalizer
-    )
-    metrics, details = summarize_comparison(comp, policy)
-    out = {
-        "utterances": len(ids),
-        "normalizer": details["normalizer"],
-        "wer_a": metrics["wer"],
-        "wer_b": metrics["production_wer"],
-        "delta_wer": metrics["delta_wer"],
-        "interval": details["interval"],
-        "p_values": {name: t["p_value"] for name, t in details["tests"].items()},
-        "a_better": details["tests"]["wilcoxon"]["better"],
-        "a_worse": details["tests"]["wilcoxon"]["worse"],
-        "newly_broken": metrics.get("newly_broken"),
-        "newly_fixed": metrics.get("newly_fixed"),
-    }
+    result = compare_systems(read_transcripts(ref), read_transcripts(hyp_a), read_transcripts(hyp_b), policy)
     if json:
-        print_json(out)
+        print_json(result.as_dict())
         return
-    iv = out["interval"]
-    console.print(
-        f"{out['utterances']} utterances, normaliser {out['normalizer']}\n"
-        f"WER A {out['wer_a']:.4%}   WER B {out['wer_b']:.4%}\n"
-        f"ΔWER (A − B) {out['delta_wer']:+.4%}, {iv['confidence']:.0%} interval "
-        f"[{iv['low']:+.4%}, {iv['high']:+.4%}] ({iv['resamples']} resamples by {iv['unit']})\n"
-        f"A better on {out['a_better']}, worse on {out['a_worse']} utterances\n"
-        + "\n".join(f"p ({name}): {p:.3g}" for name, p in out["p_values"].items()),
-        highlight=False,
-    )
+    iv = result.interval
+    lines = [
+        f"{result.utterances} utterances, normaliser {result.normalizer}",
+        f"WER A {result.wer_a:.4%}   WER B {result.wer_b:.4%}",
+        f"ΔWER (A − B) {result.delta_wer:+.4%}, {iv.confidence:.0%} interval "
+        f"[{iv.low:+.4%}, {iv.high:+.4%}] ({iv.resamples} resamples by {iv.unit})",
+        f"A better on {result.a_better}, worse on {result.a_worse} utterances",
+        "two-sided tests (A and B differ, either way):",
+    ]
+    for name, test in result.tests.items():
+        unit = "segments" if name == "mapsswe" else "utterances"
+        lines.append(f"  {name}: p = {test.p_value:.3g}, statistic {test.statistic:.4g}, {test.n} {unit}")
+    console.print("\n".join(lines), highlight=False)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from flywheel_pipelines.cloud.submit import Submission, pipeline_job
 from stt_flywheel.config import FlywheelConfig, VertexSettings
+from stt_flywheel.errors import InputError
 
 __all__ = ["Mode", "ScheduleInfo", "create_schedule", "list_schedules", "set_schedule_state"]
 
@@ -60,7 +61,7 @@ def _scheduler_client(settings: VertexSettings) -> Any:
 
 def _parent(settings: VertexSettings) -> str:
     if not settings.project:
-        raise ValueError("vertex.project is not set")
+        raise InputError("vertex.project is not set")
     return f"projects/{settings.project}/locations/{settings.location}"
 
 
@@ -80,7 +81,7 @@ def create_schedule(
     job = pipeline_job(config, submission)  # checked before anything is deleted
     existing = [s for s in list_schedules(config, mode) if s.name == name]
     if existing and not replace:
-        raise ValueError(f"a {mode} schedule named {name!r} exists ({existing[0].resource}); use --replace")
+        raise InputError(f"a {mode} schedule named {name!r} exists ({existing[0].resource}); use --replace")
     for old in existing:
         _act(config, old, "delete")
     if mode == "vertex":
@@ -180,7 +181,7 @@ def set_schedule_state(
     """Pause, resume, delete or (Cloud Scheduler only) run now the schedule `name`."""
     matches = [s for s in list_schedules(config, mode) if s.name == name]
     if not matches:
-        raise ValueError(f"no {mode} schedule named {name!r}")
+        raise InputError(f"no {mode} schedule named {name!r}")
     return _act(config, matches[0], action)
 
 
@@ -189,7 +190,7 @@ def _act(config: FlywheelConfig, info: ScheduleInfo, action: str) -> ScheduleInf
         from google.cloud import aiplatform
 
         if action == "run":
-            raise ValueError("a Vertex schedule cannot be run on demand; use stt-flywheel submit")
+            raise InputError("a Vertex schedule cannot be run on demand; use stt-flywheel submit")
         schedule = aiplatform.PipelineJobSchedule.get(info.resource)
         getattr(schedule, action)()
         return None if action == "delete" else _vertex_info(aiplatform.PipelineJobSchedule.get(info.resource))

@@ -15,6 +15,7 @@ from typing import Any
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.vertex import init_vertex, label_value
+from stt_flywheel.errors import InputError
 from stt_flywheel.storage.objectstore import is_remote
 
 __all__ = ["Submission", "parse_params", "pipeline_job", "submit_pipeline"]
@@ -30,7 +31,7 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"expected key=value, got {pair!r}")
+            raise InputError(f"expected key=value, got {pair!r}")
         try:
             value = orjson.loads(raw)
             out[key] = value if isinstance(value, bool | int | float) else raw
@@ -57,20 +58,20 @@ def pipeline_job(config: FlywheelConfig, submission: Submission) -> Any:
     from google.cloud import aiplatform
 
     if not is_remote(submission.pipeline_root):
-        raise ValueError(f"the pipeline root must be a gs:// URI on Vertex, not {submission.pipeline_root}")
+        raise InputError(f"the pipeline root must be a gs:// URI on Vertex, not {submission.pipeline_root}")
     if not submission.config_uri.startswith("gs://"):
-        raise ValueError(
+        raise InputError(
             f"the config must be readable by the pipeline's tasks (gs://…), not {submission.config_uri}"
         )
     if not submission.service_account:
-        raise ValueError(
+        raise InputError(
             "a submission needs a service account (vertex.pipeline_service_account or --service-account)"
         )
     init_vertex(config.vertex)
     labels = {"app": "stt-flywheel", **{k: label_value(v) for k, v in submission.labels.items()}}
     job_id = submission.job_id or f"stt-flywheel-{time.strftime('%Y%m%d-%H%M%S')}"
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,127}", job_id):
-        raise ValueError(f"invalid job id {job_id!r}")
+        raise InputError(f"invalid job id {job_id!r}")
     job = aiplatform.PipelineJob(
         display_name="stt-flywheel",
         template_path=submission.template,

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from flywheel_pipelines.compile import DIGEST
+from stt_flywheel.errors import InputError, StateError
 
 __all__ = ["AR_HOST", "Published", "publish_template", "template_images"]
 
@@ -55,19 +56,19 @@ def publish_template(
 
     host = host.rstrip("/")
     if not (AR_HOST.match(host) or host.startswith(("http://127.0.0.1", "http://localhost"))):
-        raise ValueError(
+        raise InputError(
             f"not an Artifact Registry KFP repository URL (https://REGION-kfp.pkg.dev/PROJECT/REPO): {host}"
         )
     bad = [t for t in tags if not TAG.match(t) or t.startswith("sha256:")]
     if bad or not tags:
-        raise ValueError(
+        raise InputError(
             f"tags must be 1-128 letters, digits, '.', '_' or '-' (and not sha256:…): {bad or 'none given'}"
         )
     path = Path(template)
     spec = yaml.safe_load(path.read_text())
     loose = sorted(i for i in template_images(spec) if not DIGEST.match(i))
     if loose:
-        raise ValueError(
+        raise InputError(
             f"{path}: compile it for the cloud first (stt-flywheel compile --for-cloud); images not pinned by digest: {loose}"
         )
     import requests
@@ -78,7 +79,7 @@ def publish_template(
         package, version = client.upload_pipeline(file_name=str(path), tags=list(tags), extra_headers=headers)
     except requests.HTTPError as exc:
         response = exc.response
-        raise RuntimeError(
+        raise StateError(
             f"publishing to {host} failed: HTTP {response.status_code} {response.text[:300]}"
         ) from exc
     return Published(package=package, version=version, tags=tuple(tags), host=host)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stt_flywheel.errors import InputError
 from stt_flywheel.storage.objectstore import is_remote, join_uri, read_uri
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
 DEFAULT_BASE_MODEL = Path(__file__).parent / "assets" / "base_model"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The config file is missing, unreadable or invalid; the message says where."""
 
 

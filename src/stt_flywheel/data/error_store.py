@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stt_flywheel.errors import InputNotFound
 from stt_flywheel.scoring.text import normalize
 from stt_flywheel.storage.objectstore import join_uri, open_store
 
@@ -187,6 +188,6 @@ class ErrorStore:
     def ingest_file(self, path: str | Path, now: datetime | None = None) -> IngestResult:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
+            raise InputNotFound(f"no such file: {path}")
         lines = [line for line in path.read_bytes().splitlines() if line.strip()]
         return self.ingest(lines, now=now)

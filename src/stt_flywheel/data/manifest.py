@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.storage.files import atomic_write_bytes
 
 __all__ = ["Utterance", "read_manifest", "write_manifest"]
@@ -31,7 +32,7 @@ class Utterance(BaseModel):
 def read_manifest(path: str | Path) -> list[Utterance]:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"manifest not found: {path}")
+        raise InputNotFound(f"manifest not found: {path}")
     out = []
     for lineno, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
@@ -39,7 +40,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not JSON: {exc}") from exc
+            raise InputError(f"{path}:{lineno}: not JSON: {exc}") from exc
         audio = Path(row["audio"])
         if "://" not in row["audio"] and not audio.is_absolute():
             row["audio"] = str(path.parent / audio)

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, decode_audio, resample
+from stt_flywheel.errors import StateError
 
 __all__ = ["Voice", "VOICES", "EspeakNotFound", "synthesize"]
 
 
-class EspeakNotFound(RuntimeError):
+class EspeakNotFound(StateError):
     pass
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
+from stt_flywheel.errors import InputError
 from stt_flywheel.models import SpeechModel, load_model
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def canary_split(current: dict[K, int], new: K, percent: int) -> dict[K, int]:
     """The traffic split after deploying `new` at `percent`: the models already serving share the
     rest in proportion to their current traffic (largest remainders), and the split sums to 100."""
     if not 0 < percent <= 100:
-        raise ValueError(f"traffic percentage must be in 1..100, got {percent}")
+        raise InputError(f"traffic percentage must be in 1..100, got {percent}")
     rest = 100 - percent
     others = {k: v for k, v in current.items() if k != new}
     total = sum(others.values())

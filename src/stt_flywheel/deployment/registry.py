@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from stt_flywheel.errors import StateError
 from stt_flywheel.storage.objectstore import join_uri, put_tree, remove_tree
 
 __all__ = ["LocalRegistry", "ModelVersion", "RegistryError"]
@@ -44,7 +45,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
-class RegistryError(RuntimeError):
+class RegistryError(StateError):
     pass
 
 

@@ -30,6 +30,7 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, decode_audio, resample
+from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
@@ -55,7 +56,7 @@ class ServingSettings:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not values["storage_uri"]:
-            raise ValueError("no model: set AIP_STORAGE_URI or pass a model directory")
+            raise InputError("no model: set AIP_STORAGE_URI or pass a model directory")
         return cls(**values)
 
 
@@ -76,7 +77,7 @@ def _local_model_dir(storage_uri: str) -> Path:
         return fetch_tree(storage_uri, "config.json")
     path = Path(storage_uri.removeprefix("file://"))
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no saved model at {storage_uri}")
+        raise InputNotFound(f"no saved model at {storage_uri}")
     return path
 
 

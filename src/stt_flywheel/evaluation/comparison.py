@@ -21,8 +21,9 @@ from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.manifest import read_manifest
 from stt_flywheel.models import SpeechModel
 from stt_flywheel.scoring.alignment import Alignment, align_pairs
-from stt_flywheel.scoring.corpus import CorpusScore, score_corpus
+from stt_flywheel.scoring.corpus import CorpusScore, match_transcripts, score_corpus
 from stt_flywheel.scoring.stats import (
+    Alternative,
     BootstrapInterval,
     PairedTest,
     mapsswe,
@@ -34,6 +35,8 @@ from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER
 
 __all__ = [
     "Comparison",
+    "SystemComparison",
+    "compare_systems",
     "UtteranceRow",
     "compare_models",
     "comparison_from_texts",
@@ -141,14 +144,15 @@ class Comparison:
             confidence=policy.confidence,
         )
 
-    def tests(self) -> dict[str, PairedTest]:
+    def tests(self, alternative: Alternative = "less") -> dict[str, PairedTest]:
+        """The three paired tests; one-sided (the candidate is better) for the gates by default."""
         if self.production is None:
             return {}
         cand, prod = self._column("candidate_errors"), self._column("production_errors")
         return {
-            "wilcoxon": paired_wilcoxon(cand, prod),
-            "t_test": paired_t_test(cand, prod),
-            "mapsswe": mapsswe(self.alignments["candidate"], self.alignments["production"]),
+            "wilcoxon": paired_wilcoxon(cand, prod, alternative),
+            "t_test": paired_t_test(cand, prod, alternative),
+            "mapsswe": mapsswe(self.alignments["candidate"], self.alignments["production"], alternative),
         }
 
     def signatures(self, policy: ValidationPolicy) -> dict[str, dict[str, float]]:
@@ -405,3 +409,82 @@ def summarize_comparison(
         if "production_wer" in domain_slice:
             metrics[f"slice_{domain_slice['value']}_production_wer"] = domain_slice["production_wer"]
     return metrics, details
+
+
+@dataclass(frozen=True)
+class SystemComparison:
+    """Two systems scored on the same utterances (what `stt-flywheel compare` reports).
+
+    ΔWER is WER(A) − WER(B). Neither system is privileged, so every test is two-sided, as NIST's
+    sc_stats reports them; each carries its statistic and its count of pairs.
+    """
+
+    utterances: int
+    normalizer: str
+    wer_a: float
+    wer_b: float
+    delta_wer: float
+    interval: BootstrapInterval
+    tests: dict[str, PairedTest]
+    a_better: int
+    a_worse: int
+    newly_broken: int
+    newly_fixed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "utterances": self.utterances,
+            "normalizer": self.normalizer,
+            "wer_a": self.wer_a,
+            "wer_b": self.wer_b,
+            "delta_wer": self.delta_wer,
+            "interval": self.interval.as_dict(),
+            "p_values": {name: t.p_value for name, t in self.tests.items()},
+            "tests": {
+                name: {
+                    "p_value": t.p_value,
+                    "alternative": t.alternative,
+                    "statistic": t.statistic,
+                    "pairs": t.n,
+                    "unit": "segment" if name == "mapsswe" else "utterance",
+                    "a_better": t.better,
+                    "a_worse": t.worse,
+                }
+                for name, t in self.tests.items()
+            },
+            "a_better": self.a_better,
+            "a_worse": self.a_worse,
+            "newly_broken": self.newly_broken,
+            "newly_fixed": self.newly_fixed,
+        }
+
+
+def compare_systems(
+    refs: dict[str, str], hyps_a: dict[str, str], hyps_b: dict[str, str], policy: ValidationPolicy
+) -> SystemComparison:
+    """Score A and B against the same references (every reference id in both) and compare them."""
+    ids = match_transcripts(refs, hyps_a, "system A")
+    match_transcripts(refs, hyps_b, "system B")
+    comp = comparison_from_texts(
+        "compare",
+        [{"id": k, "text": refs[k]} for k in ids],
+        [hyps_a[k] for k in ids],
+        [hyps_b[k] for k in ids],
+        policy.normalizer,
+    )
+    assert comp.production is not None
+    tests = comp.tests(alternative="two-sided")
+    churn = comp.churn(0)
+    return SystemComparison(
+        utterances=len(ids),
+        normalizer=comp.candidate.normalizer,
+        wer_a=comp.candidate.wer,
+        wer_b=comp.production.wer,
+        delta_wer=comp.delta_wer,
+        interval=comp.interval(policy),
+        tests=tests,
+        a_better=tests["wilcoxon"].better,
+        a_worse=tests["wilcoxon"].worse,
+        newly_broken=int(churn["newly_broken"]),
+        newly_fixed=int(churn["newly_fixed"]),
+    )

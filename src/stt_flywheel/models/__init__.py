@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stt_flywheel.errors import InputNotFound
 from stt_flywheel.models.base import SpeechModel, resolve_device, saved_model_dir
 from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
@@ -24,7 +25,7 @@ def load_model(model_dir: str | Path, device: str = "auto") -> SpeechModel:
     """Load a saved model (model + processor) as the right adapter, from a directory or a `gs://` prefix."""
     model_dir = fetch_tree(model_dir, "config.json") if is_remote(model_dir) else Path(model_dir)
     if not (model_dir / "config.json").exists():
-        raise FileNotFoundError(f"not a saved model directory (no config.json): {model_dir}")
+        raise InputNotFound(f"not a saved model directory (no config.json): {model_dir}")
     if family_of(model_dir) == "seq2seq":
         from stt_flywheel.models.seq2seq import Seq2SeqSpeechModel
 

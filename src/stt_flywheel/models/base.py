@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from stt_flywheel.errors import StateError
+
 __all__ = ["SpeechModel", "resolve_device", "saved_model_dir"]
 
 
@@ -26,7 +28,7 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("accelerator 'cuda' requested but no CUDA device is available")
+        raise StateError("accelerator 'cuda' requested but no CUDA device is available")
     return device
 
 

@@ -22,6 +22,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, resample
+from stt_flywheel.errors import InputError, StateError
 from stt_flywheel.models.base import SpeechModel, resolve_device, saved_model_dir
 
 __all__ = ["TrainResult", "TrainSettings", "TrainingDiverged", "fine_tune"]
@@ -122,7 +123,7 @@ def _use_bf16(setting: str, device: str) -> bool:
         return False
     supported = device == "cuda" and torch.cuda.is_bf16_supported()
     if setting == "on" and not supported:
-        raise RuntimeError("bf16 requested but the device does not support it")
+        raise StateError("bf16 requested but the device does not support it")
     return supported
 
 
@@ -135,7 +136,7 @@ def fine_tune(
 ) -> TrainResult:
     """Train `model` in place on examples `{"audio": float32 16 kHz, "text": str}`; save into `output_dir/model`."""
     if not train:
-        raise ValueError("no training examples")
+        raise InputError("no training examples")
     output_dir = Path(output_dir)
     device = resolve_device(settings.accelerator)
     bf16 = _use_bf16(settings.bf16, device)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 
+from stt_flywheel.errors import InputError
 from stt_flywheel.scoring.alignment import count_char_errors, count_word_errors
 from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER, get_normalizer
 
@@ -128,7 +129,7 @@ def score_corpus(
     return score, utts
 
 
-class TranscriptError(ValueError):
+class TranscriptError(InputError):
     """A transcript file that cannot be read; the message names the file and line."""
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats as sps
@@ -25,6 +25,7 @@ from stt_flywheel.scoring.alignment import Alignment
 Counts = Sequence[int] | np.ndarray
 
 __all__ = [
+    "Alternative",
     "BootstrapInterval",
     "PairedTest",
     "holm",
@@ -36,8 +37,18 @@ __all__ = [
 ]
 
 
+Alternative = Literal["less", "two-sided"]
+
+
 @dataclass(frozen=True)
 class PairedTest:
+    """One paired test of system A (the candidate) against B. `better` / `worse` count the pairs
+    (utterances, or MAPSSWE segments) where A made fewer / more errors; `n` counts all pairs.
+
+    `alternative` says what the p-value is of: "less" (A makes fewer errors: a gate's direction) or
+    "two-sided" (the systems differ, either way: what a comparison that privileges neither reports).
+    """
+
     name: str
     p_value: float
     statistic: float
@@ -45,6 +56,7 @@ class PairedTest:
     n_nonzero: int
     better: int
     worse: int
+    alternative: Alternative = "less"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,8 +70,11 @@ def _diff(candidate_errors: Counts, production_errors: Counts) -> np.ndarray:
     return cand - prod
 
 
-def paired_wilcoxon(candidate_errors: Counts, production_errors: Counts) -> PairedTest:
-    """One-sided Wilcoxon signed-rank test that the candidate makes fewer errors per utterance.
+def paired_wilcoxon(
+    candidate_errors: Counts, production_errors: Counts, alternative: Alternative = "less"
+) -> PairedTest:
+    """Wilcoxon signed-rank test on per-utterance error counts; by default one-sided (the candidate
+    makes fewer errors), two-sided with `alternative="two-sided"`.
 
     Utterances where both models make the same number of errors carry no evidence (Wilcox's zero
     method). With no differing utterance at all the p-value is 1: nothing supports a change. An
@@ -69,26 +84,44 @@ def paired_wilcoxon(candidate_errors: Counts, production_errors: Counts) -> Pair
     better, worse = int((diff < 0).sum()), int((diff > 0).sum())
     nonzero = better + worse
     if len(diff) == 0:
-        return PairedTest("wilcoxon_signed_rank", math.nan, math.nan, 0, 0, 0, 0)
+        return PairedTest("wilcoxon_signed_rank", math.nan, math.nan, 0, 0, 0, 0, alternative)
     if nonzero == 0:
-        return PairedTest("wilcoxon_signed_rank", 1.0, 0.0, len(diff), 0, 0, 0)
-    res = sps.wilcoxon(diff[diff != 0], alternative="less", zero_method="wilcox")
+        return PairedTest("wilcoxon_signed_rank", 1.0, 0.0, len(diff), 0, 0, 0, alternative)
+    res = sps.wilcoxon(diff[diff != 0], alternative=alternative, zero_method="wilcox")
     return PairedTest(
-        "wilcoxon_signed_rank", float(res.pvalue), float(res.statistic), len(diff), nonzero, better, worse
+        "wilcoxon_signed_rank",
+        float(res.pvalue),
+        float(res.statistic),
+        len(diff),
+        nonzero,
+        better,
+        worse,
+        alternative,
     )
 
 
-def paired_t_test(candidate_errors: Counts, production_errors: Counts) -> PairedTest:
-    """One-sided paired t-test on per-utterance error counts (scipy's `ttest_rel`)."""
+def paired_t_test(
+    candidate_errors: Counts, production_errors: Counts, alternative: Alternative = "less"
+) -> PairedTest:
+    """Paired t-test on per-utterance error counts; one-sided by default, like `paired_wilcoxon`."""
     diff = _diff(candidate_errors, production_errors)
     better, worse = int((diff < 0).sum()), int((diff > 0).sum())
     if len(diff) < 2:
-        return PairedTest("paired_t", math.nan, math.nan, len(diff), better + worse, better, worse)
+        return PairedTest(
+            "paired_t", math.nan, math.nan, len(diff), better + worse, better, worse, alternative
+        )
     if not diff.any():
-        return PairedTest("paired_t", 1.0, 0.0, len(diff), 0, 0, 0)
-    res = sps.ttest_1samp(diff, 0.0, alternative="less")
+        return PairedTest("paired_t", 1.0, 0.0, len(diff), 0, 0, 0, alternative)
+    res = sps.ttest_1samp(diff, 0.0, alternative=alternative)
     return PairedTest(
-        "paired_t", float(res.pvalue), float(res.statistic), len(diff), better + worse, better, worse
+        "paired_t",
+        float(res.pvalue),
+        float(res.statistic),
+        len(diff),
+        better + worse,
+        better,
+        worse,
+        alternative,
     )
 
 
@@ -150,26 +183,22 @@ def _word_errors(al: Alignment) -> tuple[np.ndarray, np.ndarray]:
     return errors[1:], clean[1:]
 
 
-def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment]) -> PairedTest:
-    """Two-sided MAPSSWE: the mean segment error difference over its standard error, normal p-value."""
+def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment], alternative: Alternative = "less") -> PairedTest:
+    """MAPSSWE: the mean segment error difference (A − B) over its standard error, normal p-value;
+    one-sided (A makes fewer errors) by default, two-sided as NIST's sc_stats reports it."""
     z = mapsswe_segments(a, b)
     better, worse = int((z < 0).sum()), int((z > 0).sum())
     if len(z) < 2:
-        return PairedTest("mapsswe", math.nan, math.nan, len(z), better + worse, better, worse)
+        return PairedTest("mapsswe", math.nan, math.nan, len(z), better + worse, better, worse, alternative)
     sd = z.std(ddof=1)
     if sd == 0:
-        p = 1.0 if z.mean() == 0 else 0.0
-        return PairedTest(
-            "mapsswe",
-            p,
-            math.copysign(math.inf, z.mean()) if z.mean() else 0.0,
-            len(z),
-            better + worse,
-            better,
-            worse,
-        )
-    w = float(z.mean() / (sd / math.sqrt(len(z))))
-    return PairedTest("mapsswe", float(2 * sps.norm.sf(abs(w))), w, len(z), better + worse, better, worse)
+        w = math.copysign(math.inf, z.mean()) if z.mean() else 0.0
+    else:
+        w = float(z.mean() / (sd / math.sqrt(len(z))))
+    p = float(2 * sps.norm.sf(abs(w))) if alternative == "two-sided" else float(sps.norm.cdf(w))
+    if sd == 0 and w == 0.0:
+        p = 1.0  # every segment equal: nothing supports a difference
+    return PairedTest("mapsswe", p, w, len(z), better + worse, better, worse, alternative)
 
 
 @dataclass(frozen=True)

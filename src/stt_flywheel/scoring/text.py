@@ -20,6 +20,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stt_flywheel.errors import InputError
+
 __all__ = ["DEFAULT_SCORING_NORMALIZER", "NORMALIZER_ID", "Normalizer", "get_normalizer", "normalize"]
 
 NORMALIZER_ID = "basic-en/1"
@@ -84,7 +86,7 @@ def get_normalizer(spec: str) -> Normalizer:
     name, _, version = spec.partition("/")
     normalizer = _REGISTRY.get(name)
     if normalizer is None:
-        raise ValueError(f"unknown normaliser {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise InputError(f"unknown normaliser {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
     if version and version != str(normalizer.version):
-        raise ValueError(f"normaliser {spec!r} is not available; this version provides {normalizer.id}")
+        raise InputError(f"normaliser {spec!r} is not available; this version provides {normalizer.id}")
     return normalizer

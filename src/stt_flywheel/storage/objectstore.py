@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stt_flywheel.errors import InputError, InputNotFound
+
 __all__ = [
     "GCSStore",
     "LocalStore",
@@ -186,10 +188,10 @@ class LocalStore:
 def split_gs_uri(uri: str) -> tuple[str, str]:
     """`gs://bucket/some/prefix` → ("bucket", "some/prefix")."""
     if not uri.startswith("gs://"):
-        raise ValueError(f"not a gs:// URI: {uri}")
+        raise InputError(f"not a gs:// URI: {uri}")
     bucket, _, prefix = uri[len("gs://") :].partition("/")
     if not bucket:
-        raise ValueError(f"no bucket in {uri}")
+        raise InputError(f"no bucket in {uri}")
     return bucket, prefix.strip("/")
 
 
@@ -291,12 +293,12 @@ def read_uri(uri: str | Path) -> bytes:
         return Path(text.removeprefix("file://")).read_bytes()
     bucket, name = split_gs_uri(text)
     if not name:
-        raise ValueError(f"no object name in {text}")
+        raise InputError(f"no object name in {text}")
     parent, _, key = name.rpartition("/")
     store = GCSStore(f"gs://{bucket}/{parent}" if parent else f"gs://{bucket}")
     found = store.read(key)
     if found is None:
-        raise FileNotFoundError(f"no such object: {text}")
+        raise InputNotFound(f"no such object: {text}")
     return found.data
 
 
@@ -316,7 +318,7 @@ def put_tree(local_dir: str | Path, uri: str | Path, commit_file: str) -> str:
     local_dir, text = Path(local_dir), str(uri).rstrip("/")
     files = sorted(p for p in local_dir.rglob("*") if p.is_file())
     if not any(p.relative_to(local_dir).as_posix() == commit_file for p in files):
-        raise FileNotFoundError(f"{local_dir} has no {commit_file}")
+        raise InputNotFound(f"{local_dir} has no {commit_file}")
     if not is_remote(text):
         target = Path(text)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -358,7 +360,7 @@ def fetch_tree(uri: str | Path, commit_file: str) -> Path:
     store = open_store(text)
     keys = store.list()
     if commit_file not in keys:
-        raise FileNotFoundError(f"no {commit_file} under {text}")
+        raise InputNotFound(f"no {commit_file} under {text}")
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for key in keys:

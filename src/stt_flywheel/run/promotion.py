@@ -1,0 +1,52 @@
+"""Promotion by hand: a registered version, or a run's candidate together with its evaluation.
+
+A run's candidate and its verdicts are found through the run ledger, so `registry promote --run`
+works for any run that trained, on either backend, including a rejected one (with `force`).
+"""
+
+from __future__ import annotations
+
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.registry import RegistryError
+from stt_flywheel.deployment.strategies import DeployOutcome, manual_promotion
+from stt_flywheel.run.ledger import read_ledger
+
+__all__ = ["promote_by_hand"]
+
+
+def promote_by_hand(
+    config: FlywheelConfig,
+    *,
+    reason: str,
+    version: int | None = None,
+    run: str | None = None,
+    force: bool = False,
+) -> DeployOutcome:
+    """Make `version` (or the candidate `run` trained) the default with all endpoint traffic."""
+    if (version is None) == (run is None):
+        raise RegistryError("give exactly one of --version and --run")
+    registry = open_registry(config)
+    candidate_dir = evaluation = None
+    if run is not None:
+        train = read_ledger(config, run, "train")
+        if train is None:
+            raise RegistryError(
+                f"run {run} trained no candidate (no train entry in its ledger under {config.paths.reports})"
+            )
+        candidate_dir = train["model_dir"]
+        evaluation = {
+            stage: entry
+            for stage in ("validation", "regression")
+            if (entry := read_ledger(config, run, stage)) is not None
+        }
+    return manual_promotion(
+        registry,
+        open_endpoint(config, registry),
+        reason=reason,
+        version=version,
+        candidate_dir=candidate_dir,
+        evaluation=evaluation,
+        run_id=run,
+        force=force,
+    )

@@ -33,16 +33,16 @@ setup: $(STAMP) espeak ## Create .venv with the pinned packages, and espeak-ng
 demo: setup ## Run the whole flywheel locally on the embedded backends (WORK=demo-work)
 	$(VENV)/bin/stt-flywheel demo --work-dir $(WORK)
 
-test: setup test-tools ## Run the test suite
+test: lint test-tools ## Lint (as Cloud Build does), then run the test suite
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: setup test-tools ## Run the tests that do not train or run the pipeline
 	$(VENV)/bin/pytest -q -m "not slow"
 
-lint: setup ## ruff (lint + format check) and mypy on src/
+lint: setup ## ruff (lint + format check) and mypy on the library, the components and the pipelines
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/mypy src components pipelines
 
 bench: setup ## Scoring and bootstrap speed, side by side with jiwer, rapidfuzz and a row-gather bootstrap
 	$(PY) benchmarks/bench_scoring.py

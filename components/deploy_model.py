@@ -12,7 +12,9 @@ def deploy_model(
     validation_results: Input[Artifact],
     regression_results: Input[Artifact],
     report: Output[Markdown],
-) -> NamedTuple("DeployOutputs", action=str, version=int):  # noqa: F821
+) -> NamedTuple("DeployOutputs", action=str, version=int):  # type: ignore[valid-type]  # noqa: F821
+    # KFP reads the outputs from this inline NamedTuple: a class at module level would not travel with
+    # the function's source into the task.
     """Register the candidate, move the `default` alias and the endpoint's traffic to it."""
     from collections import namedtuple
     from pathlib import Path
@@ -30,5 +32,5 @@ def deploy_model(
     )
     with open(report.path, "w") as fh:
         fh.write(outcome.to_markdown())
-    out = namedtuple("DeployOutputs", ["action", "version"])
-    return out(outcome.action, outcome.version or 0)
+    DeployOutputs = namedtuple("DeployOutputs", ["action", "version"])
+    return DeployOutputs(outcome.action, outcome.version or 0)

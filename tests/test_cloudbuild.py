@@ -53,7 +53,18 @@ def test_steps_run_in_order_and_reference_existing_files() -> None:
             for part in source.split():
                 assert (ROOT / part).exists(), f"{path} copies missing {part}"
         assert "-c constraints.txt" in text  # the same pinned versions as the local set-up
-    assert "make lint && make test" in _step_text(BUILD["steps"][0])
+    assert "make test" in _step_text(BUILD["steps"][0])
+
+
+def test_make_test_lints_first_as_the_build_does() -> None:
+    """CI runs `make test` alone: it must check what Cloud Build checks (ruff, and mypy beyond src/)."""
+    makefile = (ROOT / "Makefile").read_text()
+    prerequisites = re.search(r"^test: (.*?)##", makefile, flags=re.M)
+    assert prerequisites is not None
+    assert "lint" in prerequisites.group(1).split()
+    lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, flags=re.M)
+    assert lint is not None
+    assert "mypy src components pipelines" in lint.group(1)
 
 
 @pytest.mark.parametrize(

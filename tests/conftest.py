@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,19 +45,42 @@ def base_model_dir() -> Path:
     return DEFAULT_BASE_MODEL
 
 
-@pytest.fixture
-def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, FlywheelConfig]:
-    """A demo-shaped config with its own state directory; the world is shared."""
-    path = tmp_path / "flywheel.yaml"
-    write_demo_config(path, tmp_path / "state", world, must_pass=[], max_steps=40, min_error_cases=10)
+def make_flywheel_config(
+    directory: Path, world: dict[str, Path], **overrides: object
+) -> tuple[Path, FlywheelConfig]:
+    """A demo-shaped config with its own state under `directory`; the world is shared.
+
+    `overrides` replace whole top-level sections' keys, e.g. `training={"max_steps": 5}`.
+    """
+    path = directory / "flywheel.yaml"
+    write_demo_config(path, directory / "state", world, must_pass=[], max_steps=40, min_error_cases=10)
     # The test world is a few dozen utterances per set: intervals are wide, so the margins that the
     # full-size demo uses cannot be shown at this size. Loosen them; the gates' logic is unchanged.
     data = yaml.safe_load(path.read_text())
     data["validation"]["min_wer_improvement"] = 0.0
     for suite in data["regression"]:
         suite["max_absolute_degradation"] = 0.25
+    for section, values in overrides.items():
+        assert isinstance(values, dict)
+        data[section].update(values)
     path.write_text(yaml.safe_dump(data))
     return path, load_config(path)
+
+
+@pytest.fixture(scope="session")
+def config_factory(world: dict[str, Path]) -> Callable[..., tuple[Path, FlywheelConfig]]:
+    """`make(directory, **overrides)`: a demo-shaped config on the shared world (see make_flywheel_config)."""
+
+    def make(directory: Path, **overrides: object) -> tuple[Path, FlywheelConfig]:
+        return make_flywheel_config(directory, world, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, FlywheelConfig]:
+    """A demo-shaped config with its own state directory; the world is shared."""
+    return make_flywheel_config(tmp_path, world)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ rollback restores the previous version.
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.models import load_model
 from stt_flywheel.run.ledger import summarize_run
 from stt_flywheel.run.stages import RUN_LEASE, bootstrap_registry
-from stt_flywheel.storage.leases import acquire_lease, read_lease
+from stt_flywheel.storage.leases import read_lease
 from stt_flywheel.storage.objectstore import open_store
 
 pytestmark = pytest.mark.slow
@@ -112,29 +112,6 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert out.returncode == 0, out.stderr
     assert registry.aliases() == {"default": 1}
     assert open_endpoint(load_config(config_path)).traffic() == {1: 100}
-
-
-def test_unusable_dataset_ends_the_run_green(tmp_path: Path, flywheel_config: tuple) -> None:
-    """Every correction is bad input: the run quarantines them all and stops before training."""
-    config_path, config = flywheel_config
-    bootstrap_registry(config)
-    rows = [
-        {
-            "id": f"r{i}",
-            "audio_uri": str(tmp_path / f"missing-{i}.wav"),
-            "hypothesis": "x",
-            "corrected_text": "y",
-            "timestamp": "2026-11-01T00:00:00Z",
-        }
-        for i in range(12)
-    ]
-    ErrorStore(config.paths.error_store).ingest(rows)
-    cfg, run_id = run_local(config_path, force=True)
-    s = summarize_run(cfg, run_id)
-    assert s["trigger"]["fired"]
-    assert s["dataset"]["quarantined"] == 12 and not s["dataset"]["usable"]
-    assert s["training"] is None and s["deploy"] is None
-    assert open_registry(config).aliases() == {"default": 1}
 
 
 def _outcome(s: dict) -> dict:
@@ -260,18 +237,3 @@ def test_a_run_canaries_on_the_vertex_backend(
     assert traffic == {1: 90, 2: 10}
     assert v2.uri.startswith(f"{gcs_bucket}/models/") and v2.source_run == run_id
     assert sorted(fake.versions(model_id)) == ["1", "2"] and len(evaluations) == 1
-
-
-def test_an_overlapping_run_stops_at_the_trigger(tmp_path: Path, flywheel_config: tuple) -> None:
-    """A scheduled run holds the run lease; a manual run (even forced) stops and says why."""
-    config_path, config = flywheel_config
-    bootstrap_registry(config)
-    state = open_store(config.paths.state)
-    acquire_lease(state, RUN_LEASE, "stt-flywheel-scheduled-run", timedelta(hours=1))
-    cfg, run_id = run_local(config_path, force=True)
-    s = summarize_run(cfg, run_id)
-    assert not s["trigger"]["fired"]
-    assert "another run holds the run lease" in s["trigger"]["summary"]
-    assert "stt-flywheel-scheduled-run" in s["trigger"]["blocked_by"]
-    assert s["dataset"] is None and s["training"] is None
-    assert read_lease(state, RUN_LEASE).holder == "stt-flywheel-scheduled-run"

@@ -1,0 +1,192 @@
+"""The stage entry points and the run ledger, in-process: the decisions a run makes at each stage.
+
+The happy path through all six stages runs in `test_components.py` (through the components);
+these are the ways a run ends early, and what an operator does with a run afterwards.
+"""
+
+import math
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flywheel_pipelines.cli import main
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.demo.scenario import simulate_traffic
+from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.models import saved_model_dir
+from stt_flywheel.run.ledger import list_runs, read_ledger, summarize_run, write_ledger
+from stt_flywheel.run.stages import (
+    RUN_LEASE,
+    bootstrap_registry,
+    loggable_metrics,
+    stage_build_dataset,
+    stage_check_trigger,
+    stage_deploy_model,
+    stage_train_model,
+    stage_validate_model,
+)
+from stt_flywheel.storage.leases import acquire_lease, read_lease
+from stt_flywheel.storage.objectstore import open_store
+
+
+def _lease_released(config: FlywheelConfig, run_id: str) -> bool:
+    lease = read_lease(open_store(config.paths.state), RUN_LEASE)
+    return lease is None or (lease.holder == run_id and lease.expired(datetime.now(UTC)))
+
+
+def test_an_overlapping_run_stops_at_the_trigger(flywheel_config: tuple) -> None:
+    """A scheduled run holds the run lease; a manual run (even forced) stops and says why."""
+    _, config = flywheel_config
+    bootstrap_registry(config)
+    state = open_store(config.paths.state)
+    acquire_lease(state, RUN_LEASE, "stt-flywheel-scheduled-run", timedelta(hours=1))
+    forced = stage_check_trigger(config.with_overrides({"trigger.force": True}), "forced-run")
+    assert not forced.should_train
+    assert forced.blocked_by is not None
+    assert "stt-flywheel-scheduled-run" in forced.blocked_by
+    s = summarize_run(config, "forced-run")
+    assert s["trigger"]["fired"] is False
+    assert "another run holds the run lease" in s["trigger"]["summary"]
+    assert s["dataset"] is None
+    assert s["training"] is None
+    lease = read_lease(state, RUN_LEASE)
+    assert lease is not None
+    assert lease.holder == "stt-flywheel-scheduled-run"
+
+
+def test_an_unusable_dataset_ends_the_run_and_frees_the_lease(tmp_path: Path, flywheel_config: tuple) -> None:
+    """Every correction is bad input: the dataset quarantines them all and the run stops before training."""
+    _, config = flywheel_config
+    bootstrap_registry(config)
+    rows = [
+        {
+            "id": f"r{i}",
+            "audio_uri": str(tmp_path / f"missing-{i}.wav"),
+            "hypothesis": "x",
+            "corrected_text": "y",
+            "timestamp": "2026-11-01T00:00:00Z",
+        }
+        for i in range(12)
+    ]
+    ErrorStore(config.paths.error_store).ingest(rows)
+    forced = config.with_overrides({"trigger.force": True})
+    decision = stage_check_trigger(forced, "run-bad-data")
+    assert decision.should_train
+    manifest = stage_build_dataset(forced, decision.watermark.isoformat(), tmp_path / "ds", "run-bad-data")
+    usable, reason = manifest.usable
+    assert not usable
+    assert "no usable examples" in reason
+    assert manifest.counts["quarantined"] == 12
+    assert _lease_released(config, "run-bad-data")
+    s = summarize_run(config, "run-bad-data")
+    assert s["dataset"]["usable"] is False
+    assert s["training"] is None
+    assert open_registry(config).aliases() == {"default": 1}
+
+
+@pytest.fixture
+def rejected_run(
+    tmp_path: Path, world: dict[str, Path], config_factory: Callable[..., tuple[Path, FlywheelConfig]]
+) -> tuple[Path, FlywheelConfig, str]:
+    """A run whose candidate (5 steps at an absurd learning rate) the validator rejected."""
+    config_path, config = config_factory(
+        tmp_path, training={"max_steps": 5, "learning_rate": 5.0, "warmup_steps": 0}
+    )
+    bootstrap_registry(config)
+    simulate_traffic(config, world, tmp_path)
+    run_id = "run-rejected"
+    decision = stage_check_trigger(config, run_id)
+    assert decision.should_train
+    stage_build_dataset(config, decision.watermark.isoformat(), tmp_path / "ds", run_id)
+    stage_train_model(config, tmp_path / "ds", tmp_path / "model", run_id)
+    outcome = stage_validate_model(config, tmp_path / "model", tmp_path / "ds", tmp_path / "val", run_id)
+    assert not outcome.passed
+    return config_path, config, run_id
+
+
+def test_a_rejected_run_frees_the_lease_and_keeps_its_candidate(rejected_run: tuple) -> None:
+    _, config, run_id = rejected_run
+    assert _lease_released(config, run_id)
+    train = read_ledger(config, run_id, "train")
+    assert train is not None
+    assert (Path(train["model_dir"]) / "config.json").is_file()
+    assert read_ledger(config, run_id, "deploy") is None
+    assert open_registry(config).aliases() == {"default": 1}
+
+
+def test_a_rejected_runs_candidate_can_be_promoted_by_force(
+    rejected_run: tuple, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path, config, run_id = rejected_run
+
+    def promote(*extra: str) -> tuple[int, str]:
+        args = ["registry", "promote", "--run", run_id, "--reason", "hotfix", "--config", str(config_path)]
+        monkeypatch.setattr(sys, "argv", ["stt-flywheel", *args, *extra])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out = capsys.readouterr()
+        return int(exited.value.code or 0), out.out + out.err
+
+    status, said = promote()
+    assert status == 1
+    assert "--force" in said  # the evaluation rejected it: promoting needs the operator to say so
+    status, said = promote("--force")
+    assert status == 0, said
+    registry = open_registry(config)
+    assert registry.aliases() == {"default": 2, "previous": 1}
+    assert open_endpoint(config, registry).traffic() == {2: 100}
+    assert registry.get(2).source_run == run_id
+    (forced,) = [e for e in registry.audit_log() if e["action"] == "forced_promotion"]
+    assert forced["detail"]["overrode"] == 1
+    assert forced["detail"]["reason"] == "hotfix"
+    assert forced["detail"]["failed_gates"]
+
+
+def test_the_deployer_stops_when_the_run_lost_its_lease(tmp_path: Path, flywheel_config: tuple) -> None:
+    """After the lease expired and another run took it, an old run must not deploy over it."""
+    _, config = flywheel_config
+    bootstrap_registry(config)
+    acquire_lease(open_store(config.paths.state), RUN_LEASE, "newer-run", timedelta(hours=1))
+    outcome = stage_deploy_model(
+        config, tmp_path / "m", tmp_path / "d", tmp_path / "v", tmp_path / "r", "old-run"
+    )
+    assert outcome.action == "rejected"
+    assert "lost the run lease" in outcome.reasons[0]
+    entry = read_ledger(config, "old-run", "deploy")
+    assert entry is not None
+    assert entry["action"] == "rejected"
+
+
+def test_the_ledger_lists_runs_that_got_past_their_trigger(flywheel_config: tuple) -> None:
+    _, config = flywheel_config
+    assert list_runs(config) == []
+    write_ledger(config, "run-b", "trigger", {"should_train": False})
+    write_ledger(config, "run-a", "trigger", {"should_train": True})
+    write_ledger(config, "run-a", "dataset", {"version": "ds-1"})
+    assert list_runs(config) == ["run-a", "run-b"]
+    assert read_ledger(config, "run-a", "dataset") == {"version": "ds-1"}
+    assert read_ledger(config, "run-b", "dataset") is None
+
+
+def test_saved_model_dir_is_the_one_layout() -> None:
+    assert saved_model_dir("/artifacts/model") == Path("/artifacts/model/model")
+
+
+LOGGABLE = [
+    ({"wer": 0.1, "steps": 3}, {"wer": 0.1, "steps": 3.0}),
+    ({"p": math.nan, "inf": math.inf, "ok": -0.5}, {"ok": -0.5}),
+    ({"flag": True, "name": "x", "none": None, "list": [1]}, {}),
+    ({}, {}),
+]
+
+
+@pytest.mark.parametrize(("metrics", "expected"), LOGGABLE)
+def test_loggable_metrics_keep_finite_numbers(metrics: dict[str, Any], expected: dict[str, float]) -> None:
+    logged = loggable_metrics(metrics)
+    assert logged == expected
+    assert all(type(v) is float for v in logged.values())

@@ -13,6 +13,7 @@ from stt_flywheel.config import DEFAULT_BASE_MODEL, FlywheelConfig, load_config
 from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.demo.scenario import WorldSizes, create_world, write_demo_config
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
+from stt_flywheel.storage.objectstore import ObjectStore, open_store
 
 TEST_SCALE = 0.12
 
@@ -130,3 +131,38 @@ def gcs_bucket(gcs_emulator: str, request: pytest.FixtureRequest) -> str:
     name = re.sub(r"[^a-z0-9-]", "-", f"t-{uuid.uuid4().hex[:8]}-{request.node.name.lower()}")[:60].strip("-")
     storage.Client(project="emulator", credentials=AnonymousCredentials()).create_bucket(name)
     return f"gs://{name}/state"
+
+
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.gcs)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """An object store on a local directory, and on fake-gcs-server through the real client."""
+    if request.param == "local":
+        return open_store(tmp_path / "state")
+    return open_store(request.getfixturevalue("gcs_bucket"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start fake-gcs-server are marked `gcs`, so they can be deselected as a group."""
+    for item in items:
+        if "gcs_emulator" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gcs)
+
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """Run `stt-flywheel ARGS…` through `main()` in-process; returns (exit status, stdout, stderr)."""
+    import sys
+
+    from flywheel_pipelines.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["stt-flywheel", *args])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        out = capsys.readouterr()
+        return int(exited.value.code or 0), out.out, out.err
+
+    return run

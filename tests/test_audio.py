@@ -46,4 +46,5 @@ def test_synthesised_speech_is_valid(general_utts: list[Utterance]) -> None:
     for utt in general_utts:
         audio = load_audio(utt.audio)
         assert validate_audio(audio) is None
-        assert audio.sample_rate == 16_000 and 0.5 < audio.duration_s < 10
+        assert audio.sample_rate == 16_000
+        assert 0.5 < audio.duration_s < 10

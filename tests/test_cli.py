@@ -2,32 +2,15 @@
 
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+from conftest import Cli
 
 from flywheel_pipelines.cli import main
 from stt_flywheel.config import load_config
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
-
-CliResult = tuple[int, str, str]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
-    """Run `stt-flywheel ARGS…` through `main()`; returns (exit status, stdout, stderr)."""
-
-    def run(*args: str) -> CliResult:
-        monkeypatch.setattr(sys, "argv", ["stt-flywheel", *args])
-        with pytest.raises(SystemExit) as exited:
-            main()
-        out = capsys.readouterr()
-        return int(exited.value.code or 0), out.out, out.err
-
-    return run
-
 
 # command -> whether it takes --config (it reads or writes the flywheel's state)
 COMMANDS = [
@@ -52,7 +35,7 @@ COMMANDS = [
 
 @pytest.mark.parametrize(("command", "takes_config"), COMMANDS, ids=[" ".join(c) for c, _ in COMMANDS])
 def test_each_command_takes_config_only_if_it_uses_it(
-    cli: Callable[..., CliResult], command: list[str], takes_config: bool
+    cli: Cli, command: list[str], takes_config: bool
 ) -> None:
     status, out, _ = cli(*command, "--help")
     assert status == 0
@@ -81,7 +64,7 @@ USER_ERRORS = [
 
 @pytest.mark.parametrize(("args", "message"), USER_ERRORS)
 def test_user_errors_are_one_line(
-    cli: Callable[..., CliResult],
+    cli: Cli,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     args: list[str],
@@ -107,9 +90,7 @@ USAGE_ERRORS = [
 
 
 @pytest.mark.parametrize(("args", "message"), USAGE_ERRORS)
-def test_usage_errors_print_usage_and_exit_2(
-    cli: Callable[..., CliResult], args: list[str], message: str
-) -> None:
+def test_usage_errors_print_usage_and_exit_2(cli: Cli, args: list[str], message: str) -> None:
     status, _, err = cli(*args)
     assert status == 2
     assert "Usage" in err
@@ -132,7 +113,7 @@ def test_a_bug_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         main()
 
 
-def test_invalid_config_key_is_reported(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_invalid_config_key_is_reported(cli: Cli, tmp_path: Path) -> None:
     bad = tmp_path / "c.yaml"
     bad.write_text("trigger:\n  min_eror_cases: 3\n")
     status, _, err = cli("registry", "list", "--config", str(bad))
@@ -140,7 +121,7 @@ def test_invalid_config_key_is_reported(cli: Callable[..., CliResult], tmp_path:
     assert "trigger.min_eror_cases" in err
 
 
-def test_ingest_and_list_json(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_ingest_and_list_json(cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
     records = tmp_path / "r.jsonl"
@@ -162,9 +143,7 @@ def test_ingest_and_list_json(cli: Callable[..., CliResult], tmp_path: Path) -> 
     assert orjson.loads(out) == {"versions": [], "aliases": {}, "traffic": {}}
 
 
-def test_registry_list_json_with_a_serving_version(
-    cli: Callable[..., CliResult], tmp_path: Path, base_model_dir: Path
-) -> None:
+def test_registry_list_json_with_a_serving_version(cli: Cli, tmp_path: Path, base_model_dir: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
     cfg = load_config(config)
@@ -182,7 +161,7 @@ def test_registry_list_json_with_a_serving_version(
     assert "registry.sqlite" in "".join(out.split())  # the title names where the versions live
 
 
-def test_compile_writes_yaml(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_compile_writes_yaml(cli: Cli, tmp_path: Path) -> None:
     status, _, err = cli("compile", "--output", str(tmp_path / "p.yaml"))
     assert status == 0, err
     assert "deploy-model" in (tmp_path / "p.yaml").read_text()
@@ -200,7 +179,7 @@ def _files(tmp_path: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def test_score_prints_counts(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_score_prints_counts(cli: Cli, tmp_path: Path) -> None:
     ref, a, _ = _files(tmp_path)
     status, out, err = cli("score", "--ref", str(ref), "--hyp", str(a), "--json")
     assert status == 0, err
@@ -220,7 +199,7 @@ def test_score_prints_counts(cli: Callable[..., CliResult], tmp_path: Path) -> N
     assert (basic["substitutions"], basic["deletions"], basic["normalizer"]) == (2, 2, "basic-en/1")
 
 
-def test_compare_reports_interval_and_tests(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_compare_reports_interval_and_tests(cli: Cli, tmp_path: Path) -> None:
     ref, a, b = _files(tmp_path)
     status, out, err = cli("compare", "--ref", str(ref), "--hyp-a", str(a), "--hyp-b", str(b), "--json")
     assert status == 0, err
@@ -232,7 +211,7 @@ def test_compare_reports_interval_and_tests(cli: Callable[..., CliResult], tmp_p
     assert (result["a_better"], result["a_worse"]) == (1, 1)
 
 
-def test_compare_privileges_neither_system(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_compare_privileges_neither_system(cli: Cli, tmp_path: Path) -> None:
     """B far better than A: every test is two-sided, so each p-value is small (a one-sided test of
     "A is better" would say 1.0), and the JSON says so, with each test's statistic and count."""
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
@@ -260,7 +239,7 @@ def test_compare_privileges_neither_system(cli: Callable[..., CliResult], tmp_pa
     assert "mapsswe: p = " in out
 
 
-def test_score_rejects_mismatched_ids(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+def test_score_rejects_mismatched_ids(cli: Cli, tmp_path: Path) -> None:
     ref, _, _ = _files(tmp_path)
     other = tmp_path / "other.trn"
     other.write_text("x (u9)\n")

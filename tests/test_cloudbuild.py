@@ -91,4 +91,5 @@ def test_cli_commands_in_the_build_exist(command: str) -> None:
 
 def test_serving_image_follows_the_vertex_contract() -> None:
     text = (ROOT / "containers" / "serving.Dockerfile").read_text()
-    assert 'ENTRYPOINT ["stt-flywheel", "serve"]' in text and "AIP_HTTP_PORT=8080" in text
+    assert 'ENTRYPOINT ["stt-flywheel", "serve"]' in text
+    assert "AIP_HTTP_PORT=8080" in text

@@ -37,7 +37,9 @@ def test_churn_lists_newly_broken_and_fixed_with_alignments() -> None:
     broken = churn["broken"][0]
     assert broken["id"] == "u1"
     ref_line, hyp_line, eval_line = broken["candidate_alignment"]
-    assert "WARFARIN" in ref_line and "WAR" in hyp_line and "FARIN" in hyp_line
+    assert "WARFARIN" in ref_line
+    assert "WAR" in hyp_line
+    assert "FARIN" in hyp_line
     assert eval_line.split() == ["S", "I"] or sorted(eval_line.split()) == ["I", "S"]
     assert {e["id"] for e in churn["fixed"]} == {"u0", "u3"}
     assert _comp(ROWS).churn(limit=1)["fixed"][0]["id"] == "u0"  # most production errors first
@@ -45,7 +47,8 @@ def test_churn_lists_newly_broken_and_fixed_with_alignments() -> None:
 
 def test_critical_term_recall_per_model() -> None:
     recall = _comp(ROWS).critical_recall(POLICY.critical_terms)
-    assert recall["production"]["recall"] == 0.5 and recall["candidate"]["recall"] == 0.5
+    assert recall["production"]["recall"] == 0.5
+    assert recall["candidate"]["recall"] == 0.5
     assert recall["production"]["per_term"] == {"metformin": 0.0, "warfarin": 1.0}
     assert recall["candidate"]["per_term"] == {"metformin": 1.0, "warfarin": 0.0}
     assert math.isnan(_comp(ROWS[2:]).critical_recall(["metformin"])["candidate"]["recall"])
@@ -56,9 +59,11 @@ def test_slices_by_metadata_with_intervals() -> None:
     by_key = {(s["field"], s["value"]): s for s in slices}
     assert set(by_key) == {("domain", "rx"), ("domain", "home"), ("speaker", "a"), ("speaker", "b")}
     home = by_key[("domain", "home")]
-    assert home["utterances"] == 2 and home["candidate_wer"] == 0.0
+    assert home["utterances"] == 2
+    assert home["candidate_wer"] == 0.0
     assert home["production_wer"] == pytest.approx(1 / 7)
-    assert home["low"] <= home["delta_wer"] <= home["high"] and home["gated"]
+    assert home["low"] <= home["delta_wer"] <= home["high"]
+    assert home["gated"]
 
 
 @pytest.mark.parametrize(
@@ -87,9 +92,11 @@ def test_failure_signatures(ref: str, hyp: str, expected: tuple[int, int, int]) 
 
 def test_summary_metrics_and_details() -> None:
     metrics, details = summarize_comparison(_comp(ROWS), POLICY)
-    assert metrics["newly_broken"] == 1 and metrics["newly_fixed"] == 2
+    assert metrics["newly_broken"] == 1
+    assert metrics["newly_fixed"] == 2
     assert metrics["delta_wer_low"] <= metrics["delta_wer"] <= metrics["delta_wer_high"]
     assert set(details["tests"]) == {"wilcoxon", "t_test", "mapsswe"}
-    assert details["normalizer"] == "basic-en/1" and details["interval"]["unit"] == "speaker"
+    assert details["normalizer"] == "basic-en/1"
+    assert details["interval"]["unit"] == "speaker"
     assert metrics["critical_recall"] == metrics["production_critical_recall"] == 0.5
     assert len(details["utterance_delta_wer"]) == 4

@@ -78,3 +78,8 @@ def test_readme_documents_every_config_field() -> None:
     fields = _field_paths(FlywheelConfig) + [f"regression[].{f}" for f in RegressionSuite.model_fields]
     missing = [f for f in fields if f"`{f}`" not in text]
     assert not missing, f"README lacks config fields: {missing}"
+
+
+def test_suite_config_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError):
+        RegressionSuite(name="x", data="x.jsonl", kind="nightly")  # type: ignore[arg-type]

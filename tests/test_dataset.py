@@ -62,7 +62,8 @@ def test_counts_balance_and_reasons(
     m = build_dataset(store_with_cases, tmp_path / "ds", _settings(), watermark=T0, protected=protected)
     assert m.balanced
     assert m.counts["read"] == 12 + 6
-    assert m.counts["accepted"] == 12 and m.counts["duplicates"] == 1
+    assert m.counts["accepted"] == 12
+    assert m.counts["duplicates"] == 1
     assert m.quarantine_reasons == {
         "conflicting_correction": 1,
         "empty_transcript": 1,
@@ -83,7 +84,8 @@ def test_counts_balance_and_reasons(
 def test_split_is_deterministic_and_content_hashed(tmp_path: Path, store_with_cases: ErrorStore) -> None:
     a = build_dataset(store_with_cases, tmp_path / "a", _settings(), watermark=T0)
     b = build_dataset(store_with_cases, tmp_path / "b", _settings(), watermark=T0)
-    assert a.content_hash == b.content_hash and a.version == b.version
+    assert a.content_hash == b.content_hash
+    assert a.version == b.version
     for split in ("train", "heldout"):
         assert all(split_of(sha, 0.3) == split for sha in _shas(tmp_path / "a", split))
         assert all(
@@ -134,7 +136,9 @@ def test_a_dataset_without_usable_examples_says_why(tmp_path: Path, new_utts: li
         [_row(new_utts[0], f"gone-{i}", audio_uri=str(tmp_path / f"{i}.wav")) for i in range(3)], now=T0
     )
     m = build_dataset(store, tmp_path / "ds", _settings(), watermark=T0)
-    assert m.balanced and m.counts["quarantined"] == 3
+    assert m.balanced
+    assert m.counts["quarantined"] == 3
     usable, reason = m.usable
-    assert not usable and "train and heldout" in reason
+    assert not usable
+    assert "train and heldout" in reason
     assert DatasetManifest.load(tmp_path / "ds").usable == (False, reason)

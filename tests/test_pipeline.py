@@ -40,8 +40,10 @@ def test_gates_are_conditions_on_the_trigger_and_both_verdicts(spec: dict) -> No
     conditions = [t["triggerPolicy"]["condition"] for t in _all_tasks(spec).values() if "triggerPolicy" in t]
     joined = " ".join(conditions)
     assert len(conditions) == 4
-    assert "check-trigger-Output" in joined and "build-dataset-Output" in joined
-    assert "validate-model-Output" in joined and "run-regression-suites-Output" in joined
+    assert "check-trigger-Output" in joined
+    assert "build-dataset-Output" in joined
+    assert "validate-model-Output" in joined
+    assert "run-regression-suites-Output" in joined
     root = spec["root"]["dag"]["tasks"]
     assert set(root) == {"check-trigger", "condition-1"}
 
@@ -85,7 +87,8 @@ def test_pipeline_parameters(spec: dict) -> None:
         "trainer_cpu",
         "trainer_memory",
     }
-    assert params["force"]["defaultValue"] is False and params["auto_deploy"]["defaultValue"] is True
+    assert params["force"]["defaultValue"] is False
+    assert params["auto_deploy"]["defaultValue"] is True
 
 
 DIGEST = "@sha256:" + "0123456789abcdef" * 4

@@ -25,8 +25,10 @@ def test_register_copies_and_numbers_versions(registry: LocalRegistry, model_dir
     v1 = registry.register(model_dir, dataset_version="ds-1", metrics={"wer": 0.3})
     v2 = registry.register(model_dir, source_run="run-a")
     assert (v1.version, v2.version) == (1, 2)
-    assert Path(v1.uri).is_dir() and (Path(v1.uri) / "weights.bin").exists()
-    assert v1.metrics == {"wer": 0.3} and v1.dataset_version == "ds-1"
+    assert Path(v1.uri).is_dir()
+    assert (Path(v1.uri) / "weights.bin").exists()
+    assert v1.metrics == {"wer": 0.3}
+    assert v1.dataset_version == "ds-1"
     # a retried run re-uses its version instead of registering another
     assert registry.register(model_dir, source_run="run-a").version == 2
     with pytest.raises(RegistryError, match="not a saved model"):
@@ -44,7 +46,8 @@ def test_promote_keeps_previous_and_rollback_restores(registry: LocalRegistry, m
     with pytest.raises(RegistryError, match="nothing to roll back"):
         registry.rollback()
     actions = [e["action"] for e in registry.audit_log()]
-    assert actions.count("register") == 3 and "rollback" in actions
+    assert actions.count("register") == 3
+    assert "rollback" in actions
     assert registry.audit_log()[-1]["detail"]["reason"] == "bad canary"
 
 
@@ -95,7 +98,8 @@ def test_endpoint_replace_and_predict_requires_deployment(registry: LocalRegistr
 )
 def test_canary_split_sums_to_100(current: dict, percent: int, expected: dict) -> None:
     split = canary_split(current, "new", percent)
-    assert split == expected and sum(split.values()) == 100
+    assert split == expected
+    assert sum(split.values()) == 100
 
 
 def test_concurrent_registrations_get_distinct_versions(registry: LocalRegistry, model_dir: Path) -> None:

@@ -57,8 +57,10 @@ def test_vertex_schedule_lifecycle(cloud: tuple) -> None:
     vertex, _, config, template = cloud
     _create(config, template, "vertex")
     (schedule,) = vertex.schedules.values()
-    assert schedule["displayName"] == "nightly" and schedule["cron"] == "TZ=Europe/London 0 3 * * *"
-    assert int(schedule["maxConcurrentRunCount"]) == 1 and not schedule.get("allowQueueing")
+    assert schedule["displayName"] == "nightly"
+    assert schedule["cron"] == "TZ=Europe/London 0 3 * * *"
+    assert int(schedule["maxConcurrentRunCount"]) == 1
+    assert not schedule.get("allowQueueing")
     job = schedule["createPipelineJobRequest"]["pipelineJob"]
     assert job["serviceAccount"] == RUNNER
     assert job["labels"] == {"app": "stt-flywheel", "trigger": "schedule"}
@@ -68,7 +70,8 @@ def test_vertex_schedule_lifecycle(cloud: tuple) -> None:
     assert runtime["parameterValues"]["max_steps"] == 200
 
     listed = _cli("schedule", "list", "--config", str(config))
-    assert "nightly" in listed and "ACTIVE" in listed
+    assert "nightly" in listed
+    assert "ACTIVE" in listed
     _cli("schedule", "pause", "nightly", "--config", str(config))
     assert schedule["state"] == "PAUSED"
     _cli("schedule", "resume", "nightly", "--config", str(config))
@@ -78,9 +81,11 @@ def test_vertex_schedule_lifecycle(cloud: tuple) -> None:
     again = CliRunner().invoke(app, ["schedule", "create", "--config", str(config), "--name", "nightly",
                                      "--cron", "0 4 * * *", "--config-uri", "gs://flywheel/flywheel.yaml",
                                      "--pipeline-root", "gs://flywheel/pipeline-root", "--template", str(template)])  # fmt: skip
-    assert again.exit_code != 0 and "use --replace" in str(again.exception)
+    assert again.exit_code != 0
+    assert "use --replace" in str(again.exception)
     _create(config, template, "vertex", "--replace")
-    assert len(vertex.schedules) == 1 and next(iter(vertex.schedules.values())) is not schedule
+    assert len(vertex.schedules) == 1
+    assert next(iter(vertex.schedules.values())) is not schedule
 
     _cli("schedule", "delete", "nightly", "--config", str(config))
     assert vertex.schedules == {}
@@ -95,12 +100,14 @@ def test_cloud_scheduler_job_creates_the_pipeline_job(cloud: tuple) -> None:
     _create(config, template, "scheduler", "--scheduler-service-account", CALLER)
     (job,) = scheduler.jobs.values()
     assert job["name"] == f"projects/{vertex.project}/locations/{vertex.location}/jobs/nightly"
-    assert job["schedule"] == "0 3 * * *" and job["timeZone"] == "Europe/London"
+    assert job["schedule"] == "0 3 * * *"
+    assert job["timeZone"] == "Europe/London"
     target = job["httpTarget"]
     assert target["uri"].endswith(f"/v1/projects/{vertex.project}/locations/{vertex.location}/pipelineJobs")
     assert target["oauthToken"]["serviceAccountEmail"] == CALLER
     body = json.loads(base64.b64decode(target["body"]))
-    assert body["serviceAccount"] == RUNNER and body["labels"]["trigger"] == "schedule"
+    assert body["serviceAccount"] == RUNNER
+    assert body["labels"]["trigger"] == "schedule"
 
     _cli("schedule", "run", "nightly", "--config", str(config))  # what a tick does
     (delivery,) = scheduler.deliveries
@@ -117,7 +124,8 @@ def test_cloud_scheduler_job_creates_the_pipeline_job(cloud: tuple) -> None:
     assert f"Bearer oauth-token-of:{CALLER}" in vertex.authorizations
 
     listed = _cli("schedule", "list", "--config", str(config), "--mode", "scheduler")
-    assert "nightly" in listed and "ENABLED" in listed
+    assert "nightly" in listed
+    assert "ENABLED" in listed
     _cli("schedule", "pause", "nightly", "--config", str(config), "--mode", "scheduler")
     assert job["state"] == "PAUSED"
     _cli("schedule", "resume", "nightly", "--config", str(config), "--mode", "scheduler")
@@ -134,5 +142,6 @@ def test_schedule_refuses_what_vertex_cannot_run_and_keeps_the_old_one(cloud: tu
                                    "--name", "nightly", "--cron", "0 3 * * *", "--template", str(template),
                                    "--config-uri", "/local/flywheel.yaml", "--pipeline-root", "gs://b/root",
                                    "--replace"])  # fmt: skip
-    assert out.exit_code != 0 and "readable by the pipeline" in str(out.exception)
+    assert out.exit_code != 0
+    assert "readable by the pipeline" in str(out.exception)
     assert scheduler.jobs == before  # a replacement that cannot run never removes the schedule in place

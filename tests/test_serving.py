@@ -119,8 +119,10 @@ def test_local_endpoint_serves_through_serving_processes(
     with endpoint.served() as served:
         version, over_http = served.predict(audios)
         url = served.server_url(version)
-        assert url is not None and httpx.get(url + "/health").json()["status"] == "ok"
-    assert version == 1 and over_http == in_process
+        assert url is not None
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+    assert version == 1
+    assert over_http == in_process
     assert endpoint.server_url(1) is None
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/health", timeout=2)

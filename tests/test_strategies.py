@@ -12,8 +12,15 @@ from google.cloud.aiplatform_v1.types import AcceleratorType
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
-from stt_flywheel.deployment.registry import RegistryError
-from stt_flywheel.deployment.strategies import promote_canary, promote_candidate, replace_deployment, rollback
+from stt_flywheel.deployment.endpoint import LocalEndpoint
+from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
+from stt_flywheel.deployment.strategies import (
+    manual_promotion,
+    promote_canary,
+    promote_candidate,
+    replace_deployment,
+    rollback,
+)
 
 PASSED = {"stage": "validation", "passed": True, "reasons": [], "gates": []}
 METRICS = {"wer": 0.2315, "cer": 0.11, "delta_wer": -0.0712, "p_value": 0.001}
@@ -52,7 +59,7 @@ class Backend:
         )
 
 
-@pytest.fixture(params=["local", "vertex"])
+@pytest.fixture(params=["local", pytest.param("vertex", marks=pytest.mark.gcs)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Path) -> Iterator[Backend]:
     if request.param == "local":
         config = FlywheelConfig.model_validate({"paths": {"root": str(tmp_path / "state")}})
@@ -91,20 +98,25 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Path) -> 
 
 def test_replace_cycle(backend: Backend, model_dir: Path) -> None:
     reg, ep = backend.registry, backend.endpoint
-    assert reg.aliases() == {"default": 1} and ep.traffic() == {1: 100}
+    assert reg.aliases() == {"default": 1}
+    assert ep.traffic() == {1: 100}
     outcome = backend.candidate(model_dir, "run-a")
     assert (outcome.action, outcome.version, outcome.replaced) == ("deployed", 2, 1)
     assert reg.aliases() == {"default": 2, "previous": 1}
     assert ep.traffic() == {2: 100}  # v1 undeployed
     v2 = reg.get(2)
-    assert v2.dataset_version == "ds-0123abcd" and v2.source_run == "run-a"
-    assert v2.data_watermark == "2026-11-25T10:00:00+00:00" and v2.metrics["wer"] == 0.2315
+    assert v2.dataset_version == "ds-0123abcd"
+    assert v2.source_run == "run-a"
+    assert v2.data_watermark == "2026-11-25T10:00:00+00:00"
+    assert v2.metrics["wer"] == 0.2315
     assert v2.evaluation["validation"]["passed"]
     # a retried deploy of the same run re-uses its version
-    assert backend.candidate(model_dir, "run-a").version == 2 and len(reg.versions()) == 2
+    assert backend.candidate(model_dir, "run-a").version == 2
+    assert len(reg.versions()) == 2
     back = rollback(reg, ep, "bad in production")
     assert (back.version, back.replaced) == (1, 2)
-    assert reg.aliases() == {"default": 1} and ep.traffic() == {1: 100}
+    assert reg.aliases() == {"default": 1}
+    assert ep.traffic() == {1: 100}
     actions = [e["action"] for e in reg.audit_log()]
     assert {"register", "promote", "rollback"} <= set(actions)
 
@@ -125,7 +137,8 @@ def test_canary_then_rollback(backend: Backend, model_dir: Path) -> None:
     reg, ep = backend.registry, backend.endpoint
     backend.candidate(model_dir, "run-c", strategy="canary")
     back = rollback(reg, ep, "canary WER up")
-    assert back.action == "rolled_back" and (back.version, back.replaced) == (1, 2)
+    assert back.action == "rolled_back"
+    assert (back.version, back.replaced) == (1, 2)
     assert ep.traffic() == {1: 100}
     assert reg.aliases() == {"default": 1}
     with pytest.raises(RegistryError, match="no canary"):
@@ -166,7 +179,8 @@ def test_vertex_upload_labels_evaluation_and_machine(backend: Backend, model_dir
     (endpoint,) = fake.endpoints.values()
     deployed = {dm["modelVersionId"]: dm for dm in endpoint["deployedModels"]}
     machine = deployed["2"]["dedicatedResources"]["machineSpec"]
-    assert machine["machineType"] == "g2-standard-8" and machine["acceleratorCount"] == 1
+    assert machine["machineType"] == "g2-standard-8"
+    assert machine["acceleratorCount"] == 1
     assert AcceleratorType(machine["acceleratorType"]).name == "NVIDIA_L4"  # the SDK sends enums as ints
     assert sum(endpoint["trafficSplit"].values()) == 100
 
@@ -179,7 +193,8 @@ def test_vertex_failed_deploy_keeps_the_old_model_serving(backend: Backend, mode
         "POST", r":deployModel$", ApiError(400, "Machine type g2-standard-8 is unavailable")
     )
     outcome = backend.candidate(model_dir, "run-f")
-    assert outcome.action == "failed" and "unavailable" in outcome.reasons[0]
+    assert outcome.action == "failed"
+    assert "unavailable" in outcome.reasons[0]
     assert backend.endpoint.traffic() == {1: 100}
     assert backend.registry.aliases() == {"default": 1, "candidate": 2}
 
@@ -193,7 +208,8 @@ def test_vertex_quota_errors_are_retried(backend: Backend, model_dir: Path) -> N
     fake.fail_next("POST", r":mergeVersionAliases$")
     fake.fail_next("POST", r":deployModel$")
     outcome = backend.candidate(model_dir, "run-q")
-    assert outcome.action == "deployed" and backend.endpoint.traffic() == {2: 100}
+    assert outcome.action == "deployed"
+    assert backend.endpoint.traffic() == {2: 100}
     uploads = [c for c in fake.calls if c[1].endswith("models:upload")]
     assert len(uploads) == 3  # bootstrap, the refused one, its retry
 
@@ -209,8 +225,8 @@ def test_the_fake_enforces_the_services_rules(backend: Backend, model_dir: Path)
     models = aiplatform.models.ModelRegistry(backend.registry.resource_name)
     with pytest.raises(exceptions.BadRequest, match="default version"):
         models.delete_version("1")
+    models.remove_version_aliases(["candidate"], "2")
     with pytest.raises(exceptions.BadRequest, match="deployed"):
-        models.remove_version_aliases(["candidate"], "2")
         models.delete_version("2")
     with pytest.raises(exceptions.BadRequest, match="cannot be removed"):
         models.remove_version_aliases(["default"], "1")
@@ -220,3 +236,122 @@ def test_the_fake_enforces_the_services_rules(backend: Backend, model_dir: Path)
         endpoint.update(traffic_split={ids[0]: 50, ids[1]: 20})
     models.add_version_aliases(["candidate"], "1")  # an alias lives on one version
     assert backend.registry.aliases()["candidate"] == 1
+
+
+# The deployer's decision (stage 6) on the embedded registry with the committed base model.
+
+
+@pytest.fixture
+def registry(tmp_path: Path, base_model_dir: Path) -> LocalRegistry:
+    """The embedded registry with the base model as v1, default and serving."""
+    reg = LocalRegistry(tmp_path / "r.sqlite", tmp_path / "models")
+    v1 = reg.register(base_model_dir)
+    reg.promote(v1.version)
+    LocalEndpoint(reg, "ep").deploy(v1.version)
+    return reg
+
+
+PASS = {"stage": "validation", "passed": True, "reasons": ["ok"]}
+
+
+FAIL = {"stage": "regression", "passed": False, "reasons": ["general: WER too high"]}
+
+
+def _promote(registry: LocalRegistry, model_dir: Path, validation: dict, regression: dict, auto: bool = True):
+    return promote_candidate(
+        registry,
+        LocalEndpoint(registry, "ep"),
+        str(model_dir),
+        validation=validation,
+        regression=regression,
+        auto_deploy=auto,
+        keep_versions=3,
+        dataset_version="ds-x",
+        data_watermark="2026-11-01T00:00:00+00:00",
+        run_id="run-1",
+        metrics={"wer": 0.1},
+    )
+
+
+REJECTED = {
+    "stage": "validation",
+    "passed": False,
+    "reasons": ["x"],
+    "gates": [{"name": "min_wer_improvement", "passed": False}, {"name": "max_p_value", "passed": True}],
+}
+
+
+def test_deployer_rechecks_verdicts(registry: LocalRegistry, base_model_dir: Path) -> None:
+    outcome = _promote(registry, base_model_dir, PASS, FAIL)
+    assert outcome.action == "rejected"
+    assert outcome.reasons == ["regression: general: WER too high"]
+    assert registry.aliases() == {"default": 1}
+    assert len(registry.versions()) == 1
+    assert _promote(registry, base_model_dir, {}, PASS).action == "rejected"  # a missing verdict rejects
+
+
+def test_deployer_promotes_and_is_idempotent(registry: LocalRegistry, base_model_dir: Path) -> None:
+    outcome = _promote(registry, base_model_dir, PASS, PASS)
+    assert (outcome.action, outcome.version, outcome.replaced) == ("deployed", 2, 1)
+    assert registry.aliases() == {"default": 2, "previous": 1}
+    assert LocalEndpoint(registry, "ep").traffic() == {2: 100}
+    v2 = registry.get(2)
+    assert v2.watermark is not None
+    assert v2.evaluation["validation"]["passed"]
+    assert v2.lineage["parent_version"] == 1
+    again = _promote(registry, base_model_dir, PASS, PASS)  # a retried deploy task
+    assert again.version == 2
+    assert len(registry.versions()) == 2
+    assert "Deployed version 2" in outcome.to_markdown()
+
+
+def test_deployer_without_auto_deploy_only_registers(registry: LocalRegistry, base_model_dir: Path) -> None:
+    outcome = _promote(registry, base_model_dir, PASS, PASS, auto=False)
+    assert outcome.action == "registered"
+    assert registry.aliases() == {"default": 1, "candidate": 2}
+    assert LocalEndpoint(registry, "ep").traffic() == {1: 100}
+
+
+def test_forced_promotion_needs_a_reason_and_records_what_it_overrode(
+    registry: LocalRegistry, base_model_dir: Path
+) -> None:
+    endpoint = LocalEndpoint(registry, "ep")
+    evaluation = {"validation": REJECTED, "regression": PASS}
+    with pytest.raises(RegistryError, match="did not pass its evaluation .*validation: min_wer_improvement"):
+        manual_promotion(
+            registry,
+            endpoint,
+            reason="hotfix",
+            candidate_dir=str(base_model_dir),
+            evaluation=evaluation,
+            run_id="r9",
+        )
+    # the candidate was registered with the evaluation that judged it, but nothing moved
+    v2 = registry.find_by_run("r9")
+    assert v2 is not None
+    assert v2.evaluation["validation"]["passed"] is False
+    assert registry.aliases() == {"default": 1}
+    assert endpoint.traffic() == {1: 100}
+    with pytest.raises(RegistryError, match="needs a reason"):
+        manual_promotion(registry, endpoint, reason="  ", version=v2.version, force=True)
+    outcome = manual_promotion(registry, endpoint, reason="pharmacy launch", version=v2.version, force=True)
+    assert (outcome.action, outcome.version, outcome.replaced) == ("deployed", v2.version, 1)
+    assert registry.aliases() == {"default": v2.version, "previous": 1}
+    assert endpoint.traffic() == {v2.version: 100}
+    forced = [e for e in registry.audit_log() if e["action"] == "forced_promotion"]
+    assert forced
+    assert forced[-1]["detail"] == {
+        "overrode": 1,
+        "reason": "pharmacy launch",
+        "failed_gates": ["validation: min_wer_improvement"],
+    }
+
+
+def test_promoting_a_version_that_passed_needs_no_force(
+    registry: LocalRegistry, base_model_dir: Path
+) -> None:
+    _promote(registry, base_model_dir, PASS | {"gates": []}, PASS | {"gates": []}, auto=False)
+    outcome = manual_promotion(registry, LocalEndpoint(registry, "ep"), reason="reviewed", version=2)
+    assert outcome.version == 2
+    assert registry.aliases()["default"] == 2
+    assert not [e for e in registry.audit_log() if e["action"] == "forced_promotion"]

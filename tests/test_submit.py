@@ -1,12 +1,11 @@
 """`stt-flywheel submit`: the real aiplatform SDK creates the PipelineJob on a local fake of the
 Vertex REST API, and `--wait` follows its tasks."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import Cli
 from fakes.vertex import running_fake
 from typer.testing import CliRunner
 
@@ -66,14 +65,17 @@ def test_submit_with_parameters_labels_service_account_and_wait(
         job = fake.pipeline_jobs["stt-flywheel-manual-1"]
     lines = out.output
     assert lines.index("check-trigger: RUNNING") < lines.index("check-trigger: SUCCEEDED")
-    assert "build-dataset: SUCCEEDED" in lines and "succeeded:" in lines
+    assert "build-dataset: SUCCEEDED" in lines
+    assert "succeeded:" in lines
     assert job["serviceAccount"] == "flywheel-runner@p.iam.gserviceaccount.com"
-    assert job["labels"]["team"] == "speech" and job["labels"]["app"] == "stt-flywheel"
+    assert job["labels"]["team"] == "speech"
+    assert job["labels"]["app"] == "stt-flywheel"
     runtime = job["runtimeConfig"]
     assert runtime["gcsOutputDirectory"] == f"{gcs_bucket}/pipeline-root"
     values = runtime["parameterValues"]
     assert values["config_uri"] == f"{gcs_bucket}/flywheel.yaml"
-    assert values["max_steps"] == 50 and values["accelerator_type"] == "NVIDIA_TESLA_A100"
+    assert values["max_steps"] == 50
+    assert values["accelerator_type"] == "NVIDIA_TESLA_A100"
     spec = job["pipelineSpec"]
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"us-docker.pkg.dev/p/stt/base" + DIGEST, "us-docker.pkg.dev/p/stt/trainer" + DIGEST}
@@ -91,7 +93,9 @@ def test_submit_with_parameters_labels_service_account_and_wait(
         (["--service-account", ""], "service account"),
     ],
 )
-def test_submit_refuses_what_vertex_cannot_run(tmp_path: Path, args: list[str], message: str) -> None:
+def test_submit_refuses_what_vertex_cannot_run(
+    cli: Cli, tmp_path: Path, args: list[str], message: str
+) -> None:
     config = tmp_path / "flywheel.yaml"
     config.write_text(yaml.safe_dump({"vertex": {"project": "p", "api_endpoint": "http://127.0.0.1:9"}}))
     base = {
@@ -101,20 +105,6 @@ def test_submit_refuses_what_vertex_cannot_run(tmp_path: Path, args: list[str], 
     }
     base[args[0]] = args[1]
     flat = [x for kv in base.items() for x in kv]
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flywheel_pipelines.cli",
-            "submit",
-            "--config",
-            str(config),
-            "--template",
-            "t.yaml",
-        ]
-        + flat,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert out.returncode != 0 and message in out.stdout + out.stderr
+    status, out, err = cli("submit", "--config", str(config), "--template", "t.yaml", *flat)
+    assert status == 1
+    assert message in out + err

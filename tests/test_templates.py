@@ -38,7 +38,8 @@ def test_publish_tags_and_moves_latest(tmp_path: Path) -> None:
             env={"STT_FLYWHEEL_REGISTRY_TOKEN": "token-1"},
         )
         assert out.exit_code == 0, out.output
-        assert f"{host}/stt-flywheel/latest" in out.output and f"{host}/stt-flywheel/c0ffee1" in out.output
+        assert f"{host}/stt-flywheel/latest" in out.output
+        assert f"{host}/stt-flywheel/c0ffee1" in out.output
         # The next build publishes a pipeline with a newer trainer image under its own tag and latest.
         second = publish_template(
             host,
@@ -65,7 +66,8 @@ def test_publish_tags_and_moves_latest(tmp_path: Path) -> None:
         "latest": second.version,
     }
     assert fake.tags["stt-flywheel"]["c0ffee1"] != second.version
-    assert template_images(latest) == {BASE, NEWER_TRAINER} and template_images(pinned) == {BASE, TRAINER}
+    assert template_images(latest) == {BASE, NEWER_TRAINER}
+    assert template_images(pinned) == {BASE, TRAINER}
     assert fake.versions["stt-flywheel"][second.version]["description"] == "second build"
     assert fake.tokens[:2] == ["token-1", "token-2"]
 

@@ -16,6 +16,8 @@ from stt_flywheel.scoring.alignment import (
     count_word_errors,
 )
 
+pytestmark = pytest.mark.sctk
+
 SCLITE = shutil.which("sctk")
 _SCORES = re.compile(r"id: \((\S+)\)\nScores: \(#C #S #D #I\) (\d+) (\d+) (\d+) (\d+)")
 

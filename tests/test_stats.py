@@ -1,0 +1,163 @@
+"""Paired statistics against scipy and by construction: Wilcoxon, t, MAPSSWE, bootstrap, Holm."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from stt_flywheel.scoring.alignment import align_pairs
+from stt_flywheel.scoring.stats import (
+    holm,
+    mapsswe,
+    mapsswe_segments,
+    paired_bootstrap,
+    paired_t_test,
+    paired_wilcoxon,
+)
+
+PAIRED_CASES = [
+    ([0, 0, 0], [0, 0, 0], 1.0),  # no differences: no evidence
+    ([], [], math.nan),  # nothing measured
+    ([3, 3, 3, 3, 3, 3], [0, 0, 0, 0, 0, 0], None),  # candidate worse: large p
+]
+
+
+SEGMENT_CASES = [
+    # refs, hyps A, hyps B, expected segment differences
+    (["a b c d e f"], ["a b x d e f"], ["a b c d e g"], [1, -1]),  # two segments cut by "d e"
+    (["x y z"], ["x"], ["x y"], [1]),  # one segment: "x" alone is no anchor
+    (["p q"], ["p q r"], ["p"], [0]),  # insertion after q vs deletion of q: one error each
+    (["a b"], ["a b"], ["a b"], []),  # nothing wrong anywhere: no segment
+    ([""], ["oops"], [""], [1]),  # an empty reference: its insertions
+]
+
+
+HOLM_CASES = [
+    ([0.01, 0.04, 0.03, 0.005], [0.03, 0.06, 0.06, 0.02]),
+    ([0.5], [0.5]),
+    ([0.2, 0.9], [0.4, 0.9]),
+    ([0.01, math.nan], [0.02, math.nan]),  # NaN still counts as a test; it stays NaN (rejected)
+    ([0.3, 0.3, 0.3], [0.9, 0.9, 0.9]),
+]
+
+
+def test_wilcoxon_matches_scipy_on_nonzero_differences() -> None:
+    rng = np.random.default_rng(0)
+    prod = rng.integers(0, 6, 200)
+    cand = np.clip(prod - rng.integers(-1, 3, 200), 0, None)
+    test = paired_wilcoxon(cand, prod)
+    diff = (cand - prod)[cand != prod]
+    expected = sps.wilcoxon(diff, alternative="less")
+    assert test.p_value == pytest.approx(expected.pvalue)
+    assert test.better == int((cand < prod).sum())
+    assert test.worse == int((cand > prod).sum())
+    assert test.p_value < 1e-6
+
+
+@pytest.mark.parametrize(("cand", "prod", "expected"), PAIRED_CASES)
+def test_wilcoxon_edge_cases(cand: list[int], prod: list[int], expected: float | None) -> None:
+    p = paired_wilcoxon(cand, prod).p_value
+    if expected is None:
+        assert p > 0.9
+    elif math.isnan(expected):
+        assert math.isnan(p)
+    else:
+        assert p == expected
+
+
+def test_paired_t_matches_scipy() -> None:
+    rng = np.random.default_rng(1)
+    prod = rng.integers(0, 5, 300)
+    cand = np.clip(prod - rng.integers(-1, 2, 300), 0, None)
+    test = paired_t_test(cand, prod)
+    expected = sps.ttest_rel(cand, prod, alternative="less")
+    assert test.p_value == pytest.approx(expected.pvalue)
+    assert test.statistic == pytest.approx(expected.statistic)
+
+
+def test_mapsswe_equals_a_z_test_when_each_utterance_is_one_segment() -> None:
+    """No two adjacent words are right in both systems, so segments are whole utterances."""
+    rng = np.random.default_rng(2)
+    refs, hyp_a, hyp_b = [], [], []
+    for k in range(120):
+        words = [f"w{k}_{i}" for i in range(4)]
+        refs.append(" ".join(words))
+        # A errs on words 0 and 2 (sometimes also 3), B on words 1 and 3 (sometimes also 0)
+        a = [w if i in (1, 3) else "x" for i, w in enumerate(words)]
+        b = [w if i in (0, 2) else "y" for i, w in enumerate(words)]
+        if rng.random() < 0.4:
+            a[3] = "x"
+        if rng.random() < 0.2:
+            b[0] = "y"
+        hyp_a.append(" ".join(a))
+        hyp_b.append(" ".join(b))
+    al_a, al_b = align_pairs(refs, hyp_a), align_pairs(refs, hyp_b)
+    diffs = mapsswe_segments(al_a, al_b)
+    assert len(diffs) == 120
+    err_a = np.array([al.counts()["S"] for al in al_a])
+    err_b = np.array([al.counts()["S"] for al in al_b])
+    z = sps.ttest_rel(err_a, err_b)
+    two_sided = mapsswe(al_a, al_b, alternative="two-sided")
+    assert two_sided.statistic == pytest.approx(z.statistic)
+    assert two_sided.p_value == pytest.approx(2 * sps.norm.sf(abs(z.statistic)))
+    a_better = mapsswe(al_a, al_b)  # the gates' direction: A makes fewer errors (here it makes more)
+    assert a_better.alternative == "less"
+    assert a_better.p_value == pytest.approx(sps.norm.cdf(z.statistic))
+    assert a_better.p_value > 0.5
+
+
+@pytest.mark.parametrize(("refs", "a", "b", "expected"), SEGMENT_CASES)
+def test_mapsswe_segments(refs: list[str], a: list[str], b: list[str], expected: list[int]) -> None:
+    assert mapsswe_segments(align_pairs(refs, a), align_pairs(refs, b)).tolist() == expected
+
+
+def test_bootstrap_agrees_with_a_row_gather_bootstrap() -> None:
+    """Resampling counts over distinct rows is the same distribution as gathering rows."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    lengths = rng.integers(3, 20, n)
+    prod = rng.binomial(lengths, 0.2)
+    cand = rng.binomial(lengths, 0.17)
+    fast = paired_bootstrap(cand, prod, lengths, resamples=4000, seed=5)
+    diff = cand - prod
+    slow = []
+    for _ in range(4000):
+        idx = rng.integers(0, n, n)
+        slow.append(diff[idx].sum() / lengths[idx].sum())
+    low, high = np.quantile(slow, [0.025, 0.975])
+    assert fast.delta == pytest.approx(diff.sum() / lengths.sum())
+    width = high - low
+    assert abs(fast.low - low) < 0.05 * width
+    assert abs(fast.high - high) < 0.05 * width
+    assert fast.low < fast.delta < fast.high
+    assert fast.unit == "utterance"
+    assert fast.units == n
+
+
+def test_speaker_blocked_bootstrap_is_wider_when_speakers_differ() -> None:
+    """Errors that cluster by speaker make utterance resampling overconfident; speaker resampling is not."""
+    rng = np.random.default_rng(4)
+    speakers = np.repeat([f"s{i}" for i in range(20)], 50)
+    effect = np.repeat(rng.normal(0, 2, 20), 50)  # per-speaker change in errors
+    lengths = np.full(1000, 10)
+    prod = rng.poisson(3, 1000)
+    cand = np.clip(np.round(prod + effect + rng.normal(0, 0.5, 1000)), 0, None).astype(int)
+    by_utt = paired_bootstrap(cand, prod, lengths)
+    by_spk = paired_bootstrap(cand, prod, lengths, speakers=speakers.tolist())
+    assert by_spk.unit == "speaker"
+    assert by_spk.units == 20
+    assert by_spk.delta == pytest.approx(by_utt.delta)
+    assert (by_spk.high - by_spk.low) > 2 * (by_utt.high - by_utt.low)
+
+
+@pytest.mark.parametrize(("cand", "prod", "lengths"), [([], [], []), ([1, 0], [0, 0], [0, 0])])
+def test_bootstrap_without_data_is_nan(cand: list[int], prod: list[int], lengths: list[int]) -> None:
+    result = paired_bootstrap(cand, prod, lengths)
+    assert math.isnan(result.low)
+    assert math.isnan(result.high)
+
+
+@pytest.mark.parametrize(("p", "expected"), HOLM_CASES)
+def test_holm(p: list[float], expected: list[float]) -> None:
+    assert holm(p) == pytest.approx(expected, nan_ok=True)

@@ -1,6 +1,11 @@
 """Paired statistics against scipy and by construction: Wilcoxon, t, MAPSSWE, bootstrap, Holm."""
 
 import math
+import random
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +166,71 @@ def test_bootstrap_without_data_is_nan(cand: list[int], prod: list[int], lengths
 @pytest.mark.parametrize(("p", "expected"), HOLM_CASES)
 def test_holm(p: list[float], expected: list[float]) -> None:
     assert holm(p) == pytest.approx(expected, nan_ok=True)
+
+
+SC_STATS_RESULT = re.compile(
+    r"\(# segs: (\d+)\).*\(mean: (-?[\d.]+)\) \(std dev: ([\d.]+)\) \(Z Stat: (-?[\d.]+)\)"
+)
+
+
+def _noisy(rng: random.Random, words: list[str], vocab: list[str], error_rate: float) -> str:
+    """A hypothesis: substitutions, deletions and insertions at about `error_rate`."""
+    out = []
+    for w in words:
+        roll = rng.random()
+        if roll < error_rate:
+            out.append(rng.choice(vocab))
+        elif roll >= error_rate * 1.4:
+            out.append(w)
+        if rng.random() < error_rate * 0.4:
+            out.append(rng.choice(vocab))
+    return " ".join(out)
+
+
+def _sc_stats_mapsswe(
+    tmp: Path, refs: list[str], a: list[str], b: list[str]
+) -> tuple[int, float, float, float]:
+    """(segments, mean, standard deviation, Z) as NIST's sc_stats prints them for A against B."""
+    sctk = shutil.which("sctk")
+    assert sctk, "sctk is required: `make test` installs it through apt"
+    for name, lines in (("ref", refs), ("a", a), ("b", b)):
+        (tmp / f"{name}.trn").write_text("".join(f"{s} (spk_{k:05d})\n" for k, s in enumerate(lines)))
+    for system in ("a", "b"):
+        cmd = [sctk, "sclite", "-r", str(tmp / "ref.trn"), "trn", "-h", str(tmp / f"{system}.trn"), "trn"]
+        subprocess.run([*cmd, "-i", "rm", "-o", "sgml", "-O", str(tmp)], capture_output=True, check=True)
+    sgml = (tmp / "a.trn.sgml").read_bytes() + (tmp / "b.trn.sgml").read_bytes()
+    out = subprocess.run(
+        [sctk, "sc_stats", "-p", "-t", "mapsswe", "-v", "-n", "-"],
+        input=sgml,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    found = SC_STATS_RESULT.search(out)
+    assert found, out[-2000:]
+    return int(found[1]), float(found[2]), float(found[3]), float(found[4])
+
+
+# (seed, utterances, error rate of A, of B): close systems, far apart, and insertion-heavy noise
+SC_STATS_CORPORA = [(0, 400, 0.15, 0.25), (1, 300, 0.3, 0.3), (2, 500, 0.05, 0.4)]
+
+
+@pytest.mark.sctk
+@pytest.mark.parametrize(("seed", "n", "rate_a", "rate_b"), SC_STATS_CORPORA)
+def test_mapsswe_equals_nist_sc_stats(
+    tmp_path: Path, seed: int, n: int, rate_a: float, rate_b: float
+) -> None:
+    """The same segments, mean, standard deviation and Z as `sc_stats -t mapsswe`, to the decimals it prints."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(40)]
+    words = [[rng.choice(vocab) for _ in range(rng.randint(1, 15))] for _ in range(n)]
+    refs = [" ".join(w) for w in words]
+    a = [_noisy(rng, w, vocab, rate_a) for w in words]
+    b = [_noisy(rng, w, vocab, rate_b) for w in words]
+    segments, mean, sd, z = _sc_stats_mapsswe(tmp_path, refs, a, b)
+    diffs = mapsswe_segments(align_pairs(refs, a), align_pairs(refs, b))
+    assert len(diffs) == segments
+    assert round(float(diffs.mean()), 3) == pytest.approx(mean, abs=1e-9)
+    assert round(float(diffs.std(ddof=1)), 3) == pytest.approx(sd, abs=1e-9)
+    test = mapsswe(align_pairs(refs, a), align_pairs(refs, b), alternative="two-sided")
+    assert test.n == segments
+    assert round(test.statistic, 3) == pytest.approx(z, abs=1e-9)

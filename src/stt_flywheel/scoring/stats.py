@@ -125,62 +125,74 @@ def paired_t_test(
     )
 
 
-def mapsswe_segments(a: Sequence[Alignment], b: Sequence[Alignment]) -> np.ndarray:
-    """Per segment, errors of system A minus errors of system B.
+def _word_and_gap_errors(al: Alignment) -> tuple[np.ndarray, np.ndarray]:
+    """Per reference word, its substitution or deletion (0/1); per gap between words (n + 1 of them:
+    before the first, between each pair, after the last), the insertions in it."""
+    words: list[int] = []
+    gaps = [0]
+    for op, _, _ in al.steps:
+        if op == "I":
+            gaps[-1] += 1
+        else:
+            words.append(int(op != "C"))
+            gaps.append(0)
+    return np.asarray(words, dtype=np.int64), np.asarray(gaps, dtype=np.int64)
 
-    Each utterance's reference words are cut into segments at runs of two or more words that both
-    systems recognised correctly with no insertion beside them; those anchor words are left out. A
-    word carries its own error (substitution or deletion) and the insertions that follow it;
-    insertions before the first word go with the first word. Segments where neither system erred
-    carry no evidence and are dropped.
+
+def _utterance_segments(
+    words_a: np.ndarray, gaps_a: np.ndarray, words_b: np.ndarray, gaps_b: np.ndarray, min_good: int
+) -> list[tuple[int, int]]:
+    """(errors of A, errors of B) per segment of one utterance, segments neither system erred in left out."""
+    n = len(words_a)
+    good = (words_a == 0) & (words_b == 0)
+    broken = (gaps_a + gaps_b) > 0  # an insertion in a gap separates the words on either side
+    anchor = np.zeros(n, dtype=bool)
+    start = 0
+    while start < n:
+        if not good[start]:
+            start += 1
+            continue
+        end = start + 1
+        while end < n and good[end] and not broken[end]:
+            end += 1
+        if end - start >= min_good:
+            anchor[start:end] = True
+        start = end
+    segments: list[tuple[int, int]] = []
+    seg_a = seg_b = 0
+    for gap in range(n + 1):
+        # the gap before word `gap` (after the last word when gap == n), then the word itself
+        seg_a += int(gaps_a[gap])
+        seg_b += int(gaps_b[gap])
+        if gap == n or anchor[gap]:
+            if seg_a or seg_b:
+                segments.append((seg_a, seg_b))
+            seg_a = seg_b = 0
+            continue
+        seg_a += int(words_a[gap])
+        seg_b += int(words_b[gap])
+    return segments
+
+
+def mapsswe_segments(a: Sequence[Alignment], b: Sequence[Alignment], min_good: int = 2) -> np.ndarray:
+    """Per segment, errors of system A minus errors of system B, segmented as NIST's sc_stats does.
+
+    Anchors are runs of at least `min_good` reference words that both systems got right with no
+    insertion between them (an insertion beside a run, before or after it, leaves the run whole
+    and belongs to the neighbouring segment). Everything between anchors — the other words and the
+    insertions in the gaps — is one segment; insertions in a gap between two anchors are a segment
+    of their own. A segment where neither system erred carries no evidence and is left out.
     """
     if len(a) != len(b):
         raise ValueError("the two systems were aligned on different numbers of utterances")
     diffs: list[int] = []
     for al_a, al_b in zip(a, b, strict=True):
-        err_a, clean_a = _word_errors(al_a)
-        err_b, clean_b = _word_errors(al_b)
-        if len(err_a) != len(err_b):
+        words_a, gaps_a = _word_and_gap_errors(al_a)
+        words_b, gaps_b = _word_and_gap_errors(al_b)
+        if len(words_a) != len(words_b):
             raise ValueError("the two alignments have different references")
-        both = clean_a & clean_b
-        seg_a = seg_b = 0
-        i, n = 0, len(err_a)
-        while i <= n:
-            run = i
-            while run < n and both[run]:
-                run += 1
-            if i == n or run - i >= 2:
-                if seg_a or seg_b:
-                    diffs.append(seg_a - seg_b)
-                seg_a = seg_b = 0
-                i = max(run, i + 1) if i < n else n + 1
-                continue
-            seg_a += int(err_a[i])
-            seg_b += int(err_b[i])
-            i += 1
+        diffs.extend(e_a - e_b for e_a, e_b in _utterance_segments(words_a, gaps_a, words_b, gaps_b, min_good))
     return np.asarray(diffs, dtype=float)
-
-
-def _word_errors(al: Alignment) -> tuple[np.ndarray, np.ndarray]:
-    """Errors carried by each reference word, and whether the word is a hit with no insertion beside it.
-
-    An empty reference gives one slot holding its insertions.
-    """
-    n = sum(1 for op, _, _ in al.steps if op != "I")
-    errors = np.zeros(n + 1, dtype=np.int64)  # slot 0: before the first word
-    clean = np.ones(n + 1, dtype=bool)
-    pos = 0
-    for op, _, _ in al.steps:
-        if op != "I":
-            pos += 1
-        if op != "C":
-            errors[pos] += 1
-            clean[pos] = False
-    if n == 0:
-        return errors, clean
-    errors[1] += errors[0]
-    clean[1] &= clean[0]
-    return errors[1:], clean[1:]
 
 
 def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment], alternative: Alternative = "less") -> PairedTest:

@@ -27,6 +27,7 @@ from stt_flywheel.run.stages import (
     stage_build_dataset,
     stage_check_trigger,
     stage_deploy_model,
+    stage_run_regression_suites,
     stage_train_model,
     stage_validate_model,
 )
@@ -89,11 +90,17 @@ def test_an_unusable_dataset_ends_the_run_and_frees_the_lease(tmp_path: Path, fl
     assert open_registry(config).aliases() == {"default": 1}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def rejected_run(
-    tmp_path: Path, world: dict[str, Path], config_factory: Callable[..., tuple[Path, FlywheelConfig]]
-) -> tuple[Path, FlywheelConfig, str]:
-    """A run whose candidate (5 steps at an absurd learning rate) the validator rejected."""
+    tmp_path_factory: pytest.TempPathFactory,
+    world: dict[str, Path],
+    config_factory: Callable[..., tuple[Path, FlywheelConfig]],
+) -> tuple[Path, FlywheelConfig, str, Path]:
+    """A run whose candidate (5 steps at an absurd learning rate) the validator rejected.
+
+    Shared by the tests below in file order; the one that promotes the candidate comes last.
+    """
+    tmp_path = tmp_path_factory.mktemp("rejected-run")
     config_path, config = config_factory(
         tmp_path, training={"max_steps": 5, "learning_rate": 5.0, "warmup_steps": 0}
     )
@@ -106,11 +113,11 @@ def rejected_run(
     stage_train_model(config, tmp_path / "ds", tmp_path / "model", run_id)
     outcome = stage_validate_model(config, tmp_path / "model", tmp_path / "ds", tmp_path / "val", run_id)
     assert not outcome.passed
-    return config_path, config, run_id
+    return config_path, config, run_id, tmp_path
 
 
 def test_a_rejected_run_frees_the_lease_and_keeps_its_candidate(rejected_run: tuple) -> None:
-    _, config, run_id = rejected_run
+    _, config, run_id, _ = rejected_run
     assert _lease_released(config, run_id)
     train = read_ledger(config, run_id, "train")
     assert train is not None
@@ -119,10 +126,27 @@ def test_a_rejected_run_frees_the_lease_and_keeps_its_candidate(rejected_run: tu
     assert open_registry(config).aliases() == {"default": 1}
 
 
+def test_stage_run_regression_suites_judges_every_suite(rejected_run: tuple) -> None:
+    """Stage 5 on the same candidate: one verdict per suite, metrics per suite, the report returned."""
+    _, config, run_id, run_dir = rejected_run
+    outcome = stage_run_regression_suites(config, run_dir / "model", run_dir / "reg", run_id)
+    suites = [s.name for s in config.regression]
+    entry = read_ledger(config, run_id, "regression")
+    assert entry is not None
+    assert [s["name"] for s in entry["suites"]] == suites
+    assert entry["passed"] is outcome.passed
+    for name in suites:
+        assert f"{name}_wer" in outcome.metrics
+        assert f"{name}_p_holm" in outcome.metrics
+    assert all(math.isfinite(v) for v in outcome.metrics.values())
+    assert "Verdict" in outcome.report_html
+    assert sorted(p.name for p in (run_dir / "reg").iterdir()) == ["verdict.json"]
+
+
 def test_a_rejected_runs_candidate_can_be_promoted_by_force(
     rejected_run: tuple, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config_path, config, run_id = rejected_run
+    config_path, config, run_id, _ = rejected_run
 
     def promote(*extra: str) -> tuple[int, str]:
         args = ["registry", "promote", "--run", run_id, "--reason", "hotfix", "--config", str(config_path)]

@@ -13,6 +13,8 @@ from stt_flywheel.config import DEFAULT_BASE_MODEL, FlywheelConfig, load_config
 from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.demo.scenario import WorldSizes, create_world, write_demo_config
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
+from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.models.ctc import build_ctc_model
 from stt_flywheel.storage.objectstore import ObjectStore, open_store
 
 TEST_SCALE = 0.12
@@ -76,6 +78,18 @@ def config_factory(world: dict[str, Path]) -> Callable[..., tuple[Path, Flywheel
         return make_flywheel_config(directory, world, **overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def base_model(base_model_dir: Path) -> SpeechModel:
+    """The committed base model, loaded once: production in the evaluation tests."""
+    return load_model(base_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def untrained_model() -> SpeechModel:
+    """A CTC model with random weights: a candidate far worse than production."""
+    return build_ctc_model(seed=1)
 
 
 @pytest.fixture

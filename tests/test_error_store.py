@@ -1,24 +1,12 @@
 """The error store: ingestion with quarantine and de-duplication, watermarked scans, error flags."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
+from records import T0, record
 
 from stt_flywheel.data.error_store import ErrorStore
-
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-def record(i: int, *, wrong: bool = True, corrected: bool = True, when: datetime = T0) -> dict:
-    return {
-        "id": f"r{i}",
-        "audio_uri": f"/audio/{i}.wav",
-        "hypothesis": "take two ibuprofin" if wrong else "take two ibuprofen",
-        "corrected_text": ("take two ibuprofen" if corrected else None) if wrong else None,
-        "flagged": wrong and not corrected,
-        "timestamp": when.isoformat(),
-    }
 
 
 def test_ingest_balances_and_quarantines_with_reasons(tmp_path: Path) -> None:

@@ -2,26 +2,15 @@
 
 from pathlib import Path
 
-import pytest
-
 from stt_flywheel.config import RegressionSuite
 from stt_flywheel.evaluation.comparison import load_manifest_examples
 from stt_flywheel.evaluation.regression import run_regression_suites
-from stt_flywheel.models import SpeechModel, load_model
-from stt_flywheel.models.ctc import build_ctc_model
+from stt_flywheel.models import SpeechModel
 
 
-@pytest.fixture(scope="module")
-def base(base_model_dir: Path) -> SpeechModel:
-    return load_model(base_model_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def untrained() -> SpeechModel:
-    return build_ctc_model(seed=1)
-
-
-def test_regression_suites(base: SpeechModel, untrained: SpeechModel, world: dict[str, Path]) -> None:
+def test_regression_suites(
+    base_model: SpeechModel, untrained_model: SpeechModel, world: dict[str, Path]
+) -> None:
     suite_ids = [e["id"] for e in load_manifest_examples(str(world["suite-critical"]))]
     suites = [
         RegressionSuite(
@@ -35,18 +24,18 @@ def test_regression_suites(base: SpeechModel, untrained: SpeechModel, world: dic
             must_pass=[*suite_ids[:2], "ghost"],
         ),
     ]
-    results, verdict = run_regression_suites(base, base, suites)
+    results, verdict = run_regression_suites(base_model, base_model, suites)
     by_name = {r.name: r for r in results}
     assert by_name["general"].passed
     assert by_name["fixed"].passed
     assert by_name["general"].candidate_wer == by_name["general"].reference_wer
     assert not by_name["critical"].passed  # a must-pass id missing from the suite
     assert "ghost" in verdict.reasons[0]
-    bad, bad_verdict = run_regression_suites(untrained, base, suites[:1])
+    bad, bad_verdict = run_regression_suites(untrained_model, base_model, suites[:1])
     assert not bad_verdict.passed
     assert not bad[0].passed
-    _, none_verdict = run_regression_suites(base, base, [])
+    _, none_verdict = run_regression_suites(base_model, base_model, [])
     assert not none_verdict.passed
     assert none_verdict.reasons == ["no regression suites configured"]
-    _, no_prod = run_regression_suites(base, None, suites[:1])
+    _, no_prod = run_regression_suites(base_model, None, suites[:1])
     assert not no_prod.passed

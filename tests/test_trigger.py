@@ -1,26 +1,14 @@
 """The trigger policy: thresholds, forcing, and evidence counted only after the watermark."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from records import T0, record
 
 from stt_flywheel.config import TriggerPolicy
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.run.trigger import check_trigger
-
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-def record(i: int, *, wrong: bool = True, corrected: bool = True, when: datetime = T0) -> dict:
-    return {
-        "id": f"r{i}",
-        "audio_uri": f"/audio/{i}.wav",
-        "hypothesis": "take two ibuprofin" if wrong else "take two ibuprofen",
-        "corrected_text": ("take two ibuprofen" if corrected else None) if wrong else None,
-        "flagged": wrong and not corrected,
-        "timestamp": when.isoformat(),
-    }
 
 
 def _store(tmp_path: Path, errors: int, correct: int, corrected: bool = True) -> ErrorStore:

@@ -3,34 +3,21 @@
 import math
 from pathlib import Path
 
-import pytest
-
 from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.evaluation.comparison import compare_models, load_manifest_examples
 from stt_flywheel.evaluation.validation import validate_candidate
-from stt_flywheel.models import SpeechModel, load_model
-from stt_flywheel.models.ctc import build_ctc_model
+from stt_flywheel.models import SpeechModel
 
 POLICY = ValidationPolicy(
     min_wer_improvement=0.02, max_p_value=0.05, max_worse_share=0.2, max_empty_share=0.05
 )
 
 
-@pytest.fixture(scope="module")
-def base(base_model_dir: Path) -> SpeechModel:
-    return load_model(base_model_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def untrained() -> SpeechModel:
-    return build_ctc_model(seed=1)
-
-
 def test_compare_models_keeps_per_utterance_rows(
-    base: SpeechModel, untrained: SpeechModel, world: dict[str, Path]
+    base_model: SpeechModel, untrained_model: SpeechModel, world: dict[str, Path]
 ) -> None:
     examples = load_manifest_examples(str(world["eval"]))
-    comp = compare_models("eval", examples, untrained, base)
+    comp = compare_models("eval", examples, untrained_model, base_model)
     assert len(comp.rows) == len(examples) == comp.candidate.utterances
     assert {r.id for r in comp.rows} == {e["id"] for e in examples}
     assert sum(r.candidate_errors for r in comp.rows) == (
@@ -39,9 +26,9 @@ def test_compare_models_keeps_per_utterance_rows(
     assert comp.delta_wer > 0.5  # an untrained model is far worse than production
 
 
-def test_identical_candidate_is_not_an_improvement(base: SpeechModel, world: dict[str, Path]) -> None:
+def test_identical_candidate_is_not_an_improvement(base_model: SpeechModel, world: dict[str, Path]) -> None:
     heldout = load_manifest_examples(str(world["traffic-new"]))[:10]
-    result = validate_candidate(base, base, heldout, POLICY)
+    result = validate_candidate(base_model, base_model, heldout, POLICY)
     assert result.metrics["delta_wer"] == 0
     assert result.metrics["p_value"] == 1.0
     assert not result.verdict.passed
@@ -49,12 +36,14 @@ def test_identical_candidate_is_not_an_improvement(base: SpeechModel, world: dic
 
 
 def test_untrained_candidate_is_rejected(
-    base: SpeechModel, untrained: SpeechModel, world: dict[str, Path]
+    base_model: SpeechModel, untrained_model: SpeechModel, world: dict[str, Path]
 ) -> None:
     heldout = load_manifest_examples(str(world["traffic-new"]))[:10]
     # basic-en keeps the junk token whole (whisper-en splits "3o3" into "30 3", which hides the trap)
     policy = POLICY.model_copy(update={"normalizer": "basic-en/1"})
-    result = validate_candidate(untrained, base, heldout, policy, load_manifest_examples(str(world["eval"])))
+    result = validate_candidate(
+        untrained_model, base_model, heldout, policy, load_manifest_examples(str(world["eval"]))
+    )
     assert not result.verdict.passed
     # An untrained CTC model answers one junk token per utterance: a WER *lower* than that of a
     # production model that inserts words on new-domain audio. Its CER gives it away.
@@ -65,8 +54,8 @@ def test_untrained_candidate_is_rejected(
     assert result.metrics["slice_pharmacy_utterances"] == 10
 
 
-def test_first_run_without_production_fails_closed(base: SpeechModel, world: dict[str, Path]) -> None:
+def test_first_run_without_production_fails_closed(base_model: SpeechModel, world: dict[str, Path]) -> None:
     heldout = load_manifest_examples(str(world["traffic-new"]))[:4]
-    result = validate_candidate(base, None, heldout, POLICY)
+    result = validate_candidate(base_model, None, heldout, POLICY)
     assert math.isnan(result.metrics["production_wer"])
     assert not result.verdict.passed

@@ -14,7 +14,8 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,gcp]'
+	@# -qq: setuptools' notice about editable installs is noise here; pip errors still show
+	$(PY) -m pip install -qq --disable-pip-version-check -c constraints.txt -e '.[dev,gcp]'
 	@touch $@
 
 # apt-install the Debian packages whose command is missing: $(call apt,command:package ...)

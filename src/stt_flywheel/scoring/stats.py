@@ -191,7 +191,9 @@ def mapsswe_segments(a: Sequence[Alignment], b: Sequence[Alignment], min_good: i
         words_b, gaps_b = _word_and_gap_errors(al_b)
         if len(words_a) != len(words_b):
             raise ValueError("the two alignments have different references")
-        diffs.extend(e_a - e_b for e_a, e_b in _utterance_segments(words_a, gaps_a, words_b, gaps_b, min_good))
+        diffs.extend(
+            e_a - e_b for e_a, e_b in _utterance_segments(words_a, gaps_a, words_b, gaps_b, min_good)
+        )
     return np.asarray(diffs, dtype=float)
 
 

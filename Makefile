@@ -37,7 +37,7 @@ demo: setup ## Run the whole flywheel locally on the embedded backends (WORK=dem
 test: lint test-tools ## Lint (as Cloud Build does), then run the test suite
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test-fast: setup ## The tests that neither run the whole pipeline nor need an apt package (sctk, chromium)
+test-fast: setup ## The tests that neither run the whole pipeline nor need the test tools from apt (sctk, chromium)
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow and not sctk and not chromium"
 
 lint: setup ## ruff (lint + format check) and mypy on the library, the components and the pipelines

@@ -426,10 +426,17 @@ class SystemComparison:
     delta_wer: float
     interval: BootstrapInterval
     tests: dict[str, PairedTest]
-    a_better: int
-    a_worse: int
     newly_broken: int
     newly_fixed: int
+
+    @property
+    def a_better(self) -> int:
+        """Utterances on which A made fewer errors than B."""
+        return self.tests["wilcoxon"].better
+
+    @property
+    def a_worse(self) -> int:
+        return self.tests["wilcoxon"].worse
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -473,7 +480,6 @@ def compare_systems(
         policy.normalizer,
     )
     assert comp.production is not None
-    tests = comp.tests(alternative="two-sided")
     churn = comp.churn(0)
     return SystemComparison(
         utterances=len(ids),
@@ -482,9 +488,7 @@ def compare_systems(
         wer_b=comp.production.wer,
         delta_wer=comp.delta_wer,
         interval=comp.interval(policy),
-        tests=tests,
-        a_better=tests["wilcoxon"].better,
-        a_worse=tests["wilcoxon"].worse,
+        tests=comp.tests(alternative="two-sided"),
         newly_broken=int(churn["newly_broken"]),
         newly_fixed=int(churn["newly_fixed"]),
     )

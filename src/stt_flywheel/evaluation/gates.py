@@ -350,7 +350,7 @@ def regression_verdict(
                 )
             )
         decisions.append(
-            SuiteDecision(e.name, low, high, adjusted_high, e.p_inferior, adjusted[k], level[k], gates)
+            SuiteDecision(e.name, low, high, adjusted_high, p_values[k], adjusted[k], level[k], gates)
         )
         verdict.gates.extend(gates)
     return decisions, verdict

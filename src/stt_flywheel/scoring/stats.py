@@ -62,6 +62,14 @@ class PairedTest:
         return asdict(self)
 
 
+def _result(
+    name: str, p_value: float, statistic: float, diff: np.ndarray, alternative: Alternative
+) -> PairedTest:
+    """A test's outcome with its pair counts read off the differences (A − B per pair)."""
+    better, worse = int((diff < 0).sum()), int((diff > 0).sum())
+    return PairedTest(name, p_value, statistic, len(diff), better + worse, better, worse, alternative)
+
+
 def _diff(candidate_errors: Counts, production_errors: Counts) -> np.ndarray:
     cand = np.asarray(candidate_errors, dtype=float)
     prod = np.asarray(production_errors, dtype=float)
@@ -81,23 +89,12 @@ def paired_wilcoxon(
     empty input gives NaN, which every gate treats as a rejection.
     """
     diff = _diff(candidate_errors, production_errors)
-    better, worse = int((diff < 0).sum()), int((diff > 0).sum())
-    nonzero = better + worse
     if len(diff) == 0:
-        return PairedTest("wilcoxon_signed_rank", math.nan, math.nan, 0, 0, 0, 0, alternative)
-    if nonzero == 0:
-        return PairedTest("wilcoxon_signed_rank", 1.0, 0.0, len(diff), 0, 0, 0, alternative)
+        return _result("wilcoxon_signed_rank", math.nan, math.nan, diff, alternative)
+    if not diff.any():
+        return _result("wilcoxon_signed_rank", 1.0, 0.0, diff, alternative)
     res = sps.wilcoxon(diff[diff != 0], alternative=alternative, zero_method="wilcox")
-    return PairedTest(
-        "wilcoxon_signed_rank",
-        float(res.pvalue),
-        float(res.statistic),
-        len(diff),
-        nonzero,
-        better,
-        worse,
-        alternative,
-    )
+    return _result("wilcoxon_signed_rank", float(res.pvalue), float(res.statistic), diff, alternative)
 
 
 def paired_t_test(
@@ -105,24 +102,12 @@ def paired_t_test(
 ) -> PairedTest:
     """Paired t-test on per-utterance error counts; one-sided by default, like `paired_wilcoxon`."""
     diff = _diff(candidate_errors, production_errors)
-    better, worse = int((diff < 0).sum()), int((diff > 0).sum())
     if len(diff) < 2:
-        return PairedTest(
-            "paired_t", math.nan, math.nan, len(diff), better + worse, better, worse, alternative
-        )
+        return _result("paired_t", math.nan, math.nan, diff, alternative)
     if not diff.any():
-        return PairedTest("paired_t", 1.0, 0.0, len(diff), 0, 0, 0, alternative)
+        return _result("paired_t", 1.0, 0.0, diff, alternative)
     res = sps.ttest_1samp(diff, 0.0, alternative=alternative)
-    return PairedTest(
-        "paired_t",
-        float(res.pvalue),
-        float(res.statistic),
-        len(diff),
-        better + worse,
-        better,
-        worse,
-        alternative,
-    )
+    return _result("paired_t", float(res.pvalue), float(res.statistic), diff, alternative)
 
 
 def _word_and_gap_errors(al: Alignment) -> tuple[np.ndarray, np.ndarray]:
@@ -201,9 +186,8 @@ def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment], alternative: Alterna
     """MAPSSWE: the mean segment error difference (A − B) over its standard error, normal p-value;
     one-sided (A makes fewer errors) by default, two-sided as NIST's sc_stats reports it."""
     z = mapsswe_segments(a, b)
-    better, worse = int((z < 0).sum()), int((z > 0).sum())
     if len(z) < 2:
-        return PairedTest("mapsswe", math.nan, math.nan, len(z), better + worse, better, worse, alternative)
+        return _result("mapsswe", math.nan, math.nan, z, alternative)
     sd = z.std(ddof=1)
     if sd == 0:
         w = math.copysign(math.inf, z.mean()) if z.mean() else 0.0
@@ -212,7 +196,7 @@ def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment], alternative: Alterna
     p = float(2 * sps.norm.sf(abs(w))) if alternative == "two-sided" else float(sps.norm.cdf(w))
     if sd == 0 and w == 0.0:
         p = 1.0  # every segment equal: nothing supports a difference
-    return PairedTest("mapsswe", p, w, len(z), better + worse, better, worse, alternative)
+    return _result("mapsswe", p, w, z, alternative)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,62 @@
-"""The error store: ingestion with quarantine and de-duplication, watermarked scans, error flags."""
+"""The error store: predictions and late feedback joined by prediction id, hive-partitioned Parquet,
+counts that balance, compaction beside writers and after a crash."""
 
-from datetime import timedelta
+import multiprocessing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
+import pyarrow.dataset as pads
+import pytest
 from records import T0, record
 
-from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.error_store import FEEDBACK_STATES, ErrorStore
+from stt_flywheel.data.records import id_time, new_prediction_id
 
 
-def test_ingest_balances_and_quarantines_with_reasons(tmp_path: Path) -> None:
+def prediction(
+    pid: str, at: datetime = T0, hyp: str = "take two ibuprofin", version: str = "1"
+) -> dict[str, Any]:
+    return {
+        "prediction_id": pid,
+        "predicted_at": at,
+        "model_version": version,
+        "endpoint": "stt",
+        "hypothesis": hyp,
+        "metadata": {"domain": "pharmacy"},
+        "duration_s": 1.5,
+        "audio_uri": None,
+        "audio_sha256": None,
+    }
+
+
+def event(
+    pid: str, text: str | None = "take two ibuprofen", at: datetime = T0, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "prediction_id": pid,
+        "corrected_text": text,
+        "event_time": at.isoformat(),
+        "source": "app",
+        **extra,
+    }
+
+
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.gcs)])
+def error_store(request: pytest.FixtureRequest, tmp_path: Path) -> ErrorStore:
+    root = tmp_path / "store" if request.param == "local" else request.getfixturevalue("gcs_bucket")
+    return ErrorStore(root, pending_horizon=timedelta(hours=6))
+
+
+def test_uuid7_ids_carry_their_time() -> None:
+    pid = new_prediction_id(T0 + timedelta(milliseconds=5))
+    assert id_time(pid) == T0 + timedelta(milliseconds=5)
+    assert id_time("r1") is None
+    assert id_time("00000000-0000-4000-8000-000000000000") is None  # a UUIDv4
+
+
+def test_combined_records_balance_and_quarantine_with_reasons(tmp_path: Path) -> None:
     store = ErrorStore(tmp_path)
     lines = [
         orjson.dumps(record(1)),
@@ -22,7 +69,7 @@ def test_ingest_balances_and_quarantines_with_reasons(tmp_path: Path) -> None:
     ]
     result = store.ingest(lines, now=T0)
     assert (result.read, result.accepted, result.duplicates, len(result.quarantined)) == (7, 2, 1, 4)
-    assert result.balanced
+    assert result.balanced and result.feedback_events == 1
     assert [q.reason for q in result.quarantined] == [
         "invalid_json",
         "not_an_object",
@@ -30,29 +77,178 @@ def test_ingest_balances_and_quarantines_with_reasons(tmp_path: Path) -> None:
         "invalid_record",
     ]
     assert "timezone" in result.quarantined[-1].detail
-    saved = list((tmp_path / "quarantine").glob("*.jsonl"))
-    assert len(saved) == 1
-    assert len(saved[0].read_bytes().splitlines()) == 4
-    # a second ingest of the same ids only counts duplicates
-    again = store.ingest([orjson.dumps(record(1)), orjson.dumps(record(2))], now=T0 + timedelta(hours=1))
-    assert (again.accepted, again.duplicates) == (0, 2)
+    kept = list(store.quarantine())
+    assert [q["reason"] for q in kept] == [q.reason for q in result.quarantined]
+    assert {q["stream"] for q in kept} == {"records"}
 
 
-def test_scan_respects_watermark(tmp_path: Path) -> None:
+def test_a_late_correction_of_a_stored_id_is_applied_not_dropped(tmp_path: Path) -> None:
     store = ErrorStore(tmp_path)
-    store.ingest([record(i) for i in range(3)], now=T0)
-    store.ingest([record(i) for i in range(3, 5)], now=T0 + timedelta(days=1))
-    assert len(list(store.scan())) == 5
-    assert {r.id for r in store.scan(after=T0)} == {"r3", "r4"}
-    assert {r.id for r in store.scan(upto=T0)} == {"r0", "r1", "r2"}
+    store.ingest([record(1, wrong=True, corrected=False)], now=T0)  # flagged only
+    [(pred, ev, kind)] = list(store.errors())
+    assert kind == "flagged"
+    later = {**record(1), "corrected_text": "take two ibuprofen tablets"}
+    result = store.ingest([later], now=T0 + timedelta(hours=3))
+    assert result.feedback_events == 1
+    [(pred, ev, kind)] = list(store.errors())
+    assert (pred["prediction_id"], ev["corrected_text"], kind) == (
+        "r1",
+        "take two ibuprofen tablets",
+        "corrected",
+    )
+    assert store.predictions().num_rows == 1  # the prediction is still one prediction
 
 
-def test_error_and_correction_flags() -> None:
-    from stt_flywheel.data.error_store import TranscriptRecord
+def test_feedback_out_of_order_repeated_conflicting_and_unknown(error_store: ErrorStore) -> None:
+    store = error_store
+    a, b, c = (new_prediction_id(T0 + timedelta(seconds=i)) for i in range(3))
+    store.write_predictions([prediction(a), prediction(b), prediction(c, hyp="hello")], now=T0)
+    unknown = new_prediction_id(T0)
+    arrive = T0 + timedelta(hours=1)
+    batch = [
+        event(a, "take two ibuprofen", at=T0 + timedelta(minutes=10)),  # the user's latest word
+        event(a, "take too ibuprofen", at=T0 + timedelta(minutes=5)),  # older, arrives in the same batch
+        event(b, None, flagged=True),
+        event(b, None, flagged=True),  # repeated
+        event(c, "hello"),  # confirmed: equals the hypothesis
+        event(unknown, "something"),  # no such prediction (yet)
+        {"prediction_id": a, "event_time": T0.isoformat(), "source": "app"},  # says nothing
+        b'{"prediction_id": 3}',
+    ]
+    result = store.ingest_feedback([orjson.dumps(e) if isinstance(e, dict) else e for e in batch], now=arrive)
+    assert (result.read, result.accepted, len(result.quarantined)) == (8, 6, 2)
+    assert result.states == {"applied": 3, "superseded": 1, "duplicate": 1, "pending": 1}
+    assert result.balanced
+    # the same batch again: every event is a duplicate now
+    again = store.ingest_feedback([orjson.dumps(e) for e in batch[:6]], now=arrive + timedelta(minutes=1))
+    assert again.states == {"duplicate": 6}
+    # a contradicting correction that happened later wins; the earlier one is superseded, and kept
+    store.ingest_feedback([event(a, "take two ibuprofen now", at=T0 + timedelta(minutes=20))], now=arrive)
+    joined = {p["prediction_id"]: (e["corrected_text"], k) for p, e, k in store.errors()}
+    assert joined == {a: ("take two ibuprofen now", "corrected"), b: (None, "flagged")}
 
-    assert TranscriptRecord.model_validate(record(1)).is_corrected
-    flagged = TranscriptRecord.model_validate(record(2, corrected=False))
-    assert flagged.is_error
-    assert not flagged.is_corrected
-    same = TranscriptRecord.model_validate({**record(3), "corrected_text": "Take two ibuprofin."})
-    assert not same.is_error
+    before = store.resolve(store.feedback(), now=arrive + timedelta(hours=5))
+    assert before.counts["pending"] == 1 and before.counts["quarantined"] == 0
+    after = store.resolve(store.feedback(), now=arrive + timedelta(hours=7))
+    assert after.counts["pending"] == 0 and after.counts["quarantined"] == 1
+    assert after.quarantined[0]["prediction_id"] == unknown
+    read = store.feedback().num_rows
+    assert read == 6 + 6 + 1
+    assert read == sum(after.counts[s] for s in FEEDBACK_STATES)
+    assert after.counts == {"applied": 3, "superseded": 2, "duplicate": 7, "pending": 0, "quarantined": 1}
+
+
+def test_an_event_before_its_prediction_is_pending_then_applied(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path)
+    pid = new_prediction_id(T0)
+    early = store.ingest_feedback([event(pid)], now=T0 + timedelta(seconds=1))
+    assert early.states == {"pending": 1}
+    store.write_predictions([prediction(pid)], now=T0 + timedelta(seconds=30))  # capture was slower
+    assert [p["prediction_id"] for p, _, _ in store.errors()] == [pid]
+
+
+def test_layout_is_hive_partitioned_parquet(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path)
+    pids = [new_prediction_id(T0 + timedelta(hours=h)) for h in range(3)]
+    store.write_predictions([prediction(p, at=id_time(p) or T0) for p in pids], now=T0)
+    store.ingest_feedback([event(pids[0])], now=T0 + timedelta(days=1))
+    keys = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("part-*.parquet"))
+    assert [k.rsplit("/", 1)[0] for k in keys] == [
+        "feedback/date=2026-11-02/hour=12",
+        "predictions/date=2026-11-01/hour=12",
+        "predictions/date=2026-11-01/hour=13",
+        "predictions/date=2026-11-01/hour=14",
+    ]
+    # what BigQuery's external tables (and any hive reader) see: the partition keys as columns
+    table = pads.dataset(tmp_path / "predictions", format="parquet", partitioning="hive").to_table()
+    assert sorted(table["hour"].to_pylist()) == [12, 13, 14]
+    assert set(table["prediction_id"].to_pylist()) == set(pids)
+
+
+def test_lookup_of_a_minted_id_reads_one_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ErrorStore(tmp_path)
+    pids = [new_prediction_id(T0 + timedelta(hours=h)) for h in range(24)]
+    for p in pids:
+        store.write_predictions([prediction(p, at=id_time(p) or T0)], now=T0)
+    read: list[str] = []
+    original = store._read
+    monkeypatch.setattr(store, "_read", lambda key, columns=None: read.append(key) or original(key, columns))
+    found = store.lookup([pids[7]])
+    assert found["prediction_id"].to_pylist() == [pids[7]]
+    assert {k.split("/")[2] for k in read} == {"hour=19"}
+
+
+def test_time_window_reads_only_its_partitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ErrorStore(tmp_path)
+    pids = [new_prediction_id(T0 + timedelta(hours=h)) for h in range(48)]
+    store.write_predictions([prediction(p, at=id_time(p) or T0) for p in pids], now=T0)
+    read: list[str] = []
+    original = store._read
+    monkeypatch.setattr(store, "_read", lambda key, columns=None: read.append(key) or original(key, columns))
+    window = store.predictions(T0 + timedelta(hours=10), T0 + timedelta(hours=13))
+    assert window["prediction_id"].to_pylist() == pids[10:13]
+    assert len(read) == 3
+
+
+def _write_batches(root: str, worker: int, n: int) -> None:
+    store = ErrorStore(root)
+    for i in range(n):
+        pid = new_prediction_id(T0 + timedelta(minutes=worker * 7 + i))
+        store.write_predictions([prediction(pid)], now=T0 + timedelta(hours=1))
+        store.ingest_feedback([event(pid)], now=T0 + timedelta(hours=1, seconds=i))
+
+
+def _compact(root: str) -> None:
+    ErrorStore(root).compact(now=T0 + timedelta(days=1), min_files=1)
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_compaction_beside_writers_and_another_compaction_loses_nothing(tmp_path: Path, round_: int) -> None:
+    root = str(tmp_path / "store")
+    ErrorStore(root)
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_write_batches, args=(root, w, 15)) for w in range(2)]
+    compactors = [ctx.Process(target=_compact, args=(root,)) for _ in range(2)]
+    for p in writers + compactors:
+        p.start()
+    for p in writers + compactors:
+        p.join(60)
+        assert p.exitcode == 0
+    store = ErrorStore(root)
+    assert store.predictions().num_rows == 30
+    assert store.resolve(store.feedback(), now=T0 + timedelta(days=1)).counts["applied"] == 30
+    store.compact(now=T0 + timedelta(days=1))
+    files = list(Path(root).rglob("part-*.parquet"))
+    assert len([f for f in files if "predictions" in f.parts]) == 1
+    assert store.predictions().num_rows == 30 and store.feedback().num_rows == 30
+
+
+def test_a_compaction_killed_before_its_deletes_leaves_no_duplicates(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path)
+    pids = [new_prediction_id(T0 + timedelta(seconds=i)) for i in range(5)]
+    for p in pids:
+        store.write_predictions([prediction(p)], now=T0)
+    store.store.delete = lambda key, if_generation=None: (_ for _ in ()).throw(SystemExit("killed"))  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        store.compact(now=T0 + timedelta(days=1))
+    fresh = ErrorStore(tmp_path)
+    assert len(list(tmp_path.rglob("part-*.parquet"))) == 6  # the inputs and the merged file
+    assert sorted(fresh.predictions()["prediction_id"].to_pylist()) == sorted(pids)
+    result = fresh.compact(now=T0 + timedelta(days=1))
+    assert (result.files_in, result.rows_in, result.rows_out) == (6, 10, 5)
+    assert len(list(tmp_path.rglob("part-*.parquet"))) == 1
+
+
+def test_audio_is_content_addressed(error_store: ErrorStore) -> None:
+    uri, sha = error_store.put_audio(b"RIFF fake audio")
+    again, sha2 = error_store.put_audio(b"RIFF fake audio")
+    assert (uri, sha) == (again, sha2) and uri.endswith(f"audio/{sha[:2]}/{sha}.wav")
+
+
+def test_current_hour_is_left_to_writers(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path)
+    now = datetime.now(UTC)
+    for i in range(3):
+        store.write_predictions([prediction(new_prediction_id(now), at=now)])
+        del i
+    assert store.compact(now=now).partitions == 0

@@ -22,18 +22,31 @@ def serve(
         typer.Option(help="Model directory (default: AIP_STORAGE_URI, else the registry's default)."),
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: AIP_HTTP_PORT, else 8080).")] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option(help="The version its answers are captured as (default: the registry version served)."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve a model over HTTP with Vertex AI's custom-container contract (AIP_* variables)."""
-    from stt_flywheel.deployment.backends import open_registry
+    """Serve a model over HTTP with Vertex AI's custom-container contract (AIP_* variables).
+
+    With --config, every answer is captured into that config's error store (capture.*)."""
+    from stt_flywheel.deployment.backends import open_registry, serving_capture
     from stt_flywheel.deployment.serving import ServingSettings, run_server
 
-    if model_dir is None and not os.environ.get("AIP_STORAGE_URI"):
-        default = open_registry(load(config)).resolve("default")
-        if default is None:
-            raise RegistryError("the registry has no default version to serve; pass --model-dir")
-        model_dir = default.uri
-    run_server(ServingSettings.from_env(storage_uri=model_dir, port=port))
+    env = dict(os.environ)
+    if config is not None or (model_dir is None and not env.get("AIP_STORAGE_URI")):
+        cfg = load(config)
+        if model_dir is None and not env.get("AIP_STORAGE_URI"):
+            default = open_registry(cfg).resolve("default")
+            if default is None:
+                raise RegistryError("the registry has no default version to serve; pass --model-dir")
+            model_dir = default.uri
+            model_version = model_version or str(default.version)
+        env.update(serving_capture(cfg)(model_version or "unknown"))
+    elif model_version is not None:
+        env["FLYWHEEL_MODEL_VERSION"] = model_version
+    run_server(ServingSettings.from_env(env, storage_uri=model_dir, port=port))
 
 
 @registry_app.command("list")

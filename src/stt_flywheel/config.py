@@ -18,9 +18,11 @@ from stt_flywheel.errors import InputError
 from stt_flywheel.storage.objectstore import is_remote, join_uri, read_uri
 
 __all__ = [
+    "CaptureSettings",
     "ConfigError",
     "DatasetSettings",
     "DeploySettings",
+    "FeedbackSettings",
     "FlywheelConfig",
     "PathSettings",
     "RegressionSuite",
@@ -271,6 +273,52 @@ class DeploySettings(_Strict):
     )
 
 
+class CaptureSettings(_Strict):
+    """What the serving processes keep of each prediction, written to the error store."""
+
+    enabled: bool = Field(True, description="Capture predictions into the error store.")
+    share: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of requests captured (the others are only counted)."
+    )
+    audio: bool = Field(
+        True, description="Keep each captured request's audio (a correction without it cannot be trained on)."
+    )
+    batch_size: int = Field(256, gt=0, description="Predictions written per file at most.")
+    flush_interval_s: float = Field(2.0, gt=0, description="Write a smaller batch after this long.")
+    queue_size: int = Field(
+        10_000,
+        gt=0,
+        description="Predictions waiting to be written at most; beyond it they are dropped and counted.",
+    )
+    retry_interval_s: float = Field(10.0, gt=0, description="How often spilled batches are retried.")
+    spill_dir: Path | None = Field(
+        None, description="Local directory for batches the store did not take; default ROOT/capture-spill."
+    )
+
+
+class FeedbackSettings(_Strict):
+    """How late feedback is joined to predictions."""
+
+    pending_horizon_hours: float = Field(
+        24.0,
+        gt=0,
+        description="An event whose prediction is not in the store this long after it arrived is quarantined.",
+    )
+    label_window_hours: float = Field(
+        24.0,
+        ge=0,
+        description="Feedback is expected this long after a prediction; younger predictions without any are pending.",
+    )
+
+    @property
+    def pending_horizon(self) -> timedelta:
+        return timedelta(hours=self.pending_horizon_hours)
+
+    @property
+    def label_window(self) -> timedelta:
+        return timedelta(hours=self.label_window_hours)
+
+
 class VertexSettings(_Strict):
     """Google Cloud settings: the Vertex AI registry/endpoint backend (`deploy.backend: vertex`) and
     pipeline submission."""
@@ -314,6 +362,8 @@ class FlywheelConfig(_Strict):
     base_model: Path = Field(
         DEFAULT_BASE_MODEL, description="Model registered as version 1 when the registry is empty."
     )
+    capture: CaptureSettings = CaptureSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     trigger: TriggerPolicy = TriggerPolicy()
     dataset: DatasetSettings = DatasetSettings()
     training: TrainingSettings = TrainingSettings()

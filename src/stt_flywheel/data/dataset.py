@@ -1,6 +1,7 @@
 """Stage 2: build a versioned fine-tuning dataset from corrected error cases.
 
-Every corrected error case up to the watermark is read, validated and either accepted, counted
+The error cases are the join of captured predictions (their audio) with the latest feedback that
+arrived by the watermark. Every corrected one is read, validated and either accepted, counted
 as a duplicate, or quarantined with a reason code — the counts always balance. General-domain
 replay is mixed into the training split against forgetting. Audio that belongs to an evaluation or
 regression set never enters training. The train / held-out split is a function of the audio hash,
@@ -140,24 +141,27 @@ def build_dataset(
         reasons[code] += 1
         quarantine.append({"id": rec_id, "reason": code, "detail": detail})
 
-    for rec in store.scan(upto=watermark):
-        if not rec.is_error:
-            continue
-        if rec.corrected_text is None:
+    for prediction, event, kind in store.errors(upto=watermark):
+        if kind != "corrected":
             counts["uncorrected_error_cases"] += 1
             continue
         counts["read"] += 1
-        text = normalize(rec.corrected_text)
+        rec_id = prediction["prediction_id"]
+        text = normalize(event["corrected_text"])
         if not text:
-            reject(rec.id, "empty_transcript", "the corrected transcript is empty after normalisation")
+            reject(rec_id, "empty_transcript", "the corrected transcript is empty after normalisation")
+            continue
+        audio_uri = prediction["audio_uri"]
+        if not audio_uri:
+            reject(rec_id, "audio_not_captured", "the prediction was captured without its audio")
             continue
         try:
-            audio = _read_audio(rec.audio_uri)
+            audio = _read_audio(audio_uri)
         except FileNotFoundError:
-            reject(rec.id, "audio_missing", f"no audio at {rec.audio_uri}")
+            reject(rec_id, "audio_missing", f"no audio at {audio_uri}")
             continue
         except ValueError as exc:
-            reject(rec.id, "audio_undecodable", str(exc))
+            reject(rec_id, "audio_undecodable", str(exc))
             continue
         problem = validate_audio(
             audio,
@@ -166,29 +170,30 @@ def build_dataset(
             max_duration_s=settings.max_duration_s,
         )
         if problem:
-            reject(rec.id, problem.code, problem.detail)
+            reject(rec_id, problem.code, problem.detail)
             continue
         sha = audio_hash(audio.samples)
         if sha in protected:
-            reject(rec.id, "protected_audio", "audio belongs to an evaluation or regression set")
+            reject(rec_id, "protected_audio", "audio belongs to an evaluation or regression set")
             continue
         if sha in seen:
             if seen[sha] == text:
                 counts["duplicates"] += 1
             else:
-                reject(rec.id, "conflicting_correction", f"same audio already corrected as {seen[sha]!r}")
+                reject(rec_id, "conflicting_correction", f"same audio already corrected as {seen[sha]!r}")
             continue
         seen[sha] = text
         counts["accepted"] += 1
+        metadata = dict(prediction["metadata"] or [])
         rows.append(
             _Row(
-                rec.id,
+                rec_id,
                 text,
                 audio,
                 sha,
                 "correction",
-                rec.metadata.get("speaker", ""),
-                rec.metadata.get("domain", ""),
+                metadata.get("speaker", ""),
+                metadata.get("domain", ""),
             )
         )
 

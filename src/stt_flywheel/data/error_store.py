@@ -1,68 +1,127 @@
-"""The error store: every production transcript, with the user's correction when there is one.
+"""The error store: what every serving version answered, and what users said about it later.
 
-Layout under the store root (the same under a `gs://` root)::
+Layout under the store root, a local directory or a `gs://` prefix, hive-partitioned Parquet so
+that BigQuery can read it as an external table::
 
-    records/ingest_date=2026-11-25/part-<ingested_at>-<uuid>.jsonl   accepted records
-    quarantine/part-<ingested_at>-<uuid>.jsonl                       rejected lines + reason code
+    predictions/date=2026-11-27/hour=10/part-<written_at>-<rand>.parquet   by the prediction's hour
+    feedback/date=2026-11-27/hour=14/part-<written_at>-<rand>.parquet      by the event's arrival hour
+    quarantine/date=2026-11-27/hour=14/part-<written_at>-<rand>.jsonl      rejected lines + reason
+    audio/<sha256[:2]>/<sha256>.<ext>                                       captured audio, by content
 
-Each accepted record gets `ingested_at` (UTC, microseconds) from the batch that wrote it; a model's
-*data watermark* is the largest `ingested_at` it was trained on, so "new evidence" is exactly the
-records ingested after the production model's watermark. Ingestion balances: lines read =
-accepted + duplicates + quarantined.
+Every file is created once, whole, and never changed (create-only-if-absent on both backends);
+`compact` merges a partition's small files into one and then deletes them, and readers drop the
+duplicate rows such a merge leaves while it runs (predictions by id, events by event id), so a
+merge is safe beside writers and readers and after a `kill -9`.
+
+Feedback partitions by *arrival* because that is what a model's data watermark counts: a
+correction that arrives after the production model was trained is new evidence whatever its
+`event_time`. Predictions partition by their own hour (the hour in their UUIDv7 id when they have
+one), so a lookup by id reads one partition and a live-quality window reads only its hours.
+
+Feedback is joined to predictions when it is read, never when it is written, so ingest costs
+O(batch) and an event may arrive before its prediction is visible. Each event then has one state:
+`applied` (the latest event of a visible prediction: latest `event_time`, then latest arrival),
+`superseded` (an earlier event of that prediction), `duplicate` (the same event again), `pending`
+(its prediction is not visible yet) or `quarantined` (not visible after `pending_horizon`). Every
+event is kept; the counts balance: events read = applied + superseded + duplicates + pending +
+quarantined (which includes the lines rejected at ingest).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ValidationError
 
+from stt_flywheel.data.records import (
+    FEEDBACK_SCHEMA,
+    PREDICTION_SCHEMA,
+    FeedbackEvent,
+    TranscriptRecord,
+    event_row,
+    feedback_kind,
+    id_time,
+)
 from stt_flywheel.errors import InputNotFound
-from stt_flywheel.scoring.text import normalize
-from stt_flywheel.storage.objectstore import join_uri, open_store
+from stt_flywheel.storage.objectstore import LocalStore, PreconditionFailed, join_uri, open_store
 
-__all__ = ["ErrorStore", "IngestResult", "QuarantineEntry", "TranscriptRecord"]
+__all__ = [
+    "FEEDBACK_STATES",
+    "CompactResult",
+    "ErrorStore",
+    "FeedbackIngestResult",
+    "IngestResult",
+    "QuarantineEntry",
+    "Resolution",
+    "prediction_hour",
+]
+
+FEEDBACK_STATES = ("applied", "superseded", "duplicate", "pending", "quarantined")
+STREAMS = {"predictions": PREDICTION_SCHEMA, "feedback": FEEDBACK_SCHEMA}
 
 
-class TranscriptRecord(BaseModel):
-    """One production transcription, optionally corrected or flagged by a user."""
+def _now() -> datetime:
+    return datetime.now(UTC)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1)
-    audio_uri: str = Field(min_length=1)
-    hypothesis: str
-    corrected_text: str | None = None
-    flagged: bool = False
-    model_version: str | None = None
-    timestamp: datetime
-    metadata: dict[str, str] = Field(default_factory=dict)
-    ingested_at: datetime | None = None
+def _hour(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
-    @field_validator("timestamp", "ingested_at")
-    @classmethod
-    def _utc(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("timestamp needs a timezone (use UTC, e.g. 2026-01-01T00:00:00Z)")
-        return v.astimezone(UTC) if v is not None else None
 
-    @property
-    def is_error(self) -> bool:
-        if self.flagged:
-            return True
-        return self.corrected_text is not None and normalize(self.corrected_text) != normalize(
-            self.hypothesis
-        )
+def _partition(t: datetime) -> str:
+    h = _hour(t)
+    return f"date={h.date().isoformat()}/hour={h.hour:02d}"
 
-    @property
-    def is_corrected(self) -> bool:
-        return self.is_error and self.corrected_text is not None and bool(normalize(self.corrected_text))
+
+def _partition_hour(key: str) -> datetime | None:
+    """The hour of a key `<stream>/date=YYYY-MM-DD/hour=HH/<file>`, None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 4 or not parts[1].startswith("date=") or not parts[2].startswith("hour="):
+        return None
+    try:
+        return datetime.fromisoformat(f"{parts[1][5:]}T{parts[2][5:]}:00:00+00:00")
+    except ValueError:
+        return None
+
+
+def _file_name(now: datetime, ext: str, tag: str = "") -> str:
+    return f"part-{now.strftime('%Y%m%dT%H%M%S%fZ')}{tag}-{uuid.uuid4().hex[:8]}.{ext}"
+
+
+def prediction_hour(prediction_id: str, predicted_at: datetime) -> datetime:
+    """The hour partition a prediction is stored under: its id's time for a UUIDv7 id."""
+    return _hour(id_time(prediction_id) or predicted_at)
+
+
+def _first_by(table: pa.Table, key: str) -> pa.Table:
+    """The first row (in the table's order) of each value of `key`."""
+    if table.num_rows == 0:
+        return table
+    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    first = indexed.group_by(key, use_threads=False).aggregate([("_row", "min")])["_row_min"]
+    return table.take(pc.take(first, pc.sort_indices(first)))
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _detail(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
 
 
 @dataclass(frozen=True)
@@ -75,119 +134,481 @@ class QuarantineEntry:
 
 @dataclass
 class IngestResult:
+    """One `errors ingest` batch of combined records: lines read = accepted + duplicates (an id
+    repeated inside the batch) + quarantined. Each accepted record is a prediction, and a
+    feedback event when it carries a correction or a flag."""
+
     read: int = 0
     accepted: int = 0
     duplicates: int = 0
+    feedback_events: int = 0
     quarantined: list[QuarantineEntry] = field(default_factory=list)
-    partition: str | None = None
+    files: list[str] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
         return self.read == self.accepted + self.duplicates + len(self.quarantined)
 
     def as_dict(self) -> dict[str, Any]:
-        reasons: dict[str, int] = {}
-        for q in self.quarantined:
-            reasons[q.reason] = reasons.get(q.reason, 0) + 1
         return {
             "read": self.read,
             "accepted": self.accepted,
             "duplicates": self.duplicates,
+            "feedback_events": self.feedback_events,
             "quarantined": len(self.quarantined),
-            "quarantine_reasons": reasons,
-            "partition": self.partition,
+            "quarantine_reasons": dict(Counter(q.reason for q in self.quarantined)),
+            "balanced": self.balanced,
+            "files": self.files,
         }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+@dataclass
+class FeedbackIngestResult:
+    """One `feedback ingest` batch: lines read = events accepted + quarantined; the accepted
+    events' states right after the write (`applied`, `superseded`, `duplicate`, `pending`)."""
+
+    read: int = 0
+    accepted: int = 0
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.accepted + len(self.quarantined) and self.accepted == sum(
+            self.states.values()
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "quarantined": len(self.quarantined),
+            "quarantine_reasons": dict(Counter(q.reason for q in self.quarantined)),
+            "states": {s: self.states.get(s, 0) for s in FEEDBACK_STATES if s != "quarantined"}
+            | {"quarantined": self.states.get("quarantined", 0)},
+            "balanced": self.balanced,
+            "files": self.files,
+        }
+
+
+@dataclass
+class Resolution:
+    """Feedback events joined to the visible predictions: each event's state, and per prediction
+    its applied (latest) event."""
+
+    states: dict[str, str]  # event_id (first occurrence) -> state; duplicates are only counted
+    counts: Counter[str]
+    applied: dict[str, dict[str, Any]]  # prediction_id -> the applied event's row
+    predictions: dict[str, dict[str, Any]]  # prediction_id -> the prediction's row (the visible ones)
+    quarantined: list[dict[str, Any]]  # events past the horizon without a prediction
+    first_arrival: dict[str, datetime]  # event_id -> when it first arrived
+
+    def kind(self, prediction_id: str) -> str | None:
+        """`corrected`, `flagged` or `confirmed` for a prediction with an applied event, else None."""
+        event = self.applied.get(prediction_id)
+        if event is None:
+            return None
+        pred = self.predictions[prediction_id]
+        return feedback_kind(pred["hypothesis"], event["corrected_text"], event["flagged"])
+
+
+@dataclass
+class CompactResult:
+    partitions: int = 0
+    files_in: int = 0
+    files_out: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
 
 
 class ErrorStore:
-    """The store under a root that is a local directory or a `gs://` prefix (see `objectstore`).
+    """The store under `root`, a local directory or a `gs://` prefix (see `objectstore`)."""
 
-    Partitions are immutable objects created only-if-absent, so a retried ingest never overwrites
-    another's batch.
-    """
-
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, pending_horizon: timedelta = timedelta(hours=24)) -> None:
         self.root = str(root)
         self.store = open_store(root)
+        self.pending_horizon = pending_horizon
 
-    def _partitions(self) -> list[str]:
-        return [
-            key
-            for key in self.store.list("records/")
-            if key.startswith("records/ingest_date=") and key.rsplit("/", 1)[-1].startswith("part-")
+    # -- files -------------------------------------------------------------------------------
+
+    def _files(
+        self, stream: str, start: datetime | None = None, end: datetime | None = None, ext: str = ".parquet"
+    ) -> list[tuple[datetime, str]]:
+        """(partition hour, key) of the stream's files whose hour h has start-hour <= h < end."""
+        lo = _hour(start) if start is not None else None
+        out = []
+        for key in self.store.list(f"{stream}/"):
+            hour = _partition_hour(key)
+            if hour is None or not key.endswith(ext) or not key.rsplit("/", 1)[-1].startswith("part-"):
+                continue
+            if (lo is None or hour >= lo) and (end is None or hour < end):
+                out.append((hour, key))
+        return sorted(out)
+
+    def _read(self, key: str, columns: Sequence[str] | None = None) -> pa.Table | None:
+        if isinstance(self.store, LocalStore):
+            path = self.store.root / key
+            try:
+                return pq.read_table(path, columns=list(columns) if columns else None)
+            except FileNotFoundError:
+                return None
+        found = self.store.read(key)
+        if found is None:  # removed (compacted) between listing and reading
+            return None
+        return pq.read_table(pa.BufferReader(found.data), columns=list(columns) if columns else None)
+
+    def _read_many(self, stream: str, keys: Iterable[str], columns: Sequence[str] | None = None) -> pa.Table:
+        schema = STREAMS[stream]
+        if columns:
+            schema = pa.schema([schema.field(c) for c in columns])
+        tables = [t for t in (self._read(k, columns) for k in keys) if t is not None]
+        if not tables:
+            return schema.empty_table()
+        return pa.concat_tables([t.cast(schema) for t in tables])
+
+    def _write(self, stream: str, table: pa.Table, hours: Sequence[datetime], now: datetime) -> list[str]:
+        """One new file per hour partition; returns their URIs."""
+        written = []
+        hour_array = pa.array(hours, pa.timestamp("us", tz="UTC"))
+        for hour in sorted(set(hours)):
+            part = table.filter(pc.equal(hour_array, pa.scalar(hour, pa.timestamp("us", tz="UTC"))))
+            key = f"{stream}/{_partition(hour)}/{_file_name(now, 'parquet')}"
+            self.store.create(key, _parquet_bytes(part))
+            written.append(join_uri(self.root, key))
+        return written
+
+    def _quarantine(self, stream: str, entries: list[QuarantineEntry], now: datetime) -> None:
+        if not entries:
+            return
+        lines = [
+            orjson.dumps({"stream": stream, **e.__dict__, "quarantined_at": now.isoformat()}) for e in entries
         ]
+        key = f"quarantine/{_partition(now)}/{_file_name(now, 'jsonl')}"
+        self.store.create(key, b"\n".join(lines) + b"\n")
 
-    def scan(self, after: datetime | None = None, upto: datetime | None = None) -> Iterator[TranscriptRecord]:
-        """Accepted records with `after < ingested_at <= upto`, oldest partition first."""
-        for key in self._partitions():
-            day = key.split("/")[1].removeprefix("ingest_date=")
-            if after is not None and day < after.date().isoformat():
-                continue
-            found = self.store.read(key)
-            if found is None:  # removed between listing and reading
-                continue
-            for line in found.data.splitlines():
-                rec = TranscriptRecord.model_validate(orjson.loads(line))
-                assert rec.ingested_at is not None
-                if after is not None and rec.ingested_at <= after:
-                    continue
-                if upto is not None and rec.ingested_at > upto:
-                    continue
-                yield rec
+    # -- writes ------------------------------------------------------------------------------
 
-    def known_ids(self) -> set[str]:
-        return {rec.id for rec in self.scan()}
+    def put_audio(self, data: bytes, ext: str = "wav") -> tuple[str, str]:
+        """Store audio by the SHA-256 of its bytes (once); returns (uri, sha256)."""
+        sha = hashlib.sha256(data).hexdigest()
+        key = f"audio/{sha[:2]}/{sha}.{ext}"
+        with contextlib.suppress(PreconditionFailed):  # the same bytes are already there
+            self.store.create(key, data)
+        return join_uri(self.root, key), sha
 
-    def ingest(self, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
-        """Validate and append rows (dicts or raw JSON lines); bad rows are quarantined with a reason."""
-        ingested_at = now or _now()
-        result = IngestResult()
-        seen = self.known_ids()
-        accepted: list[bytes] = []
+    def write_predictions(self, rows: Sequence[dict[str, Any]], now: datetime | None = None) -> list[str]:
+        """Append captured predictions (dicts with PREDICTION_SCHEMA's fields but `ingested_at`)."""
+        if not rows:
+            return []
+        now = now or _now()
+        table = pa.Table.from_pylist(
+            [{**r, "ingested_at": now, "metadata": list((r.get("metadata") or {}).items())} for r in rows],
+            schema=PREDICTION_SCHEMA,
+        )
+        hours = [prediction_hour(r["prediction_id"], r["predicted_at"]) for r in rows]
+        return self._write("predictions", table, hours, now)
+
+    def _parse(
+        self, rows: Iterable[Any], model: type[BaseModel], quarantined: list[QuarantineEntry]
+    ) -> Iterator[tuple[int, Any]]:
         for lineno, row in enumerate(rows, 1):
-            result.read += 1
             raw = row if isinstance(row, str | bytes) else orjson.dumps(row, default=str).decode()
             raw_text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
             try:
                 data = orjson.loads(raw) if isinstance(row, str | bytes) else row
             except orjson.JSONDecodeError as exc:
-                result.quarantined.append(QuarantineEntry(lineno, "invalid_json", str(exc), raw_text))
+                quarantined.append(QuarantineEntry(lineno, "invalid_json", str(exc), raw_text))
                 continue
             if not isinstance(data, dict):
-                result.quarantined.append(
-                    QuarantineEntry(lineno, "not_an_object", type(data).__name__, raw_text)
-                )
+                quarantined.append(QuarantineEntry(lineno, "not_an_object", type(data).__name__, raw_text))
                 continue
             try:
-                rec = TranscriptRecord.model_validate({**data, "ingested_at": ingested_at})
+                yield lineno, model.model_validate(data)
             except ValidationError as exc:
-                detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-                result.quarantined.append(QuarantineEntry(lineno, "invalid_record", detail, raw_text))
-                continue
+                quarantined.append(QuarantineEntry(lineno, "invalid_record", _detail(exc), raw_text))
+
+    def ingest_feedback(self, rows: Iterable[Any], now: datetime | None = None) -> FeedbackIngestResult:
+        """Append feedback events (dicts or raw JSON lines); invalid lines are quarantined with a
+        reason. Returns the counts and the accepted events' states right after the write."""
+        now = now or _now()
+        result = FeedbackIngestResult()
+        rows = list(rows)
+        result.read = len(rows)
+        events: list[dict[str, Any]] = []
+        for _, event in self._parse(rows, FeedbackEvent, result.quarantined):
+            events.append(event_row(event, _event_id(event), now))
+        result.accepted = len(events)
+        if events:
+            table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
+            result.files = self._write("feedback", table, [now] * len(events), now)
+        self._quarantine("feedback", result.quarantined, now)
+        if events:
+            resolution = self.resolve_for({e["prediction_id"] for e in events}, now=now)
+            in_batch: set[str] = set()
+            for e in events:
+                sent_before = resolution.first_arrival.get(e["event_id"], now) < now
+                state = (
+                    "duplicate"
+                    if sent_before or e["event_id"] in in_batch
+                    else resolution.states[e["event_id"]]
+                )
+                in_batch.add(e["event_id"])
+                result.states[state] = result.states.get(state, 0) + 1
+        return result
+
+    def ingest(self, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
+        """Append combined records (a prediction with its correction or flag); bad lines are
+        quarantined with a reason, an id repeated inside the batch is a duplicate. A record for a
+        prediction already stored adds its correction as a feedback event."""
+        now = now or _now()
+        result = IngestResult()
+        rows = list(rows)
+        result.read = len(rows)
+        predictions: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for _, rec in self._parse(rows, TranscriptRecord, result.quarantined):
+            assert isinstance(rec, TranscriptRecord)
             if rec.id in seen:
                 result.duplicates += 1
                 continue
             seen.add(rec.id)
-            accepted.append(orjson.dumps(rec.model_dump(mode="json")))
             result.accepted += 1
-        stamp = ingested_at.strftime("%Y%m%dT%H%M%S%fZ")
-        name = f"part-{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
-        if accepted:
-            key = f"records/ingest_date={ingested_at.date().isoformat()}/{name}"
-            self.store.create(key, b"\n".join(accepted) + b"\n")
-            result.partition = join_uri(self.root, key)
-        if result.quarantined:
-            entries = [orjson.dumps(q.__dict__) for q in result.quarantined]
-            self.store.create(f"quarantine/{name}", b"\n".join(entries) + b"\n")
+            predictions.append(
+                {
+                    "prediction_id": rec.id,
+                    "predicted_at": rec.timestamp,
+                    "model_version": rec.model_version,
+                    "endpoint": None,
+                    "hypothesis": rec.hypothesis,
+                    "metadata": rec.metadata,
+                    "duration_s": None,
+                    "audio_uri": rec.audio_uri,
+                    "audio_sha256": None,
+                }
+            )
+            if rec.corrected_text is not None or rec.flagged:
+                event = FeedbackEvent(
+                    prediction_id=rec.id,
+                    corrected_text=rec.corrected_text,
+                    flagged=rec.flagged,
+                    event_time=rec.timestamp,
+                    source="errors-ingest",
+                )
+                events.append(event_row(event, _event_id(event), now))
+        result.files = self.write_predictions(predictions, now=now)
+        if events:
+            table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
+            result.files += self._write("feedback", table, [now] * len(events), now)
+        result.feedback_events = len(events)
+        self._quarantine("records", result.quarantined, now)
         return result
 
     def ingest_file(self, path: str | Path, now: datetime | None = None) -> IngestResult:
-        path = Path(path)
-        if not path.is_file():
-            raise InputNotFound(f"no such file: {path}")
-        lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-        return self.ingest(lines, now=now)
+        return self.ingest(_lines(path), now=now)
+
+    def ingest_feedback_file(self, path: str | Path, now: datetime | None = None) -> FeedbackIngestResult:
+        return self.ingest_feedback(_lines(path), now=now)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def predictions(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Predictions with start <= predicted_at < end, each id once (the first written)."""
+        cols = list(columns) if columns else None
+        if cols is not None:
+            cols = list(dict.fromkeys(["prediction_id", "predicted_at", *cols]))
+        keys = [k for _, k in self._files("predictions", start, end)]
+        table = _first_by(self._read_many("predictions", keys, cols), "prediction_id")
+        if start is not None:
+            table = table.filter(
+                pc.greater_equal(table["predicted_at"], pa.scalar(start, table["predicted_at"].type))
+            )
+        if end is not None:
+            table = table.filter(pc.less(table["predicted_at"], pa.scalar(end, table["predicted_at"].type)))
+        return table
+
+    def lookup(self, prediction_ids: Iterable[str]) -> pa.Table:
+        """The visible predictions among these ids. A UUIDv7 id is looked for in its own hour; an
+        id of another form costs a scan of the id column of every partition."""
+        ids = set(prediction_ids)
+        if not ids:
+            return PREDICTION_SCHEMA.empty_table()
+        hours = {prediction_hour(i, datetime.min.replace(tzinfo=UTC)) for i in ids if id_time(i) is not None}
+        other = any(id_time(i) is None for i in ids)
+        keys = [k for h, k in self._files("predictions") if other or h in hours]
+        wanted = pa.array(sorted(ids), pa.string())
+        tables = []
+        for key in keys:
+            id_col = self._read(key, ["prediction_id"])
+            if id_col is None:
+                continue
+            mask = pc.is_in(id_col["prediction_id"], value_set=wanted)
+            if pc.any(mask).as_py():
+                full = self._read(key)
+                if full is not None:
+                    tables.append(
+                        full.cast(PREDICTION_SCHEMA).filter(pc.is_in(full["prediction_id"], value_set=wanted))
+                    )
+        if not tables:
+            return PREDICTION_SCHEMA.empty_table()
+        return _first_by(pa.concat_tables(tables), "prediction_id")
+
+    def feedback(self, after: datetime | None = None, upto: datetime | None = None) -> pa.Table:
+        """Events that arrived with after < ingested_at <= upto, in arrival order, repeats included."""
+        keys = [
+            k for _, k in self._files("feedback", after, _hour(upto) + timedelta(hours=1) if upto else None)
+        ]
+        table = self._read_many("feedback", keys)
+        if after is not None:
+            table = table.filter(
+                pc.greater(table["ingested_at"], pa.scalar(after, table["ingested_at"].type))
+            )
+        if upto is not None:
+            table = table.filter(
+                pc.less_equal(table["ingested_at"], pa.scalar(upto, table["ingested_at"].type))
+            )
+        return table.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
+
+    def feedback_for(self, prediction_ids: Iterable[str], upto: datetime | None = None) -> pa.Table:
+        """Every event about these predictions (scans the feedback's id column)."""
+        wanted = pa.array(sorted(set(prediction_ids)), pa.string())
+        if len(wanted) == 0:
+            return FEEDBACK_SCHEMA.empty_table()
+        end = _hour(upto) + timedelta(hours=1) if upto else None
+        tables = []
+        for _, key in self._files("feedback", None, end):
+            table = self._read(key)
+            if table is not None:
+                tables.append(
+                    table.cast(FEEDBACK_SCHEMA).filter(pc.is_in(table["prediction_id"], value_set=wanted))
+                )
+        table = pa.concat_tables(tables) if tables else FEEDBACK_SCHEMA.empty_table()
+        if upto is not None:
+            table = table.filter(
+                pc.less_equal(table["ingested_at"], pa.scalar(upto, table["ingested_at"].type))
+            )
+        return table.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
+
+    def resolve(self, events: pa.Table, now: datetime | None = None) -> Resolution:
+        """Join events (every event of each prediction they name) to the visible predictions."""
+        now = now or _now()
+        rows = events.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")]).to_pylist()
+        counts: Counter[str] = Counter()
+        states: dict[str, str] = {}
+        first: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row["event_id"] in first:
+                counts["duplicate"] += 1
+            else:
+                first[row["event_id"]] = row
+        visible = {
+            r["prediction_id"]: r
+            for r in self.lookup({r["prediction_id"] for r in first.values()}).to_pylist()
+        }
+        by_prediction: dict[str, list[dict[str, Any]]] = {}
+        for row in first.values():
+            by_prediction.setdefault(row["prediction_id"], []).append(row)
+        applied: dict[str, dict[str, Any]] = {}
+        quarantined: list[dict[str, Any]] = []
+        for pid, group in by_prediction.items():
+            if pid in visible:
+                latest = max(group, key=lambda r: (r["event_time"], r["ingested_at"], r["event_id"]))
+                applied[pid] = latest
+                for r in group:
+                    states[r["event_id"]] = "applied" if r is latest else "superseded"
+                continue
+            for r in group:
+                expired = now - r["ingested_at"] > self.pending_horizon
+                states[r["event_id"]] = "quarantined" if expired else "pending"
+                if expired:
+                    quarantined.append(r)
+        counts.update(states.values())
+        for state in FEEDBACK_STATES:
+            counts.setdefault(state, 0)
+        first_arrival = {e: r["ingested_at"] for e, r in first.items()}
+        return Resolution(states, counts, applied, visible, quarantined, first_arrival)
+
+    def resolve_for(self, prediction_ids: Iterable[str], now: datetime | None = None) -> Resolution:
+        return self.resolve(self.feedback_for(prediction_ids, upto=now), now=now)
+
+    def errors(self, upto: datetime | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
+        """(prediction, its latest event, kind) for each prediction whose latest feedback that
+        arrived by `upto` says it was wrong: kind `corrected` or `flagged`."""
+        resolution = self.resolve(self.feedback(upto=upto), now=upto)
+        for pid in sorted(resolution.applied):
+            kind = resolution.kind(pid)
+            if kind in ("corrected", "flagged"):
+                yield resolution.predictions[pid], resolution.applied[pid], kind
+
+    def quarantine(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Lines rejected at ingest, oldest first."""
+        for _, key in self._files("quarantine", since, ext=".jsonl"):
+            found = self.store.read(key)
+            if found is None:
+                continue
+            for line in found.data.splitlines():
+                yield orjson.loads(line)
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    def compact(self, now: datetime | None = None, min_files: int = 2) -> CompactResult:
+        """Merge each partition's files into one, dropping repeated rows, then delete the inputs.
+
+        Safe beside writers (a file written meanwhile is not an input and stays) and readers (who
+        drop the rows a merge briefly shows twice); two compactions of one partition write the same
+        file name, so the second finds it and only deletes what is left. Partitions of the
+        current hour are left to their writers."""
+        now = now or _now()
+        result = CompactResult()
+        for stream, key_col in (("predictions", "prediction_id"), ("feedback", "event_id")):
+            by_hour: dict[datetime, list[str]] = {}
+            for hour, key in self._files(stream, end=_hour(now)):
+                by_hour.setdefault(hour, []).append(key)
+            for hour, keys in by_hour.items():
+                if len(keys) < min_files:
+                    continue
+                found = [(k, self.store.read(k)) for k in keys]
+                inputs = [(k, v) for k, v in found if v is not None]
+                if len(inputs) < min_files:
+                    continue
+                tables = [pq.read_table(pa.BufferReader(v.data)).cast(STREAMS[stream]) for _, v in inputs]
+                merged = pa.concat_tables(tables)
+                merged = merged.sort_by([("ingested_at", "ascending"), (key_col, "ascending")])
+                merged = _first_by(merged, key_col)
+                digest = hashlib.sha256("\n".join(sorted(k for k, _ in inputs)).encode()).hexdigest()[:16]
+                out_key = f"{stream}/{_partition(hour)}/part-{hour.strftime('%Y%m%dT%H%M%S%fZ')}-compact-{digest}.parquet"
+                with contextlib.suppress(PreconditionFailed):  # another compaction of these inputs wrote it
+                    self.store.create(out_key, _parquet_bytes(merged))
+                for key, version in inputs:
+                    with contextlib.suppress(PreconditionFailed):  # already gone
+                        self.store.delete(key, if_generation=version.generation)
+                result.partitions += 1
+                result.files_in += len(inputs)
+                result.files_out += 1
+                result.rows_in += sum(t.num_rows for t in tables)
+                result.rows_out += merged.num_rows
+        return result
+
+
+def _event_id(event: FeedbackEvent) -> str:
+    """The same event sent twice has the same id; any difference makes another event."""
+    body = orjson.dumps(
+        [event.prediction_id, event.corrected_text, event.flagged, event.event_time.isoformat(), event.source]
+    )
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def _lines(path: str | Path) -> list[bytes]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFound(f"no such file: {path}")
+    return [line for line in path.read_bytes().splitlines() if line.strip()]

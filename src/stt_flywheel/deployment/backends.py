@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import LocalRegistry
 
-__all__ = ["open_endpoint", "open_registry"]
+__all__ = ["open_endpoint", "open_registry", "serving_capture"]
 
 
 def open_registry(config: FlywheelConfig) -> Registry:
@@ -33,4 +35,23 @@ def open_endpoint(config: FlywheelConfig, registry: Registry | None = None) -> E
         return VertexEndpoint(config, registry)
     if not isinstance(registry, LocalRegistry):
         raise TypeError(f"the embedded endpoint needs the embedded registry, not {type(registry).__name__}")
-    return LocalEndpoint(registry, config.deploy.endpoint_name)
+    return LocalEndpoint(registry, config.deploy.endpoint_name, capture=serving_capture(config))
+
+
+def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, str]]:
+    """The serving environment of one version: capture its traffic into the configured store."""
+    from stt_flywheel.deployment.serving import capture_env
+
+    assert config.paths.root is not None
+    spill = config.capture.spill_dir or config.paths.root / "capture-spill"
+
+    def env(version: int | str) -> dict[str, str]:
+        return capture_env(
+            config.paths.error_store,
+            config.capture,
+            version=version,
+            endpoint=config.deploy.endpoint_name,
+            spill_dir=spill / f"v{version}",
+        )
+
+    return env

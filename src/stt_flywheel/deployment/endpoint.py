@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -61,9 +61,15 @@ class Deployment:
 class LocalEndpoint:
     """Deployed versions and their traffic, in the registry's SQLite file."""
 
-    def __init__(self, registry: LocalRegistry, name: str) -> None:
+    def __init__(
+        self,
+        registry: LocalRegistry,
+        name: str,
+        capture: Callable[[int], dict[str, str]] | None = None,
+    ) -> None:
         self.registry = registry
         self.name = name
+        self.capture = capture  # version -> its serving processes' capture environment
         self._models: dict[int, SpeechModel] = {}
         self._servers: dict[int, ServingProcess] | None = None
 
@@ -160,14 +166,19 @@ class LocalEndpoint:
         server = (self._servers or {}).get(version)
         return server.url if server else None
 
-    def _transcribe(self, version: int, audios: Sequence[np.ndarray]) -> list[str]:
-        if self._servers is None:
-            return self._model(version).transcribe(audios)
+    def _server(self, version: int) -> ServingProcess:
+        assert self._servers is not None
         if version not in self._servers:
             from stt_flywheel.deployment.serving import ServingProcess
 
-            self._servers[version] = ServingProcess(self.registry.get(version).uri)
-        return self._servers[version].transcribe(audios)
+            env = self.capture(version) if self.capture else {"FLYWHEEL_MODEL_VERSION": str(version)}
+            self._servers[version] = ServingProcess(self.registry.get(version).uri, env=env)
+        return self._servers[version]
+
+    def _transcribe(self, version: int, audios: Sequence[np.ndarray]) -> list[str]:
+        if self._servers is None:
+            return self._model(version).transcribe(audios)
+        return self._server(version).transcribe(audios)
 
     def _model(self, version: int) -> SpeechModel:
         if version not in self._models:
@@ -178,9 +189,35 @@ class LocalEndpoint:
         self, audios: Sequence[np.ndarray], rng: random.Random | None = None
     ) -> tuple[int, list[str]]:
         """Transcribe with a version chosen by the traffic split. Returns (version, transcripts)."""
+        version = self._choose(rng)
+        return version, self._transcribe(version, audios)
+
+    def request(
+        self,
+        audios: Sequence[np.ndarray],
+        metadata: Sequence[dict[str, str]] | None = None,
+        rng: random.Random | None = None,
+    ) -> list[dict[str, Any]]:
+        """Serve each utterance (with its metadata) by a version the traffic split picks for it,
+        over HTTP inside `served()`, so that every answer is captured. Returns the predictions in
+        order: transcript, prediction_id, model_version."""
+        if self._servers is None:
+            raise RegistryError("requests go to serving processes: call request() inside served()")
+        rng = rng or random.Random()
+        chosen = [self._choose(rng) for _ in audios]
+        out: list[dict[str, Any] | None] = [None] * len(audios)
+        for version in sorted(set(chosen)):
+            idx = [i for i, v in enumerate(chosen) if v == version]
+            preds = self._server(version).predict(
+                [audios[i] for i in idx], [metadata[i] for i in idx] if metadata else None
+            )
+            for i, p in zip(idx, preds, strict=True):
+                out[i] = p
+        return [p for p in out if p is not None]
+
+    def _choose(self, rng: random.Random | None) -> int:
         split = {v: t for v, t in self.traffic().items() if t > 0}
         if not split:
             raise RegistryError(f"endpoint {self.name} has no deployed model")
         versions = list(split)
-        version = (rng or random.Random()).choices(versions, weights=[split[v] for v in versions])[0]
-        return version, self._transcribe(version, audios)
+        return (rng or random.Random()).choices(versions, weights=[split[v] for v in versions])[0]

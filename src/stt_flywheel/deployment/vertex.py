@@ -123,6 +123,7 @@ class VertexRegistry:
         if not is_remote(self.models_root):
             raise RegistryError(f"the Vertex registry needs paths.models on gs://, not {self.models_root}")
         self.audit_store: ObjectStore = open_store(config.paths.state)
+        self.config = config
         init_vertex(self.settings)
         self._call = _retrying(self.settings)
 
@@ -254,7 +255,14 @@ class VertexRegistry:
         for key in ("wer", "cer", "delta_wer"):
             if isinstance((metrics or {}).get(key), int | float):
                 labels[key] = label_value(float(metrics[key]))  # type: ignore[index]
-        first = not self._raw_versions()
+        existing_versions = [int(r.version_id) for r in self._raw_versions()]
+        first = not existing_versions
+        # The serving environment is part of the uploaded version, so it names the number Vertex
+        # gives the next version (numbers count up; one run registers at a time, under the run lease).
+        next_version = max(existing_versions, default=0) + 1
+        from stt_flywheel.deployment.backends import serving_capture
+
+        serving_env = serving_capture(self.config)(next_version)
 
         @self._call
         def upload() -> Any:
@@ -268,12 +276,19 @@ class VertexRegistry:
                 serving_container_predict_route="/predict",
                 serving_container_health_route="/health",
                 serving_container_ports=[8080],
+                serving_container_environment_variables=serving_env,
                 labels=labels,
                 sync=True,
             )
 
         uploaded = upload()
         version = int(uploaded.version_id)
+        if version != next_version:
+            self.record(
+                "capture_label_mismatch",
+                version,
+                {"captured_as": next_version, "reason": "another version was uploaded at the same time"},
+            )
         if metrics:
             self._import_evaluation(version, metrics, source_run)
         self.record("register", version, {"dataset_version": dataset_version, "run": source_run})

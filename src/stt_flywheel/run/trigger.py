@@ -1,6 +1,7 @@
 """Stage 1: decide whether enough new evidence has accumulated to fine-tune.
 
-Evidence is counted since the production model's data watermark. Each threshold yields one
+Evidence is the feedback that arrived since the production model's data watermark (the latest
+arrival it was trained on), and the error rate is over the production version's own traffic. Each threshold yields one
 `Check` with a sentence a person can read; `force` trains anyway but keeps the checks.
 """
 
@@ -10,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pyarrow.compute as pc
 
 from stt_flywheel.config import TriggerPolicy
 from stt_flywheel.data.error_store import ErrorStore
@@ -28,16 +31,25 @@ class Check:
 
 @dataclass(frozen=True)
 class EvidenceStats:
-    new_records: int
+    """Feedback since the watermark, and the production version's own recent traffic.
+
+    `new_feedback` events arrived after the watermark; `new_error_cases` are the predictions whose
+    latest feedback arrived then and says the transcript was wrong (a correction that differs
+    from it, or a flag); `new_corrected_cases` of them carry the correction. `recent_requests`
+    are the production version's predictions in the recent window, `recent_errors` of them wrong
+    by their latest feedback so far (a prediction without feedback counts as right)."""
+
+    new_feedback: int
     new_error_cases: int
     new_corrected_cases: int
-    recent_records: int
+    recent_requests: int
     recent_errors: int
-    latest_ingested_at: datetime | None
+    latest_arrival: datetime | None
+    traffic_of: str  # whose traffic the error rate is over
 
     @property
     def error_rate(self) -> float:
-        return self.recent_errors / self.recent_records if self.recent_records else math.nan
+        return self.recent_errors / self.recent_requests if self.recent_requests else math.nan
 
 
 @dataclass
@@ -100,23 +112,41 @@ class TriggerDecision:
 
 
 def gather_evidence(
-    store: ErrorStore, since: datetime | None, now: datetime, window: timedelta
+    store: ErrorStore,
+    since: datetime | None,
+    now: datetime,
+    window: timedelta,
+    version: int | None = None,
 ) -> EvidenceStats:
-    new_records = new_errors = new_corrected = recent = recent_errors = 0
-    latest: datetime | None = None
-    window_start = now - window
-    for rec in store.scan(upto=now):
-        assert rec.ingested_at is not None
-        latest = rec.ingested_at if latest is None else max(latest, rec.ingested_at)
-        if since is None or rec.ingested_at > since:
-            new_records += 1
-            if rec.is_error:
-                new_errors += 1
-                new_corrected += rec.is_corrected
-        if rec.timestamp >= window_start:
-            recent += 1
-            recent_errors += rec.is_error
-    return EvidenceStats(new_records, new_errors, new_corrected, recent, recent_errors, latest)
+    """Reads the feedback that arrived after `since` and the predictions of the recent window
+    (and the events about them): O(data since the watermark + window), not O(store)."""
+    new_events = store.feedback(after=since, upto=now)
+    new_ids = set(new_events["prediction_id"].to_pylist())
+    resolution = store.resolve_for(new_ids, now=now)
+    new_errors = new_corrected = 0
+    for pid, event in resolution.applied.items():
+        if since is not None and event["ingested_at"] <= since:
+            continue  # its latest word was already there when production was trained
+        kind = resolution.kind(pid)
+        new_errors += kind in ("corrected", "flagged")
+        new_corrected += kind == "corrected"
+    latest = max(new_events["ingested_at"].to_pylist(), default=None)
+
+    start = now - window
+    recent = store.predictions(start, now, columns=["model_version", "hypothesis"])
+    if version is not None:
+        recent = recent.filter(pc.equal(recent["model_version"], str(version)))
+    labels = store.resolve(store.feedback_for(recent["prediction_id"].to_pylist(), upto=now), now=now)
+    recent_errors = sum(labels.kind(pid) in ("corrected", "flagged") for pid in labels.applied)
+    return EvidenceStats(
+        new_feedback=new_events.num_rows,
+        new_error_cases=new_errors,
+        new_corrected_cases=new_corrected,
+        recent_requests=recent.num_rows,
+        recent_errors=recent_errors,
+        latest_arrival=latest,
+        traffic_of=f"version {version}" if version is not None else "every version",
+    )
 
 
 def check_trigger(
@@ -129,7 +159,9 @@ def check_trigger(
     now: datetime | None = None,
 ) -> TriggerDecision:
     now = now or datetime.now(UTC)
-    stats = gather_evidence(store, production_watermark, now, timedelta(hours=policy.recent_window_hours))
+    stats = gather_evidence(
+        store, production_watermark, now, timedelta(hours=policy.recent_window_hours), production_version
+    )
     rate = stats.error_rate
     since = f"since {production_watermark.isoformat()}" if production_watermark else "in the store"
     checks = [
@@ -153,10 +185,10 @@ def check_trigger(
             rate,
             policy.error_rate_threshold,
             (
-                f"error rate {rate:.1%} over {stats.recent_records} utterances in the last "
-                f"{policy.recent_window_hours:g} h (need {policy.error_rate_threshold:.1%})"
+                f"error rate {rate:.1%} over {stats.recent_requests} requests to {stats.traffic_of} in the "
+                f"last {policy.recent_window_hours:g} h (need {policy.error_rate_threshold:.1%})"
                 if not math.isnan(rate)
-                else f"no traffic in the last {policy.recent_window_hours:g} h"
+                else f"no traffic to {stats.traffic_of} in the last {policy.recent_window_hours:g} h"
             ),
         ),
     ]
@@ -181,7 +213,7 @@ def check_trigger(
         checks=checks,
         stats=stats,
         previous_watermark=production_watermark,
-        watermark=stats.latest_ingested_at or production_watermark,
+        watermark=max(filter(None, [stats.latest_arrival, production_watermark]), default=None),
         production_version=production_version,
         checked_at=now,
     )

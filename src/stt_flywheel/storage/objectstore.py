@@ -166,8 +166,9 @@ class LocalStore:
 
     def list(self, prefix: str = "") -> list[str]:
         base = self.root
+        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base  # walk only under the prefix
         out = []
-        for path in base.rglob("*"):
+        for path in start.rglob("*"):
             rel = path.relative_to(base).as_posix()
             hidden = rel.startswith(".locks/") or path.name.startswith(".")
             if path.is_file() and not hidden and rel.startswith(prefix):

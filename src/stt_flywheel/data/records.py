@@ -1,0 +1,149 @@
+"""What the error store holds: predictions, feedback events, and the combined records of teams that
+already log a transcript together with its correction.
+
+A *prediction* is one answer of a serving version, captured at serving time. A *feedback event*
+arrives later, from another system, and names the prediction it is about by `prediction_id`: a
+corrected transcript, or only a flag that the transcript was wrong. Both are Arrow tables with the
+schemas below (what the Parquet files under the store hold).
+
+Prediction ids minted by the serving process are UUIDv7: their first 48 bits are the prediction's
+time in milliseconds, so the store finds a prediction's hour partition from its id alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import uuid6
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stt_flywheel.scoring.text import normalize
+
+__all__ = [
+    "FEEDBACK_SCHEMA",
+    "PREDICTION_SCHEMA",
+    "FeedbackEvent",
+    "TranscriptRecord",
+    "feedback_kind",
+    "id_time",
+    "new_prediction_id",
+]
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+PREDICTION_SCHEMA = pa.schema(
+    [
+        pa.field("prediction_id", pa.string(), nullable=False),
+        pa.field("predicted_at", TIMESTAMP, nullable=False),
+        pa.field("model_version", pa.string()),
+        pa.field("endpoint", pa.string()),
+        pa.field("hypothesis", pa.string(), nullable=False),
+        pa.field("metadata", pa.map_(pa.string(), pa.string())),
+        pa.field("duration_s", pa.float32()),
+        pa.field("audio_uri", pa.string()),
+        pa.field("audio_sha256", pa.string()),
+        pa.field("ingested_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("prediction_id", pa.string(), nullable=False),
+        pa.field("corrected_text", pa.string()),
+        pa.field("flagged", pa.bool_(), nullable=False),
+        pa.field("event_time", TIMESTAMP, nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("ingested_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+
+def new_prediction_id(at: datetime) -> str:
+    """A UUIDv7 whose time is `at` (to the millisecond), random in the rest."""
+    ms = int(at.timestamp() * 1000)
+    value = uuid6.uuid7().int & ~(((1 << 48) - 1) << 80) | (ms << 80)
+    return str(uuid.UUID(int=value))
+
+
+def id_time(prediction_id: str) -> datetime | None:
+    """The time in a UUIDv7 prediction id, or None for an id of another form."""
+    if len(prediction_id) != 36 or prediction_id[14] != "7":
+        return None
+    try:
+        value = uuid.UUID(prediction_id)
+    except ValueError:
+        return None
+    if value.version != 7 or str(value) != prediction_id:
+        return None
+    return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
+
+
+def _utc(v: datetime | None) -> datetime | None:
+    if v is not None and v.tzinfo is None:
+        raise ValueError("needs a timezone (use UTC, e.g. 2026-01-01T00:00:00Z)")
+    return v.astimezone(UTC) if v is not None else None
+
+
+class FeedbackEvent(BaseModel):
+    """A user's verdict on one prediction, arriving any time after it: a corrected transcript
+    (which may equal the hypothesis: the user confirmed it), or a flag that it was wrong."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prediction_id: str = Field(min_length=1)
+    corrected_text: str | None = None
+    flagged: bool = False
+    event_time: datetime
+    source: str = Field(min_length=1)
+
+    _event_time = field_validator("event_time")(classmethod(lambda cls, v: _utc(v)))
+
+    @model_validator(mode="after")
+    def _says_something(self) -> FeedbackEvent:
+        if self.corrected_text is None and not self.flagged:
+            raise ValueError("an event needs corrected_text or flagged: true")
+        return self
+
+
+class TranscriptRecord(BaseModel):
+    """A prediction logged together with its correction or flag, as some teams already log them.
+
+    Ingesting one writes the prediction and, when it carries a correction or a flag, a feedback
+    event for it (source `errors-ingest`, event time = `timestamp`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    audio_uri: str = Field(min_length=1)
+    hypothesis: str
+    corrected_text: str | None = None
+    flagged: bool = False
+    model_version: str | None = None
+    timestamp: datetime
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    _timestamp = field_validator("timestamp")(classmethod(lambda cls, v: _utc(v)))
+
+
+def feedback_kind(hypothesis: str, corrected_text: str | None, flagged: bool) -> str:
+    """`corrected` (the correction differs from the hypothesis; an empty one is the dataset
+    builder's to quarantine), `flagged` (marked wrong without a correction) or `confirmed` (the correction equals the hypothesis), after normalisation."""
+    if corrected_text is not None and normalize(corrected_text) != normalize(hypothesis):
+        return "corrected"
+    return "flagged" if flagged else "confirmed"
+
+
+def event_row(event: FeedbackEvent, event_id: str, ingested_at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "prediction_id": event.prediction_id,
+        "corrected_text": event.corrected_text,
+        "flagged": event.flagged,
+        "event_time": event.event_time,
+        "source": event.source,
+        "ingested_at": ingested_at,
+    }

@@ -134,13 +134,14 @@ class CaptureWriter:
         while len(batch) < self.batch_size:
             remaining = deadline - time.monotonic()
             try:
-                item = (
-                    self._queue.get(timeout=max(remaining, 0.0))
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
+                if remaining > 0:  # in short waits, so that close() is heard at once
+                    item = self._queue.get(timeout=min(remaining, 0.1))
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                if remaining <= 0 or self._stop.is_set():
+                    break
+                continue
             batch.append(item)
         return batch
 

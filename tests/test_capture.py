@@ -1,0 +1,157 @@
+"""Capture at serving: a real serving process writes what it answered into the error store, on a
+directory and on the GCS emulator, survives a store it cannot reach (spill, then retry) and
+writes everything still queued when it gets SIGTERM."""
+
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stt_flywheel.config import CaptureSettings
+from stt_flywheel.data.audio import decode_audio, encode_wav, load_audio
+from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.manifest import Utterance
+from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.deployment.serving import ServingProcess, capture_env
+from stt_flywheel.storage.objectstore import read_uri
+
+
+def _prediction(i: int, audio: bytes | None = b"RIFF....WAVE") -> CapturedPrediction:
+    now = datetime.now(UTC)
+    return CapturedPrediction(new_prediction_id(now), now, "3", "stt", f"hyp {i}", {"i": str(i)}, 1.0, audio)
+
+
+def _balanced(c: dict[str, int]) -> bool:
+    """Every offered prediction is in one place (recovered ones are among the captured)."""
+    return (
+        c["offered"] == c["not_selected"] + c["dropped_overflow"] + c["queued"] + c["spilled"] + c["captured"]
+    )
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_unreachable_store_spills_then_retries(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = ErrorStore(root)
+    (root / "predictions").write_bytes(b"")  # a file where the store needs a directory: writes fail
+    writer = CaptureWriter(store, tmp_path / "spill", flush_interval_s=0.05, retry_interval_s=0.2)
+    for i in range(20):
+        assert writer.offer(_prediction(i))
+    _wait(lambda: writer.snapshot()["spilled"] == 20)
+    (root / "predictions").unlink()  # the store is back
+    _wait(lambda: writer.snapshot()["recovered"] == 20)
+    counters = writer.close()
+    assert counters["captured"] == 20 and counters["spilled"] == 0 and counters["write_failures"] >= 1
+    assert _balanced(counters)
+    assert sorted(store.predictions()["hypothesis"].to_pylist()) == sorted(f"hyp {i}" for i in range(20))
+    assert not list((tmp_path / "spill").iterdir())
+
+
+def test_spill_left_by_a_killed_process_is_written_by_the_next(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    store = ErrorStore(root)
+    (root / "predictions").write_bytes(b"")
+    first = CaptureWriter(store, tmp_path / "spill", flush_interval_s=0.05, retry_interval_s=3600)
+    for i in range(5):
+        first.offer(_prediction(i))
+    _wait(lambda: first.snapshot()["spilled"] == 5)
+    # the process dies here (no close); a new one starts on the same spill directory
+    (root / "predictions").unlink()
+    second = CaptureWriter(ErrorStore(root), tmp_path / "spill", flush_interval_s=0.05)
+    assert second.snapshot()["spilled"] == 5
+    _wait(lambda: second.snapshot()["recovered"] == 5)
+    second.close()
+    assert store.predictions().num_rows == 5
+
+
+def test_share_and_overflow_are_counted(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path / "store")
+    writer = CaptureWriter(store, tmp_path / "spill", share=0.5, seed=1, queue_size=5, flush_interval_s=5)
+    results = [writer.offer(_prediction(i)) for i in range(200)]
+    counters = writer.close()
+    assert counters["offered"] == 200
+    assert 60 < counters["not_selected"] < 140
+    assert counters["dropped_overflow"] > 0  # the queue holds 5 and the writer waits to fill a batch
+    assert counters["captured"] == sum(results) == store.predictions().num_rows
+    assert _balanced(counters)
+
+
+def test_audio_off_keeps_no_audio(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path / "store")
+    writer = CaptureWriter(store, tmp_path / "spill", audio=False)
+    writer.offer(_prediction(1))
+    writer.close()
+    assert store.predictions()["audio_uri"].to_pylist() == [None]
+    assert not (tmp_path / "store" / "audio").exists()
+
+
+@pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.gcs)])
+def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(tmp_path / "store") if request.param == "local" else request.getfixturevalue("gcs_bucket")
+
+
+def test_a_serving_process_captures_and_flushes_on_sigterm(
+    base_model_dir: Path, general_utts: list[Utterance], store_root: str, tmp_path: Path
+) -> None:
+    # a long flush interval: what reaches the store does so because SIGTERM flushed the queue
+    settings = CaptureSettings(flush_interval_s=600, batch_size=1000, spill_dir=tmp_path / "spill")
+    env = capture_env(store_root, settings, version=4, endpoint="stt")
+    server = ServingProcess(str(base_model_dir), env=env, batch=3)
+    utts = general_utts[:6]
+    audios = [load_audio(u.audio).samples for u in utts]
+    try:
+        answers = server.predict(audios, [{"speaker": u.speaker or "", "domain": "general"} for u in utts])
+        health = server.health()
+    finally:
+        code = server.stop()
+    assert code in (0, -signal.SIGTERM), server.log()  # uvicorn re-raises the signal once it has shut down
+    assert health["model_version"] == "4" and health["capture"]["queued"] == 6
+    assert [a["model_version"] for a in answers] == ["4"] * 6
+    assert len({a["prediction_id"] for a in answers}) == 6
+    store = ErrorStore(store_root)
+    stored = {r["prediction_id"]: r for r in store.predictions().to_pylist()}
+    assert set(stored) == {a["prediction_id"] for a in answers}
+    for answer, utt, audio in zip(answers, utts, audios, strict=True):
+        row = stored[answer["prediction_id"]]
+        assert row["hypothesis"] == answer["transcript"]
+        assert (row["model_version"], row["endpoint"]) == ("4", "stt")
+        assert dict(row["metadata"]) == {"speaker": utt.speaker or "", "domain": "general"}
+        assert row["duration_s"] == pytest.approx(len(audio) / 16000, abs=1e-3)
+        kept = read_uri(row["audio_uri"])
+        assert kept == encode_wav(audio)  # the bytes the caller sent
+        assert decode_audio(kept).samples.shape == audio.shape
+    assert "capture: closed with" in server.log()
+
+
+def test_a_serving_process_survives_an_unreachable_store(
+    base_model_dir: Path, general_utts: list[Utterance], tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    ErrorStore(root)
+    (root / "predictions").write_bytes(b"")
+    settings = CaptureSettings(flush_interval_s=0.1, retry_interval_s=0.5, spill_dir=tmp_path / "spill")
+    server = ServingProcess(
+        str(base_model_dir), env=capture_env(str(root), settings, version=1, endpoint="stt")
+    )
+    audios = [load_audio(u.audio).samples for u in general_utts[:4]]
+    try:
+        answers = server.predict(audios)  # answered although the store is down
+        assert len(answers) == 4
+        _wait(lambda: server.health()["capture"]["spilled"] == 4)
+        (root / "predictions").unlink()
+        _wait(lambda: server.health()["capture"]["recovered"] == 4)
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM), server.log()
+    assert set(ErrorStore(root).predictions()["prediction_id"].to_pylist()) == {
+        a["prediction_id"] for a in answers
+    }
+    assert "spilled" in server.log()

@@ -25,6 +25,8 @@ from stt_flywheel.scoring.alignment import Alignment
 Counts = Sequence[int] | np.ndarray
 
 __all__ = [
+    "RatioInterval",
+    "bootstrap_ratio",
     "Alternative",
     "BootstrapInterval",
     "PairedTest",
@@ -296,3 +298,43 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[idx]))
         adjusted[idx] = running
     return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """A ratio of sums over units (errors / words, corrected / requests) with a percentile
+    bootstrap interval from resampling the units."""
+
+    value: float
+    low: float
+    high: float
+    units: int
+    confidence: float = 0.95
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bootstrap_ratio(
+    numerators: Counts,
+    denominators: Counts,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> RatioInterval:
+    """sum(numerators) / sum(denominators), and its interval; NaN where the denominator is 0."""
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    n = len(num)
+    if n == 0 or den.sum() == 0:
+        return RatioInterval(math.nan, math.nan, math.nan, n, confidence)
+    value = float(num.sum() / den.sum())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    ratios = ratios[np.isfinite(ratios)]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [tail, 1 - tail]) if len(ratios) else (math.nan, math.nan)
+    return RatioInterval(value, float(low), float(high), n, confidence)

@@ -1,0 +1,1 @@
+"""After deployment: live quality per version from captured traffic and feedback, and the status view."""

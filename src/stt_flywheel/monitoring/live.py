@@ -1,0 +1,239 @@
+"""Live quality per model version: what users said about the traffic each version served.
+
+For the predictions a version made in a window, joined to their latest feedback:
+
+- `requests`; `labeled` (with feedback) and their share;
+- `pending`: predictions younger than `feedback.label_window` that have no feedback yet. Feedback
+  may still come for them, so they are left out of the rates' denominators, never counted as right;
+- `correction_rate` and `flag_rate`: corrected (the correction differs from the hypothesis) and
+  flagged-only predictions over the requests that are not pending;
+- live `wer` / `cer`: hypothesis against the correction (sclite-exact counts, the validation
+  normaliser) over the predictions whose feedback carries a transcript, confirmed ones included.
+
+Each rate has a percentile bootstrap interval over predictions. Selection bias: only predictions a
+user chose to correct or confirm have a reference, and users correct what they notice is wrong, so
+live WER describes the corrected traffic, not all of it; read it beside the correction rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stt_flywheel.data.error_store import ErrorStore, Resolution
+from stt_flywheel.scoring.corpus import score_corpus
+from stt_flywheel.scoring.stats import RatioInterval, bootstrap_ratio
+from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER
+
+__all__ = ["SELECTION_BIAS", "LiveQuality", "daily_trend", "live_quality"]
+
+SELECTION_BIAS = (
+    "Live WER and CER are measured only on predictions whose feedback carries a transcript; users "
+    "correct what they notice is wrong, so these figures describe the corrected traffic, not all of "
+    "it. Read them beside the correction rate, which is over all requests that are not pending."
+)
+
+
+@dataclass
+class LiveQuality:
+    version: str
+    start: datetime | None
+    end: datetime
+    requests: int = 0
+    labeled: int = 0
+    pending: int = 0
+    corrected: int = 0
+    flagged: int = 0
+    confirmed: int = 0
+    scored: int = 0  # predictions with a reference transcript (corrected or confirmed by text)
+    feedback_share: RatioInterval | None = None
+    correction_rate: RatioInterval | None = None
+    flag_rate: RatioInterval | None = None
+    wer: RatioInterval | None = None
+    cer: RatioInterval | None = None
+    slices: dict[str, dict[str, LiveQuality]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("slices",) and not isinstance(v, RatioInterval)
+        }
+        for name in ("feedback_share", "correction_rate", "flag_rate", "wer", "cer"):
+            value = getattr(self, name)
+            out[name] = value.as_dict() if value is not None else None
+        out["slices"] = {
+            key: {value: q.as_dict() for value, q in groups.items()} for key, groups in self.slices.items()
+        }
+        return out
+
+
+@dataclass
+class _Row:
+    version: str
+    predicted_at: datetime
+    hypothesis: str
+    metadata: dict[str, str]
+    kind: str | None  # corrected / flagged / confirmed / None (no feedback)
+    reference: str | None
+
+
+def _measure(
+    version: str,
+    rows: Sequence[_Row],
+    *,
+    start: datetime | None,
+    end: datetime,
+    now: datetime,
+    label_window: timedelta,
+    normalizer: str,
+    resamples: int,
+    seed: int,
+) -> LiveQuality:
+    q = LiveQuality(version, start, end, requests=len(rows))
+    settled = []
+    for r in rows:
+        if r.kind is None and r.predicted_at > now - label_window:
+            q.pending += 1
+            continue
+        settled.append(r)
+    q.labeled = sum(r.kind is not None for r in rows)
+    q.corrected = sum(r.kind == "corrected" for r in rows)
+    q.flagged = sum(r.kind == "flagged" for r in rows)
+    q.confirmed = sum(r.kind == "confirmed" for r in rows)
+    ones = [1] * len(settled)
+    q.feedback_share = bootstrap_ratio(
+        [r.kind is not None for r in rows], [1] * len(rows), resamples=resamples, seed=seed
+    )
+    q.correction_rate = bootstrap_ratio(
+        [r.kind == "corrected" for r in settled], ones, resamples=resamples, seed=seed
+    )
+    q.flag_rate = bootstrap_ratio(
+        [r.kind == "flagged" for r in settled], ones, resamples=resamples, seed=seed
+    )
+    scored = [r for r in rows if r.reference is not None]
+    q.scored = len(scored)
+    if scored:
+        _, utts = score_corpus(
+            [r.reference or "" for r in scored], [r.hypothesis for r in scored], normalizer
+        )
+        q.wer = bootstrap_ratio(
+            [u.word_errors for u in utts], [u.ref_words for u in utts], resamples=resamples, seed=seed
+        )
+        q.cer = bootstrap_ratio(
+            [u.char_errors for u in utts], [u.ref_chars for u in utts], resamples=resamples, seed=seed
+        )
+    else:
+        q.wer = q.cer = RatioInterval(math.nan, math.nan, math.nan, 0)
+    return q
+
+
+def _rows(store: ErrorStore, start: datetime | None, end: datetime, now: datetime) -> list[_Row]:
+    predictions = store.predictions(start, end)
+    ids = predictions["prediction_id"].to_pylist()
+    labels: Resolution = store.resolve(store.feedback_for(ids, upto=now), now=now)
+    out = []
+    for p in predictions.to_pylist():
+        pid = p["prediction_id"]
+        kind = labels.kind(pid)
+        event = labels.applied.get(pid)
+        reference = event["corrected_text"] if event is not None else None
+        out.append(
+            _Row(
+                p["model_version"] or "unknown",
+                p["predicted_at"],
+                p["hypothesis"],
+                dict(p["metadata"] or []),
+                kind,
+                reference if kind in ("corrected", "confirmed") else None,
+            )
+        )
+    return out
+
+
+def live_quality(
+    store: ErrorStore,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    now: datetime | None = None,
+    label_window: timedelta = timedelta(hours=24),
+    normalizer: str = DEFAULT_SCORING_NORMALIZER,
+    slice_by: Sequence[str] = (),
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, LiveQuality]:
+    """Live quality of each version over the predictions it made in [start, end)."""
+    now = now or datetime.now(UTC)
+    end = end or now
+    by_version: dict[str, list[_Row]] = defaultdict(list)
+    for row in _rows(store, start, end, now):
+        by_version[row.version].append(row)
+    kwargs = {
+        "start": start,
+        "end": end,
+        "now": now,
+        "label_window": label_window,
+        "normalizer": normalizer,
+        "resamples": resamples,
+        "seed": seed,
+    }
+    out = {}
+    for version, rows in sorted(by_version.items()):
+        quality = _measure(version, rows, **kwargs)  # type: ignore[arg-type]
+        for key in slice_by:
+            groups: dict[str, list[_Row]] = defaultdict(list)
+            for r in rows:
+                groups[r.metadata.get(key, "")].append(r)
+            quality.slices[key] = {
+                value: _measure(version, g, **kwargs)  # type: ignore[arg-type]
+                for value, g in sorted(groups.items())
+            }
+        out[version] = quality
+    return out
+
+
+def daily_trend(
+    store: ErrorStore,
+    *,
+    days: int = 14,
+    now: datetime | None = None,
+    label_window: timedelta = timedelta(hours=24),
+    normalizer: str = DEFAULT_SCORING_NORMALIZER,
+) -> list[dict[str, Any]]:
+    """Per day (UTC) and version: requests, correction rate and live WER, oldest day first."""
+    now = now or datetime.now(UTC)
+    first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = _rows(store, first, now, now)
+    groups: dict[tuple[str, str], list[_Row]] = defaultdict(list)
+    for r in rows:
+        groups[(r.predicted_at.date().isoformat(), r.version)].append(r)
+    out = []
+    for (day, version), group in sorted(groups.items()):
+        q = _measure(
+            version,
+            group,
+            start=None,
+            end=now,
+            now=now,
+            label_window=label_window,
+            normalizer=normalizer,
+            resamples=200,
+            seed=0,
+        )
+        out.append(
+            {
+                "day": day,
+                "version": version,
+                "requests": q.requests,
+                "pending": q.pending,
+                "correction_rate": q.correction_rate.value if q.correction_rate else math.nan,
+                "wer": q.wer.value if q.wer else math.nan,
+                "scored": q.scored,
+            }
+        )
+    return out

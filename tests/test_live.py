@@ -1,0 +1,93 @@
+"""Live quality per version, checked against a case counted by hand."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from records import T0
+
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.monitoring.live import daily_trend, live_quality
+
+# (hypothesis, feedback, age, version, domain); feedback: a correction, "FLAG", or None
+CASES = [
+    ("take two ibuprofen daily", "take two ibuprofen tablets daily", 48, "1", "pharmacy"),  # 1 D / 5 words
+    ("call the farmacy", "call the pharmacy", 48, "1", "pharmacy"),  # 1 S / 3
+    ("hello world", "hello world", 48, "1", "general"),  # confirmed, 0 / 2
+    ("see you", "FLAG", 48, "1", "general"),
+    ("one", None, 48, "1", "general"),
+    ("two", None, 47, "1", "general"),
+    ("three", None, 46, "1", "general"),
+    ("four", None, 1, "1", "general"),  # young, no feedback yet: pending
+    ("five", None, 1, "1", "general"),  # pending
+    ("go home now", "go home", 1, "1", "general"),  # young but already corrected: 1 I / 2
+    ("a b", "a c", 30, "2", "general"),
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ErrorStore:
+    store = ErrorStore(tmp_path)
+    preds, events = [], []
+    for i, (hyp, feedback, age_h, version, domain) in enumerate(CASES):
+        at = T0 - timedelta(hours=age_h, seconds=i)
+        pid = new_prediction_id(at)
+        preds.append(
+            {
+                "prediction_id": pid,
+                "predicted_at": at,
+                "model_version": version,
+                "endpoint": "stt",
+                "hypothesis": hyp,
+                "metadata": {"domain": domain},
+                "duration_s": 1.0,
+                "audio_uri": None,
+                "audio_sha256": None,
+            }
+        )
+        if feedback == "FLAG":
+            events.append({"prediction_id": pid, "flagged": True, "event_time": T0.isoformat(), "source": "t"})
+        elif feedback is not None:
+            events.append({"prediction_id": pid, "corrected_text": feedback, "event_time": T0.isoformat(), "source": "t"})
+    store.write_predictions(preds, now=T0 - timedelta(hours=48))
+    store.ingest_feedback(events, now=T0 - timedelta(minutes=1))
+    return store
+
+
+def test_live_quality_matches_the_hand_count(store: ErrorStore) -> None:
+    quality = live_quality(
+        store, start=T0 - timedelta(days=3), now=T0, label_window=timedelta(hours=24), slice_by=["domain"]
+    )
+    v1 = quality["1"]
+    assert (v1.requests, v1.labeled, v1.pending) == (10, 5, 2)
+    assert (v1.corrected, v1.flagged, v1.confirmed, v1.scored) == (3, 1, 1, 4)
+    assert v1.feedback_share is not None and v1.feedback_share.value == pytest.approx(5 / 10)
+    # pending predictions are out of the denominator: 10 requests - 2 pending
+    assert v1.correction_rate is not None and v1.correction_rate.value == pytest.approx(3 / 8)
+    assert v1.flag_rate is not None and v1.flag_rate.value == pytest.approx(1 / 8)
+    # WER: (1 D + 1 S + 0 + 1 I) / (5 + 3 + 2 + 2) reference words
+    assert v1.wer is not None and v1.wer.value == pytest.approx(3 / 12)
+    # CER without spaces, after the normaliser writes "two" as "2": "tablets" deleted (7 of 26
+    # characters), ph→f (2/15), none (0/10), "now" inserted (3/6)
+    assert v1.cer is not None and v1.cer.value == pytest.approx(12 / 57)
+    assert v1.wer.low <= v1.wer.value <= v1.wer.high and v1.wer.units == 4
+    pharmacy = v1.slices["domain"]["pharmacy"]
+    assert (pharmacy.requests, pharmacy.corrected) == (2, 2)
+    assert pharmacy.wer is not None and pharmacy.wer.value == pytest.approx(2 / 8)
+    v2 = quality["2"]
+    assert (v2.requests, v2.corrected) == (1, 1) and v2.wer is not None and v2.wer.value == pytest.approx(0.5)
+
+
+def test_a_window_reads_only_its_traffic(store: ErrorStore) -> None:
+    recent = live_quality(store, start=T0 - timedelta(hours=12), now=T0)
+    assert set(recent) == {"1"} and recent["1"].requests == 3 and recent["1"].pending == 2
+
+
+def test_daily_trend(store: ErrorStore) -> None:
+    trend = daily_trend(store, days=4, now=T0)
+    by = {(t["day"], t["version"]): t for t in trend}
+    assert by[("2026-10-30", "1")]["requests"] == 7
+    assert by[("2026-10-30", "1")]["correction_rate"] == pytest.approx(2 / 7)
+    assert by[("2026-10-30", "1")]["wer"] == pytest.approx(2 / 10)
+    assert by[("2026-11-01", "1")]["pending"] == 2

@@ -47,9 +47,18 @@ def store(tmp_path: Path) -> ErrorStore:
             }
         )
         if feedback == "FLAG":
-            events.append({"prediction_id": pid, "flagged": True, "event_time": T0.isoformat(), "source": "t"})
+            events.append(
+                {"prediction_id": pid, "flagged": True, "event_time": T0.isoformat(), "source": "t"}
+            )
         elif feedback is not None:
-            events.append({"prediction_id": pid, "corrected_text": feedback, "event_time": T0.isoformat(), "source": "t"})
+            events.append(
+                {
+                    "prediction_id": pid,
+                    "corrected_text": feedback,
+                    "event_time": T0.isoformat(),
+                    "source": "t",
+                }
+            )
     store.write_predictions(preds, now=T0 - timedelta(hours=48))
     store.ingest_feedback(events, now=T0 - timedelta(minutes=1))
     return store

@@ -13,6 +13,7 @@ from flywheel_pipelines.cli.data import base_app, errors_app
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
 from flywheel_pipelines.cli.registry import registry_app, serve
 from flywheel_pipelines.cli.scoring import compare, score
+from flywheel_pipelines.cli.store import errors_export, feedback_app, status, store_app
 from stt_flywheel.errors import FlywheelError
 
 __all__ = ["app", "main"]
@@ -32,7 +33,11 @@ app.command()(submit)
 app.command()(score)
 app.command()(compare)
 app.add_typer(registry_app, name="registry")
+app.command()(status)
+errors_app.command("export")(errors_export)
 app.add_typer(errors_app, name="errors")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(store_app, name="store")
 app.add_typer(base_app, name="base-model")
 app.add_typer(template_app, name="template")
 app.add_typer(schedule_app, name="schedule")

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ValidationError
 
+from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.records import (
     FEEDBACK_SCHEMA,
     PREDICTION_SCHEMA,
@@ -65,6 +66,7 @@ __all__ = [
     "IngestResult",
     "QuarantineEntry",
     "Resolution",
+    "open_error_store",
     "prediction_hour",
 ]
 
@@ -558,6 +560,79 @@ class ErrorStore:
             for line in found.data.splitlines():
                 yield orjson.loads(line)
 
+    def stats(self, since: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
+        """Counts over the whole store (reads the feedback and the predictions' id column)."""
+        now = now or _now()
+        events = self.feedback(upto=now)
+        resolution = self.resolve(events, now=now)
+        rejected = Counter(q["stream"] for q in self.quarantine())
+        arrived = (
+            events.filter(pc.greater(events["ingested_at"], pa.scalar(since, events["ingested_at"].type)))
+            if since
+            else events
+        )
+        kinds = Counter(resolution.kind(pid) for pid in resolution.applied)
+        return {
+            "predictions": self.predictions(columns=["prediction_id"]).num_rows,
+            "feedback_events": {
+                "read": events.num_rows + rejected.get("feedback", 0),
+                **{state: resolution.counts[state] for state in FEEDBACK_STATES},
+                "rejected_at_ingest": rejected.get("feedback", 0),
+            },
+            "labels": {k: kinds.get(k, 0) for k in ("corrected", "flagged", "confirmed")},
+            "records_rejected_at_ingest": rejected.get("records", 0),
+            "since_watermark": {"watermark": since, "feedback_events": arrived.num_rows},
+        }
+
+    def export(
+        self,
+        *,
+        since: datetime | None = None,
+        version: str | None = None,
+        now: datetime | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Stored predictions (made at or after `since`, of `version`), each with its latest
+        feedback and how many events it had; one hour partition at a time."""
+        now = now or _now()
+        resolution = self.resolve(self.feedback(upto=now), now=now)
+        counts = Counter(r["prediction_id"] for r in self.feedback(upto=now).to_pylist())
+        hours = sorted({h for h, _ in self._files("predictions", since)})
+        for hour in hours:
+            table = self.predictions(max(hour, since) if since else hour, hour + timedelta(hours=1))
+            if version is not None:
+                table = table.filter(pc.equal(table["model_version"], version))
+            for row in table.sort_by("predicted_at").to_pylist():
+                pid = row["prediction_id"]
+                event = resolution.applied.get(pid)
+                row["metadata"] = dict(row["metadata"] or [])
+                row["feedback"] = (
+                    {
+                        k: event[k]
+                        for k in ("corrected_text", "flagged", "event_time", "source", "ingested_at")
+                    }
+                    if event is not None
+                    else None
+                )
+                row["label"] = (
+                    feedback_kind(row["hypothesis"], event["corrected_text"], event["flagged"])
+                    if event
+                    else None
+                )
+                row["feedback_events"] = counts.get(pid, 0)
+                yield row
+
+    def export_quarantine(self, now: datetime | None = None) -> Iterator[dict[str, Any]]:
+        """Lines rejected at ingest, then feedback events whose prediction never arrived."""
+        yield from self.quarantine()
+        now = now or _now()
+        for event in self.resolve(self.feedback(upto=now), now=now).quarantined:
+            yield {
+                "stream": "feedback",
+                "reason": "unknown_prediction",
+                "detail": f"no prediction {event['prediction_id']} within {self.pending_horizon} of the event's arrival",
+                "event": event,
+            }
+
     # -- maintenance ---------------------------------------------------------------------------
 
     def compact(self, now: datetime | None = None, min_files: int = 2) -> CompactResult:
@@ -612,3 +687,9 @@ def _lines(path: str | Path) -> list[bytes]:
     if not path.is_file():
         raise InputNotFound(f"no such file: {path}")
     return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def open_error_store(config: FlywheelConfig) -> ErrorStore:
+    """The configured error store."""
+    assert config.paths.error_store
+    return ErrorStore(config.paths.error_store, pending_horizon=config.feedback.pending_horizon)

@@ -23,7 +23,7 @@ from stt_flywheel.data.dataset import (
     protected_hashes,
     publish_dataset,
 )
-from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.deployment.registry import ModelVersion
 from stt_flywheel.deployment.strategies import DeployOutcome, promote_candidate, replace_deployment
@@ -98,7 +98,7 @@ def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | Non
     assert config.paths.error_store
     production = _production(config)
     decision = check_trigger(
-        ErrorStore(config.paths.error_store),
+        open_error_store(config),
         config.trigger,
         production_watermark=production.watermark if production else None,
         last_deployed_at=open_endpoint(config).last_deployed_at(),
@@ -122,7 +122,7 @@ def stage_build_dataset(
     if config.validation.eval_manifest:
         protected_sources.append(config.validation.eval_manifest)
     manifest = build_dataset(
-        ErrorStore(config.paths.error_store),
+        open_error_store(config),
         out_dir,
         config.dataset,
         watermark=datetime.fromisoformat(watermark) if watermark else None,

@@ -1,0 +1,147 @@
+"""The status view as one self-contained HTML page: tables, and each version's live WER and
+correction rate by day as inline SVG (the same page rules as the stage reports)."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from stt_flywheel.evaluation.reports import _figure, _page, _plt, _svg, _table
+from stt_flywheel.storage.files import atomic_write_text
+
+__all__ = ["status_html", "write_status_page"]
+
+
+def _interval(value: dict[str, Any] | None) -> str:
+    if not value or value["value"] is None or math.isnan(value["value"]):
+        return "–"
+    return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
+
+
+def trend_plot(trend: list[dict[str, Any]]) -> str:
+    """Two panels, one line per version: live WER and correction rate by day."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for point in trend:
+        series[point["version"]].append(point)
+    for version, points in sorted(series.items()):
+        days = [p["day"][5:] for p in points]
+        axes[0].plot(days, [p["wer"] for p in points], "o-", label=f"v{version}")
+        axes[1].plot(days, [p["correction_rate"] for p in points], "o-", label=f"v{version}")
+    axes[0].set_ylabel("live WER (corrected predictions)")
+    axes[1].set_ylabel("correction rate")
+    for ax in axes:
+        ax.set_xlabel("day (UTC)")
+        ax.tick_params(axis="x", rotation=45)
+        if series:
+            ax.legend()
+    return _svg(fig)
+
+
+def status_html(view: dict[str, Any]) -> str:
+    st = view["store"]
+    fb = st["feedback_events"]
+    parts = [f"<p class='meta'>checked at {html.escape(str(view['checked_at']))}</p>"]
+    parts.append("<h2>Error store</h2>")
+    parts.append(
+        _table(
+            [
+                "predictions",
+                "feedback read",
+                "applied",
+                "superseded",
+                "duplicates",
+                "pending",
+                "quarantined",
+                "since watermark",
+            ],
+            [
+                (
+                    st["predictions"],
+                    fb["read"],
+                    fb["applied"],
+                    fb["superseded"],
+                    fb["duplicate"],
+                    fb["pending"],
+                    fb["quarantined"] + fb["rejected_at_ingest"],
+                    st["since_watermark"]["feedback_events"],
+                )
+            ],
+        )
+    )
+    trigger = view["trigger"]
+    parts.append(f"<h2>Trigger</h2><p>{html.escape(trigger['summary'])}</p>")
+    parts.append(
+        _table(
+            ["check", "value", "threshold", "passed"],
+            [
+                (c["name"], c["value"], c["threshold"], "yes" if c["passed"] else "no")
+                for c in trigger["checks"]
+            ],
+        )
+    )
+    parts.append("<h2>Versions</h2>")
+    rows = []
+    for v in view["registry"]["versions"]:
+        live = v["live"] or {}
+        rows.append(
+            (
+                v["version"],
+                ", ".join(v["aliases"]) or "–",
+                v["traffic"] if v["traffic"] is not None else "–",
+                v["offline"].get("wer", "–"),
+                live.get("requests", 0),
+                live.get("pending", 0),
+                _interval(live.get("feedback_share")),
+                _interval(live.get("correction_rate")),
+                _interval(live.get("flag_rate")),
+                _interval(live.get("wer")),
+                _interval(live.get("cer")),
+            )
+        )
+    parts.append(
+        _table(
+            [
+                "version",
+                "aliases",
+                "traffic %",
+                "offline WER",
+                "requests",
+                "pending",
+                "with feedback",
+                "correction rate",
+                "flag rate",
+                "live WER",
+                "live CER",
+            ],
+            rows,
+        )
+    )
+    parts.append(f"<p class='meta'>{html.escape(view['live']['selection_bias'])}</p>")
+    parts.append("<h2>Trend</h2>")
+    parts.append(_figure(trend_plot(view["trend"]), "Each version's live WER and correction rate by day."))
+    parts.append("<h2>Last runs</h2>")
+    parts.append(
+        _table(
+            ["run", "trigger", "dataset", "validation", "regression", "deploy"],
+            [
+                (
+                    r["run_id"],
+                    *(
+                        r["stages"][k] or "–"
+                        for k in ("trigger", "dataset", "validation", "regression", "deploy")
+                    ),
+                )
+                for r in view["runs"]
+            ],
+        )
+    )
+    return _page("stt-flywheel status", "".join(parts))
+
+
+def write_status_page(view: dict[str, Any], path: str | Path) -> None:
+    atomic_write_text(path, status_html(view))

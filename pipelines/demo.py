@@ -12,6 +12,7 @@ from rich.table import Table
 from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.local_run import run_local
 from stt_flywheel.config import load_config
+from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.demo.scenario import (
     DEMO_MAX_STEPS,
     WorldSizes,
@@ -22,11 +23,12 @@ from stt_flywheel.demo.scenario import (
 )
 from stt_flywheel.demo.world import NEW_DOMAIN
 from stt_flywheel.deployment.backends import open_endpoint
+from stt_flywheel.monitoring.live import live_quality
 from stt_flywheel.run.ledger import summarize_run
 from stt_flywheel.run.stages import bootstrap_registry
 from stt_flywheel.storage.files import atomic_write_json
 
-__all__ = ["print_summary", "run_demo"]
+__all__ = ["print_feedback", "print_live", "print_summary", "run_demo"]
 
 
 def run_demo(
@@ -60,12 +62,22 @@ def run_demo(
                 )
                 config = load_config(config_path)
             traffic = simulate_traffic(config, manifests, world_dir, endpoint=endpoint)
-        url = endpoint.server_url(traffic["served_by_version"])
-    via = f" over HTTP by the serving process at {url}" if url else ""
+        urls = [endpoint.server_url(v) for v in traffic["served_by_version"]]
+    via = f" over HTTP by the serving process at {', '.join(u for u in urls if u)}" if any(urls) else ""
+    versions = ", ".join(f"v{v}" for v in traffic["served_by_version"])
     console.print(
-        f"Traffic: {traffic['utterances']} utterances served by v{traffic['served_by_version']}{via}, "
-        f"{traffic['wrong']} wrong and corrected by users (error store: {config.paths.error_store})."
+        f"Traffic: {traffic['utterances']} requests served by {versions}{via}; {traffic['captured']} captured "
+        f"with their audio into the error store ({config.paths.error_store}); {traffic['wrong']} transcripts wrong."
     )
+    print_feedback(traffic, console)
+    live = live_quality(
+        open_error_store(config),
+        label_window=config.feedback.label_window,
+        normalizer=config.validation.normalizer,
+        slice_by=["domain"],
+    )
+    traffic["live_before"] = {v: q.as_dict() for v, q in live.items()}
+    print_live(traffic["live_before"], console)
     package = compile_pipeline(work_dir / "pipeline.yaml")
     console.print(f"Compiled pipeline: {package}. Running it with kfp.local (SubprocessRunner)…")
     pipeline_started = time.perf_counter()
@@ -85,6 +97,53 @@ def run_demo(
     print_summary(summary, console)
     console.print(f"\nSummary written to {work_dir / 'summary.json'}")
     return summary
+
+
+def print_feedback(traffic: dict[str, Any], console: Console) -> None:
+    for name, batch in zip(("Feedback", "Late feedback"), traffic["feedback"], strict=True):
+        states = ", ".join(f"{k} {v}" for k, v in batch["states"].items() if v)
+        console.print(f"{name}: {batch['read']} events by prediction id — {states}.")
+    legacy = traffic["legacy_import"]
+    console.print(
+        f"Older combined log (errors ingest): {legacy['read']} records, {legacy['accepted']} accepted "
+        f"with {legacy['feedback_events']} corrections."
+    )
+
+
+def _interval(x: dict[str, Any] | None) -> str:
+    if not x or x["value"] != x["value"]:
+        return "—"
+    return f"{x['value']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
+
+
+def print_live(live: dict[str, Any], console: Console) -> None:
+    table = Table(title="Live quality before the run (captured traffic + feedback, 95 % bootstrap intervals)")
+    for col in (
+        "version",
+        "slice",
+        "requests",
+        "with feedback",
+        "correction rate",
+        "flag rate",
+        "live WER",
+        "live CER",
+    ):
+        table.add_column(col)
+    for version, q in live.items():
+        rows = [("all", q)] + [(f"domain={k}", s) for k, s in q["slices"].get("domain", {}).items()]
+        for name, r in rows:
+            table.add_row(
+                f"v{version}",
+                name,
+                str(r["requests"]),
+                str(r["labeled"]),
+                _interval(r["correction_rate"]),
+                _interval(r["flag_rate"]),
+                _interval(r["wer"]),
+                _interval(r["cer"]),
+            )
+    console.print(table)
+    console.print("Live WER is over the corrected predictions only (what users chose to correct).")
 
 
 def _f(x: Any) -> str:

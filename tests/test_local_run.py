@@ -45,7 +45,8 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     with open_endpoint(config).served() as endpoint:  # as in the demo: over HTTP, a serving process
         traffic = simulate_traffic(config, world, tmp_path, endpoint=endpoint)
         assert endpoint.server_url(1) is not None
-    assert traffic["ingest"]["accepted"] > 40
+    assert traffic["captured"] == traffic["utterances"]
+    assert sum(b["states"]["applied"] for b in traffic["feedback"]) > 40
     assert traffic["error_rate_by_domain"]["pharmacy"] > traffic["error_rate_by_domain"]["general"]
     package = compile_pipeline(tmp_path / "pipeline.yaml")
     registry = open_registry(config)
@@ -168,12 +169,9 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     assert gcs_config.paths.error_store == f"{gcs_bucket}/flywheel/error-store"
 
     outcomes = []
-    for name, path, config, audio_store in (
-        ("local", local_path, local_config, None),
-        ("gcs", gcs_uri, gcs_config, f"{gcs_bucket}/audio"),
-    ):
+    for name, path, config in (("local", local_path, local_config), ("gcs", gcs_uri, gcs_config)):
         bootstrap_registry(config)
-        simulate_traffic(config, world, tmp_path / name, audio_store=audio_store)
+        simulate_traffic(config, world, tmp_path / name)
         cfg, run_id = run_local(path)
         outcomes.append(_outcome(summarize_run(cfg, run_id, new_domain="pharmacy")))
     assert outcomes[0] == outcomes[1]
@@ -183,8 +181,9 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     registry = open_registry(gcs_config)
     v2 = registry.get(2)
     assert v2.uri == f"{gcs_bucket}/flywheel/models/{registry.model}/v2"
-    records = ErrorStore(gcs_config.paths.error_store)
-    assert all(r.audio_uri.startswith(f"{gcs_bucket}/audio/") for r in records.scan() if "bad-" not in r.id)
+    captured = ErrorStore(gcs_config.paths.error_store).predictions().to_pylist()
+    served = [p for p in captured if not p["prediction_id"].startswith("legacy-")]
+    assert served and all(p["audio_uri"].startswith(f"{gcs_bucket}/flywheel/error-store/audio/") for p in served)
     store = open_store(f"{gcs_bucket}/flywheel")
     keys = store.list()
     assert any(k.startswith(f"datasets/{v2.dataset_version}/data/") for k in keys)

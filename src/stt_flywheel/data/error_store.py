@@ -33,33 +33,36 @@ import contextlib
 import hashlib
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.records import (
     FEEDBACK_SCHEMA,
     PREDICTION_SCHEMA,
+    TIMESTAMP,
+    TRANSCRIPT_RECORD,
     FeedbackEvent,
-    TranscriptRecord,
     event_row,
     feedback_kind,
-    id_time,
+    id_ms,
 )
 from stt_flywheel.errors import InputNotFound
 from stt_flywheel.storage.objectstore import LocalStore, PreconditionFailed, join_uri, open_store
 
 __all__ = [
     "FEEDBACK_STATES",
+    "CLOCK_SKEW",
     "CompactResult",
     "ErrorStore",
     "FeedbackIngestResult",
@@ -70,6 +73,7 @@ __all__ = [
     "prediction_hour",
 ]
 
+CLOCK_SKEW = timedelta(hours=1)  # how much earlier than its prediction an event may seem to arrive
 FEEDBACK_STATES = ("applied", "superseded", "duplicate", "pending", "quarantined")
 STREAMS = {"predictions": PREDICTION_SCHEMA, "feedback": FEEDBACK_SCHEMA}
 
@@ -104,7 +108,8 @@ def _file_name(now: datetime, ext: str, tag: str = "") -> str:
 
 def prediction_hour(prediction_id: str, predicted_at: datetime) -> datetime:
     """The hour partition a prediction is stored under: its id's time for a UUIDv7 id."""
-    return _hour(id_time(prediction_id) or predicted_at)
+    ms = id_ms(prediction_id)
+    return _hour(datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else predicted_at)
 
 
 def _first_by(table: pa.Table, key: str) -> pa.Table:
@@ -240,15 +245,25 @@ class ErrorStore:
     def _files(
         self, stream: str, start: datetime | None = None, end: datetime | None = None, ext: str = ".parquet"
     ) -> list[tuple[datetime, str]]:
-        """(partition hour, key) of the stream's files whose hour h has start-hour <= h < end."""
+        """(partition hour, key) of the stream's files whose hour h has start-hour <= h < end.
+        With a start, only the days from it on are listed (one prefix each)."""
         lo = _hour(start) if start is not None else None
+        if lo is not None:
+            last = (end or _now() + timedelta(hours=1)) - timedelta(microseconds=1)
+            days = (last.date() - lo.date()).days + 1
+            if days <= 0:
+                return []
+            prefixes = [f"{stream}/date={(lo + timedelta(days=d)).date().isoformat()}/" for d in range(days)]
+        else:
+            prefixes = [f"{stream}/"]
         out = []
-        for key in self.store.list(f"{stream}/"):
-            hour = _partition_hour(key)
-            if hour is None or not key.endswith(ext) or not key.rsplit("/", 1)[-1].startswith("part-"):
-                continue
-            if (lo is None or hour >= lo) and (end is None or hour < end):
-                out.append((hour, key))
+        for prefix in prefixes:
+            for key in self.store.list(prefix):
+                hour = _partition_hour(key)
+                if hour is None or not key.endswith(ext) or not key.rsplit("/", 1)[-1].startswith("part-"):
+                    continue
+                if (lo is None or hour >= lo) and (end is None or hour < end):
+                    out.append((hour, key))
         return sorted(out)
 
     def _read(self, key: str, columns: Sequence[str] | None = None) -> pa.Table | None:
@@ -263,23 +278,67 @@ class ErrorStore:
             return None
         return pq.read_table(pa.BufferReader(found.data), columns=list(columns) if columns else None)
 
+    def _tables(
+        self, keys: Iterable[str], columns: Sequence[str] | None = None
+    ) -> Iterator[tuple[str, pa.Table]]:
+        """Each listed file's table. A file that a compaction removed after the listing is
+        replaced by the partition's files that were not listed (the merged one among them)."""
+        queue = list(keys)
+        seen = set(queue)
+        while queue:
+            key = queue.pop(0)
+            table = self._read(key, columns)
+            if table is not None:
+                yield key, table
+                continue
+            for other in self.store.list(key.rsplit("/", 1)[0] + "/"):
+                if (
+                    other not in seen
+                    and other.rsplit("/", 1)[-1].startswith("part-")
+                    and other.endswith(".parquet")
+                ):
+                    seen.add(other)
+                    queue.append(other)
+
+    def _matching(self, stream: str, keys: Iterable[str], wanted: pa.Array) -> list[pa.Table]:
+        """The rows whose prediction_id is in `wanted`: the id column of every file, the rest of
+        a file only where it matches."""
+        out = []
+        queue = list(keys)
+        while queue:
+            key = queue.pop(0)
+            for found_key, ids in self._tables([key], ["prediction_id"]):
+                mask = pc.is_in(ids["prediction_id"], value_set=wanted)
+                if not pc.any(mask).as_py():
+                    continue
+                full = self._read(found_key)
+                if full is None:  # merged away between the two reads: read the partition again
+                    queue.append(found_key)
+                    continue
+                out.append(full.cast(STREAMS[stream]).filter(mask))
+        return out
+
     def _read_many(self, stream: str, keys: Iterable[str], columns: Sequence[str] | None = None) -> pa.Table:
         schema = STREAMS[stream]
         if columns:
             schema = pa.schema([schema.field(c) for c in columns])
-        tables = [t for t in (self._read(k, columns) for k in keys) if t is not None]
+        tables = [t for _, t in self._tables(keys, columns)]
         if not tables:
             return schema.empty_table()
         return pa.concat_tables([t.cast(schema) for t in tables])
 
-    def _write(self, stream: str, table: pa.Table, hours: Sequence[datetime], now: datetime) -> list[str]:
-        """One new file per hour partition; returns their URIs."""
+    def _write(self, stream: str, table: pa.Table, hours: np.ndarray, now: datetime) -> list[str]:
+        """One new file per hour partition (`hours`: each row's hour since the epoch); returns their URIs."""
+        order = np.argsort(hours, kind="stable")
+        ordered = hours[order]
+        if len(order) and (order[1:] < order[:-1]).any():
+            table = table.take(pa.array(order))
+        starts = [0, *(np.flatnonzero(np.diff(ordered)) + 1).tolist()]
         written = []
-        hour_array = pa.array(hours, pa.timestamp("us", tz="UTC"))
-        for hour in sorted(set(hours)):
-            part = table.filter(pc.equal(hour_array, pa.scalar(hour, pa.timestamp("us", tz="UTC"))))
+        for start, stop in zip(starts, [*starts[1:], len(ordered)], strict=True):
+            hour = datetime.fromtimestamp(int(ordered[start]) * 3600, UTC)
             key = f"{stream}/{_partition(hour)}/{_file_name(now, 'parquet')}"
-            self.store.create(key, _parquet_bytes(part))
+            self.store.create(key, _parquet_bytes(table.slice(start, stop - start)))
             written.append(join_uri(self.root, key))
         return written
 
@@ -308,30 +367,30 @@ class ErrorStore:
             return []
         now = now or _now()
         table = pa.Table.from_pylist(
-            [{**r, "ingested_at": now, "metadata": list((r.get("metadata") or {}).items())} for r in rows],
+            [{**r, "ingested_at": now, "metadata": r.get("metadata") or {}} for r in rows],
             schema=PREDICTION_SCHEMA,
         )
-        hours = [prediction_hour(r["prediction_id"], r["predicted_at"]) for r in rows]
-        return self._write("predictions", table, hours, now)
+        return self._write("predictions", table, _hours(table), now)
 
+    @staticmethod
     def _parse(
-        self, rows: Iterable[Any], model: type[BaseModel], quarantined: list[QuarantineEntry]
+        rows: Iterable[Any], validate: Callable[[Any], Any], quarantined: list[QuarantineEntry]
     ) -> Iterator[tuple[int, Any]]:
+        """(line number, validated value) of each good row; the others are quarantined."""
         for lineno, row in enumerate(rows, 1):
-            raw = row if isinstance(row, str | bytes) else orjson.dumps(row, default=str).decode()
-            raw_text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            raw = isinstance(row, str | bytes)
             try:
-                data = orjson.loads(raw) if isinstance(row, str | bytes) else row
+                data = orjson.loads(row) if raw else row
             except orjson.JSONDecodeError as exc:
-                quarantined.append(QuarantineEntry(lineno, "invalid_json", str(exc), raw_text))
+                quarantined.append(QuarantineEntry(lineno, "invalid_json", str(exc), _text(row)))
                 continue
-            if not isinstance(data, dict):
-                quarantined.append(QuarantineEntry(lineno, "not_an_object", type(data).__name__, raw_text))
+            if type(data) is not dict:
+                quarantined.append(QuarantineEntry(lineno, "not_an_object", type(data).__name__, _text(row)))
                 continue
             try:
-                yield lineno, model.model_validate(data)
+                yield lineno, validate(data)
             except ValidationError as exc:
-                quarantined.append(QuarantineEntry(lineno, "invalid_record", _detail(exc), raw_text))
+                quarantined.append(QuarantineEntry(lineno, "invalid_record", _detail(exc), _text(row)))
 
     def ingest_feedback(self, rows: Iterable[Any], now: datetime | None = None) -> FeedbackIngestResult:
         """Append feedback events (dicts or raw JSON lines); invalid lines are quarantined with a
@@ -341,12 +400,17 @@ class ErrorStore:
         rows = list(rows)
         result.read = len(rows)
         events: list[dict[str, Any]] = []
-        for _, event in self._parse(rows, FeedbackEvent, result.quarantined):
-            events.append(event_row(event, _event_id(event), now))
+        for _, event in self._parse(rows, FeedbackEvent.model_validate, result.quarantined):
+            event_id = _event_id(
+                event.prediction_id, event.corrected_text, event.flagged, event.event_time, event.source
+            )
+            events.append(event_row(event, event_id, now))
         result.accepted = len(events)
         if events:
             table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
-            result.files = self._write("feedback", table, [now] * len(events), now)
+            result.files = self._write(
+                "feedback", table, np.full(len(events), _us(now) // 3_600_000_000), now
+            )
         self._quarantine("feedback", result.quarantined, now)
         if events:
             resolution = self.resolve_for({e["prediction_id"] for e in events}, now=now)
@@ -365,47 +429,64 @@ class ErrorStore:
     def ingest(self, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
         """Append combined records (a prediction with its correction or flag); bad lines are
         quarantined with a reason, an id repeated inside the batch is a duplicate. A record for a
-        prediction already stored adds its correction as a feedback event."""
+        prediction already stored adds its correction as a feedback event.
+
+        Column-wise: each line is checked by pydantic-core as a dict and lands in column lists,
+        so the cost stays near that of parsing the lines and writing Parquet."""
         now = now or _now()
         result = IngestResult()
         rows = list(rows)
         result.read = len(rows)
-        predictions: list[dict[str, Any]] = []
+        cols: dict[str, list[Any]] = {name: [] for name in PREDICTION_SCHEMA.names if name != "ingested_at"}
         events: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for _, rec in self._parse(rows, TranscriptRecord, result.quarantined):
-            assert isinstance(rec, TranscriptRecord)
-            if rec.id in seen:
+        for _, rec in self._parse(rows, TRANSCRIPT_RECORD.validate_python, result.quarantined):
+            pid = rec["id"]
+            if pid in seen:
                 result.duplicates += 1
                 continue
-            seen.add(rec.id)
-            result.accepted += 1
-            predictions.append(
-                {
-                    "prediction_id": rec.id,
-                    "predicted_at": rec.timestamp,
-                    "model_version": rec.model_version,
-                    "endpoint": None,
-                    "hypothesis": rec.hypothesis,
-                    "metadata": rec.metadata,
-                    "duration_s": None,
-                    "audio_uri": rec.audio_uri,
-                    "audio_sha256": None,
-                }
-            )
-            if rec.corrected_text is not None or rec.flagged:
-                event = FeedbackEvent(
-                    prediction_id=rec.id,
-                    corrected_text=rec.corrected_text,
-                    flagged=rec.flagged,
-                    event_time=rec.timestamp,
-                    source="errors-ingest",
+            seen.add(pid)
+            cols["prediction_id"].append(pid)
+            cols["predicted_at"].append(rec["timestamp"])
+            cols["model_version"].append(rec.get("model_version"))
+            cols["hypothesis"].append(rec["hypothesis"])
+            cols["metadata"].append(rec.get("metadata") or {})
+            cols["audio_uri"].append(rec["audio_uri"])
+            corrected, flagged = rec.get("corrected_text"), rec.get("flagged", False)
+            if corrected is not None or flagged:
+                events.append(
+                    {
+                        "event_id": _event_id(pid, corrected, flagged, rec["timestamp"], "errors-ingest"),
+                        "prediction_id": pid,
+                        "corrected_text": corrected,
+                        "flagged": flagged,
+                        "event_time": rec["timestamp"],
+                        "source": "errors-ingest",
+                        "ingested_at": now,
+                    }
                 )
-                events.append(event_row(event, _event_id(event), now))
-        result.files = self.write_predictions(predictions, now=now)
+        n = len(cols["prediction_id"])
+        result.accepted = n
+        if n:
+            arrays = {
+                "prediction_id": pa.array(cols["prediction_id"], pa.string()),
+                "predicted_at": pa.array(cols["predicted_at"], TIMESTAMP),
+                "model_version": pa.array(cols["model_version"], pa.string()),
+                "endpoint": pa.nulls(n, pa.string()),
+                "hypothesis": pa.array(cols["hypothesis"], pa.string()),
+                "metadata": pa.array(cols["metadata"], PREDICTION_SCHEMA.field("metadata").type),
+                "duration_s": pa.nulls(n, pa.float32()),
+                "audio_uri": pa.array(cols["audio_uri"], pa.string()),
+                "audio_sha256": pa.nulls(n, pa.string()),
+                "ingested_at": pa.array(np.full(n, _us(now), dtype="int64"), pa.int64()).cast(TIMESTAMP),
+            }
+            table = pa.table(arrays, schema=PREDICTION_SCHEMA)
+            result.files = self._write("predictions", table, _hours(table), now)
         if events:
             table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
-            result.files += self._write("feedback", table, [now] * len(events), now)
+            result.files += self._write(
+                "feedback", table, np.full(len(events), _us(now) // 3_600_000_000), now
+            )
         result.feedback_events = len(events)
         self._quarantine("records", result.quarantined, now)
         return result
@@ -444,22 +525,15 @@ class ErrorStore:
         ids = set(prediction_ids)
         if not ids:
             return PREDICTION_SCHEMA.empty_table()
-        hours = {prediction_hour(i, datetime.min.replace(tzinfo=UTC)) for i in ids if id_time(i) is not None}
-        other = any(id_time(i) is None for i in ids)
-        keys = [k for h, k in self._files("predictions") if other or h in hours]
-        wanted = pa.array(sorted(ids), pa.string())
-        tables = []
-        for key in keys:
-            id_col = self._read(key, ["prediction_id"])
-            if id_col is None:
-                continue
-            mask = pc.is_in(id_col["prediction_id"], value_set=wanted)
-            if pc.any(mask).as_py():
-                full = self._read(key)
-                if full is not None:
-                    tables.append(
-                        full.cast(PREDICTION_SCHEMA).filter(pc.is_in(full["prediction_id"], value_set=wanted))
-                    )
+        ms = [id_ms(i) for i in ids]
+        hours = {datetime.fromtimestamp(m // 3_600_000 * 3600, UTC) for m in ms if m is not None}
+        if any(m is None for m in ms):
+            keys = [k for _, k in self._files("predictions")]
+        else:
+            keys = [
+                k for h in sorted(hours) for _, k in self._files("predictions", h, h + timedelta(hours=1))
+            ]
+        tables = self._matching("predictions", keys, pa.array(sorted(ids), pa.string()))
         if not tables:
             return PREDICTION_SCHEMA.empty_table()
         return _first_by(pa.concat_tables(tables), "prediction_id")
@@ -480,28 +554,34 @@ class ErrorStore:
             )
         return table.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
 
-    def feedback_for(self, prediction_ids: Iterable[str], upto: datetime | None = None) -> pa.Table:
-        """Every event about these predictions (scans the feedback's id column)."""
+    def feedback_for(
+        self, prediction_ids: Iterable[str], upto: datetime | None = None, after: datetime | None = None
+    ) -> pa.Table:
+        """Every event about these predictions that arrived in (after, upto]; reads the id
+        column of those partitions, and the rest of a file only where it matches. Events arrive
+        after their prediction was made, so `after` a little before the earliest prediction
+        loses none."""
         wanted = pa.array(sorted(set(prediction_ids)), pa.string())
         if len(wanted) == 0:
             return FEEDBACK_SCHEMA.empty_table()
         end = _hour(upto) + timedelta(hours=1) if upto else None
-        tables = []
-        for _, key in self._files("feedback", None, end):
-            table = self._read(key)
-            if table is not None:
-                tables.append(
-                    table.cast(FEEDBACK_SCHEMA).filter(pc.is_in(table["prediction_id"], value_set=wanted))
-                )
+        tables = self._matching("feedback", [k for _, k in self._files("feedback", after, end)], wanted)
         table = pa.concat_tables(tables) if tables else FEEDBACK_SCHEMA.empty_table()
         if upto is not None:
             table = table.filter(
                 pc.less_equal(table["ingested_at"], pa.scalar(upto, table["ingested_at"].type))
             )
+        if after is not None:
+            table = table.filter(
+                pc.greater(table["ingested_at"], pa.scalar(after, table["ingested_at"].type))
+            )
         return table.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
 
-    def resolve(self, events: pa.Table, now: datetime | None = None) -> Resolution:
-        """Join events (every event of each prediction they name) to the visible predictions."""
+    def resolve(
+        self, events: pa.Table, now: datetime | None = None, predictions: pa.Table | None = None
+    ) -> Resolution:
+        """Join events (every event of each prediction they name) to the visible predictions
+        (`predictions` when the caller has read them already, else looked up)."""
         now = now or _now()
         rows = events.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")]).to_pylist()
         counts: Counter[str] = Counter()
@@ -512,10 +592,14 @@ class ErrorStore:
                 counts["duplicate"] += 1
             else:
                 first[row["event_id"]] = row
-        visible = {
-            r["prediction_id"]: r
-            for r in self.lookup({r["prediction_id"] for r in first.values()}).to_pylist()
-        }
+        named = {r["prediction_id"] for r in first.values()}
+        if predictions is None:
+            predictions = self.lookup(named)
+        else:
+            predictions = predictions.filter(
+                pc.is_in(predictions["prediction_id"], pa.array(sorted(named), pa.string()))
+            )
+        visible = {r["prediction_id"]: r for r in predictions.to_pylist()}
         by_prediction: dict[str, list[dict[str, Any]]] = {}
         for row in first.values():
             by_prediction.setdefault(row["prediction_id"], []).append(row)
@@ -540,7 +624,15 @@ class ErrorStore:
         return Resolution(states, counts, applied, visible, quarantined, first_arrival)
 
     def resolve_for(self, prediction_ids: Iterable[str], now: datetime | None = None) -> Resolution:
-        return self.resolve(self.feedback_for(prediction_ids, upto=now), now=now)
+        """Every event about these predictions, joined. Events arrive after their prediction was
+        made: those that arrived before the earliest visible one (less an hour of clock skew) are
+        not read, unless some prediction is not visible yet."""
+        ids = set(prediction_ids)
+        predictions = self.lookup(ids)
+        after = None
+        if predictions.num_rows == len(ids) and predictions.num_rows:
+            after = pc.min(predictions["predicted_at"]).as_py() - CLOCK_SKEW
+        return self.resolve(self.feedback_for(ids, upto=now, after=after), now=now, predictions=predictions)
 
     def errors(self, upto: datetime | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
         """(prediction, its latest event, kind) for each prediction whose latest feedback that
@@ -674,12 +766,35 @@ class ErrorStore:
         return result
 
 
-def _event_id(event: FeedbackEvent) -> str:
+def _event_id(
+    prediction_id: str, corrected_text: str | None, flagged: bool, event_time: datetime, source: str
+) -> str:
     """The same event sent twice has the same id; any difference makes another event."""
     body = orjson.dumps(
-        [event.prediction_id, event.corrected_text, event.flagged, event.event_time.isoformat(), event.source]
+        [prediction_id, corrected_text, flagged, event_time.astimezone(UTC).isoformat(), source]
     )
     return hashlib.sha256(body).hexdigest()[:32]
+
+
+def _us(t: datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+def _hours(table: pa.Table) -> np.ndarray:
+    """Each prediction's partition: the hour in its UUIDv7 id, else the hour of `predicted_at`."""
+    at_hours = table["predicted_at"].cast(pa.int64()).to_numpy() // 3_600_000_000
+    out = np.asarray(at_hours, dtype=np.int64).copy()
+    for i, pid in enumerate(table["prediction_id"].to_pylist()):
+        ms = id_ms(pid)
+        if ms is not None:
+            out[i] = ms // 3_600_000
+    return out
+
+
+def _text(row: Any) -> str:
+    if isinstance(row, bytes):
+        return row.decode(errors="replace")
+    return row if isinstance(row, str) else orjson.dumps(row, default=str).decode()
 
 
 def _lines(path: str | Path) -> list[bytes]:

@@ -12,22 +12,35 @@ time in milliseconds, so the store finds a prediction's hour partition from its 
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, NotRequired
 
 import pyarrow as pa
 import uuid6
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from typing_extensions import TypedDict
 
 from stt_flywheel.scoring.text import normalize
 
 __all__ = [
     "FEEDBACK_SCHEMA",
     "PREDICTION_SCHEMA",
+    "TRANSCRIPT_RECORD",
     "FeedbackEvent",
     "TranscriptRecord",
     "feedback_kind",
+    "id_ms",
     "id_time",
     "new_prediction_id",
 ]
@@ -69,17 +82,21 @@ def new_prediction_id(at: datetime) -> str:
     return str(uuid.UUID(int=value))
 
 
+_UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def id_ms(prediction_id: str) -> int | None:
+    """The Unix time in milliseconds in a UUIDv7 prediction id (canonical lower-case form), or
+    None for an id of another form."""
+    if _UUID7.fullmatch(prediction_id) is None:
+        return None
+    return int(prediction_id[:8] + prediction_id[9:13], 16)
+
+
 def id_time(prediction_id: str) -> datetime | None:
     """The time in a UUIDv7 prediction id, or None for an id of another form."""
-    if len(prediction_id) != 36 or prediction_id[14] != "7":
-        return None
-    try:
-        value = uuid.UUID(prediction_id)
-    except ValueError:
-        return None
-    if value.version != 7 or str(value) != prediction_id:
-        return None
-    return datetime.fromtimestamp((value.int >> 80) / 1000, UTC)
+    ms = id_ms(prediction_id)
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
 
 
 def _utc(v: datetime | None) -> datetime | None:
@@ -109,24 +126,27 @@ class FeedbackEvent(BaseModel):
         return self
 
 
-class TranscriptRecord(BaseModel):
+class TranscriptRecord(TypedDict):
     """A prediction logged together with its correction or flag, as some teams already log them.
 
     Ingesting one writes the prediction and, when it carries a correction or a flag, a feedback
-    event for it (source `errors-ingest`, event time = `timestamp`)."""
+    event for it (source `errors-ingest`, event time = `timestamp`). A TypedDict rather than a
+    model: ingest validates millions of these, and pydantic-core checks a dict without building
+    an object per line."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
 
-    id: str = Field(min_length=1)
-    audio_uri: str = Field(min_length=1)
+    id: Annotated[str, StringConstraints(min_length=1)]
+    audio_uri: Annotated[str, StringConstraints(min_length=1)]
     hypothesis: str
-    corrected_text: str | None = None
-    flagged: bool = False
-    model_version: str | None = None
-    timestamp: datetime
-    metadata: dict[str, str] = Field(default_factory=dict)
+    corrected_text: NotRequired[str | None]
+    flagged: NotRequired[bool]
+    model_version: NotRequired[str | None]
+    timestamp: AwareDatetime
+    metadata: NotRequired[dict[str, str]]
 
-    _timestamp = field_validator("timestamp")(classmethod(lambda cls, v: _utc(v)))
+
+TRANSCRIPT_RECORD = TypeAdapter(TranscriptRecord)
 
 
 def feedback_kind(hypothesis: str, corrected_text: str | None, flagged: bool) -> str:

@@ -7,22 +7,26 @@ world: a second demo run finds no new error cases, which is the point.
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import yaml
 
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
-from stt_flywheel.data.audio import load_audio
-from stt_flywheel.data.error_store import ErrorStore, IngestResult
+from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, encode_wav, load_audio
+from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
+from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.manifest import Utterance, read_manifest, write_manifest
+from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
 from stt_flywheel.deployment.backends import open_endpoint
 from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.scoring.text import normalize
 from stt_flywheel.storage.files import atomic_write_json, atomic_write_text, read_json
-from stt_flywheel.storage.objectstore import join_uri, open_store
 
 __all__ = [
     "DEMO_MAX_STEPS",
@@ -143,23 +147,100 @@ def write_demo_config(
             },
         ],
         "deploy": {"keep_versions": 5},
+        # The demo's users answer at once: a prediction without feedback is not waiting for any.
+        "feedback": {"label_window_hours": 0.0},
     }
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
     return load_config(path)
 
 
-def _corrected(utt: Utterance, hyp: str, version: int, when: datetime, **extra: Any) -> dict[str, Any]:
-    wrong = normalize(hyp) != normalize(utt.text)
-    return {
-        "id": f"tx-{utt.id}",
-        "audio_uri": utt.audio,
-        "hypothesis": hyp,
-        "corrected_text": utt.text if wrong else None,
-        "model_version": str(version),
-        "timestamp": when.isoformat(),
-        "metadata": {"domain": utt.domain or "", "speaker": utt.speaker or ""},
-        **extra,
-    }
+class _Predicts(Protocol):
+    def predict(
+        self, audios: Sequence[np.ndarray], rng: random.Random | None = None
+    ) -> tuple[int, list[str]]: ...
+
+
+def _serve(
+    config: FlywheelConfig,
+    endpoint: LocalEndpoint | _Predicts,
+    audios: list[np.ndarray],
+    metadata: list[dict[str, str]],
+    rng: random.Random,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """Serve the requests; every answer is captured into the error store. The embedded endpoint
+    serves over HTTP from its serving processes, which capture (and flush when they stop); an
+    endpoint whose serving containers run elsewhere (the Vertex stand-in runs none) is captured
+    here by the same writer."""
+    if isinstance(endpoint, LocalEndpoint):
+        with endpoint.served():
+            answers = endpoint.request(audios, metadata, rng=rng)
+            versions = sorted({int(a["model_version"]) for a in answers})
+            counters = {str(v): endpoint.capture_counters(v) for v in versions}
+        return answers, counters
+    version, hyps = endpoint.predict(audios, rng=rng)
+    assert config.paths.root
+    writer = CaptureWriter(open_error_store(config), config.paths.root / "capture-spill")
+    now = datetime.now(UTC)
+    answers = []
+    for audio, meta, hyp in zip(audios, metadata, hyps, strict=True):
+        pid = new_prediction_id(now)
+        data = encode_wav(audio)
+        writer.offer(
+            CapturedPrediction(
+                pid,
+                now,
+                str(version),
+                config.deploy.endpoint_name,
+                hyp,
+                meta,
+                len(audio) / TARGET_SAMPLE_RATE,
+                data,
+            )
+        )
+        answers.append({"transcript": hyp, "prediction_id": pid, "model_version": str(version)})
+    return answers, {str(version): writer.close()}
+
+
+def _feedback_events(
+    answers: list[dict[str, Any]], utts: list[Utterance], rng: random.Random
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the demo's users say, as two batches (the second arrives later): most wrong
+    transcripts are corrected, some only flagged, some never reported; a few users first send a
+    wrong correction and then the right one; some events are sent twice; a few right transcripts
+    are confirmed; two events name predictions this service never made."""
+    now = datetime.now(UTC)
+
+    def ev(pid: str, text: str | None = None, flagged: bool = False, ago_s: float = 0.0) -> dict[str, Any]:
+        at = now - timedelta(seconds=ago_s + rng.uniform(0, 5))
+        return {
+            "prediction_id": pid,
+            "corrected_text": text,
+            "flagged": flagged,
+            "event_time": at.isoformat(),
+            "source": "demo-app",
+        }
+
+    first: list[dict[str, Any]] = []
+    late: list[dict[str, Any]] = []
+    for answer, utt in zip(answers, utts, strict=True):
+        pid = answer["prediction_id"]
+        if normalize(answer["transcript"]) == normalize(utt.text):
+            if rng.random() < 0.05:
+                first.append(ev(pid, answer["transcript"]))  # confirmed
+            continue
+        r = rng.random()
+        if r < 0.10:
+            first.append(ev(pid, flagged=True))
+        elif r < 0.18:
+            continue  # the user never said
+        else:
+            batch = late if rng.random() < 0.25 else first
+            if rng.random() < 0.08:  # a slip first, the right words a minute later
+                batch.append(ev(pid, " ".join(utt.text.split()[:-1]), ago_s=60))
+            batch.append(ev(pid, utt.text))
+    late += rng.sample(first, k=min(5, len(first)))  # sent again
+    late += [ev(f"other-service-{i}", "hello", ago_s=10) for i in range(2)]
+    return first, late
 
 
 def simulate_traffic(
@@ -167,57 +248,80 @@ def simulate_traffic(
     manifests: dict[str, Path],
     world_dir: Path,
     seed: int = 0,
-    audio_store: str | None = None,
-    endpoint: LocalEndpoint | None = None,
+    endpoint: LocalEndpoint | _Predicts | None = None,
 ) -> dict[str, Any]:
-    """Transcribe both domains' traffic with the deployed model and log every transcript.
+    """Serve both domains' traffic with the deployed model (every answer captured into the error
+    store), then let users correct it later by prediction id (`_feedback_events`).
 
-    Wrong transcripts carry the user's correction. With `audio_store` (a directory or `gs://`
-    prefix) the served audio is first copied there, as a production service keeps it, and the
-    records point at those copies. A few deliberately bad submissions (missing
-    audio, an empty correction, a file that is not audio, repeated submissions) exercise the
-    dataset builder's quarantine and de-duplication. `endpoint` (default: the configured one) is
-    what serves the traffic.
+    An older log that another team kept as combined records (prediction and correction in one
+    line) is ingested too, with a few deliberately bad lines (missing audio, an empty correction,
+    a file that is not audio) and resubmissions of captured corrections, which exercise the
+    dataset builder's quarantine and de-duplication. `endpoint` (default: the configured one)
+    serves the traffic.
     """
     assert config.paths.root
     done = config.paths.root / "demo-traffic.json"
     if done.exists():
         return dict(read_json(done))
-    assert config.paths.error_store
     endpoint = endpoint or _embedded_endpoint(config)
     rng = random.Random(seed)
     utts = read_manifest(manifests["traffic-new"]) + read_manifest(manifests["traffic-general"])
     rng.shuffle(utts)
-    if audio_store is not None:
-        store = open_store(audio_store)
-        for u in utts:
-            store.upload_file(f"{u.id}.wav", Path(u.audio))
-        utts = [u.model_copy(update={"audio": join_uri(audio_store, f"{u.id}.wav")}) for u in utts]
-    version, hyps = endpoint.predict([load_audio(u.audio).samples for u in utts], rng=rng)
-    now = datetime.now(UTC)
-    times = sorted(now - timedelta(seconds=rng.uniform(60, 12 * 3600)) for _ in utts)
-    rows = [_corrected(u, h, version, t) for u, h, t in zip(utts, hyps, times, strict=True)]
-    errors = [r for r in rows if r["corrected_text"] is not None]
+    metadata = [{"domain": u.domain or "", "speaker": u.speaker or "", "app": "demo"} for u in utts]
+    answers, capture = _serve(config, endpoint, [load_audio(u.audio).samples for u in utts], metadata, rng)
+    store = open_error_store(config)
+    first, late = _feedback_events(answers, utts, rng)
+    feedback = [store.ingest_feedback(first), store.ingest_feedback(late)]
+
+    # Capture is asynchronous: some events above arrived before their prediction was visible
+    # (pending). The serving process writes a batch every `capture.flush_interval_s`.
+    ids = [a["prediction_id"] for a in answers]
+    deadline = time.monotonic() + 10 * config.capture.flush_interval_s + 30
+    while len(captured := {r["prediction_id"]: r for r in store.lookup(ids).to_pylist()}) < len(ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {len(captured)} of {len(ids)} served predictions reached the error store"
+            )
+        time.sleep(0.5)
+    wrong = [
+        (a, u) for a, u in zip(answers, utts, strict=True) if normalize(a["transcript"]) != normalize(u.text)
+    ]
     bad_dir = world_dir / "audio" / "bad"
     bad_dir.mkdir(parents=True, exist_ok=True)
     (bad_dir / "not-audio.wav").write_bytes(b"this is not a wav file")
-    base = errors[0]
-    rows += [
-        {**base, "id": f"bad-missing-{i}", "audio_uri": str(bad_dir / f"missing-{i}.wav")} for i in range(3)
-    ]
-    rows += [{**base, "id": "bad-empty-correction", "corrected_text": "  ...  "}]
-    rows += [{**base, "id": "bad-not-audio", "audio_uri": str(bad_dir / "not-audio.wav")}]
-    rows += [{**r, "id": r["id"] + "-resubmitted"} for r in errors[1:6]]
-    result: IngestResult = ErrorStore(config.paths.error_store).ingest(rows)
+    when = datetime.now(UTC).isoformat()
+
+    def legacy(i: int, answer: dict[str, Any], utt: Utterance, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": f"legacy-{i}",
+            "audio_uri": captured[answer["prediction_id"]]["audio_uri"],
+            "hypothesis": answer["transcript"],
+            "corrected_text": utt.text,
+            "model_version": answer["model_version"],
+            "timestamp": when,
+            "metadata": {"domain": utt.domain or "", "speaker": utt.speaker or ""},
+            **extra,
+        }
+
+    rows = [legacy(i, a, u) for i, (a, u) in enumerate(wrong[1:6])]  # the same audio again
+    a0, u0 = wrong[0]
+    rows += [legacy(10 + i, a0, u0, audio_uri=str(bad_dir / f"missing-{i}.wav")) for i in range(3)]
+    rows += [legacy(20, a0, u0, corrected_text="  ...  ")]
+    rows += [legacy(21, a0, u0, audio_uri=str(bad_dir / "not-audio.wav"))]
+    imported = store.ingest(rows)
+
     by_domain: dict[str, list[int]] = {}
-    for u, h in zip(utts, hyps, strict=True):
-        by_domain.setdefault(u.domain or "", []).append(int(normalize(h) != normalize(u.text)))
+    for a, u in zip(answers, utts, strict=True):
+        by_domain.setdefault(u.domain or "", []).append(int(normalize(a["transcript"]) != normalize(u.text)))
     summary = {
-        "served_by_version": version,
+        "served_by_version": sorted({int(a["model_version"]) for a in answers}),
         "utterances": len(utts),
-        "wrong": len(errors),
+        "wrong": len(wrong),
         "error_rate_by_domain": {d: sum(v) / len(v) for d, v in by_domain.items()},
-        "ingest": result.as_dict(),
+        "capture": capture,
+        "captured": len(captured),
+        "feedback": [f.as_dict() for f in feedback],
+        "legacy_import": imported.as_dict(),
     }
     atomic_write_json(done, summary)
     return summary

@@ -161,6 +161,14 @@ class LocalEndpoint:
             for server in servers.values():
                 server.close()
 
+    def capture_counters(self, version: int) -> dict[str, int]:
+        """The capture counters of the process serving `version` (inside `served()`)."""
+        server = (self._servers or {}).get(version)
+        if server is None:
+            return {}
+        capture = server.health().get("capture") or {}
+        return {k: v for k, v in capture.items() if isinstance(v, int) and not isinstance(v, bool)}
+
     def server_url(self, version: int) -> str | None:
         """The URL of the process serving `version`, inside `served()` once it got a request."""
         server = (self._servers or {}).get(version)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stt_flywheel.data.error_store import ErrorStore, Resolution
+from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, Resolution
 from stt_flywheel.scoring.corpus import score_corpus
 from stt_flywheel.scoring.stats import RatioInterval, bootstrap_ratio
 from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER
@@ -135,7 +135,11 @@ def _measure(
 def _rows(store: ErrorStore, start: datetime | None, end: datetime, now: datetime) -> list[_Row]:
     predictions = store.predictions(start, end)
     ids = predictions["prediction_id"].to_pylist()
-    labels: Resolution = store.resolve(store.feedback_for(ids, upto=now), now=now)
+    # feedback on these predictions arrived after the window opened (less the clock skew allowed)
+    after = start - CLOCK_SKEW if start is not None else None
+    labels: Resolution = store.resolve(
+        store.feedback_for(ids, upto=now, after=after), now=now, predictions=predictions
+    )
     out = []
     for p in predictions.to_pylist():
         pid = p["prediction_id"]

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from stt_flywheel.config import TriggerPolicy
-from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore
 
 __all__ = ["Check", "EvidenceStats", "TriggerDecision", "check_trigger", "gather_evidence"]
 
@@ -136,7 +136,9 @@ def gather_evidence(
     recent = store.predictions(start, now, columns=["model_version", "hypothesis"])
     if version is not None:
         recent = recent.filter(pc.equal(recent["model_version"], str(version)))
-    labels = store.resolve(store.feedback_for(recent["prediction_id"].to_pylist(), upto=now), now=now)
+    # feedback on the window's predictions arrived after the window opened
+    events = store.feedback_for(recent["prediction_id"].to_pylist(), upto=now, after=start - CLOCK_SKEW)
+    labels = store.resolve(events, now=now, predictions=recent)
     recent_errors = sum(labels.kind(pid) in ("corrected", "flagged") for pid in labels.applied)
     return EvidenceStats(
         new_feedback=new_events.num_rows,

@@ -33,8 +33,10 @@ _SPACES = re.compile(r"\s+")
 
 def normalize(text: str) -> str:
     """`basic-en/1`: lower-case, strip accents and punctuation (apostrophes stay), collapse whitespace."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    if not text.isascii():  # NFKD and combining marks change nothing in ASCII
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.lower()
     text = _KEEP.sub(" ", text.replace("-", " "))
     text = " ".join(tok.strip("'") for tok in text.split())
     return _SPACES.sub(" ", text).strip()

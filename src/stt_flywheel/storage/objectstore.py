@@ -165,14 +165,20 @@ class LocalStore:
             path.unlink()
 
     def list(self, prefix: str = "") -> list[str]:
-        base = self.root
-        start = base / prefix.rsplit("/", 1)[0] if "/" in prefix else base  # walk only under the prefix
+        base = str(self.root)
+        start = (
+            os.path.join(base, prefix.rsplit("/", 1)[0]) if "/" in prefix else base
+        )  # only under the prefix
         out = []
-        for path in start.rglob("*"):
-            rel = path.relative_to(base).as_posix()
-            hidden = rel.startswith(".locks/") or path.name.startswith(".")
-            if path.is_file() and not hidden and rel.startswith(prefix):
-                out.append(rel)
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = os.path.relpath(dirpath, base).replace(os.sep, "/")
+            if rel_dir == ".locks" or rel_dir.startswith(".locks/"):
+                dirnames.clear()
+                continue
+            for name in filenames:
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if not name.startswith(".") and rel.startswith(prefix):
+                    out.append(rel)
         return sorted(out)
 
     def upload_file(self, key: str, path: Path) -> None:

@@ -279,12 +279,13 @@ class ErrorStore:
         return pq.read_table(pa.BufferReader(found.data), columns=list(columns) if columns else None)
 
     def _tables(
-        self, keys: Iterable[str], columns: Sequence[str] | None = None
+        self, keys: Iterable[str], columns: Sequence[str] | None = None, seen: set[str] | None = None
     ) -> Iterator[tuple[str, pa.Table]]:
         """Each listed file's table. A file that a compaction removed after the listing is
-        replaced by the partition's files that were not listed (the merged one among them)."""
+        replaced by the partition's files not yet `seen` (the merged one among them)."""
         queue = list(keys)
-        seen = set(queue)
+        seen = seen if seen is not None else set()
+        seen.update(queue)
         while queue:
             key = queue.pop(0)
             table = self._read(key, columns)
@@ -304,16 +305,18 @@ class ErrorStore:
         """The rows whose prediction_id is in `wanted`: the id column of every file, the rest of
         a file only where it matches."""
         out = []
+        seen: set[str] = set()
         queue = list(keys)
         while queue:
             key = queue.pop(0)
-            for found_key, ids in self._tables([key], ["prediction_id"]):
+            for found_key, ids in self._tables([key], ["prediction_id"], seen):
                 mask = pc.is_in(ids["prediction_id"], value_set=wanted)
                 if not pc.any(mask).as_py():
                     continue
                 full = self._read(found_key)
-                if full is None:  # merged away between the two reads: read the partition again
-                    queue.append(found_key)
+                if full is None:  # merged away between the two reads: the partition's new files
+                    part = found_key.rsplit("/", 1)[0] + "/"
+                    queue += [k for k in self.store.list(part) if k not in seen and k.endswith(".parquet")]
                     continue
                 out.append(full.cast(STREAMS[stream]).filter(mask))
         return out

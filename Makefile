@@ -45,8 +45,9 @@ lint: setup ## ruff (lint + format check) and mypy on the library, the component
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src components pipelines
 
-bench: setup ## Scoring and bootstrap speed, side by side with jiwer, rapidfuzz and a row-gather bootstrap
+bench: setup ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather bootstrap; the error store at 1M records and capture at serving beside their floors
 	$(PY) benchmarks/bench_scoring.py
+	$(PY) benchmarks/bench_store.py
 
 bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16 too where a GPU is
 	$(PY) benchmarks/bench_trainer.py prepare --out build/bench-data

@@ -11,7 +11,7 @@ import pyarrow.dataset as pads
 import pytest
 from records import T0, record
 
-from stt_flywheel.data.error_store import FEEDBACK_STATES, ErrorStore
+from stt_flywheel.data.error_store import FEEDBACK_STATES, ErrorStore, latest_kinds
 from stt_flywheel.data.records import id_time, new_prediction_id
 
 
@@ -136,6 +136,11 @@ def test_feedback_out_of_order_repeated_conflicting_and_unknown(error_store: Err
     assert read == 6 + 6 + 1
     assert read == sum(after.counts[s] for s in FEEDBACK_STATES)
     assert after.counts == {"applied": 3, "superseded": 2, "duplicate": 7, "pending": 0, "quarantined": 1}
+    # the column-wise join (what the trigger uses) labels every prediction as the resolution does
+    vectorized = latest_kinds(store.feedback(), store.predictions()).to_pylist()
+    assert {r["prediction_id"]: r["kind"] for r in vectorized} == {
+        pid: after.kind(pid) for pid in after.applied
+    }
 
 
 def test_an_event_before_its_prediction_is_pending_then_applied(tmp_path: Path) -> None:

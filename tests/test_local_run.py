@@ -183,7 +183,9 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     assert v2.uri == f"{gcs_bucket}/flywheel/models/{registry.model}/v2"
     captured = ErrorStore(gcs_config.paths.error_store).predictions().to_pylist()
     served = [p for p in captured if not p["prediction_id"].startswith("legacy-")]
-    assert served and all(p["audio_uri"].startswith(f"{gcs_bucket}/flywheel/error-store/audio/") for p in served)
+    assert served and all(
+        p["audio_uri"].startswith(f"{gcs_bucket}/flywheel/error-store/audio/") for p in served
+    )
     store = open_store(f"{gcs_bucket}/flywheel")
     keys = store.list()
     assert any(k.startswith(f"datasets/{v2.dataset_version}/data/") for k in keys)
@@ -239,6 +241,10 @@ def test_a_run_canaries_on_the_vertex_backend(
         v2 = registry.get(2)
         (model_id,) = fake.models
         evaluations = fake.evaluations.get(f"{model_id}@2", [])
+        serving_env = [
+            {e["name"]: e["value"] for e in fake.versions(model_id)[v]["containerSpec"].get("env", [])}
+            for v in ("1", "2")
+        ]
         listed = CliRunner().invoke(app, ["registry", "list", "--config", str(path)])
     assert listed.exit_code == 0, listed.output
     assert f"models/{model_id})" in "".join(listed.output.split())
@@ -253,3 +259,6 @@ def test_a_run_canaries_on_the_vertex_backend(
     assert v2.source_run == run_id
     assert sorted(fake.versions(model_id)) == ["1", "2"]
     assert len(evaluations) == 1
+    # each version captures its own traffic into the store, labelled with its own number
+    assert [e.get("FLYWHEEL_MODEL_VERSION") for e in serving_env] == ["1", "2"]
+    assert {e.get("FLYWHEEL_CAPTURE_URI") for e in serving_env} == {config.paths.error_store}

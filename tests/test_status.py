@@ -78,7 +78,6 @@ def test_capture_feedback_export_compact_and_status(
         "superseded": 0,
         "duplicate": 1,
         "pending": 1,
-        "quarantined": 0,
     }
     assert result["quarantined"] == 1 and result["balanced"]
 

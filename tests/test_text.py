@@ -46,3 +46,31 @@ def test_versioned_normalizers(spec: str, raw: str, expected: str) -> None:
 def test_unknown_normalizer_rejected(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         get_normalizer(spec)
+
+
+def test_the_arrow_normaliser_agrees_with_normalize() -> None:
+    import random
+
+    import pyarrow as pa
+
+    from stt_flywheel.scoring.text import normalize, normalize_arrow
+
+    rng = random.Random(0)
+    alphabet = "ab'- \t\nXY9.,!?'éÅ"
+    samples = [
+        "",
+        "'",
+        "''",
+        " ' ",
+        "a'b",
+        "'a'",
+        "don't",
+        "rock 'n' roll",
+        "A--B",
+        "x's'",
+        "Café 'olé'",
+        None,
+    ]
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    got = normalize_arrow(pa.array(samples, pa.string())).to_pylist()
+    assert got == [normalize(s or "") for s in samples]

@@ -156,8 +156,11 @@ def status(
             _pct(live.get("correction_rate")),
             _pct(live.get("wer")),
         )
-    console.print(table)
-    console.print(f"[dim]{view['live']['selection_bias']}[/]")
+    if view["registry"]["versions"]:
+        console.print(table)
+        console.print(f"[dim]{view['live']['selection_bias']}[/]")
+    else:
+        console.print("[bold]Versions[/] none registered yet (`stt-flywheel run` registers the base model)")
     runs = Table(title="Last runs")
     for col in ("run", "trigger", "dataset", "validation", "regression", "deploy"):
         runs.add_column(col)
@@ -167,6 +170,9 @@ def status(
             r["run_id"],
             *(str(s[k] or "–") for k in ("trigger", "dataset", "validation", "regression", "deploy")),
         )
-    console.print(runs)
+    if view["runs"]:
+        console.print(runs)
+    else:
+        console.print("[bold]Runs[/] none yet")
     if html is not None:
         console.print(f"wrote {html}")

@@ -14,6 +14,7 @@ process's health response and its log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -218,6 +219,8 @@ class CaptureWriter:
         return done
 
     def _run(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only yields to requests
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         next_retry = time.monotonic()
         while not self._stop.is_set():
             batch = self._take(self.flush_interval_s)

@@ -58,6 +58,7 @@ from stt_flywheel.data.records import (
     id_ms,
 )
 from stt_flywheel.errors import InputNotFound
+from stt_flywheel.scoring.text import normalize_arrow
 from stt_flywheel.storage.objectstore import LocalStore, PreconditionFailed, join_uri, open_store
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "IngestResult",
     "QuarantineEntry",
     "Resolution",
+    "latest_kinds",
     "open_error_store",
     "prediction_hour",
 ]
@@ -192,8 +194,7 @@ class FeedbackIngestResult:
             "accepted": self.accepted,
             "quarantined": len(self.quarantined),
             "quarantine_reasons": dict(Counter(q.reason for q in self.quarantined)),
-            "states": {s: self.states.get(s, 0) for s in FEEDBACK_STATES if s != "quarantined"}
-            | {"quarantined": self.states.get("quarantined", 0)},
+            "states": {s: self.states.get(s, 0) for s in ("applied", "superseded", "duplicate", "pending")},
             "balanced": self.balanced,
             "files": self.files,
         }
@@ -267,16 +268,18 @@ class ErrorStore:
         return sorted(out)
 
     def _read(self, key: str, columns: Sequence[str] | None = None) -> pa.Table | None:
+        """One file (the given columns), or None when it is gone (merged by a compaction)."""
+        cols = list(columns) if columns else None
         if isinstance(self.store, LocalStore):
-            path = self.store.root / key
             try:
-                return pq.read_table(path, columns=list(columns) if columns else None)
+                with open(self.store.root / key, "rb") as fh:
+                    return pq.ParquetFile(fh).read(columns=cols)
             except FileNotFoundError:
                 return None
         found = self.store.read(key)
-        if found is None:  # removed (compacted) between listing and reading
+        if found is None:
             return None
-        return pq.read_table(pa.BufferReader(found.data), columns=list(columns) if columns else None)
+        return pq.ParquetFile(pa.BufferReader(found.data)).read(columns=cols)
 
     def _tables(
         self, keys: Iterable[str], columns: Sequence[str] | None = None, seen: set[str] | None = None
@@ -805,6 +808,36 @@ def _lines(path: str | Path) -> list[bytes]:
     if not path.is_file():
         raise InputNotFound(f"no such file: {path}")
     return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def latest_kinds(events: pa.Table, predictions: pa.Table) -> pa.Table:
+    """Per prediction in `predictions` with feedback in `events`: its latest event (latest
+    `event_time`, then arrival, then event id) and its `kind`, computed column-wise; the same as
+    `Resolution.kind`, without a Python loop over the rows."""
+    cols = ["prediction_id", "corrected_text", "flagged", "event_time", "ingested_at", "event_id"]
+    if events.num_rows == 0 or predictions.num_rows == 0:
+        return pa.table(
+            {**{c: events.select(cols)[c] for c in cols}, "kind": pa.array([], pa.string())}
+        ).slice(0, 0)
+    ordered = events.select(cols).sort_by(
+        [
+            ("prediction_id", "ascending"),
+            ("event_time", "descending"),
+            ("ingested_at", "descending"),
+            ("event_id", "descending"),
+        ]
+    )
+    latest = _first_by(ordered, "prediction_id")
+    joined = latest.join(
+        predictions.select(["prediction_id", "hypothesis"]), "prediction_id", join_type="inner"
+    )
+    text = joined["corrected_text"]
+    differs = pc.and_(
+        pc.is_valid(text),
+        pc.not_equal(normalize_arrow(text), normalize_arrow(joined["hypothesis"])),
+    )
+    kind = pc.if_else(differs, "corrected", pc.if_else(joined["flagged"], "flagged", "confirmed"))
+    return joined.drop_columns(["hypothesis"]).append_column("kind", kind)
 
 
 def open_error_store(config: FlywheelConfig) -> ErrorStore:

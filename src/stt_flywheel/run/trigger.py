@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from stt_flywheel.config import TriggerPolicy
-from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore
+from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, latest_kinds
 
 __all__ = ["Check", "EvidenceStats", "TriggerDecision", "check_trigger", "gather_evidence"]
 
@@ -118,19 +119,23 @@ def gather_evidence(
     window: timedelta,
     version: int | None = None,
 ) -> EvidenceStats:
-    """Reads the feedback that arrived after `since` and the predictions of the recent window
-    (and the events about them): O(data since the watermark + window), not O(store)."""
+    """Reads the feedback that arrived after `since` with the predictions it names (their hours
+    only), and the predictions of the recent window with the feedback that arrived since the
+    window opened: O(data since the watermark + window), not O(store). Column-wise throughout."""
     new_events = store.feedback(after=since, upto=now)
     new_ids = set(new_events["prediction_id"].to_pylist())
-    resolution = store.resolve_for(new_ids, now=now)
-    new_errors = new_corrected = 0
-    for pid, event in resolution.applied.items():
-        if since is not None and event["ingested_at"] <= since:
-            continue  # its latest word was already there when production was trained
-        kind = resolution.kind(pid)
-        new_errors += kind in ("corrected", "flagged")
-        new_corrected += kind == "corrected"
-    latest = max(new_events["ingested_at"].to_pylist(), default=None)
+    named = store.lookup(new_ids)
+    earliest = pc.min(named["predicted_at"]).as_py() if named.num_rows else None
+    history = store.feedback_for(new_ids, upto=now, after=earliest - CLOCK_SKEW if earliest else None)
+    latest = latest_kinds(history, named)
+    if since is not None:  # a prediction whose latest word was there when production was trained is not new
+        latest = latest.filter(
+            pc.greater(latest["ingested_at"], pa.scalar(since, latest["ingested_at"].type))
+        )
+    kinds = latest["kind"]
+    new_corrected = pc.sum(pc.equal(kinds, "corrected")).as_py() or 0
+    new_errors = new_corrected + (pc.sum(pc.equal(kinds, "flagged")).as_py() or 0)
+    latest_arrival = pc.max(new_events["ingested_at"]).as_py() if new_events.num_rows else None
 
     start = now - window
     recent = store.predictions(start, now, columns=["model_version", "hypothesis"])
@@ -138,16 +143,16 @@ def gather_evidence(
         recent = recent.filter(pc.equal(recent["model_version"], str(version)))
     # feedback on the window's predictions arrived after the window opened
     events = store.feedback_for(recent["prediction_id"].to_pylist(), upto=now, after=start - CLOCK_SKEW)
-    labels = store.resolve(events, now=now, predictions=recent)
-    recent_errors = sum(labels.kind(pid) in ("corrected", "flagged") for pid in labels.applied)
+    labels = latest_kinds(events, recent)["kind"]
+    recent_errors = pc.sum(pc.is_in(labels, pa.array(["corrected", "flagged"]))).as_py() or 0
     return EvidenceStats(
         new_feedback=new_events.num_rows,
-        new_error_cases=new_errors,
-        new_corrected_cases=new_corrected,
+        new_error_cases=int(new_errors),
+        new_corrected_cases=int(new_corrected),
         recent_requests=recent.num_rows,
-        recent_errors=recent_errors,
-        latest_arrival=latest,
-        traffic_of=f"version {version}" if version is not None else "every version",
+        recent_errors=int(recent_errors),
+        latest_arrival=latest_arrival,
+        traffic_of=f"version {version}" if version is not None else "all versions",
     )
 
 
@@ -187,10 +192,10 @@ def check_trigger(
             rate,
             policy.error_rate_threshold,
             (
-                f"error rate {rate:.1%} over {stats.recent_requests} requests to {stats.traffic_of} in the "
+                f"error rate {rate:.1%} over {stats.recent_requests} requests ({stats.traffic_of}) in the "
                 f"last {policy.recent_window_hours:g} h (need {policy.error_rate_threshold:.1%})"
                 if not math.isnan(rate)
-                else f"no traffic to {stats.traffic_of} in the last {policy.recent_window_hours:g} h"
+                else f"no requests ({stats.traffic_of}) in the last {policy.recent_window_hours:g} h"
             ),
         ),
     ]

@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,11 +134,19 @@ class LocalStore:
         return Versioned(data, self._generation(data))
 
     def create(self, key: str, data: bytes) -> str:
+        """Only if absent: the bytes go to a temp file that is hard-linked into place, which fails
+        when the name exists; no lock is needed, and a reader never sees a partial file."""
         path = self._path(key)
-        with self._locked(key):
-            if path.exists():
-                raise PreconditionFailed(f"{self.uri}/{key} already exists")
-            return self._put(path, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise PreconditionFailed(f"{self.uri}/{key} already exists") from None
+        finally:
+            tmp.unlink()
+        return self._generation(data)
 
     def replace(self, key: str, data: bytes, if_generation: str) -> str:
         path = self._path(key)

@@ -692,8 +692,9 @@ class ErrorStore:
         """Stored predictions (made at or after `since`, of `version`), each with its latest
         feedback and how many events it had; one hour partition at a time."""
         now = now or _now()
-        resolution = self.resolve(self.feedback(upto=now), now=now)
-        counts = Counter(r["prediction_id"] for r in self.feedback(upto=now).to_pylist())
+        events = self.feedback(upto=now)
+        resolution = self.resolve(events, now=now)
+        counts = Counter(events["prediction_id"].to_pylist())
         hours = sorted({h for h, _ in self._files("predictions", since)})
         for hour in hours:
             table = self.predictions(max(hour, since) if since else hour, hour + timedelta(hours=1))

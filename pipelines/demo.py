@@ -52,15 +52,16 @@ def run_demo(
     config = load_config(config_path)
     v1 = bootstrap_registry(config)
     console.print(f"Registry: version {v1.version} is [bold]default[/] and serves the local endpoint.")
+    if fresh:
+        # In this process, not through the serving process: a test set is not production traffic
+        # and must not be captured as such.
+        with console.status("Picking the critical suite's must-pass utterances…"):
+            must_pass = pick_must_pass(config, manifests["suite-critical"])
+        write_demo_config(config_path, work_dir / "state", manifests, must_pass, max_steps, min_error_cases)
+        config = load_config(config_path)
     # The local endpoint serves each version with the serving image's HTTP server in its own process.
     with open_endpoint(config).served() as endpoint:
         with console.status("Starting the serving process and simulating production traffic…"):
-            if fresh:
-                must_pass = pick_must_pass(config, manifests["suite-critical"], endpoint=endpoint)
-                write_demo_config(
-                    config_path, work_dir / "state", manifests, must_pass, max_steps, min_error_cases
-                )
-                config = load_config(config_path)
             traffic = simulate_traffic(config, manifests, world_dir, endpoint=endpoint)
         urls = [endpoint.server_url(v) for v in traffic["served_by_version"]]
     via = f" over HTTP by the serving process at {', '.join(u for u in urls if u)}" if any(urls) else ""

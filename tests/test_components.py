@@ -36,7 +36,7 @@ def pipeline_run(
     directory = tmp_path_factory.mktemp("components")
     config_path, config = config_factory(directory)
     bootstrap_registry(config)
-    simulate_traffic(config, world, directory)
+    simulate_traffic(config, world, directory, flag_share=0.0, silent_share=0.0)
     (directory / "artifacts").mkdir()
     components = build_components("stt-flywheel-base:test")
 

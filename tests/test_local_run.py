@@ -43,10 +43,14 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     config_path, config = flywheel_config
     bootstrap_registry(config)
     with open_endpoint(config).served() as endpoint:  # as in the demo: over HTTP, a serving process
-        traffic = simulate_traffic(config, world, tmp_path, endpoint=endpoint)
+        traffic = simulate_traffic(
+            config, world, tmp_path, endpoint=endpoint, flag_share=0.0, silent_share=0.0
+        )
         assert endpoint.server_url(1) is not None
     assert traffic["captured"] == traffic["utterances"]
-    assert sum(b["states"]["applied"] for b in traffic["feedback"]) > 40
+    assert (
+        sum(b["accepted"] for b in traffic["feedback"]) > 40
+    )  # (many pending at first: capture is asynchronous)
     assert traffic["error_rate_by_domain"]["pharmacy"] > traffic["error_rate_by_domain"]["general"]
     package = compile_pipeline(tmp_path / "pipeline.yaml")
     registry = open_registry(config)
@@ -171,7 +175,7 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     outcomes = []
     for name, path, config in (("local", local_path, local_config), ("gcs", gcs_uri, gcs_config)):
         bootstrap_registry(config)
-        simulate_traffic(config, world, tmp_path / name)
+        simulate_traffic(config, world, tmp_path / name, flag_share=0.0, silent_share=0.0)
         cfg, run_id = run_local(path)
         outcomes.append(_outcome(summarize_run(cfg, run_id, new_domain="pharmacy")))
     assert outcomes[0] == outcomes[1]
@@ -233,7 +237,14 @@ def test_a_run_canaries_on_the_vertex_backend(
         path.write_text(yaml.safe_dump(data))
         config = load_config(path)
         bootstrap_registry(config)
-        simulate_traffic(config, world, tmp_path / "traffic", endpoint=_BaseModelTraffic())
+        simulate_traffic(
+            config,
+            world,
+            tmp_path / "traffic",
+            endpoint=_BaseModelTraffic(),
+            flag_share=0.0,
+            silent_share=0.0,
+        )
         cfg, run_id = run_local(path)
         s = summarize_run(cfg, run_id, new_domain="pharmacy")
         registry, endpoint = open_registry(config), open_endpoint(config)

@@ -105,7 +105,7 @@ def rejected_run(
         tmp_path, training={"max_steps": 5, "learning_rate": 5.0, "warmup_steps": 0}
     )
     bootstrap_registry(config)
-    simulate_traffic(config, world, tmp_path)
+    simulate_traffic(config, world, tmp_path, flag_share=0.0, silent_share=0.0)
     run_id = "run-rejected"
     decision = stage_check_trigger(config, run_id)
     assert decision.should_train

@@ -202,7 +202,11 @@ def _serve(
 
 
 def _feedback_events(
-    answers: list[dict[str, Any]], utts: list[Utterance], rng: random.Random
+    answers: list[dict[str, Any]],
+    utts: list[Utterance],
+    rng: random.Random,
+    flag_share: float = 0.10,
+    silent_share: float = 0.08,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What the demo's users say, as two batches (the second arrives later): most wrong
     transcripts are corrected, some only flagged, some never reported; a few users first send a
@@ -229,9 +233,9 @@ def _feedback_events(
                 first.append(ev(pid, answer["transcript"]))  # confirmed
             continue
         r = rng.random()
-        if r < 0.10:
+        if r < flag_share:
             first.append(ev(pid, flagged=True))
-        elif r < 0.18:
+        elif r < flag_share + silent_share:
             continue  # the user never said
         else:
             batch = late if rng.random() < 0.25 else first
@@ -249,6 +253,8 @@ def simulate_traffic(
     world_dir: Path,
     seed: int = 0,
     endpoint: LocalEndpoint | _Predicts | None = None,
+    flag_share: float = 0.10,
+    silent_share: float = 0.08,
 ) -> dict[str, Any]:
     """Serve both domains' traffic with the deployed model (every answer captured into the error
     store), then let users correct it later by prediction id (`_feedback_events`).
@@ -257,7 +263,9 @@ def simulate_traffic(
     line) is ingested too, with a few deliberately bad lines (missing audio, an empty correction,
     a file that is not audio) and resubmissions of captured corrections, which exercise the
     dataset builder's quarantine and de-duplication. `endpoint` (default: the configured one)
-    serves the traffic.
+    serves the traffic. Of the wrong transcripts, `flag_share` are only flagged and
+    `silent_share` never reported; the tests' small world sets both to 0, so that every wrong
+    transcript is corrected and the held-out split stays large enough to show significance.
     """
     assert config.paths.root
     done = config.paths.root / "demo-traffic.json"
@@ -270,7 +278,7 @@ def simulate_traffic(
     metadata = [{"domain": u.domain or "", "speaker": u.speaker or "", "app": "demo"} for u in utts]
     answers, capture = _serve(config, endpoint, [load_audio(u.audio).samples for u in utts], metadata, rng)
     store = open_error_store(config)
-    first, late = _feedback_events(answers, utts, rng)
+    first, late = _feedback_events(answers, utts, rng, flag_share, silent_share)
     feedback = [store.ingest_feedback(first), store.ingest_feedback(late)]
 
     # Capture is asynchronous: some events above arrived before their prediction was visible

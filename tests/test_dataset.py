@@ -14,6 +14,7 @@ from stt_flywheel.data.dataset import (
 )
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.manifest import Utterance, read_manifest
+from stt_flywheel.scoring.text import normalize
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -142,3 +143,63 @@ def test_a_dataset_without_usable_examples_says_why(tmp_path: Path, new_utts: li
     assert not usable
     assert "train and heldout" in reason
     assert DatasetManifest.load(tmp_path / "ds").usable == (False, reason)
+
+
+def test_the_dataset_is_the_join_of_captured_audio_and_the_latest_correction(
+    tmp_path: Path, new_utts: list[Utterance]
+) -> None:
+    from stt_flywheel.data.records import new_prediction_id
+
+    store = ErrorStore(tmp_path / "store")
+    utts = new_utts[:6]
+    preds, pids = [], []
+    for i, u in enumerate(utts):
+        at = T0 + timedelta(seconds=i)
+        pid = new_prediction_id(at)
+        uri, sha = store.put_audio(Path(u.audio).read_bytes()) if i != 5 else (None, None)  # 5: no audio kept
+        preds.append(
+            {
+                "prediction_id": pid,
+                "predicted_at": at,
+                "model_version": "1",
+                "endpoint": "stt",
+                "hypothesis": "something else entirely" if i != 4 else u.text,
+                "metadata": {"domain": u.domain or "", "speaker": u.speaker or ""},
+                "duration_s": 1.0,
+                "audio_uri": uri,
+                "audio_sha256": sha,
+            }
+        )
+        pids.append(pid)
+    store.write_predictions(preds, now=T0)
+
+    def event(i: int, text: str | None, minutes: int, **extra: object) -> dict:
+        at = (T0 + timedelta(minutes=minutes)).isoformat()
+        return {"prediction_id": pids[i], "corrected_text": text, "event_time": at, "source": "app", **extra}
+
+    store.ingest_feedback(
+        [
+            event(0, utts[0].text, 5),
+            event(1, "a slip of the thumb", 5),
+            event(1, utts[1].text, 6),  # the user's latest word wins
+            event(2, None, 5, flagged=True),  # flagged only: no text to train on
+            event(3, utts[3].text, 5),
+            event(4, utts[4].text, 5),  # confirms a right transcript: not an error
+            event(5, utts[5].text, 5),
+        ],
+        now=T0 + timedelta(hours=1),
+    )
+    manifest = build_dataset(
+        store, tmp_path / "ds", _settings(), watermark=T0 + timedelta(hours=1), protected=frozenset()
+    )
+    assert manifest.counts["read"] == 4 and manifest.counts["uncorrected_error_cases"] == 1
+    assert manifest.quarantine_reasons == {"audio_not_captured": 1}
+    rows = load_split(tmp_path / "ds", "train") + load_split(tmp_path / "ds", "heldout")
+    assert sorted(r["id"] for r in rows) == sorted([pids[0], pids[1], pids[3]])
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[pids[1]]["text"] == normalize(utts[1].text)
+    assert by_id[pids[0]]["speaker"] == (utts[0].speaker or "")
+    # a correction that arrives after the watermark waits for the next run
+    store.ingest_feedback([event(2, utts[2].text, 90)], now=T0 + timedelta(hours=2))
+    again = build_dataset(store, tmp_path / "ds2", _settings(), watermark=T0 + timedelta(hours=1))
+    assert again.counts["read"] == 4

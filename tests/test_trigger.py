@@ -1,6 +1,6 @@
 """The trigger policy: thresholds, forcing, and evidence counted only after the watermark."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -75,3 +75,67 @@ def test_trigger_counts_only_evidence_after_the_watermark(tmp_path: Path) -> Non
     assert not again.should_train
     assert again.stats.new_error_cases == 0
     assert "0 new error cases since" in again.summary
+
+
+def _captured(store: ErrorStore, n: int, version: str, at: datetime, first: int = 0) -> list[str]:
+    from stt_flywheel.data.records import new_prediction_id
+
+    pids = [new_prediction_id(at + timedelta(seconds=first + i)) for i in range(n)]
+    store.write_predictions(
+        [
+            {
+                "prediction_id": p,
+                "predicted_at": at + timedelta(seconds=first + i),
+                "model_version": version,
+                "endpoint": "stt",
+                "hypothesis": "take two ibuprofin",
+                "metadata": {},
+                "duration_s": 1.0,
+                "audio_uri": None,
+                "audio_sha256": None,
+            }
+            for i, p in enumerate(pids)
+        ],
+        now=at,
+    )
+    return pids
+
+
+def _correct(pid: str, text: str = "take two ibuprofen") -> dict:
+    return {"prediction_id": pid, "corrected_text": text, "event_time": T0.isoformat(), "source": "app"}
+
+
+def test_late_feedback_on_old_predictions_counts_after_the_watermark(tmp_path: Path) -> None:
+    """Predictions served before the watermark, corrected after it, are new evidence; what arrived
+    before it is not, and a prediction whose latest word came before it is not new either."""
+    store = ErrorStore(tmp_path)
+    old = _captured(store, 30, "1", T0 - timedelta(days=2))
+    store.ingest_feedback([_correct(p) for p in old[:10]], now=T0 - timedelta(days=1))
+    watermark = T0 - timedelta(hours=12)
+    store.ingest_feedback([_correct(p) for p in old[10:25]], now=T0 - timedelta(hours=1))
+    # a repeat of an event already trained on is not new evidence
+    store.ingest_feedback([_correct(old[0])], now=T0 - timedelta(hours=1))
+    policy = POLICY.model_copy(update={"recent_window_hours": 24 * 7})
+    decision = check_trigger(store, policy, production_watermark=watermark, last_deployed_at=None, now=T0)
+    assert (decision.stats.new_error_cases, decision.stats.new_corrected_cases) == (15, 15)
+    assert decision.stats.new_feedback == 16
+    assert decision.watermark == T0 - timedelta(hours=1)
+
+
+def test_the_error_rate_is_over_the_production_versions_own_traffic(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path)
+    v1 = _captured(store, 40, "1", T0 - timedelta(hours=3))
+    v2 = _captured(store, 60, "2", T0 - timedelta(hours=3), first=100)
+    store.ingest_feedback(
+        [_correct(p) for p in v1[:20]] + [_correct(p) for p in v2[:3]], now=T0 - timedelta(hours=1)
+    )
+    as_v1 = check_trigger(
+        store, POLICY, production_watermark=None, last_deployed_at=None, production_version=1, now=T0
+    )
+    as_v2 = check_trigger(
+        store, POLICY, production_watermark=None, last_deployed_at=None, production_version=2, now=T0
+    )
+    assert (as_v1.stats.recent_requests, as_v1.stats.recent_errors) == (40, 20)
+    assert (as_v2.stats.recent_requests, as_v2.stats.recent_errors) == (60, 3)
+    assert as_v1.stats.error_rate == 0.5 and as_v2.stats.error_rate == 0.05
+    assert "version 2" in as_v2.checks[2].reason

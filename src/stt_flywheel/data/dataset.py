@@ -277,7 +277,9 @@ def build_dataset(
 
     DatasetDict(
         {split: Dataset.from_dict(columns(rows_), features=features) for split, rows_ in splits.items()}
-    ).save_to_disk(str(tmp / "data"))
+    ).save_to_disk(
+        str(tmp / "data"), num_shards=dict.fromkeys(SPLITS, 1)
+    )  # an empty split still gets its (empty) shard
     atomic_write_bytes(tmp / "quarantine.jsonl", b"".join(orjson.dumps(q) + b"\n" for q in quarantine))
     atomic_write_json(tmp / "manifest.json", manifest.as_dict())
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -820,7 +820,11 @@ def latest_kinds(events: pa.Table, predictions: pa.Table) -> pa.Table:
         return pa.table(
             {**{c: events.select(cols)[c] for c in cols}, "kind": pa.array([], pa.string())}
         ).slice(0, 0)
-    ordered = events.select(cols).sort_by(
+    # an event sent again counts from its first arrival, as in `resolve`
+    first = _first_by(
+        events.select(cols).sort_by([("ingested_at", "ascending"), ("event_id", "ascending")]), "event_id"
+    )
+    ordered = first.sort_by(
         [
             ("prediction_id", "ascending"),
             ("event_time", "descending"),

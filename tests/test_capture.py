@@ -155,3 +155,4 @@ def test_a_serving_process_survives_an_unreachable_store(
         a["prediction_id"] for a in answers
     }
     assert "spilled" in server.log()
+    assert "'recovered': 4" in server.log()  # the counters are in the log as they move

@@ -219,6 +219,7 @@ class CaptureWriter:
         return done
 
     def _run(self) -> None:
+        logged: dict[str, int] = {}
         with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only yields to requests
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         next_retry = time.monotonic()
@@ -230,6 +231,10 @@ class CaptureWriter:
                 if self._spilled_files():
                     self.retry_spilled()
                 next_retry = time.monotonic() + self.retry_interval_s
+                counters = self.snapshot()
+                if counters != logged:  # the counters in the log, when they moved
+                    log.info("capture: %s", counters)
+                    logged = counters
 
     def close(self, timeout_s: float = 30.0) -> dict[str, int]:
         """Stop the writer and write (or spill) everything still queued; returns the counters."""

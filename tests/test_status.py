@@ -109,7 +109,11 @@ def test_capture_feedback_export_compact_and_status(
     assert status == 0, err
     view = orjson.loads(out)
     assert view["store"]["predictions"] == 12
-    assert view["store"]["feedback_events"]["applied"] == len(wrong)
+    fb = view["store"]["feedback_events"]
+    assert fb["applied"] == len(wrong)
+    # every event read is in one state, the lines rejected at ingest included
+    states = ("applied", "superseded", "duplicate", "pending", "quarantined", "rejected_at_ingest")
+    assert fb["read"] == sum(fb[k] for k in states) == len(events) + 1
     [v1] = view["registry"]["versions"]
     assert v1["aliases"] == ["default"] and v1["traffic"] == 100
     live = v1["live"]

@@ -253,7 +253,6 @@ def test_audio_is_content_addressed(error_store: ErrorStore) -> None:
 def test_current_hour_is_left_to_writers(tmp_path: Path) -> None:
     store = ErrorStore(tmp_path)
     now = datetime.now(UTC)
-    for i in range(3):
+    for _ in range(3):
         store.write_predictions([prediction(new_prediction_id(now), at=now)])
-        del i
     assert store.compact(now=now).partitions == 0

@@ -97,12 +97,6 @@ def store_compact(config: ConfigOpt = None, json: JsonFlag = False) -> None:
     )
 
 
-def _pct(interval: dict | None) -> str:
-    if not interval or interval["value"] != interval["value"]:
-        return "–"
-    return f"{interval['value']:.1%} [{interval['low']:.1%}, {interval['high']:.1%}]"
-
-
 def status(
     config: ConfigOpt = None,
     json: JsonFlag = False,
@@ -111,7 +105,8 @@ def status(
     ] = None,
 ) -> None:
     """The whole system in one view: store, trigger, runs, versions with live quality, trends."""
-    from stt_flywheel.monitoring.status import system_status
+    from stt_flywheel.monitoring.status import percent_interval, system_status
+    from stt_flywheel.run.ledger import STAGES
 
     view = system_status(load(config))
     if html is not None:
@@ -153,8 +148,8 @@ def status(
             f"{offline:.3f}" if isinstance(offline, float) else "–",
             str(live.get("requests", 0)),
             str(live.get("pending", 0)),
-            _pct(live.get("correction_rate")),
-            _pct(live.get("wer")),
+            percent_interval(live.get("correction_rate")),
+            percent_interval(live.get("wer")),
         )
     if view["registry"]["versions"]:
         console.print(table)
@@ -162,14 +157,10 @@ def status(
     else:
         console.print("[bold]Versions[/] none registered yet (`stt-flywheel run` registers the base model)")
     runs = Table(title="Last runs")
-    for col in ("run", "trigger", "dataset", "validation", "regression", "deploy"):
+    for col in ("run", *STAGES):
         runs.add_column(col)
     for r in view["runs"]:
-        s = r["stages"]
-        runs.add_row(
-            r["run_id"],
-            *(str(s[k] or "–") for k in ("trigger", "dataset", "validation", "regression", "deploy")),
-        )
+        runs.add_row(r["run_id"], *(str(r["stages"][k] or "–") for k in STAGES))
     if view["runs"]:
         console.print(runs)
     else:

@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stt_flywheel.config import CaptureSettings
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 
@@ -103,6 +104,22 @@ class CaptureWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_settings(
+        cls, store: ErrorStore, settings: CaptureSettings, spill_dir: str | Path
+    ) -> CaptureWriter:
+        """A writer as the `capture.*` settings say (`capture.spill_dir`, when set, wins)."""
+        return cls(
+            store,
+            settings.spill_dir or spill_dir,
+            share=settings.share,
+            audio=settings.audio,
+            batch_size=settings.batch_size,
+            flush_interval_s=settings.flush_interval_s,
+            queue_size=settings.queue_size,
+            retry_interval_s=settings.retry_interval_s,
+        )
 
     # -- request side --------------------------------------------------------------------------
 

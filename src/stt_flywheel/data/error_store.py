@@ -72,7 +72,6 @@ __all__ = [
     "Resolution",
     "latest_kinds",
     "open_error_store",
-    "prediction_hour",
 ]
 
 CLOCK_SKEW = timedelta(hours=1)  # how much earlier than its prediction an event may seem to arrive
@@ -104,14 +103,8 @@ def _partition_hour(key: str) -> datetime | None:
         return None
 
 
-def _file_name(now: datetime, ext: str, tag: str = "") -> str:
-    return f"part-{now.strftime('%Y%m%dT%H%M%S%fZ')}{tag}-{uuid.uuid4().hex[:8]}.{ext}"
-
-
-def prediction_hour(prediction_id: str, predicted_at: datetime) -> datetime:
-    """The hour partition a prediction is stored under: its id's time for a UUIDv7 id."""
-    ms = id_ms(prediction_id)
-    return _hour(datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else predicted_at)
+def _file_name(now: datetime, ext: str) -> str:
+    return f"part-{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.{ext}"
 
 
 def _first_by(table: pa.Table, key: str) -> pa.Table:
@@ -121,6 +114,17 @@ def _first_by(table: pa.Table, key: str) -> pa.Table:
     indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     first = indexed.group_by(key, use_threads=False).aggregate([("_row", "min")])["_row_min"]
     return table.take(pc.take(first, pc.sort_indices(first)))
+
+
+def _arrived(events: pa.Table, after: datetime | None = None, upto: datetime | None = None) -> pa.Table:
+    """The events with after < ingested_at <= upto, in arrival order."""
+    arrival = events["ingested_at"]
+    if after is not None:
+        events = events.filter(pc.greater(arrival, pa.scalar(after, arrival.type)))
+        arrival = events["ingested_at"]
+    if upto is not None:
+        events = events.filter(pc.less_equal(arrival, pa.scalar(upto, arrival.type)))
+    return events.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -309,19 +313,18 @@ class ErrorStore:
         a file only where it matches."""
         out = []
         seen: set[str] = set()
-        queue = list(keys)
-        while queue:
-            key = queue.pop(0)
-            for found_key, ids in self._tables([key], ["prediction_id"], seen):
-                mask = pc.is_in(ids["prediction_id"], value_set=wanted)
-                if not pc.any(mask).as_py():
-                    continue
-                full = self._read(found_key)
-                if full is None:  # merged away between the two reads: the partition's new files
-                    part = found_key.rsplit("/", 1)[0] + "/"
-                    queue += [k for k in self.store.list(part) if k not in seen and k.endswith(".parquet")]
-                    continue
-                out.append(full.cast(STREAMS[stream]).filter(mask))
+        for key, ids in self._tables(keys, ["prediction_id"], seen):
+            mask = pc.is_in(ids["prediction_id"], value_set=wanted)
+            if not pc.any(mask).as_py():
+                continue
+            full = self._read(key)
+            if full is None:  # merged away between the two reads: the files that replaced it, whole
+                out += [
+                    t.cast(STREAMS[stream]).filter(pc.is_in(t["prediction_id"], value_set=wanted))
+                    for _, t in self._tables([key], None, seen)
+                ]
+                continue
+            out.append(full.cast(STREAMS[stream]).filter(mask))
         return out
 
     def _read_many(self, stream: str, keys: Iterable[str], columns: Sequence[str] | None = None) -> pa.Table:
@@ -347,6 +350,13 @@ class ErrorStore:
             self.store.create(key, _parquet_bytes(table.slice(start, stop - start)))
             written.append(join_uri(self.root, key))
         return written
+
+    def _write_feedback(self, events: list[dict[str, Any]], now: datetime) -> list[str]:
+        """Feedback rows, all in the partition of their arrival hour."""
+        if not events:
+            return []
+        table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
+        return self._write("feedback", table, np.full(len(events), _us(now) // 3_600_000_000), now)
 
     def _quarantine(self, stream: str, entries: list[QuarantineEntry], now: datetime) -> None:
         if not entries:
@@ -412,11 +422,7 @@ class ErrorStore:
             )
             events.append(event_row(event, event_id, now))
         result.accepted = len(events)
-        if events:
-            table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
-            result.files = self._write(
-                "feedback", table, np.full(len(events), _us(now) // 3_600_000_000), now
-            )
+        result.files = self._write_feedback(events, now)
         self._quarantine("feedback", result.quarantined, now)
         if events:
             resolution = self.resolve_for({e["prediction_id"] for e in events}, now=now)
@@ -443,7 +449,17 @@ class ErrorStore:
         result = IngestResult()
         rows = list(rows)
         result.read = len(rows)
-        cols: dict[str, list[Any]] = {name: [] for name in PREDICTION_SCHEMA.names if name != "ingested_at"}
+        cols: dict[str, list[Any]] = {
+            name: []
+            for name in (
+                "prediction_id",
+                "predicted_at",
+                "model_version",
+                "hypothesis",
+                "metadata",
+                "audio_uri",
+            )
+        }
         events: list[dict[str, Any]] = []
         seen: set[str] = set()
         for _, rec in self._parse(rows, TRANSCRIPT_RECORD.validate_python, result.quarantined):
@@ -488,11 +504,7 @@ class ErrorStore:
             }
             table = pa.table(arrays, schema=PREDICTION_SCHEMA)
             result.files = self._write("predictions", table, _hours(table), now)
-        if events:
-            table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
-            result.files += self._write(
-                "feedback", table, np.full(len(events), _us(now) // 3_600_000_000), now
-            )
+        result.files += self._write_feedback(events, now)
         result.feedback_events = len(events)
         self._quarantine("records", result.quarantined, now)
         return result
@@ -549,16 +561,7 @@ class ErrorStore:
         keys = [
             k for _, k in self._files("feedback", after, _hour(upto) + timedelta(hours=1) if upto else None)
         ]
-        table = self._read_many("feedback", keys)
-        if after is not None:
-            table = table.filter(
-                pc.greater(table["ingested_at"], pa.scalar(after, table["ingested_at"].type))
-            )
-        if upto is not None:
-            table = table.filter(
-                pc.less_equal(table["ingested_at"], pa.scalar(upto, table["ingested_at"].type))
-            )
-        return table.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
+        return _arrived(self._read_many("feedback", keys), after, upto)
 
     def feedback_for(
         self, prediction_ids: Iterable[str], upto: datetime | None = None, after: datetime | None = None
@@ -572,16 +575,7 @@ class ErrorStore:
             return FEEDBACK_SCHEMA.empty_table()
         end = _hour(upto) + timedelta(hours=1) if upto else None
         tables = self._matching("feedback", [k for _, k in self._files("feedback", after, end)], wanted)
-        table = pa.concat_tables(tables) if tables else FEEDBACK_SCHEMA.empty_table()
-        if upto is not None:
-            table = table.filter(
-                pc.less_equal(table["ingested_at"], pa.scalar(upto, table["ingested_at"].type))
-            )
-        if after is not None:
-            table = table.filter(
-                pc.greater(table["ingested_at"], pa.scalar(after, table["ingested_at"].type))
-            )
-        return table.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
+        return _arrived(pa.concat_tables(tables) if tables else FEEDBACK_SCHEMA.empty_table(), after, upto)
 
     def resolve(
         self, events: pa.Table, now: datetime | None = None, predictions: pa.Table | None = None
@@ -664,11 +658,6 @@ class ErrorStore:
         events = self.feedback(upto=now)
         resolution = self.resolve(events, now=now)
         rejected = Counter(q["stream"] for q in self.quarantine())
-        arrived = (
-            events.filter(pc.greater(events["ingested_at"], pa.scalar(since, events["ingested_at"].type)))
-            if since
-            else events
-        )
         kinds = Counter(resolution.kind(pid) for pid in resolution.applied)
         return {
             "predictions": self.predictions(columns=["prediction_id"]).num_rows,
@@ -679,7 +668,7 @@ class ErrorStore:
             },
             "labels": {k: kinds.get(k, 0) for k in ("corrected", "flagged", "confirmed")},
             "records_rejected_at_ingest": rejected.get("records", 0),
-            "since_watermark": {"watermark": since, "feedback_events": arrived.num_rows},
+            "since_watermark": {"watermark": since, "feedback_events": _arrived(events, since).num_rows},
         }
 
     def export(

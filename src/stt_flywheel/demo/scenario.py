@@ -179,7 +179,9 @@ def _serve(
         return answers, counters
     version, hyps = endpoint.predict(audios, rng=rng)
     assert config.paths.root
-    writer = CaptureWriter(open_error_store(config), config.paths.root / "capture-spill")
+    writer = CaptureWriter.from_settings(
+        open_error_store(config), config.capture, config.paths.root / "capture-spill"
+    )
     now = datetime.now(UTC)
     answers = []
     for audio, meta, hyp in zip(audios, metadata, hyps, strict=True):

@@ -150,18 +150,8 @@ def _local_model_dir(storage_uri: str) -> Path:
 def _capture_writer(settings: ServingSettings) -> CaptureWriter | None:
     if not settings.capture_uri or not settings.capture.enabled:
         return None
-    spill = settings.capture.spill_dir or Path(tempfile.gettempdir()) / "stt-flywheel-capture-spill"
-    c = settings.capture
-    return CaptureWriter(
-        ErrorStore(settings.capture_uri),
-        spill,
-        share=c.share,
-        audio=c.audio,
-        batch_size=c.batch_size,
-        flush_interval_s=c.flush_interval_s,
-        queue_size=c.queue_size,
-        retry_interval_s=c.retry_interval_s,
-    )
+    default_spill = Path(tempfile.gettempdir()) / "stt-flywheel-capture-spill"
+    return CaptureWriter.from_settings(ErrorStore(settings.capture_uri), settings.capture, default_spill)
 
 
 def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> FastAPI:

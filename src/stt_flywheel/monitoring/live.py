@@ -29,7 +29,15 @@ from stt_flywheel.scoring.corpus import score_corpus
 from stt_flywheel.scoring.stats import RatioInterval, bootstrap_ratio
 from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER
 
-__all__ = ["SELECTION_BIAS", "LiveQuality", "daily_trend", "live_quality"]
+__all__ = [
+    "SELECTION_BIAS",
+    "LiveQuality",
+    "LiveRow",
+    "daily_trend",
+    "live_quality",
+    "read_live",
+    "trend_start",
+]
 
 SELECTION_BIAS = (
     "Live WER and CER are measured only on predictions whose feedback carries a transcript; users "
@@ -73,7 +81,7 @@ class LiveQuality:
 
 
 @dataclass
-class _Row:
+class LiveRow:
     version: str
     predicted_at: datetime
     hypothesis: str
@@ -84,7 +92,7 @@ class _Row:
 
 def _measure(
     version: str,
-    rows: Sequence[_Row],
+    rows: Sequence[LiveRow],
     *,
     start: datetime | None,
     end: datetime,
@@ -132,7 +140,9 @@ def _measure(
     return q
 
 
-def _rows(store: ErrorStore, start: datetime | None, end: datetime, now: datetime) -> list[_Row]:
+def read_live(store: ErrorStore, start: datetime | None, end: datetime, now: datetime) -> list[LiveRow]:
+    """The predictions made in [start, end), each with its latest feedback by `now`: what
+    `live_quality` and `daily_trend` measure (read once, it can be given to both)."""
     predictions = store.predictions(start, end)
     ids = predictions["prediction_id"].to_pylist()
     # feedback on these predictions arrived after the window opened (less the clock skew allowed)
@@ -147,7 +157,7 @@ def _rows(store: ErrorStore, start: datetime | None, end: datetime, now: datetim
         event = labels.applied.get(pid)
         reference = event["corrected_text"] if event is not None else None
         out.append(
-            _Row(
+            LiveRow(
                 p["model_version"] or "unknown",
                 p["predicted_at"],
                 p["hypothesis"],
@@ -170,13 +180,16 @@ def live_quality(
     slice_by: Sequence[str] = (),
     resamples: int = 1000,
     seed: int = 0,
+    rows: Sequence[LiveRow] | None = None,
 ) -> dict[str, LiveQuality]:
-    """Live quality of each version over the predictions it made in [start, end)."""
+    """Live quality of each version over the predictions it made in [start, end) (taken from
+    `rows` when they were read already)."""
     now = now or datetime.now(UTC)
     end = end or now
-    by_version: dict[str, list[_Row]] = defaultdict(list)
-    for row in _rows(store, start, end, now):
-        by_version[row.version].append(row)
+    by_version: dict[str, list[LiveRow]] = defaultdict(list)
+    for row in read_live(store, start, end, now) if rows is None else rows:
+        if (start is None or row.predicted_at >= start) and row.predicted_at < end:
+            by_version[row.version].append(row)
     kwargs = {
         "start": start,
         "end": end,
@@ -190,7 +203,7 @@ def live_quality(
     for version, rows in sorted(by_version.items()):
         quality = _measure(version, rows, **kwargs)  # type: ignore[arg-type]
         for key in slice_by:
-            groups: dict[str, list[_Row]] = defaultdict(list)
+            groups: dict[str, list[LiveRow]] = defaultdict(list)
             for r in rows:
                 groups[r.metadata.get(key, "")].append(r)
             quality.slices[key] = {
@@ -201,6 +214,11 @@ def live_quality(
     return out
 
 
+def trend_start(now: datetime, days: int) -> datetime:
+    """Midnight (UTC) of the first of the `days` days that end with `now`'s."""
+    return (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def daily_trend(
     store: ErrorStore,
     *,
@@ -208,14 +226,16 @@ def daily_trend(
     now: datetime | None = None,
     label_window: timedelta = timedelta(hours=24),
     normalizer: str = DEFAULT_SCORING_NORMALIZER,
+    rows: Sequence[LiveRow] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per day (UTC) and version: requests, correction rate and live WER, oldest day first."""
+    """Per day (UTC) and version: requests, correction rate and live WER, oldest day first
+    (from `rows` when they were read already)."""
     now = now or datetime.now(UTC)
-    first = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = _rows(store, first, now, now)
-    groups: dict[tuple[str, str], list[_Row]] = defaultdict(list)
-    for r in rows:
-        groups[(r.predicted_at.date().isoformat(), r.version)].append(r)
+    first = trend_start(now, days)
+    groups: dict[tuple[str, str], list[LiveRow]] = defaultdict(list)
+    for r in read_live(store, first, now, now) if rows is None else rows:
+        if first <= r.predicted_at < now:
+            groups[(r.predicted_at.date().isoformat(), r.version)].append(r)
     out = []
     for (day, version), group in sorted(groups.items()):
         q = _measure(
@@ -226,7 +246,7 @@ def daily_trend(
             now=now,
             label_window=label_window,
             normalizer=normalizer,
-            resamples=200,
+            resamples=0,  # the trend shows the values, not their intervals
             seed=0,
         )
         out.append(

@@ -3,26 +3,34 @@ quality per version, and each version's trend by day. `stt-flywheel status` prin
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
-from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality
-from stt_flywheel.run.ledger import list_runs, read_ledger
+from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality, read_live, trend_start
+from stt_flywheel.run.ledger import list_runs, read_run
 from stt_flywheel.run.trigger import check_trigger
 
-__all__ = ["system_status"]
+__all__ = ["TREND_DAYS", "percent_interval", "system_status"]
+
+TREND_DAYS = 14
+
+
+def percent_interval(value: dict[str, Any] | None) -> str:
+    """A rate and its interval (`RatioInterval.as_dict()`) as `12.3% [10.1%, 14.6%]`; – without one."""
+    if not value or value["value"] is None or math.isnan(value["value"]):
+        return "–"
+    return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
 
 
 def _run_outcome(config: FlywheelConfig, run_id: str) -> dict[str, Any]:
-    trigger = read_ledger(config, run_id, "trigger") or {}
-    dataset = read_ledger(config, run_id, "dataset")
-    train = read_ledger(config, run_id, "train")
-    validation = read_ledger(config, run_id, "validation")
-    regression = read_ledger(config, run_id, "regression")
-    deploy = read_ledger(config, run_id, "deploy")
+    ledger = read_run(config, run_id)
+    trigger = ledger["trigger"] or {}
+    dataset, train, validation = ledger["dataset"], ledger["train"], ledger["validation"]
+    regression, deploy = ledger["regression"], ledger["deploy"]
     return {
         "run_id": run_id,
         "checked_at": trigger.get("checked_at"),
@@ -56,15 +64,18 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         production_version=production.version if production else None,
         now=now,
     )
-    window = timedelta(hours=config.trigger.recent_window_hours)
+    start = now - timedelta(hours=config.trigger.recent_window_hours)
+    # one read of the traffic for both the live-quality window and the trend's days
+    rows = read_live(store, min(start, trend_start(now, TREND_DAYS)), now, now)
     live = live_quality(
         store,
-        start=now - window,
+        start=start,
         now=now,
         label_window=config.feedback.label_window,
         normalizer=config.validation.normalizer,
         slice_by=config.validation.slice_by,
         resamples=config.validation.bootstrap_resamples,
+        rows=rows,
     )
     traffic = endpoint.traffic()
     versions = []
@@ -97,9 +108,10 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         },
         "trend": daily_trend(
             store,
-            days=14,
+            days=TREND_DAYS,
             now=now,
             label_window=config.feedback.label_window,
             normalizer=config.validation.normalizer,
+            rows=rows,
         ),
     }

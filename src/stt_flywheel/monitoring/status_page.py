@@ -4,21 +4,16 @@ correction rate by day as inline SVG (the same page rules as the stage reports).
 from __future__ import annotations
 
 import html
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from stt_flywheel.evaluation.reports import _figure, _page, _plt, _svg, _table
+from stt_flywheel.monitoring.status import percent_interval
+from stt_flywheel.run.ledger import STAGES
 from stt_flywheel.storage.files import atomic_write_text
 
 __all__ = ["status_html", "write_status_page"]
-
-
-def _interval(value: dict[str, Any] | None) -> str:
-    if not value or value["value"] is None or math.isnan(value["value"]):
-        return "–"
-    return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
 
 
 def trend_plot(trend: list[dict[str, Any]]) -> str:
@@ -96,11 +91,11 @@ def status_html(view: dict[str, Any]) -> str:
                 v["offline"].get("wer", "–"),
                 live.get("requests", 0),
                 live.get("pending", 0),
-                _interval(live.get("feedback_share")),
-                _interval(live.get("correction_rate")),
-                _interval(live.get("flag_rate")),
-                _interval(live.get("wer")),
-                _interval(live.get("cer")),
+                percent_interval(live.get("feedback_share")),
+                percent_interval(live.get("correction_rate")),
+                percent_interval(live.get("flag_rate")),
+                percent_interval(live.get("wer")),
+                percent_interval(live.get("cer")),
             )
         )
     parts.append(
@@ -127,17 +122,8 @@ def status_html(view: dict[str, Any]) -> str:
     parts.append("<h2>Last runs</h2>")
     parts.append(
         _table(
-            ["run", "trigger", "dataset", "validation", "regression", "deploy"],
-            [
-                (
-                    r["run_id"],
-                    *(
-                        r["stages"][k] or "–"
-                        for k in ("trigger", "dataset", "validation", "regression", "deploy")
-                    ),
-                )
-                for r in view["runs"]
-            ],
+            ["run", *STAGES],
+            [(r["run_id"], *(r["stages"][k] or "–" for k in STAGES)) for r in view["runs"]],
         )
     )
     return _page("stt-flywheel status", "".join(parts))

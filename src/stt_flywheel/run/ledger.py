@@ -11,7 +11,7 @@ from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.storage.files import dump_json
 from stt_flywheel.storage.objectstore import join_uri, open_store
 
-__all__ = ["list_runs", "read_ledger", "summarize_run", "write_ledger"]
+__all__ = ["STAGES", "list_runs", "read_ledger", "read_run", "summarize_run", "write_ledger"]
 
 
 def write_ledger(config: FlywheelConfig, run_id: str, stage: str, payload: dict[str, Any]) -> None:
@@ -24,6 +24,14 @@ def read_ledger(config: FlywheelConfig, run_id: str, stage: str) -> dict[str, An
     assert config.paths.reports
     found = open_store(config.paths.reports).read(f"{run_id}/{stage}.json")
     return orjson.loads(found.data) if found else None
+
+
+STAGES = ("trigger", "dataset", "train", "validation", "regression", "deploy")
+
+
+def read_run(config: FlywheelConfig, run_id: str) -> dict[str, dict[str, Any] | None]:
+    """Every stage's ledger entry of one run (None for a stage that did not run), in stage order."""
+    return {stage: read_ledger(config, run_id, stage) for stage in STAGES}
 
 
 def list_runs(config: FlywheelConfig) -> list[str]:
@@ -98,12 +106,10 @@ def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = 
     """
     assert config.paths.reports
     run_dir = join_uri(config.paths.reports, run_id)
-    trigger = read_ledger(config, run_id, "trigger") or {}
-    dataset = read_ledger(config, run_id, "dataset")
-    train = read_ledger(config, run_id, "train")
-    validation = read_ledger(config, run_id, "validation")
-    regression = read_ledger(config, run_id, "regression")
-    deploy = read_ledger(config, run_id, "deploy")
+    ledger = read_run(config, run_id)
+    trigger = ledger["trigger"] or {}
+    dataset, train, validation = ledger["dataset"], ledger["train"], ledger["validation"]
+    regression, deploy = ledger["regression"], ledger["deploy"]
     registry = open_registry(config)
     default = registry.resolve("default")
     m = (validation or {}).get("metrics", {})

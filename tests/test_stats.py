@@ -19,6 +19,8 @@ from stt_flywheel.scoring.stats import (
     paired_bootstrap,
     paired_t_test,
     paired_wilcoxon,
+    proportion_difference,
+    ratio_difference,
 )
 
 PAIRED_CASES = [
@@ -234,3 +236,40 @@ def test_mapsswe_equals_nist_sc_stats(
     test = mapsswe(align_pairs(refs, a), align_pairs(refs, b), alternative="two-sided")
     assert test.n == segments
     assert round(test.statistic, 3) == pytest.approx(z, abs=1e-9)
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize(("k_a", "n_a", "k_b", "n_b"), [(30, 300, 20, 300), (0, 50, 3, 40), (56, 70, 48, 80)])
+def test_proportion_difference_is_newcombes_interval(k_a: int, n_a: int, k_b: int, n_b: int) -> None:
+    # Newcombe (1998), method 10: the Wilson score limits of each proportion, combined
+    z = 1.959963984540054
+    (l1, u1), (l2, u2) = _wilson(k_a, n_a, z), _wilson(k_b, n_b, z)
+    p1, p2 = k_a / n_a, k_b / n_b
+    d = proportion_difference(k_a, n_a, k_b, n_b, confidence=0.95)
+    assert d.delta == pytest.approx(p1 - p2)
+    assert d.low == pytest.approx(p1 - p2 - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2))
+    assert d.high == pytest.approx(p1 - p2 + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+    assert not proportion_difference(1, 0, 1, 10).measured
+
+
+def test_ratio_difference_resamples_each_arm() -> None:
+    rng = np.random.default_rng(3)
+    words_a, words_b = rng.integers(3, 12, 400), rng.integers(3, 12, 400)
+    errors = rng.binomial(words_a, 0.2)
+    same = ratio_difference(errors, words_a, errors, words_a)  # the same utterances in both arms
+    assert same.delta == 0
+    assert same.low < 0 < same.high
+    worse = ratio_difference(rng.binomial(words_a, 0.3), words_a, rng.binomial(words_b, 0.2), words_b)
+    assert 0 < worse.low < worse.delta < worse.high
+    assert worse.delta == pytest.approx(worse.a - worse.b)
+    # the interval narrows as the arms grow (its width shrinks about as 1/sqrt(n))
+    big_a, big_b = np.tile(words_a, 4), np.tile(words_b, 4)
+    wide = ratio_difference(rng.binomial(big_a, 0.3), big_a, rng.binomial(big_b, 0.2), big_b)
+    assert (wide.high - wide.low) < 0.7 * (worse.high - worse.low)
+    assert not ratio_difference([], [], [1], [3]).measured

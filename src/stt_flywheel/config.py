@@ -24,6 +24,7 @@ __all__ = [
     "DeploySettings",
     "FeedbackSettings",
     "FlywheelConfig",
+    "MonitorSettings",
     "PathSettings",
     "RegressionSuite",
     "TrainingSettings",
@@ -319,6 +320,90 @@ class FeedbackSettings(_Strict):
         return timedelta(hours=self.label_window_hours)
 
 
+class MonitorSettings(_Strict):
+    """How the monitor decides canaries from live evidence and watches the default (README: "The
+    monitor's decision rule")."""
+
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="Confidence of a canary's decision over all its looks; each testing look uses 1 − (1 − confidence) / max_looks.",
+    )
+    max_looks: int = Field(
+        12,
+        ge=1,
+        description="Testing looks per canary step (looks that wait for labels do not count); the error rate is split evenly over them.",
+    )
+    min_labelled_per_arm: int = Field(
+        200,
+        ge=1,
+        description="Predictions with feedback, older than feedback.label_window_hours, each arm needs before a look tests.",
+    )
+    min_scored_per_arm: int = Field(
+        30, ge=1, description="Predictions with a reference transcript each arm needs for the live-WER test."
+    )
+    correction_rate_margin: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Non-inferiority margin on the correction rate (absolute: candidate − default).",
+    )
+    wer_margin: float = Field(
+        0.02, ge=0.0, description="Non-inferiority margin on live WER (absolute: candidate − default)."
+    )
+    max_canary_hours: float = Field(
+        72.0, gt=0, description="A canary still undecided this long after it started meets deadline_policy."
+    )
+    deadline_policy: Literal["rollback", "promote", "hold"] = Field(
+        "rollback",
+        description="At the deadline (or with the looks spent): roll back (fail closed), promote, or hold and alert.",
+    )
+    canary_steps: list[int] = Field(
+        default_factory=list,
+        description="Progressive traffic shares of a canary, e.g. [10, 50, 100], each step gated the same way; empty: deploy.canary_percent, then 100.",
+    )
+    auto_rollback: bool = Field(
+        True, description="Roll a degraded default back to `previous` (off: only alert)."
+    )
+    max_live_degradation: float = Field(
+        0.05,
+        ge=0.0,
+        description="The default is degraded when its correction rate or live WER is worse than its record by more than this (absolute), the interval excluding zero.",
+    )
+    baseline_hours: float = Field(
+        72.0, gt=0, description="The default's record: its first hours of serving (else `previous`'s last)."
+    )
+    watch_window_hours: float = Field(
+        24.0, gt=0, description="Recent traffic of the default compared with its record."
+    )
+    alert_webhook: str | None = Field(
+        None,
+        description="URL that receives a Slack-compatible JSON message on a rollback, a stalled canary or a degraded default.",
+    )
+    lease_minutes: float = Field(
+        30.0, gt=0, description="How long a monitor holds the monitor lease (two monitors never act twice)."
+    )
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the live-WER interval.")
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if steps and (
+            any(not 0 < s <= 100 for s in steps)
+            or any(b <= a for a, b in zip(steps, steps[1:], strict=False))
+            or steps[-1] != 100
+        ):
+            raise ValueError(
+                "canary steps must rise strictly within 1..100 and end at 100, e.g. [10, 50, 100]"
+            )
+        return steps
+
+    @property
+    def look_confidence(self) -> float:
+        return 1 - (1 - self.confidence) / self.max_looks
+
+
 class VertexSettings(_Strict):
     """Google Cloud settings: the Vertex AI registry/endpoint backend (`deploy.backend: vertex`) and
     pipeline submission."""
@@ -370,6 +455,7 @@ class FlywheelConfig(_Strict):
     validation: ValidationPolicy = ValidationPolicy()
     regression: list[RegressionSuite] = Field(default_factory=list)
     deploy: DeploySettings = DeploySettings()
+    monitor: MonitorSettings = MonitorSettings()
     vertex: VertexSettings = VertexSettings()
 
     def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:

@@ -8,6 +8,9 @@
 - `mapsswe`: NIST's matched-pair sentence-segment word error test (Gillick & Cox, 1989) on segments
   cut at runs of words both systems got right.
 - `holm`: Holm's step-down adjustment when several hypotheses are tested at once.
+- `proportion_difference`, `ratio_difference`: two *independent* groups (a canary and the default
+  on the same window of traffic): a difference of proportions with Newcombe's hybrid score interval,
+  and a difference of ratios of sums (WER) by a percentile bootstrap that resamples each group.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from stt_flywheel.scoring.alignment import Alignment
 Counts = Sequence[int] | np.ndarray
 
 __all__ = [
+    "Difference",
     "RatioInterval",
+    "proportion_difference",
+    "ratio_difference",
     "bootstrap_ratio",
     "Alternative",
     "BootstrapInterval",
@@ -338,3 +344,80 @@ def bootstrap_ratio(
     tail = (1 - confidence) / 2
     low, high = np.quantile(ratios, [tail, 1 - tail]) if len(ratios) else (math.nan, math.nan)
     return RatioInterval(value, float(low), float(high), n, confidence)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`a − b` for two independent groups, with a two-sided interval at `confidence`. NaN bounds
+    when either group has nothing to measure (a gate or a monitor then decides nothing from it)."""
+
+    a: float
+    b: float
+    delta: float
+    low: float
+    high: float
+    confidence: float
+    method: str
+    n_a: int
+    n_b: int
+
+    @property
+    def measured(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def proportion_difference(k_a: int, n_a: int, k_b: int, n_b: int, *, confidence: float = 0.95) -> Difference:
+    """k_a/n_a − k_b/n_b with Newcombe's hybrid score interval (the Wilson intervals of each
+    proportion combined; well behaved at small counts and at 0 %, unlike the Wald interval)."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    if n_a == 0 or n_b == 0:
+        return Difference(math.nan, math.nan, math.nan, math.nan, math.nan, confidence, "newcombe", n_a, n_b)
+    low, high = confint_proportions_2indep(
+        k_a, n_a, k_b, n_b, method="newcomb", compare="diff", alpha=1 - confidence
+    )
+    a, b = k_a / n_a, k_b / n_b
+    return Difference(a, b, a - b, float(low), float(high), confidence, "newcombe", n_a, n_b)
+
+
+def _resampled_ratios(
+    num: np.ndarray, den: np.ndarray, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Ratios of sums over `resamples` bootstrap samples of the units, drawn as multinomial counts
+    over the distinct (numerator, denominator) rows (few, for error counts), not as index arrays."""
+    rows, counts = np.unique(np.stack([num, den], axis=1), axis=0, return_counts=True)
+    draws = rng.multinomial(len(num), counts / len(num), size=resamples)
+    top, bottom = draws @ rows[:, 0], draws @ rows[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bottom > 0, top / np.maximum(bottom, 1), np.nan)
+
+
+def ratio_difference(
+    numerators_a: Counts,
+    denominators_a: Counts,
+    numerators_b: Counts,
+    denominators_b: Counts,
+    *,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Difference:
+    """sum(num_a)/sum(den_a) − sum(num_b)/sum(den_b) (e.g. WER of two arms), with a percentile
+    interval from resampling the units of each group independently (the groups are different
+    requests, so nothing pairs them)."""
+    num_a, den_a, num_b, den_b = (
+        np.asarray(x, dtype=np.int64) for x in (numerators_a, denominators_a, numerators_b, denominators_b)
+    )
+    n_a, n_b = len(num_a), len(num_b)
+    if n_a == 0 or n_b == 0 or den_a.sum() == 0 or den_b.sum() == 0:
+        return Difference(math.nan, math.nan, math.nan, math.nan, math.nan, confidence, "bootstrap", n_a, n_b)
+    a, b = float(num_a.sum() / den_a.sum()), float(num_b.sum() / den_b.sum())
+    rng = np.random.default_rng(seed)
+    deltas = _resampled_ratios(num_a, den_a, resamples, rng) - _resampled_ratios(num_b, den_b, resamples, rng)
+    deltas = deltas[np.isfinite(deltas)]
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(deltas, [tail, 1 - tail])
+    return Difference(a, b, a - b, float(low), float(high), confidence, "bootstrap", n_a, n_b)

@@ -1,0 +1,422 @@
+"""The monitor: one look at live quality, a decision, and the action it calls for.
+
+A look holds the monitor lease (two monitors never act twice), then:
+
+- with a canary in flight (alias `candidate` serving part of the traffic): the canary against the
+  default on the same window of settled traffic since its current step began
+  (`canary.decide_canary`), and then promote, step to the next share, roll back, hold or keep
+  collecting — through the deploy strategies, on either backend;
+- otherwise the default against its record (its first `baseline_hours` of serving, or while it is
+  younger than that, `previous`'s last ones): rolled back to `previous` when degraded
+  (`monitor.auto_rollback`), or only alerted.
+
+The registry's audit log is the monitor's memory: each canary look is recorded there
+(`monitor_canary`, with its numbers and tests), and the canary's start, its step's start and the
+testing looks already spent are read back from it. Every decision also becomes a structured log
+line on the given stream (Cloud Logging reads `severity` and `message` from JSON on stdout), a
+self-contained HTML report under `<paths.reports>/monitor/`, and, for a rollback, a stalled
+canary or a degraded default, a Slack-compatible message to `monitor.alert_webhook`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+import orjson
+
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.data.error_store import open_error_store
+from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.endpoint import canary_split
+from stt_flywheel.deployment.protocols import Endpoint, Registry
+from stt_flywheel.deployment.registry import ModelVersion
+from stt_flywheel.deployment.strategies import promote_canary, rollback
+from stt_flywheel.monitoring.canary import (
+    Arm,
+    CanaryState,
+    Judgement,
+    decide_canary,
+    decide_default,
+    measure_arm,
+)
+from stt_flywheel.monitoring.live import LiveRow, read_live
+from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
+from stt_flywheel.storage.objectstore import join_uri, open_store
+
+__all__ = ["MONITOR_LEASE", "MonitorDecision", "canary_state", "log_record", "run_monitor"]
+
+MONITOR_LEASE = "flywheel-monitor"
+ALERTING = {"rollback", "hold", "degraded"}
+SEVERITY = {
+    "wait": "INFO",
+    "continue": "INFO",
+    "healthy": "INFO",
+    "unwatched": "INFO",
+    "idle": "INFO",
+    "skipped": "INFO",
+    "promote": "NOTICE",
+    "step": "NOTICE",
+    "rollback": "WARNING",
+    "hold": "WARNING",
+    "degraded": "ERROR",
+}
+
+
+@dataclass
+class MonitorDecision:
+    kind: str  # canary | default | none
+    action: str
+    summary: str
+    checked_at: str
+    holder: str
+    severity: str = "INFO"
+    version: int | None = None
+    baseline: str | None = None  # what it was compared with: "v2", or "v1's record"
+    reasons: list[str] = field(default_factory=list)
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    window: dict[str, str | None] = field(default_factory=dict)
+    look: int | None = None
+    max_looks: int | None = None
+    look_confidence: float | None = None
+    traffic_before: dict[int, int] = field(default_factory=dict)
+    traffic_after: dict[int, int] = field(default_factory=dict)
+    acted: bool = False
+    dry_run: bool = False
+    outcome: str | None = None
+    alert: dict[str, Any] | None = None
+    report: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # earlier looks at this canary
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def audit_detail(self) -> dict[str, Any]:
+        return {k: v for k, v in self.as_dict().items() if k not in ("history", "alert")}
+
+
+def _at(entry: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(entry["at"]))
+
+
+def canary_state(
+    log: list[dict[str, Any]],
+    candidate: int,
+    default: int,
+    share: int,
+    steps: list[int],
+    now: datetime,
+) -> CanaryState:
+    """The canary's start, its current step's start and the testing looks spent in that step,
+    from the registry's audit log."""
+    mine = [e for e in log if e.get("version") == candidate]
+    deploys = [_at(e) for e in mine if e["action"] == "deploy"]
+    looks = [e for e in mine if e["action"] == "monitor_canary"]
+    started = deploys[-1] if deploys else (_at(looks[0]) if looks else now)
+    looks = [e for e in looks if _at(e) >= started]
+    stepped = [_at(e) for e in looks if e["detail"].get("action") == "step" and e["detail"].get("acted")]
+    step_started = max([started, *stepped])
+    spent = sum(1 for e in looks if _at(e) > step_started and e["detail"].get("look") is not None)
+    later = [s for s in steps if s > share]
+    return CanaryState(candidate, default, share, later[0] if later else 100, started, step_started, spent)
+
+
+def _rows(rows: list[LiveRow], version: int, start: datetime, end: datetime) -> list[LiveRow]:
+    return [r for r in rows if r.version == str(version) and start <= r.predicted_at < end]
+
+
+def _promoted_at(log: list[dict[str, Any]], version: int) -> datetime | None:
+    """When `version` last became the default (promoted, or restored by a rollback)."""
+    times = [
+        _at(e)
+        for e in log
+        if e.get("version") == version
+        and (e["action"] == "promote" or (e["action"] == "rollback" and "rolled_back" in e["detail"]))
+    ]
+    return max(times, default=None)
+
+
+def run_monitor(
+    config: FlywheelConfig,
+    *,
+    now: datetime | None = None,
+    act: bool = True,
+    holder: str | None = None,
+    log_stream: IO[str] | None = None,
+    seed: int = 0,
+) -> MonitorDecision:
+    """Look once, decide, act (unless `act` is False: a dry run decides and reports only)."""
+    now = now or datetime.now(UTC)
+    holder = holder or f"monitor-{uuid.uuid4().hex[:12]}"
+    assert config.paths.state
+    state = open_store(config.paths.state)
+    if act:
+        try:
+            acquire_lease(
+                state, MONITOR_LEASE, holder, timedelta(minutes=config.monitor.lease_minutes), now=now
+            )
+        except LeaseHeld as exc:
+            decision = MonitorDecision(
+                "none", "skipped", f"another monitor is looking ({exc})", now.isoformat(), holder
+            )
+            _emit(decision, log_stream)
+            return decision
+    try:
+        decision = _look(config, now, holder, act, seed)
+    finally:
+        if act:
+            release_lease(state, MONITOR_LEASE, holder)
+    decision.severity = SEVERITY.get(decision.action, "INFO")
+    if decision.action == "degraded" and not decision.acted and not decision.dry_run:
+        decision.severity = "CRITICAL"  # nobody rolled it back: a person must
+    _write_report(config, decision)
+    if act and decision.action in ALERTING and config.monitor.alert_webhook:
+        from stt_flywheel.monitoring.alerts import send_webhook
+
+        decision.alert = send_webhook(config.monitor.alert_webhook, decision)
+    _emit(decision, log_stream)
+    return decision
+
+
+def _look(config: FlywheelConfig, now: datetime, holder: str, act: bool, seed: int) -> MonitorDecision:
+    registry = open_registry(config)
+    endpoint = open_endpoint(config, registry)
+    split = endpoint.traffic()
+    default = registry.resolve("default")
+    candidate = registry.resolve("candidate")
+    decision = MonitorDecision("none", "idle", "", now.isoformat(), holder, dry_run=not act)
+    decision.report = _report_uri(config, decision)
+    decision.traffic_before = decision.traffic_after = split
+    if default is None:
+        decision.summary = "nothing to watch: the registry has no default version"
+        return decision
+    if candidate is not None and candidate.version != default.version and split.get(candidate.version, 0) > 0:
+        return _canary(config, registry, endpoint, decision, candidate, default, now, act, seed)
+    return _watch_default(config, registry, endpoint, decision, default, now, act, seed)
+
+
+def _settled_end(config: FlywheelConfig, now: datetime) -> datetime:
+    return now - config.feedback.label_window
+
+
+def _canary(
+    config: FlywheelConfig,
+    registry: Registry,
+    endpoint: Endpoint,
+    decision: MonitorDecision,
+    candidate: ModelVersion,
+    default: ModelVersion,
+    now: datetime,
+    act: bool,
+    seed: int,
+) -> MonitorDecision:
+    settings = config.monitor
+    split = decision.traffic_before
+    log = registry.audit_log()
+    state = canary_state(
+        log, candidate.version, default.version, split[candidate.version], settings.canary_steps, now
+    )
+    end = _settled_end(config, now)
+    rows = (
+        read_live(open_error_store(config), state.step_started_at, end, now)
+        if end > state.step_started_at
+        else []
+    )
+    arms = (
+        measure_arm(
+            str(candidate.version),
+            _rows(rows, candidate.version, state.step_started_at, end),
+            config.validation.normalizer,
+        ),
+        measure_arm(
+            str(default.version),
+            _rows(rows, default.version, state.step_started_at, end),
+            config.validation.normalizer,
+        ),
+    )
+    judgement = decide_canary(state, arms[0], arms[1], settings, now, seed=seed)
+    decision.kind = "canary"
+    decision.version = candidate.version
+    decision.baseline = f"v{default.version}"
+    _fill(decision, judgement, arms, state.step_started_at, end)
+    decision.look, decision.max_looks = judgement.look, settings.max_looks
+    decision.look_confidence = settings.look_confidence
+    decision.history = [
+        {"at": e["at"], **{k: e["detail"].get(k) for k in ("action", "arms", "tests", "look")}}
+        for e in log
+        if e["action"] == "monitor_canary"
+        and e.get("version") == candidate.version
+        and _at(e) >= state.started_at
+    ]
+    c, d = f"v{candidate.version}", f"v{default.version}"
+    decision.summary = {
+        "wait": f"canary {c} ({state.share} %) waits for labels",
+        "continue": f"canary {c} ({state.share} %) inconclusive against {d}: collecting more",
+        "promote": f"canary {c} promoted: non-inferior to {d} on correction rate and live WER",
+        "step": f"canary {c} passed its {state.share} % step: now {state.next_share} %",
+        "rollback": f"canary {c} rolled back: worse than {d}",
+        "hold": f"canary {c} held at {state.share} % past its deadline: a person must decide",
+    }[judgement.action]
+    if judgement.action == "rollback" and not any(t.verdict == "worse" for t in judgement.tests):
+        decision.summary = f"canary {c} rolled back at its deadline (fail closed)"
+    if act:
+        reason = f"monitor: {decision.summary}"
+        if judgement.action == "promote":
+            decision.outcome = promote_canary(registry, endpoint, reason).to_markdown()
+        elif judgement.action == "step":
+            endpoint.set_traffic(canary_split(split, candidate.version, state.next_share), reason=reason)
+        elif judgement.action == "rollback":
+            decision.outcome = rollback(registry, endpoint, reason).to_markdown()
+        decision.acted = judgement.action in ("promote", "step", "rollback")
+        decision.traffic_after = endpoint.traffic() if decision.acted else split
+        registry.record("monitor_canary", candidate.version, decision.audit_detail())
+    return decision
+
+
+def _watch_default(
+    config: FlywheelConfig,
+    registry: Registry,
+    endpoint: Endpoint,
+    decision: MonitorDecision,
+    default: ModelVersion,
+    now: datetime,
+    act: bool,
+    seed: int,
+) -> MonitorDecision:
+    settings = config.monitor
+    decision.kind, decision.version = "default", default.version
+    log = registry.audit_log()
+    promoted = _promoted_at(log, default.version)
+    end = _settled_end(config, now)
+    if promoted is None:
+        decision.action = "unwatched"
+        decision.summary = f"default v{default.version}: no promotion on record to date its serving from"
+        return decision
+    baseline = timedelta(hours=settings.baseline_hours)
+    recent_start = max(promoted, end - timedelta(hours=settings.watch_window_hours))
+    previous = registry.resolve("previous")
+    if end - timedelta(hours=settings.watch_window_hours) >= promoted + baseline:
+        record_version, record_start, record_end = default.version, promoted, promoted + baseline
+        record_of = f"v{default.version}'s first {settings.baseline_hours:g} h"
+    elif previous is not None:
+        record_version, record_start, record_end = previous.version, promoted - baseline, promoted
+        record_of = f"v{previous.version}'s last {settings.baseline_hours:g} h"
+    else:
+        record_version = None
+        record_start, record_end = recent_start, recent_start
+        record_of = "no earlier version"
+    rows = (
+        read_live(open_error_store(config), min(record_start, recent_start), end, now)
+        if end > record_start
+        else []
+    )
+    normalizer = config.validation.normalizer
+    recent = measure_arm(str(default.version), _rows(rows, default.version, recent_start, end), normalizer)
+    record = (
+        measure_arm(str(record_version), _rows(rows, record_version, record_start, record_end), normalizer)
+        if record_version is not None
+        else None
+    )
+    judgement = decide_default(default.version, recent, record, record_of, settings, seed=seed)
+    _fill(
+        decision, judgement, (recent, record or Arm(record_of)), recent_start, end, names=("recent", "record")
+    )
+    decision.baseline = record_of
+    decision.window["record_start"], decision.window["record_end"] = (
+        record_start.isoformat(),
+        record_end.isoformat(),
+    )
+    decision.look_confidence = settings.look_confidence
+    v = f"v{default.version}"
+    decision.summary = {
+        "unwatched": f"default {v} not watched yet: {judgement.reasons[0]}",
+        "wait": f"default {v} waits for labels on its recent traffic",
+        "healthy": f"default {v} holds its record ({record_of})",
+        "degraded": f"default {v} degraded against {record_of}",
+    }[judgement.action]
+    if judgement.action == "degraded":
+        if act and settings.auto_rollback and previous is not None:
+            decision.outcome = rollback(registry, endpoint, f"monitor: {decision.summary}").to_markdown()
+            decision.acted = True
+            decision.traffic_after = endpoint.traffic()
+            decision.summary += f": rolled back to v{previous.version}"
+        elif not settings.auto_rollback:
+            decision.summary += ": monitor.auto_rollback is off, alerting only"
+        elif previous is None:
+            decision.summary += ": no `previous` version to roll back to, alerting only"
+        if act:
+            registry.record("monitor_default", default.version, decision.audit_detail())
+    return decision
+
+
+def _fill(
+    decision: MonitorDecision,
+    judgement: Judgement,
+    arms: tuple[Arm, Arm],
+    start: datetime,
+    end: datetime,
+    names: tuple[str, str] = ("candidate", "default"),
+) -> None:
+    decision.action = judgement.action
+    decision.reasons = judgement.reasons
+    decision.tests = [t.as_dict() for t in judgement.tests]
+    decision.arms = {names[0]: arms[0].as_dict(), names[1]: arms[1].as_dict()}
+    decision.window = {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def log_record(decision: MonitorDecision) -> dict[str, Any]:
+    """The structured log entry: Cloud Logging takes `severity` and `message` from it, and a
+    log-based alert policy can match `jsonPayload.monitor.action`."""
+    return {
+        "severity": decision.severity,
+        "message": f"stt-flywheel monitor: {decision.summary}",
+        "logging.googleapis.com/labels": {"app": "stt-flywheel", "component": "monitor"},
+        "monitor": {
+            k: decision.as_dict()[k]
+            for k in (
+                "kind",
+                "action",
+                "version",
+                "baseline",
+                "acted",
+                "dry_run",
+                "look",
+                "max_looks",
+                "arms",
+                "tests",
+                "traffic_before",
+                "traffic_after",
+                "report",
+                "checked_at",
+            )
+        },
+    }
+
+
+def _emit(decision: MonitorDecision, stream: IO[str] | None) -> None:
+    if stream is not None:
+        line = orjson.dumps(log_record(decision), option=orjson.OPT_NON_STR_KEYS, default=str)
+        stream.write(line.decode() + "\n")
+        stream.flush()
+
+
+def _report_key(decision: MonitorDecision) -> str:
+    stamp = decision.checked_at.replace(":", "").replace("+0000", "Z")
+    return f"monitor/{stamp}-{decision.holder}.html"
+
+
+def _report_uri(config: FlywheelConfig, decision: MonitorDecision) -> str:
+    assert config.paths.reports
+    return join_uri(config.paths.reports, _report_key(decision))
+
+
+def _write_report(config: FlywheelConfig, decision: MonitorDecision) -> None:
+    from stt_flywheel.monitoring.monitor_report import monitor_html
+
+    assert config.paths.reports
+    if decision.report is None:
+        decision.report = _report_uri(config, decision)
+    open_store(config.paths.reports).write(_report_key(decision), monitor_html(decision).encode())

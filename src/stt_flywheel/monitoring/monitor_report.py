@@ -1,0 +1,162 @@
+"""The monitor's report: one self-contained HTML page per look — the decision, both arms, each
+test's interval against its margin, and the arms over the canary's looks (inline SVG)."""
+
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from stt_flywheel.evaluation.reports import _figure, _page, _plt, _svg, _table
+from stt_flywheel.monitoring.live import SELECTION_BIAS
+
+if TYPE_CHECKING:
+    from stt_flywheel.monitoring.monitor import MonitorDecision
+
+__all__ = ["monitor_html"]
+
+LABEL = {"correction_rate": "correction rate", "wer": "live WER"}
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, float) and math.isfinite(x) else "–"
+
+
+def interval_plot(tests: list[dict[str, Any]]) -> str:
+    """Each test's difference and interval, with zero and its margin."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.7 * len(tests)))
+    for i, t in enumerate(tests):
+        if isinstance(t["low"], float) and math.isfinite(t["low"]):
+            ax.plot([t["low"], t["high"]], [i, i], "-", lw=4, color="#4878a8")
+            ax.plot([t["delta"]], [i], "o", color="black")
+        ax.plot([t["margin"]], [i], "|", ms=22, mew=2, color="#c0392b")
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(range(len(tests)), [LABEL.get(t["metric"], t["metric"]) for t in tests])
+    ax.set_ylim(-0.7, len(tests) - 0.3)
+    ax.set_xlabel("difference (first arm − second); red tick: the margin")
+    return _svg(fig)
+
+
+def looks_plot(history: list[dict[str, Any]], names: tuple[str, str]) -> str:
+    """Both arms' correction rate and live WER at each look."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    times = [datetime.fromisoformat(h["at"]) for h in history]
+    for name in names:
+        for ax, metric in zip(axes, ("correction_rate", "wer"), strict=True):
+            values = [(h.get("arms") or {}).get(name, {}).get(metric, math.nan) for h in history]
+            ax.plot(times, values, "o-", label=name)
+    for ax, metric in zip(axes, ("correction_rate", "wer"), strict=True):
+        ax.set_ylabel(LABEL[metric])
+        ax.set_xlabel("look (UTC)")
+        ax.tick_params(axis="x", rotation=30)
+        ax.legend()
+    fig.autofmt_xdate()
+    return _svg(fig)
+
+
+def monitor_html(d: MonitorDecision) -> str:
+    parts = [
+        f"<p class='meta'>checked at {html.escape(d.checked_at)} by {html.escape(d.holder)}"
+        + (" — dry run: nothing was changed" if d.dry_run else "")
+        + "</p>",
+        f"<h2>Decision: {html.escape(d.action)}</h2><p><b>{html.escape(d.summary)}</b></p>",
+        _table(
+            ["kind", "severity", "acted", "look", "confidence per look", "window"],
+            [
+                (
+                    d.kind,
+                    d.severity,
+                    "yes" if d.acted else "no",
+                    f"{d.look} of {d.max_looks}" if d.look else "–",
+                    f"{d.look_confidence:.2%}" if d.look_confidence else "–",
+                    f"{d.window.get('start', '–')} → {d.window.get('end', '–')}",
+                )
+            ],
+        ),
+        "<h2>Traffic</h2>",
+        _table(
+            ["version", "before %", "after %"],
+            [
+                (f"v{v}", d.traffic_before.get(v, 0), d.traffic_after.get(v, 0))
+                for v in sorted(set(d.traffic_before) | set(d.traffic_after))
+            ],
+        ),
+    ]
+    if d.arms:
+        parts.append("<h2>Arms</h2>")
+        parts.append(
+            _table(
+                [
+                    "arm",
+                    "version",
+                    "settled requests",
+                    "labelled",
+                    "corrected",
+                    "correction rate",
+                    "scored",
+                    "live WER",
+                ],
+                [
+                    (
+                        name,
+                        f"v{a['version']}",
+                        a["requests"],
+                        a["labelled"],
+                        a["corrected"],
+                        _num(a["correction_rate"]),
+                        a["scored"],
+                        _num(a["wer"]),
+                    )
+                    for name, a in d.arms.items()
+                ],
+            )
+        )
+    if d.tests:
+        parts.append("<h2>Tests</h2>")
+        parts.append(
+            _table(
+                [
+                    "metric",
+                    "first arm",
+                    "second arm",
+                    "Δ",
+                    "interval",
+                    "margin",
+                    "verdict",
+                    "p (non-inferior)",
+                    "p (worse)",
+                ],
+                [
+                    (
+                        LABEL[t["metric"]],
+                        _num(t["a"]),
+                        _num(t["b"]),
+                        _num(t["delta"]),
+                        f"[{_num(t['low'])}, {_num(t['high'])}] at {t['confidence']:.2%}",
+                        _num(t["margin"]),
+                        t["verdict"].replace("_", " "),
+                        _num(t["p_non_inferior"], 4),
+                        _num(t["p_worse"], 4),
+                    )
+                    for t in d.tests
+                ],
+            )
+        )
+        parts.append(
+            _figure(interval_plot(d.tests), "Each difference with its interval, zero, and its margin.")
+        )
+    looks = [h for h in d.history if h.get("arms")]
+    if d.kind == "canary" and d.arms:
+        looks.append({"at": d.checked_at, "arms": d.arms})
+        parts.append("<h2>Over the canary's looks</h2>")
+        parts.append(
+            _figure(looks_plot(looks, ("candidate", "default")), "Both arms at each look of this canary.")
+        )
+    parts.append("<h2>Reasons</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons) + "</ul>")
+    if d.outcome:
+        parts.append(f"<h2>Action taken</h2><pre>{html.escape(d.outcome)}</pre>")
+    parts.append(f"<p class='meta'>{html.escape(SELECTION_BIAS)}</p>")
+    return _page("stt-flywheel monitor", "".join(parts))

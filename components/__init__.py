@@ -1,4 +1,4 @@
-"""KFP components, one per stage. Each body maps artifacts to one `stt_flywheel.run.stages` call.
+"""KFP components, one per stage (and the monitor's one). Each body maps artifacts to one `stt_flywheel.run.stages` call.
 
 Images are not known at import time: `build_components` turns the plain functions into
 lightweight components for the images given at compile time. The images carry the library and
@@ -15,6 +15,7 @@ from kfp.dsl.python_component import PythonComponent
 from flywheel_components.build_dataset import build_dataset
 from flywheel_components.check_trigger import check_trigger
 from flywheel_components.deploy_model import deploy_model
+from flywheel_components.monitor_deployment import monitor_deployment
 from flywheel_components.run_regression_suites import run_regression_suites
 from flywheel_components.train_model import train_model
 from flywheel_components.validate_model import validate_model
@@ -30,6 +31,7 @@ class Components:
     validate_model: PythonComponent
     run_regression_suites: PythonComponent
     deploy_model: PythonComponent
+    monitor_deployment: PythonComponent
 
 
 def build_components(base_image: str, trainer_image: str | None = None) -> Components:
@@ -43,4 +45,5 @@ def build_components(base_image: str, trainer_image: str | None = None) -> Compo
         validate_model=make(validate_model),
         run_regression_suites=make(run_regression_suites),
         deploy_model=make(deploy_model),
+        monitor_deployment=make(monitor_deployment),
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from kfp import compiler, components, local
 
-from flywheel_pipelines.pipeline import build_pipeline
+from flywheel_pipelines.pipeline import PIPELINES
 from stt_flywheel.errors import InputError, StateError
 
 __all__ = ["LOCAL_IMAGE", "compile_pipeline", "run_compiled_locally"]
@@ -30,18 +30,23 @@ def compile_pipeline(
     base_image: str = LOCAL_IMAGE,
     trainer_image: str | None = None,
     require_digests: bool = False,
+    pipeline: str = "flywheel",
 ) -> Path:
-    """Compile to YAML. For the cloud (`require_digests`), images must be pinned by digest, so a
-    published template always runs the exact images that were tested."""
+    """Compile `pipeline` (flywheel or monitor) to YAML. For the cloud (`require_digests`), images
+    must be pinned by digest, so a published template always runs the exact images that were
+    tested (the monitor needs no trainer image)."""
+    if pipeline not in PIPELINES:
+        raise InputError(f"unknown pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
     if require_digests:
         loose = [i for i in (base_image, trainer_image) if i is not None and not DIGEST.match(i)]
-        if loose or trainer_image is None:
+        if loose or (trainer_image is None and pipeline == "flywheel"):
             raise InputError(
                 f"images must be pinned by digest (name@sha256:<64 hex>) for the cloud: {loose or ['no trainer image']}"
             )
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(base_image, trainer_image), package_path=str(output))
+    _, build = PIPELINES[pipeline]
+    compiler.Compiler().compile(build(base_image, trainer_image), package_path=str(output))
     return output
 
 

@@ -13,7 +13,7 @@ from stt_flywheel.run.ledger import list_runs
 from stt_flywheel.run.stages import bootstrap_registry
 from stt_flywheel.storage.objectstore import is_remote
 
-__all__ = ["run_local"]
+__all__ = ["run_local", "run_monitor_locally"]
 
 
 def run_local(
@@ -50,3 +50,25 @@ def run_local(
     if len(runs) != 1:
         raise RuntimeError(f"expected one new run ledger under {config.paths.reports}, found {runs}")
     return config, runs[0]
+
+
+def run_monitor_locally(
+    config_path: str | Path, *, package: Path | None = None, act: bool = True
+) -> list[Path]:
+    """Run the compiled monitor pipeline once with kfp.local; returns the decisions it wrote
+    (`<reports>/monitor/*.json`, one per look)."""
+    config = load_config(config_path)
+    assert config.paths.pipeline_root and config.paths.reports and config.paths.root
+    if is_remote(config.paths.pipeline_root) or is_remote(config.paths.reports):
+        raise ConfigError("the local runner needs a local pipeline_root and reports directory")
+    if package is None:
+        package = compile_pipeline(config.paths.root / "monitor.yaml", pipeline="monitor")
+    decisions = Path(config.paths.reports) / "monitor"
+    before = set(decisions.glob("*.json"))
+    arguments = {
+        "config_uri": str(config_path) if is_remote(config_path) else str(Path(config_path).resolve()),
+        "act": act,
+    }
+    log_path = config.paths.root / "logs" / f"monitor-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    run_compiled_locally(package, config.paths.pipeline_root, arguments, log_path=log_path)
+    return sorted(set(decisions.glob("*.json")) - before)

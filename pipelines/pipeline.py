@@ -24,9 +24,10 @@ from kfp import dsl
 
 from flywheel_components import build_components
 
-__all__ = ["PIPELINE_NAME", "build_pipeline"]
+__all__ = ["MONITOR_PIPELINE_NAME", "PIPELINES", "PIPELINE_NAME", "build_monitor_pipeline", "build_pipeline"]
 
 PIPELINE_NAME = "stt-flywheel"
+MONITOR_PIPELINE_NAME = "stt-flywheel-monitor"
 # Idempotent stages are retried after transient failures (preemption, quota, a lost node).
 RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}
 
@@ -116,3 +117,31 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                     )
 
     return stt_flywheel
+
+
+def build_monitor_pipeline(base_image: str, trainer_image: str | None = None) -> Callable[..., Any]:
+    """The monitor: one look at live quality per run, scheduled (e.g. hourly) beside the flywheel.
+
+    It decides a canary in flight from live evidence — promote, next step, roll back, or keep
+    collecting — or watches the default against its record and rolls it back when it degrades.
+    Two runs that overlap never both act: the task holds the monitor lease. Nothing is cached:
+    every run reads traffic and feedback that changed since the last one.
+    """
+    c = build_components(base_image, trainer_image)
+
+    @dsl.pipeline(name=MONITOR_PIPELINE_NAME, description=build_monitor_pipeline.__doc__)
+    def stt_flywheel_monitor(config_uri: str, act: bool = True) -> None:
+        (
+            c.monitor_deployment(config_uri=config_uri, run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, act=act)
+            .set_display_name("Monitor live quality")
+            .set_caching_options(False)
+        )
+
+    return stt_flywheel_monitor
+
+
+# what `compile --pipeline NAME` and `schedule create --pipeline NAME` build
+PIPELINES: dict[str, tuple[str, Callable[..., Callable[..., Any]]]] = {
+    "flywheel": (PIPELINE_NAME, build_pipeline),
+    "monitor": (MONITOR_PIPELINE_NAME, build_monitor_pipeline),
+}

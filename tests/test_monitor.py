@@ -7,6 +7,7 @@ import io
 import json
 import multiprocessing
 import random
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from fakes.stand_in_http import StandInHandler, serving
 from fakes.vertex import running_fake
 
-from stt_flywheel.config import FlywheelConfig, MonitorSettings
+from stt_flywheel.config import FlywheelConfig, MonitorSettings, load_config
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
@@ -450,3 +451,60 @@ def test_the_log_line_is_one_json_object_per_look(tmp_path: Path, model_dir: Pat
     assert record["severity"] == "INFO"
     assert record["logging.googleapis.com/labels"] == {"app": "stt-flywheel", "component": "monitor"}
     assert record["monitor"]["kind"] == "default"
+
+
+def test_the_compiled_monitor_pipeline_promotes_with_kfp_local(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flywheel_pipelines.local_run import run_monitor_locally
+
+    raw = _config(tmp_path)
+    raw["feedback"]["label_window_hours"] = 0.0
+    path = tmp_path / "flywheel.yaml"
+    path.write_text(json.dumps(raw))
+    world = World("local", load_config(path), model_dir)
+    t0 = _canary(world)
+    world.traffic(1, 400, 0.40, t0, t0 + timedelta(seconds=1))
+    world.traffic(2, 400, 0.08, t0, t0 + timedelta(seconds=1))
+    time.sleep(max(0.0, (t0 + timedelta(seconds=1.5) - datetime.now(UTC)).total_seconds()))
+    (written,) = run_monitor_locally(path)
+    decision = json.loads(written.read_text())
+    assert decision["action"] == "promote" and decision["acted"]
+    assert decision["holder"].startswith("stt-flywheel-monitor-")  # the pipeline job's name
+    assert world.endpoint.traffic() == {2: 100}
+    pipeline_root = Path(str(world.config.paths.pipeline_root))
+    (report,) = pipeline_root.glob("stt-flywheel-monitor-*/monitor-deployment/report")
+    assert "canary v2 promoted" in report.read_text()
+    # the task's stdout (kfp.local relays it; on Vertex it goes to Cloud Logging) has the log line
+    out = capsys.readouterr()
+    logged = (world.config.paths.root / "logs").glob("monitor-*.log")
+    text = "\n".join([out.out, out.err, *(p.read_text() for p in logged)])
+    line = next(json.loads(x[x.index("{") :]) for x in text.splitlines() if '{"severity"' in x)
+    assert line["severity"] == "NOTICE" and line["monitor"]["action"] == "promote"
+
+
+def test_the_monitor_command(tmp_path: Path, model_dir: Path, cli: Any) -> None:
+    raw = _config(tmp_path)
+    raw["feedback"]["label_window_hours"] = 0.0
+    path = tmp_path / "flywheel.yaml"
+    path.write_text(json.dumps(raw))
+    world = World("local", load_config(path), model_dir)
+    t0 = _canary(world)
+    world.traffic(1, 400, 0.40, t0, t0 + timedelta(seconds=1))
+    world.traffic(2, 400, 0.08, t0, t0 + timedelta(seconds=1))
+    time.sleep(max(0.0, (t0 + timedelta(seconds=1.5) - datetime.now(UTC)).total_seconds()))
+    code, out, err = cli("monitor", "--config", str(path), "--dry-run", "--json")
+    assert code == 0, err
+    dry = json.loads(out)
+    assert dry["action"] == "promote" and dry["dry_run"] and not dry["acted"]
+    code, out, err = cli("monitor", "--config", str(path), "--log-line")
+    assert code == 0, err
+    assert "canary v2 promoted" in out and "correction rate v2" in out and "v1 50 %" in out
+    assert json.loads(err.strip().splitlines()[-1])["severity"] == "NOTICE"
+    assert world.endpoint.traffic() == {2: 100}
+    code, out, err = cli("monitor", "--config", str(path))
+    assert code == 0 and "default v2" in out
+    code, _, err = cli("monitor", "--config", str(tmp_path / "missing.yaml"))
+    assert code == 1 and "config file not found" in err and "Traceback" not in err
+    code, _, err = cli("monitor", "--bogus")
+    assert code == 2 and "No such option" in err

@@ -163,3 +163,39 @@ def test_every_input_a_task_reads_is_declared_by_its_dag(cloud_spec: dict) -> No
                         checked += 1
                         assert ref in declared.get(kind, {}), f"{name}/{task_name} reads undeclared {ref}"
     assert checked > 20
+
+
+@pytest.fixture(scope="module")
+def monitor_spec(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    path = compile_pipeline(
+        tmp_path_factory.mktemp("m") / "monitor.yaml",
+        base_image="us-docker.pkg.dev/p/stt/base" + DIGEST,
+        require_digests=True,
+        pipeline="monitor",
+    )
+    return yaml.safe_load(Path(path).read_text())
+
+
+def test_the_monitor_pipeline_is_one_uncached_task_on_the_base_image(monitor_spec: dict) -> None:
+    assert monitor_spec["pipelineInfo"]["name"] == "stt-flywheel-monitor"
+    tasks = _all_tasks(monitor_spec)
+    assert {k: t["taskInfo"]["name"] for k, t in tasks.items()} == {
+        "monitor-deployment": "Monitor live quality"
+    }
+    assert not tasks["monitor-deployment"]["cachingOptions"].get("enableCache", False)
+    (executor,) = monitor_spec["deploymentSpec"]["executors"].values()
+    assert executor["container"]["image"] == "us-docker.pkg.dev/p/stt/base" + DIGEST
+    assert "pip install" not in " ".join(executor["container"]["command"])
+    params = monitor_spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {"config_uri", "act"} and params["act"]["defaultValue"] is True
+    outputs = monitor_spec["components"]["comp-monitor-deployment"]["outputDefinitions"]["artifacts"]
+    assert {k: v["artifactType"]["schemaTitle"] for k, v in outputs.items()} == {
+        "report": "system.HTML",
+        "summary": "system.Markdown",
+        "metrics": "system.Metrics",
+    }
+
+
+def test_unknown_pipelines_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown pipeline 'monitr'"):
+        compile_pipeline(tmp_path / "x.yaml", pipeline="monitr")

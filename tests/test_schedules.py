@@ -145,3 +145,25 @@ def test_schedule_refuses_what_vertex_cannot_run_and_keeps_the_old_one(cloud: tu
     assert out.exit_code != 0
     assert "readable by the pipeline" in str(out.exception)
     assert scheduler.jobs == before  # a replacement that cannot run never removes the schedule in place
+
+
+def test_the_monitor_is_scheduled_hourly_from_the_base_image_alone(cloud: tuple) -> None:
+    vertex, _, config, _ = cloud
+    _cli(
+        "schedule", "create", "--config", str(config), "--pipeline", "monitor", "--name", "monitor-hourly",
+        "--cron", "0 * * * *", "--config-uri", "gs://flywheel/flywheel.yaml",
+        "--pipeline-root", "gs://flywheel/pipeline-root", "--base-image", BASE,
+    )  # fmt: skip
+    (schedule,) = vertex.schedules.values()
+    assert schedule["cron"] == "TZ=Etc/UTC 0 * * * *" and int(schedule["maxConcurrentRunCount"]) == 1
+    job = schedule["createPipelineJobRequest"]["pipelineJob"]
+    assert job["pipelineSpec"]["pipelineInfo"]["name"] == "stt-flywheel-monitor"
+    assert set(job["pipelineSpec"]["deploymentSpec"]["executors"]) == {"exec-monitor-deployment"}
+    assert job["runtimeConfig"]["parameterValues"]["config_uri"] == "gs://flywheel/flywheel.yaml"
+    # the flywheel still needs its trainer image to compile now
+    refused = CliRunner().invoke(
+        app,
+        ["schedule", "create", "--config", str(config), "--name", "x", "--cron", "0 3 * * *",
+         "--config-uri", "gs://f/f.yaml", "--pipeline-root", "gs://f/r", "--base-image", BASE],
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "--trainer-image" in str(refused.exception)

@@ -108,3 +108,29 @@ def test_submit_refuses_what_vertex_cannot_run(
     status, out, err = cli("submit", "--config", str(config), "--template", "t.yaml", *flat)
     assert status == 1
     assert message in out + err
+
+
+def test_a_monitor_run_is_named_for_its_pipeline(tmp_path: Path) -> None:
+    from flywheel_pipelines.cloud.submit import Submission, pipeline_job
+    from flywheel_pipelines.compile import compile_pipeline
+    from stt_flywheel.config import FlywheelConfig
+
+    template = compile_pipeline(
+        tmp_path / "m.yaml", "us-docker.pkg.dev/p/stt/base" + DIGEST, require_digests=True, pipeline="monitor"
+    )
+    with running_fake() as (fake, url):
+        config = FlywheelConfig.model_validate(
+            {"vertex": {"project": fake.project, "location": fake.location, "api_endpoint": url}}
+        )
+        job = pipeline_job(
+            config,
+            Submission(
+                str(template), "gs://f/flywheel.yaml", "gs://f/root", "sa@p.iam.gserviceaccount.com",
+                pipeline="stt-flywheel-monitor",
+            ),
+        )  # fmt: skip
+    body = job.to_dict()  # what `submit` sends
+    assert body["displayName"] == "stt-flywheel-monitor"
+    assert body["pipelineSpec"]["pipelineInfo"]["name"] == "stt-flywheel-monitor"
+    assert job.job_id.startswith("stt-flywheel-monitor-")
+    assert body["runtimeConfig"]["parameterValues"]["config_uri"] == "gs://f/flywheel.yaml"

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from flywheel_pipelines.cli.cloud import schedule_app, submit, template_app
 from flywheel_pipelines.cli.data import base_app, errors_app
+from flywheel_pipelines.cli.monitor import monitor
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
 from flywheel_pipelines.cli.registry import registry_app, serve
 from flywheel_pipelines.cli.scoring import compare, score
@@ -34,6 +35,7 @@ app.command()(score)
 app.command()(compare)
 app.add_typer(registry_app, name="registry")
 app.command()(status)
+app.command()(monitor)
 errors_app.command("export")(errors_export)
 app.add_typer(errors_app, name="errors")
 app.add_typer(feedback_app, name="feedback")

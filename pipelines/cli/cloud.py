@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from flywheel_pipelines.cli.common import VertexConfigOpt, console, load
+from flywheel_pipelines.cli.common import PipelineName, PipelineOpt, VertexConfigOpt, console, load
 from stt_flywheel.config import ConfigError, FlywheelConfig
 
 if TYPE_CHECKING:
@@ -58,8 +58,9 @@ def submit(
     job_id: Annotated[str | None, typer.Option(help="Job id (default: stt-flywheel-<time>).")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the run, printing task states as they change.")] = False,
     poll_s: Annotated[float, typer.Option(help="Seconds between polls with --wait.")] = 15.0,
+    pipeline: PipelineOpt = PipelineName.flywheel,
 ) -> None:
-    """Submit the pipeline to Vertex AI Pipelines."""
+    """Submit a pipeline (the flywheel, or the monitor) to Vertex AI Pipelines."""
     from flywheel_pipelines.cloud.submit import submit_pipeline
 
     cfg = load(config)
@@ -67,12 +68,13 @@ def submit(
         cfg,
         _submission(
             cfg,
-            _template_now(template, base_image, trainer_image),
+            _template_now(template, base_image, trainer_image, pipeline),
             config_uri,
             pipeline_root,
             service_account,
             param,
             label,
+            pipeline,
             enable_caching=caching,
             job_id=job_id,
         ),
@@ -84,18 +86,27 @@ def submit(
         raise typer.Exit(1)
 
 
-def _template_now(template: str | None, base_image: str | None, trainer_image: str | None) -> str:
-    """The given template, or one compiled now for the cloud from images pinned by digest."""
+def _template_now(
+    template: str | None,
+    base_image: str | None,
+    trainer_image: str | None,
+    pipeline: PipelineName = PipelineName.flywheel,
+) -> str:
+    """The given template, or one compiled now for the cloud from images pinned by digest (the
+    monitor needs only the base image)."""
     import tempfile
 
     from flywheel_pipelines.compile import compile_pipeline
 
     if template is not None:
         return template
-    if not (base_image and trainer_image):
-        raise ConfigError("give --template, or --base-image and --trainer-image (by digest) to compile now")
-    path = Path(tempfile.mkdtemp()) / "stt-flywheel.yaml"
-    return str(compile_pipeline(path, base_image, trainer_image, require_digests=True))
+    if not base_image or (pipeline == PipelineName.flywheel and not trainer_image):
+        needs = "--base-image" if pipeline == PipelineName.monitor else "--base-image and --trainer-image"
+        raise ConfigError(f"give --template, or {needs} (by digest) to compile now")
+    path = Path(tempfile.mkdtemp()) / f"{pipeline.value}.yaml"
+    return str(
+        compile_pipeline(path, base_image, trainer_image, require_digests=True, pipeline=pipeline.value)
+    )
 
 
 def _submission(
@@ -106,10 +117,12 @@ def _submission(
     service_account: str | None,
     params: list[str] | None,
     labels: list[str] | None,
+    pipeline: PipelineName = PipelineName.flywheel,
     **options: Any,
 ) -> Submission:
     """A run as `submit` and `schedule create` describe it, with the config's defaults."""
     from flywheel_pipelines.cloud.submit import Submission, parse_params
+    from flywheel_pipelines.pipeline import PIPELINES
 
     return Submission(
         template=template,
@@ -118,6 +131,7 @@ def _submission(
         service_account=service_account or cfg.vertex.pipeline_service_account or "",
         params=parse_params(params or []),
         labels={k: str(v) for k, v in parse_params(labels or []).items()},
+        pipeline=PIPELINES[pipeline.value][0],
         **options,
     )
 
@@ -190,8 +204,10 @@ def schedule_create(
     param: Annotated[list[str] | None, typer.Option("--param", help="Pipeline parameter key=value.")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="Label key=value on each run.")] = None,
     replace: Annotated[bool, typer.Option(help="Replace a schedule of the same name.")] = False,
+    pipeline: PipelineOpt = PipelineName.flywheel,
 ) -> None:
-    """Run the pipeline on a cron schedule (never two runs of it at once)."""
+    """Run a pipeline on a cron schedule (never two runs of it at once): the flywheel (e.g. daily),
+    or the monitor (e.g. hourly: '0 * * * *')."""
     from flywheel_pipelines.cloud.schedules import create_schedule
 
     cfg = load(config)
@@ -199,12 +215,13 @@ def schedule_create(
         cfg,
         _submission(
             cfg,
-            _template_now(template, base_image, trainer_image),
+            _template_now(template, base_image, trainer_image, pipeline),
             config_uri,
             pipeline_root,
             service_account,
             param,
             label,
+            pipeline,
         ),
         name=name,
         cron=cron,

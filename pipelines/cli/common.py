@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,17 @@ from rich.console import Console
 
 from stt_flywheel.config import FlywheelConfig, load_config
 
-__all__ = ["ConfigOpt", "JsonOpt", "NormalizerOpt", "VertexConfigOpt", "console", "load", "print_json"]
+__all__ = [
+    "ConfigOpt",
+    "JsonOpt",
+    "NormalizerOpt",
+    "PipelineName",
+    "PipelineOpt",
+    "VertexConfigOpt",
+    "console",
+    "load",
+    "print_json",
+]
 
 
 console = Console()
@@ -35,6 +46,19 @@ NormalizerOpt = Annotated[
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class PipelineName(StrEnum):
+    flywheel = "flywheel"
+    monitor = "monitor"
+
+
+PipelineOpt = Annotated[
+    PipelineName,
+    typer.Option(
+        "--pipeline", help="flywheel: the six stages; monitor: canary decisions and the default's watch."
+    ),
+]
 
 
 def load(path: str | Path | None) -> FlywheelConfig:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel_pipelines.cli.common import console, print_json
+from flywheel_pipelines.cli.common import PipelineName, PipelineOpt, console, print_json
 
 __all__ = ["compile_command", "demo_command", "run_command"]
 
@@ -21,11 +21,14 @@ def compile_command(
     for_cloud: Annotated[
         bool, typer.Option("--for-cloud", help="Refuse images not pinned by digest (name@sha256:…).")
     ] = False,
+    pipeline: PipelineOpt = PipelineName.flywheel,
 ) -> None:
-    """Compile the pipeline to a KFP YAML package."""
+    """Compile a pipeline (the flywheel, or the monitor) to a KFP YAML package."""
     from flywheel_pipelines.compile import compile_pipeline
 
-    path = compile_pipeline(output, base_image, trainer_image, require_digests=for_cloud)
+    path = compile_pipeline(
+        output, base_image, trainer_image, require_digests=for_cloud, pipeline=pipeline.value
+    )
     console.print(f"compiled {path}")
 
 

@@ -50,6 +50,7 @@ class Submission:
     labels: dict[str, str] = field(default_factory=dict)
     enable_caching: bool = False
     job_id: str | None = None
+    pipeline: str = "stt-flywheel"  # the pipeline's name: display name and job id prefix
 
 
 def pipeline_job(config: FlywheelConfig, submission: Submission) -> Any:
@@ -69,11 +70,11 @@ def pipeline_job(config: FlywheelConfig, submission: Submission) -> Any:
         )
     init_vertex(config.vertex)
     labels = {"app": "stt-flywheel", **{k: label_value(v) for k, v in submission.labels.items()}}
-    job_id = submission.job_id or f"stt-flywheel-{time.strftime('%Y%m%d-%H%M%S')}"
+    job_id = submission.job_id or f"{submission.pipeline}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not re.fullmatch(r"[a-z][a-z0-9-]{0,127}", job_id):
         raise InputError(f"invalid job id {job_id!r}")
     job = aiplatform.PipelineJob(
-        display_name="stt-flywheel",
+        display_name=submission.pipeline,
         template_path=submission.template,
         job_id=job_id,
         pipeline_root=submission.pipeline_root,

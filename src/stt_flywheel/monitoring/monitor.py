@@ -14,7 +14,7 @@ The registry's audit log is the monitor's memory: each canary look is recorded t
 (`monitor_canary`, with its numbers and tests), and the canary's start, its step's start and the
 testing looks already spent are read back from it. Every decision also becomes a structured log
 line on the given stream (Cloud Logging reads `severity` and `message` from JSON on stdout), a
-self-contained HTML report under `<paths.reports>/monitor/`, and, for a rollback, a stalled
+self-contained HTML report (and the decision as JSON beside it) under `<paths.reports>/monitor/`, and, for a rollback, a stalled
 canary or a degraded default, a Slack-compatible message to `monitor.alert_webhook`.
 """
 
@@ -49,6 +49,7 @@ from stt_flywheel.storage.objectstore import join_uri, open_store
 __all__ = ["MONITOR_LEASE", "MonitorDecision", "canary_state", "log_record", "run_monitor"]
 
 MONITOR_LEASE = "flywheel-monitor"
+JSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2
 ALERTING = {"rollback", "hold", "degraded"}
 SEVERITY = {
     "wait": "INFO",
@@ -419,4 +420,9 @@ def _write_report(config: FlywheelConfig, decision: MonitorDecision) -> None:
     assert config.paths.reports
     if decision.report is None:
         decision.report = _report_uri(config, decision)
-    open_store(config.paths.reports).write(_report_key(decision), monitor_html(decision).encode())
+    store = open_store(config.paths.reports)
+    key = _report_key(decision)
+    store.write(key, monitor_html(decision).encode())
+    store.write(
+        key.removesuffix(".html") + ".json", orjson.dumps(decision.as_dict(), option=JSON, default=str)
+    )

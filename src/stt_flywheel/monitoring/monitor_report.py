@@ -14,7 +14,7 @@ from stt_flywheel.monitoring.live import SELECTION_BIAS
 if TYPE_CHECKING:
     from stt_flywheel.monitoring.monitor import MonitorDecision
 
-__all__ = ["monitor_html"]
+__all__ = ["monitor_html", "monitor_markdown"]
 
 LABEL = {"correction_rate": "correction rate", "wer": "live WER"}
 
@@ -160,3 +160,17 @@ def monitor_html(d: MonitorDecision) -> str:
         parts.append(f"<h2>Action taken</h2><pre>{html.escape(d.outcome)}</pre>")
     parts.append(f"<p class='meta'>{html.escape(SELECTION_BIAS)}</p>")
     return _page("stt-flywheel monitor", "".join(parts))
+
+
+def monitor_markdown(d: MonitorDecision) -> str:
+    """The decision in a few lines (the pipeline's Markdown artifact)."""
+    lines = [f"# Monitor: {d.action}", "", f"**{d.summary}**", ""]
+    lines += [f"- {r}" for r in d.reasons]
+    traffic = ", ".join(f"v{v} {p} %" for v, p in sorted(d.traffic_after.items()))
+    lines += [
+        "",
+        f"Traffic now: {traffic or 'none'}. Severity {d.severity}; acted: {'yes' if d.acted else 'no'}.",
+    ]
+    if d.report:
+        lines.append(f"Report: {d.report}")
+    return "\n".join(lines) + "\n"

@@ -60,6 +60,25 @@ def test_an_overlapping_run_stops_at_the_trigger(flywheel_config: tuple) -> None
     assert lease.holder == "stt-flywheel-scheduled-run"
 
 
+def test_a_canary_in_flight_stops_the_next_run_until_it_is_decided(flywheel_config: tuple) -> None:
+    """A second candidate would serve beside the first canary and spoil the monitor's comparison."""
+    from stt_flywheel.deployment.strategies import rollback, start_canary
+
+    _, config = flywheel_config
+    v1 = bootstrap_registry(config)
+    registry = open_registry(config)
+    endpoint = open_endpoint(config, registry)
+    v2 = registry.register(v1.uri, source_run="run-2")
+    start_canary(registry, endpoint, v2.version, 10, "run-2")
+    forced = config.with_overrides({"trigger.force": True})
+    blocked = stage_check_trigger(forced, "run-3")
+    assert not blocked.should_train
+    assert blocked.blocked_by is not None and "canary v2 serves 10 %" in blocked.blocked_by
+    assert read_lease(open_store(config.paths.state), RUN_LEASE) is None  # nothing was taken
+    rollback(registry, endpoint, "decided")
+    assert stage_check_trigger(forced, "run-4").should_train
+
+
 def test_an_unusable_dataset_ends_the_run_and_frees_the_lease(tmp_path: Path, flywheel_config: tuple) -> None:
     """Every correction is bad input: the dataset quarantines them all and the run stops before training."""
     _, config = flywheel_config

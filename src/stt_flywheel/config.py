@@ -266,9 +266,11 @@ class DeploySettings(_Strict):
     )
     strategy: Literal["replace", "canary"] = Field(
         "replace",
-        description="`replace`: the candidate takes all traffic at once; `canary`: it serves `canary_percent` until promoted.",
+        description="`replace`: the candidate takes all traffic at once; `canary`: it serves `canary_percent` until the monitor (or a person) decides.",
     )
-    canary_percent: int = Field(10, ge=1, le=99, description="Traffic share of a canary.")
+    canary_percent: int = Field(
+        10, ge=1, le=99, description="Traffic share of a canary (the first of monitor.canary_steps when set)."
+    )
     backend: Literal["local", "vertex"] = Field(
         "local", description="Registry and endpoint: the embedded SQLite + local server, or Vertex AI."
     )
@@ -361,7 +363,7 @@ class MonitorSettings(_Strict):
     )
     canary_steps: list[int] = Field(
         default_factory=list,
-        description="Progressive traffic shares of a canary, e.g. [10, 50, 100], each step gated the same way; empty: deploy.canary_percent, then 100.",
+        description="Progressive traffic shares of a canary, e.g. [10, 50, 100], each step gated the same way (the first replaces deploy.canary_percent); empty: deploy.canary_percent, then 100.",
     )
     auto_rollback: bool = Field(
         True, description="Roll a degraded default back to `previous` (off: only alert)."

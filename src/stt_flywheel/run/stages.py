@@ -91,20 +91,31 @@ def _release_run_lease(config: FlywheelConfig, run_id: str) -> None:
 
 def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | None = None) -> TriggerDecision:
     """Decide, and when training is due take the run lease, so that an overlapping run stops here.
+    A canary still in flight stops the run too: it is decided before another candidate is made.
 
     The lease is released by the stage that ends the run (dataset unusable, a gate rejecting, the
     deployer); a run that dies keeps it until `trigger.lease_hours` pass.
     """
     assert config.paths.error_store
-    production = _production(config)
+    registry = open_registry(config)
+    endpoint = open_endpoint(config, registry)
+    production = registry.resolve("default")
     decision = check_trigger(
         open_error_store(config),
         config.trigger,
         production_watermark=production.watermark if production else None,
-        last_deployed_at=open_endpoint(config).last_deployed_at(),
+        last_deployed_at=endpoint.last_deployed_at(),
         production_version=production.version if production else None,
         now=now,
     )
+    canary = registry.resolve("candidate")
+    share = endpoint.traffic().get(canary.version, 0) if canary is not None else 0
+    if decision.should_train and canary is not None and share > 0:
+        # a second canary beside the first would leave the monitor no clean comparison
+        decision.block(
+            f"canary v{canary.version} serves {share} % and is not decided yet "
+            "(the monitor decides it; or `registry promote-canary` / `registry rollback`)"
+        )
     if decision.should_train:
         try:
             acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl, now=now)
@@ -283,7 +294,7 @@ def _deploy(
         auto_deploy=config.deploy.auto_deploy,
         keep_versions=config.deploy.keep_versions,
         strategy=config.deploy.strategy,
-        canary_percent=config.deploy.canary_percent,
+        canary_percent=(config.monitor.canary_steps or [config.deploy.canary_percent])[0],
         dataset_version=manifest.version,
         data_watermark=manifest.watermark,
         run_id=run_id,

@@ -63,10 +63,11 @@ class TriggerDecision:
     watermark: datetime | None
     production_version: int | None = None
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    blocked_by: str | None = None  # why an overlapping run stopped this one (the run lease)
+    blocked_by: str | None = None  # what stopped this run: the run lease, or a canary in flight
 
     def block(self, reason: str) -> None:
-        """Stop this run although the evidence would train: another run holds the run lease."""
+        """Stop this run although the evidence would train (another run holds the run lease, or a
+        canary is still being decided)."""
         self.should_train = False
         self.blocked_by = reason
 

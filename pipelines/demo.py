@@ -1,7 +1,18 @@
-"""`make demo`: build the demo world and turn the flywheel once, locally, for real."""
+"""`make demo`: build the demo world and let the flywheel turn by itself, locally, for real.
+
+Round 0 of traffic is served by version 1 and corrected by its users; each turn then runs the
+pipeline (trigger → dataset → training → validation ∥ regression → a 50 % canary), serves a round
+of traffic split between the default and the canary, and runs the monitor pipeline, which decides
+the canary from live evidence; a promoted canary serves the next round alone, whose corrections
+feed the next turn. `--bad-canary` instead puts a deliberately degraded model on canary by hand and
+lets the monitor roll it back.
+"""
 
 from __future__ import annotations
 
+import math
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -9,26 +20,29 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from flywheel_pipelines.cli.monitor import print_decision
 from flywheel_pipelines.compile import compile_pipeline
-from flywheel_pipelines.local_run import run_local
-from stt_flywheel.config import load_config
+from flywheel_pipelines.local_run import run_local, run_monitor_locally
+from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.demo.scenario import (
     DEMO_MAX_STEPS,
     WorldSizes,
     create_world,
+    degraded_model,
     pick_must_pass,
     simulate_traffic,
     write_demo_config,
 )
 from stt_flywheel.demo.world import NEW_DOMAIN
-from stt_flywheel.deployment.backends import open_endpoint
+from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.strategies import start_canary
 from stt_flywheel.monitoring.live import live_quality
-from stt_flywheel.run.ledger import summarize_run
+from stt_flywheel.run.ledger import read_ledger, summarize_run
 from stt_flywheel.run.stages import bootstrap_registry
-from stt_flywheel.storage.files import atomic_write_json
+from stt_flywheel.storage.files import atomic_write_json, read_json
 
-__all__ = ["print_feedback", "print_live", "print_summary", "run_demo"]
+__all__ = ["print_feedback", "print_live", "print_summary", "print_turns", "run_demo"]
 
 
 def run_demo(
@@ -37,18 +51,83 @@ def run_demo(
     scale: float = 1.0,
     max_steps: int = DEMO_MAX_STEPS,
     min_error_cases: int = 50,
+    turns: int = 2,
+    bad_canary: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    console = console or Console()
+    # into a pipe or a file, Rich would wrap the tables at 80 columns
+    console = console or (Console() if sys.stdout.isatty() else Console(width=140))
     started = time.perf_counter()
     work_dir = work_dir.resolve()
     world_dir = work_dir / "world"
-    config_path = work_dir / "flywheel.yaml"
     with console.status("Synthesising the demo world with espeak-ng…"):
-        manifests = create_world(world_dir, WorldSizes(scale))
+        sizes = WorldSizes(scale)
+        manifests = create_world(world_dir, sizes)
+    home = work_dir / "bad-canary" if bad_canary else work_dir
+    if bad_canary and home.exists():
+        shutil.rmtree(home)  # a scenario of its own, run from scratch each time
+    config_path = home / "flywheel.yaml"
+    config = _demo_config(config_path, manifests, max_steps, min_error_cases, console)
+    summary: dict[str, Any] = {"rounds": [], "turns": []}
+    rounds = iter(range(sizes.traffic_rounds))
+
+    def serve_round(title: str) -> dict[str, Any] | None:
+        r = next(rounds, None)
+        if r is None:
+            console.print(f"[bold]{title}[/]: the world has no more traffic rounds; stopping here.")
+            return None
+        traffic = _serve_round(config, manifests, world_dir, r, title, console)
+        summary["rounds"].append(traffic)
+        return traffic
+
+    first = serve_round("Round 0")
+    assert first is not None
+    summary["traffic"] = first
+    live = live_quality(
+        open_error_store(config),
+        label_window=config.feedback.label_window,
+        normalizer=config.validation.normalizer,
+        slice_by=["domain"],
+    )
+    summary["live_before"] = {v: q.as_dict() for v, q in live.items()}
+    print_live(summary["live_before"], console)
+    if bad_canary:
+        summary["turns"].append(_bad_canary_turn(config_path, serve_round, console))
+    else:
+        package = compile_pipeline(home / "pipeline.yaml")
+        console.print(f"Compiled pipeline: {package}; each turn runs it with kfp.local (SubprocessRunner).")
+        for k in range(1, turns + 1):
+            turn = _turn(k, config_path, package, serve_round, summary, console)
+            summary["turns"].append(turn)
+            if turn["decision"] != "promote":
+                break
+            if (
+                k < turns
+                and serve_round(f"Round after turn {k} (v{turn['candidate_version']} alone)") is None
+            ):
+                break
+    summary["timings_s"] = {"demo_total": round(time.perf_counter() - started, 1)}
+    summary["reports"] = {
+        "runs": str(config.paths.reports),
+        "pipeline_root": str(config.paths.pipeline_root),
+        "monitor": str(Path(str(config.paths.reports)) / "monitor"),
+    }
+    atomic_write_json(home / "summary.json", summary)
+    print_turns(summary["turns"], console)
+    console.print(
+        f"Demo total {summary['timings_s']['demo_total']:.0f} s. Summary written to {home / 'summary.json'}"
+    )
+    return summary
+
+
+def _demo_config(
+    config_path: Path, manifests: dict[str, Path], max_steps: int, min_error_cases: int, console: Console
+) -> FlywheelConfig:
+    """Write the demo config (once), register version 1, and pick the must-pass utterances."""
+    state = config_path.parent / "state"
     fresh = not config_path.exists()
     if fresh:
-        write_demo_config(config_path, work_dir / "state", manifests, [], max_steps, min_error_cases)
+        write_demo_config(config_path, state, manifests, [], max_steps, min_error_cases, canary=True)
     config = load_config(config_path)
     v1 = bootstrap_registry(config)
     console.print(f"Registry: version {v1.version} is [bold]default[/] and serves the local endpoint.")
@@ -57,47 +136,193 @@ def run_demo(
         # and must not be captured as such.
         with console.status("Picking the critical suite's must-pass utterances…"):
             must_pass = pick_must_pass(config, manifests["suite-critical"])
-        write_demo_config(config_path, work_dir / "state", manifests, must_pass, max_steps, min_error_cases)
+        write_demo_config(config_path, state, manifests, must_pass, max_steps, min_error_cases, canary=True)
         config = load_config(config_path)
+    return config
+
+
+def _serve_round(
+    config: FlywheelConfig,
+    manifests: dict[str, Path],
+    world_dir: Path,
+    round_: int,
+    title: str,
+    console: Console,
+) -> dict[str, Any]:
     # The local endpoint serves each version with the serving image's HTTP server in its own process.
     with open_endpoint(config).served() as endpoint:
-        with console.status("Starting the serving process and simulating production traffic…"):
-            traffic = simulate_traffic(config, manifests, world_dir, endpoint=endpoint)
+        split = ", ".join(f"v{v} {p} %" for v, p in sorted(endpoint.traffic().items()) if p)
+        with console.status(f"{title}: serving traffic ({split}) and collecting feedback…"):
+            traffic = simulate_traffic(config, manifests, world_dir, endpoint=endpoint, round_=round_)
         urls = [endpoint.server_url(v) for v in traffic["served_by_version"]]
-    via = f" over HTTP by the serving process at {', '.join(u for u in urls if u)}" if any(urls) else ""
-    versions = ", ".join(f"v{v}" for v in traffic["served_by_version"])
+    via = f" over HTTP by the serving processes at {', '.join(u for u in urls if u)}" if any(urls) else ""
+    served = ", ".join(f"v{v} {n}" for v, n in traffic["requests_by_version"].items())
     console.print(
-        f"Traffic: {traffic['utterances']} requests served by {versions}{via}; {traffic['captured']} captured "
-        f"with their audio into the error store ({config.paths.error_store}); {traffic['wrong']} transcripts wrong."
+        f"[bold]{title}[/]: {traffic['utterances']} requests ({served}){via}; {traffic['captured']} captured "
+        f"with their audio; {traffic['wrong']} transcripts wrong."
     )
     print_feedback(traffic, console)
-    live = live_quality(
-        open_error_store(config),
-        label_window=config.feedback.label_window,
-        normalizer=config.validation.normalizer,
-        slice_by=["domain"],
-    )
-    traffic["live_before"] = {v: q.as_dict() for v, q in live.items()}
-    print_live(traffic["live_before"], console)
-    package = compile_pipeline(work_dir / "pipeline.yaml")
-    console.print(f"Compiled pipeline: {package}. Running it with kfp.local (SubprocessRunner)…")
-    pipeline_started = time.perf_counter()
+    return traffic
+
+
+def _monitor(config_path: Path, console: Console) -> dict[str, Any]:
+    with console.status("Running the monitor pipeline with kfp.local…"):
+        written = run_monitor_locally(config_path)
+    decision = read_json(written[-1])
+    print_decision(decision, console)
+    return decision
+
+
+def _live(decision: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"v{arm['version']}": {
+            k: arm[k] for k in ("requests", "labelled", "correction_rate", "scored", "wer")
+        }
+        for arm in decision.get("arms", {}).values()
+    }
+
+
+def _turn(
+    k: int,
+    config_path: Path,
+    package: Path,
+    serve_round: Any,
+    summary: dict[str, Any],
+    console: Console,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    console.rule(f"Turn {k}")
     config, run_id = run_local(config_path, package=package)
-    summary = summarize_run(config, run_id, new_domain=NEW_DOMAIN.name)
-    summary["traffic"] = traffic
-    summary["timings_s"] = {
-        "pipeline": round(time.perf_counter() - pipeline_started, 1),
-        "demo_total": round(time.perf_counter() - started, 1),
+    s = summarize_run(config, run_id, new_domain=NEW_DOMAIN.name)
+    s["reports"] = {"pipeline_root": str(config.paths.pipeline_root)}
+    print_summary(s, console)
+    summary.setdefault("runs", []).append(s)
+    ev = s.get("evaluation") or {}
+    turn: dict[str, Any] = {
+        "turn": k,
+        "run_id": run_id,
+        "production_version": (read_ledger(config, run_id, "trigger") or {}).get("production_version"),
+        "candidate_version": (s.get("deploy") or {}).get("version"),
+        "offline": {"production": s["production"], "candidate": s["candidate"]},
+        "critical_recall": ev.get("critical_recall"),
+        "gates": {name: gate["passed"] if gate else None for name, gate in s["gates"].items()},
+        "live": {},
+        "monitor": None,
     }
-    summary["reports"] = {
-        "run_ledger": summary["run_dir"],
-        "pipeline_root": str(config.paths.pipeline_root),
-        "html": sorted(str(p) for p in Path(str(config.paths.pipeline_root)).glob(f"{run_id}/**/report*")),
+    deploy = s.get("deploy") or {}
+    if deploy.get("action") != "canary":
+        turn["decision"] = _why_no_canary(s)
+    elif serve_round(f"Turn {k} canary round") is None:
+        turn["decision"] = "canary undecided: no traffic left"
+    else:
+        decision = _monitor(config_path, console)
+        turn["monitor"] = {key: decision[key] for key in ("action", "summary", "tests", "reasons", "report")}
+        turn["live"] = _live(decision)
+        turn["decision"] = decision["action"]
+    turn["seconds"] = round(time.perf_counter() - started, 1)
+    return turn
+
+
+def _why_no_canary(s: dict[str, Any]) -> str:
+    if not s["trigger"]["fired"]:
+        return f"not trained: {s['trigger']['summary']}"
+    failed = [name for name, gate in s["gates"].items() if gate and not gate["passed"]]
+    if failed:
+        return f"rejected by {' and '.join(failed)}"
+    dataset = s.get("dataset") or {}
+    if dataset and not dataset.get("usable"):
+        return f"not trained: {dataset.get('usable_reason')}"
+    return f"no canary ({(s.get('deploy') or {}).get('action', 'no deploy')})"
+
+
+def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> dict[str, Any]:
+    """A candidate the offline gates never saw, put on canary by hand: the monitor must catch it."""
+    started = time.perf_counter()
+    console.rule("A deliberately bad canary")
+    config = load_config(config_path)
+    registry = open_registry(config)
+    endpoint = open_endpoint(config, registry)
+    production = registry.resolve("default")
+    assert production is not None
+    bad_dir = degraded_model(production.uri, config_path.parent / "bad-candidate")
+    bad = registry.register(
+        bad_dir,
+        source_run="demo-bad-canary",
+        lineage={
+            "parent_version": production.version,
+            "made_by": "demo --bad-canary: 2 % towards random weights",
+        },
+    )
+    start_canary(
+        registry, endpoint, bad.version, 50, "demo --bad-canary: a degraded model put on canary by hand"
+    )
+    console.print(
+        f"Version {bad.version} is version {production.version} moved 2 % of the way towards random weights "
+        "(it drops letters); it serves 50 % as a canary without passing any offline gate."
+    )
+    turn: dict[str, Any] = {
+        "turn": "bad canary",
+        "production_version": production.version,
+        "candidate_version": bad.version,
+        "offline": None,
+        "live": {},
+        "monitor": None,
+        "decision": "canary undecided: no traffic left",
     }
-    atomic_write_json(work_dir / "summary.json", summary)
-    print_summary(summary, console)
-    console.print(f"\nSummary written to {work_dir / 'summary.json'}")
-    return summary
+    if serve_round("Bad canary round") is not None:
+        decision = _monitor(config_path, console)
+        turn["monitor"] = {key: decision[key] for key in ("action", "summary", "tests", "reasons", "report")}
+        turn["live"] = _live(decision)
+        turn["decision"] = decision["action"]
+    turn["seconds"] = round(time.perf_counter() - started, 1)
+    return turn
+
+
+def _pair(a: Any, b: Any) -> str:
+    def f(x: Any) -> str:
+        return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "–"
+
+    return f"{f(a)} → {f(b)}"
+
+
+def print_turns(turns: list[dict[str, Any]], console: Console) -> None:
+    """One row per turn: offline WER of production and candidate, each serving version's live
+    correction rate and WER during the canary, the decision, and the turn's time."""
+    table = Table(title="The flywheel's turns (offline: production → candidate; live: during the canary)")
+    for col in (
+        "turn",
+        "versions",
+        "new-domain WER",
+        "general WER",
+        "critical recall",
+        "live correction rate",
+        "live WER",
+        "decision",
+        "time",
+    ):
+        table.add_column(col)
+    for t in turns:
+        off = t.get("offline") or {}
+        prod, cand = off.get("production") or {}, off.get("candidate") or {}
+        recall = t.get("critical_recall") or {}
+        live = t.get("live") or {}
+        p, c = (
+            f"v{t['production_version']}",
+            f"v{t['candidate_version']}" if t.get("candidate_version") else "–",
+        )
+        lp, lc = live.get(p, {}), live.get(c, {})
+        table.add_row(
+            str(t["turn"]),
+            f"{p} → {c}",
+            _pair(prod.get("new_domain_wer"), cand.get("new_domain_wer")),
+            _pair(prod.get("general_wer"), cand.get("general_wer")),
+            _pair(recall.get("production"), recall.get("candidate")),
+            _pair(lp.get("correction_rate"), lc.get("correction_rate")),
+            _pair(lp.get("wer"), lc.get("wer")),
+            str(t["decision"]),
+            f"{t['seconds']:.0f} s",
+        )
+    console.print(table)
 
 
 def print_feedback(traffic: dict[str, Any], console: Console) -> None:
@@ -105,6 +330,8 @@ def print_feedback(traffic: dict[str, Any], console: Console) -> None:
         states = ", ".join(f"{k} {v}" for k, v in batch["states"].items() if v)
         console.print(f"{name}: {batch['read']} events by prediction id — {states}.")
     legacy = traffic["legacy_import"]
+    if legacy is None:
+        return
     console.print(
         f"Older combined log (errors ingest): {legacy['read']} records, {legacy['accepted']} accepted "
         f"with {legacy['feedback_events']} corrections."

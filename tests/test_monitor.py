@@ -502,9 +502,24 @@ def test_the_monitor_command(tmp_path: Path, model_dir: Path, cli: Any) -> None:
     assert "canary v2 promoted" in out and "correction rate v2" in out and "v1 50 %" in out
     assert json.loads(err.strip().splitlines()[-1])["severity"] == "NOTICE"
     assert world.endpoint.traffic() == {2: 100}
+    code, out, err = cli("status", "--config", str(path))
+    assert code == 0 and "canary v2 promoted" in out and "(NOTICE)" in out
     code, out, err = cli("monitor", "--config", str(path))
     assert code == 0 and "default v2" in out
     code, _, err = cli("monitor", "--config", str(tmp_path / "missing.yaml"))
     assert code == 1 and "config file not found" in err and "Traceback" not in err
     code, _, err = cli("monitor", "--bogus")
     assert code == 2 and "No such option" in err
+
+
+def test_a_promotion_killed_half_way_is_finished_by_the_next_look(tmp_path: Path, model_dir: Path) -> None:
+    """`kill -9` after the traffic moved but before the aliases did: the next look completes it."""
+    world = World("local", FlywheelConfig.model_validate(_config(tmp_path)), model_dir)
+    t0 = _canary(world)
+    world.endpoint.set_traffic({1: 0, 2: 100}, reason="the first step of promote_canary, then kill -9")
+    assert world.registry.aliases() == {"default": 1, "candidate": 2}
+    decision, _ = world.monitor(t0 + timedelta(minutes=5))
+    assert decision.action == "promote" and decision.acted
+    assert "interrupted promotion" in decision.summary
+    assert world.registry.aliases() == {"default": 2, "previous": 1}
+    assert world.endpoint.traffic() == {2: 100}

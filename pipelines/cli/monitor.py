@@ -7,6 +7,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from flywheel_pipelines.cli.common import ConfigOpt, JsonOpt, console, load, print_json
@@ -18,7 +19,7 @@ def _n(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "–"
 
 
-def print_decision(d: dict[str, Any]) -> None:
+def print_decision(d: dict[str, Any], console: Console = console) -> None:
     """A decision as a person reads it: the verdict, both arms, each test with its interval."""
     colour = {"NOTICE": "green", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}.get(
         d["severity"], ""

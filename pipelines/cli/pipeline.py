@@ -68,8 +68,26 @@ def demo_command(
         int | None, typer.Option(help="Fine-tuning steps (default: the demo recipe's).")
     ] = None,
     scale: Annotated[float, typer.Option(help="Size of the synthetic world (1.0 = full demo).")] = 1.0,
+    turns: Annotated[
+        int, typer.Option(min=1, max=3, help="Turns of the flywheel (train → canary → decision).")
+    ] = 2,
+    bad_canary: Annotated[
+        bool,
+        typer.Option(
+            "--bad-canary",
+            help="Instead: put a deliberately degraded model on canary and watch the monitor roll it back "
+            "(state under WORK_DIR/bad-canary, started afresh each time).",
+        ),
+    ] = False,
 ) -> None:
-    """Build the demo world and run the whole flywheel once (safe to repeat)."""
+    """Build the demo world and let the flywheel turn by itself: train, canary, decide from live
+    evidence, and again (safe to repeat)."""
     from flywheel_pipelines.demo import run_demo
 
-    run_demo(work_dir, scale=scale, **({"max_steps": max_steps} if max_steps else {}))
+    run_demo(
+        work_dir,
+        scale=scale,
+        turns=turns,
+        bad_canary=bad_canary,
+        **({"max_steps": max_steps} if max_steps else {}),
+    )

@@ -126,6 +126,12 @@ def status(
         f"{st['since_watermark']['feedback_events']} events since the watermark"
     )
     console.print(f"[bold]Trigger[/] {view['trigger']['summary']}")
+    monitor = view["monitor"]
+    if monitor:
+        console.print(
+            f"[bold]Monitor[/] {monitor['at'][:19]}: {monitor['summary']} ({monitor['severity']})",
+            highlight=False,
+        )
     table = Table(title="Versions")
     for col in (
         "version",

@@ -19,7 +19,7 @@ import yaml
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, encode_wav, load_audio
 from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
-from stt_flywheel.data.error_store import open_error_store
+from stt_flywheel.data.error_store import ErrorStore, IngestResult, open_error_store
 from stt_flywheel.data.manifest import Utterance, read_manifest, write_manifest
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
@@ -32,8 +32,10 @@ __all__ = [
     "DEMO_MAX_STEPS",
     "WorldSizes",
     "create_world",
+    "degraded_model",
     "pick_must_pass",
     "simulate_traffic",
+    "traffic_sets",
     "write_demo_config",
 ]
 
@@ -55,25 +57,38 @@ class WorldSizes:
         self.edge_suite = n(40)
         self.traffic_new = n(480)
         self.traffic_general = n(240)
+        self.traffic_rounds = 4  # round 0 trains a candidate; the others serve canaries and the next turn
+
+
+def traffic_sets(round_: int) -> tuple[str, str]:
+    """The new-domain and general traffic sets of one round (fresh utterances every round)."""
+    suffix = f"-{round_}" if round_ else ""
+    return f"traffic-new{suffix}", f"traffic-general{suffix}"
 
 
 def create_world(world_dir: Path, sizes: WorldSizes | None = None, seed: int = 0) -> dict[str, Path]:
-    """Synthesise every set the demo needs into `world_dir`; returns manifest paths by name."""
+    """Synthesise every set the demo needs into `world_dir`; returns manifest paths by name. Sets
+    already synthesised are kept (each set's seed depends only on its place in the list)."""
     sizes = sizes or WorldSizes()
     done = world_dir / "world.json"
-    if done.exists():
-        return {k: Path(v) for k, v in read_json(done)["manifests"].items()}
     sets: dict[str, tuple[Any, int, dict[str, Any]]] = {
         "replay": (GENERAL, sizes.replay, {}),
         "eval": (GENERAL, sizes.eval, {}),
         "suite-general": (GENERAL, sizes.general_suite, {}),
         "suite-critical": (GENERAL, sizes.critical_suite, {}),
         "suite-edge": (GENERAL, sizes.edge_suite, {"speed": FAST_SPEED}),
-        "traffic-new": (NEW_DOMAIN, sizes.traffic_new, {}),
-        "traffic-general": (GENERAL, sizes.traffic_general, {}),
     }
-    manifests: dict[str, Path] = {}
-    for i, (name, (domain, count, extra)) in enumerate(sets.items()):
+    for r in range(sizes.traffic_rounds):
+        new, general = traffic_sets(r)
+        sets[new] = (NEW_DOMAIN, sizes.traffic_new, {})
+        sets[general] = (GENERAL, sizes.traffic_general, {})
+    manifests = {k: Path(v) for k, v in read_json(done)["manifests"].items()} if done.exists() else {}
+    if set(sets) <= set(manifests):
+        return manifests
+    for i, name in enumerate(sets):
+        if name in manifests:
+            continue
+        domain, count, extra = sets[name]
         utts = synthesize_set(name, domain, count, seed * 100 + i + 11, world_dir / "audio" / name, **extra)
         manifests[name] = world_dir / f"{name}.jsonl"
         write_manifest(manifests[name], utts)
@@ -88,7 +103,10 @@ def write_demo_config(
     must_pass: list[str],
     max_steps: int = DEMO_MAX_STEPS,
     min_error_cases: int = 50,
+    canary: bool = False,
 ) -> FlywheelConfig:
+    """The demo's config; with `canary`, a candidate serves half the traffic until the monitor
+    decides it from live evidence."""
     config: dict[str, Any] = {
         "paths": {"root": str(state_dir)},
         "trigger": {
@@ -146,9 +164,18 @@ def write_demo_config(
                 "max_absolute_degradation": 0.02,
             },
         ],
-        "deploy": {"keep_versions": 5},
+        "deploy": {"keep_versions": 5, **({"strategy": "canary", "canary_percent": 50} if canary else {})},
         # The demo's users answer at once: a prediction without feedback is not waiting for any.
         "feedback": {"label_window_hours": 0.0},
+        # A round of demo traffic is ~360 requests per arm, not production's thousands an hour: the
+        # margins are wider than production's (0.02), and each canary gets two testing looks.
+        "monitor": {
+            "min_labelled_per_arm": 100,
+            "min_scored_per_arm": 50,
+            "correction_rate_margin": 0.10,
+            "wer_margin": 0.10,
+            "max_looks": 2,
+        },
     }
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
     return load_config(path)
@@ -257,27 +284,33 @@ def simulate_traffic(
     endpoint: LocalEndpoint | _Predicts | None = None,
     flag_share: float = 0.10,
     silent_share: float = 0.08,
+    round_: int = 0,
 ) -> dict[str, Any]:
-    """Serve both domains' traffic with the deployed model (every answer captured into the error
-    store), then let users correct it later by prediction id (`_feedback_events`).
+    """Serve one round of both domains' traffic with the deployed models, split as the endpoint's
+    traffic says (every answer captured into the error store), then let users correct it later by
+    prediction id (`_feedback_events`). Each round serves fresh utterances, once per world.
 
     An older log that another team kept as combined records (prediction and correction in one
     line) is ingested too, with a few deliberately bad lines (missing audio, an empty correction,
     a file that is not audio) and resubmissions of captured corrections, which exercise the
-    dataset builder's quarantine and de-duplication. `endpoint` (default: the configured one)
+    dataset builder's quarantine and de-duplication (round 0 only). `endpoint` (default: the configured one)
     serves the traffic. Of the wrong transcripts, `flag_share` are only flagged and
     `silent_share` never reported; the tests' small world sets both to 0, so that every wrong
     transcript is corrected and the held-out split stays large enough to show significance.
     """
     assert config.paths.root
-    done = config.paths.root / "demo-traffic.json"
+    done = config.paths.root / (f"demo-traffic-{round_}.json" if round_ else "demo-traffic.json")
     if done.exists():
         return dict(read_json(done))
     endpoint = endpoint or _embedded_endpoint(config)
-    rng = random.Random(seed)
-    utts = read_manifest(manifests["traffic-new"]) + read_manifest(manifests["traffic-general"])
+    rng = random.Random(seed + 1000 * round_)
+    new_set, general_set = traffic_sets(round_)
+    utts = read_manifest(manifests[new_set]) + read_manifest(manifests[general_set])
     rng.shuffle(utts)
-    metadata = [{"domain": u.domain or "", "speaker": u.speaker or "", "app": "demo"} for u in utts]
+    metadata = [
+        {"domain": u.domain or "", "speaker": u.speaker or "", "app": "demo", "round": str(round_)}
+        for u in utts
+    ]
     answers, capture = _serve(config, endpoint, [load_audio(u.audio).samples for u in utts], metadata, rng)
     store = open_error_store(config)
     first, late = _feedback_events(answers, utts, rng, flag_share, silent_share)
@@ -296,6 +329,39 @@ def simulate_traffic(
     wrong = [
         (a, u) for a, u in zip(answers, utts, strict=True) if normalize(a["transcript"]) != normalize(u.text)
     ]
+    imported = _legacy_log(store, captured, wrong, world_dir) if round_ == 0 else None
+    by_domain: dict[str, list[int]] = {}
+    for a, u in zip(answers, utts, strict=True):
+        by_domain.setdefault(u.domain or "", []).append(int(normalize(a["transcript"]) != normalize(u.text)))
+    by_version: dict[str, list[int]] = {}
+    for a, u in zip(answers, utts, strict=True):
+        by_version.setdefault(a["model_version"], []).append(
+            int(normalize(a["transcript"]) != normalize(u.text))
+        )
+    summary = {
+        "round": round_,
+        "served_by_version": sorted({int(a["model_version"]) for a in answers}),
+        "requests_by_version": {v: len(x) for v, x in sorted(by_version.items())},
+        "utterances": len(utts),
+        "wrong": len(wrong),
+        "error_rate_by_domain": {d: sum(v) / len(v) for d, v in by_domain.items()},
+        "error_rate_by_version": {v: sum(x) / len(x) for v, x in sorted(by_version.items())},
+        "capture": capture,
+        "captured": len(captured),
+        "feedback": [f.as_dict() for f in feedback],
+        "legacy_import": imported.as_dict() if imported else None,
+    }
+    atomic_write_json(done, summary)
+    return summary
+
+
+def _legacy_log(
+    store: ErrorStore,
+    captured: dict[str, dict[str, Any]],
+    wrong: list[tuple[dict[str, Any], Utterance]],
+    world_dir: Path,
+) -> IngestResult:
+    """An older log another team kept as combined records: resubmissions and bad lines."""
     bad_dir = world_dir / "audio" / "bad"
     bad_dir.mkdir(parents=True, exist_ok=True)
     (bad_dir / "not-audio.wav").write_bytes(b"this is not a wav file")
@@ -318,23 +384,7 @@ def simulate_traffic(
     rows += [legacy(10 + i, a0, u0, audio_uri=str(bad_dir / f"missing-{i}.wav")) for i in range(3)]
     rows += [legacy(20, a0, u0, corrected_text="  ...  ")]
     rows += [legacy(21, a0, u0, audio_uri=str(bad_dir / "not-audio.wav"))]
-    imported = store.ingest(rows)
-
-    by_domain: dict[str, list[int]] = {}
-    for a, u in zip(answers, utts, strict=True):
-        by_domain.setdefault(u.domain or "", []).append(int(normalize(a["transcript"]) != normalize(u.text)))
-    summary = {
-        "served_by_version": sorted({int(a["model_version"]) for a in answers}),
-        "utterances": len(utts),
-        "wrong": len(wrong),
-        "error_rate_by_domain": {d: sum(v) / len(v) for d, v in by_domain.items()},
-        "capture": capture,
-        "captured": len(captured),
-        "feedback": [f.as_dict() for f in feedback],
-        "legacy_import": imported.as_dict(),
-    }
-    atomic_write_json(done, summary)
-    return summary
+    return store.ingest(rows)
 
 
 def _embedded_endpoint(config: FlywheelConfig) -> LocalEndpoint:
@@ -352,3 +402,22 @@ def pick_must_pass(
     _, hyps = (endpoint or _embedded_endpoint(config)).predict([load_audio(u.audio).samples for u in utts])
     right = [u.id for u, h in zip(utts, hyps, strict=True) if normalize(h) == normalize(u.text)]
     return sorted(right)[:limit]
+
+
+def degraded_model(model_dir: str | Path, out_dir: Path, share: float = 0.02, seed: int = 0) -> Path:
+    """A copy of a model moved `share` of the way towards a random initialisation of its own
+    architecture: the deliberately bad candidate of `demo --bad-canary` (at 0.02 the committed base
+    model drops letters in about half of the general domain's sentences it got right)."""
+    import torch
+
+    from stt_flywheel.models import load_model
+
+    model = load_model(str(model_dir), device="cpu")
+    torch.manual_seed(seed)
+    fresh = type(model.model)(model.model.config).state_dict()
+    with torch.no_grad():
+        for name, weight in model.model.state_dict().items():
+            if weight.is_floating_point() and name in fresh:
+                weight.mul_(1 - share).add_(fresh[name], alpha=share)
+    model.save(out_dir)
+    return out_dir

@@ -33,7 +33,7 @@ from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.deployment.endpoint import canary_split
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import ModelVersion
-from stt_flywheel.deployment.strategies import promote_canary, rollback
+from stt_flywheel.deployment.strategies import DeployOutcome, promote_canary, rollback
 from stt_flywheel.monitoring.canary import (
     Arm,
     CanaryState,
@@ -238,7 +238,13 @@ def _canary(
             config.validation.normalizer,
         ),
     )
-    judgement = decide_canary(state, arms[0], arms[1], settings, now, seed=seed)
+    if state.share >= 100:  # the last look was stopped half-way through promoting: finish it
+        judgement = Judgement(
+            "promote",
+            [f"v{candidate.version} already serves all traffic: finishing an interrupted promotion"],
+        )
+    else:
+        judgement = decide_canary(state, arms[0], arms[1], settings, now, seed=seed)
     decision.kind = "canary"
     decision.version = candidate.version
     decision.baseline = f"v{default.version}"
@@ -261,16 +267,18 @@ def _canary(
         "rollback": f"canary {c} rolled back: worse than {d}",
         "hold": f"canary {c} held at {state.share} % past its deadline: a person must decide",
     }[judgement.action]
+    if state.share >= 100:
+        decision.summary = f"canary {c} promoted: finishing an interrupted promotion"
     if judgement.action == "rollback" and not any(t.verdict == "worse" for t in judgement.tests):
         decision.summary = f"canary {c} rolled back at its deadline (fail closed)"
     if act:
         reason = f"monitor: {decision.summary}"
         if judgement.action == "promote":
-            decision.outcome = promote_canary(registry, endpoint, reason).to_markdown()
+            decision.outcome = _outcome(promote_canary(registry, endpoint, reason))
         elif judgement.action == "step":
             endpoint.set_traffic(canary_split(split, candidate.version, state.next_share), reason=reason)
         elif judgement.action == "rollback":
-            decision.outcome = rollback(registry, endpoint, reason).to_markdown()
+            decision.outcome = _outcome(rollback(registry, endpoint, reason))
         decision.acted = judgement.action in ("promote", "step", "rollback")
         decision.traffic_after = endpoint.traffic() if decision.acted else split
         registry.record("monitor_canary", candidate.version, decision.audit_detail())
@@ -340,7 +348,7 @@ def _watch_default(
     }[judgement.action]
     if judgement.action == "degraded":
         if act and settings.auto_rollback and previous is not None:
-            decision.outcome = rollback(registry, endpoint, f"monitor: {decision.summary}").to_markdown()
+            decision.outcome = _outcome(rollback(registry, endpoint, f"monitor: {decision.summary}"))
             decision.acted = True
             decision.traffic_after = endpoint.traffic()
             decision.summary += f": rolled back to v{previous.version}"
@@ -351,6 +359,14 @@ def _watch_default(
         if act:
             registry.record("monitor_default", default.version, decision.audit_detail())
     return decision
+
+
+def _outcome(outcome: DeployOutcome) -> str:
+    if outcome.action == "deployed":
+        return f"v{outcome.version} is the default with all traffic (v{outcome.replaced} undeployed)"
+    return (
+        f"v{outcome.version} serves all traffic again (v{outcome.replaced} out): {'; '.join(outcome.reasons)}"
+    )
 
 
 def _fill(

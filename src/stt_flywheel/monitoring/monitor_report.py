@@ -40,20 +40,37 @@ def interval_plot(tests: list[dict[str, Any]]) -> str:
 
 
 def looks_plot(history: list[dict[str, Any]], names: tuple[str, str]) -> str:
-    """Both arms' correction rate and live WER at each look."""
+    """Per look: both arms' correction rate and live WER, and each test's difference with its
+    interval against the margin."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    times = [datetime.fromisoformat(h["at"]) for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    labels = [datetime.fromisoformat(h["at"]).strftime("%m-%d %H:%M") for h in history]
+    x = list(range(len(history)))
     for name in names:
-        for ax, metric in zip(axes, ("correction_rate", "wer"), strict=True):
+        for ax, metric in zip(axes[:2], ("correction_rate", "wer"), strict=True):
             values = [(h.get("arms") or {}).get(name, {}).get(metric, math.nan) for h in history]
-            ax.plot(times, values, "o-", label=name)
-    for ax, metric in zip(axes, ("correction_rate", "wer"), strict=True):
+            ax.plot(x, values, "o-", label=name)
+    for ax, metric in zip(axes[:2], ("correction_rate", "wer"), strict=True):
         ax.set_ylabel(LABEL[metric])
+    for offset, metric in ((-0.1, "correction_rate"), (0.1, "wer")):
+        for i, h in enumerate(history):
+            test = next((t for t in h.get("tests") or [] if t["metric"] == metric), None)
+            if test is None or not (isinstance(test["low"], float) and math.isfinite(test["low"])):
+                continue
+            colour = "#4878a8" if metric == "correction_rate" else "#d08030"
+            axes[2].plot([i + offset] * 2, [test["low"], test["high"]], "-", lw=3, color=colour)
+            axes[2].plot(
+                [i + offset], [test["delta"]], "o", color=colour, label=LABEL[metric] if i == 0 else None
+            )
+            axes[2].plot([i + offset - 0.08, i + offset + 0.08], [test["margin"]] * 2, "-", color="#c0392b")
+    axes[2].axhline(0, color="grey", lw=1)
+    axes[2].set_ylabel("difference (red: margin)")
+    for ax in axes:
+        ax.set_xticks(x, labels, rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(x) - 0.5)
         ax.set_xlabel("look (UTC)")
-        ax.tick_params(axis="x", rotation=30)
-        ax.legend()
-    fig.autofmt_xdate()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     return _svg(fig)
 
 
@@ -150,14 +167,14 @@ def monitor_html(d: MonitorDecision) -> str:
         )
     looks = [h for h in d.history if h.get("arms")]
     if d.kind == "canary" and d.arms:
-        looks.append({"at": d.checked_at, "arms": d.arms})
+        looks.append({"at": d.checked_at, "arms": d.arms, "tests": d.tests})
         parts.append("<h2>Over the canary's looks</h2>")
         parts.append(
             _figure(looks_plot(looks, ("candidate", "default")), "Both arms at each look of this canary.")
         )
     parts.append("<h2>Reasons</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons) + "</ul>")
     if d.outcome:
-        parts.append(f"<h2>Action taken</h2><pre>{html.escape(d.outcome)}</pre>")
+        parts.append(f"<h2>Action taken</h2><p>{html.escape(d.outcome)}</p>")
     parts.append(f"<p class='meta'>{html.escape(SELECTION_BIAS)}</p>")
     return _page("stt-flywheel monitor", "".join(parts))
 

@@ -49,6 +49,16 @@ def _run_outcome(config: FlywheelConfig, run_id: str) -> dict[str, Any]:
     }
 
 
+def _last_monitor(entry: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's last recorded decision (a canary look, or a degraded default)."""
+    d = entry["detail"]
+    return {
+        "at": entry["at"],
+        "version": entry["version"],
+        **{k: d.get(k) for k in ("kind", "action", "summary", "severity", "acted", "report")},
+    }
+
+
 def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int = 10) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     store = open_error_store(config)
@@ -94,8 +104,10 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
                 "live": quality.as_dict() if quality else None,
             }
         )
+    monitor = [e for e in registry.audit_log() if e["action"].startswith("monitor_")]
     return {
         "checked_at": now,
+        "monitor": _last_monitor(monitor[-1]) if monitor else None,
         "store": {"root": store.root, **store.stats(since=watermark, now=now)},
         "trigger": decision.as_dict(),
         "runs": [_run_outcome(config, r) for r in list_runs(config)[-runs:]][::-1],

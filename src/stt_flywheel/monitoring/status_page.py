@@ -79,6 +79,12 @@ def status_html(view: dict[str, Any]) -> str:
             ],
         )
     )
+    monitor = view.get("monitor")
+    if monitor:
+        parts.append(
+            f"<h2>Monitor</h2><p>{html.escape(str(monitor['at'])[:19])}: {html.escape(str(monitor['summary']))} "
+            f"({html.escape(str(monitor['severity']))}); report {html.escape(str(monitor['report']))}</p>"
+        )
     parts.append("<h2>Versions</h2>")
     rows = []
     for v in view["registry"]["versions"]:

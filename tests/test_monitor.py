@@ -180,6 +180,7 @@ def test_a_good_canary_is_promoted(world_factory: Any) -> None:
     (entry,) = world.looks()
     assert entry["action"] == "monitor_canary" and entry["detail"]["action"] == "promote"
     assert entry["detail"]["tests"][0]["delta"] == pytest.approx(rate["delta"])
+    assert entry["detail"]["severity"] == "NOTICE" and entry["detail"]["report"] == decision.report
     assert line["severity"] == "NOTICE"
     assert line["monitor"]["action"] == "promote" and "promoted" in line["message"]
     page = Path(decision.report).read_text()

@@ -170,9 +170,7 @@ def run_monitor(
     finally:
         if act:
             release_lease(state, MONITOR_LEASE, holder)
-    decision.severity = SEVERITY.get(decision.action, "INFO")
-    if decision.action == "degraded" and not decision.acted and not decision.dry_run:
-        decision.severity = "CRITICAL"  # nobody rolled it back: a person must
+    decision.severity = _severity(decision)
     _write_report(config, decision)
     if act and decision.action in ALERTING and config.monitor.alert_webhook:
         from stt_flywheel.monitoring.alerts import send_webhook
@@ -180,6 +178,12 @@ def run_monitor(
         decision.alert = send_webhook(config.monitor.alert_webhook, decision)
     _emit(decision, log_stream)
     return decision
+
+
+def _severity(decision: MonitorDecision) -> str:
+    if decision.action == "degraded" and not decision.acted and not decision.dry_run:
+        return "CRITICAL"  # nobody rolled it back: a person must
+    return SEVERITY.get(decision.action, "INFO")
 
 
 def _look(config: FlywheelConfig, now: datetime, holder: str, act: bool, seed: int) -> MonitorDecision:
@@ -281,6 +285,7 @@ def _canary(
             decision.outcome = _outcome(rollback(registry, endpoint, reason))
         decision.acted = judgement.action in ("promote", "step", "rollback")
         decision.traffic_after = endpoint.traffic() if decision.acted else split
+        decision.severity = _severity(decision)
         registry.record("monitor_canary", candidate.version, decision.audit_detail())
     return decision
 
@@ -357,6 +362,7 @@ def _watch_default(
         elif previous is None:
             decision.summary += ": no `previous` version to roll back to, alerting only"
         if act:
+            decision.severity = _severity(decision)
             registry.record("monitor_default", default.version, decision.audit_detail())
     return decision
 

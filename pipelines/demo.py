@@ -67,6 +67,15 @@ def run_demo(
     if bad_canary and home.exists():
         shutil.rmtree(home)  # a scenario of its own, run from scratch each time
     config_path = home / "flywheel.yaml"
+    if not bad_canary and (home / "summary.json").exists():
+        done = read_json(home / "summary.json")
+        console.print(
+            f"The flywheel already turned {len(done['turns'])} times in {home}; its turns are below, and "
+            f"`stt-flywheel status --config {config_path}` shows where it stands. Remove {home} (or pass "
+            "another --work-dir) to run the demo afresh."
+        )
+        print_turns(done["turns"], console)
+        return dict(done)
     config = _demo_config(config_path, manifests, max_steps, min_error_cases, console)
     summary: dict[str, Any] = {"rounds": [], "turns": []}
     rounds = iter(range(sizes.traffic_rounds))

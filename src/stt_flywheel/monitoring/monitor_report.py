@@ -170,7 +170,10 @@ def monitor_html(d: MonitorDecision) -> str:
         looks.append({"at": d.checked_at, "arms": d.arms, "tests": d.tests})
         parts.append("<h2>Over the canary's looks</h2>")
         parts.append(
-            _figure(looks_plot(looks, ("candidate", "default")), "Both arms at each look of this canary.")
+            _figure(
+                looks_plot(looks, ("candidate", "default")),
+                "Both arms at each look of this canary, and each look's differences with their intervals (red: the margin).",
+            )
         )
     parts.append("<h2>Reasons</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons) + "</ul>")
     if d.outcome:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from flywheel_pipelines.cli.common import make_console
 from flywheel_pipelines.cli.monitor import print_decision
 from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.local_run import run_local, run_monitor_locally
@@ -55,8 +55,7 @@ def run_demo(
     bad_canary: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    # into a pipe or a file, Rich would wrap the tables at 80 columns
-    console = console or (Console() if sys.stdout.isatty() else Console(width=140))
+    console = console or make_console()
     started = time.perf_counter()
     work_dir = work_dir.resolve()
     world_dir = work_dir / "world"

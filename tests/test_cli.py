@@ -88,6 +88,11 @@ USAGE_ERRORS = [
         "Invalid value for '--resamples'",
     ),
     (["score", "--bogus"], "No such option: --bogus"),
+    (
+        ["compare", "--ref", "r", "--hyp-a", "a", "--hyp-b", "b", "--confidence", "1.5"],
+        "Invalid value for '--confidence'",
+    ),
+    (["serve", "--port", "99999"], "Invalid value for '--port'"),
 ]
 
 
@@ -289,3 +294,83 @@ def test_the_readmes_cli_table_lists_every_command_and_option() -> None:
                 assert any(s in usage for s in spellings for usage in usages), (
                     f"{name}: {spellings[0]} not in the README"
                 )
+
+
+def test_empty_transcripts_are_refused(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.trn"
+    empty.write_text("")
+    for args in (
+        ["score", "--ref", str(empty), "--hyp", str(empty)],
+        ["compare", "--ref", str(empty), "--hyp-a", str(empty), "--hyp-b", str(empty)],
+    ):
+        status, out, err = cli(*args)
+        assert status == 1 and "no transcripts in it" in err and "nan" not in out + err
+
+
+def test_a_file_with_no_valid_line_is_refused_and_kept_whole(cli: Cli, tmp_path: Path) -> None:
+    from stt_flywheel.data.error_store import open_error_store
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
+    trn = tmp_path / "hyp.trn"
+    trn.write_text("".join(f"turn the lights on ({i})\n" for i in range(60)))
+    status, out, err = cli("errors", "ingest", str(trn), "--config", str(config))
+    assert status == 1
+    assert "no valid line — all 60 quarantined (line 1: invalid_json)" in err
+    assert "… and 40 more" in out and "quarantine/" in out
+    stats = open_error_store(load_config(config)).stats()
+    assert stats["records_rejected_at_ingest"] == 60  # every rejected line is kept
+    status, out, err = cli("feedback", "ingest", str(trn), "--config", str(config), "--json")
+    assert status == 1 and orjson.loads(out)["read"] == 60 and "no valid line" in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    status, _, err = cli("errors", "ingest", str(empty), "--config", str(config))
+    assert status == 1 and "no records in it" in err
+
+
+def test_ingest_reads_standard_input(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
+    event = {
+        "id": "a",
+        "audio_uri": "/x.wav",
+        "hypothesis": "hi",
+        "corrected_text": "high",
+        "timestamp": "2026-11-01T00:00:00Z",
+    }
+    out = CliRunner().invoke(
+        app,
+        ["errors", "ingest", "-", "--config", str(config), "--json"],
+        input=orjson.dumps(event).decode() + "\n",
+    )
+    assert out.exit_code == 0, out.output
+    assert orjson.loads(out.stdout)["accepted"] == 1
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["registry", "list"], ["monitor"], ["errors", "export"], ["store", "compact"]]
+)
+def test_commands_that_read_state_need_a_config_or_a_flywheel_here(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli(*args)
+    assert status == 1 and "no --config given and no ./.flywheel here" in err
+    assert not (tmp_path / ".flywheel").exists()
+
+
+def test_output_into_a_pipe_is_not_wrapped(tmp_path: Path) -> None:
+    """The real entry point with stdout and stderr pipes: an error line and a table keep their width."""
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4) / "flywheel.yaml"
+    out = subprocess.run(
+        [sys.executable, "-m", "flywheel_pipelines.cli", "status", "--config", str(deep)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in __import__("os").environ.items() if k != "COLUMNS"},
+    )
+    assert out.returncode == 1
+    (line,) = out.stderr.strip().splitlines()
+    assert len(line) > 120 and line.endswith("flywheel.yaml")

@@ -6,9 +6,10 @@ import os
 import sys
 
 import typer
-from rich.console import Console
+from pydantic import ValidationError
 
 from flywheel_pipelines.cli.cloud import schedule_app, submit, template_app
+from flywheel_pipelines.cli.common import make_console
 from flywheel_pipelines.cli.data import base_app, errors_app
 from flywheel_pipelines.cli.monitor import monitor
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
@@ -52,8 +53,12 @@ def main() -> None:
     try:
         app()  # typer's own click prints usage mistakes (usage line, one error line, exit 2)
     except FlywheelError as exc:  # a user's mistake: one line; anything else is a bug and keeps its traceback
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        make_console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(1)
+    except ValidationError as exc:  # a value that reached a settings model without an option's check
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        make_console(stderr=True).print(f"[red]error:[/] invalid value — {problems}", highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 
-from stt_flywheel.config import FlywheelConfig, load_config
+from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
+from stt_flywheel.errors import InputError
 
 __all__ = [
     "ConfigOpt",
@@ -19,14 +21,30 @@ __all__ = [
     "NormalizerOpt",
     "PipelineName",
     "PipelineOpt",
+    "SourceArg",
     "VertexConfigOpt",
     "console",
     "load",
+    "make_console",
     "print_json",
+    "report_ingest",
 ]
 
 
-console = Console()
+PIPE_WIDTH = 160  # into a pipe or a log, Rich would otherwise lay everything out 80 columns wide
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for stdout (or stderr): a terminal's own width; into a pipe or a file, lines are
+    never hard-wrapped and tables get `PIPE_WIDTH` columns (or `COLUMNS`, when set)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
+    return Console(stderr=stderr, width=width, soft_wrap=True)
+
+
+console = make_console()
 
 ConfigOpt = Annotated[
     str | None,
@@ -61,8 +79,60 @@ PipelineOpt = Annotated[
 ]
 
 
-def load(path: str | Path | None) -> FlywheelConfig:
+def load(path: str | Path | None, reads_state: bool = False) -> FlywheelConfig:
+    """The config at `path`, or the built-in defaults (state under ./.flywheel). A command that
+    only reads state refuses the defaults where no ./.flywheel exists, instead of creating an
+    empty one and reporting on nothing."""
+    if path is None and reads_state and not (Path.cwd() / ".flywheel").exists():
+        raise ConfigError(
+            "no --config given and no ./.flywheel here: pass --config FILE, the flywheel config "
+            "whose state to read (e.g. demo-work/flywheel.yaml after `make demo`)"
+        )
     return load_config(path)
+
+
+SourceArg = Annotated[
+    str, typer.Argument(help="JSONL file, gs:// object, or - for standard input.", show_default=False)
+]
+
+
+def report_ingest(
+    source: str,
+    counts: dict[str, object],
+    quarantined: list[Any],
+    accepted: int,
+    json: bool,
+    store_root: str,
+) -> None:
+    """What an ingest read, accepted and quarantined; a source with no valid line is an error."""
+    source = "standard input" if source == "-" else source
+    if json:
+        print_json(
+            {
+                **{k: v for k, v in counts.items() if k != "summary"},
+                "quarantine": [q.__dict__ for q in quarantined],
+            }
+        )
+    else:
+        console.print(counts["summary"], highlight=False)
+        for q in quarantined[:20]:
+            console.print(f"  line {q.line}: {q.reason} — {q.detail}", highlight=False)
+        if len(quarantined) > 20:
+            console.print(f"  … and {len(quarantined) - 20} more", highlight=False)
+        if quarantined:
+            console.print(
+                f"Every rejected line is kept under {store_root}/quarantine/ "
+                "(`errors export --quarantine` lists them).",
+                highlight=False,
+            )
+    if counts["read"] == 0:
+        raise InputError(f"{source}: no records in it")
+    if accepted == 0 and counts.get("duplicates", 0) == 0:
+        first = quarantined[0]
+        raise InputError(
+            f"{source}: no valid line — all {len(quarantined)} quarantined "
+            f"(line {first.line}: {first.reason}); is it the right file and format?"
+        )
 
 
 def print_json(obj: object) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel_pipelines.cli.common import ConfigOpt, console, load, print_json
+from flywheel_pipelines.cli.common import ConfigOpt, SourceArg, load, print_json, report_ingest
 
 __all__ = ["base_app", "errors_app"]
 
@@ -18,25 +18,24 @@ base_app = typer.Typer(no_args_is_help=True, help="The demo's tiny base model.")
 
 @errors_app.command("ingest")
 def errors_ingest(
-    file: Annotated[Path, typer.Argument(help="JSONL of transcript records.")],
+    source: SourceArg,
     config: ConfigOpt = None,
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Validate and append transcript records; invalid lines are quarantined with a reason."""
-    from stt_flywheel.data.error_store import ErrorStore
+    """Validate and append combined transcript records (JSONL); invalid lines are quarantined with a
+    reason. A source with no valid line is refused (exit 1).
 
-    cfg = load(config)
-    assert cfg.paths.error_store
-    result = ErrorStore(cfg.paths.error_store).ingest_file(file)
-    if json:
-        print_json({**result.as_dict(), "quarantine": [q.__dict__ for q in result.quarantined]})
-        return
-    console.print(
+    Example: stt-flywheel errors ingest corrections.jsonl --config flywheel.yaml"""
+    from stt_flywheel.data.error_store import open_error_store
+
+    store = open_error_store(load(config))
+    result = store.ingest_file(source)
+    counts = result.as_dict()
+    counts["summary"] = (
         f"read {result.read}: accepted {result.accepted}, duplicates {result.duplicates}, "
         f"quarantined {len(result.quarantined)}"
     )
-    for q in result.quarantined[:20]:
-        console.print(f"  line {q.line}: {q.reason} — {q.detail}")
+    report_ingest(source, counts, result.quarantined, result.accepted, json, store.root)
 
 
 @base_app.command("train")

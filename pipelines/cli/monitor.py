@@ -82,7 +82,9 @@ def monitor(
     keep collecting), or watch the default against its record; act, record, report and alert."""
     from stt_flywheel.monitoring.monitor import run_monitor
 
-    decision = run_monitor(load(config), act=not dry_run, log_stream=sys.stderr if log_line else None)
+    decision = run_monitor(
+        load(config, reads_state=True), act=not dry_run, log_stream=sys.stderr if log_line else None
+    )
     out = {k: v for k, v in decision.as_dict().items() if k != "history"}
     if json:
         print_json(out)

@@ -21,7 +21,9 @@ def serve(
         str | None,
         typer.Option(help="Model directory (default: AIP_STORAGE_URI, else the registry's default)."),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: AIP_HTTP_PORT, else 8080).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: AIP_HTTP_PORT, else 8080).")
+    ] = None,
     model_version: Annotated[
         str | None,
         typer.Option(help="The version its answers are captured as (default: the registry version served)."),
@@ -36,7 +38,7 @@ def serve(
 
     env = dict(os.environ)
     if config is not None or (model_dir is None and not env.get("AIP_STORAGE_URI")):
-        cfg = load(config)
+        cfg = load(config, reads_state=True)
         if model_dir is None and not env.get("AIP_STORAGE_URI"):
             default = open_registry(cfg).resolve("default")
             if default is None:
@@ -56,7 +58,7 @@ def registry_list(
     """List registered versions with their aliases and headline metrics."""
     from stt_flywheel.deployment.backends import open_endpoint, open_registry
 
-    cfg = load(config)
+    cfg = load(config, reads_state=True)
     registry = open_registry(cfg)
     versions = registry.versions()
     traffic = open_endpoint(cfg, registry).traffic()
@@ -90,7 +92,7 @@ def registry_rollback(
     from stt_flywheel.deployment.backends import open_endpoint, open_registry
     from stt_flywheel.deployment.strategies import rollback
 
-    cfg = load(config)
+    cfg = load(config, reads_state=True)
     registry = open_registry(cfg)
     outcome = rollback(registry, open_endpoint(cfg, registry), reason)
     console.print(
@@ -107,7 +109,7 @@ def registry_promote_canary(
     from stt_flywheel.deployment.backends import open_endpoint, open_registry
     from stt_flywheel.deployment.strategies import promote_canary
 
-    cfg = load(config)
+    cfg = load(config, reads_state=True)
     registry = open_registry(cfg)
     outcome = promote_canary(registry, open_endpoint(cfg, registry), reason)
     console.print(f"default is v{outcome.version} (was v{outcome.replaced}) and serves all traffic")
@@ -130,5 +132,9 @@ def registry_promote(
     """Promote a version (or a run's candidate) to `default` and send it all endpoint traffic."""
     from stt_flywheel.run.promotion import promote_by_hand
 
-    outcome = promote_by_hand(load(config), reason=reason, version=version, run=run, force=force)
+    if (version is None) == (run is None):  # a usage mistake is named before any state is read
+        raise RegistryError("give exactly one of --version and --run")
+    outcome = promote_by_hand(
+        load(config, reads_state=True), reason=reason, version=version, run=run, force=force
+    )
     console.print(f"default is v{outcome.version} (was v{outcome.replaced}); {outcome.reasons[0]}")

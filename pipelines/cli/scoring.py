@@ -41,8 +41,10 @@ def compare(
     hyp_a: Annotated[Path, typer.Option("--hyp-a", help="System A (e.g. the candidate).")],
     hyp_b: Annotated[Path, typer.Option("--hyp-b", help="System B (e.g. production).")],
     normalizer: NormalizerOpt = "whisper-en/1",
-    confidence: Annotated[float, typer.Option(help="Confidence of the bootstrap interval.")] = 0.95,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    confidence: Annotated[
+        float, typer.Option(min=0.5, max=0.9999, help="Confidence of the bootstrap interval (0.5 to 0.9999).")
+    ] = 0.95,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples (at least 100).")] = 1000,
     json: JsonOpt = False,
 ) -> None:
     """Paired comparison on the same utterances: ΔWER = WER(A) − WER(B) with its bootstrap interval, and

@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from flywheel_pipelines.cli.common import ConfigOpt, console, load, print_json
+from flywheel_pipelines.cli.common import ConfigOpt, SourceArg, console, load, print_json, report_ingest
 
 __all__ = ["feedback_app", "status", "store_app"]
 
@@ -36,27 +36,25 @@ def _when(value: str | None) -> datetime | None:
 
 @feedback_app.command("ingest")
 def feedback_ingest(
-    file: Annotated[
-        Path,
-        typer.Argument(help="JSONL of events: prediction_id, corrected_text or flagged, event_time, source."),
-    ],
+    source: SourceArg,
     config: ConfigOpt = None,
     json: JsonFlag = False,
 ) -> None:
-    """Append feedback events; invalid lines are quarantined with a reason, and the events' states
-    (applied, superseded, duplicate, pending) are reported."""
+    """Append feedback events (JSONL: prediction_id, corrected_text or flagged, event_time, source);
+    invalid lines are quarantined with a reason, and the events' states (applied, superseded,
+    duplicate, pending) are reported. A source with no valid line is refused (exit 1).
+
+    Example: stt-flywheel feedback ingest events.jsonl --config flywheel.yaml"""
     from stt_flywheel.data.error_store import open_error_store
 
-    result = open_error_store(load(config)).ingest_feedback_file(file)
-    if json:
-        print_json({**result.as_dict(), "quarantine": [q.__dict__ for q in result.quarantined]})
-        return
-    states = ", ".join(f"{k} {v}" for k, v in result.as_dict()["states"].items())
-    console.print(
+    store = open_error_store(load(config))
+    result = store.ingest_feedback_file(source)
+    counts = result.as_dict()
+    states = ", ".join(f"{k} {v}" for k, v in counts["states"].items())
+    counts["summary"] = (
         f"read {result.read}: accepted {result.accepted} ({states}), quarantined {len(result.quarantined)}"
     )
-    for q in result.quarantined[:20]:
-        console.print(f"  line {q.line}: {q.reason} — {q.detail}")
+    report_ingest(source, counts, result.quarantined, result.accepted, json, store.root)
 
 
 def errors_export(
@@ -71,7 +69,7 @@ def errors_export(
     from stt_flywheel.data.error_store import open_error_store
 
     start = _when(since)
-    store = open_error_store(load(config))
+    store = open_error_store(load(config, reads_state=True))
     rows = store.export_quarantine() if quarantine else store.export(since=start, version=version)
     out = sys.stdout.buffer
     try:
@@ -87,7 +85,7 @@ def store_compact(config: ConfigOpt = None, json: JsonFlag = False) -> None:
     """Merge each past hour's small files into one (safe beside serving writers and readers)."""
     from stt_flywheel.data.error_store import open_error_store
 
-    result = open_error_store(load(config)).compact()
+    result = open_error_store(load(config, reads_state=True)).compact()
     if json:
         print_json(result.as_dict())
         return
@@ -108,7 +106,7 @@ def status(
     from stt_flywheel.monitoring.status import percent_interval, system_status
     from stt_flywheel.run.ledger import STAGES
 
-    view = system_status(load(config))
+    view = system_status(load(config, reads_state=True))
     if html is not None:
         from stt_flywheel.monitoring.status_page import write_status_page
 

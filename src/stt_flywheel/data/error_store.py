@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -59,7 +60,14 @@ from stt_flywheel.data.records import (
 )
 from stt_flywheel.errors import InputNotFound
 from stt_flywheel.scoring.text import normalize_arrow
-from stt_flywheel.storage.objectstore import LocalStore, PreconditionFailed, join_uri, open_store
+from stt_flywheel.storage.objectstore import (
+    LocalStore,
+    PreconditionFailed,
+    is_remote,
+    join_uri,
+    open_store,
+    read_uri,
+)
 
 __all__ = [
     "FEEDBACK_STATES",
@@ -793,11 +801,21 @@ def _text(row: Any) -> str:
     return row if isinstance(row, str) else orjson.dumps(row, default=str).decode()
 
 
-def _lines(path: str | Path) -> list[bytes]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFound(f"no such file: {path}")
-    return [line for line in path.read_bytes().splitlines() if line.strip()]
+def _lines(source: str | Path) -> list[bytes]:
+    """The non-blank lines of a local file, a `gs://` object, or standard input (`-`)."""
+    if str(source) == "-":
+        data = sys.stdin.buffer.read()
+    elif is_remote(source):
+        try:
+            data = read_uri(source)
+        except FileNotFoundError:
+            raise InputNotFound(f"no such object: {source}") from None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputNotFound(f"no such file: {path}")
+        data = path.read_bytes()
+    return [line for line in data.splitlines() if line.strip()]
 
 
 def latest_kinds(events: pa.Table, predictions: pa.Table) -> pa.Table:

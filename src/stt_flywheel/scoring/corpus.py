@@ -164,6 +164,8 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
         if key in out:
             raise TranscriptError(f"{path}:{n}: utterance id {key!r} appears twice")
         out[key] = text
+    if not out:
+        raise TranscriptError(f"{path}: no transcripts in it (an empty file scores nothing)")
     return out
 
 

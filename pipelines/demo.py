@@ -389,7 +389,7 @@ def _f(x: Any) -> str:
 def print_summary(s: dict[str, Any], console: Console) -> None:
     console.rule("stt-flywheel run summary")
     trig = s["trigger"]
-    console.print(f"[bold]Trigger[/]: {'fired' if trig['fired'] else 'did not fire'} — {trig['summary']}")
+    console.print(f"[bold]Trigger[/] {trig['summary']}")
     if not trig["fired"]:
         console.print(
             f"[bold]Registry[/]: default = v{s['deployed_version']}, aliases {s['registry']['aliases']}"
@@ -408,7 +408,7 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
         t = s["training"]
         console.print(
             f"[bold]Training[/]: {int(t['steps'])} steps on {t['device']} in {t['train_runtime_s']:.0f} s, "
-            f"final train loss {t['train_loss']:.3f}."
+            f"mean training loss over the run {t['train_loss']:.3f}."
         )
     table = Table(title="Production vs candidate")
     for col in ("set", "production WER", "candidate WER"):

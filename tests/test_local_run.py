@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from fakes.vertex import running_fake
@@ -23,7 +24,7 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.models import load_model
-from stt_flywheel.run.ledger import summarize_run
+from stt_flywheel.run.ledger import read_ledger, summarize_run
 from stt_flywheel.run.stages import RUN_LEASE, bootstrap_registry
 from stt_flywheel.storage.leases import read_lease
 from stt_flywheel.storage.objectstore import open_store
@@ -127,6 +128,27 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert out.returncode == 0, out.stderr
     assert registry.aliases() == {"default": 1}
     assert open_endpoint(load_config(config_path)).traffic() == {1: 100}
+
+    # 5. The history: every run listed with its outcome, any run's summary reprinted, the audit log.
+    runner = CliRunner()
+    listed = runner.invoke(app, ["runs", "list", "--config", str(config_path), "--json"])
+    assert listed.exit_code == 0, listed.output
+    runs = orjson.loads(listed.stdout)
+    assert [r["stages"]["deploy"] for r in runs] == [None, "deployed (version 2)", None]  # newest first
+    deployed = runs[1]["run_id"]
+    shown = runner.invoke(app, ["runs", "show", deployed, "--config", str(config_path), "--json"])
+    assert orjson.loads(shown.stdout)["deploy"]["version"] == 2
+    text = runner.invoke(app, ["runs", "show", deployed, "--config", str(config_path)]).stdout
+    assert "Deploy" in text and "Production vs candidate" in text
+    kept = read_ledger(config, deployed, "summary")  # written when the run ended, kept beside its ledger
+    assert kept is not None and kept["deploy"]["action"] == "deployed"
+    audit = runner.invoke(app, ["registry", "audit", "--config", str(config_path), "--json"])
+    actions = [e["action"] for e in orjson.loads(audit.stdout)]
+    assert "rollback" in actions[:5] and "promote" in actions and actions[-1] == "register"  # newest first
+    rollbacks = runner.invoke(
+        app, ["registry", "audit", "--action", "rollback", "--config", str(config_path)]
+    )
+    assert rollbacks.exit_code == 0 and "rollback" in rollbacks.stdout and "register" not in rollbacks.stdout
 
 
 def _outcome(s: dict) -> dict:

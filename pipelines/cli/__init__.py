@@ -14,6 +14,7 @@ from flywheel_pipelines.cli.data import base_app, errors_app
 from flywheel_pipelines.cli.monitor import monitor
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
 from flywheel_pipelines.cli.registry import registry_app, serve
+from flywheel_pipelines.cli.runs import registry_audit, runs_app
 from flywheel_pipelines.cli.scoring import compare, score
 from flywheel_pipelines.cli.store import errors_export, feedback_app, status, store_app
 from stt_flywheel.errors import FlywheelError
@@ -34,7 +35,9 @@ app.command()(serve)
 app.command()(submit)
 app.command()(score)
 app.command()(compare)
+registry_app.command("audit")(registry_audit)
 app.add_typer(registry_app, name="registry")
+app.add_typer(runs_app, name="runs")
 app.command()(status)
 app.command()(monitor)
 errors_app.command("export")(errors_export)

@@ -14,7 +14,7 @@ from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quali
 from stt_flywheel.run.ledger import list_runs, read_run
 from stt_flywheel.run.trigger import check_trigger
 
-__all__ = ["TREND_DAYS", "percent_interval", "system_status"]
+__all__ = ["TREND_DAYS", "percent_interval", "run_outcome", "system_status"]
 
 TREND_DAYS = 14
 
@@ -26,7 +26,8 @@ def percent_interval(value: dict[str, Any] | None) -> str:
     return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
 
 
-def _run_outcome(config: FlywheelConfig, run_id: str) -> dict[str, Any]:
+def run_outcome(config: FlywheelConfig, run_id: str) -> dict[str, Any]:
+    """One run in a line per stage: what each stage that ran decided."""
     ledger = read_run(config, run_id)
     trigger = ledger["trigger"] or {}
     dataset, train, validation = ledger["dataset"], ledger["train"], ledger["validation"]
@@ -110,7 +111,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         "monitor": _last_monitor(monitor[-1]) if monitor else None,
         "store": {"root": store.root, **store.stats(since=watermark, now=now)},
         "trigger": decision.as_dict(),
-        "runs": [_run_outcome(config, r) for r in list_runs(config)[-runs:]][::-1],
+        "runs": [run_outcome(config, r) for r in list_runs(config)[-runs:]][::-1],
         "registry": {"model": registry.model, "location": registry.location, "versions": versions},
         "live": {
             "window_hours": config.trigger.recent_window_hours,

@@ -1,0 +1,114 @@
+"""`runs list`, `runs show` and `registry audit`: the flywheel's history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from flywheel_pipelines.cli.common import ConfigOpt, JsonOpt, console, load, print_json
+from stt_flywheel.errors import InputError
+
+__all__ = ["registry_audit", "runs_app"]
+
+runs_app = typer.Typer(
+    no_args_is_help=True, help="Pipeline runs: every run's outcome, and any run's summary."
+)
+
+
+@runs_app.command("list")
+def runs_list(
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(min=1, help="The newest this many runs.")] = 20,
+) -> None:
+    """Every run that got past its trigger check, newest first, with what each stage decided.
+
+    Example: stt-flywheel runs list --config demo-work/flywheel.yaml"""
+    from stt_flywheel.monitoring.status import run_outcome
+    from stt_flywheel.run.ledger import STAGES, list_runs
+
+    cfg = load(config, reads_state=True)
+    runs = [run_outcome(cfg, r) for r in list_runs(cfg)[-limit:]][::-1]
+    if json:
+        print_json(runs)
+        return
+    if not runs:
+        console.print(f"no runs under {cfg.paths.reports}")
+        return
+    table = Table(title=f"Runs under {cfg.paths.reports}")
+    table.add_column("run", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    for col in STAGES:
+        table.add_column(col)
+    for r in runs:
+        stages = dict(r["stages"])
+        if stages["trigger"]:  # its first reason says enough here; `runs show` has them all
+            stages["trigger"] = stages["trigger"].split(";")[0]
+        started = str(r["checked_at"] or "–")[:16].replace("T", " ")
+        table.add_row(r["run_id"], started, *(stages[s] or "–" for s in STAGES))
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="A run id, as `runs list` shows it.", show_default=False)],
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """One run's summary, as `run` printed it: trigger, dataset, training, both verdicts, deploy.
+
+    Example: stt-flywheel runs show stt-flywheel-2026-11-27-13-30-00-448670 --config demo-work/flywheel.yaml"""
+    from flywheel_pipelines.demo import print_summary
+    from stt_flywheel.run.ledger import list_runs, summarize_run
+
+    cfg = load(config, reads_state=True)
+    if run not in list_runs(cfg):
+        raise InputError(f"no run {run!r} under {cfg.paths.reports} (`runs list` shows the runs)")
+    summary = summarize_run(cfg, run)
+    if json:
+        print_json(summary)
+        return
+    summary.setdefault("reports", {"pipeline_root": str(cfg.paths.pipeline_root)})
+    print_summary(summary, console)
+
+
+def registry_audit(
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(min=1, help="The newest this many entries.")] = 50,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (e.g. promote, rollback, monitor_canary).")
+    ] = None,
+) -> None:
+    """The registry's audit log, newest first: registrations, aliases, deploys, traffic, promotions,
+    rollbacks and the monitor's decisions, each with its reason.
+
+    Example: stt-flywheel registry audit --action rollback --config demo-work/flywheel.yaml"""
+    from stt_flywheel.deployment.backends import open_registry
+
+    entries = open_registry(load(config, reads_state=True)).audit_log()
+    if action is not None:
+        entries = [e for e in entries if e["action"] == action]
+    entries = entries[-limit:][::-1]
+    if json:
+        print_json(entries)
+        return
+    table = Table(title="Registry audit log")
+    for col in ("at", "action", "version", "what"):
+        table.add_column(col)
+    for e in entries:
+        d = e["detail"]
+        what = (
+            d.get("summary")
+            or d.get("reason")
+            or ", ".join(f"{k} {v}" for k, v in d.items() if k != "evaluation")
+        )
+        table.add_row(
+            str(e["at"])[:19],
+            e["action"],
+            str(e["version"] if e["version"] is not None else "–"),
+            str(what)[:200],
+        )
+    console.print(table)

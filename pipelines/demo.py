@@ -414,8 +414,11 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
     for col in ("set", "production WER", "candidate WER"):
         table.add_column(col)
     table.add_row(
-        "held-out new domain", _f(s["production"]["new_domain_wer"]), _f(s["candidate"]["new_domain_wer"])
+        "held-out, new-domain slice",
+        _f(s["production"]["new_domain_wer"]),
+        _f(s["candidate"]["new_domain_wer"]),
     )
+    table.add_row("held-out, all", _f(s["production"]["heldout_wer"]), _f(s["candidate"]["heldout_wer"]))
     table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
     table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
     console.print(table)

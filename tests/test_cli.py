@@ -374,3 +374,11 @@ def test_output_into_a_pipe_is_not_wrapped(tmp_path: Path) -> None:
     assert out.returncode == 1
     (line,) = out.stderr.strip().splitlines()
     assert len(line) > 120 and line.endswith("flywheel.yaml")
+
+
+def test_score_and_compare_print_fractions_as_everything_else_does(cli: Cli, tmp_path: Path) -> None:
+    ref, a, b = _files(tmp_path)
+    _, out, _ = cli("score", "--ref", str(ref), "--hyp", str(a))
+    assert "WER 0.2000" in out and "%" not in out
+    _, out, _ = cli("compare", "--ref", str(ref), "--hyp-a", str(a), "--hyp-b", str(b))
+    assert "WER A 0.2000" in out and "ΔWER (A − B) " in out

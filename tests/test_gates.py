@@ -133,3 +133,17 @@ def test_slice_gates(delta: float, low: float, high: float, gated: bool, passes:
         )
         or not gated
     )
+
+
+def test_a_slice_reads_as_what_happened_to_it() -> None:
+    """A passing slice says it is within its bound; only a degraded one says it failed."""
+    base = {"gated": True, "field": "domain", "value": "pharmacy", "utterances": 40}
+    passing, degraded = slice_gates(
+        [
+            {**base, "delta_wer": -0.10, "low": -0.20, "high": 0.01},
+            {**base, "value": "general", "delta_wer": 0.12, "low": 0.04, "high": 0.2},
+        ],
+        ValidationPolicy(),
+    )
+    assert passing.passed and "(within:" in passing.reason and "degraded" not in passing.reason
+    assert not degraded.passed and "(degraded: ΔWER above +0.05" in degraded.reason

@@ -29,7 +29,7 @@ def score(
         return
     console.print(
         f"{result.utterances} utterances, {result.ref_words} reference words, normaliser {result.normalizer}\n"
-        f"WER {result.wer:.4%} (raw {result.raw_wer:.4%})  CER {result.cer:.4%}\n"
+        f"WER {result.wer:.4f} (raw, without the normaliser, {result.raw_wer:.4f})  CER {result.cer:.4f}\n"
         f"H {result.hits}  S {result.substitutions}  D {result.deletions}  I {result.insertions}  "
         f"errors {result.word_errors}",
         highlight=False,
@@ -61,9 +61,9 @@ def compare(
     iv = result.interval
     lines = [
         f"{result.utterances} utterances, normaliser {result.normalizer}",
-        f"WER A {result.wer_a:.4%}   WER B {result.wer_b:.4%}",
-        f"ΔWER (A − B) {result.delta_wer:+.4%}, {iv.confidence:.0%} interval "
-        f"[{iv.low:+.4%}, {iv.high:+.4%}] ({iv.resamples} resamples by {iv.unit})",
+        f"WER A {result.wer_a:.4f}   WER B {result.wer_b:.4f}",
+        f"ΔWER (A − B) {result.delta_wer:+.4f}, {iv.confidence:.0%} interval "
+        f"[{iv.low:+.4f}, {iv.high:+.4f}] ({iv.resamples} resamples by {iv.unit})",
         f"A better on {result.a_better}, worse on {result.a_worse} utterances",
         "two-sided tests (A and B differ, either way):",
     ]

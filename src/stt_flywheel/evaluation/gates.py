@@ -241,7 +241,12 @@ def slice_gates(slices: list[dict[str, Any]], policy: ValidationPolicy) -> list[
                 bound,
                 ok,
                 f"{sl['field']}={sl['value']} ({sl['utterances']} utts): ΔWER {delta:+.4f} "
-                f"[{low:+.4f}, {high:+.4f}] (fails above +{bound} with the interval above 0)",
+                f"[{low:+.4f}, {high:+.4f}] "
+                + (
+                    f"(within: a slice fails only when ΔWER exceeds +{bound} and its interval lies above 0)"
+                    if ok
+                    else f"(degraded: ΔWER above +{bound} with the interval above 0)"
+                ),
             )
         )
     return gates

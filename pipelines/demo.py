@@ -103,7 +103,10 @@ def run_demo(
         summary["turns"].append(_bad_canary_turn(config_path, serve_round, console))
     else:
         package = compile_pipeline(home / "pipeline.yaml")
-        console.print(f"Compiled pipeline: {package}; each turn runs it with kfp.local (SubprocessRunner).")
+        console.print(
+            f"Compiled pipeline: {package}; each turn runs it with kfp.local (SubprocessRunner).",
+            highlight=False,
+        )
         for k in range(1, turns + 1):
             turn = _turn(k, config_path, package, serve_round, summary, console)
             summary["turns"].append(turn)
@@ -200,7 +203,7 @@ def _turn(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     console.rule(f"Turn {k}")
-    config, run_id = run_local(config_path, package=package)
+    config, run_id = run_local(config_path, package=package, console=console)
     s = summarize_run(config, run_id, new_domain=NEW_DOMAIN.name)
     s["reports"] = {"pipeline_root": str(config.paths.pipeline_root)}
     print_summary(s, console)

@@ -6,8 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from flywheel_pipelines.compile import compile_pipeline, run_compiled_locally
 from flywheel_pipelines.pipeline import PIPELINE_NAME
+from flywheel_pipelines.progress import watch_run
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
 from stt_flywheel.run.ledger import list_runs, summarize_run, write_ledger
 from stt_flywheel.run.stages import bootstrap_registry
@@ -23,8 +26,10 @@ def run_local(
     force: bool = False,
     auto_deploy: bool = True,
     max_steps: int = 0,
+    console: Console | None = None,
 ) -> tuple[FlywheelConfig, str]:
     """Bootstrap the registry if empty, compile (unless given a package) and run. Returns the run id.
+    With `console`, each stage's outcome and the training steps are shown while it runs.
 
     The config may be a path or a `gs://` URI (the tasks read it from there, as on Vertex)."""
     config = load_config(config_path)
@@ -45,7 +50,14 @@ def run_local(
     }
     before = set(list_runs(config))
     log_path = config.paths.root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    run_compiled_locally(package, config.paths.pipeline_root, arguments, log_path=log_path)
+    if console is None:
+        run_compiled_locally(package, config.paths.pipeline_root, arguments, log_path=log_path)
+    else:
+        console.print(
+            f"Running the pipeline with kfp.local; the tasks' full log: {log_path}", highlight=False
+        )
+        with watch_run(config, console):
+            run_compiled_locally(package, config.paths.pipeline_root, arguments, log_path=log_path)
     runs = [r for r in list_runs(config) if r.startswith(PIPELINE_NAME) and r not in before]
     if len(runs) != 1:
         raise RuntimeError(f"expected one new run ledger under {config.paths.reports}, found {runs}")

@@ -50,7 +50,12 @@ def run_command(
     from stt_flywheel.run.ledger import summarize_run
 
     cfg, run_id = run_local(
-        config, package=package, force=force, auto_deploy=auto_deploy, max_steps=max_steps
+        config,
+        package=package,
+        force=force,
+        auto_deploy=auto_deploy,
+        max_steps=max_steps,
+        console=None if json else console,
     )
     summary = summarize_run(cfg, run_id)
     if json:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, resample
@@ -127,14 +127,33 @@ def _use_bf16(setting: str, device: str) -> bool:
     return supported
 
 
+class _Progress(TrainerCallback):
+    """Reports each finished step, with the last logged training loss."""
+
+    def __init__(self, report: Callable[[int, int, float | None], None]) -> None:
+        self.report = report
+        self.loss: float | None = None
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any
+    ) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.report(int(state.global_step), int(state.max_steps), self.loss)
+
+
 def fine_tune(
     model: SpeechModel,
     train: Sequence[dict[str, Any]],
     output_dir: str | Path,
     settings: TrainSettings = TrainSettings(),
     eval_examples: Sequence[dict[str, Any]] | None = None,
+    progress: Callable[[int, int, float | None], None] | None = None,
 ) -> TrainResult:
-    """Train `model` in place on examples `{"audio": float32 16 kHz, "text": str}`; save into `output_dir/model`."""
+    """Train `model` in place on examples `{"audio": float32 16 kHz, "text": str}`; save into
+    `output_dir/model`. `progress(step, max_steps, last_logged_loss)` is called after each step."""
     if not train:
         raise InputError("no training examples")
     output_dir = Path(output_dir)
@@ -170,6 +189,7 @@ def fine_tune(
         args=args,
         train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
         data_collator=model.collate,
+        callbacks=[_Progress(progress)] if progress else None,
     )
     # The starting weights are only kept when WiSE-FT needs them (a second copy of the model).
     start_weights = (

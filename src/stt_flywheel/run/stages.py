@@ -8,6 +8,7 @@ stage also writes its outcome to the run ledger (`<reports>/<run_id>/<stage>.jso
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +60,7 @@ __all__ = [
 
 
 RUN_LEASE = "flywheel-run"  # one run at a time trains and deploys
+PROGRESS_EVERY_S = 3.0  # how often training writes its step to the run ledger
 
 
 def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
@@ -154,7 +156,17 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
     settings = TrainSettings(**{**t.model_dump(), "speed_perturbation": tuple(t.speed_perturbation)})
     train = load_split(dataset_dir, "train")
     heldout = load_split(dataset_dir, "heldout")
-    result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None)
+    last = [0.0]
+
+    def progress(step: int, max_steps: int, loss: float | None) -> None:
+        # for whoever watches the run (the local runner's progress, `runs show`): every few seconds
+        if time.monotonic() - last[0] >= PROGRESS_EVERY_S or step >= max_steps:
+            last[0] = time.monotonic()
+            write_ledger(
+                config, run_id, "train-progress", {"step": step, "max_steps": max_steps, "loss": loss}
+            )
+
+    result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
     write_ledger(
         config,
         run_id,

@@ -98,6 +98,17 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert v2.data_watermark
     assert v2.evaluation["validation"]["passed"]
     assert v2.lineage["parent_version"] == 1
+    training = v2.lineage["training"]  # enough to make the same model again
+    assert training["hyperparameters"]["learning_rate"] == cfg.training.learning_rate
+    assert training["seed"] == cfg.training.seed and training["steps"] == cfg.training.max_steps
+    assert training["dataset"] == {
+        "version": s["dataset"]["version"],
+        "content_hash": training["dataset"]["content_hash"],
+    }
+    assert len(training["dataset"]["content_hash"]) >= 12 and training["started_from"] == registry.get(1).uri
+    assert (
+        training["code"]["package"] == "0.1.0" and training["code"]["commit"]
+    )  # the tests run from a checkout
     assert v2.evaluation["validation"]["evaluation"]["interval"]["high"] < 0  # stored with the version
     html = list(Path(str(cfg.paths.pipeline_root)).glob(f"{run_id}/validate-model/report*"))
     assert html

@@ -233,3 +233,14 @@ def test_loggable_metrics_keep_finite_numbers(metrics: dict[str, Any], expected:
     logged = loggable_metrics(metrics)
     assert logged == expected
     assert all(type(v) is float for v in logged.values())
+
+
+def test_the_code_version_names_the_commit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stt_flywheel.run.provenance import code_version
+
+    code_version.cache_clear()
+    monkeypatch.setenv("STT_FLYWHEEL_COMMIT", "0123abcd")
+    try:
+        assert code_version() == {"package": "0.1.0", "commit": "0123abcd"}
+    finally:
+        code_version.cache_clear()

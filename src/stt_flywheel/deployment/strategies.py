@@ -123,7 +123,10 @@ def promote_candidate(
     data_watermark: str | None,
     run_id: str | None,
     metrics: dict[str, Any],
+    lineage: dict[str, Any] | None = None,
 ) -> DeployOutcome:
+    """Register the candidate (with `lineage`: how it was made) and deploy it by `strategy`, or
+    reject it when a verdict did not pass."""
     failed = [v for v in (validation, regression) if not v.get("passed")]
     if failed:
         reasons = [
@@ -137,7 +140,11 @@ def promote_candidate(
         data_watermark=data_watermark,
         source_run=run_id,
         metrics=metrics,
-        lineage={"parent_version": production.version if production else None, "run": run_id},
+        lineage={
+            "parent_version": production.version if production else None,
+            "run": run_id,
+            **(lineage or {}),
+        },
         evaluation={"validation": validation, "regression": regression},
     )
     if not auto_deploy:

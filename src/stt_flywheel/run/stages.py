@@ -35,7 +35,8 @@ from stt_flywheel.evaluation.reports import regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
 from stt_flywheel.models import SpeechModel, load_model, saved_model_dir
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
-from stt_flywheel.run.ledger import write_ledger
+from stt_flywheel.run.ledger import read_ledger, write_ledger
+from stt_flywheel.run.provenance import code_version
 from stt_flywheel.run.trigger import TriggerDecision, check_trigger
 from stt_flywheel.storage.files import (
     atomic_write_bytes,
@@ -167,6 +168,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             )
 
     result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
+    manifest = DatasetManifest.load(dataset_dir)
     write_ledger(
         config,
         run_id,
@@ -176,9 +178,15 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             "device": result.device,
             "bf16": result.bf16,
             "started_from": start_from,
+            "started_from_version": production.version if production else None,
             "model_dir": str(result.output_dir),
             "resumed_from": result.resumed_from,
             "train_examples": len(train),
+            # enough to train the same model again: what, from what, on what, with which code
+            "hyperparameters": t.model_dump(mode="json"),
+            "seed": t.seed,
+            "dataset": {"version": manifest.version, "content_hash": manifest.content_hash},
+            "code": code_version(),
         },
     )
     return result
@@ -297,6 +305,7 @@ def _deploy(
     regression = read_json(regression_dir / "verdict.json")
     manifest = DatasetManifest.load(dataset_dir)
     headline = loggable_metrics(validation.get("metrics", {}))
+    train = read_ledger(config, run_id, "train") or {}
     return promote_candidate(
         registry,
         open_endpoint(config, registry),
@@ -311,6 +320,12 @@ def _deploy(
         data_watermark=manifest.watermark,
         run_id=run_id,
         metrics=headline,
+        lineage={
+            "training": {
+                k: train.get(k)
+                for k in ("started_from", "hyperparameters", "seed", "dataset", "code", "device", "steps")
+            }
+        },
     )
 
 

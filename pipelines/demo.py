@@ -184,13 +184,17 @@ def _monitor(config_path: Path, console: Console) -> dict[str, Any]:
     return decision
 
 
-def _live(decision: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _decide(turn: dict[str, Any], config_path: Path, console: Console) -> None:
+    """Run the monitor pipeline on the canary round just served; its decision becomes the turn's."""
+    decision = _monitor(config_path, console)
+    turn["monitor"] = {key: decision[key] for key in ("action", "summary", "tests", "reasons", "report")}
+    turn["live"] = {
         f"v{arm['version']}": {
             k: arm[k] for k in ("requests", "labelled", "correction_rate", "scored", "wer")
         }
         for arm in decision.get("arms", {}).values()
     }
+    turn["decision"] = decision["action"]
 
 
 def _turn(
@@ -226,10 +230,7 @@ def _turn(
     elif serve_round(f"Turn {k} canary round") is None:
         turn["decision"] = "canary undecided: no traffic left"
     else:
-        decision = _monitor(config_path, console)
-        turn["monitor"] = {key: decision[key] for key in ("action", "summary", "tests", "reasons", "report")}
-        turn["live"] = _live(decision)
-        turn["decision"] = decision["action"]
+        _decide(turn, config_path, console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn
 
@@ -281,10 +282,7 @@ def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> d
         "decision": "canary undecided: no traffic left",
     }
     if serve_round("Bad canary round") is not None:
-        decision = _monitor(config_path, console)
-        turn["monitor"] = {key: decision[key] for key in ("action", "summary", "tests", "reasons", "report")}
-        turn["live"] = _live(decision)
-        turn["decision"] = decision["action"]
+        _decide(turn, config_path, console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn
 

@@ -93,6 +93,16 @@ def untrained_model() -> SpeechModel:
 
 
 @pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A stand-in model directory: enough for the registries and endpoints, which copy it, not run it."""
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "weights.bin").write_bytes(b"\x01" * 64)
+    return d
+
+
+@pytest.fixture
 def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, FlywheelConfig]:
     """A demo-shaped config with its own state directory; the world is shared."""
     return make_flywheel_config(tmp_path, world)

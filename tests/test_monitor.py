@@ -39,15 +39,6 @@ MONITOR = {
 }
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    (d / "weights.bin").write_bytes(b"\x01" * 64)
-    return d
-
-
 class World:
     """A registry with v1 serving, an error store, and traffic written by version."""
 
@@ -454,11 +445,8 @@ def test_the_log_line_is_one_json_object_per_look(tmp_path: Path, model_dir: Pat
     assert record["monitor"]["kind"] == "default"
 
 
-def test_the_compiled_monitor_pipeline_promotes_with_kfp_local(
-    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from flywheel_pipelines.local_run import run_monitor_locally
-
+def _good_canary_in_real_time(tmp_path: Path, model_dir: Path) -> tuple[Path, World]:
+    """A config file, and a good canary whose traffic is settled by now (for runs that read the clock)."""
     raw = _config(tmp_path)
     raw["feedback"]["label_window_hours"] = 0.0
     path = tmp_path / "flywheel.yaml"
@@ -468,6 +456,15 @@ def test_the_compiled_monitor_pipeline_promotes_with_kfp_local(
     world.traffic(1, 400, 0.40, t0, t0 + timedelta(seconds=1))
     world.traffic(2, 400, 0.08, t0, t0 + timedelta(seconds=1))
     time.sleep(max(0.0, (t0 + timedelta(seconds=1.5) - datetime.now(UTC)).total_seconds()))
+    return path, world
+
+
+def test_the_compiled_monitor_pipeline_promotes_with_kfp_local(
+    tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flywheel_pipelines.local_run import run_monitor_locally
+
+    path, world = _good_canary_in_real_time(tmp_path, model_dir)
     (written,) = run_monitor_locally(path)
     decision = json.loads(written.read_text())
     assert decision["action"] == "promote" and decision["acted"]
@@ -485,15 +482,7 @@ def test_the_compiled_monitor_pipeline_promotes_with_kfp_local(
 
 
 def test_the_monitor_command(tmp_path: Path, model_dir: Path, cli: Any) -> None:
-    raw = _config(tmp_path)
-    raw["feedback"]["label_window_hours"] = 0.0
-    path = tmp_path / "flywheel.yaml"
-    path.write_text(json.dumps(raw))
-    world = World("local", load_config(path), model_dir)
-    t0 = _canary(world)
-    world.traffic(1, 400, 0.40, t0, t0 + timedelta(seconds=1))
-    world.traffic(2, 400, 0.08, t0, t0 + timedelta(seconds=1))
-    time.sleep(max(0.0, (t0 + timedelta(seconds=1.5) - datetime.now(UTC)).total_seconds()))
+    path, world = _good_canary_in_real_time(tmp_path, model_dir)
     code, out, err = cli("monitor", "--config", str(path), "--dry-run", "--json")
     assert code == 0, err
     dry = json.loads(out)

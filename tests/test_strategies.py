@@ -26,15 +26,6 @@ PASSED = {"stage": "validation", "passed": True, "reasons": [], "gates": []}
 METRICS = {"wer": 0.2315, "cer": 0.11, "delta_wer": -0.0712, "p_value": 0.001}
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    (d / "weights.bin").write_bytes(b"\x01" * 64)
-    return d
-
-
 class Backend:
     def __init__(self, kind: str, config: FlywheelConfig, fake: VertexFake | None) -> None:
         self.kind, self.config, self.fake = kind, config, fake

@@ -1,5 +1,6 @@
 """The CLI as a user meets it: `main()` in-process with real argv, files and state; one subprocess check."""
 
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ import pytest
 import typer.main
 from conftest import Cli
 
-from flywheel_pipelines.cli import app, main
+from flywheel_pipelines.cli import EXAMPLES, app, main
 from stt_flywheel.config import load_config
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 
@@ -382,3 +383,25 @@ def test_score_and_compare_print_fractions_as_everything_else_does(cli: Cli, tmp
     assert "WER 0.2000" in out and "%" not in out
     _, out, _ = cli("compare", "--ref", str(ref), "--hyp-a", str(a), "--hyp-b", str(b))
     assert "WER A 0.2000" in out and "ΔWER (A − B) " in out
+
+
+def test_every_commands_help_has_an_example_that_uses_its_real_options(cli: Cli) -> None:
+    for name, command in _commands(typer.main.get_command(app)):
+        status, out, _ = cli(*name.split(), "--help")
+        assert status == 0
+        assert "Example:" in out, f"{name} --help has no example"
+        assert "<bool>" not in out, f"{name} --help shows a flag as taking a value"
+        example = shlex.split(EXAMPLES[name].split("|")[-1].split(">")[0])
+        assert example[: 1 + len(name.split())] == ["stt-flywheel", *name.split()]
+        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}  # type: ignore[attr-defined]
+        for word in example:
+            if word.startswith("-") and word != "-":
+                assert word in known, f"the example of {name} uses {word}, which it does not take"
+
+
+def test_a_flag_is_shown_without_a_value_type(cli: Cli) -> None:
+    _, out, _ = cli("monitor", "--help")
+    line = next(line for line in out.splitlines() if "--dry-run" in line)
+    assert "<" not in line
+    _, out, _ = cli("compare", "--help")
+    assert "<float range>" in out  # options with a value keep their type

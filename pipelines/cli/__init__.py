@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
+import click
 import typer
 from pydantic import ValidationError
+from typer.core import TyperOption
 
 from flywheel_pipelines.cli.cloud import schedule_app, submit, template_app
 from flywheel_pipelines.cli.common import make_console
@@ -19,12 +21,13 @@ from flywheel_pipelines.cli.scoring import compare, score
 from flywheel_pipelines.cli.store import errors_export, feedback_app, status, store_app
 from stt_flywheel.errors import FlywheelError
 
-__all__ = ["app", "main"]
+__all__ = ["EXAMPLES", "app", "main"]
 
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",
     help="Continuous fine-tuning of a speech-to-text model from user corrections.",
 )
 
@@ -47,6 +50,77 @@ app.add_typer(store_app, name="store")
 app.add_typer(base_app, name="base-model")
 app.add_typer(template_app, name="template")
 app.add_typer(schedule_app, name="schedule")
+
+# One example per command, shown at the end of its --help (a test holds every command to one).
+EXAMPLES = {
+    "compile": "stt-flywheel compile -o flywheel.yaml",
+    "run": "stt-flywheel run --config demo-work/flywheel.yaml --max-steps 200",
+    "demo": "stt-flywheel demo --work-dir demo-work",
+    "serve": "stt-flywheel serve --config demo-work/flywheel.yaml --port 8080",
+    "submit": "stt-flywheel submit --config gs://my-flywheel/flywheel.yaml --config-uri "
+    "gs://my-flywheel/flywheel.yaml --pipeline-root gs://my-flywheel/pipeline-root --template "
+    "https://us-central1-kfp.pkg.dev/my-project/stt-flywheel-pipelines/stt-flywheel/latest --wait",
+    "score": "stt-flywheel score --ref ref.trn --hyp hyp.trn",
+    "compare": "stt-flywheel compare --ref ref.trn --hyp-a candidate.trn --hyp-b production.trn",
+    "status": "stt-flywheel status --config demo-work/flywheel.yaml --html status.html",
+    "monitor": "stt-flywheel monitor --config demo-work/flywheel.yaml --dry-run",
+    "approve": "stt-flywheel approve PROPOSAL_ID --config demo-work/flywheel.yaml --reason 'budget ok'",
+    "proposals list": "stt-flywheel proposals list --config demo-work/flywheel.yaml",
+    "registry list": "stt-flywheel registry list --config demo-work/flywheel.yaml",
+    "registry rollback": "stt-flywheel registry rollback --config demo-work/flywheel.yaml "
+    "--reason 'pharmacy names worse'",
+    "registry promote-canary": "stt-flywheel registry promote-canary --config demo-work/flywheel.yaml "
+    "--reason 'a week of clean traffic'",
+    "registry promote": "stt-flywheel registry promote --version 2 --reason 'hotfix' "
+    "--config demo-work/flywheel.yaml",
+    "registry audit": "stt-flywheel registry audit --config demo-work/flywheel.yaml --action rollback",
+    "runs list": "stt-flywheel runs list --config demo-work/flywheel.yaml --limit 5",
+    "runs show": "stt-flywheel runs show RUN_ID --config demo-work/flywheel.yaml",
+    "errors ingest": "stt-flywheel errors ingest records.jsonl --config demo-work/flywheel.yaml",
+    "errors export": "stt-flywheel errors export --config demo-work/flywheel.yaml --since 2026-11-01 "
+    "> predictions.jsonl",
+    "feedback ingest": "gsutil cat gs://my-bucket/feedback.jsonl | stt-flywheel feedback ingest - "
+    "--config demo-work/flywheel.yaml",
+    "store compact": "stt-flywheel store compact --config demo-work/flywheel.yaml",
+    "base-model train": "stt-flywheel base-model train --output my-base-model --utterances 1200",
+    "template publish": "stt-flywheel template publish --template flywheel.yaml --host "
+    "https://us-central1-kfp.pkg.dev/my-project/stt-flywheel-pipelines --tag v1",
+    "schedule create": "stt-flywheel schedule create --config gs://my-flywheel/flywheel.yaml "
+    "--name nightly --cron '0 3 * * *' --config-uri gs://my-flywheel/flywheel.yaml "
+    "--pipeline-root gs://my-flywheel/pipeline-root --template "
+    "https://us-central1-kfp.pkg.dev/my-project/stt-flywheel-pipelines/stt-flywheel/latest",
+    "schedule list": "stt-flywheel schedule list --config gs://my-flywheel/flywheel.yaml",
+    "schedule pause": "stt-flywheel schedule pause nightly --config gs://my-flywheel/flywheel.yaml",
+    "schedule resume": "stt-flywheel schedule resume nightly --config gs://my-flywheel/flywheel.yaml",
+    "schedule delete": "stt-flywheel schedule delete nightly --config gs://my-flywheel/flywheel.yaml",
+    "schedule run": "stt-flywheel schedule run nightly --config gs://my-flywheel/flywheel.yaml "
+    "--mode scheduler",
+}
+
+
+def _name(info: typer.models.CommandInfo) -> str:
+    return info.name or info.callback.__name__.replace("_", "-")  # type: ignore[union-attr]
+
+
+def _add_examples(group: typer.Typer, prefix: str = "") -> None:
+    for info in group.registered_commands:
+        example = EXAMPLES.get(prefix + _name(info))
+        if example:
+            info.epilog = f"**Example:** `{example}`"
+    for sub in group.registered_groups:
+        _add_examples(sub.typer_instance, f"{prefix}{sub.name} ")  # type: ignore[arg-type]
+
+
+_add_examples(app)
+
+
+def _type_of_option(self: TyperOption, ctx: click.Context) -> str | None:
+    # A flag takes no value: help shows `--json`, not `--json <bool>`.
+    return None if self.is_flag else _value_type(self, ctx)
+
+
+_value_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _type_of_option  # type: ignore[method-assign]
 
 
 def main() -> None:

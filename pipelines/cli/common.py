@@ -51,12 +51,19 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="FILE",
         help="The flywheel config, a path or gs:// URI (default: the built-in defaults, state under ./.flywheel).",
     ),
 ]
 
 VertexConfigOpt = Annotated[
-    str, typer.Option("--config", "-c", help="The flywheel config, a path or gs:// URI (its vertex section).")
+    str,
+    typer.Option(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="The flywheel config, a path or gs:// URI (its vertex section).",
+    ),
 ]
 
 NormalizerOpt = Annotated[

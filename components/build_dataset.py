@@ -1,4 +1,4 @@
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Output
 
 
 def build_dataset(
@@ -7,6 +7,7 @@ def build_dataset(
     decision: Input[Artifact],
     dataset: Output[Dataset],
     metrics: Output[Metrics],
+    report: Output[Markdown],
 ) -> bool:
     """Validate, de-duplicate and split corrected error cases (+ replay) into a versioned dataset.
 
@@ -15,11 +16,14 @@ def build_dataset(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import stage_build_dataset
+    from stt_flywheel.run.stages import markdown_report, stage_build_dataset
     from stt_flywheel.storage.files import read_json
 
     watermark = read_json(decision.path)["watermark"] or ""
-    manifest = stage_build_dataset(load_run_config(config_uri), watermark, Path(dataset.path), run_id)
+    config = load_run_config(config_uri)
+    manifest = stage_build_dataset(config, watermark, Path(dataset.path), run_id)
+    with open(report.path, "w") as fh:
+        fh.write(markdown_report(config, run_id, manifest))
     usable, reason = manifest.usable
     dataset.metadata.update(
         {"version": manifest.version, "content_hash": manifest.content_hash, "usable": reason}

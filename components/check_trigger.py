@@ -14,16 +14,17 @@ def check_trigger(
     Returns whether to train; the decision (with the new data watermark) is the `decision` artifact.
     """
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import stage_check_trigger
+    from stt_flywheel.run.stages import markdown_report, stage_check_trigger
     from stt_flywheel.storage.files import atomic_write_json
 
-    result = stage_check_trigger(load_run_config(config_uri, force=force), run_id)
+    config = load_run_config(config_uri, force=force)
+    result = stage_check_trigger(config, run_id)
     atomic_write_json(decision.path, result.as_dict())
     decision.metadata.update(
         {"watermark": result.watermark.isoformat() if result.watermark else "", "reason": result.summary}
     )
     with open(report.path, "w") as fh:
-        fh.write(result.to_markdown())
+        fh.write(markdown_report(config, run_id, result))
     for check in result.checks:
         if check.value == check.value:  # NaN (no traffic) is not a metric value
             metrics.log_metric(check.name, float(check.value))

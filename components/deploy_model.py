@@ -20,10 +20,11 @@ def deploy_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import stage_deploy_model
+    from stt_flywheel.run.stages import markdown_report, stage_deploy_model
 
+    config = load_run_config(config_uri, auto_deploy=auto_deploy)
     outcome = stage_deploy_model(
-        load_run_config(config_uri, auto_deploy=auto_deploy),
+        config,
         Path(model.path),
         Path(dataset.path),
         Path(validation_results.path),
@@ -31,6 +32,6 @@ def deploy_model(
         run_id,
     )
     with open(report.path, "w") as fh:
-        fh.write(outcome.to_markdown())
+        fh.write(markdown_report(config, run_id, outcome, Path(dataset.path)))
     DeployOutputs = namedtuple("DeployOutputs", ["action", "version"])
     return DeployOutputs(outcome.action, outcome.version or 0)

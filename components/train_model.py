@@ -1,4 +1,4 @@
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 
 def train_model(
@@ -12,6 +12,7 @@ def train_model(
     dataset: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
+    loss_curve: Output[HTML],
 ):
     """Fine-tune the production model on the dataset; the saved model lands in `<model>/model`.
 
@@ -23,11 +24,12 @@ def train_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import loggable_metrics, stage_train_model
+    from stt_flywheel.run.stages import loggable_metrics, stage_train_model, training_report
 
-    result = stage_train_model(
-        load_run_config(config_uri, max_steps=max_steps), Path(dataset.path), Path(model.path), run_id
-    )
+    config = load_run_config(config_uri, max_steps=max_steps)
+    result = stage_train_model(config, Path(dataset.path), Path(model.path), run_id)
+    with open(loss_curve.path, "w") as fh:
+        fh.write(training_report(config, run_id, result, Path(dataset.path)))
     model.metadata.update(
         {
             "device": result.device,

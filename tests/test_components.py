@@ -4,6 +4,7 @@ The module runs the six stages once on the small test world (real audio, real tr
 embedded registry); each test then reads what one component returned and wrote.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def pipeline_run(
         decision=trigger.artifacts["decision"],
         dataset=artifact(Dataset, "dataset"),
         metrics=artifact(Metrics, "dataset-metrics"),
+        report=artifact(Markdown, "dataset-report"),
     )
     ran["train"] = train = call(
         components.train_model,
@@ -73,6 +75,7 @@ def pipeline_run(
         dataset=dataset.artifacts["dataset"],
         model=artifact(Model, "model"),
         metrics=artifact(Metrics, "train-metrics"),
+        loss_curve=artifact(HTML, "loss-curve"),
     )
     ran["validate"] = validate = call(
         components.validate_model,
@@ -108,7 +111,11 @@ def test_check_trigger_fires_on_the_traffics_corrections(pipeline_run: dict[str,
     assert decision["should_train"] is True
     assert decision["watermark"]
     assert trigger.artifacts["decision"].metadata["watermark"] == decision["watermark"]
-    assert Path(trigger.artifacts["report"].path).read_text().startswith("#")
+    report = Path(trigger.artifacts["report"].path).read_text()
+    assert report.startswith("# Trigger check")
+    assert f"run: `{RUN_ID}`" in report
+    assert "production: `v1`" in report
+    assert re.search(r"\| cooldown \| [^|]+ h \| 0 h \|", report)  # hours, said as hours
     assert trigger.artifacts["metrics"].metadata  # the checks' values, NaN left out
 
 
@@ -121,6 +128,14 @@ def test_build_dataset_balances_its_counts(pipeline_run: dict[str, Any]) -> None
     assert logged["heldout_examples"] > 0
     assert dataset.artifacts["dataset"].metadata["version"].startswith("ds-")
     assert (Path(dataset.artifacts["dataset"].path) / "manifest.json").is_file()
+    report = Path(dataset.artifacts["report"].path).read_text()
+    version = dataset.artifacts["dataset"].metadata["version"]
+    assert f"**{version}** (usable" in report
+    assert f"Corrected error cases read: {logged['read']:.0f} — accepted {logged['accepted']:.0f}" in report
+    train_row = next(line for line in report.splitlines() if line.startswith("| train |"))
+    assert re.search(
+        r"\| train \| \d+ \| [\d.]+ \| [\d.]+ / [\d.]+ / [\d.]+ \| .*pharmacy \d+ .*correction \d+", train_row
+    )
 
 
 def test_train_model_saves_the_model_where_its_readers_look(pipeline_run: dict[str, Any]) -> None:
@@ -133,6 +148,11 @@ def test_train_model_saves_the_model_where_its_readers_look(pipeline_run: dict[s
     ledger = read_ledger(pipeline_run["config"], RUN_ID, "train")
     assert ledger is not None
     assert ledger["model_dir"] == str(Path(model.path) / "model")
+    curve = Path(train.artifacts["loss_curve"].path).read_text()
+    assert curve.startswith("<!doctype html>")
+    assert curve.count("<svg") == 1
+    assert re.search(r"held-out loss [\d.]+ at step 20", curve)  # 20 steps: fewer than one logging interval
+    assert "trained by this run from v1" in curve
 
 
 @pytest.mark.parametrize("stage", ["validate", "regression"])
@@ -141,7 +161,14 @@ def test_evaluation_components_publish_their_report_once(pipeline_run: dict[str,
     verdict = orjson.loads((Path(ran.artifacts["results"].path) / "verdict.json").read_bytes())
     assert ran.returned is verdict["passed"]
     assert ran.returned is True
-    assert "Verdict" in Path(ran.artifacts["report"].path).read_text()
+    page = Path(ran.artifacts["report"].path).read_text()
+    assert "Verdict" in page
+    dataset_version = pipeline_run["dataset"].artifacts["dataset"].metadata["version"]
+    for named in (f"run: {RUN_ID}", "production: v1", "candidate: trained by this run from v1", "made: 20"):
+        assert named in page
+    if stage == "validate":
+        assert f"dataset: {dataset_version}" in page
+        assert "normaliser: whisper-en" in page
     assert not (Path(ran.artifacts["results"].path) / "report.html").exists()
     assert ran.artifacts["metrics"].metadata
 
@@ -160,7 +187,12 @@ def test_validate_model_keeps_one_row_per_utterance(pipeline_run: dict[str, Any]
 def test_deploy_model_registers_and_serves_the_candidate(pipeline_run: dict[str, Any]) -> None:
     deploy: Ran = pipeline_run["deploy"]
     assert tuple(deploy.returned) == ("deployed", 2)
-    assert "Deployed version 2" in Path(deploy.artifacts["report"].path).read_text()
+    report = Path(deploy.artifacts["report"].path).read_text()
+    assert "Deployed version 2" in report
+    assert "production: `v1` · candidate: `v2`" in report
+    assert "| before | v1 100 % | default → v1 |" in report
+    assert "| after | v2 100 % | default → v2, previous → v1 |" in report
+    assert "strategy `replace`" in report
     config = pipeline_run["config"]
     registry = open_registry(config)
     assert registry.aliases() == {"default": 2, "previous": 1}

@@ -11,7 +11,7 @@ from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.evaluation.comparison import comparison_from_texts, summarize_comparison
 from stt_flywheel.evaluation.gates import Gate, Verdict, slice_gates, validation_verdict
 from stt_flywheel.evaluation.regression import SuiteResult
-from stt_flywheel.evaluation.reports import regression_html, validation_html
+from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
 
 REFS = ["refill my metformin prescription", "turn the kitchen lights on", "open the garage door", "call mom"]
 PROD = ["refill my met for men prescription", "turn the kitchen lights on", "open garage door", "call mom"]
@@ -19,6 +19,7 @@ CAND = ["refill my metformin prescription", "turn the kitchen light on", "open t
 SPEAKERS = ["a", "a", "b", "b"]
 
 POLICY = ValidationPolicy(min_slice_size=2, critical_terms=["metformin"])
+CONTEXT = ReportContext("run-42", "v3", "trained by this run from v3", "ds-0123456789ab", "whisper-en/1")
 
 
 def _validation_page() -> str:
@@ -31,7 +32,7 @@ def _validation_page() -> str:
     metrics["p_value"] = 5.08e-15  # shown as given
     verdict = validation_verdict(metrics, POLICY)
     verdict.gates.extend(slice_gates(details["slices"], POLICY))
-    return validation_html(metrics, verdict, [comp], details)
+    return validation_html(metrics, verdict, [comp], details, CONTEXT)
 
 
 def _regression_page() -> str:
@@ -52,6 +53,16 @@ def _regression_page() -> str:
             0.012,
             0.001,
             0.002,
+            newly_broken=3,
+            newly_fixed=1,
+            broken_examples=[
+                {
+                    "id": "g7",
+                    "candidate_errors": 1,
+                    "production_alignment": ("call mom", "call mom", "C C"),
+                    "candidate_alignment": ("call MOM", "call ***", "C D"),
+                }
+            ],
         ),
         SuiteResult(
             "a<b",
@@ -71,7 +82,7 @@ def _regression_page() -> str:
             0.6,
         ),
     ]
-    return regression_html(results, Verdict("regression", [g for r in results for g in r.gates]))
+    return regression_html(results, Verdict("regression", [g for r in results for g in r.gates]), CONTEXT)
 
 
 def test_validation_report_is_self_contained_and_shows_the_evaluation() -> None:
@@ -93,13 +104,54 @@ def test_validation_report_is_self_contained_and_shows_the_evaluation() -> None:
     assert not re.search(r'<script|<link|\ssrc=|href="(?!#)', page)
 
 
+def test_every_report_names_what_it_judged() -> None:
+    for page in (_validation_page(), _regression_page()):
+        head = page[page.index("<h1>") : page.index("<h2>")]
+        for named in (
+            "run: run-42",
+            "production: v3",
+            "candidate: trained by this run from v3",
+            "dataset: ds-0123456789ab",
+            "normaliser: whisper-en/1",
+            "made: ",
+        ):
+            assert named in head
+
+
+def test_validation_report_explains_itself() -> None:
+    page = _validation_page()
+    assert (
+        "policy: paired — the candidate is judged against the production model on the same utterances" in page
+    )
+    assert "(the share of resamples in which the candidate's WER is lower than production's)" in page
+    improvements = page[page.index("Largest improvements") :]
+    assert "u0" in improvements  # "met for men" → "metformin": the candidate's largest gain
+    assert "a slice fails above +0.05 (dashed) with its interval above 0" in page
+    assert "production → candidate" in page
+
+
 def test_regression_report_escapes_text_and_plots_the_margins() -> None:
     page = _regression_page()
     assert "a&lt;b" in page
     assert "x&amp;y" in page
     assert "REJECTED" in page
     assert page.count("<svg") == 1
+    broken = page[page.index("Newly broken in general: 3 (the first 1)") :]
+    assert "g7" in broken
+    assert "call ***" in broken
+    assert "Newly broken in a&lt;b" not in page  # nothing newly broken there
     assert not re.search(r'<script|<link|\ssrc=|href="(?!#)', page)
+
+
+def test_the_loss_curve_plots_both_losses_or_says_why_not() -> None:
+    history = [{"step": 10, "loss": 3.1}, {"step": 20, "loss": 2.2}, {"step": 20, "eval_loss": 2.5}]
+    page = loss_curve_html(history, CONTEXT)
+    assert page.count("<svg") == 1
+    assert "last logged training loss 2.2000 at step 20; held-out loss 2.5000 at step 20" in page
+    assert "run: run-42" in page
+    empty = loss_curve_html([{"step": 5, "train_runtime": 1.0}])
+    assert "<svg" not in empty
+    assert "No loss was logged" in empty
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -131,6 +183,21 @@ def test_reports_render_in_headless_chromium(tmp_path: Path, page, plots: int) -
     ).stdout
     assert "Verdict" in dom
     assert dom.count("<svg") == plots
+    # the widest table fits a window 800 px wide: no sideways scrolling
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        page().replace(
+            "</body>",
+            "<script>document.body.dataset.width = document.documentElement.scrollWidth</script></body>",
+        )
+    )
+    narrow = [f.replace("--window-size=1280,2400", "--window-size=800,2400") for f in flags]
+    dom = subprocess.run(
+        [CHROMIUM, *narrow, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    width = re.search(r'data-width="(\d+)"', dom)
+    assert width, dom[-500:]
+    assert int(width.group(1)) <= 800
     image = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert image.shape == (2400, 1280)
     top = image[:800]

@@ -61,6 +61,8 @@ class DatasetManifest:
     replay: dict[str, int]
     normalizer: str = NORMALIZER_ID
     settings: dict[str, Any] = field(default_factory=dict)
+    # per split: examples, audio seconds (total, min, mean, max), domains, speakers and sources
+    profile: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
@@ -82,12 +84,67 @@ class DatasetManifest:
         usable, reason = self.usable
         return {**self.__dict__, "balanced": self.balanced, "usable": usable, "usable_reason": reason}
 
+    def to_markdown(self, context: str = "") -> str:
+        """The dataset report a person reads in the pipeline's console: what was read, kept and
+        rejected (and why), and what each split holds."""
+        usable, reason = self.usable
+        c = self.counts
+        lines = ["# Dataset", ""]
+        if context:
+            lines += [context, ""]
+        lines += [
+            f"**{self.version}** ({'usable' if usable else 'not usable'}: {reason}); data watermark "
+            f"{self.watermark or 'none'}; normaliser {self.normalizer}; content hash `{self.content_hash[:16]}…`.",
+            "",
+            f"Corrected error cases read: {c['read']} — accepted {c['accepted']}, duplicates "
+            f"{c['duplicates']}, quarantined {c['quarantined']}; flagged without a correction (not "
+            f"trainable): {c['uncorrected_error_cases']}. Replay: {self.replay.get('used', 0)} of "
+            f"{self.replay.get('available', 0)} utterances.",
+            "",
+            "| split | examples | audio (min) | duration min / mean / max (s) | domains | speakers | sources |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for split in SPLITS:
+            p = self.profile.get(split)
+            if not p or not p["examples"]:
+                lines.append(f"| {split} | 0 | | | | | |")
+                continue
+            lines.append(
+                f"| {split} | {p['examples']} | {p['seconds'] / 60:.1f} | {p['min_s']:.1f} / "
+                f"{p['mean_s']:.1f} / {p['max_s']:.1f} | {_counted(p['domains'])} | {p['speakers']} | "
+                f"{_counted(p['sources'])} |"
+            )
+        if self.quarantine_reasons:
+            lines += ["", "| quarantine reason | records |", "|---|---|"]
+            lines += [
+                f"| {r} | {n} |" for r, n in sorted(self.quarantine_reasons.items(), key=lambda x: -x[1])
+            ]
+        return "\n".join(lines) + "\n"
+
     @classmethod
     def load(cls, dataset_dir: str | Path) -> DatasetManifest:
         data = read_json(Path(dataset_dir) / "manifest.json")
         for derived in ("balanced", "usable", "usable_reason"):
             data.pop(derived, None)
         return cls(**data)
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k or '(none)'} {n}" for k, n in sorted(counts.items(), key=lambda x: -x[1]))
+
+
+def _profile(rows: list[_Row]) -> dict[str, Any]:
+    durations = [r.audio.duration_s for r in rows]
+    return {
+        "examples": len(rows),
+        "seconds": round(sum(durations), 2),
+        "min_s": min(durations, default=0.0),
+        "mean_s": sum(durations) / len(durations) if durations else 0.0,
+        "max_s": max(durations, default=0.0),
+        "domains": dict(Counter(r.domain for r in rows)),
+        "speakers": len({r.speaker for r in rows}),
+        "sources": dict(Counter(r.source for r in rows)),
+    }
 
 
 def split_of(sha256: str, holdout_fraction: float) -> str:
@@ -245,6 +302,7 @@ def build_dataset(
         splits={s: len(v) for s, v in splits.items()},
         replay=replay_stats,
         settings=settings.model_dump(mode="json"),
+        profile={split: _profile(rows_) for split, rows_ in splits.items()},
     )
 
     features = Features(

@@ -29,6 +29,7 @@ __all__ = [
     "promote_candidate",
     "replace_deployment",
     "rollback",
+    "serving_state",
     "start_canary",
 ]
 
@@ -89,11 +90,14 @@ class DeployOutcome:
     replaced: int | None
     reasons: list[str] = field(default_factory=list)
     pruned: list[int] = field(default_factory=list)
+    # what served before and after: {"endpoint", "strategy", "traffic": {version: percent}, "aliases"}
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, context: str = "") -> str:
         head = {
             "deployed": f"**Deployed version {self.version}** (replacing {self.replaced}).",
             "registered": f"**Registered version {self.version}** with alias `candidate`; not deployed.",
@@ -102,10 +106,45 @@ class DeployOutcome:
             "failed": f"**Deploying version {self.version} failed**; the endpoint kept its traffic.",
             "rolled_back": f"**Rolled back to version {self.version}** (from {self.replaced}).",
         }[self.action]
-        lines = ["# Deployment", "", head, ""] + [f"- {r}" for r in self.reasons]
+        lines = ["# Deployment", ""] + ([context, ""] if context else []) + [head, ""]
+        lines += [f"- {r}" for r in self.reasons]
         if self.pruned:
             lines.append(f"- pruned versions: {', '.join(map(str, self.pruned))}")
+        if self.before or self.after:
+            where = self.after or self.before
+            lines += [
+                "",
+                f"Endpoint `{where.get('endpoint')}`, strategy `{where.get('strategy')}`.",
+                "",
+                "| | traffic | aliases |",
+                "|---|---|---|",
+            ]
+            for label, state in (("before", self.before), ("after", self.after)):
+                lines.append(
+                    f"| {label} | {_split(state.get('traffic', {}))} | {_aliases(state.get('aliases', {}))} |"
+                )
         return "\n".join(lines) + "\n"
+
+
+def _split(traffic: dict[Any, int]) -> str:
+    return (
+        ", ".join(f"v{v} {p} %" for v, p in sorted(traffic.items(), key=lambda x: int(x[0])))
+        or "nothing deployed"
+    )
+
+
+def _aliases(aliases: dict[str, int]) -> str:
+    return ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "none"
+
+
+def serving_state(registry: Registry, endpoint: Endpoint, strategy: str) -> dict[str, Any]:
+    """What serves now: the endpoint, its traffic split and the registry's aliases."""
+    return {
+        "endpoint": endpoint.name,
+        "strategy": strategy,
+        "traffic": {str(v): share for v, share in endpoint.traffic().items()},  # JSON keys are strings
+        "aliases": registry.aliases(),
+    }
 
 
 def promote_candidate(

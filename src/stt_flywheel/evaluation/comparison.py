@@ -235,12 +235,21 @@ class Comparison:
 
     def worst_regressions(self, limit: int) -> list[dict[str, Any]]:
         """Utterances where the candidate added the most errors, with both alignments."""
+        return self._largest_changes(limit, worse=True)
+
+    def largest_improvements(self, limit: int) -> list[dict[str, Any]]:
+        """Utterances where the candidate removed the most errors, with both alignments."""
+        return self._largest_changes(limit, worse=False)
+
+    def _largest_changes(self, limit: int, worse: bool) -> list[dict[str, Any]]:
         if self.production is None:
             return []
-        order = sorted(
-            (k for k, r in enumerate(self.rows) if r.candidate_errors > r.production_errors),
-            key=lambda k: self.rows[k].production_errors - self.rows[k].candidate_errors,
-        )
+        sign = 1 if worse else -1
+        changed = [
+            (sign * (r.candidate_errors - r.production_errors), k)
+            for k, r in enumerate(self.rows)
+            if sign * (r.candidate_errors - r.production_errors) > 0
+        ]
         return [
             {
                 "id": self.rows[k].id,
@@ -248,7 +257,7 @@ class Comparison:
                 "candidate_alignment": self.alignments["candidate"][k].render(),
                 "production_alignment": self.alignments["production"][k].render(),
             }
-            for k in order[:limit]
+            for _, k in sorted(changed, key=lambda x: -x[0])[:limit]
         ]
 
     def utterance_delta_wer(self) -> list[float]:
@@ -386,12 +395,14 @@ def summarize_comparison(
         metrics |= {f"{prefix}{k}": float(v) for k, v in sig.items() if k.endswith("_share")}
     details: dict[str, Any] = {
         "normalizer": comp.candidate.normalizer,
+        "slice_margin": policy.max_slice_degradation,
         "interval": interval.as_dict(),
         "tests": {name: t.as_dict() for name, t in tests.items()},
         "signatures": signatures,
         "slices": comp.slices(policy) if comp.rows else [],
         "churn": comp.churn(policy.churn_examples) if comp.rows else {},
         "worst_regressions": comp.worst_regressions(policy.churn_examples) if comp.rows else [],
+        "largest_improvements": comp.largest_improvements(policy.churn_examples) if comp.rows else [],
         "utterance_delta_wer": comp.utterance_delta_wer(),
     }
     if comp.production is not None and comp.rows:

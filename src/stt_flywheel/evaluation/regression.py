@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from stt_flywheel.config import RegressionSuite, ValidationPolicy
@@ -35,6 +35,7 @@ class SuiteResult:
     p_holm: float = math.nan
     newly_broken: int = 0
     newly_fixed: int = 0
+    broken_examples: list[dict[str, Any]] = field(default_factory=list)  # the first newly broken, aligned
 
     @property
     def passed(self) -> bool:
@@ -63,7 +64,7 @@ def run_regression_suites(
     decisions, verdict = regression_verdict([e for _, e in measured], policy.confidence)
     results = []
     for suite, (comp, e), d in zip(suites, measured, decisions, strict=True):
-        churn = comp.churn(0)
+        churn = comp.churn(policy.churn_examples)
         results.append(
             SuiteResult(
                 name=e.name,
@@ -83,6 +84,7 @@ def run_regression_suites(
                 p_holm=d.p_holm,
                 newly_broken=churn["newly_broken"],
                 newly_fixed=churn["newly_fixed"],
+                broken_examples=churn["broken"],
             )
         )
     return results, verdict

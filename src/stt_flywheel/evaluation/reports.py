@@ -10,23 +10,56 @@ import html
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from stt_flywheel.evaluation.gates import Verdict
 
-__all__ = ["regression_html", "validation_html"]
+__all__ = ["ReportContext", "loss_curve_html", "regression_html", "validation_html"]
 
 _SMALL_SLICES_SHOWN = 20
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#202124;max-width:72rem}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}
-td,th{border:1px solid #dadce0;padding:.3rem .6rem;text-align:left;font-size:.9rem;vertical-align:top}
+td,th{border:1px solid #dadce0;padding:.25rem .45rem;text-align:left;font-size:.85rem;vertical-align:top}
+td pre{max-width:44rem}svg{max-width:100%;height:auto}
 th{background:#f1f3f4}.pass{color:#137333;font-weight:600}.fail{color:#c5221f;font-weight:600}
 pre{font-size:.8rem;background:#f8f9fa;padding:.4rem;margin:.2rem 0;overflow-x:auto}
 figure{margin:.5rem 0 1.5rem}figcaption{font-size:.85rem;color:#5f6368}
 .meta{color:#5f6368;font-size:.85rem}
 """
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What every report names, so that a page saved on its own still says what it judged: the run,
+    the production model, the candidate, the dataset, the normaliser and when it was made."""
+
+    run_id: str
+    production: str  # "v3", or "none"
+    candidate: str  # "v4", or how this run's candidate was made before it has a version
+    dataset: str | None = None
+    normalizer: str | None = None
+    generated_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def parts(self) -> list[tuple[str, str]]:
+        items = [("run", self.run_id), ("production", self.production), ("candidate", self.candidate)]
+        if self.dataset:
+            items.append(("dataset", self.dataset))
+        if self.normalizer:
+            items.append(("normaliser", self.normalizer))
+        return [*items, ("made", self.generated_at)]
+
+    def html(self) -> str:
+        return "<p class='meta'>" + " · ".join(f"{k}: {html.escape(v)}" for k, v in self.parts()) + "</p>"
+
+    def markdown(self) -> str:
+        return " · ".join(f"{k}: `{v}`" for k, v in self.parts())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _fmt(value: Any) -> str:
@@ -43,13 +76,21 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+_POLICIES = {
+    "paired": "the candidate is judged against the production model on the same utterances",
+    "first_run_absolute": "no production model to compare with yet, so absolute thresholds apply",
+}
+
+
 def _verdict_block(verdict: Verdict) -> str:
     cls, word = ("pass", "PASSED") if verdict.passed else ("fail", "REJECTED")
     gates = _table(
         ["gate", "value", "threshold", "verdict", "reason"],
         [(g.name, g.value, g.threshold, "pass" if g.passed else "fail", g.reason) for g in verdict.gates],
     )
-    policy = f"<p class='meta'>policy: {html.escape(verdict.policy)}</p>"
+    policy = (
+        f"<p class='meta'>policy: {html.escape(verdict.policy)} — {_POLICIES.get(verdict.policy, '')}</p>"
+    )
     return f'<h2>Verdict: <span class="{cls}">{word}</span></h2>{policy}{gates}'
 
 
@@ -97,8 +138,34 @@ def interval_plot(items: Sequence[tuple[str, float, float, float, float | None]]
     ax.axvline(0, color="#5f6368", lw=0.8)
     ax.set_yticks(range(len(items)), [i[0] for i in items])
     ax.invert_yaxis()
-    ax.set_xlabel("ΔWER (candidate − reference); dashed red: margin")
+    drawn = any(m is not None and not math.isnan(m) for *_, m in items)
+    ax.set_xlabel("ΔWER (candidate − reference)" + ("; dashed red: margin" if drawn else ""))
     return _svg(fig)
+
+
+def loss_curve_html(log_history: Sequence[dict[str, Any]], context: ReportContext | None = None) -> str:
+    """The training loss (and held-out loss, when evaluated) by step, as the train stage's report."""
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    held = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    body = context.html() if context else ""
+    if not train and not held:
+        return _page(
+            "Training loss", body + "<p>No loss was logged (a run shorter than one logging interval).</p>"
+        )
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.0))
+    if train:
+        ax.plot(*zip(*train, strict=True), color="#1a73e8", label="training loss (per logging interval)")
+    if held:
+        ax.plot(*zip(*held, strict=True), "o-", color="#c5221f", label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("CTC loss")
+    ax.legend()
+    said = [f"last logged training loss {_fmt(float(train[-1][1]))} at step {train[-1][0]}"] if train else []
+    if held:
+        said.append(f"held-out loss {_fmt(float(held[-1][1]))} at step {held[-1][0]}")
+    body += _figure(_svg(fig), "; ".join(said))
+    return _page("Training loss", body)
 
 
 def slice_plot(slices: Sequence[dict[str, Any]]) -> str:
@@ -146,51 +213,46 @@ def _alignments_section(title: str, entries: Sequence[dict[str, Any]], key: str)
     return f"<h3>{html.escape(title)}</h3><table><tr><th>id</th><th>{html.escape(key)}</th><th>alignments</th></tr>{rows}</table>"
 
 
+def _pair(production: float, candidate: float) -> str:
+    return f"{_fmt(production)} → {_fmt(candidate)}"
+
+
 def validation_html(
     metrics: dict[str, float],
     verdict: Verdict,
     comparisons: Sequence[Any],
     details: dict[str, Any] | None = None,
+    context: ReportContext | None = None,
 ) -> str:
     details = details or {}
-    body = _verdict_block(verdict)
-    body += f"<p class='meta'>normaliser: {html.escape(str(details.get('normalizer', 'n/a')))}</p>"
+    body = context.html() if context else ""
+    body += _verdict_block(verdict)
+    if context is None or not context.normalizer:
+        body += f"<p class='meta'>normaliser: {html.escape(str(details.get('normalizer', 'n/a')))}</p>"
     rows = []
     for comp in comparisons:
         prod = comp.production
+        c = comp.candidate
         rows.append(
             (
                 comp.name,
-                comp.candidate.utterances,
-                prod.wer if prod else math.nan,
-                comp.candidate.wer,
-                prod.raw_wer if prod else math.nan,
-                comp.candidate.raw_wer,
-                prod.cer if prod else math.nan,
-                comp.candidate.cer,
-                f"{comp.candidate.hits}/{comp.candidate.substitutions}/{comp.candidate.deletions}/{comp.candidate.insertions}",
+                c.utterances,
+                _pair(prod.wer if prod else math.nan, c.wer),
+                _pair(prod.raw_wer if prod else math.nan, c.raw_wer),
+                _pair(prod.cer if prod else math.nan, c.cer),
+                f"{c.hits}/{c.substitutions}/{c.deletions}/{c.insertions}",
             )
         )
-    body += "<h2>Sets</h2>" + _table(
-        [
-            "set",
-            "utterances",
-            "production WER",
-            "candidate WER",
-            "production raw WER",
-            "candidate raw WER",
-            "production CER",
-            "candidate CER",
-            "cand. H/S/D/I",
-        ],
-        rows,
+    body += "<h2>Sets</h2><p class='meta'>Each pair is production → candidate.</p>" + _table(
+        ["set", "utterances", "WER", "raw WER", "CER", "candidate H/S/D/I"], rows
     )
     iv = details.get("interval")
     if iv:
         body += (
             f"<h2>ΔWER on the held-out split</h2><p>ΔWER {_fmt(iv['delta'])}, {iv['confidence']:.0%} bootstrap "
             f"interval [{_fmt(iv['low'])}, {_fmt(iv['high'])}] ({iv['resamples']} resamples by {iv['unit']}, "
-            f"{iv['units']} {iv['unit']}s); probability of improvement {_fmt(iv['prob_improvement'])}.</p>"
+            f"{iv['units']} {iv['unit']}s); probability of improvement {_fmt(iv['prob_improvement'])} "
+            "(the share of resamples in which the candidate's WER is lower than production's).</p>"
         )
     tests = details.get("tests", {})
     if tests:
@@ -230,18 +292,22 @@ def validation_html(
                 f"<p class='meta'>{len(small) - _SMALL_SLICES_SHOWN} more small slices in verdict.json.</p>"
             )
     if slices:
+        margin = details.get("slice_margin")
         items = [
             (
                 f"{s['field']}={s['value']} ({s['utterances']})",
                 s.get("delta_wer", math.nan),
                 s.get("low", math.nan),
                 s.get("high", math.nan),
-                None,
+                margin,
             )
             for s in slices
         ]
         body += _figure(slice_plot(slices), "WER per slice, production vs candidate")
-        body += _figure(interval_plot(items), "ΔWER interval per slice")
+        caption = "ΔWER interval per slice"
+        if margin is not None:
+            caption += f"; a slice fails above +{margin:g} (dashed) with its interval above 0"
+        body += _figure(interval_plot(items), caption)
     deltas = details.get("utterance_delta_wer", [])
     if deltas:
         body += "<h2>Per-utterance ΔWER</h2>" + _figure(delta_histogram(deltas), f"{len(deltas)} utterances")
@@ -279,22 +345,21 @@ def validation_html(
         body += _alignments_section("Newly fixed", churn["fixed"], "production_errors")
     worst = details.get("worst_regressions", [])
     body += _alignments_section("Largest regressions", worst, "delta_errors")
+    best = details.get("largest_improvements", [])
+    body += _alignments_section("Largest improvements", best, "delta_errors")
     return _page("Validation: candidate vs production", body)
 
 
-def regression_html(results: Sequence[Any], verdict: Verdict) -> str:
-    body = _verdict_block(verdict)
+def regression_html(results: Sequence[Any], verdict: Verdict, context: ReportContext | None = None) -> str:
+    body = context.html() if context else ""
+    body += _verdict_block(verdict)
     body += "<h2>Suites</h2>" + _table(
         [
-            "suite",
-            "kind",
+            "suite (kind)",
             "utterances",
-            "reference WER",
-            "candidate WER",
-            "ΔWER",
-            "interval",
-            "upper bound (Holm level)",
-            "margin",
+            "WER: reference → candidate",
+            "ΔWER [interval]",
+            "upper bound (Holm level) / margin",
             "Holm p",
             "newly broken / fixed",
             "must-pass failures",
@@ -302,15 +367,11 @@ def regression_html(results: Sequence[Any], verdict: Verdict) -> str:
         ],
         [
             (
-                r.name,
-                r.kind,
+                f"{r.name} ({r.kind})",
                 r.utterances,
-                r.reference_wer,
-                r.candidate_wer,
-                r.delta_wer,
-                f"[{_fmt(r.low)}, {_fmt(r.high)}]",
-                r.adjusted_high,
-                r.allowed_wer - r.reference_wer,
+                _pair(r.reference_wer, r.candidate_wer),
+                f"{_fmt(r.delta_wer)} [{_fmt(r.low)}, {_fmt(r.high)}]",
+                f"{_fmt(r.adjusted_high)} / {_fmt(r.allowed_wer - r.reference_wer)}",
                 r.p_holm,
                 f"{r.newly_broken} / {r.newly_fixed}",
                 ", ".join(r.must_pass_failures) or "none",
@@ -322,4 +383,12 @@ def regression_html(results: Sequence[Any], verdict: Verdict) -> str:
     if results:
         items = [(r.name, r.delta_wer, r.low, r.high, r.allowed_wer - r.reference_wer) for r in results]
         body += _figure(interval_plot(items), "ΔWER interval per suite against its non-inferiority margin")
+    for r in results:
+        if r.newly_broken:
+            shown = (
+                f" (the first {len(r.broken_examples)})" if len(r.broken_examples) < r.newly_broken else ""
+            )
+            body += _alignments_section(
+                f"Newly broken in {r.name}: {r.newly_broken}{shown}", r.broken_examples, "candidate_errors"
+            )
     return _page("Regression suites", body)

@@ -72,9 +72,15 @@ def status_html(view: dict[str, Any]) -> str:
     parts.append(f"<h2>Trigger</h2><p>{html.escape(trigger['summary'])}</p>")
     parts.append(
         _table(
-            ["check", "value", "threshold", "passed"],
+            ["check", "value", "threshold", "passed", "why"],
             [
-                (c["name"], c["value"], c["threshold"], "yes" if c["passed"] else "no")
+                (
+                    c["name"],
+                    f"{c['value']:.4g}{c.get('unit', '')}",
+                    f"{c['threshold']:.4g}{c.get('unit', '')}",
+                    "yes" if c["passed"] else "no",
+                    c["reason"],
+                )
                 for c in trigger["checks"]
             ],
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,18 @@ from stt_flywheel.data.dataset import (
 )
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import ModelVersion
-from stt_flywheel.deployment.strategies import DeployOutcome, promote_candidate, replace_deployment
+from stt_flywheel.deployment.strategies import (
+    DeployOutcome,
+    promote_candidate,
+    replace_deployment,
+    serving_state,
+)
 from stt_flywheel.evaluation.comparison import load_manifest_examples
 from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
-from stt_flywheel.evaluation.reports import regression_html, validation_html
+from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
 from stt_flywheel.models import SpeechModel, load_model, saved_model_dir
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
@@ -51,6 +57,9 @@ __all__ = [
     "EvaluationOutcome",
     "bootstrap_registry",
     "loggable_metrics",
+    "markdown_report",
+    "training_report",
+    "report_context",
     "stage_build_dataset",
     "stage_check_trigger",
     "stage_deploy_model",
@@ -90,6 +99,50 @@ def _state(config: FlywheelConfig) -> ObjectStore:
 
 def _release_run_lease(config: FlywheelConfig, run_id: str) -> None:
     release_lease(_state(config), RUN_LEASE, run_id)
+
+
+def report_context(
+    config: FlywheelConfig, run_id: str, dataset_dir: Path | None = None, candidate: str | None = None
+) -> ReportContext:
+    """What a report of this run names: the run, the production version now, the candidate (this
+    run's, trained from the version it started from), the dataset version and the normaliser."""
+    production = _production(config)
+    if candidate is None:
+        train = read_ledger(config, run_id, "train") or {}
+        started = train.get("started_from_version")
+        candidate = (
+            f"trained by this run from v{started}"
+            if started is not None
+            else ("trained by this run" if train else "none yet")
+        )
+    return ReportContext(
+        run_id=run_id,
+        production=f"v{production.version}" if production else "none",
+        candidate=candidate,
+        dataset=DatasetManifest.load(dataset_dir).version if dataset_dir is not None else None,
+        normalizer=config.validation.normalizer,
+    )
+
+
+def markdown_report(
+    config: FlywheelConfig,
+    run_id: str,
+    outcome: TriggerDecision | DatasetManifest | DeployOutcome,
+    dataset_dir: Path | None = None,
+) -> str:
+    """A stage's Markdown report (trigger, dataset, deploy) headed by what it belongs to."""
+    candidate = f"v{outcome.version}" if isinstance(outcome, DeployOutcome) and outcome.version else None
+    if isinstance(outcome, DeployOutcome) and outcome.before.get("aliases", {}).get("default"):
+        production = outcome.before["aliases"]["default"]  # the production model it was judged against
+        context = replace(report_context(config, run_id, dataset_dir, candidate), production=f"v{production}")
+    else:
+        context = report_context(config, run_id, dataset_dir, candidate)
+    return outcome.to_markdown(context.markdown())
+
+
+def training_report(config: FlywheelConfig, run_id: str, result: TrainResult, dataset_dir: Path) -> str:
+    """The train stage's HTML report: the loss curve."""
+    return loss_curve_html(result.log_history, report_context(config, run_id, dataset_dir))
 
 
 def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | None = None) -> TriggerDecision:
@@ -237,7 +290,8 @@ def stage_validate_model(
     write_ledger(config, run_id, "validation", entry)
     if not result.verdict.passed:
         _release_run_lease(config, run_id)
-    report = validation_html(result.metrics, result.verdict, result.comparisons, result.details)
+    context = report_context(config, run_id, dataset_dir)
+    report = validation_html(result.metrics, result.verdict, result.comparisons, result.details, context)
     return EvaluationOutcome(result.verdict, loggable_metrics(result.metrics), report)
 
 
@@ -264,7 +318,8 @@ def stage_run_regression_suites(
             f"{r.name}_delta_wer_upper_bound": r.adjusted_high,
             f"{r.name}_p_holm": r.p_holm,
         }
-    return EvaluationOutcome(verdict, loggable_metrics(metrics), regression_html(results, verdict))
+    report = regression_html(results, verdict, report_context(config, run_id))
+    return EvaluationOutcome(verdict, loggable_metrics(metrics), report)
 
 
 def stage_deploy_model(
@@ -282,10 +337,16 @@ def stage_deploy_model(
         outcome = DeployOutcome("rejected", None, None, [f"this run lost the run lease ({exc})"])
         write_ledger(config, run_id, "deploy", outcome.as_dict())
         return outcome
+    registry = open_registry(config)
+    endpoint = open_endpoint(config, registry)
+    before = serving_state(registry, endpoint, config.deploy.strategy)
     try:
-        outcome = _deploy(config, model_artifact, dataset_dir, validation_dir, regression_dir, run_id)
+        outcome = _deploy(
+            config, registry, endpoint, model_artifact, dataset_dir, validation_dir, regression_dir, run_id
+        )
     finally:
         _release_run_lease(config, run_id)
+    outcome.before, outcome.after = before, serving_state(registry, endpoint, config.deploy.strategy)
     write_ledger(config, run_id, "deploy", outcome.as_dict())
     if outcome.action == "failed":
         raise RuntimeError("; ".join(outcome.reasons))
@@ -294,13 +355,14 @@ def stage_deploy_model(
 
 def _deploy(
     config: FlywheelConfig,
+    registry: Registry,
+    endpoint: Endpoint,
     model_artifact: Path,
     dataset_dir: Path,
     validation_dir: Path,
     regression_dir: Path,
     run_id: str,
 ) -> DeployOutcome:
-    registry = open_registry(config)
     validation = read_json(validation_dir / "verdict.json")
     regression = read_json(regression_dir / "verdict.json")
     manifest = DatasetManifest.load(dataset_dir)
@@ -308,7 +370,7 @@ def _deploy(
     train = read_ledger(config, run_id, "train") or {}
     return promote_candidate(
         registry,
-        open_endpoint(config, registry),
+        endpoint,
         str(saved_model_dir(model_artifact)),
         validation=validation,
         regression=regression,

@@ -28,6 +28,7 @@ class Check:
     value: float
     threshold: float
     reason: str
+    unit: str = ""  # of value and threshold, e.g. " h"
 
 
 @dataclass(frozen=True)
@@ -95,21 +96,25 @@ class TriggerDecision:
             "blocked_by": self.blocked_by,
         }
 
-    def to_markdown(self) -> str:
+    def to_markdown(self, context: str = "") -> str:
         verdict = "**Fine-tune now**" if self.should_train else "**Do not fine-tune**"
         lines = [
             "# Trigger check",
             "",
+            *([context, ""] if context else []),
             f"{verdict} — {self.summary}.",
             "",
             f"Production version: {self.production_version}; data watermark: {self.previous_watermark or 'none'}; "
             f"new watermark: {self.watermark or 'none'}.",
             "",
-            "| check | value | threshold | passed |",
-            "|---|---|---|---|",
+            "| check | value | threshold | passed | why |",
+            "|---|---|---|---|---|",
         ]
         for c in self.checks:
-            lines.append(f"| {c.name} | {c.value:.4g} | {c.threshold:.4g} | {'yes' if c.passed else 'no'} |")
+            lines.append(
+                f"| {c.name} | {c.value:.4g}{c.unit} | {c.threshold:.4g}{c.unit} | "
+                f"{'yes' if c.passed else 'no'} | {c.reason} |"
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -212,6 +217,7 @@ def check_trigger(
             f"{hours:.1f} h since the last deployment (cooldown {policy.cooldown_hours:g} h)"
             if since_deploy is not None
             else "no earlier deployment",
+            unit=" h",
         )
     )
     fired = all(c.passed for c in checks)

@@ -7,6 +7,7 @@ def deploy_model(
     config_uri: str,
     run_id: str,
     auto_deploy: bool,
+    serving_image: str,
     dataset: Input[Dataset],
     model: Input[Model],
     validation_results: Input[Artifact],
@@ -15,14 +16,17 @@ def deploy_model(
 ) -> NamedTuple("DeployOutputs", action=str, version=int):  # type: ignore[valid-type]  # noqa: F821
     # KFP reads the outputs from this inline NamedTuple: a class at module level would not travel with
     # the function's source into the task.
-    """Register the candidate, move the `default` alias and the endpoint's traffic to it."""
+    """Register the candidate, move the `default` alias and the endpoint's traffic to it.
+
+    `serving_image` (when not empty) is the serving container new versions are uploaded with,
+    in place of the config's `vertex.serving_image`."""
     from collections import namedtuple
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
     from stt_flywheel.run.stages import markdown_report, stage_deploy_model
 
-    config = load_run_config(config_uri, auto_deploy=auto_deploy)
+    config = load_run_config(config_uri, auto_deploy=auto_deploy, serving_image=serving_image)
     outcome = stage_deploy_model(
         config,
         Path(model.path),

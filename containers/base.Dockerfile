@@ -12,3 +12,6 @@ COPY pipelines ./pipelines
 RUN pip install --index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch \
  && pip install -c constraints.txt ".[gcp]" \
  && python -c "import stt_flywheel.run.stages, flywheel_pipelines.cli, kfp"
+# The commit the image was built from (cloudbuild.yaml passes it): models' lineage records it.
+ARG STT_FLYWHEEL_COMMIT=""
+ENV STT_FLYWHEEL_COMMIT=${STT_FLYWHEEL_COMMIT}

@@ -12,3 +12,6 @@ COPY pipelines ./pipelines
 RUN pip install -c constraints.txt torch \
  && pip install -c constraints.txt ".[gcp]" \
  && python -c "import torch, stt_flywheel.models.training; assert torch.version.cuda, 'not a CUDA build'"
+# The commit the image was built from (cloudbuild.yaml passes it): models' lineage records it.
+ARG STT_FLYWHEEL_COMMIT=""
+ENV STT_FLYWHEEL_COMMIT=${STT_FLYWHEEL_COMMIT}

@@ -31,14 +31,17 @@ def compile_pipeline(
     trainer_image: str | None = None,
     require_digests: bool = False,
     pipeline: str = "flywheel",
+    serving_image: str | None = None,
 ) -> Path:
     """Compile `pipeline` (flywheel or monitor) to YAML. For the cloud (`require_digests`), images
     must be pinned by digest, so a published template always runs the exact images that were
-    tested (the monitor needs no trainer image)."""
+    tested (the monitor needs no trainer image). `serving_image`, when given, is the default of
+    the flywheel's `serving_image` parameter: what the deployer uploads new versions with."""
     if pipeline not in PIPELINES:
         raise InputError(f"unknown pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
     if require_digests:
-        loose = [i for i in (base_image, trainer_image) if i is not None and not DIGEST.match(i)]
+        images = (base_image, trainer_image, serving_image)
+        loose = [i for i in images if i is not None and not DIGEST.match(i)]
         if loose or (trainer_image is None and pipeline == "flywheel"):
             raise InputError(
                 f"images must be pinned by digest (name@sha256:<64 hex>) for the cloud: {loose or ['no trainer image']}"
@@ -46,7 +49,7 @@ def compile_pipeline(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     _, build = PIPELINES[pipeline]
-    compiler.Compiler().compile(build(base_image, trainer_image), package_path=str(output))
+    compiler.Compiler().compile(build(base_image, trainer_image, serving_image), package_path=str(output))
     return output
 
 

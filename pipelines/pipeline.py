@@ -32,9 +32,16 @@ MONITOR_PIPELINE_NAME = "stt-flywheel-monitor"
 RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}
 
 
-def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callable[..., Any]:
-    """The pipeline function for the given images; nothing here reads the environment."""
+def build_pipeline(
+    base_image: str, trainer_image: str | None = None, serving_image: str | None = None
+) -> Callable[..., Any]:
+    """The pipeline function for the given images; nothing here reads the environment.
+
+    `serving_image` becomes the default of the `serving_image` parameter: the container new
+    versions are uploaded with (the build that made the images compiles its serving image in, so a
+    new build's serving image is what new versions get); empty leaves `vertex.serving_image`."""
     c = build_components(base_image, trainer_image)
+    default_serving_image = serving_image or ""
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__)
     def stt_flywheel(
@@ -46,6 +53,7 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
         accelerator_count: int = 1,
         trainer_cpu: str = "8",
         trainer_memory: str = "32G",
+        serving_image: str = default_serving_image,
     ) -> None:
         run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         trigger = (
@@ -107,6 +115,7 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
                             config_uri=config_uri,
                             run_id=run_id,
                             auto_deploy=auto_deploy,
+                            serving_image=serving_image,
                             dataset=dataset.outputs["dataset"],
                             model=train.outputs["model"],
                             validation_results=validate.outputs["results"],
@@ -119,7 +128,9 @@ def build_pipeline(base_image: str, trainer_image: str | None = None) -> Callabl
     return stt_flywheel
 
 
-def build_monitor_pipeline(base_image: str, trainer_image: str | None = None) -> Callable[..., Any]:
+def build_monitor_pipeline(
+    base_image: str, trainer_image: str | None = None, serving_image: str | None = None
+) -> Callable[..., Any]:
     """The monitor: one look at live quality per run, scheduled (e.g. hourly) beside the flywheel.
 
     It decides a canary in flight from live evidence — promote, next step, roll back, or keep

@@ -93,3 +93,33 @@ def test_serving_image_follows_the_vertex_contract() -> None:
     text = (ROOT / "containers" / "serving.Dockerfile").read_text()
     assert 'ENTRYPOINT ["stt-flywheel", "serve"]' in text
     assert "AIP_HTTP_PORT=8080" in text
+
+
+def _substituted(script: str, **values: str) -> str:
+    """A step's script as Cloud Build hands it to bash: $NAME and ${NAME} replaced, $$ made $."""
+    for name, value in values.items():
+        script = re.sub(rf"(?<!\$)\$\{{?{name}\}}?", value, script)
+    return script.replace("$$", "$")
+
+
+def test_a_build_submitted_without_a_commit_stops_first_and_says_how() -> None:
+    script = BUILD["steps"][0]["args"][1]
+    run = subprocess.run(["bash", "-c", _substituted(script, COMMIT_SHA="")], capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "COMMIT_SHA is empty" in run.stderr
+    assert "--substitutions=COMMIT_SHA=$(git rev-parse HEAD)" in run.stderr
+    assert (
+        "COMMIT_SHA=$(git rev-parse HEAD)"
+        in (ROOT / "cloudbuild.yaml").read_text().split("substitutions:")[0]
+    )
+
+
+def test_images_carry_their_commit_and_the_template_its_serving_image() -> None:
+    builds = [s for s in BUILD["steps"] if s["id"].startswith("build-")]
+    for step in builds:
+        assert "STT_FLYWHEEL_COMMIT=$COMMIT_SHA" in step["args"]
+        dockerfile = (ROOT / step["args"][step["args"].index("-f") + 1]).read_text()
+        assert 'ARG STT_FLYWHEEL_COMMIT=""' in dockerfile
+        assert "ENV STT_FLYWHEEL_COMMIT=${STT_FLYWHEEL_COMMIT}" in dockerfile
+    compile_step = _step_text(next(s for s in BUILD["steps"] if s["id"] == "compile"))
+    assert '--serving-image "$$(cat /workspace/serving.digest)"' in compile_step

@@ -95,6 +95,7 @@ def pipeline_run(
     ran["deploy"] = call(
         components.deploy_model,
         auto_deploy=True,
+        serving_image="",
         dataset=dataset.artifacts["dataset"],
         model=train.artifacts["model"],
         validation_results=validate.artifacts["results"],

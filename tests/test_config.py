@@ -83,3 +83,32 @@ def test_readme_documents_every_config_field() -> None:
 def test_suite_config_rejects_unknown_kind() -> None:
     with pytest.raises(ValueError):
         RegressionSuite(name="x", data="x.jsonl", kind="nightly")  # type: ignore[arg-type]
+
+
+def test_the_readmes_cloud_config_is_one_that_would_work(tmp_path: Path) -> None:
+    """Filled in, the cloud config of the README loads, starts from the user's model, and has
+    regression suites (with none, every candidate would be rejected)."""
+    text = README.read_text()
+    block = text[text.index("```yaml\nbase_model: /gcs/BUCKET") + len("```yaml\n") :]
+    block = block[: block.index("```")]
+    filled = (
+        block.replace("PROJECT", "my-project").replace("REGION", "us-central1").replace("BUCKET", "my-bucket")
+    )
+    path = tmp_path / "flywheel.yaml"
+    path.write_text(filled.replace("sha256:…", "sha256:" + "0" * 64))
+    config = load_config(path)
+    assert config.deploy.backend == "vertex"
+    assert str(config.base_model) == "/gcs/my-bucket/models/base"
+    assert [s.name for s in config.regression] == ["general", "critical-phrases"]
+    assert config.validation.eval_manifest is not None
+    assert config.dataset.replay_manifest is not None
+    assert config.vertex is not None
+    assert config.vertex.project == "my-project"
+    assert config.vertex.pipeline_service_account == "flywheel-pipeline@my-project.iam.gserviceaccount.com"
+    for line in block.splitlines():
+        if (
+            line.split("#")[0]
+            .strip()
+            .startswith(("base_model", "regression", "eval_manifest", "replay_manifest"))
+        ):
+            assert "# yours" in line, f"say that the user supplies it: {line}"

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from flywheel_pipelines.compile import compile_pipeline
+from stt_flywheel.config import load_run_config
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,9 @@ def test_pipeline_parameters(spec: dict) -> None:
         "accelerator_count",
         "trainer_cpu",
         "trainer_memory",
+        "serving_image",
     }
+    assert params["serving_image"]["defaultValue"] == ""  # compiled without one: the config's
     assert params["force"]["defaultValue"] is False
     assert params["auto_deploy"]["defaultValue"] is True
 
@@ -101,8 +104,27 @@ def cloud_spec(tmp_path_factory: pytest.TempPathFactory) -> dict:
         base_image="us-docker.pkg.dev/p/stt/base" + DIGEST,
         trainer_image="us-docker.pkg.dev/p/stt/trainer" + DIGEST,
         require_digests=True,
+        serving_image="us-docker.pkg.dev/p/stt/serving" + DIGEST,
     )
     return yaml.safe_load(Path(path).read_text())
+
+
+def test_the_build_compiles_its_serving_image_in_for_the_deployer(cloud_spec: dict, tmp_path: Path) -> None:
+    params = cloud_spec["root"]["inputDefinitions"]["parameters"]
+    assert params["serving_image"]["defaultValue"] == "us-docker.pkg.dev/p/stt/serving" + DIGEST
+    with pytest.raises(ValueError, match="pinned by digest"):
+        compile_pipeline(
+            tmp_path / "x.yaml",
+            "reg/base" + DIGEST,
+            "reg/trainer" + DIGEST,
+            require_digests=True,
+            serving_image="reg/serving:latest",
+        )
+    config = tmp_path / "flywheel.yaml"
+    config.write_text("vertex: {project: p, serving_image: reg/serving@sha256:old}\n")
+    assert load_run_config(str(config)).vertex.serving_image == "reg/serving@sha256:old"  # type: ignore[union-attr]
+    newer = load_run_config(str(config), serving_image="us-docker.pkg.dev/p/stt/serving" + DIGEST)
+    assert newer.vertex.serving_image == "us-docker.pkg.dev/p/stt/serving" + DIGEST  # type: ignore[union-attr]
 
 
 def _executor(spec: dict, task: str) -> dict:

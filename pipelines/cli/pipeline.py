@@ -18,6 +18,13 @@ def compile_command(
     trainer_image: Annotated[
         str | None, typer.Option(help="Image for the trainer (default: base image).")
     ] = None,
+    serving_image: Annotated[
+        str | None,
+        typer.Option(
+            help="Serving image new versions are uploaded with, compiled in as the `serving_image` "
+            "parameter's default (default: the config's vertex.serving_image)."
+        ),
+    ] = None,
     for_cloud: Annotated[
         bool, typer.Option("--for-cloud", help="Refuse images not pinned by digest (name@sha256:…).")
     ] = False,
@@ -27,7 +34,12 @@ def compile_command(
     from flywheel_pipelines.compile import compile_pipeline
 
     path = compile_pipeline(
-        output, base_image, trainer_image, require_digests=for_cloud, pipeline=pipeline.value
+        output,
+        base_image,
+        trainer_image,
+        require_digests=for_cloud,
+        pipeline=pipeline.value,
+        serving_image=serving_image,
     )
     console.print(f"compiled {path}")
 

@@ -544,17 +544,23 @@ def load_config(path: str | Path | None = None) -> FlywheelConfig:
 
 
 def load_run_config(
-    config_uri: str, *, force: bool = False, auto_deploy: bool | None = None, max_steps: int = 0
+    config_uri: str,
+    *,
+    force: bool = False,
+    auto_deploy: bool | None = None,
+    max_steps: int = 0,
+    serving_image: str = "",
 ) -> FlywheelConfig:
     """The config for one pipeline run: the file plus the run's parameters.
 
-    `force` only ever turns forcing on, and `max_steps=0` keeps the configured value, so a
-    pipeline's default parameters never silently override the file.
+    `force` only ever turns forcing on, and `max_steps=0` and an empty `serving_image` keep the
+    configured values, so a pipeline's default parameters never silently override the file.
     """
     return load_config(config_uri).with_overrides(
         {
             "trigger.force": True if force else None,
             "deploy.auto_deploy": auto_deploy,
             "training.max_steps": max_steps or None,
+            "vertex.serving_image": serving_image or None,
         }
     )

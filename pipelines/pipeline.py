@@ -57,7 +57,15 @@ def build_pipeline(
     ) -> None:
         run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         trigger = (
-            c.check_trigger(config_uri=config_uri, run_id=run_id, force=force)
+            c.check_trigger(
+                config_uri=config_uri,
+                run_id=run_id,
+                force=force,
+                requested_accelerator=accelerator_type,
+                requested_accelerators=accelerator_count,
+                requested_cpu=trainer_cpu,
+                requested_memory=trainer_memory,
+            )
             .set_display_name("1 Trigger check")
             .set_caching_options(False)
         )

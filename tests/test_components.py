@@ -54,6 +54,10 @@ def pipeline_run(
     ran["trigger"] = trigger = call(
         components.check_trigger,
         force=False,
+        requested_accelerator="NVIDIA_L4",
+        requested_accelerators=1,
+        requested_cpu="8",
+        requested_memory="32G",
         decision=artifact(Artifact, "decision"),
         report=artifact(Markdown, "trigger-report"),
         metrics=artifact(Metrics, "trigger-metrics"),

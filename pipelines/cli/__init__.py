@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from typer.core import TyperOption
 
+from flywheel_pipelines.cli.approval import approve, proposals_app
 from flywheel_pipelines.cli.cloud import schedule_app, submit, template_app
 from flywheel_pipelines.cli.common import make_console
 from flywheel_pipelines.cli.data import base_app, errors_app
@@ -43,6 +44,8 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(runs_app, name="runs")
 app.command()(status)
 app.command()(monitor)
+app.command()(approve)
+app.add_typer(proposals_app, name="proposals")
 errors_app.command("export")(errors_export)
 app.add_typer(errors_app, name="errors")
 app.add_typer(feedback_app, name="feedback")

@@ -23,9 +23,7 @@ def errors_ingest(
     json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Validate and append combined transcript records (JSONL); invalid lines are quarantined with a
-    reason. A source with no valid line is refused (exit 1).
-
-    Example: stt-flywheel errors ingest corrections.jsonl --config flywheel.yaml"""
+    reason. A source with no valid line is refused (exit 1)."""
     from stt_flywheel.data.error_store import open_error_store
 
     store = open_error_store(load(config))

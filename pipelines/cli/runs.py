@@ -23,9 +23,7 @@ def runs_list(
     json: JsonOpt = False,
     limit: Annotated[int, typer.Option(min=1, help="The newest this many runs.")] = 20,
 ) -> None:
-    """Every run that got past its trigger check, newest first, with what each stage decided.
-
-    Example: stt-flywheel runs list --config demo-work/flywheel.yaml"""
+    """Every run that got past its trigger check, newest first, with what each stage decided."""
     from stt_flywheel.monitoring.status import run_outcome
     from stt_flywheel.run.ledger import STAGES, list_runs
 
@@ -57,9 +55,7 @@ def runs_show(
     config: ConfigOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """One run's summary, as `run` printed it: trigger, dataset, training, both verdicts, deploy.
-
-    Example: stt-flywheel runs show stt-flywheel-2026-11-27-13-30-00-448670 --config demo-work/flywheel.yaml"""
+    """One run's summary, as `run` printed it: trigger, dataset, training, both verdicts, deploy."""
     from flywheel_pipelines.demo import print_summary
     from stt_flywheel.run.ledger import list_runs, summarize_run
 
@@ -83,9 +79,7 @@ def registry_audit(
     ] = None,
 ) -> None:
     """The registry's audit log, newest first: registrations, aliases, deploys, traffic, promotions,
-    rollbacks and the monitor's decisions, each with its reason.
-
-    Example: stt-flywheel registry audit --action rollback --config demo-work/flywheel.yaml"""
+    rollbacks and the monitor's decisions, each with its reason."""
     from stt_flywheel.deployment.backends import open_registry
 
     entries = open_registry(load(config, reads_state=True)).audit_log()

@@ -42,9 +42,7 @@ def feedback_ingest(
 ) -> None:
     """Append feedback events (JSONL: prediction_id, corrected_text or flagged, event_time, source);
     invalid lines are quarantined with a reason, and the events' states (applied, superseded,
-    duplicate, pending) are reported. A source with no valid line is refused (exit 1).
-
-    Example: stt-flywheel feedback ingest events.jsonl --config flywheel.yaml"""
+    duplicate, pending) are reported. A source with no valid line is refused (exit 1)."""
     from stt_flywheel.data.error_store import open_error_store
 
     store = open_error_store(load(config))
@@ -124,6 +122,13 @@ def status(
         f"{st['since_watermark']['feedback_events']} events since the watermark"
     )
     console.print(f"[bold]Trigger[/] {view['trigger']['summary']}")
+    for proposal in view["proposals"]:
+        console.print(
+            f"[bold]Proposal[/] {proposal['id']} {proposal['state']} (lapses {proposal['expires_at'][:16]}): "
+            f"{proposal['dataset'].get('corrected_cases')} corrected cases on {proposal['machine'].get('accelerator', '–')}"
+            + ("" if proposal["approval"] else f" — `stt-flywheel approve {proposal['id']}`"),
+            highlight=False,
+        )
     monitor = view["monitor"]
     if monitor:
         console.print(

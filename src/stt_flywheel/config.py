@@ -105,6 +105,13 @@ class TriggerPolicy(_Strict):
         gt=0,
         description="How long a run holds the run lease (taken when the trigger fires) before an overlapping run may take it over; set above the longest run.",
     )
+    require_approval: bool = Field(
+        False,
+        description="A fired trigger records a proposal and ends the run; a run trains only on a proposal a person approved (`stt-flywheel approve`).",
+    )
+    approval_expiry_hours: float = Field(
+        72.0, gt=0, description="A proposal, approved or not, lapses this long after it was made."
+    )
 
     @property
     def cooldown(self) -> timedelta:

@@ -11,8 +11,10 @@ from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality, read_live, trend_start
+from stt_flywheel.run.approval import list_proposals
 from stt_flywheel.run.ledger import list_runs, read_run
 from stt_flywheel.run.trigger import check_trigger
+from stt_flywheel.storage.objectstore import open_store
 
 __all__ = ["TREND_DAYS", "percent_interval", "run_outcome", "system_status"]
 
@@ -106,9 +108,11 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
             }
         )
     monitor = [e for e in registry.audit_log() if e["action"].startswith("monitor_")]
+    proposals = [p.as_dict(now) for p in list_proposals(open_store(config.paths.state))]
     return {
         "checked_at": now,
         "monitor": _last_monitor(monitor[-1]) if monitor else None,
+        "proposals": [p for p in proposals if p["state"] in ("pending", "approved")],
         "store": {"root": store.root, **store.stats(since=watermark, now=now)},
         "trigger": decision.as_dict(),
         "runs": [run_outcome(config, r) for r in list_runs(config)[-runs:]][::-1],

@@ -85,6 +85,24 @@ def status_html(view: dict[str, Any]) -> str:
             ],
         )
     )
+    if view.get("proposals"):
+        parts.append("<h2>Training proposals</h2>")
+        parts.append(
+            _table(
+                ["proposal", "state", "lapses", "corrected cases", "machine", "approved by"],
+                [
+                    (
+                        p["id"],
+                        p["state"],
+                        p["expires_at"][:16],
+                        p["dataset"].get("corrected_cases"),
+                        p["machine"].get("accelerator", "–"),
+                        (p["approval"] or {}).get("by", f"waiting: stt-flywheel approve {p['id']}"),
+                    )
+                    for p in view["proposals"]
+                ],
+            )
+        )
     monitor = view.get("monitor")
     if monitor:
         parts.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regr
 from stt_flywheel.evaluation.validation import validate_candidate
 from stt_flywheel.models import SpeechModel, load_model, saved_model_dir
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
+from stt_flywheel.run.approval import claim_approved, propose
 from stt_flywheel.run.ledger import read_ledger, write_ledger
 from stt_flywheel.run.provenance import code_version
 from stt_flywheel.run.trigger import TriggerDecision, check_trigger
@@ -145,9 +146,16 @@ def training_report(config: FlywheelConfig, run_id: str, result: TrainResult, da
     return loss_curve_html(result.log_history, report_context(config, run_id, dataset_dir))
 
 
-def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | None = None) -> TriggerDecision:
+def stage_check_trigger(
+    config: FlywheelConfig,
+    run_id: str,
+    now: datetime | None = None,
+    machine: dict[str, Any] | None = None,
+) -> TriggerDecision:
     """Decide, and when training is due take the run lease, so that an overlapping run stops here.
     A canary still in flight stops the run too: it is decided before another candidate is made.
+    With `trigger.require_approval`, a run trains only on a proposal a person approved; otherwise
+    it records a proposal (the evidence, the dataset, `machine`) and ends without training.
 
     The lease is released by the stage that ends the run (dataset unusable, a gate rejecting, the
     deployer); a run that dies keeps it until `trigger.lease_hours` pass.
@@ -177,8 +185,48 @@ def stage_check_trigger(config: FlywheelConfig, run_id: str, now: datetime | Non
             acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl, now=now)
         except LeaseHeld as exc:
             decision.block(f"another run holds the run lease ({exc})")
+    if decision.should_train and config.trigger.require_approval:
+        _require_approval(config, run_id, decision, machine or {}, now)
     write_ledger(config, run_id, "trigger", decision.as_dict())
     return decision
+
+
+def _require_approval(
+    config: FlywheelConfig,
+    run_id: str,
+    decision: TriggerDecision,
+    machine: dict[str, Any],
+    now: datetime | None,
+) -> None:
+    """Train on an approved proposal (claiming it), or propose and stop (freeing the run lease)."""
+    state = _state(config)
+    approved = claim_approved(state, run_id, now=now)
+    if approved is not None:
+        decision.proposal = approved.as_dict(now)
+        return
+    stats = decision.as_dict()["stats"]
+    proposal, new = propose(
+        state,
+        run_id=run_id,
+        evidence={"summary": decision.summary, "checks": decision.as_dict()["checks"], "stats": stats},
+        dataset={
+            "from_watermark": decision.previous_watermark,
+            "to_watermark": decision.watermark,
+            "corrected_cases": decision.stats.new_corrected_cases,
+            "replay_manifest": str(config.dataset.replay_manifest or "") or None,
+            "replay_share": config.dataset.replay_share,
+        },
+        machine=machine,
+        ttl=timedelta(hours=config.trigger.approval_expiry_hours),
+        now=now,
+    )
+    decision.proposal = proposal.as_dict(now)
+    said = "recorded" if new else f"waiting since {proposal.created_at[:16]}"
+    decision.block(
+        f"needs approval: proposal {proposal.id} {said} "
+        f"(`stt-flywheel approve {proposal.id}`; it lapses at {proposal.expires_at[:16]})"
+    )
+    _release_run_lease(config, run_id)
 
 
 def stage_build_dataset(

@@ -64,7 +64,8 @@ class TriggerDecision:
     watermark: datetime | None
     production_version: int | None = None
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    blocked_by: str | None = None  # what stopped this run: the run lease, or a canary in flight
+    blocked_by: str | None = None  # what stopped this run: the run lease, a canary in flight, approval
+    proposal: dict[str, Any] | None = None  # with trigger.require_approval: the proposal made or trained on
 
     def block(self, reason: str) -> None:
         """Stop this run although the evidence would train (another run holds the run lease, or a
@@ -76,10 +77,16 @@ class TriggerDecision:
     def summary(self) -> str:
         if self.blocked_by:
             return f"not started: {self.blocked_by}"
+        approved = (self.proposal or {}).get("approval")
+        by = (
+            f" — approved by {approved['by']} (proposal {self.proposal['id']})"
+            if approved and self.proposal
+            else ""
+        )
         if self.forced:
-            return "forced: training regardless of thresholds"
+            return "forced: training regardless of thresholds" + by
         if self.should_train:
-            return "fired: " + "; ".join(c.reason for c in self.checks)
+            return "fired: " + "; ".join(c.reason for c in self.checks) + by
         return "not fired: " + "; ".join(c.reason for c in self.checks if not c.passed)
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,6 +101,7 @@ class TriggerDecision:
             "production_version": self.production_version,
             "checked_at": self.checked_at,
             "blocked_by": self.blocked_by,
+            "proposal": self.proposal,
         }
 
     def to_markdown(self, context: str = "") -> str:

@@ -53,6 +53,18 @@ def compile_pipeline(
     return output
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainText(logging.Filter):
+    """Drops terminal colour codes from log records: the task log is a file people read and grep."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = ANSI.sub("", record.getMessage())
+        record.args = None
+        return True
+
+
 @contextmanager
 def _output_to(log_path: Path) -> Iterator[None]:
     """Send this process's and its children's stdout/stderr to a file (the task logs are long)."""
@@ -87,9 +99,14 @@ def run_compiled_locally(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
     )
     pipeline = components.load_component_from_file(str(package))
+    root = logging.getLogger()  # kfp.local logs through the root logger, colouring names and states
+    plain = _PlainText()
+    root.addFilter(plain)
     with _output_to(log_path) if log_path else nullcontext():
         try:
             pipeline(**arguments)
         except RuntimeError as exc:
             hint = f" (task logs: {log_path})" if log_path else ""
-            raise StateError(f"{exc}{hint}") from exc
+            raise StateError(f"{ANSI.sub('', str(exc))}{hint}") from exc
+        finally:
+            root.removeFilter(plain)

@@ -74,6 +74,10 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert lease is not None  # released
     assert lease.holder == run_id
     assert lease.expired(datetime.now(UTC))
+    (log,) = (config.paths.root / "logs").glob("run-*.log")
+    text = log.read_text()
+    assert "Executing task 'check-trigger'" in text
+    assert "\x1b[" not in text  # no terminal colour codes in a file people read
 
     # 2. A properly trained candidate is deployed as version 2.
     cfg, run_id = run_local(config_path, package=package)

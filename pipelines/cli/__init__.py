@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
-import click
 import typer
 from pydantic import ValidationError
 from typer.core import TyperOption
@@ -117,13 +117,13 @@ def _add_examples(group: typer.Typer, prefix: str = "") -> None:
 _add_examples(app)
 
 
-def _type_of_option(self: TyperOption, ctx: click.Context) -> str | None:
+def _type_of_option(self: TyperOption, ctx: Any) -> str | None:
     # A flag takes no value: help shows `--json`, not `--json <bool>`.
     return None if self.is_flag else _value_type(self, ctx)
 
 
 _value_type = TyperOption.display_type_rich
-TyperOption.display_type_rich = _type_of_option  # type: ignore[method-assign]
+TyperOption.display_type_rich = _type_of_option  # type: ignore[method-assign,assignment]
 
 
 def main() -> None:

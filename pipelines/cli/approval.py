@@ -20,7 +20,10 @@ proposals_app = typer.Typer(
 
 def approve(
     proposal: Annotated[
-        str, typer.Argument(help="The proposal's id (`proposals list`, `status`).", show_default=False)
+        str,
+        typer.Argument(
+            metavar="PROPOSAL", help="The proposal's id (`proposals list`, `status`).", show_default=False
+        ),
     ],
     config: ConfigOpt = None,
     reason: Annotated[

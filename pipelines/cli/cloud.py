@@ -34,7 +34,7 @@ ModeOpt = Annotated[
 ]
 
 
-NameArg = Annotated[str, typer.Argument(help="Schedule name.")]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="Schedule name.")]
 
 
 def submit(

@@ -99,7 +99,10 @@ def load(path: str | Path | None, reads_state: bool = False) -> FlywheelConfig:
 
 
 SourceArg = Annotated[
-    str, typer.Argument(help="JSONL file, gs:// object, or - for standard input.", show_default=False)
+    str,
+    typer.Argument(
+        metavar="SOURCE", help="JSONL file, gs:// object, or - for standard input.", show_default=False
+    ),
 ]
 
 

@@ -51,7 +51,9 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run: Annotated[str, typer.Argument(help="A run id, as `runs list` shows it.", show_default=False)],
+    run: Annotated[
+        str, typer.Argument(metavar="RUN", help="A run id, as `runs list` shows it.", show_default=False)
+    ],
     config: ConfigOpt = None,
     json: JsonOpt = False,
 ) -> None:

@@ -1,6 +1,8 @@
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from stt_flywheel.config import DatasetSettings
@@ -52,8 +54,10 @@ def store_with_cases(tmp_path: Path, new_utts: list[Utterance], general_utts: li
     return store
 
 
-def _settings(replay: Path | None = None, share: float = 0.0) -> DatasetSettings:
-    return DatasetSettings(replay_manifest=replay, replay_share=share, holdout_fraction=0.3)
+def _settings(replay: Path | None = None, share: float = 0.0, **extra: object) -> DatasetSettings:
+    # the tests' audio is synthesised under pytest's temporary directories
+    extra.setdefault("audio_roots", [tempfile.gettempdir()])
+    return DatasetSettings(replay_manifest=replay, replay_share=share, holdout_fraction=0.3, **extra)  # type: ignore[arg-type]
 
 
 def test_counts_balance_and_reasons(
@@ -203,3 +207,71 @@ def test_the_dataset_is_the_join_of_captured_audio_and_the_latest_correction(
     store.ingest_feedback([event(2, utts[2].text, 90)], now=T0 + timedelta(hours=2))
     again = build_dataset(store, tmp_path / "ds2", _settings(), watermark=T0 + timedelta(hours=1))
     assert again.counts["read"] == 4
+
+
+def _flac_claiming(samples: int, source: Path, target: Path) -> Path:
+    """A real FLAC whose STREAMINFO claims `samples` samples (36 bits), as a forged header would."""
+    import soundfile as sf
+
+    data, rate = sf.read(source, dtype="float32")
+    sf.write(target, data, rate, format="FLAC")
+    raw = bytearray(target.read_bytes())
+    assert raw[:4] == b"fLaC"
+    # STREAMINFO starts at byte 8; its 36-bit total-samples field starts 4 bits into byte 21
+    raw[21] = (raw[21] & 0xF0) | ((samples >> 32) & 0x0F)
+    raw[22:26] = (samples & 0xFFFFFFFF).to_bytes(4, "big")
+    target.write_bytes(bytes(raw))
+    return target
+
+
+def test_poison_records_are_quarantined_with_a_reason_and_never_stop_the_build(
+    tmp_path: Path, new_utts: list[Utterance]
+) -> None:
+    """Each of these once crashed, hung or exhausted memory in the dataset stage."""
+    import os
+
+    root = tmp_path / "audio-root"
+    root.mkdir()
+    (root / "a-directory").mkdir()
+    os.mkfifo(root / "a-fifo")  # opening it for reading would block forever
+    (root / "escape").symlink_to("/etc/hostname")  # inside by name, outside once resolved
+    (root / "huge.wav").write_bytes(b"\0" * 2_000_001)
+    forged = _flac_claiming(2**36 - 1, Path(new_utts[0].audio), root / "forged.flac")
+    good = root / "good.wav"
+    good.write_bytes(Path(new_utts[1].audio).read_bytes())
+    cases = {
+        "dir": (str(root / "a-directory"), "audio_not_a_file"),
+        "fifo": (str(root / "a-fifo"), "audio_not_a_file"),
+        "symlink": (str(root / "escape"), "audio_outside_roots"),
+        "huge": (str(root / "huge.wav"), "audio_too_large"),
+        "forged": (str(forged), "too_long"),
+        "long-name": (str(root / ("x" * 5000)), "audio_unreadable"),
+        "etc": ("/etc/hostname", "audio_outside_roots"),
+        "proc": ("/proc/self/environ", "audio_outside_roots"),
+        "dev-zero": ("/dev/zero", "audio_outside_roots"),
+        "dotdot": (str(root / ".." / ".." / "etc" / "hostname"), "audio_outside_roots"),
+        "file-uri": (f"file://{good}", "audio_outside_roots"),
+        "bucket": ("gs://someone-elses-bucket/a.wav", "audio_outside_roots"),
+        "tmp": ("/tmp", "audio_outside_roots"),
+    }
+    rows = [_row(new_utts[1], "good", audio_uri=str(good))]
+    rows += [_row(new_utts[2], name, audio_uri=uri) for name, (uri, _) in cases.items()]
+    store = ErrorStore(tmp_path / "store")
+    assert store.ingest(rows, now=T0).accepted == len(rows)
+    settings = _settings(audio_roots=[str(root)], max_audio_bytes=2_000_000)
+    m = build_dataset(store, tmp_path / "ds", settings, watermark=T0)
+    assert m.counts["accepted"] == 1
+    assert m.balanced
+    quarantine = {
+        q["id"]: q["reason"]
+        for q in map(orjson.loads, (tmp_path / "ds" / "quarantine.jsonl").read_bytes().splitlines())
+    }
+    assert quarantine == {name: reason for name, (_, reason) in cases.items()}
+
+
+def test_a_device_inside_the_roots_is_not_read(tmp_path: Path, new_utts: list[Utterance]) -> None:
+    """/dev/zero never ends: with `/dev` allowed it is still refused, unopened, as not a file."""
+    store = ErrorStore(tmp_path / "store")
+    store.ingest([_row(new_utts[0], "zero", audio_uri="/dev/zero")], now=T0)
+    m = build_dataset(store, tmp_path / "ds", _settings(audio_roots=["/dev"]), watermark=T0)
+    assert m.quarantine_reasons == {"audio_not_a_file": 1}

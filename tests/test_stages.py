@@ -244,3 +244,19 @@ def test_the_code_version_names_the_commit(monkeypatch: pytest.MonkeyPatch) -> N
         assert code_version() == {"package": "0.1.0", "commit": "0123abcd"}
     finally:
         code_version.cache_clear()
+
+
+def test_a_stage_that_fails_frees_the_run_lease(tmp_path: Path, flywheel_config: tuple) -> None:
+    """A crash inside a stage (here: a dataset directory that is a file) must not leave the run
+    lease held for `trigger.lease_hours`: the next run starts at once."""
+    _, config = flywheel_config
+    bootstrap_registry(config)
+    forced = config.with_overrides({"trigger.force": True})
+    decision = stage_check_trigger(forced, "run-crashes")
+    assert decision.should_train
+    assert not _lease_released(config, "run-crashes")
+    (tmp_path / "not-a-dir").write_text("x")
+    with pytest.raises(OSError):
+        stage_build_dataset(forced, "", tmp_path / "not-a-dir" / "ds", "run-crashes")
+    assert _lease_released(config, "run-crashes")
+    assert stage_check_trigger(forced, "run-next").should_train

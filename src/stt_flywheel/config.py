@@ -139,6 +139,16 @@ class DatasetSettings(_Strict):
     min_duration_s: float = Field(0.3, gt=0)
     max_duration_s: float = Field(30.0, gt=0)
     seed: int = 0
+    audio_roots: list[str] = Field(
+        default_factory=list,
+        description="Where a record's audio may be read from (local directories, gs:// prefixes) besides the error store's own captured audio; anything else is quarantined unopened.",
+    )
+    max_audio_bytes: int = Field(
+        50_000_000, gt=0, description="A record's audio file larger than this is quarantined unread."
+    )
+    audio_read_timeout_s: float = Field(
+        30.0, gt=0, description="Time limit of each request that reads a record's audio from gs://."
+    )
 
 
 class TrainingSettings(_Strict):

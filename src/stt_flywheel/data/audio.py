@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +21,15 @@ from stt_flywheel.storage.objectstore import read_uri
 
 __all__ = [
     "TARGET_SAMPLE_RATE",
+    "AudioLimits",
     "AudioProblem",
+    "AudioRejected",
     "DecodedAudio",
     "audio_hash",
     "decode_audio",
     "encode_wav",
     "load_audio",
+    "read_training_audio",
     "resample",
     "validate_audio",
 ]
@@ -57,6 +62,101 @@ def decode_audio(data: bytes) -> DecodedAudio:
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise ValueError(f"audio does not decode: {exc}") from exc
     return DecodedAudio(samples=samples.mean(axis=1).astype(np.float32), sample_rate=int(sample_rate))
+
+
+class AudioRejected(Exception):
+    """One record's audio cannot be used; `code` is its quarantine reason."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    """Where training audio may come from and how much of it one record may cost.
+
+    `roots` are local directories (compared after resolving symlinks) and `gs://bucket/prefix`
+    prefixes; nothing outside them is opened. `max_bytes` caps a file before it is read;
+    `max_duration_s` is checked against the header before any sample is decoded, so a forged
+    header cannot make the decoder allocate more than the duration allows."""
+
+    roots: tuple[str, ...]
+    max_bytes: int = 50_000_000
+    max_duration_s: float = 30.0
+    timeout_s: float = 30.0
+
+
+def _inside_roots(uri: str, roots: tuple[str, ...]) -> bool:
+    if uri.startswith("gs://"):
+        if "/../" in uri + "/" or "/./" in uri + "/":
+            return False
+        return any(uri.startswith(r.rstrip("/") + "/") for r in roots if r.startswith("gs://"))
+    if "://" in uri:  # file:// and any other scheme: never
+        return False
+    real = os.path.realpath(uri)
+    for root in roots:
+        if root.startswith("gs://"):
+            continue
+        base = os.path.realpath(root)
+        if os.path.commonpath([real, base]) == base:
+            return True
+    return False
+
+
+def _read_bounded(uri: str, limits: AudioLimits) -> bytes:
+    if uri.startswith("gs://"):
+        from stt_flywheel.errors import InputNotFound
+        from stt_flywheel.storage.objectstore import ObjectTooLarge, read_gcs_bounded
+
+        try:
+            return read_gcs_bounded(uri, limits.max_bytes, limits.timeout_s)
+        except InputNotFound:
+            raise AudioRejected("audio_missing", f"no audio at {uri}") from None
+        except ObjectTooLarge as exc:
+            raise AudioRejected("audio_too_large", str(exc)) from None
+        except Exception as exc:  # transport errors and timeouts after the client's own retries
+            raise AudioRejected("audio_unreadable", f"{uri}: {type(exc).__name__}: {exc}") from None
+    try:
+        info = os.stat(os.path.realpath(uri))
+    except FileNotFoundError:
+        raise AudioRejected("audio_missing", f"no audio at {uri}") from None
+    except OSError as exc:  # a name too long, a loop of links, no permission
+        raise AudioRejected("audio_unreadable", f"{uri}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):  # a directory, a FIFO (would block), a device like /dev/zero
+        raise AudioRejected("audio_not_a_file", f"{uri} is not a regular file")
+    if info.st_size > limits.max_bytes:
+        raise AudioRejected("audio_too_large", f"{info.st_size} bytes > {limits.max_bytes}")
+    try:
+        with open(os.path.realpath(uri), "rb") as fh:
+            data = fh.read(limits.max_bytes + 1)
+    except OSError as exc:
+        raise AudioRejected("audio_unreadable", f"{uri}: {exc.strerror or exc}") from None
+    if len(data) > limits.max_bytes:  # it grew since the stat
+        raise AudioRejected("audio_too_large", f"more than {limits.max_bytes} bytes")
+    return data
+
+
+def read_training_audio(uri: str, limits: AudioLimits) -> DecodedAudio:
+    """Decode one record's audio within `limits`, or raise `AudioRejected` with the reason; never
+    anything else, so one poison record is one quarantine entry, not a failed stage."""
+    if not _inside_roots(uri, limits.roots):
+        raise AudioRejected("audio_outside_roots", f"{uri} is not under dataset.audio_roots")
+    data = _read_bounded(uri, limits)
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as exc:  # libsndfile's errors are not one type
+        raise AudioRejected("audio_undecodable", f"audio does not decode: {exc}") from None
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioRejected("audio_undecodable", f"{info.samplerate} Hz, {info.channels} channels")
+    claimed = info.frames / info.samplerate
+    if claimed > limits.max_duration_s:
+        raise AudioRejected("too_long", f"{claimed:.2f} s > {limits.max_duration_s} s (by its header)")
+    try:
+        return decode_audio(data)
+    except Exception as exc:
+        raise AudioRejected("audio_undecodable", str(exc)) from None
 
 
 def load_audio(uri: str | Path) -> DecodedAudio:

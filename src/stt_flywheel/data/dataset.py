@@ -24,18 +24,21 @@ import orjson
 
 from stt_flywheel.config import DatasetSettings
 from stt_flywheel.data.audio import (
+    AudioLimits,
+    AudioRejected,
     DecodedAudio,
     audio_hash,
     decode_audio,
     encode_wav,
     load_audio,
+    read_training_audio,
     validate_audio,
 )
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.manifest import Utterance, read_manifest
 from stt_flywheel.scoring.text import NORMALIZER_ID, normalize
 from stt_flywheel.storage.files import atomic_write_bytes, atomic_write_json, read_json
-from stt_flywheel.storage.objectstore import join_uri, put_tree, read_uri, tree_exists
+from stt_flywheel.storage.objectstore import join_uri, put_tree, tree_exists
 
 __all__ = [
     "DatasetManifest",
@@ -160,10 +163,6 @@ def protected_hashes(manifests: Iterable[str | Path]) -> set[str]:
     return out
 
 
-def _read_audio(uri: str) -> DecodedAudio:
-    return decode_audio(read_uri(uri))
-
-
 @dataclass
 class _Row:
     id: str
@@ -187,6 +186,12 @@ def build_dataset(
     from datasets import Dataset, DatasetDict, Features, Value
 
     out_dir = Path(out_dir)
+    limits = AudioLimits(
+        roots=(join_uri(store.root, "audio"), *settings.audio_roots),
+        max_bytes=settings.max_audio_bytes,
+        max_duration_s=settings.max_duration_s,
+        timeout_s=settings.audio_read_timeout_s,
+    )
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     quarantine: list[dict[str, Any]] = []
@@ -213,12 +218,9 @@ def build_dataset(
             reject(rec_id, "audio_not_captured", "the prediction was captured without its audio")
             continue
         try:
-            audio = _read_audio(audio_uri)
-        except FileNotFoundError:
-            reject(rec_id, "audio_missing", f"no audio at {audio_uri}")
-            continue
-        except ValueError as exc:
-            reject(rec_id, "audio_undecodable", str(exc))
+            audio = read_training_audio(audio_uri, limits)
+        except AudioRejected as exc:
+            reject(rec_id, exc.code, exc.detail)
             continue
         problem = validate_audio(
             audio,

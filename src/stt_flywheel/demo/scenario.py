@@ -6,6 +6,7 @@ world: a second demo run finds no new error cases, which is the point.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -121,6 +122,8 @@ def write_demo_config(
             "replay_manifest": str(manifests["replay"]),
             "replay_share": 0.7,
             "holdout_fraction": 0.25,
+            # the world's audio: the older combined log names files there
+            "audio_roots": [os.path.commonpath([str(m.parent) for m in manifests.values()])],
         },
         "training": {
             "max_steps": max_steps,

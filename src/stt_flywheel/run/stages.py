@@ -7,12 +7,15 @@ stage also writes its outcome to the run ledger (`<reports>/<run_id>/<stage>.jso
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 
@@ -70,6 +73,9 @@ __all__ = [
 ]
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 RUN_LEASE = "flywheel-run"  # one run at a time trains and deploys
 PROGRESS_EVERY_S = 3.0  # how often training writes its step to the run ledger
 
@@ -100,6 +106,25 @@ def _state(config: FlywheelConfig) -> ObjectStore:
 
 def _release_run_lease(config: FlywheelConfig, run_id: str) -> None:
     release_lease(_state(config), RUN_LEASE, run_id)
+
+
+def _releases_lease_on_failure(stage: Callable[P, R]) -> Callable[P, R]:
+    """A stage of a training run that fails (a bug, a full disk, a lost connection) releases the
+    run lease, so the next run need not wait `trigger.lease_hours` behind a dead one. A retry of
+    the stage goes on without it; the deployer renews it and refuses when another run took it."""
+
+    signature = inspect.signature(stage)
+
+    @functools.wraps(stage)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return stage(*args, **kwargs)
+        except Exception:
+            named = signature.bind(*args, **kwargs).arguments
+            _release_run_lease(named["config"], named["run_id"])
+            raise
+
+    return run
 
 
 def report_context(
@@ -229,6 +254,7 @@ def _require_approval(
     _release_run_lease(config, run_id)
 
 
+@_releases_lease_on_failure
 def stage_build_dataset(
     config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str
 ) -> DatasetManifest:
@@ -250,6 +276,7 @@ def stage_build_dataset(
     return manifest
 
 
+@_releases_lease_on_failure
 def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
     production = _production(config)
     start_from = production.uri if production else str(config.base_model)
@@ -312,6 +339,7 @@ def _models(config: FlywheelConfig, model_artifact: Path) -> tuple[SpeechModel, 
     return candidate, (load_model(production.uri, device="cpu") if production else None)
 
 
+@_releases_lease_on_failure
 def stage_validate_model(
     config: FlywheelConfig, model_artifact: Path, dataset_dir: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:
@@ -343,6 +371,7 @@ def stage_validate_model(
     return EvaluationOutcome(result.verdict, loggable_metrics(result.metrics), report)
 
 
+@_releases_lease_on_failure
 def stage_run_regression_suites(
     config: FlywheelConfig, model_artifact: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:

@@ -318,6 +318,28 @@ def read_uri(uri: str | Path) -> bytes:
     return found.data
 
 
+def read_gcs_bounded(uri: str, max_bytes: int, timeout_s: float) -> bytes:
+    """One `gs://` object of at most `max_bytes` (its size is checked before it is downloaded),
+    fetched within `timeout_s` per request. Raises `InputNotFound` or `ObjectTooLarge`."""
+    from google.api_core import exceptions
+
+    bucket, name = split_gs_uri(uri)
+    store = GCSStore(f"gs://{bucket}")
+    blob = store.bucket.get_blob(name, timeout=timeout_s) if name else None
+    if blob is None:
+        raise InputNotFound(f"no such object: {uri}")
+    if blob.size is not None and blob.size > max_bytes:
+        raise ObjectTooLarge(f"{blob.size} bytes > {max_bytes}")
+    try:
+        return blob.download_as_bytes(timeout=timeout_s, end=max_bytes)
+    except exceptions.NotFound:
+        raise InputNotFound(f"no such object: {uri}") from None
+
+
+class ObjectTooLarge(InputError):
+    """An object larger than the reader allows."""
+
+
 def tree_exists(uri: str | Path, commit_file: str) -> bool:
     text = str(uri)
     if not is_remote(text):

@@ -5,7 +5,7 @@ FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    STT_FLYWHEEL_CACHE=/tmp/stt-flywheel-cache AIP_HTTP_PORT=8080
+    STT_FLYWHEEL_CACHE=/tmp/stt-flywheel-cache AIP_HTTP_PORT=8080 FLYWHEEL_HOST=0.0.0.0
 WORKDIR /opt/stt-flywheel
 COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src

@@ -93,6 +93,7 @@ def test_serving_image_follows_the_vertex_contract() -> None:
     text = (ROOT / "containers" / "serving.Dockerfile").read_text()
     assert 'ENTRYPOINT ["stt-flywheel", "serve"]' in text
     assert "AIP_HTTP_PORT=8080" in text
+    assert "FLYWHEEL_HOST=0.0.0.0" in text  # in the container, every interface; elsewhere 127.0.0.1
 
 
 def _substituted(script: str, **values: str) -> str:

@@ -112,3 +112,29 @@ def test_the_readmes_cloud_config_is_one_that_would_work(tmp_path: Path) -> None
             .startswith(("base_model", "regression", "eval_manifest", "replay_manifest"))
         ):
             assert "# yours" in line, f"say that the user supplies it: {line}"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "field"),
+    [
+        ("validation: {max_p_value: 5}", "validation.max_p_value"),
+        ("validation: {max_p_value: .inf}", "validation.max_p_value"),
+        ("validation: {max_worse_share: 2.5}", "validation.max_worse_share"),
+        ("validation: {min_wer_improvement: -1}", "validation.min_wer_improvement"),
+        ("validation: {min_wer_improvement: -.inf}", "validation.min_wer_improvement"),
+        ("validation: {max_cer_increase: .inf}", "validation.max_cer_increase"),
+        ("validation: {max_slice_degradation: .nan}", "validation.max_slice_degradation"),
+        ("validation: {first_run_max_wer: .nan}", "validation.first_run_max_wer"),
+        ("dataset: {min_duration_s: 40, max_duration_s: 30}", "dataset"),
+        ("dataset: {sample_rate: -16000}", "dataset.sample_rate"),
+        ("trigger: {error_rate_threshold: .nan}", "trigger.error_rate_threshold"),
+        ("monitor: {wer_margin: .inf}", "monitor.wer_margin"),
+    ],
+)
+def test_the_config_cannot_switch_a_gate_off(tmp_path: Path, yaml_text: str, field: str) -> None:
+    path = tmp_path / "flywheel.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert field in str(refused.value)
+    assert "\n" not in str(refused.value)

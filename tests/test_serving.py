@@ -101,6 +101,9 @@ def test_settings_from_the_vertex_environment() -> None:
     assert ServingSettings.from_env({}, storage_uri="/x").storage_uri == "/x"
     with pytest.raises(ValueError, match="AIP_STORAGE_URI"):
         ServingSettings.from_env({})
+    assert s.host == "127.0.0.1"  # this machine only, unless told
+    assert ServingSettings.from_env({"AIP_STORAGE_URI": "/m", "FLYWHEEL_HOST": "0.0.0.0"}).host == "0.0.0.0"
+    assert ServingSettings.from_env({"AIP_STORAGE_URI": "/m"}, host="::1").host == "::1"
 
 
 def test_local_endpoint_serves_through_serving_processes(

@@ -24,6 +24,13 @@ def serve(
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Port (default: AIP_HTTP_PORT, else 8080).")
     ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on (default: FLYWHEEL_HOST, else 127.0.0.1, this machine only; "
+            "0.0.0.0 for every interface, as the serving image sets)."
+        ),
+    ] = None,
     model_version: Annotated[
         str | None,
         typer.Option(help="The version its answers are captured as (default: the registry version served)."),
@@ -48,7 +55,7 @@ def serve(
         env.update(serving_capture(cfg)(model_version or "unknown"))
     elif model_version is not None:
         env["FLYWHEEL_MODEL_VERSION"] = model_version
-    run_server(ServingSettings.from_env(env, storage_uri=model_dir, port=port))
+    run_server(ServingSettings.from_env(env, storage_uri=model_dir, port=port, host=host))
 
 
 @registry_app.command("list")

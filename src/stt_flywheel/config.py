@@ -43,7 +43,8 @@ class ConfigError(InputError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinities are refused in every number: a gate must never be switched off by one
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class PathSettings(_Strict):
@@ -135,7 +136,7 @@ class DatasetSettings(_Strict):
     protected_manifests: list[Path] = Field(
         default_factory=list, description="Extra manifests whose audio may never be trained on."
     )
-    sample_rate: int = Field(16_000, description="Required sample rate of training audio.")
+    sample_rate: int = Field(16_000, gt=0, le=384_000, description="Required sample rate of training audio.")
     min_duration_s: float = Field(0.3, gt=0)
     max_duration_s: float = Field(30.0, gt=0)
     seed: int = 0
@@ -149,6 +150,14 @@ class DatasetSettings(_Strict):
     audio_read_timeout_s: float = Field(
         30.0, gt=0, description="Time limit of each request that reads a record's audio from gs://."
     )
+
+    @model_validator(mode="after")
+    def _durations_in_order(self) -> DatasetSettings:
+        if self.min_duration_s >= self.max_duration_s:
+            raise ValueError(
+                f"min_duration_s ({self.min_duration_s}) must be below max_duration_s ({self.max_duration_s})"
+            )
+        return self
 
 
 class TrainingSettings(_Strict):
@@ -196,27 +205,42 @@ class ValidationPolicy(_Strict):
     )
     min_wer_improvement: float | None = Field(
         0.02,
+        ge=0.0,
+        le=1.0,
         description="Superiority margin: the upper bound of the held-out ΔWER interval must lie below minus this; unset rejects (fail closed).",
     )
     max_p_value: float | None = Field(
-        0.05, description="Significance level of the paired test; unset rejects."
+        0.05, gt=0.0, lt=1.0, description="Significance level of the paired test; unset rejects."
     )
     max_worse_share: float | None = Field(
-        0.2, description="Largest share of held-out utterances allowed to get worse; unset rejects."
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Largest share of held-out utterances allowed to get worse; unset rejects.",
     )
     max_cer_increase: float | None = Field(
         0.0,
+        ge=0.0,
+        le=1.0,
         description="Largest allowed rise in held-out CER; unset rejects. Guards against WER gains from garbage.",
     )
     max_empty_share: float | None = Field(
         0.05,
+        ge=0.0,
+        lt=1.0,
         description="Largest share of held-out utterances the candidate may answer with nothing; unset rejects.",
     )
     max_loop_share_increase: float | None = Field(
-        0.01, description="Allowed rise (vs production) in the share of outputs caught in a repetition loop."
+        0.01,
+        ge=0.0,
+        lt=1.0,
+        description="Allowed rise (vs production) in the share of outputs caught in a repetition loop.",
     )
     max_burst_share_increase: float | None = Field(
-        0.02, description="Allowed rise (vs production) in the share of outputs with an insertion burst."
+        0.02,
+        ge=0.0,
+        lt=1.0,
+        description="Allowed rise (vs production) in the share of outputs with an insertion burst.",
     )
     loop_repeats: int = Field(
         3, ge=2, description="An n-gram (n ≤ 4) repeated this many times in a row is a loop."
@@ -229,20 +253,25 @@ class ValidationPolicy(_Strict):
     min_slice_size: int = Field(20, ge=1, description="Slices with fewer utterances are reported, not gated.")
     max_slice_degradation: float | None = Field(
         0.05,
+        ge=0.0,
+        le=1.0,
         description="A slice fails when its ΔWER is above this and its interval lies above zero; unset rejects.",
     )
     critical_terms: list[str] = Field(
         default_factory=list, description="Words (names, numbers, product words) whose recall is tracked."
     )
     max_critical_recall_drop: float | None = Field(
-        0.0, description="Allowed drop in recall of the critical terms vs production."
+        0.0, ge=0.0, lt=1.0, description="Allowed drop in recall of the critical terms vs production."
     )
     first_run_max_wer: float | None = Field(
         None,
+        ge=0.0,
         description="With no production model yet, the absolute held-out WER the candidate must reach; unset rejects.",
     )
     first_run_max_cer: float | None = Field(
-        None, description="With no production model yet, the absolute held-out CER bound; unset rejects."
+        None,
+        ge=0.0,
+        description="With no production model yet, the absolute held-out CER bound; unset rejects.",
     )
     churn_examples: int = Field(
         20, ge=0, description="Newly broken / fixed utterances listed in the reports."

@@ -91,6 +91,7 @@ def capture_env(
 class ServingSettings:
     storage_uri: str
     port: int = 8080
+    host: str = "127.0.0.1"  # this machine only; the serving image sets FLYWHEEL_HOST=0.0.0.0
     health_route: str = "/health"
     predict_route: str = "/predict"
     batch_size: int = 16
@@ -105,6 +106,7 @@ class ServingSettings:
         values: dict[str, Any] = {
             "storage_uri": env.get("AIP_STORAGE_URI", ""),
             "port": int(env.get("AIP_HTTP_PORT", "8080")),
+            "host": env.get("FLYWHEEL_HOST") or "127.0.0.1",
             "health_route": env.get("AIP_HEALTH_ROUTE", "/health"),
             "predict_route": env.get("AIP_PREDICT_ROUTE", "/predict"),
             "model_version": env.get("FLYWHEEL_MODEL_VERSION") or None,
@@ -222,7 +224,7 @@ def run_server(settings: ServingSettings) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_level="warning")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
 class ServingProcess:

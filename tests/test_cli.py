@@ -405,3 +405,32 @@ def test_a_flag_is_shown_without_a_value_type(cli: Cli) -> None:
     assert "<" not in line
     _, out, _ = cli("compare", "--help")
     assert "<float range>" in out  # options with a value keep their type
+
+
+@pytest.mark.parametrize(
+    ("paths", "command", "said"),
+    [
+        (
+            "{root: ROOT/state, error_store: /etc/hostname/store}",
+            ["errors", "ingest", "/dev/null"],
+            "cannot use /etc/hostname/store: Not a directory",
+        ),
+        (
+            "{root: ROOT/state, registry_db: ROOT}",
+            ["registry", "list"],
+            "cannot open the registry database ROOT",
+        ),
+        ("{root: /sys/flywheel}", ["status"], "cannot use /sys/flywheel"),
+    ],
+    ids=["store-under-a-file", "registry-db-a-directory", "store-in-sys"],
+)
+def test_a_store_where_none_can_be_is_one_line(
+    cli: Cli, tmp_path: Path, paths: str, command: list[str], said: str
+) -> None:
+    config = tmp_path / "flywheel.yaml"
+    config.write_text(f"paths: {paths.replace('ROOT', str(tmp_path))}\n")
+    status, _, err = cli(*command, "--config", str(config))
+    assert status == 1
+    assert said.replace("ROOT", str(tmp_path)) in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -135,6 +135,15 @@ def main() -> None:
     except FlywheelError as exc:  # a user's mistake: one line; anything else is a bug and keeps its traceback
         make_console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(1)
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user named: a bug or an outage, with its traceback
+            raise
+        # a store under a file, in /sys, without permission: the path and the problem, in one line
+        make_console(stderr=True).print(
+            f"[red]error:[/] cannot use {exc.filename}: {exc.strerror or exc} (check the paths in the config)",
+            highlight=False,
+        )
+        sys.exit(1)
     except ValidationError as exc:  # a value that reached a settings model without an option's check
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
         make_console(stderr=True).print(f"[red]error:[/] invalid value — {problems}", highlight=False)

@@ -92,7 +92,10 @@ class LocalRegistry:
         return str(self.db_path)
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        except sqlite3.OperationalError as exc:  # a directory, a missing parent, no permission
+            raise StateError(f"cannot open the registry database {self.db_path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         return conn

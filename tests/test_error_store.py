@@ -1,6 +1,7 @@
 """The error store: predictions and late feedback joined by prediction id, hive-partitioned Parquet,
 counts that balance, compaction beside writers and after a crash."""
 
+import base64
 import multiprocessing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,6 +81,66 @@ def test_combined_records_balance_and_quarantine_with_reasons(tmp_path: Path) ->
     kept = list(store.quarantine())
     assert [q["reason"] for q in kept] == [q.reason for q in result.quarantined]
     assert {q["stream"] for q in kept} == {"records"}
+
+
+def test_timestamps_past_the_calendar_or_in_the_future_are_one_quarantined_line_each(tmp_path: Path) -> None:
+    """Once, one such line raised OverflowError and nothing of the file was stored."""
+    store = ErrorStore(tmp_path)
+    lines = [
+        orjson.dumps({**record(1), "timestamp": "9999-12-31T23:30:00-05:00"}),
+        orjson.dumps({**record(2), "timestamp": "0001-01-01T00:30:00+05:00"}),
+        orjson.dumps({**record(3), "timestamp": (T0 + timedelta(days=400)).isoformat()}),
+        orjson.dumps(record(4)),
+    ]
+    result = store.ingest(lines, now=T0)
+    assert result.accepted == 1
+    assert [(q.line, q.reason) for q in result.quarantined] == [
+        (1, "invalid_timestamp"),
+        (2, "invalid_timestamp"),
+        (3, "timestamp_in_future"),
+    ]
+    assert store.predictions()["prediction_id"].to_pylist() == ["r4"]
+    events = [
+        orjson.dumps(event("r4", corrected_text="x", event_time="9999-12-31T23:30:00-05:00")),
+        orjson.dumps(event("r4", corrected_text="x", event_time=(T0 + timedelta(days=3)).isoformat())),
+        orjson.dumps(event("r4", corrected_text="x", event_time=T0.isoformat())),
+    ]
+    fed = store.ingest_feedback(events, now=T0)
+    assert fed.accepted == 1
+    assert [q.reason for q in fed.quarantined] == ["invalid_timestamp", "timestamp_in_future"]
+
+
+def test_quarantine_keeps_physical_line_numbers_and_exact_bytes(tmp_path: Path) -> None:
+    source = tmp_path / "records.jsonl"
+    bad_utf8 = b'{"id": "\xff\xfe", broken'
+    cr_inside = orjson.dumps({**record(2), "hypothesis": "carriage\rreturn"}).replace(b"\\r", b"\r")
+    assert b"\r" in cr_inside  # a bare CR byte inside the JSON string
+    source.write_bytes(
+        b"\xef\xbb\xbf"  # a byte-order mark before the first record
+        + orjson.dumps(record(1))
+        + b"\r\n\n   \n"  # CRLF, then two blank lines
+        + bad_utf8
+        + b"\n"
+        + cr_inside
+        + b"\n"
+        + b"x" * (2 << 20)  # one line of 2 MiB
+        + b"\n"
+        + orjson.dumps({**record(5), "id": "i" * 300})
+        + b"\n"
+    )
+    store = ErrorStore(tmp_path / "store")
+    result = store.ingest_file(source, now=T0)
+    assert result.read == 5
+    assert result.accepted == 1  # the first line, its BOM skipped
+    assert [(q.line, q.reason) for q in result.quarantined] == [
+        (4, "invalid_json"),
+        (5, "invalid_json"),  # a raw CR is invalid JSON: it stays one line, and is quarantined whole
+        (6, "line_too_long"),
+        (7, "id_too_long"),
+    ]
+    kept = {q["line"]: q for q in store.quarantine()}
+    assert base64.b64decode(kept[4]["raw_base64"]) == bad_utf8
+    assert base64.b64decode(kept[5]["raw_base64"]) == cr_inside
 
 
 def test_a_late_correction_of_a_stored_id_is_applied_not_dropped(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ quarantined (which includes the lines rejected at ingest).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import sys
@@ -83,6 +84,9 @@ __all__ = [
 ]
 
 CLOCK_SKEW = timedelta(hours=1)  # how much earlier than its prediction an event may seem to arrive
+MAX_FUTURE = timedelta(days=1)  # a record or event dated later than this after its arrival is refused
+MAX_LINE_BYTES = 1 << 20  # a longer line is quarantined unparsed (`line_too_long`)
+MAX_ID_CHARS = 256  # a longer prediction id is quarantined (`id_too_long`)
 FEEDBACK_STATES = ("applied", "superseded", "duplicate", "pending", "quarantined")
 STREAMS = {"predictions": PREDICTION_SCHEMA, "feedback": FEEDBACK_SCHEMA}
 
@@ -147,10 +151,11 @@ def _detail(exc: ValidationError) -> str:
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    line: int
+    line: int  # the physical line number in the source (blank lines counted)
     reason: str
     detail: str
-    raw: str
+    raw: str  # the line as text (undecodable bytes replaced), for people
+    raw_base64: str | None = None  # the line's bytes exactly, when it came as bytes
 
 
 @dataclass
@@ -398,23 +403,53 @@ class ErrorStore:
 
     @staticmethod
     def _parse(
-        rows: Iterable[Any], validate: Callable[[Any], Any], quarantined: list[QuarantineEntry]
+        rows: Iterable[Any],
+        validate: Callable[[Any], Any],
+        quarantined: list[QuarantineEntry],
+        time_field: str,
+        now: datetime,
     ) -> Iterator[tuple[int, Any]]:
-        """(line number, validated value) of each good row; the others are quarantined."""
-        for lineno, row in enumerate(rows, 1):
+        """(line number, validated value) of each good row; the others are quarantined, each with
+        its reason and its bytes. Rows are dicts, JSON strings or bytes, or `Line`s (a source's
+        lines with their physical numbers)."""
+        latest = now + MAX_FUTURE
+        for index, item in enumerate(rows, 1):
+            lineno, row = (item.number, item.data) if isinstance(item, Line) else (index, item)
+
+            def reject(reason: str, detail: str, row: Any = row, lineno: int = lineno) -> None:
+                quarantined.append(QuarantineEntry(lineno, reason, detail, *_kept(row)))
+
             raw = isinstance(row, str | bytes)
+            if raw and len(row) > MAX_LINE_BYTES:
+                reject("line_too_long", f"{len(row)} bytes > {MAX_LINE_BYTES}")
+                continue
             try:
                 data = orjson.loads(row) if raw else row
             except orjson.JSONDecodeError as exc:
-                quarantined.append(QuarantineEntry(lineno, "invalid_json", str(exc), _text(row)))
+                reject("invalid_json", str(exc))
                 continue
             if type(data) is not dict:
-                quarantined.append(QuarantineEntry(lineno, "not_an_object", type(data).__name__, _text(row)))
+                reject("not_an_object", type(data).__name__)
+                continue
+            rec_id = data.get("id", data.get("prediction_id"))
+            if isinstance(rec_id, str) and len(rec_id) > MAX_ID_CHARS:
+                reject("id_too_long", f"{len(rec_id)} characters > {MAX_ID_CHARS}")
                 continue
             try:
-                yield lineno, validate(data)
+                value = validate(data)
             except ValidationError as exc:
-                quarantined.append(QuarantineEntry(lineno, "invalid_record", _detail(exc), _text(row)))
+                reject("invalid_record", _detail(exc))
+                continue
+            when = value[time_field] if isinstance(value, dict) else getattr(value, time_field)
+            try:
+                utc = when.astimezone(UTC)
+            except OverflowError:  # a zone offset past the ends of the calendar
+                reject("invalid_timestamp", f"{time_field} {when.isoformat()} is out of range in UTC")
+                continue
+            if utc > latest:  # it would count as recent traffic for years
+                reject("timestamp_in_future", f"{time_field} {utc.isoformat()} is after {latest.isoformat()}")
+                continue
+            yield lineno, value
 
     def ingest_feedback(self, rows: Iterable[Any], now: datetime | None = None) -> FeedbackIngestResult:
         """Append feedback events (dicts or raw JSON lines); invalid lines are quarantined with a
@@ -424,7 +459,9 @@ class ErrorStore:
         rows = list(rows)
         result.read = len(rows)
         events: list[dict[str, Any]] = []
-        for _, event in self._parse(rows, FeedbackEvent.model_validate, result.quarantined):
+        for _, event in self._parse(
+            rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now
+        ):
             event_id = _event_id(
                 event.prediction_id, event.corrected_text, event.flagged, event.event_time, event.source
             )
@@ -470,7 +507,9 @@ class ErrorStore:
         }
         events: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for _, rec in self._parse(rows, TRANSCRIPT_RECORD.validate_python, result.quarantined):
+        for _, rec in self._parse(
+            rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now
+        ):
             pid = rec["id"]
             if pid in seen:
                 result.duplicates += 1
@@ -801,8 +840,25 @@ def _text(row: Any) -> str:
     return row if isinstance(row, str) else orjson.dumps(row, default=str).decode()
 
 
-def _lines(source: str | Path) -> list[bytes]:
-    """The non-blank lines of a local file, a `gs://` object, or standard input (`-`)."""
+def _kept(row: Any) -> tuple[str, str | None]:
+    """A rejected row as quarantine keeps it: readable text, and its exact bytes when it had any."""
+    if isinstance(row, bytes):
+        return _text(row), base64.b64encode(row).decode()
+    return _text(row), None
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a source with its physical line number (blank lines counted)."""
+
+    number: int
+    data: bytes
+
+
+def _lines(source: str | Path) -> list[Line]:
+    """The non-blank lines of a local file, a `gs://` object, or standard input (`-`), numbered
+    as an editor numbers them. Lines end at LF (a CR before it is dropped; a bare CR inside a line
+    is the line's own byte, not a break), and a UTF-8 byte-order mark at the start is skipped."""
     if str(source) == "-":
         data = sys.stdin.buffer.read()
     elif is_remote(source):
@@ -815,7 +871,9 @@ def _lines(source: str | Path) -> list[bytes]:
         if not path.is_file():
             raise InputNotFound(f"no such file: {path}")
         data = path.read_bytes()
-    return [line for line in data.splitlines() if line.strip()]
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    lines = [Line(n, line.removesuffix(b"\r")) for n, line in enumerate(data.split(b"\n"), 1)]
+    return [line for line in lines if line.data.strip()]
 
 
 def latest_kinds(events: pa.Table, predictions: pa.Table) -> pa.Table:

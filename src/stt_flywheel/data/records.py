@@ -102,7 +102,10 @@ def id_time(prediction_id: str) -> datetime | None:
 def _utc(v: datetime | None) -> datetime | None:
     if v is not None and v.tzinfo is None:
         raise ValueError("needs a timezone (use UTC, e.g. 2026-01-01T00:00:00Z)")
-    return v.astimezone(UTC) if v is not None else None
+    try:
+        return v.astimezone(UTC) if v is not None else None
+    except OverflowError:  # past the ends of the calendar once in UTC: the ingest quarantines it
+        return v
 
 
 class FeedbackEvent(BaseModel):

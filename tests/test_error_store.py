@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pytest
 from records import T0, record
@@ -317,3 +318,31 @@ def test_current_hour_is_left_to_writers(tmp_path: Path) -> None:
     for _ in range(3):
         store.write_predictions([prediction(new_prediction_id(now), at=now)])
     assert store.compact(now=now).partitions == 0
+
+
+def _ingest_same(root: str, path: str) -> None:
+    ErrorStore(root).ingest_file(path, now=T0 + timedelta(hours=2))
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_two_ingests_of_the_same_file_at_once_store_each_record_once(tmp_path: Path, round_: int) -> None:
+    """Both processes write their files (neither can know of the other); every reader, and so the
+    trigger, sees each prediction and each event once."""
+    from stt_flywheel.run.trigger import gather_evidence
+
+    source = tmp_path / "records.jsonl"
+    source.write_bytes(b"\n".join(orjson.dumps(record(i)) for i in range(1000)) + b"\n")
+    root = str(tmp_path / "store")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_ingest_same, args=(root, str(source))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = ErrorStore(root)
+    assert store.predictions().num_rows == 1000
+    events = store.feedback()
+    assert pc.count_distinct(events["event_id"]).as_py() == 1000  # the same ids twice: repeats, not news
+    stats = gather_evidence(store, None, T0 + timedelta(hours=3), timedelta(hours=24))
+    assert (stats.new_feedback, stats.new_error_cases, stats.recent_requests) == (1000, 1000, 1000)

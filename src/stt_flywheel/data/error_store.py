@@ -79,6 +79,7 @@ __all__ = [
     "IngestResult",
     "QuarantineEntry",
     "Resolution",
+    "distinct_events",
     "latest_kinds",
     "open_error_store",
 ]
@@ -126,6 +127,11 @@ def _first_by(table: pa.Table, key: str) -> pa.Table:
     indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     first = indexed.group_by(key, use_threads=False).aggregate([("_row", "min")])["_row_min"]
     return table.take(pc.take(first, pc.sort_indices(first)))
+
+
+def distinct_events(events: pa.Table) -> int:
+    """How many events, counting one stored twice (two ingests of one file at once) once."""
+    return pc.count_distinct(events["event_id"]).as_py() if events.num_rows else 0
 
 
 def _arrived(events: pa.Table, after: datetime | None = None, upto: datetime | None = None) -> pa.Table:
@@ -715,7 +721,10 @@ class ErrorStore:
             },
             "labels": {k: kinds.get(k, 0) for k in ("corrected", "flagged", "confirmed")},
             "records_rejected_at_ingest": rejected.get("records", 0),
-            "since_watermark": {"watermark": since, "feedback_events": _arrived(events, since).num_rows},
+            "since_watermark": {
+                "watermark": since,
+                "feedback_events": distinct_events(_arrived(events, since)),
+            },
         }
 
     def export(

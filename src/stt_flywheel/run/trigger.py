@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stt_flywheel.config import TriggerPolicy
-from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, latest_kinds
+from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, distinct_events, latest_kinds
 
 __all__ = ["Check", "EvidenceStats", "TriggerDecision", "check_trigger", "gather_evidence"]
 
@@ -160,7 +160,7 @@ def gather_evidence(
     labels = latest_kinds(events, recent)["kind"]
     recent_errors = pc.sum(pc.is_in(labels, pa.array(["corrected", "flagged"]))).as_py() or 0
     return EvidenceStats(
-        new_feedback=new_events.num_rows,
+        new_feedback=distinct_events(new_events),
         new_error_cases=int(new_errors),
         new_corrected_cases=int(new_corrected),
         recent_requests=recent.num_rows,

@@ -1,3 +1,5 @@
+import multiprocessing
+import multiprocessing.synchronize
 import threading
 from pathlib import Path
 
@@ -121,3 +123,31 @@ def test_concurrent_registrations_get_distinct_versions(registry: LocalRegistry,
         t.join()
     assert not errors
     assert sorted(results) == [1, 2, 3, 4, 5, 6]
+
+
+def _register_run(
+    db: str, models: str, model_dir: str, barrier: "multiprocessing.synchronize.Barrier"
+) -> None:
+    registry = LocalRegistry(db, models, "m")
+    barrier.wait(10)
+    registry.register(model_dir, source_run="run-7")
+
+
+@pytest.mark.parametrize("round_", range(10))
+def test_one_run_registered_from_two_processes_at_once_is_one_version(
+    tmp_path: Path, model_dir: Path, round_: int
+) -> None:
+    """A retried deploy task beside the original (Vertex retries a task it thinks lost)."""
+    db, models = str(tmp_path / "reg.sqlite"), str(tmp_path / "models")
+    LocalRegistry(db, models, "m")  # the schema, once
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_register_run, args=(db, models, str(model_dir), barrier)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    registry = LocalRegistry(db, models, "m")
+    assert [v.version for v in registry.versions()] == [1]
+    assert [e["action"] for e in registry.audit_log()].count("register") == 1

@@ -213,6 +213,12 @@ class LocalRegistry:
         if not (Path(model_dir) / "config.json").exists():
             raise RegistryError(f"not a saved model directory: {model_dir}")
         with self.transaction() as conn:
+            if source_run is not None:  # again under the write lock: two registrations of one run race here
+                same = conn.execute(
+                    "SELECT version FROM versions WHERE model=? AND source_run=?", (self.model, source_run)
+                ).fetchone()
+                if same is not None:
+                    return self.get(int(same["version"]))  # commits nothing: nothing was written
             row = conn.execute(
                 "SELECT MAX(version) AS v FROM versions WHERE model=?", (self.model,)
             ).fetchone()

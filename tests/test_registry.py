@@ -151,3 +151,37 @@ def test_one_run_registered_from_two_processes_at_once_is_one_version(
     registry = LocalRegistry(db, models, "m")
     assert [v.version for v in registry.versions()] == [1]
     assert [e["action"] for e in registry.audit_log()].count("register") == 1
+
+
+def _replace_with(db: str, models: str, version: int, barrier: "multiprocessing.synchronize.Barrier") -> None:
+    from stt_flywheel.deployment.strategies import replace_deployment
+
+    registry = LocalRegistry(db, models, "m")
+    barrier.wait(10)
+    replace_deployment(registry, LocalEndpoint(registry, "ep"), version, reason=f"to v{version}")
+
+
+@pytest.mark.parametrize("round_", range(15))
+def test_two_promotions_at_once_leave_default_and_traffic_on_one_version(
+    tmp_path: Path, model_dir: Path, round_: int
+) -> None:
+    """Once, 7 of 15 rounds left `default` on v2 while v3 served 100 %, both reporting success."""
+    db, models = str(tmp_path / "reg.sqlite"), str(tmp_path / "models")
+    registry = LocalRegistry(db, models, "m")
+    for _ in range(3):
+        registry.register(model_dir)
+    registry.promote(1)
+    LocalEndpoint(registry, "ep").deploy(1)
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_replace_with, args=(db, models, v, barrier)) for v in (2, 3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    registry = LocalRegistry(db, models, "m")
+    split = LocalEndpoint(registry, "ep").traffic()
+    default = registry.aliases()["default"]
+    assert split == {default: 100}, (split, registry.aliases())
+    assert default in (2, 3)

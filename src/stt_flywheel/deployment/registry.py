@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from stt_flywheel.deployment.exclusive import FileLock
 from stt_flywheel.errors import StateError
 from stt_flywheel.storage.objectstore import join_uri, put_tree, remove_tree
 
@@ -85,6 +86,11 @@ class LocalRegistry:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         with self.reader() as conn:
             conn.executescript(SCHEMA)
+        self._changes = FileLock(self.db_path.with_name(self.db_path.name + ".changes.lock"))
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Held by every change to what serves (strategies, the monitor): one at a time."""
+        return self._changes.held()
 
     @property
     def location(self) -> str:

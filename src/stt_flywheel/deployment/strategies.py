@@ -16,11 +16,16 @@ Strategies work on any registry + endpoint pair (embedded or Vertex AI, see `Reg
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import RegistryError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 __all__ = [
     "DeployOutcome",
@@ -34,6 +39,20 @@ __all__ = [
 ]
 
 
+def _one_at_a_time(change: Callable[P, R]) -> Callable[P, R]:
+    """The change holds the registry's lock over what serves (`Registry.exclusive`), so two at
+    once (a scheduled run's promotion beside a person's rollback) run one after the other."""
+
+    @functools.wraps(change)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        registry: Registry = kwargs["registry"] if "registry" in kwargs else args[0]  # type: ignore[assignment]
+        with registry.exclusive():
+            return change(*args, **kwargs)
+
+    return run
+
+
+@_one_at_a_time
 def replace_deployment(registry: Registry, endpoint: Endpoint, version: int, reason: str) -> int | None:
     """`version` takes all traffic, the rest is undeployed, then the aliases move. Returns the old default."""
     endpoint.deploy(version, 100, reason=reason)
@@ -42,11 +61,13 @@ def replace_deployment(registry: Registry, endpoint: Endpoint, version: int, rea
     return registry.promote(version, reason=reason)
 
 
+@_one_at_a_time
 def start_canary(registry: Registry, endpoint: Endpoint, version: int, percent: int, reason: str) -> None:
     endpoint.deploy(version, percent, reason=reason)
     registry.set_alias("candidate", version)
 
 
+@_one_at_a_time
 def promote_canary(registry: Registry, endpoint: Endpoint, reason: str) -> DeployOutcome:
     candidate = registry.resolve("candidate")
     if candidate is None or candidate.version not in endpoint.traffic():
@@ -59,6 +80,7 @@ def promote_canary(registry: Registry, endpoint: Endpoint, reason: str) -> Deplo
     return DeployOutcome("deployed", candidate.version, replaced, [f"canary promoted: {reason}"])
 
 
+@_one_at_a_time
 def rollback(registry: Registry, endpoint: Endpoint, reason: str) -> DeployOutcome:
     """End a canary in flight, or else put `previous` back as `default` with all the traffic."""
     split = endpoint.traffic()
@@ -147,6 +169,7 @@ def serving_state(registry: Registry, endpoint: Endpoint, strategy: str) -> dict
     }
 
 
+@_one_at_a_time
 def promote_candidate(
     registry: Registry,
     endpoint: Endpoint,
@@ -225,6 +248,7 @@ def _failed_gates(evaluation: dict[str, Any]) -> list[str]:
     return failed
 
 
+@_one_at_a_time
 def manual_promotion(
     registry: Registry,
     endpoint: Endpoint,

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +37,7 @@ import orjson
 
 from stt_flywheel.config import FlywheelConfig, VertexSettings
 from stt_flywheel.deployment.endpoint import canary_split
+from stt_flywheel.deployment.exclusive import LeaseLock
 from stt_flywheel.deployment.registry import ModelVersion, RegistryError
 from stt_flywheel.storage.objectstore import (
     ObjectStore,
@@ -126,6 +129,13 @@ class VertexRegistry:
         self.config = config
         init_vertex(self.settings)
         self._call = _retrying(self.settings)
+        self._changes = LeaseLock(
+            self.audit_store, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Held by every change to what serves (strategies, the monitor): one at a time."""
+        return self._changes.held()
 
     # -- names and raw reads -----------------------------------------------------------------
     @property

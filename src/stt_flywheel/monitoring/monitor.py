@@ -280,7 +280,11 @@ def _canary(
         if judgement.action == "promote":
             decision.outcome = _outcome(promote_canary(registry, endpoint, reason))
         elif judgement.action == "step":
-            endpoint.set_traffic(canary_split(split, candidate.version, state.next_share), reason=reason)
+            with registry.exclusive():  # what serves is read again under the lock
+                now_split = endpoint.traffic()
+                endpoint.set_traffic(
+                    canary_split(now_split, candidate.version, state.next_share), reason=reason
+                )
         elif judgement.action == "rollback":
             decision.outcome = _outcome(rollback(registry, endpoint, reason))
         decision.acted = judgement.action in ("promote", "step", "rollback")

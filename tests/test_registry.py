@@ -185,3 +185,71 @@ def test_two_promotions_at_once_leave_default_and_traffic_on_one_version(
     default = registry.aliases()["default"]
     assert split == {default: 100}, (split, registry.aliases())
     assert default in (2, 3)
+
+
+def test_a_damaged_version_is_not_deployed(tmp_path: Path, model_dir: Path) -> None:
+    from stt_flywheel.deployment.strategies import replace_deployment
+
+    registry = LocalRegistry(tmp_path / "reg.sqlite", tmp_path / "models", "m")
+    v1 = registry.register(model_dir)
+    v2 = registry.register(model_dir)
+    endpoint = LocalEndpoint(registry, "ep")
+    replace_deployment(registry, endpoint, v1.version, reason="first")
+    assert registry.verify(v2.version) == []
+    (Path(v2.uri) / "weights.bin").write_bytes(b"\x01" * 16)  # same size, other bytes
+    (Path(v2.uri) / "config.json").unlink()
+    assert sorted(registry.verify(v2.version)) == ["config.json is missing", "weights.bin changed"]
+    with pytest.raises(RegistryError, match="version 2's files are damaged"):
+        replace_deployment(registry, endpoint, v2.version, reason="second")
+    assert endpoint.traffic() == {1: 100}
+    assert registry.aliases() == {"default": 1}
+
+
+def _prune_forever(db: str, models: str) -> None:
+    registry = LocalRegistry(db, models, "m")
+    registry.prune(keep=2)
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_a_prune_killed_midway_leaves_every_remaining_version_whole(tmp_path: Path, round_: int) -> None:
+    """Once, a kill -9 during pruning deleted files before the commit: the row survived with
+    most of its files gone, and still looked valid."""
+    import os
+    import signal
+    import time
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    for i in range(3000):
+        (model / f"shard-{i:04d}.bin").write_bytes(b"\x00" * 64)
+    db, models = str(tmp_path / "reg.sqlite"), str(tmp_path / "models")
+    registry = LocalRegistry(db, models, "m")
+    for _ in range(4):
+        registry.register(model)
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_prune_forever, args=(db, models))
+    proc.start()
+    time.sleep(0.05 + 0.03 * round_)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    registry = LocalRegistry(db, models, "m")
+    for v in registry.versions():
+        assert registry.verify(v.version) == [], f"v{v.version} is registered but damaged"
+
+
+def test_a_register_killed_mid_copy_leaves_nothing_behind(tmp_path: Path, model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    models = tmp_path / "models"
+    partial = models / "m" / ".v1.999999999.tmp"  # the copy a dead process was making
+    partial.mkdir(parents=True)
+    (partial / "weights.bin").write_bytes(b"\x00" * 1024)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    partial_of_dead_pid = models / "m" / f".v2.{dead.pid}.tmp"
+    partial_of_dead_pid.mkdir()
+    LocalRegistry(tmp_path / "reg.sqlite", models, "m")
+    assert not partial_of_dead_pid.exists()
+    assert not partial.exists()

@@ -8,6 +8,9 @@ stored with the version it judged, and an audit log. Writes take SQLite's write 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -20,7 +23,7 @@ import orjson
 
 from stt_flywheel.deployment.exclusive import FileLock
 from stt_flywheel.errors import StateError
-from stt_flywheel.storage.objectstore import join_uri, put_tree, remove_tree
+from stt_flywheel.storage.objectstore import is_remote, join_uri, open_store, put_tree, remove_tree
 
 __all__ = ["LocalRegistry", "ModelVersion", "RegistryError"]
 
@@ -39,6 +42,10 @@ CREATE TABLE IF NOT EXISTS deployments (
     endpoint TEXT NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL, traffic INTEGER NOT NULL,
     deployed_at TEXT NOT NULL, PRIMARY KEY (endpoint, model, version)
 );
+CREATE TABLE IF NOT EXISTS files (
+    model TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, PRIMARY KEY (model, version, path)
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, model TEXT NOT NULL,
     action TEXT NOT NULL, version INTEGER, detail TEXT NOT NULL DEFAULT '{}'
@@ -48,6 +55,33 @@ CREATE TABLE IF NOT EXISTS audit (
 
 class RegistryError(StateError):
     pass
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_manifest(model_dir: Path) -> list[tuple[str, int, str]]:
+    """(relative path, size, sha256) of every file of a model directory."""
+    return [
+        (f.relative_to(model_dir).as_posix(), f.stat().st_size, _sha256(f))
+        for f in sorted(model_dir.rglob("*"))
+        if f.is_file()
+    ]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -87,6 +121,7 @@ class LocalRegistry:
         with self.reader() as conn:
             conn.executescript(SCHEMA)
         self._changes = FileLock(self.db_path.with_name(self.db_path.name + ".changes.lock"))
+        self._clear_partial_copies()
 
     def exclusive(self) -> AbstractContextManager[None]:
         """Held by every change to what serves (strategies, the monitor): one at a time."""
@@ -232,6 +267,10 @@ class LocalRegistry:
             target = put_tree(
                 model_dir, join_uri(self.models_root, self.model, f"v{version}"), commit_file="config.json"
             )
+            conn.executemany(
+                "INSERT INTO files (model, version, path, size, sha256) VALUES (?, ?, ?, ?, ?)",
+                [(self.model, version, *entry) for entry in _file_manifest(Path(model_dir))],
+            )
             conn.execute(
                 "INSERT INTO versions (model, version, uri, created_at, dataset_version, data_watermark, source_run,"
                 " metrics, lineage, evaluation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -327,12 +366,51 @@ class LocalRegistry:
                 )
             ]
             doomed = [v for v in all_versions[keep:] if v not in protected]
+            uris = []
             for v in doomed:
-                uri = conn.execute(
-                    "SELECT uri FROM versions WHERE model=? AND version=?", (self.model, v)
-                ).fetchone()["uri"]
-                conn.execute("DELETE FROM versions WHERE model=? AND version=?", (self.model, v))
-                conn.execute("DELETE FROM deployments WHERE model=? AND version=?", (self.model, v))
+                uris.append(
+                    conn.execute(
+                        "SELECT uri FROM versions WHERE model=? AND version=?", (self.model, v)
+                    ).fetchone()["uri"]
+                )
+                for table in ("versions", "deployments", "files"):
+                    conn.execute(f"DELETE FROM {table} WHERE model=? AND version=?", (self.model, v))
                 self.audit(conn, "prune", v, {})
-                remove_tree(uri)
+        # Files go only after the commit: a kill -9 before it leaves every version whole, one after
+        # it leaves files no row names (removed by the next prune of that version number's tree).
+        for uri in uris:
+            remove_tree(uri)
         return doomed
+
+    def verify(self, version: int) -> list[str]:
+        """What is wrong with a version's files against the manifest taken when it was registered
+        (missing, or changed in size or content); empty when they are whole. Versions registered
+        before manifests were kept have none, and pass."""
+        v = self.get(version)
+        with self.reader() as conn:
+            expected = conn.execute(
+                "SELECT path, size, sha256 FROM files WHERE model=? AND version=?", (self.model, version)
+            ).fetchall()
+        if not expected:
+            return []
+        if is_remote(v.uri):  # on gs://, that every file is there (hashing would download the model)
+            present = set(open_store(v.uri).list())
+            return [f"{row['path']} is missing" for row in expected if row["path"] not in present]
+        problems = []
+        root = Path(v.uri)
+        for row in expected:
+            f = root / row["path"]
+            if not f.is_file():
+                problems.append(f"{row['path']} is missing")
+            elif f.stat().st_size != row["size"] or _sha256(f) != row["sha256"]:
+                problems.append(f"{row['path']} changed")
+        return problems
+
+    def _clear_partial_copies(self) -> None:
+        """Remove what a `register` killed mid-copy left (`.v<N>.<pid>.tmp` of a dead process)."""
+        if is_remote(self.models_root):
+            return
+        for tmp in Path(self.models_root, self.model).glob(".v*.*.tmp"):
+            pid = tmp.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -52,9 +52,18 @@ def _one_at_a_time(change: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
+def _whole(registry: Registry, version: int) -> None:
+    """Refuse to serve a version whose files are not those it was registered with."""
+    problems = registry.verify(version)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise RegistryError(f"version {version}'s files are damaged ({shown}); it was not deployed")
+
+
 @_one_at_a_time
 def replace_deployment(registry: Registry, endpoint: Endpoint, version: int, reason: str) -> int | None:
     """`version` takes all traffic, the rest is undeployed, then the aliases move. Returns the old default."""
+    _whole(registry, version)
     endpoint.deploy(version, 100, reason=reason)
     for other in [v for v in endpoint.traffic() if v != version]:
         endpoint.undeploy(other, reason=f"replaced by v{version}")
@@ -63,6 +72,7 @@ def replace_deployment(registry: Registry, endpoint: Endpoint, version: int, rea
 
 @_one_at_a_time
 def start_canary(registry: Registry, endpoint: Endpoint, version: int, percent: int, reason: str) -> None:
+    _whole(registry, version)
     endpoint.deploy(version, percent, reason=reason)
     registry.set_alias("candidate", version)
 

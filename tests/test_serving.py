@@ -82,7 +82,7 @@ def test_transcribes_real_audio_over_http(
 
 BAD_REQUESTS = [
     ({"instances": [{"b64": "%%% not base64"}]}, 400, "instance 0"),
-    ({"instances": [{"b64": base64.b64encode(b"not audio").decode()}]}, 400, "does not decode"),
+    ({"instances": [{"b64": base64.b64encode(b"not audio").decode()}]}, 400, "not audio that decodes"),
     ({"instances": []}, 422, "instances"),
     ({"rows": []}, 422, "instances"),
 ]
@@ -129,3 +129,91 @@ def test_local_endpoint_serves_through_serving_processes(
     assert endpoint.server_url(1) is None
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/health", timeout=2)
+
+
+class _Pieces:
+    """The committed model, recording the longest audio it was handed at once."""
+
+    def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
+        self.model, self.family, self.longest = model, model.family, 0
+
+    def transcribe(self, audios, batch_size: int = 16):  # type: ignore[no-untyped-def]
+        self.longest = max([self.longest, *(len(a) for a in audios)])
+        return self.model.transcribe(audios, batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def limited(base_model) -> tuple:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from stt_flywheel.config import ServingLimits
+    from stt_flywheel.deployment.serving import create_app
+
+    limits = ServingLimits(max_body_bytes=2_000_000, max_instances=3, max_audio_s=4.0, chunk_s=1.0)
+    model = _Pieces(base_model)
+    app = create_app(ServingSettings(storage_uri="unused", limits=limits), model=model)  # type: ignore[arg-type]
+    return TestClient(app), model
+
+
+def _wav(seconds: float, value: float | None = None) -> str:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    samples = np.full(int(16_000 * seconds), np.nan if value is None else value, dtype=np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, samples, 16_000, format="WAV", subtype="FLOAT")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_requests_beyond_the_limits_are_refused_before_decoding(
+    limited: tuple, general_utts: list[Utterance]
+) -> None:
+    client, _ = limited
+    url = "/predict"
+    big = {"instances": [{"b64": "A" * 3_000_000}]}
+    assert client.post(url, json=big).status_code == 413  # by Content-Length
+
+    def chunks():  # no Content-Length: counted as it streams in
+        yield b'{"instances": [{"b64": "'
+        for _ in range(30):
+            yield b"A" * 100_000
+        yield b'"}]}'
+
+    streamed = client.post(url, content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    one = base64.b64encode(Path(general_utts[0].audio).read_bytes()).decode()
+    many = client.post(url, json={"instances": [{"b64": one}] * 4})
+    assert many.status_code == 400
+    assert "at most 3" in many.text
+    long = client.post(url, json={"instances": [{"b64": _wav(6.0, 0.1)}]})
+    assert long.status_code == 400
+    assert "6.0 s of audio; at most 4 s" in long.text
+    nan = client.post(url, json={"instances": [{"b64": _wav(1.0)}]})
+    assert nan.status_code == 400
+    assert "NaN or infinite" in nan.text
+
+
+def test_errors_never_echo_the_request_or_show_addresses(limited: tuple) -> None:
+    client, _ = limited
+    payload = "B" * 500_000
+    wrong_type = client.post("/predict", json={"instances": [{"b64": payload, "extra": payload}]})
+    assert wrong_type.status_code == 422
+    assert payload[:100] not in wrong_type.text
+    assert len(wrong_type.content) < 2_000
+    not_audio = client.post("/predict", json={"instances": [{"b64": base64.b64encode(b"x" * 64).decode()}]})
+    assert not_audio.status_code == 400
+    assert "0x" not in not_audio.text
+
+
+def test_long_audio_within_the_limit_is_transcribed_in_pieces(
+    limited: tuple, general_utts: list[Utterance]
+) -> None:
+    client, model = limited
+    utt = next(u for u in general_utts if load_audio(u.audio).duration_s > 2.0)
+    b64 = base64.b64encode(Path(utt.audio).read_bytes()).decode()
+    response = client.post("/predict", json={"instances": [{"b64": b64}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["transcript"]
+    assert model.longest <= 16_000  # no piece longer than chunk_s

@@ -345,6 +345,23 @@ class CaptureSettings(_Strict):
     )
 
 
+class ServingLimits(_Strict):
+    """What one request to a serving process may ask for; more is refused before it is decoded."""
+
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="A larger request body is answered 413 before it is read whole."
+    )
+    max_instances: int = Field(32, gt=0, description="More instances in one request are answered 400.")
+    max_audio_s: float = Field(
+        120.0, gt=0, description="Longer audio (by its header) is answered 400 before it is decoded."
+    )
+    chunk_s: float = Field(
+        30.0,
+        gt=0,
+        description="Audio longer than this is transcribed in pieces of this length, in bounded memory.",
+    )
+
+
 class FeedbackSettings(_Strict):
     """How late feedback is joined to predictions."""
 
@@ -496,6 +513,7 @@ class FlywheelConfig(_Strict):
         DEFAULT_BASE_MODEL, description="Model registered as version 1 when the registry is empty."
     )
     capture: CaptureSettings = CaptureSettings()
+    serving: ServingLimits = ServingLimits()
     feedback: FeedbackSettings = FeedbackSettings()
     trigger: TriggerPolicy = TriggerPolicy()
     dataset: DatasetSettings = DatasetSettings()

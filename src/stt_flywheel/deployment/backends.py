@@ -52,6 +52,7 @@ def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, s
             version=version,
             endpoint=config.deploy.endpoint_name,
             spill_dir=spill / f"v{version}",
+            limits=config.serving,
         )
 
     return env

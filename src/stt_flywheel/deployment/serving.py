@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import logging
 import os
@@ -35,11 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+import soundfile as sf
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from stt_flywheel.config import CaptureSettings
-from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, decode_audio, resample
+from stt_flywheel.config import CaptureSettings, ServingLimits
+from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, DecodedAudio, decode_audio, resample
 from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.records import new_prediction_id
@@ -62,6 +66,14 @@ _CAPTURE_ENV = {
 }
 
 
+_LIMITS_ENV = {
+    "max_body_bytes": "FLYWHEEL_MAX_BODY_BYTES",
+    "max_instances": "FLYWHEEL_MAX_INSTANCES",
+    "max_audio_s": "FLYWHEEL_MAX_AUDIO_S",
+    "chunk_s": "FLYWHEEL_CHUNK_S",
+}
+
+
 def capture_env(
     store_uri: str | None,
     settings: CaptureSettings,
@@ -69,12 +81,16 @@ def capture_env(
     version: str | int | None,
     endpoint: str | None,
     spill_dir: str | Path | None = None,
+    limits: ServingLimits | None = None,
 ) -> dict[str, str]:
-    """The environment that makes a serving process capture its traffic as `version`."""
+    """The environment that makes a serving process capture its traffic as `version` (and hold
+    requests to `limits`)."""
     env = {
         "FLYWHEEL_MODEL_VERSION": str(version) if version is not None else "",
         "FLYWHEEL_ENDPOINT": endpoint or "",
     }
+    if limits is not None:
+        env |= {var: str(getattr(limits, name)) for name, var in _LIMITS_ENV.items()}
     if not settings.enabled or not store_uri:
         return env
     env["FLYWHEEL_CAPTURE_URI"] = store_uri
@@ -99,6 +115,7 @@ class ServingSettings:
     endpoint: str | None = None
     capture_uri: str | None = None
     capture: CaptureSettings = field(default_factory=CaptureSettings)
+    limits: ServingLimits = field(default_factory=ServingLimits)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
@@ -118,6 +135,11 @@ class ServingSettings:
             values["capture"] = CaptureSettings.model_validate(capture)
         except ValueError as exc:
             raise InputError(f"invalid FLYWHEEL_CAPTURE_* setting: {exc}") from exc
+        limits = {name: env[var] for name, var in _LIMITS_ENV.items() if env.get(var)}
+        try:
+            values["limits"] = ServingLimits.model_validate(limits)
+        except ValueError as exc:
+            raise InputError(f"invalid FLYWHEEL_MAX_* / FLYWHEEL_CHUNK_S setting: {exc}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         if not values["storage_uri"]:
             raise InputError("no model: set AIP_STORAGE_URI or pass a model directory")
@@ -136,6 +158,105 @@ class _Instance(BaseModel):
 class _PredictRequest(BaseModel):
     instances: list[_Instance] = Field(min_length=1)
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class _BodyLimit:
+    """ASGI middleware: a body over `limit` bytes gets 413, judged by Content-Length before it is
+    read, or as it streams in when the length is not given; the handler never sees it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(send)
+            return
+        seen, refused = 0, False
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen, refused
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit and not refused:
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}  # the handler stops reading
+            return message
+
+        async def quiet(message: dict[str, Any]) -> None:
+            if not refused:  # after the 413, whatever the handler answers goes nowhere
+                await send(message)
+
+        await self.app(scope, limited, quiet)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _audio_of(i: int, b64: str, limits: ServingLimits) -> tuple[bytes, DecodedAudio]:
+    """One instance's audio, refused (400) when it is not base64, not audio, longer than the limit
+    by its header (before a sample is decoded), or not finite. The message names the instance and
+    the problem, never echoes the bytes."""
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(status_code=400, detail=f"instance {i}: b64 is not valid base64") from None
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # libsndfile's errors name the buffer object by its address
+        raise HTTPException(
+            status_code=400, detail=f"instance {i}: not audio that decodes (WAV, FLAC or OGG)"
+        ) from None
+    seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    if seconds > limits.max_audio_s:
+        raise HTTPException(
+            status_code=400,
+            detail=f"instance {i}: {seconds:.1f} s of audio; at most {limits.max_audio_s:g} s",
+        )
+    try:
+        decoded = decode_audio(data)
+    except ValueError:
+        raise HTTPException(
+            status_code=400, detail=f"instance {i}: not audio that decodes (WAV, FLAC or OGG)"
+        ) from None
+    if decoded.samples.size == 0:
+        raise HTTPException(status_code=400, detail=f"instance {i}: the audio has no samples")
+    if not np.isfinite(decoded.samples).all():
+        raise HTTPException(status_code=400, detail=f"instance {i}: the audio has NaN or infinite samples")
+    return data, decoded
+
+
+def _transcribe_in_pieces(
+    model: SpeechModel, audios: list[np.ndarray], batch_size: int, chunk_s: float
+) -> list[str]:
+    """Transcripts of 16 kHz audio; one longer than `chunk_s` is cut into pieces of that length
+    (transcribed as one batch, joined with spaces), so memory is bounded by the piece, not the file."""
+    size = max(1, int(chunk_s * TARGET_SAMPLE_RATE))
+    pieces: list[np.ndarray] = []
+    owner: list[int] = []
+    for k, audio in enumerate(audios):
+        for start in range(0, max(len(audio), 1), size):
+            pieces.append(audio[start : start + size])
+            owner.append(k)
+    texts = model.transcribe(pieces, batch_size=batch_size)
+    joined: list[list[str]] = [[] for _ in audios]
+    for k, text in zip(owner, texts, strict=True):
+        if text:
+            joined[k].append(text)
+    return [" ".join(parts) for parts in joined]
 
 
 def _local_model_dir(storage_uri: str) -> Path:
@@ -185,18 +306,31 @@ def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> F
             "capture": writer.describe() if writer is not None else None,
         }
 
+    limits = settings.limits
+    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # what was wrong and where, never the request itself (which may be megabytes of audio)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
     @app.post(settings.predict_route)
     def predict(request: _PredictRequest) -> dict[str, Any]:
+        if len(request.instances) > limits.max_instances:
+            raise HTTPException(
+                status_code=400,
+                detail=f"{len(request.instances)} instances in one request; at most {limits.max_instances}",
+            )
         audios, raw = [], []
         for i, instance in enumerate(request.instances):
-            try:
-                data = base64.b64decode(instance.b64, validate=True)
-                decoded = decode_audio(data)
-            except (binascii.Error, ValueError) as exc:
-                raise HTTPException(status_code=400, detail=f"instance {i}: {exc}") from exc
+            data, decoded = _audio_of(i, instance.b64, limits)
             raw.append((data, decoded.duration_s))
             audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
-        texts = model.transcribe(audios, batch_size=settings.batch_size)
+        texts = _transcribe_in_pieces(model, audios, settings.batch_size, limits.chunk_s)
         now = datetime.now(UTC)
         out = []
         for instance, text, (data, duration) in zip(request.instances, texts, raw, strict=True):

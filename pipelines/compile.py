@@ -72,12 +72,18 @@ def _output_to(log_path: Path) -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
+    streams = sys.stdout, sys.stderr
+    with open(log_path, "ab") as log, open(log.fileno(), "w", buffering=1, closefd=False) as text:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
+        # Python-level writers too (kfp.local's log handler writes to sys.stdout, which a test
+        # runner or a notebook may have replaced by an object that is not fd 1)
+        sys.stdout = sys.stderr = text
         try:
             yield
         finally:
+            text.flush()
+            sys.stdout, sys.stderr = streams
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)

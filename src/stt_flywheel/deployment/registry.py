@@ -354,7 +354,12 @@ class LocalRegistry:
         return bad, good
 
     def prune(self, keep: int) -> list[int]:
-        """Delete the oldest versions beyond `keep`; never one that is aliased or deployed."""
+        """Delete the oldest versions beyond `keep`; never one that is aliased or deployed. Holds
+        the lock over what serves, so a version is never deployed while it is being deleted."""
+        with self.exclusive():
+            return self._prune(keep)
+
+    def _prune(self, keep: int) -> list[int]:
         with self.transaction() as conn:
             protected = {
                 r[0] for r in conn.execute("SELECT version FROM aliases WHERE model=?", (self.model,))

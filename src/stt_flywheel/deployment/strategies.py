@@ -65,13 +65,23 @@ def replace_deployment(registry: Registry, endpoint: Endpoint, version: int, rea
     """`version` takes all traffic, the rest is undeployed, then the aliases move. Returns the old default."""
     _whole(registry, version)
     endpoint.deploy(version, 100, reason=reason)
-    for other in [v for v in endpoint.traffic() if v != version]:
+    undeployed = [v for v in endpoint.traffic() if v != version]
+    for other in undeployed:
         endpoint.undeploy(other, reason=f"replaced by v{version}")
-    return registry.promote(version, reason=reason)
+    replaced = registry.promote(version, reason=reason)
+    _end_stale_canary(registry, version, undeployed)
+    return replaced
 
 
 @_one_at_a_time
 def start_canary(registry: Registry, endpoint: Endpoint, version: int, percent: int, reason: str) -> None:
+    """`version` serves `percent` beside the default and becomes the `candidate`."""
+    default = registry.resolve("default")
+    if default is not None and default.version == version:  # read under the lock: it may have just moved
+        raise RegistryError(f"v{version} is the default already; a canary needs another version")
+    current = registry.resolve("candidate")
+    if current is not None and current.version != version and endpoint.traffic().get(current.version):
+        raise RegistryError(f"canary v{current.version} is in flight; promote it or roll it back first")
     _whole(registry, version)
     endpoint.deploy(version, percent, reason=reason)
     registry.set_alias("candidate", version)
@@ -110,9 +120,20 @@ def rollback(registry: Registry, endpoint: Endpoint, reason: str) -> DeployOutco
         endpoint.set_traffic({v: (100 if v == good else 0) for v in endpoint.traffic()}, reason=reason)
     else:
         endpoint.deploy(good, 100, reason=reason)
-    for other in [v for v in endpoint.traffic() if v != good]:
+    undeployed = [v for v in endpoint.traffic() if v != good]
+    for other in undeployed:
         endpoint.undeploy(other, reason=f"rolled back to v{good}")
+    _end_stale_canary(registry, good, undeployed)
     return DeployOutcome("rolled_back", good, bad, [reason])
+
+
+def _end_stale_canary(registry: Registry, serving: int, undeployed: list[int]) -> None:
+    """After all traffic went to `serving`, a `candidate` that was undeployed (its canary ended)
+    or that is now the default names no canary any more. A candidate registered for a person to
+    promote, never deployed, keeps its alias."""
+    candidate = registry.resolve("candidate")
+    if candidate is not None and (candidate.version == serving or candidate.version in undeployed):
+        registry.remove_alias("candidate")
 
 
 @dataclass

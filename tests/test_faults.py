@@ -1,0 +1,120 @@
+"""Faults as normal events, many rounds each: processes racing on the same state.
+
+Every round forks four workers that, at once, ingest (two of them the same file), register
+(two of them the same run), promote, start and roll back canaries, take and release the run
+lease, and prune; then it checks what must hold whatever the interleaving: one `default`,
+traffic only on registered versions and summing to 100 with `default` among them, every
+registered version's files whole, each ingested record stored once, and no lease left held.
+Run alone with `pytest -m faults`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from records import record
+
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.deployment.endpoint import LocalEndpoint
+from stt_flywheel.deployment.registry import LocalRegistry
+from stt_flywheel.deployment.strategies import replace_deployment, rollback, start_canary
+from stt_flywheel.errors import FlywheelError
+from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, read_lease, release_lease
+from stt_flywheel.storage.objectstore import LocalStore
+
+pytestmark = pytest.mark.faults
+
+ROUNDS = 100
+WORKERS = 4
+
+
+def _worker(root: str, model: str, seed: int, barrier: multiprocessing.synchronize.Barrier) -> None:
+    rng = random.Random(seed)
+    registry = LocalRegistry(f"{root}/reg.sqlite", f"{root}/models", "m")
+    endpoint = LocalEndpoint(registry, "ep")
+    store = ErrorStore(f"{root}/store")
+    state = LocalStore(f"{root}/state")
+    barrier.wait(20)
+    steps = ["ingest", "register", "replace", "canary", "rollback", "lease", "prune"]
+    for step in rng.sample(steps, k=len(steps)):
+        try:
+            if step == "ingest":
+                source = "same" if seed % 2 == 0 else f"own-{seed}"
+                store.ingest_file(f"{root}/{source}.jsonl")
+            elif step == "register":
+                registry.register(model, source_run="shared-run" if seed < 2 else f"run-{seed}")
+            elif step == "replace":
+                versions = [v.version for v in registry.versions()]
+                replace_deployment(registry, endpoint, rng.choice(versions), reason=f"worker {seed}")
+            elif step == "canary":
+                versions = [v.version for v in registry.versions()]
+                default = registry.aliases().get("default")
+                others = [v for v in versions if v != default]
+                if others:
+                    start_canary(registry, endpoint, rng.choice(others), 10, reason=f"worker {seed}")
+            elif step == "rollback":
+                rollback(registry, endpoint, reason=f"worker {seed}")
+            elif step == "lease":
+                try:
+                    acquire_lease(state, "flywheel-run", f"worker-{seed}", timedelta(minutes=5))
+                except LeaseHeld:
+                    continue
+                release_lease(state, "flywheel-run", f"worker-{seed}")
+            elif step == "prune":
+                registry.prune(keep=3)
+        except FlywheelError:
+            continue  # a refusal in words (nothing to roll back to, a version pruned meanwhile): allowed
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_racing_processes_keep_every_invariant(tmp_path: Path, model_dir: Path, round_: int) -> None:
+    root = str(tmp_path)
+    registry = LocalRegistry(f"{root}/reg.sqlite", f"{root}/models", "m")
+    registry.register(model_dir)
+    registry.register(model_dir)
+    replace_deployment(registry, LocalEndpoint(registry, "ep"), 1, reason="start")
+    seeds = [1000 * round_ + k for k in range(WORKERS)]
+    expected: set[str] = set()
+    for name, first in [("same", 0), *((f"own-{seed}", 100 * (k + 1)) for k, seed in enumerate(seeds))]:
+        rows = [record(i) for i in range(first, first + 50)]
+        if name == "same" or int(name.split("-")[1]) % 2:  # even seeds ingest "same", odd ones their own
+            expected |= {r["id"] for r in rows}
+        (tmp_path / f"{name}.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(WORKERS)
+    procs = [ctx.Process(target=_worker, args=(root, str(model_dir), seed, barrier)) for seed in seeds]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0, f"a worker failed in round {round_}"
+
+    registry = LocalRegistry(f"{root}/reg.sqlite", f"{root}/models", "m")
+    versions = {v.version for v in registry.versions()}
+    aliases = registry.aliases()
+    split = LocalEndpoint(registry, "ep").traffic()
+    assert "default" in aliases
+    assert set(aliases.values()) <= versions
+    assert sum(split.values()) == 100, split
+    assert set(split) <= versions, (split, versions)
+    assert aliases["default"] in split, (aliases, split)
+    if "candidate" in aliases and aliases["candidate"] in split:
+        assert len(split) == 2, (
+            aliases,
+            split,
+            [(e["action"], e["version"], e["detail"]) for e in registry.audit_log()],
+        )
+    for v in versions:
+        assert registry.verify(v) == [], f"v{v} damaged"
+    assert len([v for v in registry.versions() if v.source_run == "shared-run"]) <= 1
+    stored = ErrorStore(f"{root}/store").predictions(columns=["prediction_id"])["prediction_id"].to_pylist()
+    assert len(stored) == len(set(stored))  # none doubled
+    assert set(stored) == expected  # none lost
+    lease = read_lease(LocalStore(f"{root}/state"), "flywheel-run")
+    assert lease is None or lease.expired(datetime.now(UTC))

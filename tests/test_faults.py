@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pyarrow.compute as pc
 import pytest
 from records import record
 
@@ -118,3 +119,89 @@ def test_racing_processes_keep_every_invariant(tmp_path: Path, model_dir: Path, 
     assert set(stored) == expected  # none lost
     lease = read_lease(LocalStore(f"{root}/state"), "flywheel-run")
     assert lease is None or lease.expired(datetime.now(UTC))
+
+
+def _ingest(root: str, source: str) -> None:
+    ErrorStore(root).ingest_file(source)
+
+
+@pytest.mark.parametrize("round_", range(10))
+def test_an_ingest_killed_anywhere_then_run_again_stores_each_record_once(
+    tmp_path: Path, round_: int
+) -> None:
+    import os
+    import signal
+    import time
+
+    source = tmp_path / "records.jsonl"
+    rows = [record(i) for i in range(20_000)]
+    source.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    root = str(tmp_path / "store")
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_ingest, args=(root, str(source)))
+    proc.start()
+    time.sleep(random.Random(round_).uniform(0.0, 0.6))  # somewhere in parsing, writing, or after
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    again = ctx.Process(target=_ingest, args=(root, str(source)))
+    again.start()
+    again.join(120)
+    assert again.exitcode == 0
+    store = ErrorStore(root)
+    stored = store.predictions(columns=["prediction_id"])["prediction_id"].to_pylist()
+    assert sorted(stored) == sorted(r["id"] for r in rows)
+    events = store.feedback()
+    assert pc.count_distinct(events["event_id"]).as_py() == len(rows)
+    assert store.stats()["since_watermark"]["feedback_events"] == len(rows)
+
+
+def _build(store_root: str, out: str, roots: list[str]) -> None:
+    from stt_flywheel.config import DatasetSettings
+    from stt_flywheel.data.dataset import build_dataset
+
+    build_dataset(
+        ErrorStore(store_root),
+        out,
+        DatasetSettings(holdout_fraction=0.3, replay_share=0.0, audio_roots=roots),
+        watermark=None,
+    )
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_a_dataset_build_killed_anywhere_then_run_again_builds_the_same_dataset(
+    tmp_path: Path, new_utts: list, round_: int
+) -> None:
+    import os
+    import signal
+    import tempfile
+    import time
+
+    from stt_flywheel.data.dataset import DatasetManifest
+
+    rows = [
+        {**record(i), "audio_uri": u.audio, "corrected_text": u.text, "metadata": {"domain": "pharmacy"}}
+        for i, u in enumerate(new_utts)
+    ]
+    store_root = str(tmp_path / "store")
+    ErrorStore(store_root).ingest(rows)
+    roots = [tempfile.gettempdir()]
+    _build(store_root, str(tmp_path / "reference"), roots)
+    reference = DatasetManifest.load(tmp_path / "reference")
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_build, args=(store_root, str(tmp_path / "ds"), roots))
+    proc.start()
+    time.sleep(random.Random(round_).uniform(0.05, 1.5))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    _build(store_root, str(tmp_path / "ds"), roots)
+    again = DatasetManifest.load(tmp_path / "ds")
+    assert (again.content_hash, again.counts, again.splits) == (
+        reference.content_hash,
+        reference.counts,
+        reference.splits,
+    )
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == [
+        "data",
+        "manifest.json",
+        "quarantine.jsonl",
+    ]

@@ -205,3 +205,118 @@ def test_a_dataset_build_killed_anywhere_then_run_again_builds_the_same_dataset(
         "manifest.json",
         "quarantine.jsonl",
     ]
+
+
+class _FaultyProxy:
+    """An HTTP proxy in front of fake-gcs-server that answers a share of requests 503: some
+    before forwarding them (nothing happened), some after (the write landed, the answer was lost)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        proxy = self
+        self.requests = self.refused = self.lost = 0
+        self._lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy._lock:
+                    proxy.requests += 1
+                    n = proxy.requests
+                if n % 5 == 2:
+                    with proxy._lock:
+                        proxy.refused += 1
+                    return self._unavailable()
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+                }
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                conn.close()
+                if n % 7 == 3 and self.command in ("POST", "PUT", "DELETE"):
+                    with proxy._lock:
+                        proxy.lost += 1
+                    return self._unavailable()
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _unavailable(self) -> None:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.mark.gcs
+def test_gcs_errors_on_every_fifth_request_change_no_outcome(
+    gcs_bucket: str, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """503s (before and after the write landed) from a proxy in front of the emulator while the
+    error store, leases and the registry work on gs://: the client's retries and the stores'
+    idempotent writes give the outcome of a run without faults, nothing lost or doubled."""
+    import os
+
+    from stt_flywheel.run.trigger import gather_evidence
+
+    proxy = _FaultyProxy(os.environ["STORAGE_EMULATOR_HOST"])
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    try:
+        source = tmp_path / "records.jsonl"
+        rows = [record(i) for i in range(300)]
+        source.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+        store = ErrorStore(f"{gcs_bucket}/store")
+        store.ingest_file(source)
+        store.ingest_file(source)  # again: a retried task
+        store.compact()
+        stored = store.predictions(columns=["prediction_id"])["prediction_id"].to_pylist()
+        assert sorted(stored) == sorted(r["id"] for r in rows)
+        assert store.stats()["since_watermark"]["feedback_events"] == len(rows)
+        now = datetime.now(UTC) + timedelta(minutes=1)
+        stats = gather_evidence(store, None, now, timedelta(days=7))
+        assert (stats.new_feedback, stats.new_error_cases) == (300, 300)
+
+        state = f"{gcs_bucket}/runstate"
+        from stt_flywheel.storage.objectstore import open_store
+
+        leases = open_store(state)
+        for k in range(10):
+            acquire_lease(leases, "flywheel-run", f"run-{k}", timedelta(minutes=5))
+            release_lease(leases, "flywheel-run", f"run-{k}")
+        final = read_lease(leases, "flywheel-run")
+        assert final is not None
+        assert final.expired(datetime.now(UTC))
+
+        registry = LocalRegistry(tmp_path / "reg.sqlite", f"{gcs_bucket}/models", "m")
+        v1 = registry.register(model_dir, source_run="run-1")
+        assert registry.register(model_dir, source_run="run-1").version == v1.version
+        assert registry.verify(v1.version) == []
+    finally:
+        proxy.close()
+    assert proxy.refused >= 5
+    assert proxy.lost >= 3

@@ -245,16 +245,27 @@ class GCSStore:
 
     def _upload(self, key: str, data: bytes, if_generation_match: int | None) -> str:
         from google.api_core import exceptions
+        from google.cloud.storage.retry import DEFAULT_RETRY
 
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.upload_from_string(data, if_generation_match=if_generation_match)
+            # retried on 429/5xx and resets: a conditional upload by the client's own rule, an
+            # unconditional one because writing the same bytes again is harmless
+            blob.upload_from_string(data, if_generation_match=if_generation_match, retry=DEFAULT_RETRY)
         except exceptions.PreconditionFailed as exc:
             raise PreconditionFailed(f"{self.uri}/{key}: {exc.message}") from exc
         return str(blob.generation)
 
     def create(self, key: str, data: bytes) -> str:
-        return self._upload(key, data, 0)
+        try:
+            return self._upload(key, data, 0)
+        except PreconditionFailed:
+            # The client retries a create whose answer was lost (a 503 or a reset after the write
+            # landed); the retry then finds the object. If it holds these very bytes, it is ours.
+            current = self.read(key)
+            if current is not None and current.data == data:
+                return current.generation
+            raise
 
     def replace(self, key: str, data: bytes, if_generation: str) -> str:
         return self._upload(key, data, int(if_generation))
@@ -265,9 +276,14 @@ class GCSStore:
     def delete(self, key: str, if_generation: str | None = None) -> None:
         from google.api_core import exceptions
 
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
         blob = self.bucket.blob(self._name(key))
         try:
-            blob.delete(if_generation_match=int(if_generation) if if_generation is not None else None)
+            blob.delete(
+                if_generation_match=int(if_generation) if if_generation is not None else None,
+                retry=DEFAULT_RETRY,  # deleting again is harmless: a second NotFound is ignored below
+            )
         except exceptions.NotFound:
             if if_generation is not None:
                 raise PreconditionFailed(f"{self.uri}/{key} does not exist") from None
@@ -281,7 +297,9 @@ class GCSStore:
         return sorted(b.name[cut:] for b in self.client.list_blobs(self.bucket, prefix=full))
 
     def upload_file(self, key: str, path: Path) -> None:
-        self.bucket.blob(self._name(key)).upload_from_filename(str(path))
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        self.bucket.blob(self._name(key)).upload_from_filename(str(path), retry=DEFAULT_RETRY)
 
     def download_file(self, key: str, path: Path) -> None:
         self.bucket.blob(self._name(key)).download_to_filename(str(path))

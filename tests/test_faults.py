@@ -320,3 +320,45 @@ def test_gcs_errors_on_every_fifth_request_change_no_outcome(
         proxy.close()
     assert proxy.refused >= 5
     assert proxy.lost >= 3
+
+
+def _train(examples: list, out: str, steps: int) -> None:
+    from stt_flywheel.models.ctc import build_ctc_model
+    from stt_flywheel.models.training import TrainSettings, fine_tune
+
+    settings = TrainSettings(max_steps=steps, save_steps=2, batch_size=4, warmup_steps=0, logging_steps=1)
+    fine_tune(
+        build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8), examples, out, settings
+    )
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_training_killed_anywhere_then_run_again_finishes_from_a_whole_checkpoint(
+    tmp_path: Path, general_utts: list, round_: int
+) -> None:
+    import os
+    import signal
+    import time
+
+    from stt_flywheel.data.audio import load_audio
+    from stt_flywheel.models import load_model
+
+    examples = [{"audio": load_audio(u.audio).samples, "text": u.text} for u in general_utts[:8]]
+    out = str(tmp_path / "run")
+    ctx = multiprocessing.get_context("spawn")  # torch's thread pools do not survive a fork
+    proc = ctx.Process(target=_train, args=(examples, out, 200))
+    proc.start()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    while not checkpoints.is_dir() or not any(checkpoints.iterdir()):  # training has begun
+        time.sleep(0.05)
+    time.sleep(random.Random(round_).uniform(0.0, 3.0))  # inside a step, or a checkpoint's write
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    assert not (checkpoints / "checkpoint-200").exists(), "killed too late to test anything"
+    again = ctx.Process(target=_train, args=(examples, out, 200))
+    again.start()
+    again.join(300)
+    assert again.exitcode == 0
+    assert (checkpoints / "checkpoint-200").is_dir()
+    model = load_model(tmp_path / "run" / "model", device="cpu")
+    assert len(model.transcribe([examples[0]["audio"]])) == 1

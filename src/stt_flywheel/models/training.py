@@ -7,8 +7,10 @@ pipeline task continues instead of starting over.
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, resample
 from stt_flywheel.errors import InputError, StateError
@@ -144,6 +145,27 @@ class _Progress(TrainerCallback):
         self.report(int(state.global_step), int(state.max_steps), self.loss)
 
 
+def _last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint whose save finished, and none newer: the `Trainer` writes
+    `trainer_state.json` last, so a checkpoint without a readable one was cut off (a `kill -9`,
+    a preempted machine) and is removed rather than resumed from."""
+    if not checkpoints.is_dir():
+        return None
+    found = sorted(
+        (int(d.name.split("-")[1]), d)
+        for d in checkpoints.iterdir()
+        if d.is_dir() and d.name.startswith("checkpoint-") and d.name.split("-")[1].isdigit()
+    )
+    for _, directory in reversed(found):
+        try:
+            json.loads((directory / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(directory, ignore_errors=True)
+            continue
+        return str(directory)
+    return None
+
+
 def fine_tune(
     model: SpeechModel,
     train: Sequence[dict[str, Any]],
@@ -160,7 +182,7 @@ def fine_tune(
     device = resolve_device(settings.accelerator)
     bf16 = _use_bf16(settings.bf16, device)
     checkpoints = output_dir / "checkpoints"
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = _last_complete_checkpoint(checkpoints)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=settings.max_steps,

@@ -275,7 +275,6 @@ class GCSStore:
 
     def delete(self, key: str, if_generation: str | None = None) -> None:
         from google.api_core import exceptions
-
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         blob = self.bucket.blob(self._name(key))

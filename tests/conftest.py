@@ -190,3 +190,18 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return int(exited.value.code or 0), out.out, out.err
 
     return run
+
+
+def run_at_once(
+    target: Callable[..., None], arguments: list[tuple], timeout_s: float = 60
+) -> list[int | None]:
+    """Fork one process per argument tuple, start them together, wait for all; their exit codes."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=target, args=args) for args in arguments]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout_s)
+    return [p.exitcode for p in procs]

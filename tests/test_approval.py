@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from conftest import Cli, run_at_once
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.backends import open_registry
@@ -141,22 +141,13 @@ def test_two_approvers_and_two_runs_at_once_have_one_winner_each(tmp_path: Path,
         store, run_id="r", evidence={}, dataset={}, machine=MACHINE, ttl=timedelta(hours=1)
     )
     assert new
-    ctx = multiprocessing.get_context("fork")
-    results: multiprocessing.Queue[str] = ctx.Queue()
-    procs = [ctx.Process(target=_approve_race, args=(root, proposal.id, f"u{k}", results)) for k in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(30)
-    outcomes = sorted(results.get(timeout=5) for _ in procs)
+    results: multiprocessing.Queue[str] = multiprocessing.get_context("fork").Queue()
+    run_at_once(_approve_race, [(root, proposal.id, f"u{k}", results) for k in range(2)])
+    outcomes = sorted(results.get(timeout=5) for _ in range(2))
     assert [o.split(":")[0] for o in outcomes] == ["lost", "won"], outcomes
     assert "approved" in outcomes[0]  # the loser is told, in words
-    procs = [ctx.Process(target=_claim_race, args=(root, f"run-{k}", results)) for k in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(30)
-    claims = sorted(results.get(timeout=5) for _ in procs)
+    run_at_once(_claim_race, [(root, f"run-{k}", results) for k in range(2)])
+    claims = sorted(results.get(timeout=5) for _ in range(2))
     assert [c.split(":")[0] for c in claims] == ["claimed", "none"], claims
     (only,) = list_proposals(store)
     assert only.claimed is not None

@@ -4,6 +4,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import run_at_once
 
 from stt_flywheel.deployment.endpoint import LocalEndpoint, canary_split
 from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
@@ -140,14 +141,8 @@ def test_one_run_registered_from_two_processes_at_once_is_one_version(
     """A retried deploy task beside the original (Vertex retries a task it thinks lost)."""
     db, models = str(tmp_path / "reg.sqlite"), str(tmp_path / "models")
     LocalRegistry(db, models, "m")  # the schema, once
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_register_run, args=(db, models, str(model_dir), barrier)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    barrier = multiprocessing.get_context("fork").Barrier(2)
+    assert run_at_once(_register_run, [(db, models, str(model_dir), barrier)] * 2) == [0, 0]
     registry = LocalRegistry(db, models, "m")
     assert [v.version for v in registry.versions()] == [1]
     assert [e["action"] for e in registry.audit_log()].count("register") == 1
@@ -172,14 +167,8 @@ def test_two_promotions_at_once_leave_default_and_traffic_on_one_version(
         registry.register(model_dir)
     registry.promote(1)
     LocalEndpoint(registry, "ep").deploy(1)
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_replace_with, args=(db, models, v, barrier)) for v in (2, 3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    barrier = multiprocessing.get_context("fork").Barrier(2)
+    assert run_at_once(_replace_with, [(db, models, v, barrier) for v in (2, 3)]) == [0, 0]
     registry = LocalRegistry(db, models, "m")
     split = LocalEndpoint(registry, "ep").traffic()
     default = registry.aliases()["default"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import pyarrow.compute as pc
 import pytest
+from conftest import FaultyProxy
 from records import record
 
 from stt_flywheel.data.error_store import ErrorStore
@@ -207,72 +208,6 @@ def test_a_dataset_build_killed_anywhere_then_run_again_builds_the_same_dataset(
     ]
 
 
-class _FaultyProxy:
-    """An HTTP proxy in front of fake-gcs-server that answers a share of requests 503: some
-    before forwarding them (nothing happened), some after (the write landed, the answer was lost)."""
-
-    def __init__(self, upstream: str) -> None:
-        import http.client
-        import http.server
-        import threading
-        from urllib.parse import urlsplit
-
-        target = urlsplit(upstream)
-        proxy = self
-        self.requests = self.refused = self.lost = 0
-        self._lock = threading.Lock()
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-            def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with proxy._lock:
-                    proxy.requests += 1
-                    n = proxy.requests
-                if n % 5 == 2:
-                    with proxy._lock:
-                        proxy.refused += 1
-                    return self._unavailable()
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
-                }
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                answer = conn.getresponse()
-                data = answer.read()
-                conn.close()
-                if n % 7 == 3 and self.command in ("POST", "PUT", "DELETE"):
-                    with proxy._lock:
-                        proxy.lost += 1
-                    return self._unavailable()
-                self.send_response(answer.status)
-                for k, v in answer.getheaders():
-                    if k.lower() not in ("transfer-encoding", "content-length", "connection"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _unavailable(self) -> None:
-                self.send_response(503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _relay
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-
-
 @pytest.mark.gcs
 def test_gcs_errors_on_every_fifth_request_change_no_outcome(
     gcs_bucket: str, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -284,7 +219,7 @@ def test_gcs_errors_on_every_fifth_request_change_no_outcome(
 
     from stt_flywheel.run.trigger import gather_evidence
 
-    proxy = _FaultyProxy(os.environ["STORAGE_EMULATOR_HOST"])
+    proxy = FaultyProxy(os.environ["STORAGE_EMULATOR_HOST"])
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
     try:
         source = tmp_path / "records.jsonl"

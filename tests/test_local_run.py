@@ -5,6 +5,7 @@ candidate is rejected, a good one is deployed, a run without new evidence does n
 rollback restores the previous version.
 """
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+from conftest import FaultyProxy
 from fakes.vertex import running_fake
 from typer.testing import CliRunner
 
@@ -190,8 +192,9 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
 ) -> None:
     """The same world and config, once on local directories and once with the config itself, the
     error store, the production audio, datasets, models, run ledgers and the run lease on GCS
-    (fake-gcs-server, real client, in the pipeline's task processes too): the runs decide and
-    measure the same."""
+    (fake-gcs-server, real client, in the pipeline's task processes too), the GCS run through a
+    proxy that answers every fifth request 503 and loses the answer of every seventh write: the
+    runs decide and measure the same."""
     monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
     local_path, local_config = flywheel_config
     data = yaml.safe_load(local_path.read_text())
@@ -213,8 +216,14 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     for name, path, config in (("local", local_path, local_config), ("gcs", gcs_uri, gcs_config)):
         bootstrap_registry(config)
         simulate_traffic(config, world, tmp_path / name, flag_share=0.0, silent_share=0.0)
+        if name == "gcs":  # the run itself, in every task process, through a proxy that fails requests
+            proxy = FaultyProxy(os.environ["STORAGE_EMULATOR_HOST"])
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         cfg, run_id = run_local(path)
         outcomes.append(_outcome(summarize_run(cfg, run_id, new_domain="pharmacy")))
+    proxy.close()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.upstream)
+    assert proxy.refused > 10 and proxy.lost > 5  # GCS failed often during the run
     assert outcomes[0] == outcomes[1]
     assert outcomes[1]["deploy"] == "deployed"
     assert outcomes[1]["deployed_version"] == 2

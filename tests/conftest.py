@@ -241,10 +241,14 @@ class FaultyProxy:
                 headers = {
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
                 }
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                answer = conn.getresponse()
-                data = answer.read()
-                conn.close()
+                try:
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    answer = conn.getresponse()
+                    data = answer.read()
+                except OSError:  # the emulator is gone (the session is ending): as an outage would
+                    return self._unavailable()
+                finally:
+                    conn.close()
                 if n % 7 == 3 and self.command in ("POST", "PUT", "DELETE"):
                     with proxy._lock:
                         proxy.lost += 1

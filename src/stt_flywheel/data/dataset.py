@@ -97,7 +97,7 @@ class DatasetManifest:
             lines += [context, ""]
         lines += [
             f"**{self.version}** ({'usable' if usable else 'not usable'}: {reason}); data watermark "
-            f"{self.watermark or 'none'}; normaliser {self.normalizer}; content hash `{self.content_hash[:16]}…`.",
+            f"{self.watermark or 'none'}; training transcripts normalised with {self.normalizer}; content hash `{self.content_hash[:16]}…`.",
             "",
             f"Corrected error cases read: {c['read']} — accepted {c['accepted']}, duplicates "
             f"{c['duplicates']}, quarantined {c['quarantined']}; flagged without a correction (not "

@@ -69,7 +69,11 @@ def _run(kind: str, path: Path, roots: Path) -> dict[str, object]:
         [sys.executable, "-c", CASE, kind, str(path), str(roots)], capture_output=True, text=True, timeout=900
     )
     if out.returncode != 0:
-        return {"outcome": f"process died ({out.returncode}): {out.stderr.strip()[-80:]}", "seconds": 0, "peak_mib": 0}
+        return {
+            "outcome": f"process died ({out.returncode}): {out.stderr.strip()[-80:]}",
+            "seconds": 0,
+            "peak_mib": 0,
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -105,7 +109,12 @@ def main() -> None:
             ("dataset: 1-hour WAV (115 MB)", "decode whole (before)", "decode-whole", hour),
             ("dataset: 1-hour WAV (115 MB)", "read_training_audio (now)", "read-training-audio", hour),
             ("dataset: FLAC claiming 2^36 samples", "decode whole (before)", "decode-whole", forged),
-            ("dataset: FLAC claiming 2^36 samples", "read_training_audio (now)", "read-training-audio", forged),
+            (
+                "dataset: FLAC claiming 2^36 samples",
+                "read_training_audio (now)",
+                "read-training-audio",
+                forged,
+            ),
             ("serving: 300 s WAV", "transcribe whole (before)", "serve-whole", five_minutes),
             ("serving: 300 s WAV", "30 s pieces (now)", "serve-pieces", five_minutes),
         ]

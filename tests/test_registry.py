@@ -11,15 +11,6 @@ from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
 
 
 @pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    (d / "weights.bin").write_bytes(b"\x00" * 16)
-    return d
-
-
-@pytest.fixture
 def registry(tmp_path: Path) -> LocalRegistry:
     return LocalRegistry(tmp_path / "reg.sqlite", tmp_path / "models", "m")
 
@@ -185,7 +176,8 @@ def test_a_damaged_version_is_not_deployed(tmp_path: Path, model_dir: Path) -> N
     endpoint = LocalEndpoint(registry, "ep")
     replace_deployment(registry, endpoint, v1.version, reason="first")
     assert registry.verify(v2.version) == []
-    (Path(v2.uri) / "weights.bin").write_bytes(b"\x01" * 16)  # same size, other bytes
+    weights = Path(v2.uri) / "weights.bin"
+    weights.write_bytes(bytes(b ^ 0xFF for b in weights.read_bytes()))  # same size, other bytes
     (Path(v2.uri) / "config.json").unlink()
     assert sorted(registry.verify(v2.version)) == ["config.json is missing", "weights.bin changed"]
     with pytest.raises(RegistryError, match="version 2's files are damaged"):

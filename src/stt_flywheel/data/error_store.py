@@ -421,39 +421,47 @@ class ErrorStore:
         latest = now + MAX_FUTURE
         for index, item in enumerate(rows, 1):
             lineno, row = (item.number, item.data) if isinstance(item, Line) else (index, item)
-
-            def reject(reason: str, detail: str, row: Any = row, lineno: int = lineno) -> None:
-                quarantined.append(QuarantineEntry(lineno, reason, detail, *_kept(row)))
-
             raw = isinstance(row, str | bytes)
             if raw and len(row) > MAX_LINE_BYTES:
-                reject("line_too_long", f"{len(row)} bytes > {MAX_LINE_BYTES}")
+                _reject(quarantined, lineno, row, "line_too_long", f"{len(row)} bytes > {MAX_LINE_BYTES}")
                 continue
             try:
                 data = orjson.loads(row) if raw else row
             except orjson.JSONDecodeError as exc:
-                reject("invalid_json", str(exc))
+                _reject(quarantined, lineno, row, "invalid_json", str(exc))
                 continue
             if type(data) is not dict:
-                reject("not_an_object", type(data).__name__)
+                _reject(quarantined, lineno, row, "not_an_object", type(data).__name__)
                 continue
             rec_id = data.get("id", data.get("prediction_id"))
             if isinstance(rec_id, str) and len(rec_id) > MAX_ID_CHARS:
-                reject("id_too_long", f"{len(rec_id)} characters > {MAX_ID_CHARS}")
+                _reject(quarantined, lineno, row, "id_too_long", f"{len(rec_id)} characters > {MAX_ID_CHARS}")
                 continue
             try:
                 value = validate(data)
             except ValidationError as exc:
-                reject("invalid_record", _detail(exc))
+                _reject(quarantined, lineno, row, "invalid_record", _detail(exc))
                 continue
             when = value[time_field] if isinstance(value, dict) else getattr(value, time_field)
             try:
                 utc = when.astimezone(UTC)
             except OverflowError:  # a zone offset past the ends of the calendar
-                reject("invalid_timestamp", f"{time_field} {when.isoformat()} is out of range in UTC")
+                _reject(
+                    quarantined,
+                    lineno,
+                    row,
+                    "invalid_timestamp",
+                    f"{time_field} {when.isoformat()} is out of range in UTC",
+                )
                 continue
             if utc > latest:  # it would count as recent traffic for years
-                reject("timestamp_in_future", f"{time_field} {utc.isoformat()} is after {latest.isoformat()}")
+                _reject(
+                    quarantined,
+                    lineno,
+                    row,
+                    "timestamp_in_future",
+                    f"{time_field} {utc.isoformat()} is after {latest.isoformat()}",
+                )
                 continue
             yield lineno, value
 
@@ -847,6 +855,10 @@ def _text(row: Any) -> str:
     if isinstance(row, bytes):
         return row.decode(errors="replace")
     return row if isinstance(row, str) else orjson.dumps(row, default=str).decode()
+
+
+def _reject(quarantined: list[QuarantineEntry], lineno: int, row: Any, reason: str, detail: str) -> None:
+    quarantined.append(QuarantineEntry(lineno, reason, detail, *_kept(row)))
 
 
 def _kept(row: Any) -> tuple[str, str | None]:

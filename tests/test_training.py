@@ -103,3 +103,109 @@ def test_wise_ft_interpolates_towards_the_start() -> None:
     assert torch.allclose(model.weight, start["weight"])
     with pytest.raises(ValueError, match="wise_ft_alpha"):
         interpolate_weights(model, start, 1.5)
+
+
+def _tiny_ctc() -> object:
+    return build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8)
+
+
+@pytest.mark.parametrize("family", ["ctc", "seq2seq"])
+def test_lora_trains_adapters_and_saves_merged_weights(
+    tmp_path: Path, general_utts: list[Utterance], family: str
+) -> None:
+    """Only the adapters train; what is saved has the original architecture (no adapter keys),
+    differs from the start only in the targeted layers, and reloads and transcribes."""
+    import torch
+
+    examples = _examples(general_utts[:4])
+    model = _tiny_ctc() if family == "ctc" else build_whisper_model()
+    start = {k: v.clone() for k, v in model.model.state_dict().items()}
+    settings = TrainSettings(
+        max_steps=6, batch_size=2, learning_rate=1e-2, warmup_steps=0, logging_steps=1,
+        save_steps=100, method="lora", lora_rank=4, lora_alpha=8, lora_dropout=0.0,
+    )  # fmt: skip
+    result = fine_tune(model, examples, tmp_path / "run", settings)
+    assert 0 < result.trainable_parameters < result.total_parameters / 4
+    reloaded = load_model(tmp_path / "run" / "model", device="cpu")
+    saved = reloaded.model.state_dict()
+    assert set(saved) == set(start)
+    assert not any("lora" in k for k in saved)
+    # weights, not buffers: a BatchNorm's running statistics follow the data in any training
+    weights = {name for name, _ in reloaded.model.named_parameters()}
+    changed = {k for k in weights if not torch.equal(saved[k], start[k])}
+    assert changed, "LoRA changed no weight"
+    assert all(k.rsplit(".", 2)[-2] in settings.lora_target_modules for k in changed), changed
+    assert len(reloaded.transcribe([examples[0]["audio"]])) == 1
+
+
+def test_lora_refuses_targets_the_model_lacks(tmp_path: Path, general_utts: list[Utterance]) -> None:
+    settings = TrainSettings(max_steps=1, batch_size=2, method="lora", lora_target_modules=("fc9",))
+    with pytest.raises(ValueError, match="name no module of this model.*q_proj"):
+        fine_tune(_tiny_ctc(), _examples(general_utts[:2]), tmp_path / "run", settings)
+
+
+def test_unknown_training_method_is_refused(tmp_path: Path, general_utts: list[Utterance]) -> None:
+    with pytest.raises(ValueError, match="full or lora"):
+        fine_tune(_tiny_ctc(), _examples(general_utts[:2]), tmp_path, TrainSettings(method="adapter"))
+
+
+@pytest.mark.parametrize("family", ["ctc", "seq2seq"])
+def test_gradient_checkpointing_gives_the_same_step(
+    tmp_path: Path, general_utts: list[Utterance], family: str
+) -> None:
+    """Recomputing activations changes memory, not arithmetic: two steps with and without it land
+    on the same weights (to float tolerance), and the saved model has checkpointing off. (Not the
+    same buffers: the recomputed forward updates a BatchNorm's running statistics a second time.)"""
+    import torch
+
+    examples = _examples(general_utts[:2])
+    weights = []
+    for on in (False, True):
+        model = _tiny_ctc() if family == "ctc" else build_whisper_model()
+        model.model.config.dropout = 0.0
+        settings = TrainSettings(
+            max_steps=2, batch_size=2, warmup_steps=0, logging_steps=1, save_steps=100,
+            gradient_checkpointing=on,
+        )  # fmt: skip
+        fine_tune(model, examples, tmp_path / f"run-{on}", settings)
+        assert not model.model.is_activation_checkpointing
+        weights.append(dict(model.model.named_parameters()))
+    for name, tensor in weights[0].items():
+        assert torch.allclose(tensor, weights[1][name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("time_axis", [1, 2])
+def test_spec_augment_masks_bands_of_time_and_frequency(time_axis: int) -> None:
+    import torch
+
+    from stt_flywheel.models.training import spec_augment
+
+    shape = (3, 200, 80) if time_axis == 1 else (3, 80, 200)
+    features = torch.ones(shape)
+    masked = spec_augment(
+        features, time_axis, torch.Generator().manual_seed(1), max_time_share=0.1, max_freq_bins=10
+    )
+    assert torch.equal(features, torch.ones(shape)), "the input is left as it was"
+    for b in range(3):
+        view = masked[b] if time_axis == 1 else masked[b].T  # (time, freq)
+        zero_frames = int((view == 0).all(dim=1).sum())
+        zero_bins = int((view == 0).all(dim=0).sum())
+        assert 0 < zero_frames <= 2 * 20
+        assert 0 < zero_bins <= 2 * 10
+        # everything else untouched
+        assert bool(((view == 0) | (view == 1)).all())
+
+
+def test_spec_augment_reaches_training_batches_only(tmp_path: Path, general_utts: list[Utterance]) -> None:
+    from stt_flywheel.models.training import _AugmentingCollator
+
+    model = _tiny_ctc()
+    examples = _examples(general_utts[:2])
+    plain = model.collate(examples)
+    augmented = _AugmentingCollator(model, seed=0)(examples)
+    assert augmented["input_features"].shape == plain["input_features"].shape
+    assert (augmented["input_features"] == 0).sum() > (plain["input_features"] == 0).sum()
+    assert augmented["labels"].equal(plain["labels"])
+    settings = TrainSettings(max_steps=2, batch_size=2, warmup_steps=0, save_steps=100, spec_augment=True)
+    result = fine_tune(model, examples, tmp_path / "run", settings, eval_examples=examples)
+    assert result.eval_loss is not None

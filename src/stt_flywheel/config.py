@@ -179,6 +179,31 @@ class TrainingSettings(_Strict):
     )
     accelerator: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: Literal["auto", "on", "off"] = "auto"
+    method: Literal["full", "lora"] = Field(
+        "full",
+        description="`full` trains every weight; `lora` trains low-rank adapters, merged into the "
+        "weights before the version is registered.",
+    )
+    lora_rank: int = Field(16, gt=0, description="LoRA rank r (with `method: lora`).")
+    lora_alpha: float = Field(
+        32.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r)."
+    )
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "o_proj"],
+        min_length=1,
+        description="Names of the linear layers that get adapters; names the model lacks are skipped.",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about a third slower."
+    )
+    spec_augment: bool = Field(
+        False, description="Mask random time spans and mel bands of each training batch (SpecAugment)."
+    )
+    torch_compile: bool = Field(
+        False,
+        description="Compile the model with torch.compile: faster steps on a GPU after minutes of compiling.",
+    )
 
     @field_validator("speed_perturbation")
     @classmethod

@@ -40,11 +40,15 @@ class SpeechModel(ABC):
     """
 
     family: ClassVar[str]
+    feature_time_axis: ClassVar[int]  # the time axis of `input_features` in a collated batch
 
     def __init__(self, model: Any, processor: Any, device: str = "cpu") -> None:
         self.model = model
         self.processor = processor
         self.device = device
+        # where log-mel features are computed (the feature extractors run their STFT in torch):
+        # the model's device, except in dataloader worker processes, which must not touch CUDA
+        self.feature_device = device
         self.model.to(device)
 
     @classmethod

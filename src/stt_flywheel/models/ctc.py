@@ -47,13 +47,14 @@ class CTCProcessor:
     def from_pretrained(cls, model_dir: str) -> CTCProcessor:
         return cls(AutoFeatureExtractor.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir))
 
-    def features(self, audios: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    def features(self, audios: Sequence[np.ndarray], device: str = "cpu") -> dict[str, torch.Tensor]:
         return self.feature_extractor(
             list(audios),
             sampling_rate=16_000,
             return_tensors="pt",
             return_attention_mask=True,
             padding="longest",
+            device=device,
         )
 
     def labels(self, texts: Sequence[str]) -> torch.Tensor:
@@ -116,6 +117,7 @@ def build_ctc_model(
 
 class CTCSpeechModel(SpeechModel):
     family = "ctc"
+    feature_time_axis = 1
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto") -> CTCSpeechModel:
@@ -123,7 +125,7 @@ class CTCSpeechModel(SpeechModel):
         return cls(model, CTCProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
-        inputs = self.processor.features(audios)
+        inputs = self.processor.features(audios, self.feature_device)
         ids = self.model.generate(
             input_features=inputs["input_features"].to(self.device),
             attention_mask=inputs["attention_mask"].to(self.device),
@@ -131,6 +133,7 @@ class CTCSpeechModel(SpeechModel):
         return [t.strip() for t in self.processor.tokenizer.batch_decode(ids.cpu())]
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = dict(self.processor.features([np.asarray(e["audio"], dtype=np.float32) for e in examples]))
+        audios = [np.asarray(e["audio"], dtype=np.float32) for e in examples]
+        batch = {k: v.cpu() for k, v in self.processor.features(audios, self.feature_device).items()}
         batch["labels"] = self.processor.labels([e["text"] for e in examples])
         return batch

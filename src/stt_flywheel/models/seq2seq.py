@@ -27,7 +27,7 @@ from transformers import (
 from stt_flywheel.models.base import SpeechModel, resolve_device
 from stt_flywheel.scoring.text import normalize
 
-__all__ = ["Seq2SeqSpeechModel", "build_whisper_model"]
+__all__ = ["WHISPER_SHAPES", "Seq2SeqSpeechModel", "build_whisper_model"]
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -56,14 +56,31 @@ def build_whisper_tokenizer() -> WhisperTokenizer:
     )
 
 
+# Published Whisper shapes (d_model, layers, heads, vocabulary, decoder positions), for models built
+# from a config with random weights: what the trainer benchmark measures without a download.
+WHISPER_SHAPES: dict[str, dict[str, int]] = {
+    "tiny": {"d_model": 384, "layers": 4, "heads": 6, "vocab_size": 51865, "max_target_positions": 448},
+    "base": {"d_model": 512, "layers": 6, "heads": 8, "vocab_size": 51865, "max_target_positions": 448},
+    "small": {"d_model": 768, "layers": 12, "heads": 12, "vocab_size": 51865, "max_target_positions": 448},
+}
+
+
 def build_whisper_model(
-    d_model: int = 64, layers: int = 2, heads: int = 2, seed: int = 0
+    d_model: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+    vocab_size: int | None = None,
+    max_target_positions: int = 128,
 ) -> Seq2SeqSpeechModel:
+    """A Whisper initialised from scratch. `vocab_size` above the byte tokenizer's size gives the
+    embedding and output layer a production model's width (the extra ids are never produced by
+    the tokenizer); `WHISPER_SHAPES` holds the published sizes."""
     tokenizer = build_whisper_tokenizer()
     ids: dict[str, int] = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}  # type: ignore[misc]
     torch.manual_seed(seed)
     config = WhisperConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
         num_mel_bins=80,
         d_model=d_model,
         encoder_layers=layers,
@@ -72,7 +89,7 @@ def build_whisper_model(
         decoder_attention_heads=heads,
         encoder_ffn_dim=d_model * 4,
         decoder_ffn_dim=d_model * 4,
-        max_target_positions=128,
+        max_target_positions=max_target_positions,
         pad_token_id=ids["<|endoftext|>"],
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|endoftext|>"],
@@ -106,6 +123,7 @@ def build_whisper_model(
 
 class Seq2SeqSpeechModel(SpeechModel):
     family = "seq2seq"
+    feature_time_axis = 2
     max_new_tokens = 96
 
     @classmethod
@@ -114,8 +132,10 @@ class Seq2SeqSpeechModel(SpeechModel):
         return cls(model, WhisperProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
 
     def _features(self, audios: Sequence[np.ndarray]) -> torch.Tensor:
-        out = self.processor.feature_extractor(list(audios), sampling_rate=16_000, return_tensors="pt")
-        return out["input_features"]
+        out = self.processor.feature_extractor(
+            list(audios), sampling_rate=16_000, return_tensors="pt", device=self.feature_device
+        )
+        return out["input_features"].cpu()
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         features = self._features(audios).to(self.device, dtype=self.model.dtype)

@@ -3,6 +3,12 @@
 The trainer is family-agnostic: the adapter supplies the collator, the `Trainer` does the rest.
 A run whose output directory already holds a complete checkpoint resumes from it, so a retried
 pipeline task continues instead of starting over.
+
+`method="lora"` trains low-rank adapters (PEFT) on the named modules and merges them into the
+weights before saving, so a LoRA-trained version is an ordinary model directory: serving,
+validation and the registry never see an adapter. `spec_augment` masks random bands of time and
+frequency in each training batch (Park et al., 2019); `gradient_checkpointing` recomputes
+activations in the backward pass to trade time for memory.
 """
 
 from __future__ import annotations
@@ -48,6 +54,14 @@ class TrainSettings:
     dataloader_workers: int = 0
     speed_perturbation: tuple[float, ...] = ()  # e.g. (0.9, 1.0, 1.1): each example is re-timed at random
     wise_ft_alpha: float = 1.0  # < 1: interpolate the result with the starting weights (WiSE-FT)
+    method: str = "full"  # full | lora
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "o_proj")
+    gradient_checkpointing: bool = False
+    spec_augment: bool = False
+    torch_compile: bool = False
 
 
 @dataclass
@@ -62,6 +76,8 @@ class TrainResult:
     bf16: bool
     resumed_from: str | None
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    trainable_parameters: int = 0
+    total_parameters: int = 0
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -166,6 +182,74 @@ def _last_complete_checkpoint(checkpoints: Path) -> str | None:
     return None
 
 
+def spec_augment(
+    features: torch.Tensor,
+    time_axis: int,
+    generator: torch.Generator,
+    time_masks: int = 2,
+    max_time_share: float = 0.05,
+    freq_masks: int = 2,
+    max_freq_bins: int = 15,
+) -> torch.Tensor:
+    """SpecAugment's masks on a batch of features `(batch, …)`: per example, `freq_masks` bands of
+    up to `max_freq_bins` mel bins and `time_masks` spans of up to `max_time_share` of the frames
+    are set to zero (the features' mean after normalisation). Returns a masked copy."""
+    out = features.clone()
+    freq_axis = 2 if time_axis == 1 else 1
+    frames, bins = features.shape[time_axis], features.shape[freq_axis]
+    longest = max(1, int(frames * max_time_share))
+    for b in range(features.shape[0]):
+        view = out[b].transpose(0, 1) if time_axis == 2 else out[b]  # (time, freq)
+        for _ in range(freq_masks):
+            width = int(torch.randint(0, max_freq_bins + 1, (1,), generator=generator))
+            start = int(torch.randint(0, max(1, bins - width), (1,), generator=generator))
+            view[:, start : start + width] = 0.0
+        for _ in range(time_masks):
+            width = int(torch.randint(0, longest + 1, (1,), generator=generator))
+            start = int(torch.randint(0, max(1, frames - width), (1,), generator=generator))
+            view[start : start + width, :] = 0.0
+    return out
+
+
+class _AugmentingCollator:
+    """The adapter's collator, then SpecAugment on `input_features` (training batches only)."""
+
+    def __init__(self, model: SpeechModel, seed: int) -> None:
+        self.collate = model.collate
+        self.time_axis = model.feature_time_axis
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = self.collate(examples)
+        batch["input_features"] = spec_augment(batch["input_features"], self.time_axis, self.generator)
+        return batch
+
+
+def _wrap_lora(module: torch.nn.Module, settings: TrainSettings) -> torch.nn.Module:
+    """The model with LoRA adapters on the configured modules (the rest frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in module.named_modules()}
+    targets = [m for m in settings.lora_target_modules if m in present]
+    if not targets:
+        raise InputError(
+            f"training.lora_target_modules {list(settings.lora_target_modules)} name no module of this "
+            f"model; its linear layers include {sorted(_linear_names(module))}"
+        )
+    config = LoraConfig(
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=targets,
+        bias="none",
+    )
+    return get_peft_model(module, config)
+
+
+def _linear_names(module: torch.nn.Module) -> set[str]:
+    return {n.rsplit(".", 1)[-1] for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
 def fine_tune(
     model: SpeechModel,
     train: Sequence[dict[str, Any]],
@@ -178,6 +262,8 @@ def fine_tune(
     `output_dir/model`. `progress(step, max_steps, last_logged_loss)` is called after each step."""
     if not train:
         raise InputError("no training examples")
+    if settings.method not in ("full", "lora"):
+        raise InputError(f"training method must be full or lora, not {settings.method!r}")
     output_dir = Path(output_dir)
     device = resolve_device(settings.accelerator)
     bf16 = _use_bf16(settings.bf16, device)
@@ -205,13 +291,10 @@ def fine_tune(
         report_to=[],
         disable_tqdm=True,
         max_grad_norm=1.0,
-    )
-    trainer = Trainer(
-        model=model.model,
-        args=args,
-        train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
-        data_collator=model.collate,
-        callbacks=[_Progress(progress)] if progress else None,
+        activation_checkpointing=settings.gradient_checkpointing,
+        torch_compile=settings.torch_compile,
+        # non-reentrant: also right when the inputs of a checkpointed block need no gradient (LoRA)
+        activation_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
     )
     # The starting weights are only kept when WiSE-FT needs them (a second copy of the model).
     start_weights = (
@@ -219,13 +302,32 @@ def fine_tune(
         if settings.wise_ft_alpha < 1.0
         else {}
     )
+    # log-mels on the accelerator when the collator runs in this process; worker processes use the CPU
+    model.feature_device = device if settings.dataloader_workers == 0 else "cpu"
+    total = sum(p.numel() for p in model.model.parameters())
+    trained = _wrap_lora(model.model, settings) if settings.method == "lora" else model.model
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    trainer = Trainer(
+        model=trained,
+        args=args,
+        train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
+        data_collator=_AugmentingCollator(model, settings.seed) if settings.spec_augment else model.collate,
+        callbacks=[_Progress(progress)] if progress else None,
+    )
     started = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     runtime = time.perf_counter() - started
-    _check_finite(model.model, trainer.state.log_history)
     eval_loss = None
     if eval_examples:
+        trainer.data_collator = model.collate  # held-out loss on unmasked features
         eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
+    if settings.method == "lora":
+        # the adapters folded into the weights: what is saved is an ordinary model of the same shape
+        model.model = trained.merge_and_unload()  # type: ignore[operator]
+    if settings.gradient_checkpointing:
+        model.model.activation_checkpointing_disable()
+    model.feature_device = model.device
+    _check_finite(model.model, trainer.state.log_history)
     if start_weights:
         interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
     model.save(saved_model_dir(output_dir))
@@ -242,6 +344,8 @@ def fine_tune(
         bf16=bf16,
         resumed_from=last,
         log_history=list(trainer.state.log_history),
+        trainable_parameters=trainable,
+        total_parameters=total,
     )
 
 

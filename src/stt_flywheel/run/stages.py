@@ -282,7 +282,13 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
     start_from = production.uri if production else str(config.base_model)
     model = load_model(start_from, device=config.training.accelerator)
     t = config.training
-    settings = TrainSettings(**{**t.model_dump(), "speed_perturbation": tuple(t.speed_perturbation)})
+    settings = TrainSettings(
+        **{
+            **t.model_dump(),
+            "speed_perturbation": tuple(t.speed_perturbation),
+            "lora_target_modules": tuple(t.lora_target_modules),
+        }
+    )
     train = load_split(dataset_dir, "train")
     heldout = load_split(dataset_dir, "heldout")
     last = [0.0]

@@ -110,6 +110,140 @@ def bench_scoring(console: Console, n: int = 100_000) -> None:
         raise SystemExit("error totals differ")
 
 
+def make_english_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Transcript pairs as people and models write them: cased, punctuated English (a Zipf-weighted
+    vocabulary of the normaliser's British and American spellings behind common function words),
+    one utterance in ten with a number or an amount, one in ten with a contraction or a title,
+    fillers; the hypothesis with about 12 % of the words changed and its own formatting."""
+    import importlib.resources
+
+    import orjson
+
+    spellings = orjson.loads(
+        importlib.resources.files("whisper_normalizer").joinpath("normalizers/english.json").read_bytes()
+    )
+    function = " ".join(
+        [
+            "the of and to a in is it you that he was for on are with as i his they be at one have this",
+            "from or had by not word but what some we can out other were all there when up use your how",
+        ]
+    ).split()
+    vocab = np.array(function + sorted(set(spellings) | set(spellings.values())))
+    p = 1 / np.arange(1, len(vocab) + 1)
+    p /= p.sum()
+    extras = [
+        "twenty five", "3", "$10", "1,500", "7.5 percent", "nineteen ninety", "the 2nd", "half past",
+        "don't", "it's", "we'll", "I'm", "Mr.", "Dr.", "St.", "gonna", "uh", "um", "(laughs)", "[noise]",
+    ]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    refs, hyps = [], []
+    for _ in range(n):
+        words = list(vocab[rng.choice(len(vocab), rng.integers(3, 25), p=p)])
+        if rng.random() < 0.2:
+            words.insert(int(rng.integers(len(words))), extras[int(rng.integers(len(extras)))])
+        hyp: list[str] = []
+        for w in words:
+            u = rng.random()
+            if u < 0.05:
+                continue  # deletion
+            hyp.append(str(vocab[rng.integers(len(vocab))]) if u < 0.12 else w)
+            if rng.random() < 0.03:
+                hyp.append(str(vocab[rng.integers(len(vocab))]))  # insertion
+        refs.append(" ".join(words).capitalize() + "." if rng.random() < 0.8 else " ".join(words) + "?")
+        hyps.append(" ".join(hyp).capitalize() + ("," if rng.random() < 0.3 else ""))
+    return refs, hyps
+
+
+def bench_score_command(console: Console, n: int = 1_000_000, others: int = 50_000) -> None:
+    """`stt-flywheel score` end to end (read two trn files, normalise with whisper-en/1, align words
+    and characters) on `n` pairs, beside the same steps done with jiwer and with the normaliser
+    package called directly, on `others` pairs of the same corpus."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from stt_flywheel.scoring.corpus import read_transcripts
+    from stt_flywheel.scoring.whisper_en import reference_whisper_english
+
+    refs, hyps = make_english_pairs(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_file, hyp_file = Path(tmp) / "ref.trn", Path(tmp) / "hyp.trn"
+        ref_file.write_text("".join(f"{t} (utt{i:07d})\n" for i, t in enumerate(refs)))
+        hyp_file.write_text("".join(f"{t} (utt{i:07d})\n" for i, t in enumerate(hyps)))
+        small_ref, small_hyp = Path(tmp) / "ref-small.trn", Path(tmp) / "hyp-small.trn"
+        small_ref.write_text("".join(ref_file.read_text().splitlines(keepends=True)[:others]))
+        small_hyp.write_text("".join(hyp_file.read_text().splitlines(keepends=True)[:others]))
+        cli = [sys.executable, "-m", "flywheel_pipelines.cli", "score", "--json"]
+        started = time.perf_counter()
+        done = subprocess.run(
+            [*cli, "--ref", str(ref_file), "--hyp", str(hyp_file)], capture_output=True, text=True, check=True
+        )
+        t_cli = time.perf_counter() - started
+        cli_result = orjson_loads(done.stdout)
+
+        reference = reference_whisper_english()
+
+        def jiwer_end_to_end() -> Any:
+            r, h = read_transcripts(small_ref), read_transcripts(small_hyp)
+            return jiwer.process_words([reference(r[k]) for k in r], [reference(h[k]) for k in r])
+
+        def package_end_to_end() -> Any:
+            from stt_flywheel.scoring.alignment import count_char_errors
+
+            r, h = read_transcripts(small_ref), read_transcripts(small_hyp)
+            nr, nh = [reference(r[k]) for k in r], [reference(h[k]) for k in r]
+            return count_word_errors(nr, nh, SCLITE_WEIGHTS), count_char_errors(nr, nh)
+
+        t_jiwer, out = timed(jiwer_end_to_end)
+        t_package, _ = timed(package_end_to_end)
+        started = time.perf_counter()
+        small = subprocess.run(
+            [*cli, "--ref", str(small_ref), "--hyp", str(small_hyp)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        t_cli_small = time.perf_counter() - started
+    table = Table(title="Scoring end to end with the whisper-en/1 normaliser (read, normalise, align)")
+    for col in ("what", "pairs", "seconds", "pairs/s"):
+        table.add_column(col, justify="left" if col == "what" else "right")
+    table.add_row("stt-flywheel score (a fresh process)", f"{n:,}", f"{t_cli:.1f}", f"{n / t_cli:,.0f}")
+    table.add_row(
+        "stt-flywheel score (a fresh process)",
+        f"{others:,}",
+        f"{t_cli_small:.1f}",
+        f"{others / t_cli_small:,.0f}",
+    )
+    table.add_row(
+        "jiwer.process_words, normaliser package", f"{others:,}", f"{t_jiwer:.1f}", f"{others / t_jiwer:,.0f}"
+    )
+    table.add_row(
+        "stt-flywheel alignment, normaliser package",
+        f"{others:,}",
+        f"{t_package:.1f}",
+        f"{others / t_package:,.0f}",
+    )
+    console.print(table)
+    small_result = orjson_loads(small.stdout)
+    jiwer_wer = (out.substitutions + out.deletions + out.insertions) / (
+        out.hits + out.substitutions + out.deletions
+    )
+    console.print(
+        f"{n:,} pairs: WER {cli_result['wer']:.4f}, CER {cli_result['cer']:.4f}. On the first {others:,}: "
+        f"stt-flywheel WER {small_result['wer']:.4f} (sclite weights), jiwer {jiwer_wer:.4f} (unit weights); "
+        f"reference words {small_result['ref_words']:,} and {out.hits + out.substitutions + out.deletions:,}."
+    )
+    if small_result["ref_words"] != out.hits + out.substitutions + out.deletions:
+        raise SystemExit("the normalised reference word counts differ from the package's")
+
+
+def orjson_loads(text: str) -> Any:
+    import orjson
+
+    return orjson.loads(text)
+
+
 def bench_bootstrap(console: Console, n: int = 1_000_000, resamples: int = 1000) -> None:
     rng = np.random.default_rng(1)
     lengths = rng.integers(3, 30, n)
@@ -143,6 +277,7 @@ def bench_bootstrap(console: Console, n: int = 1_000_000, resamples: int = 1000)
 def main() -> None:
     console = Console(width=140)
     bench_scoring(console)
+    bench_score_command(console)
     bench_bootstrap(console)
 
 

@@ -80,3 +80,19 @@ def test_weighted_alignment_differs_from_levenshtein_where_sclite_says_so(tmp_pa
     cost = lambda c: 4 * c[:, 1] + 3 * (c[:, 2] + c[:, 3])  # noqa: E731
     assert (unit[:, 1:].sum(axis=1) <= expected[:, 1:].sum(axis=1)).all()
     assert (cost(expected) <= cost(unit)).all()
+
+
+def test_counts_split_across_threads_equal_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from stt_flywheel.scoring import alignment
+
+    rng = random.Random(2)
+    refs = [" ".join(rng.choice(["a", "b", "cd"]) for _ in range(rng.randint(0, 9))) for _ in range(5001)]
+    hyps = [" ".join(rng.choice(["a", "b", "ce"]) for _ in range(rng.randint(0, 9))) for _ in range(5001)]
+    monkeypatch.setattr(alignment, "THREADED_PAIRS", 10**9)
+    words, chars = alignment.count_word_errors(refs, hyps), alignment.count_char_errors(refs, hyps)
+    monkeypatch.setattr(alignment, "THREADED_PAIRS", 1000)
+    monkeypatch.setattr(alignment.os, "cpu_count", lambda: 3)
+    assert (alignment.count_word_errors(refs, hyps) == words).all()
+    assert (alignment.count_char_errors(refs, hyps) == chars).all()

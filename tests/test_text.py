@@ -74,3 +74,52 @@ def test_the_arrow_normaliser_agrees_with_normalize() -> None:
     samples += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
     got = normalize_arrow(pa.array(samples, pa.string())).to_pylist()
     assert got == [normalize(s or "") for s in samples]
+
+
+def _messy_texts(n: int, seed: int) -> list[str]:
+    """Text that reaches every step of the Whisper normaliser: number words and digits, currencies,
+    ordinals, "and a half", contractions and titles, fillers, brackets, accents, British spellings,
+    stray punctuation and whitespace, including the words that only act next to a number."""
+    import random
+
+    rng = random.Random(seed)
+    spaced = [
+        "the a of and to in is was for on that with he she it they we you i my your",
+        "one two three five ten eleven twelve twenty thirty ninety hundred thousand million",
+        "first second third twentieth hundredth millionth ones twos fifties sixties",
+        "zero oh o double triple point half quarter and a half minus plus negative positive",
+        "dollars dollar cents cent pounds euros percent per cent",
+        "won't can't let's ain't y'all wanna gonna i'ma cause ma'am it's he'd they'll we've i'm",
+        "mr mrs st dr prof capt gov gen sen rep lt col jr sr esq mr. dr. st.",
+        "hmm mm mhm mmm uh um uhm umm hmmm",
+        "colour grey centre theatre organise analyse travelled favourite",
+        "café naïve Ångström façade œuvre straße ø æ þ ł",
+    ]
+    words = (
+        " ".join(spaced).split()
+        + ["1", "2", "10", "100", "1,000", "3.5", "$5", "£20", "€3", "¢50", "5%", "1st", "2nd", "3rd"]
+        + ["4th", "1960s", "7pm", "v2", "a1", "x-ray", "co-op", "rock'n'roll", "'quoted'", "O'Brien"]
+        + ["[noise]", "<unk>", "(laughs)", "(", ")", "[", "]", "<", ">", "...", "?", "!", ";", "—", "–"]
+        + ["\u00a0", "\t", "  ", "“", "”", "‘", "’", "#", "@", "&", "*", "/", "\\", "=", "٣", "²", "½"]
+        + ["and a half", "and  a\thalf", "one and a half", "million and a half"]
+    )
+    out = []
+    for _ in range(n):
+        picked = [rng.choice(words) for _ in range(rng.randint(0, 14))]
+        text = "".join(w + rng.choice(["", " ", " ", " ", ", ", ". ", "  ", "-"]) for w in picked)
+        out.append(text.upper() if rng.random() < 0.1 else text.capitalize() if rng.random() < 0.3 else text)
+    return out
+
+
+def test_fast_whisper_normaliser_is_the_package_string_for_string() -> None:
+    """`whisper-en/1` skips steps where they cannot act; on 20,000 messy strings (and the table)
+    its output is the package's, byte for byte."""
+    from stt_flywheel.scoring.whisper_en import fast_whisper_english, reference_whisper_english
+
+    fast, reference = fast_whisper_english(), reference_whisper_english()
+    texts = [raw for spec, raw, _ in VERSIONED_CASES if spec == "whisper-en/1"] + _messy_texts(20_000, 3)
+    mismatches = [(t, fast(t), reference(t)) for t in texts if fast(t) != reference(t)]
+    assert not mismatches, mismatches[:5]
+    # the corpus reaches the slow paths too: numbers, replacers, non-ASCII text
+    assert sum(any(c.isdigit() for c in reference(t)) for t in texts) > 2000
+    assert sum(not t.isascii() for t in texts) > 2000

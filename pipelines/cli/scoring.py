@@ -23,7 +23,7 @@ def score(
 
     refs, hyps = read_transcripts(ref), read_transcripts(hyp)
     ids = match_transcripts(refs, hyps)
-    result, _ = score_corpus([refs[k] for k in ids], [hyps[k] for k in ids], normalizer)
+    result, _ = score_corpus([refs[k] for k in ids], [hyps[k] for k in ids], normalizer, per_utterance=False)
     if json:
         print_json(result.as_dict() | {"word_errors": result.word_errors})
         return

@@ -87,8 +87,13 @@ def _rate(errors: int, length: int) -> float:
 
 
 def score_corpus(
-    refs: Sequence[str], hyps: Sequence[str], normalizer: str = DEFAULT_SCORING_NORMALIZER
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    normalizer: str = DEFAULT_SCORING_NORMALIZER,
+    per_utterance: bool = True,
 ) -> tuple[CorpusScore, list[UtteranceScore]]:
+    """Corpus WER/CER (and raw WER) of normalised pairs; with `per_utterance`, each pair's scores
+    too (an empty list without: `stt-flywheel score` needs only the totals)."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     norm = get_normalizer(normalizer)
@@ -96,22 +101,26 @@ def score_corpus(
     words = count_word_errors(nrefs, nhyps)
     chars = count_char_errors(nrefs, nhyps)
     raw = count_word_errors(list(refs), list(hyps))
-    utts = [
-        UtteranceScore(
-            ref=r,
-            hyp=h,
-            hits=int(w[0]),
-            substitutions=int(w[1]),
-            deletions=int(w[2]),
-            insertions=int(w[3]),
-            char_errors=int(c[1] + c[2] + c[3]),
-            ref_chars=int(c[0] + c[1] + c[2]),
-        )
-        for r, h, w, c in zip(nrefs, nhyps, words.tolist(), chars.tolist(), strict=True)
-    ]
-    h, s, d, i = (int(x) for x in words.sum(axis=0)) if len(utts) else (0, 0, 0, 0)
-    ch, cs, cd, ci = (int(x) for x in chars.sum(axis=0)) if len(utts) else (0, 0, 0, 0)
-    rh, rs, rd, ri = (int(x) for x in raw.sum(axis=0)) if len(utts) else (0, 0, 0, 0)
+    utts = (
+        [
+            UtteranceScore(
+                ref=r,
+                hyp=h,
+                hits=int(w[0]),
+                substitutions=int(w[1]),
+                deletions=int(w[2]),
+                insertions=int(w[3]),
+                char_errors=int(c[1] + c[2] + c[3]),
+                ref_chars=int(c[0] + c[1] + c[2]),
+            )
+            for r, h, w, c in zip(nrefs, nhyps, words.tolist(), chars.tolist(), strict=True)
+        ]
+        if per_utterance
+        else []
+    )
+    h, s, d, i = (int(x) for x in words.sum(axis=0)) if len(nrefs) else (0, 0, 0, 0)
+    ch, cs, cd, ci = (int(x) for x in chars.sum(axis=0)) if len(nrefs) else (0, 0, 0, 0)
+    rh, rs, rd, ri = (int(x) for x in raw.sum(axis=0)) if len(nrefs) else (0, 0, 0, 0)
     score = CorpusScore(
         wer=_rate(s + d + i, s + d + h),
         cer=_rate(cs + cd + ci, cs + cd + ch),
@@ -121,7 +130,7 @@ def score_corpus(
         hits=h,
         ref_words=s + d + h,
         ref_chars=cs + cd + ch,
-        utterances=len(utts),
+        utterances=len(nrefs),
         char_errors=cs + cd + ci,
         raw_wer=_rate(rs + rd + ri, rs + rd + rh),
         normalizer=norm.id,
@@ -134,6 +143,21 @@ class TranscriptError(InputError):
 
 
 _TRN_LINE = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()]+)\)\s*$")
+
+
+def _trn_line(line: str, path: Path, n: int) -> tuple[str, str]:
+    """`text (utterance_id)` → (id, text): the id is the last parenthesised group, which must end
+    the line. The common shape is split by string methods; anything else goes to `_TRN_LINE`,
+    which says the same for it (and is the definition)."""
+    stripped = line.rstrip()
+    opening = stripped.rfind("(")
+    key = stripped[opening + 1 : -1]
+    if opening >= 0 and stripped.endswith(")") and key and ")" not in key:
+        return key, line[:opening].strip()
+    match = _TRN_LINE.match(line)
+    if match is None:
+        raise TranscriptError(f"{path}:{n}: expected 'text (utterance_id)'")
+    return match["id"], match["text"].strip()
 
 
 def read_transcripts(path: str | Path) -> dict[str, str]:
@@ -157,10 +181,7 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
             if not isinstance(text, str):
                 raise TranscriptError(f"{path}:{n}: 'text' must be a string")
         else:
-            match = _TRN_LINE.match(line)
-            if match is None:
-                raise TranscriptError(f"{path}:{n}: expected 'text (utterance_id)'")
-            key, text = match["id"], match["text"].strip()
+            key, text = _trn_line(line, path, n)
         if key in out:
             raise TranscriptError(f"{path}:{n}: utterance id {key!r} appears twice")
         out[key] = text

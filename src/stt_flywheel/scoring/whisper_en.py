@@ -1,0 +1,168 @@
+"""`whisper-en/1` at scoring speed: the `whisper-normalizer` package's English normaliser, with
+each of its steps skipped where it provably cannot change the text.
+
+The package runs about sixty regular expressions, a character-by-character Unicode pass and a
+word-by-word number parser on every string: about 120 µs each, most of the time `score` spends.
+Almost every step needs a particular character or word to do anything (a bracket, an apostrophe,
+a digit, a number word), so this module checks for that first (a substring test) and runs the package's own step only where the check finds it. Steps without such a
+check are replaced only where the replacement is the same function:
+
+- symbols and diacritics, for ASCII text: one `str.translate` with the table the package's rule
+  gives for the 128 ASCII characters (NFKD and the diacritic table leave ASCII unchanged);
+- the number parser, for text with no digit, no "half" and no number word other than "and": it
+  then writes every word back unchanged, so its output is the words joined by single spaces;
+  elsewhere it runs only on the stretches of words between plain words, which is the same thing
+  (`_numbers_between_plain_words` says why).
+
+The output is the package's, string for string: `tests/test_text.py` checks the normaliser table
+and a generated corpus of messy text (numbers, currencies, contractions, brackets, accents) against
+the package itself.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["fast_whisper_english", "reference_whisper_english"]
+
+_KEEP = ".%$¢€£"  # what the package keeps for its number step
+
+
+def reference_whisper_english() -> Callable[[str], str]:
+    """The package's normaliser, whitespace collapsed as `whisper-en/1` defines it."""
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    inner = EnglishTextNormalizer()
+    return lambda text: " ".join(inner(text).split())
+
+
+def _ascii_symbol_table() -> dict[int, str]:
+    """Unicode categories M*, S*, P* become a space, except the kept numeric symbols."""
+    table = {}
+    for code in range(128):
+        ch = chr(code)
+        if ch not in _KEEP and unicodedata.category(ch)[0] in "MSP":
+            table[code] = " "
+    return table
+
+
+def _literal_of(pattern: str) -> str | None:
+    """The text a pattern needs in order to match, when it is a literal between `\\b`s; else None."""
+    literal = pattern.replace(r"\b", "")
+    return literal if re.fullmatch(r"[a-z' ]+", literal) else None
+
+
+def _replace(s: str, replacers: list, word_runs: re.Pattern[str]) -> str:
+    """The package's sequence of contraction/title substitutions, each run only where its literal is."""
+    runs: set[str] | None = None
+    for literal, whole_word, pattern, replacement in replacers:
+        if whole_word:
+            if runs is None:
+                runs = set(word_runs.findall(s))
+            if literal not in runs:
+                continue
+        elif literal is not None and literal not in s:
+            continue
+        changed = pattern.sub(replacement, s)
+        if changed != s:
+            s, runs = changed, None
+    return s
+
+
+def _numbers_between_plain_words(words: list[str], numbers: Any, parser_words: frozenset[str]) -> list[str]:
+    """The package's number parser (`process_words`) run only on the stretches between plain words.
+
+    A plain word (not one of the parser's words, no digit) is written out unchanged after anything
+    pending, leaves no state behind, and is in none of the sets the parser consults about a
+    neighbour (`prev`, `next`); so the parser's output over the whole list is its output over each
+    stretch between plain words, with the plain words in between. A word taken for non-plain that
+    is plain only makes a stretch longer, which the parser handles as it would anyway.
+    """
+    out: list[str] = []
+    stretch: list[str] = []
+    for word in words:
+        if word in parser_words or not word.isalpha() and any(c.isdigit() for c in word):
+            stretch.append(word)
+            continue
+        if stretch:
+            out.extend(w for w in numbers.process_words(stretch) if w is not None)
+            stretch = []
+        out.append(word)
+    if stretch:
+        out.extend(w for w in numbers.process_words(stretch) if w is not None)
+    return out
+
+
+def fast_whisper_english() -> Callable[[str], str]:
+    from whisper_normalizer.basic import remove_symbols_and_diacritics
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    inner = EnglishTextNormalizer()
+    numbers, spellings = inner.standardize_numbers, inner.standardize_spellings
+    # every word the number parser can act on when no number is pending; "and" alone only ever
+    # writes itself back unless a multiplier (a number word) comes before it
+    number_words = frozenset(numbers.words) - {"and"}
+    parser_words = frozenset(numbers.words)
+    # Each contraction/title pattern is a literal, most of them a whole word between `\b`s, which
+    # matches exactly where the literal is one of the text's maximal `\w+` runs. So the sixty
+    # patterns run only for text with an apostrophe or one of those words (one alternation of all
+    # sixty costs ~100 µs a string; this check ~1 µs), and then each only where its literal is.
+    replacers = []
+    for source, replacement in inner.replacers.items():
+        literal = _literal_of(source)
+        whole_word = literal is not None and source == rf"\b{literal}\b" and "'" not in literal
+        replacers.append((literal, whole_word, re.compile(source), replacement))
+    replacer_words = frozenset(lit for lit, whole, _, _ in replacers if whole)
+    unchecked = any(lit is None or (not whole and "'" not in lit) for lit, whole, _, _ in replacers)
+    word_runs = re.compile(r"\w+")
+    spelling = spellings.mapping
+    ignore = re.compile(inner.ignore_patterns)
+    brackets = re.compile(r"[<\[][^>\]]*[>\]]")
+    parentheses = re.compile(r"\(([^)]+?)\)")
+    space_apostrophe = re.compile(r"\s+'")
+    digit_commas = re.compile(r"(\d),(\d)")
+    periods = re.compile(r"\.([^0-9]|$)")
+    digit = re.compile(r"\d")
+    loose_prefix = re.compile(r"[.$¢€£]([^0-9])")
+    loose_percent = re.compile(r"([^0-9])%")
+    symbols = _ascii_symbol_table()
+
+    def normalise(s: str) -> str:
+        s = s.lower()
+        if "<" in s or "[" in s:
+            s = brackets.sub("", s)
+        if "(" in s:
+            s = parentheses.sub("", s)
+        if "uh" in s or "um" in s or "mm" in s or "mhm" in s:
+            s = ignore.sub("", s)
+        if "'" in s:
+            s = space_apostrophe.sub("'", s)
+        if unchecked or "'" in s or not replacer_words.isdisjoint(word_runs.findall(s)):
+            s = _replace(s, replacers, word_runs)
+        if "," in s:
+            s = digit_commas.sub(r"\1\2", s)
+        if "." in s:
+            s = periods.sub(r" \1", s)
+        s = s.translate(symbols) if s.isascii() else remove_symbols_and_diacritics(s, keep=_KEEP)
+        has_digit = digit.search(s) is not None
+        if "half" in s or has_digit:
+            s = numbers.preprocess(s)
+        words = s.split()
+        if has_digit or not number_words.isdisjoint(words):
+            s = " ".join(_numbers_between_plain_words(words, numbers, parser_words))
+            if digit.search(s):
+                s = numbers.postprocess(s)
+        else:
+            s = " ".join(words)
+        words = s.split()
+        s = " ".join(map(spelling.get, words, words))  # the package's spelling step, as one map
+        if "." in s or "$" in s or "¢" in s or "€" in s or "£" in s:
+            s = loose_prefix.sub(r" \1", s)
+        if "%" in s:
+            s = loose_percent.sub(r"\1 ", s)
+        return " ".join(s.split())
+
+    return normalise

@@ -25,6 +25,8 @@ GOOD = {
     "production_burst_share": 0.04,
     "critical_recall": 0.9,
     "production_critical_recall": 0.8,
+    "formatting_error_rate": 0.1,
+    "production_formatting_error_rate": 0.08,
 }
 
 
@@ -55,6 +57,11 @@ GATE_CASES = [
     ({"cer": 0.31}, {}, False, "max_cer_increase"),
     ({"cer": 0.31}, {"max_cer_increase": 0.02}, True, None),
     ({}, {"max_empty_share": None}, False, "max_empty_share"),
+    # lower case and no punctuation: normalised WER better, formatting errors up by 0.32
+    ({"formatting_error_rate": 0.4}, {}, False, "max_formatting_error_increase"),
+    ({"formatting_error_rate": 0.13}, {}, True, None),
+    ({"formatting_error_rate": math.nan}, {}, False, "max_formatting_error_increase"),
+    ({}, {"max_formatting_error_increase": None}, False, "max_formatting_error_increase"),
 ]
 
 
@@ -100,6 +107,7 @@ def test_missing_metrics_reject() -> None:
         "max_p_value",
         "max_worse_share",
         "max_cer_increase",
+        "max_formatting_error_increase",
         "max_empty_share",
         "max_loop_share_increase",
         "max_burst_share_increase",

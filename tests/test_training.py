@@ -209,3 +209,44 @@ def test_spec_augment_reaches_training_batches_only(tmp_path: Path, general_utts
     settings = TrainSettings(max_steps=2, batch_size=2, warmup_steps=0, save_steps=100, spec_augment=True)
     result = fine_tune(model, examples, tmp_path / "run", settings, eval_examples=examples)
     assert result.eval_loss is not None
+
+
+@pytest.mark.slow
+def test_whisper_keeps_the_formatting_it_is_taught_and_the_gate_sees_one_that_drops_it(
+    tmp_path: Path, general_utts: list[Utterance]
+) -> None:
+    """Seq2seq targets are the text as written. A production Whisper taught cased, punctuated text
+    writes it; a candidate taught the same words lower-cased without punctuation matches it on
+    normalised WER, and the formatting gate rejects it."""
+    from stt_flywheel.config import ValidationPolicy
+    from stt_flywheel.evaluation.validation import validate_candidate
+    from stt_flywheel.scoring.text import normalize
+
+    utts = general_utts[:3]
+    audio = [load_audio(u.audio).samples for u in utts]
+    written = [normalize(u.text).capitalize().replace(" ", ", ", 1) + "." for u in utts]
+    settings = TrainSettings(
+        max_steps=150, batch_size=3, learning_rate=3e-3, warmup_steps=0, logging_steps=50, save_steps=10**6
+    )
+    models = {}
+    for name, texts in (("production", written), ("candidate", [normalize(t) for t in written])):
+        model = build_whisper_model(seed=1)
+        fine_tune(
+            model,
+            [{"audio": a, "text": t} for a, t in zip(audio, texts, strict=True)],
+            tmp_path / name,
+            settings,
+        )
+        models[name] = model
+    assert models["production"].transcribe(audio) == written  # casing and punctuation learnt
+    policy = ValidationPolicy(
+        normalizer="whisper-en/1", min_wer_improvement=None, max_p_value=None, bootstrap_resamples=100
+    )
+    heldout = [{"id": u.id, "audio": a, "text": t} for u, a, t in zip(utts, audio, written, strict=True)]
+    result = validate_candidate(models["candidate"], models["production"], heldout, policy)
+    m = result.metrics
+    assert m["wer"] == m["production_wer"] == 0.0  # the same words: normalised WER cannot tell them apart
+    assert m["formatting_error_rate"] > m["production_formatting_error_rate"] + 0.2  # 2 of 6 words
+    gate = next(g for g in result.verdict.gates if g.name == "max_formatting_error_increase")
+    assert not gate.passed
+    assert "formatting errors" in gate.reason

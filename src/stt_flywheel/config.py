@@ -249,6 +249,13 @@ class ValidationPolicy(_Strict):
         le=1.0,
         description="Largest allowed rise in held-out CER; unset rejects. Guards against WER gains from garbage.",
     )
+    max_formatting_error_increase: float | None = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Largest allowed rise in the held-out formatting error rate (raw WER minus "
+        "normalised WER: the errors of casing and punctuation alone); unset rejects.",
+    )
     max_empty_share: float | None = Field(
         0.05,
         ge=0.0,

@@ -36,9 +36,12 @@ from stt_flywheel.data.audio import (
 )
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.manifest import Utterance, read_manifest
-from stt_flywheel.scoring.text import NORMALIZER_ID, normalize
+from stt_flywheel.scoring.text import normalize
 from stt_flywheel.storage.files import atomic_write_bytes, atomic_write_json, read_json
 from stt_flywheel.storage.objectstore import join_uri, put_tree, tree_exists
+
+# The transcripts are stored as written, whitespace collapsed: the `none/1` normaliser.
+TRANSCRIPTS_AS_WRITTEN = "none/1"
 
 __all__ = [
     "DatasetManifest",
@@ -62,7 +65,7 @@ class DatasetManifest:
     quarantine_reasons: dict[str, int]
     splits: dict[str, int]
     replay: dict[str, int]
-    normalizer: str = NORMALIZER_ID
+    normalizer: str = TRANSCRIPTS_AS_WRITTEN  # what was done to the stored transcripts
     settings: dict[str, Any] = field(default_factory=dict)
     # per split: examples, audio seconds (total, min, mean, max), domains, speakers and sources
     profile: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -97,7 +100,7 @@ class DatasetManifest:
             lines += [context, ""]
         lines += [
             f"**{self.version}** ({'usable' if usable else 'not usable'}: {reason}); data watermark "
-            f"{self.watermark or 'none'}; training transcripts normalised with {self.normalizer}; content hash `{self.content_hash[:16]}…`.",
+            f"{self.watermark or 'none'}; transcripts stored as written (normaliser {self.normalizer}: whitespace only); content hash `{self.content_hash[:16]}…`.",
             "",
             f"Corrected error cases read: {c['read']} — accepted {c['accepted']}, duplicates "
             f"{c['duplicates']}, quarantined {c['quarantined']}; flagged without a correction (not "
@@ -209,8 +212,10 @@ def build_dataset(
             continue
         counts["read"] += 1
         rec_id = prediction["prediction_id"]
-        text = normalize(event["corrected_text"])
-        if not text:
+        # kept as the user wrote it (whitespace collapsed): a model that writes casing and
+        # punctuation learns them from here; the CTC collator normalises for its own vocabulary
+        text = " ".join(str(event["corrected_text"]).split())
+        if not normalize(text):
             reject(rec_id, "empty_transcript", "the corrected transcript is empty after normalisation")
             continue
         audio_uri = prediction["audio_uri"]
@@ -284,7 +289,7 @@ def build_dataset(
                 replay_stats["invalid"] += 1
                 continue
             splits["train"].append(
-                _Row(utt.id, normalize(utt.text), audio, sha, "replay", utt.speaker or "", utt.domain or "")
+                _Row(utt.id, " ".join(utt.text.split()), audio, sha, "replay", utt.speaker or "", utt.domain or "")
             )
             replay_stats["used"] += 1
 

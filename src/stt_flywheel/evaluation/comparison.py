@@ -381,6 +381,11 @@ def summarize_comparison(
         "production_wer": comp.production.wer if comp.production else math.nan,
         "production_cer": comp.production.cer if comp.production else math.nan,
         "production_raw_wer": comp.production.raw_wer if comp.production else math.nan,
+        # errors that only the normaliser forgives: casing, punctuation, written-out numbers
+        "formatting_error_rate": comp.candidate.raw_wer - comp.candidate.wer,
+        "production_formatting_error_rate": (
+            comp.production.raw_wer - comp.production.wer if comp.production else math.nan
+        ),
         "delta_wer": comp.delta_wer,
         "delta_wer_low": interval.low,
         "delta_wer_high": interval.high,

@@ -138,6 +138,14 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
             f"CER changed by {cer_rise:+.4f} (allowed ≤ +{policy.max_cer_increase})",
         ),
         (
+            "max_formatting_error_increase",
+            rise("formatting_error_rate"),
+            policy.max_formatting_error_increase,
+            operator.le,
+            f"formatting errors (raw WER − normalised WER) {get('formatting_error_rate'):.4f} vs production "
+            f"{get('production_formatting_error_rate'):.4f} (allowed rise ≤ {policy.max_formatting_error_increase})",
+        ),
+        (
             "max_empty_share",
             empty,
             policy.max_empty_share,

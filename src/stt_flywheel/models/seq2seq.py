@@ -25,7 +25,6 @@ from transformers import (
 )
 
 from stt_flywheel.models.base import SpeechModel, resolve_device
-from stt_flywheel.scoring.text import normalize
 
 __all__ = ["WHISPER_SHAPES", "Seq2SeqSpeechModel", "build_whisper_model"]
 
@@ -147,8 +146,10 @@ class Seq2SeqSpeechModel(SpeechModel):
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         features = self._features([np.asarray(e["audio"], dtype=np.float32) for e in examples])
+        # the text as the user wrote it: Whisper writes casing and punctuation, and a model trained
+        # on normalised targets would unlearn them while every normalised-WER gate passes it
         tok = self.processor.tokenizer(
-            [" " + normalize(e["text"]) for e in examples], padding=True, return_tensors="pt"
+            [" " + " ".join(str(e["text"]).split()) for e in examples], padding=True, return_tensors="pt"
         )
         labels = tok["input_ids"].masked_fill(tok["attention_mask"] == 0, -100)
         # The model prepends the decoder start token itself when it shifts labels right.

@@ -5,7 +5,8 @@ carries the id (`name/version`) of the normaliser it was computed with. A change
 output is a new version: `tests/test_text_and_scoring.py` pins each one's behaviour on a table.
 
 - `basic-en/1`: lower-case, accents and punctuation stripped (apostrophes kept). Also what the
-  training targets use, because the character vocabulary of the CTC models is `[a-z' ]`.
+  CTC models' training targets go through, because their character vocabulary is `[a-z' ]`;
+  datasets keep transcripts as written, and Whisper trains on them so.
 - `whisper-en/1` (scoring default): the English normaliser of the Whisper paper, from the
   `whisper-normalizer` package: spelled numbers to digits, contractions expanded, British spellings
   to American, fillers ("uh", "um") removed. Run through `scoring.whisper_en`, which skips the

@@ -46,14 +46,13 @@ try:
     else:
         from stt_flywheel.config import DEFAULT_BASE_MODEL
         from stt_flywheel.data.audio import load_audio
-        from stt_flywheel.deployment.serving import _transcribe_in_pieces
         from stt_flywheel.models import load_model
         model = load_model(DEFAULT_BASE_MODEL, device="cpu")
         samples = load_audio(path).samples
         if kind == "serve-whole":
             text = model.transcribe([samples])[0]
         else:
-            text = _transcribe_in_pieces(model, [samples], 16, 30.0)[0]
+            text = model.transcribe([samples], batch_size=16, max_piece_s=30.0)[0]
         outcome = f"{len(text.split())} words"
 except MemoryError:
     outcome = "MemoryError"

@@ -5,7 +5,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stt_flywheel.config import DatasetSettings
+from stt_flywheel.config import DEFAULT_BASE_MODEL, DatasetSettings
 from stt_flywheel.data.dataset import (
     DatasetManifest,
     build_dataset,
@@ -275,3 +275,43 @@ def test_a_device_inside_the_roots_is_not_read(tmp_path: Path, new_utts: list[Ut
     store.ingest([_row(new_utts[0], "zero", audio_uri="/dev/zero")], now=T0)
     m = build_dataset(store, tmp_path / "ds", _settings(audio_roots=["/dev"]), watermark=T0)
     assert m.quarantine_reasons == {"audio_not_a_file": 1}
+
+
+def test_audio_longer_than_the_models_window_is_quarantined_and_text_kept_as_written(
+    tmp_path: Path, new_utts: list[Utterance]
+) -> None:
+    """A 45-second recording with one correction cannot be cut into 30-second pieces with the
+    right words in each: for a Whisper it is quarantined (`too_long_for_model`), a model without
+    a window (CTC) trains on it. Accepted transcripts keep their casing and punctuation."""
+    import numpy as np
+    import soundfile as sf
+
+    from stt_flywheel.models import model_window_s
+    from stt_flywheel.models.seq2seq import build_whisper_model
+
+    long_wav = tmp_path / "long.wav"
+    noise = np.random.default_rng(0).normal(0, 0.1, 16_000 * 45).astype(np.float32)
+    sf.write(long_wav, noise, 16_000)
+    store = ErrorStore(tmp_path / "store")
+    rows = [
+        _row(new_utts[0], "short", corrected_text="Take  Metformin, twice a day."),
+        {**_row(new_utts[1], "long"), "audio_uri": str(long_wav)},
+    ]
+    assert store.ingest(rows, now=T0).accepted == 2
+    whisper_dir = tmp_path / "whisper"
+    build_whisper_model().save(whisper_dir)
+    assert model_window_s(whisper_dir) == 30.0
+    settings = _settings(max_duration_s=60.0)
+    m = build_dataset(
+        store, tmp_path / "w", settings, watermark=T0, model_window_s=model_window_s(whisper_dir)
+    )
+    assert m.quarantine_reasons == {"too_long_for_model": 1}
+    quarantined = [
+        orjson.loads(line) for line in (tmp_path / "w" / "quarantine.jsonl").read_text().splitlines()
+    ]
+    assert quarantined[0]["id"] == "long" and "45.00 s > the model's 30 s window" in quarantined[0]["detail"]
+    texts = {r["text"] for s in ("train", "heldout") for r in load_split(tmp_path / "w", s)}
+    assert texts == {"Take Metformin, twice a day."}
+    assert model_window_s(DEFAULT_BASE_MODEL) is None  # the CTC base model has no window
+    m = build_dataset(store, tmp_path / "c", settings, watermark=T0, model_window_s=None)
+    assert m.quarantine_reasons == {} and m.counts["accepted"] == 2

@@ -46,3 +46,54 @@ def test_ctc_collate_pads_dynamically() -> None:
     assert batch["input_features"].shape[:2] == batch["attention_mask"].shape
     assert batch["attention_mask"].sum(-1).tolist()[0] > batch["attention_mask"].sum(-1).tolist()[1]
     assert (batch["labels"][0] == -100).sum() == 3  # "ab" padded to the width of "abc d"
+
+
+def test_long_audio_is_cut_at_quiet_moments_into_pieces_that_make_the_whole() -> None:
+    import numpy as np
+
+    from stt_flywheel.models.base import split_long_audio
+
+    rng = np.random.default_rng(0)
+    speech = rng.normal(0, 0.3, 16_000 * 45).astype(np.float32)
+    speech[16_000 * 27 : 16_000 * 27 + 4_000] = 0.0  # a quarter-second pause at 27 s
+    pieces = split_long_audio(speech, 16_000 * 30)
+    assert len(pieces) == 2
+    assert np.array_equal(np.concatenate(pieces), speech)
+    assert 16_000 * 27 < len(pieces[0]) < 16_000 * 27 + 4_000  # cut inside the pause, not at 30 s
+    assert all(len(p) <= 16_000 * 30 for p in pieces)
+    # no pause at all: still pieces within the limit, still the whole
+    noise = rng.normal(0, 0.3, 16_000 * 95).astype(np.float32)
+    pieces = split_long_audio(noise, 16_000 * 30)
+    assert len(pieces) == 4
+    assert np.array_equal(np.concatenate(pieces), noise)
+    assert all(len(p) <= 16_000 * 30 for p in pieces)
+    assert split_long_audio(noise[:100], 16_000 * 30)[0] is not None
+    assert len(split_long_audio(np.zeros(0, dtype=np.float32), 16_000)) == 1
+
+
+def test_whisper_transcribes_45_seconds_in_window_sized_pieces(monkeypatch) -> None:
+    """A 45-second recording reaches Whisper as pieces within its 30-second window, all of them:
+    before, the feature extractor silently kept the first 30 seconds."""
+    import numpy as np
+
+    from stt_flywheel.models.base import split_long_audio
+    from stt_flywheel.models.seq2seq import Seq2SeqSpeechModel, build_whisper_model
+
+    model = build_whisper_model()
+    assert model.window_s == 30.0
+    seen: list[int] = []
+    real = Seq2SeqSpeechModel._transcribe_batch
+
+    def spy(self, audios):  # the real decoder, with the lengths it was given written down
+        seen.extend(len(a) for a in audios)
+        return real(self, audios)
+
+    monkeypatch.setattr(Seq2SeqSpeechModel, "_transcribe_batch", spy)
+    audio = np.random.default_rng(1).normal(0, 0.1, 16_000 * 45).astype(np.float32)
+    short = audio[: 16_000 * 3]
+    texts = model.transcribe([audio, short])
+    assert len(texts) == 2
+    pieces = split_long_audio(audio, 16_000 * 30)
+    assert sorted(seen) == sorted([len(short), *(len(p) for p in pieces)])
+    assert sum(seen) == len(audio) + len(short)
+    assert max(seen) <= 16_000 * 30

@@ -132,25 +132,32 @@ def test_local_endpoint_serves_through_serving_processes(
 
 
 class _Pieces:
-    """The committed model, recording the longest audio it was handed at once."""
+    """The committed model, recording the longest audio its decoder was handed at once."""
 
     def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
         self.model, self.family, self.longest = model, model.family, 0
+        decode = model._transcribe_batch
 
-    def transcribe(self, audios, batch_size: int = 16):  # type: ignore[no-untyped-def]
-        self.longest = max([self.longest, *(len(a) for a in audios)])
-        return self.model.transcribe(audios, batch_size=batch_size)
+        def spy(audios):  # type: ignore[no-untyped-def]
+            self.longest = max([self.longest, *(len(a) for a in audios)])
+            return decode(audios)
+
+        model._transcribe_batch = spy
+
+    def transcribe(self, audios, batch_size: int = 16, max_piece_s=None):  # type: ignore[no-untyped-def]
+        return self.model.transcribe(audios, batch_size=batch_size, max_piece_s=max_piece_s)
 
 
 @pytest.fixture(scope="module")
-def limited(base_model) -> tuple:  # type: ignore[no-untyped-def]
+def limited(base_model_dir) -> tuple:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from stt_flywheel.config import ServingLimits
     from stt_flywheel.deployment.serving import create_app
+    from stt_flywheel.models import load_model
 
     limits = ServingLimits(max_body_bytes=2_000_000, max_instances=3, max_audio_s=4.0, chunk_s=1.0)
-    model = _Pieces(base_model)
+    model = _Pieces(load_model(base_model_dir, device="cpu"))  # its own: the spy stays with it
     app = create_app(ServingSettings(storage_uri="unused", limits=limits), model=model)  # type: ignore[arg-type]
     return TestClient(app), model
 

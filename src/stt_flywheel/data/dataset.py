@@ -184,8 +184,13 @@ def build_dataset(
     *,
     watermark: datetime | None,
     protected: set[str] | frozenset[str] = frozenset(),
+    model_window_s: float | None = None,
 ) -> DatasetManifest:
-    """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`."""
+    """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`.
+
+    `model_window_s`: the longest audio the model to be trained hears at once (Whisper: 30 s).
+    A correction of longer audio is quarantined (`too_long_for_model`): it carries one transcript
+    and no word timings, so there is nowhere to cut it that keeps audio and text aligned."""
     from datasets import Dataset, DatasetDict, Features, Value
 
     out_dir = Path(out_dir)
@@ -236,6 +241,14 @@ def build_dataset(
         if problem:
             reject(rec_id, problem.code, problem.detail)
             continue
+        if model_window_s is not None and audio.duration_s > model_window_s:
+            reject(
+                rec_id,
+                "too_long_for_model",
+                f"{audio.duration_s:.2f} s > the model's {model_window_s:g} s window (one transcript, "
+                "no word timings to cut it by)",
+            )
+            continue
         sha = audio_hash(audio.samples)
         if sha in protected:
             reject(rec_id, "protected_audio", "audio belongs to an evaluation or regression set")
@@ -285,11 +298,24 @@ def build_dataset(
             if sha in protected:
                 replay_stats["excluded_protected"] += 1
                 continue
-            if validate_audio(audio, sample_rate=settings.sample_rate) is not None or not normalize(utt.text):
+            too_long = model_window_s is not None and audio.duration_s > model_window_s
+            if (
+                validate_audio(audio, sample_rate=settings.sample_rate) is not None
+                or not normalize(utt.text)
+                or too_long
+            ):
                 replay_stats["invalid"] += 1
                 continue
             splits["train"].append(
-                _Row(utt.id, " ".join(utt.text.split()), audio, sha, "replay", utt.speaker or "", utt.domain or "")
+                _Row(
+                    utt.id,
+                    " ".join(utt.text.split()),
+                    audio,
+                    sha,
+                    "replay",
+                    utt.speaker or "",
+                    utt.domain or "",
+                )
             )
             replay_stats["used"] += 1
 

@@ -239,26 +239,6 @@ def _audio_of(i: int, b64: str, limits: ServingLimits) -> tuple[bytes, DecodedAu
     return data, decoded
 
 
-def _transcribe_in_pieces(
-    model: SpeechModel, audios: list[np.ndarray], batch_size: int, chunk_s: float
-) -> list[str]:
-    """Transcripts of 16 kHz audio; one longer than `chunk_s` is cut into pieces of that length
-    (transcribed as one batch, joined with spaces), so memory is bounded by the piece, not the file."""
-    size = max(1, int(chunk_s * TARGET_SAMPLE_RATE))
-    pieces: list[np.ndarray] = []
-    owner: list[int] = []
-    for k, audio in enumerate(audios):
-        for start in range(0, max(len(audio), 1), size):
-            pieces.append(audio[start : start + size])
-            owner.append(k)
-    texts = model.transcribe(pieces, batch_size=batch_size)
-    joined: list[list[str]] = [[] for _ in audios]
-    for k, text in zip(owner, texts, strict=True):
-        if text:
-            joined[k].append(text)
-    return [" ".join(parts) for parts in joined]
-
-
 def _local_model_dir(storage_uri: str) -> Path:
     """The model directory: the path itself, or a local copy of a `gs://` prefix (Vertex sets
     `AIP_STORAGE_URI` to a copy of the version's artifact URI)."""
@@ -330,7 +310,7 @@ def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> F
             data, decoded = _audio_of(i, instance.b64, limits)
             raw.append((data, decoded.duration_s))
             audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
-        texts = _transcribe_in_pieces(model, audios, settings.batch_size, limits.chunk_s)
+        texts = model.transcribe(audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s)
         now = datetime.now(UTC)
         out = []
         for instance, text, (data, duration) in zip(request.instances, texts, raw, strict=True):

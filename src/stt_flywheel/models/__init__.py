@@ -11,7 +11,7 @@ from stt_flywheel.errors import InputNotFound
 from stt_flywheel.models.base import SpeechModel, resolve_device, saved_model_dir
 from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
-__all__ = ["SpeechModel", "family_of", "load_model", "resolve_device", "saved_model_dir"]
+__all__ = ["SpeechModel", "family_of", "load_model", "model_window_s", "resolve_device", "saved_model_dir"]
 
 
 def family_of(model_dir: str | Path) -> str:
@@ -19,6 +19,30 @@ def family_of(model_dir: str | Path) -> str:
 
     config = AutoConfig.from_pretrained(str(model_dir))
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "ctc"
+
+
+def model_window_s(model_dir: str | Path) -> float | None:
+    """The longest audio a saved model hears at once: a Whisper's feature window (30 s), None for
+    models with no window (CTC). Read from the processor's config alone, local or `gs://`."""
+    import orjson
+
+    from stt_flywheel.storage.objectstore import join_uri, read_uri
+
+    try:
+        if not orjson.loads(read_uri(join_uri(model_dir, "config.json"))).get("is_encoder_decoder"):
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    # transformers 5 saves the feature extractor inside processor_config.json; older saves beside it
+    for name, key in (("processor_config.json", "feature_extractor"), ("preprocessor_config.json", None)):
+        try:
+            settings = orjson.loads(read_uri(join_uri(model_dir, name)))
+        except (OSError, ValueError, KeyError):
+            continue
+        chunk = (settings.get(key) or {} if key else settings).get("chunk_length")
+        if isinstance(chunk, int | float):
+            return float(chunk)
+    return None
 
 
 def load_model(model_dir: str | Path, device: str = "auto") -> SpeechModel:

@@ -72,13 +72,64 @@ class SpeechModel(ABC):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def window_s(self) -> float | None:
+        """The longest audio the model hears at once (Whisper: 30 s), None when it has no limit."""
+        return None
+
     @torch.inference_mode()
-    def transcribe(self, audios: Sequence[np.ndarray], batch_size: int = 16) -> list[str]:
+    def transcribe(
+        self, audios: Sequence[np.ndarray], batch_size: int = 16, max_piece_s: float | None = None
+    ) -> list[str]:
+        """Texts of 16 kHz audio, in the caller's order. Audio longer than the model's window (or
+        `max_piece_s`) is cut into pieces at quiet moments (`split_long_audio`), the pieces are
+        transcribed with the rest and their texts joined: nothing beyond the window is dropped."""
+        limits = [s for s in (self.window_s, max_piece_s) if s]
+        pieces: list[np.ndarray] = []
+        owner: list[int] = []
+        for k, audio in enumerate(audios):
+            cut = split_long_audio(audio, int(min(limits) * SAMPLE_RATE)) if limits else [audio]
+            pieces.extend(cut)
+            owner.extend([k] * len(cut))
         self.model.eval()
-        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
-        out: list[str] = [""] * len(audios)
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
+        texts: list[str] = [""] * len(pieces)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            for i, text in zip(idx, self._transcribe_batch([audios[i] for i in idx]), strict=True):
-                out[i] = text
-        return out
+            for i, text in zip(idx, self._transcribe_batch([pieces[i] for i in idx]), strict=True):
+                texts[i] = text
+        joined: list[list[str]] = [[] for _ in audios]
+        for k, text in zip(owner, texts, strict=True):
+            if text:
+                joined[k].append(text)
+        return [" ".join(parts) for parts in joined]
+
+
+SAMPLE_RATE = 16_000
+
+
+def split_long_audio(audio: np.ndarray, max_samples: int, search_s: float = 5.0) -> list[np.ndarray]:
+    """`audio` in consecutive pieces of at most `max_samples`, each cut at the quietest 20 ms of
+    the last `search_s` seconds before the limit (a pause between words, where there is one)
+    rather than at the limit itself, so a word is rarely split in two. Together the pieces are
+    the whole audio, in order; audio within the limit is one piece."""
+    max_samples = max(1, max_samples)
+    if len(audio) <= max_samples:
+        return [audio]
+    frame = SAMPLE_RATE // 50
+    pieces = []
+    start = 0
+    while len(audio) - start > max_samples:
+        end = start + max_samples
+        lo = max(start + frame, end - int(search_s * SAMPLE_RATE))
+        window = np.asarray(audio[lo:end], dtype=np.float64)
+        frames = len(window) // frame
+        if frames >= 1:
+            energy = (window[: frames * frame].reshape(frames, frame) ** 2).sum(axis=1)
+            # the latest of the quietest frames: pieces as long as the limit allows
+            quiet = frames - 1 - int(np.argmin(energy[::-1]))
+            end = lo + quiet * frame + frame // 2
+        pieces.append(audio[start:end])
+        start = end
+    pieces.append(audio[start:])
+    return pieces

@@ -130,6 +130,10 @@ class Seq2SeqSpeechModel(SpeechModel):
         model = AutoModelForSpeechSeq2Seq.from_pretrained(str(model_dir))
         return cls(model, WhisperProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
 
+    @property
+    def window_s(self) -> float | None:
+        return float(self.processor.feature_extractor.chunk_length)
+
     def _features(self, audios: Sequence[np.ndarray]) -> torch.Tensor:
         out = self.processor.feature_extractor(
             list(audios), sampling_rate=16_000, return_tensors="pt", device=self.feature_device

@@ -56,7 +56,7 @@ class TrainSettings:
     wise_ft_alpha: float = 1.0  # < 1: interpolate the result with the starting weights (WiSE-FT)
     method: str = "full"  # full | lora
     lora_rank: int = 16
-    lora_alpha: float = 32.0
+    lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "o_proj")
     gradient_checkpointing: bool = False

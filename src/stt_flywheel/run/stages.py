@@ -42,7 +42,7 @@ from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
 from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
-from stt_flywheel.models import SpeechModel, load_model, saved_model_dir
+from stt_flywheel.models import SpeechModel, load_model, model_window_s, saved_model_dir
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.approval import claim_approved, propose
 from stt_flywheel.run.ledger import read_ledger, write_ledger
@@ -268,6 +268,7 @@ def stage_build_dataset(
         config.dataset,
         watermark=datetime.fromisoformat(watermark) if watermark else None,
         protected=protected_hashes(protected_sources),
+        model_window_s=model_window_s(_start_from(config)),
     )
     published = publish_dataset(out_dir, config.paths.datasets)
     write_ledger(config, run_id, "dataset", {**manifest.as_dict(), "published_to": published})
@@ -276,10 +277,16 @@ def stage_build_dataset(
     return manifest
 
 
+def _start_from(config: FlywheelConfig) -> str:
+    """The model a run trains from: what serves by default, else the configured base model."""
+    production = _production(config)
+    return production.uri if production else str(config.base_model)
+
+
 @_releases_lease_on_failure
 def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
     production = _production(config)
-    start_from = production.uri if production else str(config.base_model)
+    start_from = _start_from(config)
     model = load_model(start_from, device=config.training.accelerator)
     t = config.training
     settings = TrainSettings(

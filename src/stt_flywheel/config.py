@@ -185,9 +185,7 @@ class TrainingSettings(_Strict):
         "weights before the version is registered.",
     )
     lora_rank: int = Field(16, gt=0, description="LoRA rank r (with `method: lora`).")
-    lora_alpha: float = Field(
-        32.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r)."
-    )
+    lora_alpha: int = Field(32, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / r).")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "o_proj"],

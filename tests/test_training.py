@@ -250,3 +250,55 @@ def test_whisper_keeps_the_formatting_it_is_taught_and_the_gate_sees_one_that_dr
     gate = next(g for g in result.verdict.gates if g.name == "max_formatting_error_increase")
     assert not gate.passed
     assert "formatting errors" in gate.reason
+
+
+@pytest.mark.slow
+def test_two_processes_train_data_parallel_and_one_saves(
+    tmp_path: Path, general_utts: list[Utterance]
+) -> None:
+    """`training.processes: 2` on CPUs: torchrun starts two processes on the gloo backend, each
+    trains on its share of every batch, the loss falls, and the model is saved once, by rank 0."""
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from stt_flywheel.config import DatasetSettings
+    from stt_flywheel.data.dataset import build_dataset
+    from stt_flywheel.data.error_store import ErrorStore
+    from stt_flywheel.models.distributed import train_in_processes
+
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    store = ErrorStore(tmp_path / "store")
+    rows = [
+        {
+            "id": f"r{i}",
+            "audio_uri": u.audio,
+            "hypothesis": "x",
+            "corrected_text": u.text,
+            "timestamp": now.isoformat(),
+        }
+        for i, u in enumerate(general_utts[:8])
+    ]
+    assert store.ingest(rows, now=now).accepted == 8
+    settings = DatasetSettings(holdout_fraction=0.2, audio_roots=[str(Path(general_utts[0].audio).parent)])
+    build_dataset(store, tmp_path / "ds", settings, watermark=now)
+    start = tmp_path / "start"
+    build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8).save(start)
+    train = TrainSettings(
+        max_steps=20,
+        batch_size=2,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        logging_steps=1,
+        save_steps=10,
+        accelerator="cpu",
+    )
+    result = train_in_processes(str(start), tmp_path / "ds", tmp_path / "run", train, processes=2)
+    assert result.processes == 2
+    assert result.steps == 20
+    losses = [h["loss"] for h in result.log_history if "loss" in h]
+    assert sum(losses[-3:]) < sum(losses[:3])
+    ranks = sorted(orjson.loads(p.read_bytes())["saved"] for p in (tmp_path / "run" / "ranks").glob("*.json"))
+    assert ranks == [False, True]  # two processes trained, one saved
+    reloaded = load_model(tmp_path / "run" / "model", device="cpu")
+    assert reloaded.family == "ctc"

@@ -198,6 +198,12 @@ class TrainingSettings(_Strict):
     spec_augment: bool = Field(
         False, description="Mask random time spans and mel bands of each training batch (SpecAugment)."
     )
+    processes: int = Field(
+        0,
+        ge=0,
+        description="Data-parallel training processes (torchrun, DDP); 0 is one per visible GPU, "
+        "and one on a machine without.",
+    )
     torch_compile: bool = Field(
         False,
         description="Compile the model with torch.compile: faster steps on a GPU after minutes of compiling.",

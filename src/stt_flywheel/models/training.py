@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -62,6 +63,7 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     spec_augment: bool = False
     torch_compile: bool = False
+    processes: int = 0  # how many train it: read by the caller (models.distributed), not here
 
 
 @dataclass
@@ -78,6 +80,8 @@ class TrainResult:
     log_history: list[dict[str, Any]] = field(default_factory=list)
     trainable_parameters: int = 0
     total_parameters: int = 0
+    processes: int = 1  # data-parallel processes that trained it (see models.distributed)
+    saved: bool = True  # whether this process saved the model (under DDP only rank 0 does)
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -266,6 +270,7 @@ def fine_tune(
         raise InputError(f"training method must be full or lora, not {settings.method!r}")
     output_dir = Path(output_dir)
     device = resolve_device(settings.accelerator)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun (models.distributed)
     bf16 = _use_bf16(settings.bf16, device)
     checkpoints = output_dir / "checkpoints"
     last = _last_complete_checkpoint(checkpoints)
@@ -291,6 +296,7 @@ def fine_tune(
         report_to=[],
         disable_tqdm=True,
         max_grad_norm=1.0,
+        ddp_backend="gloo" if processes > 1 and device == "cpu" else None,
         activation_checkpointing=settings.gradient_checkpointing,
         torch_compile=settings.torch_compile,
         # non-reentrant: also right when the inputs of a checkpointed block need no gradient (LoRA)
@@ -330,9 +336,11 @@ def fine_tune(
     _check_finite(model.model, trainer.state.log_history)
     if start_weights:
         interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
-    model.save(saved_model_dir(output_dir))
+    saved = trainer.is_world_process_zero()
+    if saved:
+        model.save(saved_model_dir(output_dir))
     train_loss = float(out.training_loss)
-    samples = settings.max_steps * settings.batch_size
+    samples = settings.max_steps * settings.batch_size * processes
     return TrainResult(
         output_dir=saved_model_dir(output_dir),
         train_loss=train_loss if math.isfinite(train_loss) else float("nan"),
@@ -346,6 +354,8 @@ def fine_tune(
         log_history=list(trainer.state.log_history),
         trainable_parameters=trainable,
         total_parameters=total,
+        processes=processes,
+        saved=saved,
     )
 
 

@@ -43,6 +43,7 @@ from stt_flywheel.evaluation.regression import run_regression_suites
 from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
 from stt_flywheel.models import SpeechModel, load_model, model_window_s, saved_model_dir
+from stt_flywheel.models.distributed import train_in_processes
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.approval import claim_approved, propose
 from stt_flywheel.run.ledger import read_ledger, write_ledger
@@ -277,6 +278,12 @@ def stage_build_dataset(
     return manifest
 
 
+def _cuda_devices() -> int:
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
 def _start_from(config: FlywheelConfig) -> str:
     """The model a run trains from: what serves by default, else the configured base model."""
     production = _production(config)
@@ -308,7 +315,12 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
                 config, run_id, "train-progress", {"step": step, "max_steps": max_steps, "loss": loss}
             )
 
-    result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
+    processes = t.processes or (_cuda_devices() if model.device.startswith("cuda") else 1)
+    if processes > 1:
+        del model  # each process loads its own copy
+        result = train_in_processes(start_from, dataset_dir, out_dir, settings, processes)
+    else:
+        result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
     manifest = DatasetManifest.load(dataset_dir)
     write_ledger(
         config,
@@ -318,6 +330,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             **result.metrics(),
             "device": result.device,
             "bf16": result.bf16,
+            "processes": result.processes,
             "started_from": start_from,
             "started_from_version": production.version if production else None,
             "model_dir": str(result.output_dir),

@@ -1,0 +1,102 @@
+"""Training on several devices: one process per device under `torchrun`, data-parallel (DDP).
+
+`train_in_processes` writes the job (the model to start from, the dataset, the settings) beside
+the output, starts `python -m torch.distributed.run --standalone --nproc-per-node N -m
+stt_flywheel.models.distributed JOB` and reads back what rank 0 wrote. Each process loads the same
+model and dataset; the `Trainer` sees the `torchrun` environment, wraps the model in DDP and gives
+each process its share of every batch (so `batch_size` is per device); only rank 0 saves. On GPUs
+the backend is NCCL, one device per process; on CPUs (how the tests run it) gloo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from stt_flywheel.errors import StateError
+from stt_flywheel.models.training import TrainResult, TrainSettings
+
+__all__ = ["train_in_processes"]
+
+JOB_FILE = "distributed-job.json"
+RESULT_FILE = "distributed-result.json"
+
+
+def train_in_processes(
+    start_from: str, dataset_dir: str | Path, output_dir: str | Path, settings: TrainSettings, processes: int
+) -> TrainResult:
+    """Fine-tune `start_from` on the dataset's train split (held-out loss on its held-out split)
+    with `processes` processes; the saved model lands in `output_dir/model`, once."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    job = output_dir / JOB_FILE
+    result_file = output_dir / RESULT_FILE
+    result_file.unlink(missing_ok=True)
+    job.write_text(
+        json.dumps(
+            {
+                "start_from": start_from,
+                "dataset_dir": str(dataset_dir),
+                "output_dir": str(output_dir),
+                "settings": asdict(settings),
+            }
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "stt_flywheel.models.distributed",
+        str(job),
+    ]
+    done = subprocess.run(command, check=False)
+    if done.returncode != 0 or not result_file.exists():
+        raise StateError(f"distributed training with {processes} processes failed (exit {done.returncode})")
+    data = json.loads(result_file.read_text())
+    data["output_dir"] = Path(data["output_dir"])
+    return TrainResult(**data)
+
+
+def _run(job_path: Path) -> None:
+    import torch
+
+    from stt_flywheel.data.dataset import load_split
+    from stt_flywheel.models import load_model
+    from stt_flywheel.models.training import fine_tune
+
+    job = json.loads(job_path.read_text())
+    raw = job["settings"]
+    settings = TrainSettings(
+        **{
+            **raw,
+            "speed_perturbation": tuple(raw["speed_perturbation"]),
+            "lora_target_modules": tuple(raw["lora_target_modules"]),
+        }
+    )
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if settings.accelerator != "cpu" and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)  # "cuda" below means this process's own device
+    model = load_model(job["start_from"], device=settings.accelerator)
+    train = load_split(job["dataset_dir"], "train")
+    heldout = load_split(job["dataset_dir"], "heldout")
+    result = fine_tune(model, train, job["output_dir"], settings, eval_examples=heldout or None)
+    ranks = Path(job["output_dir"]) / "ranks"
+    ranks.mkdir(exist_ok=True)
+    (ranks / f"{rank}.json").write_text(json.dumps({"rank": rank, "saved": result.saved}))
+    if rank == 0:
+        out: dict[str, Any] = {**asdict(result), "output_dir": str(result.output_dir)}
+        tmp = Path(job["output_dir"]) / f".{RESULT_FILE}.tmp"
+        tmp.write_text(json.dumps(out, default=float))
+        tmp.replace(Path(job["output_dir"]) / RESULT_FILE)
+
+
+if __name__ == "__main__":
+    _run(Path(sys.argv[1]))

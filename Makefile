@@ -45,10 +45,11 @@ lint: setup ## ruff (lint + format check) and mypy on the library, the component
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src components pipelines
 
-bench: setup ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather bootstrap; the error store at 1M records and capture at serving beside their floors; one hostile input's memory before and after the limits
+bench: setup ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather bootstrap; score end to end on 1M pairs; transcription beside the transformers pipeline; the error store at 1M records and capture at serving beside their floors; one hostile input's memory before and after the limits
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_limits.py
+	$(PY) benchmarks/bench_transcribe.py
 
 bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16 too where a GPU is
 	$(PY) benchmarks/bench_trainer.py prepare --out build/bench-data

@@ -136,9 +136,12 @@ def make_english_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         "don't", "it's", "we'll", "I'm", "Mr.", "Dr.", "St.", "gonna", "uh", "um", "(laughs)", "[noise]",
     ]  # fmt: skip
     rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 25, n)
+    drawn = vocab[rng.choice(len(vocab), int(lengths.sum()), p=p)].tolist()  # all at once: fast
+    ends = np.cumsum(lengths).tolist()
     refs, hyps = [], []
-    for _ in range(n):
-        words = list(vocab[rng.choice(len(vocab), rng.integers(3, 25), p=p)])
+    for k in range(n):
+        words = drawn[ends[k] - int(lengths[k]) : ends[k]]
         if rng.random() < 0.2:
             words.insert(int(rng.integers(len(words))), extras[int(rng.integers(len(extras)))])
         hyp: list[str] = []

@@ -294,7 +294,9 @@ def test_audio_longer_than_the_models_window_is_quarantined_and_text_kept_as_wri
     sf.write(long_wav, noise, 16_000)
     store = ErrorStore(tmp_path / "store")
     rows = [
-        _row(new_utts[0], "short", corrected_text="Take  Metformin, twice a day."),
+        _row(
+            new_utts[0], "short", corrected_text="Take  Metformin, twice a day.", metadata={"language": "de"}
+        ),
         {**_row(new_utts[1], "long"), "audio_uri": str(long_wav)},
     ]
     assert store.ingest(rows, now=T0).accepted == 2
@@ -312,6 +314,8 @@ def test_audio_longer_than_the_models_window_is_quarantined_and_text_kept_as_wri
     assert quarantined[0]["id"] == "long" and "45.00 s > the model's 30 s window" in quarantined[0]["detail"]
     texts = {r["text"] for s in ("train", "heldout") for r in load_split(tmp_path / "w", s)}
     assert texts == {"Take Metformin, twice a day."}
+    languages = {r["language"] for s in ("train", "heldout") for r in load_split(tmp_path / "w", s)}
+    assert languages == {"de"}  # the record's language metadata travels to the collator
     assert model_window_s(DEFAULT_BASE_MODEL) is None  # the CTC base model has no window
     m = build_dataset(store, tmp_path / "c", settings, watermark=T0, model_window_s=None)
     assert m.quarantine_reasons == {} and m.counts["accepted"] == 2

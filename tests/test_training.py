@@ -302,3 +302,39 @@ def test_two_processes_train_data_parallel_and_one_saves(
     assert ranks == [False, True]  # two processes trained, one saved
     reloaded = load_model(tmp_path / "run" / "model", device="cpu")
     assert reloaded.family == "ctc"
+
+
+def test_whisper_language_from_config_and_per_record(tmp_path: Path, general_utts: list[Utterance]) -> None:
+    """Each target's decoder prompt carries its record's language (else the configured one); the
+    configured language is saved with the model, and transcription asks for it."""
+    examples = _examples(general_utts[:2])
+    examples[1]["language"] = "German"
+    model = build_whisper_model()
+    model.configure_language("fr", "transcribe")
+    tok = model.processor.tokenizer
+    labels = model.collate(examples)["labels"]
+    first_tokens = tok.convert_ids_to_tokens([int(labels[0, 0]), int(labels[1, 0])])
+    assert first_tokens == ["<|fr|>", "<|de|>"]
+    assert tok.convert_ids_to_tokens([int(labels[0, 1]), int(labels[0, 2])]) == [
+        "<|transcribe|>",
+        "<|notimestamps|>",
+    ]
+    with pytest.raises(ValueError, match="unknown language 'klingon'"):
+        model.collate([{**examples[0], "language": "klingon"}])
+
+    settings = TrainSettings(
+        max_steps=1, batch_size=2, warmup_steps=0, save_steps=100, language="de", task="translate"
+    )
+    fine_tune(model, examples, tmp_path / "run", settings)
+    reloaded = load_model(tmp_path / "run" / "model", device="cpu")
+    assert (reloaded.language, reloaded.task) == ("de", "translate")
+    asked: dict = {}
+    generate = reloaded.model.generate
+
+    def spy(*args, **kwargs):  # the real generate, with what it was asked for written down
+        asked.update(language=kwargs.get("language"), task=kwargs.get("task"))
+        return generate(*args, **kwargs)
+
+    reloaded.model.generate = spy
+    assert len(reloaded.transcribe([examples[0]["audio"]])) == 1
+    assert asked == {"language": "de", "task": "translate"}

@@ -198,6 +198,14 @@ class TrainingSettings(_Strict):
     spec_augment: bool = Field(
         False, description="Mask random time spans and mel bands of each training batch (SpecAugment)."
     )
+    language: str = Field(
+        "en",
+        description="Multilingual models (Whisper): the language they are trained and asked to "
+        "transcribe, a code or a name; a record's `language` metadata overrides it for that record.",
+    )
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe", description="Whisper's task: transcribe, or translate into English."
+    )
     processes: int = Field(
         0,
         ge=0,

@@ -175,6 +175,7 @@ class _Row:
     source: str
     speaker: str
     domain: str
+    language: str = ""  # the record's `language` metadata ("de"); empty: the configured default
 
 
 def build_dataset(
@@ -271,6 +272,7 @@ def build_dataset(
                 "correction",
                 metadata.get("speaker", ""),
                 metadata.get("domain", ""),
+                str(metadata.get("language", "") or ""),
             )
         )
 
@@ -348,6 +350,7 @@ def build_dataset(
             "source": Value("string"),
             "speaker": Value("string"),
             "domain": Value("string"),
+            "language": Value("string"),
         }
     )
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -364,6 +367,7 @@ def build_dataset(
             "source": [r.source for r in rows_],
             "speaker": [r.speaker for r in rows_],
             "domain": [r.domain for r in rows_],
+            "language": [r.language for r in rows_],
         }
 
     DatasetDict(
@@ -384,7 +388,8 @@ def build_dataset(
 
 
 def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
-    """Rows of one split with decoded audio: `{"id", "text", "audio", "speaker", "domain", "source"}`."""
+    """Rows of one split with decoded audio: `{"id", "text", "audio", "speaker", "domain", "source",
+    "language"}` (datasets built before the `language` column read as "")."""
     from datasets import load_from_disk
 
     ds = load_from_disk(str(Path(dataset_dir) / "data"))[split]
@@ -396,6 +401,7 @@ def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
             "speaker": row["speaker"],
             "domain": row["domain"],
             "source": row["source"],
+            "language": row.get("language") or "",
         }
         for row in ds
     ]

@@ -72,6 +72,11 @@ class SpeechModel(ABC):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    def configure_language(self, language: str, task: str) -> None:
+        """What a multilingual model transcribes by default, saved with it; a model of one
+        language (the CTC family) has nothing to set."""
+        return None
+
     @property
     def window_s(self) -> float | None:
         """The longest audio the model hears at once (Whisper: 30 s), None when it has no limit."""

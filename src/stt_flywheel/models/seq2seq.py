@@ -23,15 +23,18 @@ from transformers import (
     WhisperProcessor,
     WhisperTokenizer,
 )
+from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
+from stt_flywheel.errors import InputError
 from stt_flywheel.models.base import SpeechModel, resolve_device
 
 __all__ = ["WHISPER_SHAPES", "Seq2SeqSpeechModel", "build_whisper_model"]
 
+# Whisper's special tokens in its own order, every language's among them
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|startoftranscript|>",
-    "<|en|>",
+    *(f"<|{code}|>" for code in LANGUAGES),
     "<|translate|>",
     "<|transcribe|>",
     "<|startoflm|>",
@@ -102,7 +105,9 @@ def build_whisper_model(
         "decoder_start_token_id": ids["<|startoftranscript|>"],
         "eos_token_id": ids["<|endoftext|>"],
         "pad_token_id": ids["<|endoftext|>"],
-        "lang_to_id": {"<|en|>": ids["<|en|>"]},
+        "lang_to_id": {f"<|{code}|>": ids[f"<|{code}|>"] for code in LANGUAGES},
+        "language": "en",
+        "task": "transcribe",
         "task_to_id": {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         "no_timestamps_token_id": ids["<|notimestamps|>"],
         "is_multilingual": True,
@@ -140,23 +145,59 @@ class Seq2SeqSpeechModel(SpeechModel):
         )
         return out["input_features"].cpu()
 
+    @property
+    def language(self) -> str:
+        """The language it transcribes by default (a code: "en"), kept in its generation config."""
+        return str(getattr(self.model.generation_config, "language", None) or "en")
+
+    @property
+    def task(self) -> str:
+        return str(getattr(self.model.generation_config, "task", None) or "transcribe")
+
+    def configure_language(self, language: str, task: str) -> None:
+        self.model.generation_config.language = language_code(language)
+        if task not in ("transcribe", "translate"):
+            raise InputError(f"task must be transcribe or translate, not {task!r}")
+        self.model.generation_config.task = task
+
     def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         features = self._features(audios).to(self.device, dtype=self.model.dtype)
         limit = min(self.max_new_tokens, self.model.config.max_target_positions - 8)
         generation = copy.deepcopy(self.model.generation_config)
         generation.max_new_tokens, generation.max_length = limit, None
-        ids = self.model.generate(features, generation_config=generation, language="en", task="transcribe")
+        ids = self.model.generate(
+            features, generation_config=generation, language=self.language, task=self.task
+        )
         return [t.strip() for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         features = self._features([np.asarray(e["audio"], dtype=np.float32) for e in examples])
         # the text as the user wrote it: Whisper writes casing and punctuation, and a model trained
         # on normalised targets would unlearn them while every normalised-WER gate passes it
-        tok = self.processor.tokenizer(
-            [" " + " ".join(str(e["text"]).split()) for e in examples], padding=True, return_tensors="pt"
-        )
-        labels = tok["input_ids"].masked_fill(tok["attention_mask"] == 0, -100)
+        # Each target starts with the prompt Whisper decodes from: <|startoftranscript|>, the
+        # example's language (its `language` field, else the model's), the task, <|notimestamps|>.
+        tokenizer = self.processor.tokenizer
+        rows: list[list[int]] = []
+        for e in examples:
+            tokenizer.set_prefix_tokens(
+                language=language_code(e.get("language") or self.language), task=self.task
+            )
+            rows.append(tokenizer(" " + " ".join(str(e["text"]).split())).input_ids)
+        tokenizer.set_prefix_tokens(language=self.language, task=self.task)
+        labels = torch.full((len(rows), max(map(len, rows))), -100, dtype=torch.long)
+        for k, row in enumerate(rows):
+            labels[k, : len(row)] = torch.tensor(row)
         # The model prepends the decoder start token itself when it shifts labels right.
         if (labels[:, 0] == self.model.config.decoder_start_token_id).all():
             labels = labels[:, 1:]
         return {"input_features": features, "labels": labels}
+
+
+def language_code(language: str) -> str:
+    """A Whisper language as its code: "de", "German" and "german" are "de"; unknown is an error."""
+    key = language.strip().lower()
+    if key in LANGUAGES:
+        return key
+    if key in TO_LANGUAGE_CODE:
+        return TO_LANGUAGE_CODE[key]
+    raise InputError(f"unknown language {language!r} (Whisper's codes, e.g. en, de, fr, or names)")

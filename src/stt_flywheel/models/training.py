@@ -64,6 +64,8 @@ class TrainSettings:
     spec_augment: bool = False
     torch_compile: bool = False
     processes: int = 0  # how many train it: read by the caller (models.distributed), not here
+    language: str = "en"  # multilingual models: the default language (a record's `language` wins)
+    task: str = "transcribe"  # or translate (Whisper)
 
 
 @dataclass
@@ -308,6 +310,7 @@ def fine_tune(
         if settings.wise_ft_alpha < 1.0
         else {}
     )
+    model.configure_language(settings.language, settings.task)
     # log-mels on the accelerator when the collator runs in this process; worker processes use the CPU
     model.feature_device = device if settings.dataloader_workers == 0 else "cpu"
     total = sum(p.numel() for p in model.model.parameters())

@@ -51,10 +51,14 @@ bench: setup ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather b
 	$(PY) benchmarks/bench_limits.py
 	$(PY) benchmarks/bench_transcribe.py
 
-bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16 too where a GPU is
+bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16, and a whisper-small-shaped model (full / LoRA, MFU), where a GPU is
 	$(PY) benchmarks/bench_trainer.py prepare --out build/bench-data
 	$(PY) benchmarks/bench_trainer.py run --data build/bench-data/data.npz --json build/bench-trainer.json \
 		--variant cpu:16:10 $$($(PY) -c "import torch; print('--variant cuda-fp32:32:300 --variant cuda-bf16:32:300' if torch.cuda.is_available() else '')")
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(PY) benchmarks/bench_trainer.py whisper --data build/bench-data/data.npz --shape small --warmup 8 \
+			--variant full-bf16:32:28 --variant full-bf16:64:24 --variant lora-bf16:64:24 \
+			--variant full-fp32:32:20 --json build/bench-trainer-whisper.json; fi
 
 compile: setup ## Compile the pipeline to build/stt-flywheel.yaml
 	$(VENV)/bin/stt-flywheel compile --output build/stt-flywheel.yaml

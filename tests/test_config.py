@@ -129,6 +129,11 @@ def test_the_readmes_cloud_config_is_one_that_would_work(tmp_path: Path) -> None
         ("dataset: {sample_rate: -16000}", "dataset.sample_rate"),
         ("trigger: {error_rate_threshold: .nan}", "trigger.error_rate_threshold"),
         ("monitor: {wer_margin: .inf}", "monitor.wer_margin"),
+        ("validation: {max_formatting_error_increase: 2}", "validation.max_formatting_error_increase"),
+        ("training: {method: adapter}", "training.method"),
+        ("training: {language: klingon}", "training.language"),
+        ("training: {lora_rank: 0}", "training.lora_rank"),
+        ("training: {processes: -1}", "training.processes"),
     ],
 )
 def test_the_config_cannot_switch_a_gate_off(tmp_path: Path, yaml_text: str, field: str) -> None:

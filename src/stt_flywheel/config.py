@@ -217,6 +217,19 @@ class TrainingSettings(_Strict):
         description="Compile the model with torch.compile: faster steps on a GPU after minutes of compiling.",
     )
 
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, language: str) -> str:
+        if language.strip().lower() in ("en", "english"):
+            return language
+        # only a language other than the default pays for importing Whisper's table (~2 s)
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+        key = language.strip().lower()
+        if key not in LANGUAGES and key not in TO_LANGUAGE_CODE:
+            raise ValueError(f"unknown language {language!r}: a Whisper language code (de, fr, …) or name")
+        return language
+
     @field_validator("speed_perturbation")
     @classmethod
     def _sane_speeds(cls, speeds: list[float]) -> list[float]:

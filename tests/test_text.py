@@ -123,3 +123,36 @@ def test_fast_whisper_normaliser_is_the_package_string_for_string() -> None:
     # the corpus reaches the slow paths too: numbers, replacers, non-ASCII text
     assert sum(any(c.isdigit() for c in reference(t)) for t in texts) > 2000
     assert sum(not t.isascii() for t in texts) > 2000
+
+
+def test_large_corpora_are_normalised_in_worker_interpreters_with_the_same_output(monkeypatch) -> None:
+    """Past `PARALLEL_TEXTS` distinct strings per extra core the work goes to `normalise_worker`
+    interpreters; the output is what one process gives, in order, repeats included."""
+    from stt_flywheel.scoring import text
+
+    texts = _messy_texts(3000, 9)
+    texts += texts[:500]  # repeats are normalised once and looked up
+    norm = get_normalizer("whisper-en/1")
+    alone = norm.many(texts)
+    calls: list[int] = []
+    real = text._in_processes
+
+    def counted(spec: str, unique: list[str], workers: int) -> list[str]:
+        calls.append(workers)
+        return real(spec, unique, workers)
+
+    monkeypatch.setattr(text, "PARALLEL_TEXTS", 1000)
+    monkeypatch.setattr(text, "_in_processes", counted)
+    monkeypatch.setattr(text.os, "cpu_count", lambda: 2)
+    assert norm.many(texts) == alone
+    assert calls == [2]
+
+
+def test_a_failing_worker_interpreter_is_replaced_by_normalising_here(monkeypatch) -> None:
+    import sys
+
+    from stt_flywheel.scoring import text
+
+    texts = _messy_texts(400, 4)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # every worker exits 1 without output
+    assert text._in_processes("whisper-en/1", texts, 3) == get_normalizer("whisper-en/1").many(texts)

@@ -99,4 +99,9 @@ def _run(job_path: Path) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_file():
+        raise SystemExit(
+            "usage: torchrun --nproc-per-node N -m stt_flywheel.models.distributed JOB.json "
+            "(written by train_in_processes)"
+        )
     _run(Path(sys.argv[1]))

@@ -8,12 +8,23 @@ import sys
 
 import orjson
 
+from stt_flywheel.errors import InputError
 from stt_flywheel.scoring.text import get_normalizer
 
 
 def main() -> None:
-    fn = get_normalizer(sys.argv[1])._factory()
-    texts = orjson.loads(sys.stdin.buffer.read())
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m stt_flywheel.scoring.normalise_worker NORMALISER < texts.json")
+    try:
+        fn = get_normalizer(sys.argv[1])._factory()
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        texts = orjson.loads(sys.stdin.buffer.read())
+    except orjson.JSONDecodeError as exc:
+        raise SystemExit(f"stdin is not JSON ({exc}): expected a list of strings") from None
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise SystemExit("expected a JSON list of strings on stdin")
     sys.stdout.buffer.write(orjson.dumps([fn(t) for t in texts]))
 
 

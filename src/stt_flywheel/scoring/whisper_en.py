@@ -118,6 +118,9 @@ def fast_whisper_english() -> Callable[[str], str]:
     replacer_words = frozenset(lit for lit, whole, _, _ in replacers if whole)
     unchecked = any(lit is None or (not whole and "'" not in lit) for lit, whole, _, _ in replacers)
     word_runs = re.compile(r"\w+")
+    # ASCII text's maximal `\w+` runs, by translation: every ASCII character outside [0-9A-Za-z_]
+    # becomes a space, then split
+    non_word = {c: " " for c in range(128) if not re.fullmatch(r"\w", chr(c))}
     spelling = spellings.mapping
     ignore = re.compile(inner.ignore_patterns)
     brackets = re.compile(r"[<\[][^>\]]*[>\]]")
@@ -140,12 +143,14 @@ def fast_whisper_english() -> Callable[[str], str]:
             s = ignore.sub("", s)
         if "'" in s:
             s = space_apostrophe.sub("'", s)
-        if unchecked or "'" in s or not replacer_words.isdisjoint(word_runs.findall(s)):
+        runs = s.translate(non_word).split() if s.isascii() else word_runs.findall(s)
+        if unchecked or "'" in s or not replacer_words.isdisjoint(runs):
             s = _replace(s, replacers, word_runs)
         if "," in s:
             s = digit_commas.sub(r"\1\2", s)
         if "." in s:
-            s = periods.sub(r" \1", s)
+            # the usual case, one full stop at the very end, is the pattern's "." + end: a space
+            s = s[:-1] + " " if s.count(".") == 1 and s[-1] == "." else periods.sub(r" \1", s)
         s = s.translate(symbols) if s.isascii() else remove_symbols_and_diacritics(s, keep=_KEEP)
         has_digit = digit.search(s) is not None
         if "half" in s or has_digit:

@@ -293,8 +293,14 @@ def test_two_processes_train_data_parallel_and_one_saves(
         save_steps=10,
         accelerator="cpu",
     )
-    result = train_in_processes(str(start), tmp_path / "ds", tmp_path / "run", train, processes=2)
+    reported: list[tuple[int, int]] = []
+    result = train_in_processes(
+        str(start), tmp_path / "ds", tmp_path / "run", train, processes=2,
+        progress=lambda step, max_steps, loss: reported.append((step, max_steps)), poll_s=0.2,
+    )  # fmt: skip
     assert result.processes == 2
+    assert reported and reported[-1] == (20, 20)  # the watcher saw rank 0's steps, the last one too
+    assert [s for s, _ in reported] == sorted(s for s, _ in reported)
     assert result.steps == 20
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert sum(losses[-3:]) < sum(losses[:3])

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,29 @@ __all__ = ["train_in_processes"]
 
 JOB_FILE = "distributed-job.json"
 RESULT_FILE = "distributed-result.json"
+PROGRESS_FILE = "distributed-progress.json"
 
 
 def train_in_processes(
-    start_from: str, dataset_dir: str | Path, output_dir: str | Path, settings: TrainSettings, processes: int
+    start_from: str,
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    settings: TrainSettings,
+    processes: int,
+    progress: Callable[[int, int, float | None], None] | None = None,
+    poll_s: float = 2.0,
 ) -> TrainResult:
     """Fine-tune `start_from` on the dataset's train split (held-out loss on its held-out split)
-    with `processes` processes; the saved model lands in `output_dir/model`, once."""
+    with `processes` processes; the saved model lands in `output_dir/model`, once. `progress`
+    is called as in `fine_tune`, every `poll_s` seconds at most, from what rank 0 writes to
+    `output_dir/distributed-progress.json` (and once with the last step)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     job = output_dir / JOB_FILE
     result_file = output_dir / RESULT_FILE
     result_file.unlink(missing_ok=True)
+    progress_file = output_dir / PROGRESS_FILE
+    progress_file.unlink(missing_ok=True)
     job.write_text(
         json.dumps(
             {
@@ -57,9 +69,27 @@ def train_in_processes(
         "stt_flywheel.models.distributed",
         str(job),
     ]
-    done = subprocess.run(command, check=False)
-    if done.returncode != 0 or not result_file.exists():
-        raise StateError(f"distributed training with {processes} processes failed (exit {done.returncode})")
+    process = subprocess.Popen(command)
+    seen: tuple[int, int, float | None] | None = None
+    while True:
+        try:
+            returncode = process.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        if progress is not None:
+            now: tuple[int, int, float | None] | None
+            try:
+                state = json.loads(progress_file.read_text())
+                now = (int(state["step"]), int(state["max_steps"]), state.get("loss"))
+            except (OSError, ValueError, KeyError, TypeError):
+                now = seen
+            if now is not None and now != seen:
+                seen = now
+                progress(*now)
+        if returncode is not None:
+            break
+    if returncode != 0 or not result_file.exists():
+        raise StateError(f"distributed training with {processes} processes failed (exit {returncode})")
     data = json.loads(result_file.read_text())
     data["output_dir"] = Path(data["output_dir"])
     return TrainResult(**data)
@@ -87,7 +117,22 @@ def _run(job_path: Path) -> None:
     model = load_model(job["start_from"], device=settings.accelerator)
     train = load_split(job["dataset_dir"], "train")
     heldout = load_split(job["dataset_dir"], "heldout")
-    result = fine_tune(model, train, job["output_dir"], settings, eval_examples=heldout or None)
+    progress_file = Path(job["output_dir"]) / PROGRESS_FILE
+
+    def report(step: int, max_steps: int, loss: float | None) -> None:
+        # rank 0 alone, replaced whole each step: the launcher reads it while training runs
+        tmp = progress_file.with_name(f".{PROGRESS_FILE}.tmp")
+        tmp.write_text(json.dumps({"step": step, "max_steps": max_steps, "loss": loss}))
+        tmp.replace(progress_file)
+
+    result = fine_tune(
+        model,
+        train,
+        job["output_dir"],
+        settings,
+        eval_examples=heldout or None,
+        progress=report if rank == 0 else None,
+    )
     ranks = Path(job["output_dir"]) / "ranks"
     ranks.mkdir(exist_ok=True)
     (ranks / f"{rank}.json").write_text(json.dumps({"rank": rank, "saved": result.saved}))

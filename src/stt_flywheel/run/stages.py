@@ -318,7 +318,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
     processes = t.processes or (_cuda_devices() if model.device.startswith("cuda") else 1)
     if processes > 1:
         del model  # each process loads its own copy
-        result = train_in_processes(start_from, dataset_dir, out_dir, settings, processes)
+        result = train_in_processes(start_from, dataset_dir, out_dir, settings, processes, progress=progress)
     else:
         result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
     manifest = DatasetManifest.load(dataset_dir)

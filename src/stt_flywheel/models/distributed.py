@@ -21,6 +21,7 @@ from typing import Any
 
 from stt_flywheel.errors import StateError
 from stt_flywheel.models.training import TrainResult, TrainSettings
+from stt_flywheel.storage.files import atomic_write_bytes
 
 __all__ = ["train_in_processes"]
 
@@ -103,14 +104,7 @@ def _run(job_path: Path) -> None:
     from stt_flywheel.models.training import fine_tune
 
     job = json.loads(job_path.read_text())
-    raw = job["settings"]
-    settings = TrainSettings(
-        **{
-            **raw,
-            "speed_perturbation": tuple(raw["speed_perturbation"]),
-            "lora_target_modules": tuple(raw["lora_target_modules"]),
-        }
-    )
+    settings = TrainSettings.from_dict(job["settings"])
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if settings.accelerator != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local_rank)  # "cuda" below means this process's own device
@@ -121,9 +115,9 @@ def _run(job_path: Path) -> None:
 
     def report(step: int, max_steps: int, loss: float | None) -> None:
         # rank 0 alone, replaced whole each step: the launcher reads it while training runs
-        tmp = progress_file.with_name(f".{PROGRESS_FILE}.tmp")
-        tmp.write_text(json.dumps({"step": step, "max_steps": max_steps, "loss": loss}))
-        tmp.replace(progress_file)
+        atomic_write_bytes(
+            progress_file, json.dumps({"step": step, "max_steps": max_steps, "loss": loss}).encode()
+        )
 
     result = fine_tune(
         model,
@@ -138,9 +132,8 @@ def _run(job_path: Path) -> None:
     (ranks / f"{rank}.json").write_text(json.dumps({"rank": rank, "saved": result.saved}))
     if rank == 0:
         out: dict[str, Any] = {**asdict(result), "output_dir": str(result.output_dir)}
-        tmp = Path(job["output_dir"]) / f".{RESULT_FILE}.tmp"
-        tmp.write_text(json.dumps(out, default=float))
-        tmp.replace(Path(job["output_dir"]) / RESULT_FILE)
+        # json, not orjson: a NaN loss must come back as NaN, not null
+        atomic_write_bytes(Path(job["output_dir"]) / RESULT_FILE, json.dumps(out, default=float).encode())
 
 
 if __name__ == "__main__":

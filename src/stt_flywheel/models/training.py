@@ -67,6 +67,17 @@ class TrainSettings:
     language: str = "en"  # multilingual models: the default language (a record's `language` wins)
     task: str = "transcribe"  # or translate (Whisper)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
+        """From the config's `training` section or a JSON copy of these settings (lists become tuples)."""
+        return cls(
+            **{
+                **values,
+                "speed_perturbation": tuple(values.get("speed_perturbation", ())),
+                "lora_target_modules": tuple(values.get("lora_target_modules", cls.lora_target_modules)),
+            }
+        )
+
 
 @dataclass
 class TrainResult:

@@ -42,7 +42,7 @@ from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
 from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
-from stt_flywheel.models import SpeechModel, load_model, model_window_s, saved_model_dir
+from stt_flywheel.models import SpeechModel, load_model, model_window_s, resolve_device, saved_model_dir
 from stt_flywheel.models.distributed import train_in_processes
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.approval import claim_approved, propose
@@ -269,7 +269,7 @@ def stage_build_dataset(
         config.dataset,
         watermark=datetime.fromisoformat(watermark) if watermark else None,
         protected=protected_hashes(protected_sources),
-        model_window_s=model_window_s(_start_from(config)),
+        model_window_s=model_window_s(_start_from(config, _production(config))),
     )
     published = publish_dataset(out_dir, config.paths.datasets)
     write_ledger(config, run_id, "dataset", {**manifest.as_dict(), "published_to": published})
@@ -284,27 +284,17 @@ def _cuda_devices() -> int:
     return max(1, torch.cuda.device_count())
 
 
-def _start_from(config: FlywheelConfig) -> str:
+def _start_from(config: FlywheelConfig, production: ModelVersion | None) -> str:
     """The model a run trains from: what serves by default, else the configured base model."""
-    production = _production(config)
     return production.uri if production else str(config.base_model)
 
 
 @_releases_lease_on_failure
 def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
     production = _production(config)
-    start_from = _start_from(config)
-    model = load_model(start_from, device=config.training.accelerator)
+    start_from = _start_from(config, production)
     t = config.training
-    settings = TrainSettings(
-        **{
-            **t.model_dump(),
-            "speed_perturbation": tuple(t.speed_perturbation),
-            "lora_target_modules": tuple(t.lora_target_modules),
-        }
-    )
-    train = load_split(dataset_dir, "train")
-    heldout = load_split(dataset_dir, "heldout")
+    settings = TrainSettings.from_dict(t.model_dump())
     last = [0.0]
 
     def progress(step: int, max_steps: int, loss: float | None) -> None:
@@ -315,11 +305,12 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
                 config, run_id, "train-progress", {"step": step, "max_steps": max_steps, "loss": loss}
             )
 
-    processes = t.processes or (_cuda_devices() if model.device.startswith("cuda") else 1)
-    if processes > 1:
-        del model  # each process loads its own copy
+    processes = t.processes or (_cuda_devices() if resolve_device(t.accelerator) == "cuda" else 1)
+    if processes > 1:  # each process loads the model and the dataset itself
         result = train_in_processes(start_from, dataset_dir, out_dir, settings, processes, progress=progress)
     else:
+        model = load_model(start_from, device=t.accelerator)
+        train, heldout = load_split(dataset_dir, "train"), load_split(dataset_dir, "heldout")
         result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
     manifest = DatasetManifest.load(dataset_dir)
     write_ledger(
@@ -335,7 +326,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             "started_from_version": production.version if production else None,
             "model_dir": str(result.output_dir),
             "resumed_from": result.resumed_from,
-            "train_examples": len(train),
+            "train_examples": manifest.splits.get("train", 0),
             # enough to train the same model again: what, from what, on what, with which code
             "hyperparameters": t.model_dump(mode="json"),
             "seed": t.seed,

@@ -69,6 +69,68 @@ def test_char_counts_equal_sclite_character_mode(tmp_path: Path) -> None:
     assert np.array_equal(count_char_errors(refs, hyps), expected)
 
 
+def _edited_pairs(seed: int, n: int, vocab: list[str], max_len: int, sep: str) -> tuple[list[str], list[str]]:
+    """References and hypotheses made from them by a few edits: long common beginnings and endings,
+    the usual shape of a transcript pair (independent random pairs rarely have them)."""
+    rng = random.Random(seed)
+    refs, hyps = [], []
+    for _ in range(n):
+        ref = [rng.choice(vocab) for _ in range(rng.randint(0, max_len))]
+        hyp = list(ref)
+        for _ in range(rng.randint(0, 3)):
+            at = rng.randint(0, len(hyp))
+            edit = rng.random()
+            if edit < 0.33 and at < len(hyp):
+                del hyp[at]
+            elif edit < 0.66 and at < len(hyp):
+                hyp[at] = rng.choice(vocab)
+            else:
+                hyp.insert(at, rng.choice(vocab))
+        refs.append(sep.join(ref) or rng.choice(vocab))
+        hyps.append(sep.join(hyp))
+    return refs, hyps
+
+
+def test_counts_of_pairs_sharing_their_ends_equal_sclite(tmp_path: Path) -> None:
+    """The kernels count a common beginning and end as hits without aligning them; sclite aligns
+    everything: the counts must agree, word and character."""
+    refs, hyps = _edited_pairs(5, 2000, ["a", "b", "c"], 16, " ")
+    shared_ends = sum(
+        r.split()[:1] == h.split()[:1] and r.split()[-1:] == h.split()[-1:]
+        for r, h in zip(refs, hyps, strict=True)
+    )
+    assert shared_ends > 500
+    assert np.array_equal(count_word_errors(refs, hyps), _sclite(tmp_path, refs, hyps))
+    refs, hyps = _edited_pairs(6, 2000, ["a", "b", "c", "ab"], 16, "")
+    assert np.array_equal(count_char_errors(refs, hyps), _sclite(tmp_path, refs, hyps, chars=True))
+
+
+def test_trimming_common_ends_changes_no_count() -> None:
+    """`_dp_counts_trimmed` against the whole DP, on 20,000 pairs over two to four symbols (the
+    most ties), one made from the other by up to three edits, for both weight tables."""
+    from stt_flywheel.scoring.alignment import SCLITE_WEIGHTS, _dp_counts, _dp_counts_trimmed
+
+    rng = np.random.default_rng(7)
+    prev, cur = np.zeros((25, 5), np.int64), np.zeros((25, 5), np.int64)
+    trimmed_somewhere = 0
+    for k in range(20_000):
+        alphabet = 2 + k % 3
+        a = rng.integers(0, alphabet, rng.integers(0, 21))
+        b = a.copy()
+        edits = rng.integers(0, 4)
+        for _ in range(edits):
+            at = int(rng.integers(0, len(b) + 1))
+            if at == len(b) or rng.random() < 0.5:
+                b = np.insert(b, at, rng.integers(0, alphabet))
+            else:
+                b = np.delete(b, at)
+        trimmed_somewhere += len(a) > 0 and len(b) > 0 and (a[0] == b[0] or a[-1] == b[-1])
+        for weights in (SCLITE_WEIGHTS, LEVENSHTEIN_WEIGHTS):
+            whole = _dp_counts(a, len(a), b, len(b), *weights, prev, cur)
+            assert _dp_counts_trimmed(a, len(a), b, len(b), *weights, prev, cur) == whole, (a, b, weights)
+    assert trimmed_somewhere > 10_000
+
+
 def test_weighted_alignment_differs_from_levenshtein_where_sclite_says_so(tmp_path: Path) -> None:
     """The reason for the weights: a unit-cost alignment splits S/D/I differently, on sclite's own verdict."""
     refs, hyps = _random_pairs(4, 2000, ["a", "b", "c"], 10)

@@ -125,6 +125,83 @@ def test_fast_whisper_normaliser_is_the_package_string_for_string() -> None:
     assert sum(not t.isascii() for t in texts) > 2000
 
 
+def _plain_texts(n: int, seed: int) -> list[str]:
+    """Mostly what `fast_whisper_english_many` does in Arrow (letters and the plain punctuation),
+    with the words and marks that must send a text the long way mixed in: number words, fillers,
+    titles, "half" (and "behalf"), "..", an apostrophe or a digit now and then."""
+    import random
+
+    rng = random.Random(seed)
+    plain = [
+        "the",
+        "a",
+        "of",
+        "to",
+        "in",
+        "is",
+        "was",
+        "colour",
+        "grey",
+        "organise",
+        "centre",
+        "travelled",
+        "behaviour",
+        "theatre",
+        "we",
+        "you",
+    ]
+    acting = [
+        "one",
+        "two",
+        "twenty",
+        "hundred",
+        "first",
+        "oh",
+        "o",
+        "uh",
+        "um",
+        "hmm",
+        "mr",
+        "mrs",
+        "st",
+        "dr",
+        "half",
+        "behalf",
+        "point",
+        "per",
+        "and",
+    ]
+    marks = ["", " ", " ", " ", ", ", ". ", "? ", "! ", "; ", ": ", '"', " -", "-", "  "]
+    out = []
+    for _ in range(n):
+        words = [rng.choice(acting if rng.random() < 0.04 else plain) for _ in range(rng.randint(0, 12))]
+        text = "".join(
+            w + (rng.choice(["..", "... "]) if rng.random() < 0.01 else rng.choice(marks)) for w in words
+        )
+        if rng.random() < 0.03:
+            text += rng.choice(["'s", " 7", "(x)", "é"])
+        out.append(text.upper() if rng.random() < 0.1 else text.capitalize() if rng.random() < 0.5 else text)
+    return out
+
+
+def test_the_list_normaliser_is_the_package_and_does_plain_text_in_arrow(monkeypatch) -> None:
+    """`whisper-en/1` over a list gives the package's output string for string, and sends only
+    the texts it cannot do in Arrow through the one-by-one normaliser."""
+    from stt_flywheel.scoring import whisper_en
+
+    texts = _plain_texts(20_000, 5) + _messy_texts(5000, 6) + [""]
+    reference = whisper_en.reference_whisper_english()
+    one = whisper_en.fast_whisper_english()
+    long_way: list[str] = []
+    monkeypatch.setattr(whisper_en, "fast_whisper_english", lambda: lambda t: long_way.append(t) or one(t))
+    got = whisper_en.fast_whisper_english_many()(texts)
+    mismatches = [(t, g, reference(t)) for t, g in zip(texts, got, strict=True) if g != reference(t)]
+    assert not mismatches, mismatches[:5]
+    assert 5000 < len(long_way) < 15_000  # about half the plain texts, and the messy ones
+    assert get_normalizer("whisper-en/1").many(texts) == got
+    assert get_normalizer("basic-en/1").many(texts) == [normalize(t) for t in texts]
+
+
 def test_large_corpora_are_normalised_in_worker_interpreters_with_the_same_output(monkeypatch) -> None:
     """Past `PARALLEL_TEXTS` distinct strings per extra core the work goes to `normalise_worker`
     interpreters; the output is what one process gives, in order, repeats included."""

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from stt_flywheel.data.audio import TARGET_SAMPLE_RATE
 from stt_flywheel.errors import StateError
 
 __all__ = ["SpeechModel", "resolve_device", "saved_model_dir"]
@@ -93,7 +94,7 @@ class SpeechModel(ABC):
         pieces: list[np.ndarray] = []
         owner: list[int] = []
         for k, audio in enumerate(audios):
-            cut = split_long_audio(audio, int(min(limits) * SAMPLE_RATE)) if limits else [audio]
+            cut = split_long_audio(audio, int(min(limits) * TARGET_SAMPLE_RATE)) if limits else [audio]
             pieces.extend(cut)
             owner.extend([k] * len(cut))
         self.model.eval()
@@ -110,9 +111,6 @@ class SpeechModel(ABC):
         return [" ".join(parts) for parts in joined]
 
 
-SAMPLE_RATE = 16_000
-
-
 def split_long_audio(audio: np.ndarray, max_samples: int, search_s: float = 5.0) -> list[np.ndarray]:
     """`audio` in consecutive pieces of at most `max_samples`, each cut at the quietest 20 ms of
     the last `search_s` seconds before the limit (a pause between words, where there is one)
@@ -121,12 +119,12 @@ def split_long_audio(audio: np.ndarray, max_samples: int, search_s: float = 5.0)
     max_samples = max(1, max_samples)
     if len(audio) <= max_samples:
         return [audio]
-    frame = SAMPLE_RATE // 50
+    frame = TARGET_SAMPLE_RATE // 50
     pieces = []
     start = 0
     while len(audio) - start > max_samples:
         end = start + max_samples
-        lo = max(start + frame, end - int(search_s * SAMPLE_RATE))
+        lo = max(start + frame, end - int(search_s * TARGET_SAMPLE_RATE))
         window = np.asarray(audio[lo:end], dtype=np.float64)
         frames = len(window) // frame
         if frames >= 1:

@@ -147,6 +147,32 @@ def _dp_counts(a, na, b, nb, w_sub, w_ins, w_del, prev, cur):  # type: ignore[no
 
 
 @numba.njit(cache=True, nogil=True)
+def _dp_counts_trimmed(a, na, b, nb, w_sub, w_ins, w_del, prev, cur):  # type: ignore[no-untyped-def]
+    """`_dp_counts` with the common prefix and suffix counted as hits and left out of the DP.
+
+    The same counts, for positive weights. Suffix: where the last tokens are equal the diagonal
+    step is never dearer than the other two (dropping a[i-1] from any alignment of a[:i] with
+    b[:j-1] costs at most an insertion), so it wins and the cell carries its diagonal neighbour's
+    counts plus a hit. Prefix: where a[0] == b[0], every cheapest path to (1, j) is that hit and
+    j-1 insertions (to (i, 1): the hit and i-1 deletions), the same counts as the trimmed problem's
+    first row and column; every cell past them compares the same neighbours, so makes the same choice.
+    `test_alignment.py` checks both against the whole DP on random sequences rich in ties.
+    """
+    p = 0
+    while p < na and p < nb and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < na - p and s < nb - p and a[na - 1 - s] == b[nb - 1 - s]:
+        s += 1
+    if p == 0 and s == 0:
+        return _dp_counts(a, na, b, nb, w_sub, w_ins, w_del, prev, cur)
+    h, sub, d, i = _dp_counts(
+        a[p : na - s], na - p - s, b[p : nb - s], nb - p - s, w_sub, w_ins, w_del, prev, cur
+    )
+    return h + p + s, sub, d, i
+
+
+@numba.njit(cache=True, nogil=True)
 def _tokenize(buf, start, end, tok_start, tok_end, tok_hash):  # type: ignore[no-untyped-def]
     """Whitespace-separated tokens of buf[start:end]: their spans and FNV-1a hashes; returns the count."""
     n = 0
@@ -228,7 +254,7 @@ def _word_kernel(rbuf, rstarts, hbuf, hstarts, w_sub, w_ins, w_del):  # type: ig
         na = _tokenize(scratch, 0, lr, tok_start, tok_end, tok_hash)
         nb = _tokenize(scratch, lr, lr + (h1 - h0), tok_start[na:], tok_end[na:], tok_hash[na:])
         _local_ids(scratch, na + nb, tok_start, tok_end, tok_hash, ids, first)
-        res = _dp_counts(ids[:na], na, ids[na : na + nb], nb, w_sub, w_ins, w_del, prev, cur)
+        res = _dp_counts_trimmed(ids[:na], na, ids[na : na + nb], nb, w_sub, w_ins, w_del, prev, cur)
         out[k, 0], out[k, 1], out[k, 2], out[k, 3] = res
     return out
 
@@ -253,7 +279,7 @@ def _char_kernel(rbuf, rstarts, hbuf, hstarts, w_sub, w_ins, w_del):  # type: ig
             if not _is_space(hbuf[i]):
                 b[nb] = hbuf[i]
                 nb += 1
-        res = _dp_counts(a, na, b, nb, w_sub, w_ins, w_del, prev, cur)
+        res = _dp_counts_trimmed(a, na, b, nb, w_sub, w_ins, w_del, prev, cur)
         out[k, 0], out[k, 1], out[k, 2], out[k, 3] = res
     return out
 

@@ -97,7 +97,8 @@ def score_corpus(
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
     norm = get_normalizer(normalizer)
-    nrefs, nhyps = norm.many(list(refs)), norm.many(list(hyps))
+    both = norm.many([*refs, *hyps])  # one pass: one set of worker processes, repeats across sides once
+    nrefs, nhyps = both[: len(refs)], both[len(refs) :]
     words = count_word_errors(nrefs, nhyps)
     chars = count_char_errors(nrefs, nhyps)
     raw = count_word_errors(list(refs), list(hyps))

@@ -16,7 +16,7 @@ def main() -> None:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m stt_flywheel.scoring.normalise_worker NORMALISER < texts.json")
     try:
-        fn = get_normalizer(sys.argv[1])._factory()
+        batch = get_normalizer(sys.argv[1]).batch()
     except InputError as exc:
         raise SystemExit(str(exc)) from None
     try:
@@ -25,7 +25,7 @@ def main() -> None:
         raise SystemExit(f"stdin is not JSON ({exc}): expected a list of strings") from None
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise SystemExit("expected a JSON list of strings on stdin")
-    sys.stdout.buffer.write(orjson.dumps([fn(t) for t in texts]))
+    sys.stdout.buffer.write(orjson.dumps(batch(texts)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ output is a new version: `tests/test_text_and_scoring.py` pins each one's behavi
 - `whisper-en/1` (scoring default): the English normaliser of the Whisper paper, from the
   `whisper-normalizer` package: spelled numbers to digits, contractions expanded, British spellings
   to American, fillers ("uh", "um") removed. Run through `scoring.whisper_en`, which skips the
-  package's steps where they cannot act (the same output, about ten times faster).
+  package's steps where they cannot act, and over a list does plain text in Arrow (the same
+  output, about twenty times faster on a transcript corpus).
 - `none/1`: whitespace only; the "raw" WER reported beside the normalised one.
 """
 
@@ -86,11 +87,24 @@ def _whisper_english() -> Callable[[str], str]:
     return fast_whisper_english()
 
 
+@functools.cache
+def _whisper_english_many() -> Callable[[list[str]], list[str]]:
+    from stt_flywheel.scoring.whisper_en import fast_whisper_english_many
+
+    return fast_whisper_english_many()
+
+
+def _basic_many() -> Callable[[list[str]], list[str]]:
+    return lambda texts: normalize_arrow(pa.array(texts, pa.string())).to_pylist()
+
+
 @dataclass(frozen=True)
 class Normalizer:
     name: str
     version: int
     _factory: Callable[[], Callable[[str], str]]
+    # the same function over a list, where a compiled one is faster than a loop of `_factory()`
+    _many_factory: Callable[[], Callable[[list[str]], list[str]]] | None = None
 
     @property
     def id(self) -> str:
@@ -99,15 +113,22 @@ class Normalizer:
     def __call__(self, text: str) -> str:
         return self._factory()(text)
 
+    def batch(self) -> Callable[[list[str]], list[str]]:
+        """The normaliser over a list of texts (no look-ups, no extra processes: see `many`)."""
+        if self._many_factory is not None:
+            return self._many_factory()
+        fn = self._factory()
+        return lambda texts: [fn(t) for t in texts]
+
     def many(self, texts: list[str]) -> list[str]:
         """Each text normalised once (repeats looked up); a large corpus in one process per core."""
         unique = list(dict.fromkeys(texts))
+        if len(unique) == len(texts):
+            unique = texts  # nothing repeats: no table to look up
         workers = min(os.cpu_count() or 1, len(unique) // PARALLEL_TEXTS)
-        if workers > 1:
-            normalised = _in_processes(self.id, unique, workers)
-        else:
-            fn = self._factory()
-            normalised = [fn(t) for t in unique]
+        normalised = _in_processes(self.id, unique, workers) if workers > 1 else self.batch()(unique)
+        if unique is texts:
+            return normalised
         table = dict(zip(unique, normalised, strict=True))
         return [table[t] for t in texts]
 
@@ -138,7 +159,7 @@ def _in_processes(spec: str, texts: list[str], workers: int) -> list[str]:
     shares = [texts[bounds[k] : bounds[k + 1]] for k in range(workers)]
     package_root = str(Path(stt_flywheel.__file__).resolve().parent.parent)
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    fn = get_normalizer(spec)._factory()
+    batch = get_normalizer(spec).batch()
     with tempfile.TemporaryDirectory(prefix="stt-flywheel-normalise-") as tmp:
         running = []
         for k, share in enumerate(shares[1:], start=1):
@@ -156,7 +177,7 @@ def _in_processes(spec: str, texts: list[str], workers: int) -> list[str]:
                 except OSError:
                     process = None
             running.append((process, target, share))
-        out = [fn(t) for t in shares[0]]
+        out = batch(shares[0])
         for process, target, share in running:
             normalised = None
             if process is not None and process.wait() == 0:
@@ -165,7 +186,7 @@ def _in_processes(spec: str, texts: list[str], workers: int) -> list[str]:
                 except orjson.JSONDecodeError:
                     normalised = None
             if not isinstance(normalised, list) or len(normalised) != len(share):
-                normalised = [fn(t) for t in share]
+                normalised = batch(share)
             out.extend(normalised)
     return out
 
@@ -173,8 +194,8 @@ def _in_processes(spec: str, texts: list[str], workers: int) -> list[str]:
 _REGISTRY = {
     n.name: n
     for n in (
-        Normalizer("basic-en", 1, lambda: normalize),
-        Normalizer("whisper-en", 1, _whisper_english),
+        Normalizer("basic-en", 1, lambda: normalize, _basic_many),
+        Normalizer("whisper-en", 1, _whisper_english, _whisper_english_many),
         Normalizer("none", 1, lambda: _whitespace),
     )
 }

@@ -71,16 +71,17 @@ def test_long_audio_is_cut_at_quiet_moments_into_pieces_that_make_the_whole() ->
     assert len(split_long_audio(np.zeros(0, dtype=np.float32), 16_000)) == 1
 
 
-def test_whisper_transcribes_45_seconds_in_window_sized_pieces(monkeypatch) -> None:
-    """A 45-second recording reaches Whisper as pieces within its 30-second window, all of them:
-    before, the feature extractor silently kept the first 30 seconds."""
+def test_whisper_without_timestamps_transcribes_45_seconds_in_window_sized_pieces(monkeypatch) -> None:
+    """A 45-second recording reaches a Whisper that cannot generate long-form (no timestamp
+    tokens) as pieces within its 30-second window, all of them: before, the feature extractor
+    silently kept the first 30 seconds."""
     import numpy as np
 
     from stt_flywheel.models.base import split_long_audio
     from stt_flywheel.models.seq2seq import Seq2SeqSpeechModel, build_whisper_model
 
-    model = build_whisper_model()
-    assert model.window_s == 30.0
+    model = build_whisper_model(timestamps=False)
+    assert model.window_s == 30.0 and not model.long_form
     seen: list[int] = []
     real = Seq2SeqSpeechModel._transcribe_batch
 
@@ -97,3 +98,54 @@ def test_whisper_transcribes_45_seconds_in_window_sized_pieces(monkeypatch) -> N
     assert sorted(seen) == sorted([len(short), *(len(p) for p in pieces)])
     assert sum(seen) == len(audio) + len(short)
     assert max(seen) <= 16_000 * 30
+
+
+def test_whisper_transcribes_long_audio_by_long_form_generation_the_same_in_any_batch(monkeypatch) -> None:
+    """A Whisper with timestamp tokens hears 45- and 70-second recordings whole, through its
+    sequential long-form generation (in batches of their own: short audio is decoded without
+    timestamps), and every text is the one it gives for that recording alone. Serving's piece
+    length still bounds what one call holds."""
+    import numpy as np
+
+    from stt_flywheel.models.seq2seq import Seq2SeqSpeechModel, build_whisper_model
+
+    model = build_whisper_model()
+    assert model.long_form
+    seen: dict[str, list[int]] = {"short": [], "long": []}
+    real_short, real_long = Seq2SeqSpeechModel._transcribe_batch, Seq2SeqSpeechModel._transcribe_long_batch
+
+    def short(self, audios):
+        seen["short"].extend(len(a) for a in audios)
+        return real_short(self, audios)
+
+    def long(self, audios):
+        seen["long"].extend(len(a) for a in audios)
+        return real_long(self, audios)
+
+    monkeypatch.setattr(Seq2SeqSpeechModel, "_transcribe_batch", short)
+    monkeypatch.setattr(Seq2SeqSpeechModel, "_transcribe_long_batch", long)
+    rng = np.random.default_rng(2)
+    audios = [rng.normal(0, 0.1, 16_000 * s).astype(np.float32) for s in (45, 3, 70, 5)]
+    texts = model.transcribe(audios, batch_size=16)
+    assert sorted(seen["long"]) == [16_000 * 45, 16_000 * 70]
+    assert sorted(seen["short"]) == [16_000 * 3, 16_000 * 5]
+    assert texts[0] and texts[2]  # (this random model says nothing for the short ones)
+    assert texts == [model.transcribe([a], batch_size=1)[0] for a in audios]
+    # the whole 70 s is decoded, window after window: at least three 30-s windows
+    from transformers.generation.utils import GenerationMixin
+
+    windows: list[int] = []
+    inner = GenerationMixin.generate
+
+    def counted(self, *args, **kwargs):
+        windows.append(1)
+        return inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", counted)
+    assert model.transcribe([audios[2]]) == [texts[2]]
+    assert len(windows) >= 3
+    monkeypatch.setattr(GenerationMixin, "generate", inner)
+    # a recording longer than serving's pieces is cut first; pieces past the window go long-form
+    seen["long"].clear()
+    model.transcribe([audios[2]], max_piece_s=40)
+    assert len(seen["long"]) == 2 and all(16_000 * 30 < n <= 16_000 * 40 for n in seen["long"])

@@ -83,14 +83,25 @@ class SpeechModel(ABC):
         """The longest audio the model hears at once (Whisper: 30 s), None when it has no limit."""
         return None
 
+    @property
+    def long_form(self) -> bool:
+        """Whether it transcribes audio longer than its window itself (`_transcribe_long_batch`)."""
+        return False
+
+    def _transcribe_long_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} has no long-form transcription")
+
     @torch.inference_mode()
     def transcribe(
         self, audios: Sequence[np.ndarray], batch_size: int = 16, max_piece_s: float | None = None
     ) -> list[str]:
-        """Texts of 16 kHz audio, in the caller's order. Audio longer than the model's window (or
-        `max_piece_s`) is cut into pieces at quiet moments (`split_long_audio`), the pieces are
-        transcribed with the rest and their texts joined: nothing beyond the window is dropped."""
-        limits = [s for s in (self.window_s, max_piece_s) if s]
+        """Texts of 16 kHz audio, in the caller's order. Audio longer than `max_piece_s`, or than
+        the model's window where the model cannot read longer audio itself (`long_form`), is cut
+        into pieces at quiet moments (`split_long_audio`), the pieces are transcribed with the rest
+        and their texts joined: nothing beyond the window is dropped. A long-form model (Whisper
+        with timestamp tokens) transcribes audio longer than its window in batches of their own."""
+        window = self.window_s
+        limits = [s for s in (None if self.long_form else window, max_piece_s) if s]
         pieces: list[np.ndarray] = []
         owner: list[int] = []
         for k, audio in enumerate(audios):
@@ -99,11 +110,15 @@ class SpeechModel(ABC):
             owner.extend([k] * len(cut))
         self.model.eval()
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
+        longest = int(window * TARGET_SAMPLE_RATE) if window else None
+        short = [i for i in order if longest is None or len(pieces[i]) <= longest]
+        long = [i for i in order if longest is not None and len(pieces[i]) > longest]
         texts: list[str] = [""] * len(pieces)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            for i, text in zip(idx, self._transcribe_batch([pieces[i] for i in idx]), strict=True):
-                texts[i] = text
+        for group, transcribe in ((short, self._transcribe_batch), (long, self._transcribe_long_batch)):
+            for start in range(0, len(group), batch_size):
+                idx = group[start : start + batch_size]
+                for i, text in zip(idx, transcribe([pieces[i] for i in idx]), strict=True):
+                    texts[i] = text
         joined: list[list[str]] = [[] for _ in audios]
         for k, text in zip(owner, texts, strict=True):
             if text:

@@ -44,9 +44,16 @@ SPECIAL_TOKENS = [
 ]
 
 
-def build_whisper_tokenizer() -> WhisperTokenizer:
-    """Byte-level tokenizer with no merges (one token per byte) plus Whisper's special tokens."""
-    vocab = {ch: i for i, ch in enumerate([*sorted(ByteLevel.alphabet()), *SPECIAL_TOKENS])}
+# Whisper's timestamp tokens, 0.00 s to 30.00 s in steps of 20 ms, right after <|notimestamps|>:
+# what its long-form generation predicts to know where in the audio a segment ends
+TIMESTAMP_TOKENS = [f"<|{k * 0.02:.2f}|>" for k in range(1501)]
+
+
+def build_whisper_tokenizer(timestamps: bool = True) -> WhisperTokenizer:
+    """Byte-level tokenizer with no merges (one token per byte) plus Whisper's special tokens and,
+    unless `timestamps` is False, its timestamp tokens (as the published tokenizers have them)."""
+    tokens = [*sorted(ByteLevel.alphabet()), *SPECIAL_TOKENS, *(TIMESTAMP_TOKENS if timestamps else [])]
+    vocab = {ch: i for i, ch in enumerate(tokens)}
     return WhisperTokenizer(
         vocab=vocab,
         merges=[],
@@ -74,11 +81,13 @@ def build_whisper_model(
     seed: int = 0,
     vocab_size: int | None = None,
     max_target_positions: int = 128,
+    timestamps: bool = True,
 ) -> Seq2SeqSpeechModel:
     """A Whisper initialised from scratch. `vocab_size` above the byte tokenizer's size gives the
     embedding and output layer a production model's width (the extra ids are never produced by
-    the tokenizer); `WHISPER_SHAPES` holds the published sizes."""
-    tokenizer = build_whisper_tokenizer()
+    the tokenizer); `WHISPER_SHAPES` holds the published sizes. Without `timestamps` its tokenizer
+    has no timestamp tokens, so it cannot generate long-form and long audio is cut into pieces."""
+    tokenizer = build_whisper_tokenizer(timestamps)
     ids: dict[str, int] = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}  # type: ignore[misc]
     torch.manual_seed(seed)
     config = WhisperConfig(
@@ -139,6 +148,14 @@ class Seq2SeqSpeechModel(SpeechModel):
     def window_s(self) -> float | None:
         return float(self.processor.feature_extractor.chunk_length)
 
+    @property
+    def long_form(self) -> bool:
+        """Whether it can transcribe audio longer than its window itself: Whisper's sequential
+        long-form generation, which needs the timestamp tokens right after <|notimestamps|>."""
+        tokenizer = self.processor.tokenizer
+        no_timestamps = getattr(self.model.generation_config, "no_timestamps_token_id", None)
+        return no_timestamps is not None and tokenizer.convert_tokens_to_ids("<|0.00|>") == no_timestamps + 1
+
     def _features(self, audios: Sequence[np.ndarray]) -> torch.Tensor:
         out = self.processor.feature_extractor(
             list(audios), sampling_rate=16_000, return_tensors="pt", device=self.feature_device
@@ -160,15 +177,45 @@ class Seq2SeqSpeechModel(SpeechModel):
             raise InputError(f"task must be transcribe or translate, not {task!r}")
         self.model.generation_config.task = task
 
-    def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
-        features = self._features(audios).to(self.device, dtype=self.model.dtype)
+    def _generation(self) -> Any:
         limit = min(self.max_new_tokens, self.model.config.max_target_positions - 8)
         generation = copy.deepcopy(self.model.generation_config)
         generation.max_new_tokens, generation.max_length = limit, None
-        ids = self.model.generate(
-            features, generation_config=generation, language=self.language, task=self.task
-        )
+        return generation
+
+    def _decode(self, ids: torch.Tensor) -> list[str]:
+        # timestamp tokens are dropped by the tokenizer's decode, special tokens by skip_special_tokens
         return [t.strip() for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        features = self._features(audios).to(self.device, dtype=self.model.dtype)
+        ids = self.model.generate(
+            features, generation_config=self._generation(), language=self.language, task=self.task
+        )
+        return self._decode(ids)
+
+    def _transcribe_long_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        """Audio longer than the window, through Whisper's sequential long-form generation: a
+        30-s window is decoded with timestamps, the next starts where its last complete segment
+        ended (not where the window did), and so on to the end of each recording."""
+        out = self.processor.feature_extractor(
+            list(audios),
+            sampling_rate=16_000,
+            return_tensors="pt",
+            truncation=False,
+            padding="longest",
+            return_attention_mask=True,
+            device=self.feature_device,
+        )
+        ids = self.model.generate(
+            out["input_features"].to(self.device, dtype=self.model.dtype),
+            attention_mask=out["attention_mask"].to(self.device),
+            generation_config=self._generation(),
+            language=self.language,
+            task=self.task,
+            return_timestamps=True,
+        )
+        return self._decode(ids)
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         features = self._features([np.asarray(e["audio"], dtype=np.float32) for e in examples])

@@ -4,13 +4,22 @@ The same model, the same audio (synthetic speech of both demo domains, 1.5–6 s
 machine's CPU: the committed CTC base model and a small Whisper built from its config. For each:
 the adapter's `transcribe` at batch 1 (the reference: no padding at all), at batch 16, and the
 pipeline at batch 16; seconds, and how many transcripts differ from batch 1. Run with `make bench`.
+
+`python benchmarks/bench_transcribe.py whisper --device cuda --shape small --variant bf16-static ...`
+measures batched generation of a Whisper of a published shape (random weights, built from its
+config: no download) on noise of 5–25 s: utterances/s, generated tokens/s and peak memory for
+each variant `precision[-static][-compile]` (fp32 or bf16; the static key/value cache; the
+forward compiled with CUDA graphs), and how many transcripts differ from the same variant at batch 1.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +32,7 @@ from stt_flywheel.config import DEFAULT_BASE_MODEL
 from stt_flywheel.data.audio import load_audio
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
 from stt_flywheel.models import SpeechModel, load_model
-from stt_flywheel.models.seq2seq import build_whisper_model
+from stt_flywheel.models.seq2seq import WHISPER_SHAPES, build_whisper_model
 
 
 def _audio(n: int, out: Path) -> list[np.ndarray]:
@@ -78,8 +87,98 @@ def bench(console: Console, name: str, model: SpeechModel, audios: list[np.ndarr
         )
 
 
+def whisper_variant(
+    spec: str, shape: str, device: str, audios: list[np.ndarray], batch: int
+) -> dict[str, Any]:
+    """One `precision[-static][-compile]` variant: batched generation timed after a warm-up pass
+    (which also compiles), then the first `batch` utterances one at a time for the agreement."""
+    precision, *switches = spec.split("-")
+    if precision not in ("fp32", "bf16") or not set(switches) <= {"static", "compile"}:
+        raise SystemExit(f"bad variant {spec!r}: precision[-static][-compile], e.g. bf16-static-compile")
+    # without timestamp tokens, so random weights write text (bytes) to the token limit rather than
+    # timestamps that decode to nothing: every variant generates the same amount
+    sizes = WHISPER_SHAPES[shape] if shape != "test" else {}
+    model = build_whisper_model(**sizes, timestamps=False)
+    model.model.to(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+    model.device = model.feature_device = device
+    if "static" in switches:
+        model.generation_cache = "static"
+    if "compile" in switches:
+        model.model.forward = torch.compile(model.model.forward, mode="reduce-overhead", fullgraph=True)
+
+    generated: list[int] = []  # output ids of each generate call, the padding left out
+    inner, pad = model.model.generate, model.model.generation_config.pad_token_id
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        ids = inner(*args, **kwargs)
+        generated.append(int((ids != pad).sum()))
+        return ids
+
+    model.model.generate = counting
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    started = time.perf_counter()
+    model.transcribe(audios[:batch], batch_size=batch)  # warm-up (and compilation)
+    sync()
+    warm_s = time.perf_counter() - started
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    generated.clear()
+    started = time.perf_counter()
+    texts = model.transcribe(audios, batch_size=batch)
+    sync()
+    seconds = time.perf_counter() - started
+    tokens = sum(generated)
+    alone = [model.transcribe([a], batch_size=1)[0] for a in audios[:batch]]
+    return {
+        "variant": spec,
+        "shape": shape,
+        "batch": batch,
+        "utterances": len(audios),
+        "audio_s": round(sum(map(len, audios)) / 16_000, 1),
+        "warmup_s": round(warm_s, 1),
+        "seconds": round(seconds, 2),
+        "utterances_per_s": round(len(audios) / seconds, 1),
+        "tokens_per_s": round(tokens / seconds),
+        "peak_mib": round(torch.cuda.max_memory_allocated() / 2**20) if device.startswith("cuda") else None,
+        "differ_from_batch_1": sum(a != b for a, b in zip(alone, texts[:batch], strict=True)),
+    }
+
+
+def main_whisper(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="bench_transcribe.py whisper")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shape", choices=[*sorted(WHISPER_SHAPES), "test"], default="small")
+    p.add_argument("--variant", action="append", required=True, help="precision[-static][-compile]")
+    p.add_argument("--utterances", type=int, default=64)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(0)
+    audios = [
+        rng.normal(0, 0.1, int(16_000 * s)).astype(np.float32) for s in rng.uniform(5, 25, args.utterances)
+    ]
+    rows = []
+    for spec in args.variant:
+        try:
+            rows.append(whisper_variant(spec, args.shape, args.device, audios, args.batch))
+        except (RuntimeError, ValueError) as e:  # out of memory, a compile failure: the others still run
+            rows.append({"variant": spec, "error": f"{type(e).__name__}: {e}"[:500]})
+        print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
 def main() -> None:
+    import sys
+
     transformers.logging.set_verbosity_error()  # its per-batch notices about generation lengths
+    if sys.argv[1:2] == ["whisper"]:
+        main_whisper(sys.argv[2:])
+        return
     console = Console(width=120)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:

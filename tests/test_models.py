@@ -149,3 +149,34 @@ def test_whisper_transcribes_long_audio_by_long_form_generation_the_same_in_any_
     seen["long"].clear()
     model.transcribe([audios[2]], max_piece_s=40)
     assert len(seen["long"]) == 2 and all(16_000 * 30 < n <= 16_000 * 40 for n in seen["long"])
+
+
+def test_whisper_generates_the_same_with_a_static_cache(monkeypatch) -> None:
+    """The static key/value cache (what a compiled decoder on a GPU needs) changes no transcript,
+    at batch 1 or 16, short audio and long-form."""
+    import numpy as np
+    import transformers.cache_utils
+
+    from stt_flywheel.models.seq2seq import build_whisper_model
+
+    made: list[int] = []
+    real = transformers.cache_utils.StaticCache.__init__
+
+    def counted(self, *args, **kwargs):
+        made.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.cache_utils.StaticCache, "__init__", counted)
+
+    rng = np.random.default_rng(4)
+    audios = [rng.normal(0, 0.1, int(16_000 * s)).astype(np.float32) for s in (1.5, 4, 2.5, 7, 3, 35)]
+    for timestamps in (False, True):
+        model = build_whisper_model(timestamps=timestamps)
+        dynamic = model.transcribe(audios, batch_size=16)
+        assert not made
+        model.generation_cache = "static"
+        assert model.transcribe(audios, batch_size=16) == dynamic
+        assert made  # generate built static caches: the setting reached it
+        assert model.transcribe(audios, batch_size=1) == dynamic
+        made.clear()
+    assert any(dynamic)

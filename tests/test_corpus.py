@@ -118,3 +118,11 @@ def test_bad_transcript_files_name_the_line(tmp_path, name: str, content: str, m
         TranscriptError, match=re.escape(f"{name}:") + r"\d+: " + re.escape(message.split(": ", 1)[-1])
     ):
         read_transcripts(path)
+
+
+def test_a_transcript_file_not_in_utf8_names_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Latin-1 file (é as one byte) is an error that names the line and says what to do, not a traceback."""
+    path = tmp_path / "ref.trn"
+    path.write_bytes(b"good line (u1)\n" + "caf\u00e9 (u2)\n".encode("latin-1"))
+    with pytest.raises(TranscriptError, match=r"ref\.trn:2: not UTF-8 \(byte 0xe9\).*iconv"):
+        read_transcripts(path)

@@ -168,7 +168,15 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
         raise TranscriptError(f"{path}: no such file")
     out: dict[str, str] = {}
     jsonl = path.suffix in {".jsonl", ".json"}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    data = path.read_bytes()
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TranscriptError(
+            f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x}); convert the file, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
+    for n, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
         if jsonl:

@@ -172,9 +172,9 @@ def read_transcripts(path: str | Path) -> dict[str, str]:
     try:
         content = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        at = data[: exc.start].count(b"\n") + 1
         raise TranscriptError(
-            f"{path}:{line}: not UTF-8 (byte {data[exc.start]:#04x}); convert the file, e.g. `iconv -f latin1 -t utf-8`"
+            f"{path}:{at}: not UTF-8 (byte {data[exc.start]:#04x}); convert the file, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
     for n, line in enumerate(content.splitlines(), start=1):
         if not line.strip():

@@ -34,7 +34,13 @@ class Components:
     monitor_deployment: PythonComponent
 
 
-def build_components(base_image: str, trainer_image: str | None = None) -> Components:
+def build_components(
+    base_image: str, trainer_image: str | None = None, evaluator_image: str | None = None
+) -> Components:
+    """The components on their images: the trainer on `trainer_image`, validation and the
+    regression suites on `evaluator_image` (the trainer's CUDA image when they run on a GPU),
+    everything else (and whatever has no image of its own) on `base_image`."""
+
     def make(func, image: str = base_image) -> PythonComponent:  # type: ignore[no-untyped-def]
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
@@ -42,8 +48,8 @@ def build_components(base_image: str, trainer_image: str | None = None) -> Compo
         check_trigger=make(check_trigger),
         build_dataset=make(build_dataset),
         train_model=make(train_model, trainer_image or base_image),
-        validate_model=make(validate_model),
-        run_regression_suites=make(run_regression_suites),
+        validate_model=make(validate_model, evaluator_image or base_image),
+        run_regression_suites=make(run_regression_suites, evaluator_image or base_image),
         deploy_model=make(deploy_model),
         monitor_deployment=make(monitor_deployment),
     )

@@ -32,13 +32,19 @@ def compile_pipeline(
     require_digests: bool = False,
     pipeline: str = "flywheel",
     serving_image: str | None = None,
+    evaluate_on_accelerator: bool = False,
 ) -> Path:
     """Compile `pipeline` (flywheel or monitor) to YAML. For the cloud (`require_digests`), images
     must be pinned by digest, so a published template always runs the exact images that were
     tested (the monitor needs no trainer image). `serving_image`, when given, is the default of
-    the flywheel's `serving_image` parameter: what the deployer uploads new versions with."""
+    the flywheel's `serving_image` parameter: what the deployer uploads new versions with.
+    `evaluate_on_accelerator`: the flywheel's validation and regression suites on a GPU each."""
     if pipeline not in PIPELINES:
         raise InputError(f"unknown pipeline {pipeline!r}: choose one of {', '.join(PIPELINES)}")
+    if evaluate_on_accelerator and pipeline != "flywheel":
+        raise InputError(
+            f"--evaluate-on-gpu is for the flywheel pipeline; the {pipeline} pipeline evaluates nothing"
+        )
     if require_digests:
         images = (base_image, trainer_image, serving_image)
         loose = [i for i in images if i is not None and not DIGEST.match(i)]
@@ -49,7 +55,10 @@ def compile_pipeline(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     _, build = PIPELINES[pipeline]
-    compiler.Compiler().compile(build(base_image, trainer_image, serving_image), package_path=str(output))
+    options = {"evaluate_on_accelerator": True} if evaluate_on_accelerator else {}
+    compiler.Compiler().compile(
+        build(base_image, trainer_image, serving_image, **options), package_path=str(output)
+    )
     return output
 
 

@@ -33,14 +33,22 @@ RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}
 
 
 def build_pipeline(
-    base_image: str, trainer_image: str | None = None, serving_image: str | None = None
+    base_image: str,
+    trainer_image: str | None = None,
+    serving_image: str | None = None,
+    evaluate_on_accelerator: bool = False,
 ) -> Callable[..., Any]:
     """The pipeline function for the given images; nothing here reads the environment.
 
     `serving_image` becomes the default of the `serving_image` parameter: the container new
     versions are uploaded with (the build that made the images compiles its serving image in, so a
-    new build's serving image is what new versions get); empty leaves `vertex.serving_image`."""
-    c = build_components(base_image, trainer_image)
+    new build's serving image is what new versions get); empty leaves `vertex.serving_image`.
+
+    `evaluate_on_accelerator`: validation and the regression suites run on the trainer's image
+    with one `accelerator_type` GPU each, where their transcription (two models over every
+    held-out, eval and suite utterance) uses it; a Whisper of production size is slow on CPUs."""
+    evaluator_image = (trainer_image or base_image) if evaluate_on_accelerator else None
+    c = build_components(base_image, trainer_image, evaluator_image)
     default_serving_image = serving_image or ""
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__)
@@ -107,6 +115,8 @@ def build_pipeline(
                     .set_caching_options(False)
                     .set_retry(**RETRY)
                 )
+                if evaluate_on_accelerator:
+                    validate.set_accelerator_type(accelerator_type).set_accelerator_limit(1)
                 regression = (
                     c.run_regression_suites(
                         config_uri=config_uri, run_id=run_id, model=train.outputs["model"]
@@ -115,6 +125,8 @@ def build_pipeline(
                     .set_caching_options(False)
                     .set_retry(**RETRY)
                 )
+                if evaluate_on_accelerator:
+                    regression.set_accelerator_type(accelerator_type).set_accelerator_limit(1)
                 validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
                 regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712
                 with validation_passed, regression_passed:

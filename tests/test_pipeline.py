@@ -221,3 +221,34 @@ def test_the_monitor_pipeline_is_one_uncached_task_on_the_base_image(monitor_spe
 def test_unknown_pipelines_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown pipeline 'monitr'"):
         compile_pipeline(tmp_path / "x.yaml", pipeline="monitr")
+
+
+def test_evaluation_on_a_gpu_puts_validation_and_regression_on_the_trainer_image_with_one_gpu(
+    tmp_path: Path,
+) -> None:
+    path = compile_pipeline(
+        tmp_path / "p.yaml",
+        base_image="reg/base:1",
+        trainer_image="reg/trainer:1",
+        evaluate_on_accelerator=True,
+    )
+    spec = yaml.safe_load(path.read_text())
+    for task in ("validate-model", "run-regression-suites"):
+        container = _executor(spec, task)
+        assert container["image"] == "reg/trainer:1"
+        accelerator = container["resources"]["accelerator"]
+        assert accelerator["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
+        assert accelerator["resourceCount"] == "1"
+    for task in ("check-trigger", "build-dataset", "deploy-model"):
+        assert _executor(spec, task)["image"] == "reg/base:1"
+        assert "accelerator" not in _executor(spec, task).get("resources", {})
+    with pytest.raises(ValueError, match="evaluates nothing"):
+        compile_pipeline(
+            tmp_path / "m.yaml", base_image="reg/base:1", pipeline="monitor", evaluate_on_accelerator=True
+        )
+
+
+def test_evaluation_stays_on_the_base_image_without_a_gpu_by_default(cloud_spec: dict) -> None:
+    for task in ("validate-model", "run-regression-suites"):
+        assert "/stt/base@" in _executor(cloud_spec, task)["image"]
+        assert "accelerator" not in _executor(cloud_spec, task).get("resources", {})

@@ -28,6 +28,14 @@ def compile_command(
     for_cloud: Annotated[
         bool, typer.Option("--for-cloud", help="Refuse images not pinned by digest (name@sha256:…).")
     ] = False,
+    evaluate_on_gpu: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate-on-gpu",
+            help="Run validation and the regression suites on the trainer image with one "
+            "`accelerator_type` GPU each (a production-size Whisper transcribes slowly on CPUs).",
+        ),
+    ] = False,
     pipeline: PipelineOpt = PipelineName.flywheel,
 ) -> None:
     """Compile a pipeline (the flywheel, or the monitor) to a KFP YAML package."""
@@ -40,6 +48,7 @@ def compile_command(
         require_digests=for_cloud,
         pipeline=pipeline.value,
         serving_image=serving_image,
+        evaluate_on_accelerator=evaluate_on_gpu,
     )
     console.print(f"compiled {path}")
 

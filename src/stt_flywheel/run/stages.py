@@ -352,8 +352,10 @@ class EvaluationOutcome:
 
 def _models(config: FlywheelConfig, model_artifact: Path) -> tuple[SpeechModel, SpeechModel | None]:
     production = _production(config)
-    candidate = load_model(saved_model_dir(model_artifact), device="cpu")
-    return candidate, (load_model(production.uri, device="cpu") if production else None)
+    # "auto": a GPU where the stage has one (`compile --evaluate-on-gpu`), else the CPUs; both
+    # models on the same device, so the paired comparison compares models, not arithmetic
+    candidate = load_model(saved_model_dir(model_artifact), device="auto")
+    return candidate, (load_model(production.uri, device="auto") if production else None)
 
 
 @_releases_lease_on_failure

@@ -64,13 +64,38 @@ def test_spill_left_by_a_killed_process_is_written_by_the_next(tmp_path: Path) -
     for i in range(5):
         first.offer(_prediction(i))
     _wait(lambda: first.snapshot()["spilled"] == 5)
-    # the process dies here (no close); a new one starts on the same spill directory
+    # the process dies here (no close, nothing flushed): its writer thread stops while the store
+    # is still unreachable, so it cannot be the one that writes the spill later
+    first._stop.set()
+    first._thread.join()
+    # a new one starts on the same spill directory
     (root / "predictions").unlink()
     second = CaptureWriter(ErrorStore(root), tmp_path / "spill", flush_interval_s=0.05)
     assert second.snapshot()["spilled"] == 5
     _wait(lambda: second.snapshot()["recovered"] == 5)
     second.close()
     assert store.predictions().num_rows == 5
+
+
+def test_a_spill_file_another_writer_took_first_is_skipped(tmp_path: Path, monkeypatch) -> None:
+    """Two writers on one spill directory: a file gone between listing and reading (the other
+    one wrote it) is skipped, and the rest are still written; the writer thread lives on."""
+    root = tmp_path / "store"
+    store = ErrorStore(root)
+    (root / "predictions").write_bytes(b"")
+    writer = CaptureWriter(store, tmp_path / "spill", flush_interval_s=0.05, retry_interval_s=3600)
+    for i in range(3):
+        writer.offer(_prediction(i))
+    _wait(lambda: writer.snapshot()["spilled"] == 3)
+    (root / "predictions").unlink()
+    real = writer._spilled_files()
+    monkeypatch.setattr(
+        writer, "_spilled_files", lambda: [tmp_path / "spill" / "spill-0-gone.parquet", *real]
+    )
+    assert writer.retry_spilled() == 3
+    assert writer._thread.is_alive()
+    writer.close()
+    assert store.predictions().num_rows == 3
 
 
 def test_share_and_overflow_are_counted(tmp_path: Path) -> None:

@@ -215,10 +215,14 @@ class CaptureWriter:
             self.counters.captured += len(batch)
 
     def retry_spilled(self) -> int:
-        """Write spilled batches to the store, oldest first; stops at the first failure."""
+        """Write spilled batches to the store, oldest first; stops at the first failure. A file
+        gone before it is read was written by another writer on the same spill directory."""
         done = 0
         for path in self._spilled_files():
-            rows = pq.read_table(path).to_pylist()
+            try:
+                rows = pq.read_table(path).to_pylist()
+            except FileNotFoundError:
+                continue
             batch = [CapturedPrediction(**{**r, "metadata": dict(r["metadata"] or [])}) for r in rows]
             try:
                 self._write(batch)
@@ -227,7 +231,7 @@ class CaptureWriter:
                     self.counters.write_failures += 1
                 log.warning("capture: %d spilled predictions still not written (%s)", len(batch), exc)
                 break
-            path.unlink()
+            path.unlink(missing_ok=True)
             done += len(batch)
             with self._lock:
                 self.counters.spilled -= len(batch)

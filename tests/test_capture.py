@@ -56,19 +56,25 @@ def test_unreachable_store_spills_then_retries(tmp_path: Path) -> None:
     assert not list((tmp_path / "spill").iterdir())
 
 
-def test_spill_left_by_a_killed_process_is_written_by_the_next(tmp_path: Path) -> None:
+def _spilled_by_a_dead_writer(tmp_path: Path, n: int) -> tuple[Path, ErrorStore, CaptureWriter]:
+    """A writer that spilled `n` predictions (its store unreachable: a file where the store needs
+    a directory) and then died: its thread stops while the store is still down, so it cannot be
+    the one that writes the spill later. Returns the store's root, the store and the writer."""
     root = tmp_path / "store"
     store = ErrorStore(root)
     (root / "predictions").write_bytes(b"")
-    first = CaptureWriter(store, tmp_path / "spill", flush_interval_s=0.05, retry_interval_s=3600)
-    for i in range(5):
-        first.offer(_prediction(i))
-    _wait(lambda: first.snapshot()["spilled"] == 5)
-    # the process dies here (no close, nothing flushed): its writer thread stops while the store
-    # is still unreachable, so it cannot be the one that writes the spill later
-    first._stop.set()
-    first._thread.join()
-    # a new one starts on the same spill directory
+    writer = CaptureWriter(store, tmp_path / "spill", flush_interval_s=0.05, retry_interval_s=3600)
+    for i in range(n):
+        writer.offer(_prediction(i))
+    _wait(lambda: writer.snapshot()["spilled"] == n)
+    writer._stop.set()  # no close, nothing flushed
+    writer._thread.join()
+    return root, store, writer
+
+
+def test_spill_left_by_a_killed_process_is_written_by_the_next(tmp_path: Path) -> None:
+    root, store, _ = _spilled_by_a_dead_writer(tmp_path, 5)
+    # a new one starts on the same spill directory, and the store is back
     (root / "predictions").unlink()
     second = CaptureWriter(ErrorStore(root), tmp_path / "spill", flush_interval_s=0.05)
     assert second.snapshot()["spilled"] == 5
@@ -79,22 +85,17 @@ def test_spill_left_by_a_killed_process_is_written_by_the_next(tmp_path: Path) -
 
 def test_a_spill_file_another_writer_took_first_is_skipped(tmp_path: Path, monkeypatch) -> None:
     """Two writers on one spill directory: a file gone between listing and reading (the other
-    one wrote it) is skipped, and the rest are still written; the writer thread lives on."""
-    root = tmp_path / "store"
-    store = ErrorStore(root)
-    (root / "predictions").write_bytes(b"")
-    writer = CaptureWriter(store, tmp_path / "spill", flush_interval_s=0.05, retry_interval_s=3600)
-    for i in range(3):
-        writer.offer(_prediction(i))
-    _wait(lambda: writer.snapshot()["spilled"] == 3)
+    one wrote it) is skipped and the rest are written. Before, `retry_spilled` raised, and in
+    the writer thread that ended capture for the process."""
+    root, store, writer = _spilled_by_a_dead_writer(tmp_path, 3)
     (root / "predictions").unlink()
     real = writer._spilled_files()
+    assert real
     monkeypatch.setattr(
         writer, "_spilled_files", lambda: [tmp_path / "spill" / "spill-0-gone.parquet", *real]
     )
     assert writer.retry_spilled() == 3
-    assert writer._thread.is_alive()
-    writer.close()
+    assert writer.snapshot()["recovered"] == 3
     assert store.predictions().num_rows == 3
 
 

@@ -91,7 +91,9 @@ def _whisper_english() -> Callable[[str], str]:
 def _whisper_english_many() -> Callable[[list[str]], list[str]]:
     from stt_flywheel.scoring.whisper_en import fast_whisper_english_many
 
-    return fast_whisper_english_many()
+    return fast_whisper_english_many(
+        _whisper_english()
+    )  # one per-text normaliser (and parser memory) per process
 
 
 def _basic_many() -> Callable[[list[str]], list[str]]:

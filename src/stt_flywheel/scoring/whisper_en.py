@@ -201,15 +201,16 @@ _PLAIN_TEXT = r'^[A-Za-z .,?!;:"-]*$'
 _PLAIN_PUNCTUATION = r'[ .,?!;:"-]+'
 
 
-def fast_whisper_english_many() -> Callable[[list[str]], list[str]]:
+def fast_whisper_english_many(one: Callable[[str], str] | None = None) -> Callable[[list[str]], list[str]]:
     """`fast_whisper_english` over a list: the plain texts (`_PLAIN_TEXT`, most of a transcript
-    corpus) in Arrow's compiled kernels, a few microseconds each; the others one by one in Python."""
+    corpus) in Arrow's compiled kernels, a few microseconds each; the others one by one in Python,
+    through `one` (a `fast_whisper_english()` the caller already has, else a new one)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     from whisper_normalizer.english import EnglishTextNormalizer
 
-    one = fast_whisper_english()
+    one = one or fast_whisper_english()
     inner = EnglishTextNormalizer()
     fillers = re.fullmatch(r"\\b\((.*)\)\\b", inner.ignore_patterns)
     replacers = [_literal_of(source) for source in inner.replacers]

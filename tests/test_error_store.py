@@ -238,8 +238,10 @@ def test_lookup_of_a_minted_id_reads_one_partition(tmp_path: Path, monkeypatch: 
     for p in pids:
         store.write_predictions([prediction(p, at=id_time(p) or T0)], now=T0)
     read: list[str] = []
-    original = store._read
-    monkeypatch.setattr(store, "_read", lambda key, columns=None: read.append(key) or original(key, columns))
+    original = store.read_file
+    monkeypatch.setattr(
+        store, "read_file", lambda key, columns=None: read.append(key) or original(key, columns)
+    )
     found = store.lookup([pids[7]])
     assert found["prediction_id"].to_pylist() == [pids[7]]
     assert {k.split("/")[2] for k in read} == {"hour=19"}
@@ -250,8 +252,10 @@ def test_time_window_reads_only_its_partitions(tmp_path: Path, monkeypatch: pyte
     pids = [new_prediction_id(T0 + timedelta(hours=h)) for h in range(48)]
     store.write_predictions([prediction(p, at=id_time(p) or T0) for p in pids], now=T0)
     read: list[str] = []
-    original = store._read
-    monkeypatch.setattr(store, "_read", lambda key, columns=None: read.append(key) or original(key, columns))
+    original = store.read_file
+    monkeypatch.setattr(
+        store, "read_file", lambda key, columns=None: read.append(key) or original(key, columns)
+    )
     window = store.predictions(T0 + timedelta(hours=10), T0 + timedelta(hours=13))
     assert window["prediction_id"].to_pylist() == pids[10:13]
     assert len(read) == 3

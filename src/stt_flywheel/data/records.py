@@ -12,11 +12,13 @@ time in milliseconds, so the store finds a prediction's hour partition from its 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, NotRequired
 
+import orjson
 import pyarrow as pa
 import uuid6
 from pydantic import (
@@ -39,6 +41,7 @@ __all__ = [
     "TRANSCRIPT_RECORD",
     "FeedbackEvent",
     "TranscriptRecord",
+    "event_row",
     "feedback_kind",
     "id_ms",
     "id_time",
@@ -160,13 +163,25 @@ def feedback_kind(hypothesis: str, corrected_text: str | None, flagged: bool) ->
     return "flagged" if flagged else "confirmed"
 
 
-def event_row(event: FeedbackEvent, event_id: str, ingested_at: datetime) -> dict[str, Any]:
+def event_row(
+    prediction_id: str,
+    corrected_text: str | None,
+    flagged: bool,
+    event_time: datetime,
+    source: str,
+    ingested_at: datetime,
+) -> dict[str, Any]:
+    """One feedback row of FEEDBACK_SCHEMA; its id is the same for the same event sent twice and
+    differs for any difference."""
+    body = orjson.dumps(
+        [prediction_id, corrected_text, flagged, event_time.astimezone(UTC).isoformat(), source]
+    )
     return {
-        "event_id": event_id,
-        "prediction_id": event.prediction_id,
-        "corrected_text": event.corrected_text,
-        "flagged": event.flagged,
-        "event_time": event.event_time,
-        "source": event.source,
+        "event_id": hashlib.sha256(body).hexdigest()[:32],
+        "prediction_id": prediction_id,
+        "corrected_text": corrected_text,
+        "flagged": flagged,
+        "event_time": event_time,
+        "source": source,
         "ingested_at": ingested_at,
     }

@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from stt_flywheel.errors import InputError, InputNotFound
 
@@ -60,6 +61,11 @@ class ObjectStore(Protocol):
     uri: str
 
     def read(self, key: str) -> Versioned | None: ...
+
+    def open_bytes(self, key: str) -> BinaryIO | None:
+        """The object as a readable binary stream (a file where one is, without hashing it for a
+        generation), or None when it does not exist. The caller closes it."""
+        ...
 
     def create(self, key: str, data: bytes) -> str:
         """Write only if the key does not exist; returns the new generation."""
@@ -132,6 +138,12 @@ class LocalStore:
         except FileNotFoundError:
             return None
         return Versioned(data, self._generation(data))
+
+    def open_bytes(self, key: str) -> BinaryIO | None:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            return None
 
     def create(self, key: str, data: bytes) -> str:
         """Only if absent: the bytes go to a temp file that is hard-linked into place, which fails
@@ -242,6 +254,10 @@ class GCSStore:
         except exceptions.NotFound:
             return None
         return Versioned(data, str(blob.generation))
+
+    def open_bytes(self, key: str) -> BinaryIO | None:
+        found = self.read(key)
+        return io.BytesIO(found.data) if found is not None else None
 
     def _upload(self, key: str, data: bytes, if_generation_match: int | None) -> str:
         from google.api_core import exceptions

@@ -1,0 +1,306 @@
+"""Ingest: untrusted lines in, Parquet rows and quarantine entries out, counts that balance."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+from pydantic import ValidationError
+
+from stt_flywheel.data.error_store.layout import Partitions, epoch_us, prediction_hours, utc_now
+from stt_flywheel.data.error_store.resolve import resolve_for
+from stt_flywheel.data.records import (
+    PREDICTION_SCHEMA,
+    TIMESTAMP,
+    TRANSCRIPT_RECORD,
+    FeedbackEvent,
+    event_row,
+)
+from stt_flywheel.errors import InputNotFound
+from stt_flywheel.storage.objectstore import is_remote, read_uri
+
+__all__ = [
+    "MAX_FUTURE",
+    "MAX_ID_CHARS",
+    "MAX_LINE_BYTES",
+    "FeedbackIngestResult",
+    "IngestResult",
+    "Line",
+    "QuarantineEntry",
+    "ingest_feedback",
+    "ingest_records",
+    "read_lines",
+]
+
+MAX_FUTURE = timedelta(days=1)  # a record or event dated later than this after its arrival is refused
+MAX_LINE_BYTES = 1 << 20  # a longer line is quarantined unparsed (`line_too_long`)
+MAX_ID_CHARS = 256  # a longer prediction id is quarantined (`id_too_long`)
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    line: int  # the physical line number in the source (blank lines counted)
+    reason: str
+    detail: str
+    raw: str  # the line as text (undecodable bytes replaced), for people
+    raw_base64: str | None = None  # the line's bytes exactly, when it came as bytes
+
+
+@dataclass
+class IngestResult:
+    """One `errors ingest` batch of combined records: lines read = accepted + duplicates (an id
+    repeated inside the batch) + quarantined. Each accepted record is a prediction, and a
+    feedback event when it carries a correction or a flag."""
+
+    read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    feedback_events: int = 0
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.accepted + self.duplicates + len(self.quarantined)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "feedback_events": self.feedback_events,
+            "quarantined": len(self.quarantined),
+            "quarantine_reasons": dict(Counter(q.reason for q in self.quarantined)),
+            "balanced": self.balanced,
+            "files": self.files,
+        }
+
+
+@dataclass
+class FeedbackIngestResult:
+    """One `feedback ingest` batch: lines read = events accepted + quarantined; the accepted
+    events' states right after the write (`applied`, `superseded`, `duplicate`, `pending`)."""
+
+    read: int = 0
+    accepted: int = 0
+    quarantined: list[QuarantineEntry] = field(default_factory=list)
+    states: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.accepted + len(self.quarantined) and self.accepted == sum(
+            self.states.values()
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "quarantined": len(self.quarantined),
+            "quarantine_reasons": dict(Counter(q.reason for q in self.quarantined)),
+            "states": {s: self.states.get(s, 0) for s in ("applied", "superseded", "duplicate", "pending")},
+            "balanced": self.balanced,
+            "files": self.files,
+        }
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a source with its physical line number (blank lines counted)."""
+
+    number: int
+    data: bytes
+
+
+def read_lines(source: str | Path) -> list[Line]:
+    """The non-blank lines of a local file, a `gs://` object, or standard input (`-`), numbered
+    as an editor numbers them. Lines end at LF (a CR before it is dropped; a bare CR inside a line
+    is the line's own byte, not a break), and a UTF-8 byte-order mark at the start is skipped."""
+    if str(source) == "-":
+        data = sys.stdin.buffer.read()
+    elif is_remote(source):
+        try:
+            data = read_uri(source)
+        except FileNotFoundError:
+            raise InputNotFound(f"no such object: {source}") from None
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputNotFound(f"no such file: {path}")
+        data = path.read_bytes()
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    lines = [Line(n, line.removesuffix(b"\r")) for n, line in enumerate(data.split(b"\n"), 1)]
+    return [line for line in lines if line.data.strip()]
+
+
+def _detail(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+
+
+def _text(row: Any) -> str:
+    if isinstance(row, bytes):
+        return row.decode(errors="replace")
+    return row if isinstance(row, str) else orjson.dumps(row, default=str).decode()
+
+
+def _reject(quarantined: list[QuarantineEntry], lineno: int, row: Any, reason: str, detail: str) -> None:
+    """Quarantine a row as readable text, with its exact bytes when it had any."""
+    exact = base64.b64encode(row).decode() if isinstance(row, bytes) else None
+    quarantined.append(QuarantineEntry(lineno, reason, detail, _text(row), exact))
+
+
+def _checked_time(when: datetime, time_field: str, latest: datetime) -> tuple[str, str] | None:
+    """(reason, detail) when a record's time cannot be kept, else None."""
+    try:
+        utc = when.astimezone(UTC)
+    except OverflowError:  # a zone offset past the ends of the calendar
+        return "invalid_timestamp", f"{time_field} {when.isoformat()} is out of range in UTC"
+    if utc > latest:  # it would count as recent traffic for years
+        return "timestamp_in_future", f"{time_field} {utc.isoformat()} is after {latest.isoformat()}"
+    return None
+
+
+def parse_rows(
+    rows: Iterable[Any],
+    validate: Callable[[Any], Any],
+    quarantined: list[QuarantineEntry],
+    time_field: str,
+    now: datetime,
+) -> Iterator[tuple[int, Any]]:
+    """(line number, validated value) of each good row; the others are quarantined, each with
+    its reason and its bytes. Rows are dicts, JSON strings or bytes, or `Line`s (a source's
+    lines with their physical numbers)."""
+    latest = now + MAX_FUTURE
+    for index, item in enumerate(rows, 1):
+        lineno, row = (item.number, item.data) if isinstance(item, Line) else (index, item)
+        raw = isinstance(row, str | bytes)
+        if raw and len(row) > MAX_LINE_BYTES:
+            _reject(quarantined, lineno, row, "line_too_long", f"{len(row)} bytes > {MAX_LINE_BYTES}")
+            continue
+        try:
+            data = orjson.loads(row) if raw else row
+        except orjson.JSONDecodeError as exc:
+            _reject(quarantined, lineno, row, "invalid_json", str(exc))
+            continue
+        if type(data) is not dict:
+            _reject(quarantined, lineno, row, "not_an_object", type(data).__name__)
+            continue
+        rec_id = data.get("id", data.get("prediction_id"))
+        if isinstance(rec_id, str) and len(rec_id) > MAX_ID_CHARS:
+            _reject(quarantined, lineno, row, "id_too_long", f"{len(rec_id)} characters > {MAX_ID_CHARS}")
+            continue
+        try:
+            value = validate(data)
+        except ValidationError as exc:
+            _reject(quarantined, lineno, row, "invalid_record", _detail(exc))
+            continue
+        when = value[time_field] if isinstance(value, dict) else getattr(value, time_field)
+        refused = _checked_time(when, time_field, latest)
+        if refused is not None:
+            _reject(quarantined, lineno, row, *refused)
+            continue
+        yield lineno, value
+
+
+def write_quarantine(files: Partitions, stream: str, entries: list[QuarantineEntry], now: datetime) -> None:
+    lines = [
+        orjson.dumps({"stream": stream, **e.__dict__, "quarantined_at": now.isoformat()}) for e in entries
+    ]
+    files.write_lines("quarantine", lines, now)
+
+
+def ingest_feedback(
+    files: Partitions, rows: Iterable[Any], pending_horizon: timedelta, now: datetime | None = None
+) -> FeedbackIngestResult:
+    """Append feedback events (dicts or raw JSON lines); invalid lines are quarantined with a
+    reason. Returns the counts and the accepted events' states right after the write."""
+    now = now or utc_now()
+    result = FeedbackIngestResult()
+    rows = list(rows)
+    result.read = len(rows)
+    events = [
+        event_row(e.prediction_id, e.corrected_text, e.flagged, e.event_time, e.source, now)
+        for _, e in parse_rows(rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now)
+    ]
+    result.accepted = len(events)
+    result.files = files.write_feedback(events, now)
+    write_quarantine(files, "feedback", result.quarantined, now)
+    if events:
+        resolution = resolve_for(files, {e["prediction_id"] for e in events}, pending_horizon, now=now)
+        in_batch: set[str] = set()
+        for e in events:
+            sent_before = resolution.first_arrival.get(e["event_id"], now) < now
+            duplicate = sent_before or e["event_id"] in in_batch
+            state = "duplicate" if duplicate else resolution.states[e["event_id"]]
+            in_batch.add(e["event_id"])
+            result.states[state] = result.states.get(state, 0) + 1
+    return result
+
+
+_RECORD_COLUMNS = ("prediction_id", "predicted_at", "model_version", "hypothesis", "metadata", "audio_uri")
+
+
+def ingest_records(files: Partitions, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
+    """Append combined records (a prediction with its correction or flag); bad lines are
+    quarantined with a reason, an id repeated inside the batch is a duplicate. A record for a
+    prediction already stored adds its correction as a feedback event.
+
+    Column-wise: each line is checked by pydantic-core as a dict and lands in column lists,
+    so the cost stays near that of parsing the lines and writing Parquet."""
+    now = now or utc_now()
+    result = IngestResult()
+    rows = list(rows)
+    result.read = len(rows)
+    cols: dict[str, list[Any]] = {name: [] for name in _RECORD_COLUMNS}
+    events: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _, rec in parse_rows(rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now):
+        pid = rec["id"]
+        if pid in seen:
+            result.duplicates += 1
+            continue
+        seen.add(pid)
+        cols["prediction_id"].append(pid)
+        cols["predicted_at"].append(rec["timestamp"])
+        cols["model_version"].append(rec.get("model_version"))
+        cols["hypothesis"].append(rec["hypothesis"])
+        cols["metadata"].append(rec.get("metadata") or {})
+        cols["audio_uri"].append(rec["audio_uri"])
+        corrected, flagged = rec.get("corrected_text"), rec.get("flagged", False)
+        if corrected is not None or flagged:
+            events.append(event_row(pid, corrected, flagged, rec["timestamp"], "errors-ingest", now))
+    result.accepted = len(cols["prediction_id"])
+    if result.accepted:
+        table = _prediction_table(cols, now)
+        result.files = files.write("predictions", table, prediction_hours(table), now)
+    result.files += files.write_feedback(events, now)
+    result.feedback_events = len(events)
+    write_quarantine(files, "records", result.quarantined, now)
+    return result
+
+
+def _prediction_table(cols: dict[str, list[Any]], now: datetime) -> pa.Table:
+    n = len(cols["prediction_id"])
+    arrays = {
+        "prediction_id": pa.array(cols["prediction_id"], pa.string()),
+        "predicted_at": pa.array(cols["predicted_at"], TIMESTAMP),
+        "model_version": pa.array(cols["model_version"], pa.string()),
+        "endpoint": pa.nulls(n, pa.string()),
+        "hypothesis": pa.array(cols["hypothesis"], pa.string()),
+        "metadata": pa.array(cols["metadata"], PREDICTION_SCHEMA.field("metadata").type),
+        "duration_s": pa.nulls(n, pa.float32()),
+        "audio_uri": pa.array(cols["audio_uri"], pa.string()),
+        "audio_sha256": pa.nulls(n, pa.string()),
+        "ingested_at": pa.array(np.full(n, epoch_us(now), dtype="int64"), pa.int64()).cast(TIMESTAMP),
+    }
+    return pa.table(arrays, schema=PREDICTION_SCHEMA)

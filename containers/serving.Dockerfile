@@ -13,7 +13,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --index-url "${TORCH_INDEX}" -c constraints.txt torch \
  && pip install -c constraints.txt ".[gcp]" \
- && python -c "import stt_flywheel.deployment.serving"
+ && python -c "import stt_flywheel.deployment.serving.app"
 # The commit the image was built from (cloudbuild.yaml passes it): models' lineage records it.
 ARG STT_FLYWHEEL_COMMIT=""
 ENV STT_FLYWHEEL_COMMIT=${STT_FLYWHEEL_COMMIT}

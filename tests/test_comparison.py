@@ -92,11 +92,11 @@ def test_failure_signatures(ref: str, hyp: str, expected: tuple[int, int, int]) 
 
 def test_summary_metrics_and_details() -> None:
     metrics, details = summarize_comparison(_comp(ROWS), POLICY)
-    assert metrics["newly_broken"] == 1
-    assert metrics["newly_fixed"] == 2
-    assert metrics["delta_wer_low"] <= metrics["delta_wer"] <= metrics["delta_wer_high"]
+    assert metrics.newly_broken == 1
+    assert metrics.newly_fixed == 2
+    assert metrics.delta_wer_low <= metrics.delta_wer <= metrics.delta_wer_high
     assert set(details["tests"]) == {"wilcoxon", "t_test", "mapsswe"}
     assert details["normalizer"] == "basic-en/1"
     assert details["interval"]["unit"] == "speaker"
-    assert metrics["critical_recall"] == metrics["production_critical_recall"] == 0.5
+    assert metrics.critical_recall == metrics.production_critical_recall == 0.5
     assert len(details["utterance_delta_wer"]) == 4

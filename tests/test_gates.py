@@ -3,13 +3,20 @@
 import math
 
 import pytest
+from pydantic import ValidationError
 
 from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.evaluation.gates import first_run_verdict, slice_gates, validation_verdict
+from stt_flywheel.evaluation.metrics import HeldoutMetrics
 
 GOOD = {
     "heldout_utterances": 50.0,
     "wer": 0.2,
+    "raw_wer": 0.3,
+    "substitutions": 10.0,
+    "deletions": 3.0,
+    "insertions": 2.0,
+    "hits": 60.0,
     "production_wer": 0.5,
     "p_value": 0.001,
     "worse_share": 0.05,
@@ -92,7 +99,7 @@ SLICE_CASES = [
 
 @pytest.mark.parametrize(("metrics", "policy", "passes", "failing"), GATE_CASES)
 def test_validation_gates_fail_closed(metrics: dict, policy: dict, passes: bool, failing: str | None) -> None:
-    verdict = validation_verdict({**GOOD, **metrics}, POLICY.model_copy(update=policy))
+    verdict = validation_verdict(HeldoutMetrics(**{**GOOD, **metrics}), POLICY.model_copy(update=policy))
     assert verdict.passed is passes
     failed = [g.name for g in verdict.gates if not g.passed]
     assert failed == ([failing] if failing else [])
@@ -100,7 +107,7 @@ def test_validation_gates_fail_closed(metrics: dict, policy: dict, passes: bool,
 
 
 def test_missing_metrics_reject() -> None:
-    verdict = validation_verdict({"heldout_utterances": 10.0}, POLICY)
+    verdict = validation_verdict(HeldoutMetrics(heldout_utterances=10.0), POLICY)
     assert not verdict.passed
     assert {g.name for g in verdict.gates if not g.passed} == {
         "min_wer_improvement",
@@ -114,9 +121,37 @@ def test_missing_metrics_reject() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "renamed", [("delta_wer_high", "delta_wer_upper"), ("p_value", "pvalue"), ("worse_share", "share_worse")]
+)
+def test_a_renamed_metric_key_fails_at_the_contract_not_at_a_gate(renamed: tuple[str, str]) -> None:
+    """A producer that renames a key is refused where the metrics are read back (the ledger's
+    JSON, a test's table), naming the key, instead of making a gate reject for a missing value."""
+    old, new = renamed
+    stored = HeldoutMetrics(**GOOD).model_dump_json()
+    assert validation_verdict(HeldoutMetrics.model_validate_json(stored), POLICY).passed
+    tampered = stored.replace(f'"{old}":', f'"{new}":')
+    with pytest.raises(ValidationError) as refused:
+        HeldoutMetrics.model_validate_json(tampered)
+    assert new in str(refused.value) and "Extra inputs are not permitted" in str(refused.value)
+
+
+def test_the_flat_metrics_round_trip_through_the_contract() -> None:
+    """What KFP and the ledger get (`flat()`) reads back into the same metrics, slices included."""
+    metrics = HeldoutMetrics(
+        **GOOD, slices={"pharmacy": {"utterances": 12, "wer": 0.1, "production_wer": 0.4}}
+    )
+    flat = metrics.flat()
+    assert flat["slice_pharmacy_production_wer"] == 0.4 and flat["delta_wer_high"] == -0.25
+    assert set(GOOD) <= set(flat)
+    assert HeldoutMetrics.model_validate_json(metrics.model_dump_json()) == metrics
+
+
 @pytest.mark.parametrize(("metrics", "policy", "passes"), FIRST_RUN_CASES)
 def test_first_run_policy_is_explicit_and_absolute(metrics: dict, policy: dict, passes: bool) -> None:
-    verdict = first_run_verdict({"heldout_utterances": 20.0, **metrics}, POLICY.model_copy(update=policy))
+    verdict = first_run_verdict(
+        HeldoutMetrics(heldout_utterances=20.0, **metrics), POLICY.model_copy(update=policy)
+    )
     assert verdict.passed is passes
     assert verdict.as_dict()["policy"] == "first_run_absolute"
 

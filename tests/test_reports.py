@@ -29,10 +29,10 @@ def _validation_page() -> str:
     ]
     comp = comparison_from_texts("heldout", examples, CAND, PROD, POLICY.normalizer)
     metrics, details = summarize_comparison(comp, POLICY)
-    metrics["p_value"] = 5.08e-15  # shown as given
+    metrics = metrics.model_copy(update={"p_value": 5.08e-15})  # shown as given
     verdict = validation_verdict(metrics, POLICY)
     verdict.gates.extend(slice_gates(details["slices"], POLICY))
-    return validation_html(metrics, verdict, [comp], details, CONTEXT)
+    return validation_html(metrics.flat(), verdict, [comp], details, CONTEXT)
 
 
 def _regression_page() -> str:

@@ -153,7 +153,7 @@ def limited(base_model_dir) -> tuple:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from stt_flywheel.config import ServingLimits
-    from stt_flywheel.deployment.serving import create_app
+    from stt_flywheel.deployment.serving.app import create_app
     from stt_flywheel.models import load_model
 
     limits = ServingLimits(max_body_bytes=2_000_000, max_instances=3, max_audio_s=4.0, chunk_s=1.0)

@@ -22,7 +22,8 @@ from stt_flywheel.deployment.strategies import (
     rollback,
 )
 
-PASSED = {"stage": "validation", "passed": True, "reasons": [], "gates": []}
+GATE = {"name": "min_wer_improvement", "passed": True, "value": -0.1, "threshold": -0.02, "reason": "ok"}
+PASSED = {"stage": "validation", "passed": True, "reasons": ["ok"], "gates": [GATE]}
 METRICS = {"wer": 0.2315, "cer": 0.11, "delta_wer": -0.0712, "p_value": 0.001}
 
 
@@ -242,10 +243,10 @@ def registry(tmp_path: Path, base_model_dir: Path) -> LocalRegistry:
     return reg
 
 
-PASS = {"stage": "validation", "passed": True, "reasons": ["ok"]}
+PASS = PASSED
 
 
-FAIL = {"stage": "regression", "passed": False, "reasons": ["general: WER too high"]}
+FAIL = {"stage": "regression", "passed": False, "reasons": ["general: WER too high"], "gates": []}
 
 
 def _promote(registry: LocalRegistry, model_dir: Path, validation: dict, regression: dict, auto: bool = True):
@@ -268,7 +269,10 @@ REJECTED = {
     "stage": "validation",
     "passed": False,
     "reasons": ["x"],
-    "gates": [{"name": "min_wer_improvement", "passed": False}, {"name": "max_p_value", "passed": True}],
+    "gates": [
+        {**GATE, "passed": False, "value": 0.01},
+        {**GATE, "name": "max_p_value", "value": 0.01, "threshold": 0.05},
+    ],
 }
 
 
@@ -279,6 +283,11 @@ def test_deployer_rechecks_verdicts(registry: LocalRegistry, base_model_dir: Pat
     assert registry.aliases() == {"default": 1}
     assert len(registry.versions()) == 1
     assert _promote(registry, base_model_dir, {}, PASS).action == "rejected"  # a missing verdict rejects
+    # "passed" with no gate behind it, or a gate that lost a field, is not a pass
+    no_gates = _promote(registry, base_model_dir, PASS | {"gates": []}, PASS)
+    assert (no_gates.action, no_gates.reasons) == ("rejected", ["validation: passed without passing gates"])
+    broken = _promote(registry, base_model_dir, PASS, PASS | {"gates": [{"name": "x", "passed": True}]})
+    assert broken.action == "rejected" and "regression: no valid verdict (gates.0.value" in broken.reasons[0]
 
 
 def test_deployer_promotes_and_is_idempotent(registry: LocalRegistry, base_model_dir: Path) -> None:
@@ -341,7 +350,7 @@ def test_forced_promotion_needs_a_reason_and_records_what_it_overrode(
 def test_promoting_a_version_that_passed_needs_no_force(
     registry: LocalRegistry, base_model_dir: Path
 ) -> None:
-    _promote(registry, base_model_dir, PASS | {"gates": []}, PASS | {"gates": []}, auto=False)
+    _promote(registry, base_model_dir, PASS, PASS, auto=False)
     outcome = manual_promotion(registry, LocalEndpoint(registry, "ep"), reason="reviewed", version=2)
     assert outcome.version == 2
     assert registry.aliases()["default"] == 2

@@ -245,8 +245,8 @@ def test_whisper_keeps_the_formatting_it_is_taught_and_the_gate_sees_one_that_dr
     heldout = [{"id": u.id, "audio": a, "text": t} for u, a, t in zip(utts, audio, written, strict=True)]
     result = validate_candidate(models["candidate"], models["production"], heldout, policy)
     m = result.metrics
-    assert m["wer"] == m["production_wer"] == 0.0  # the same words: normalised WER cannot tell them apart
-    assert m["formatting_error_rate"] > m["production_formatting_error_rate"] + 0.2  # 2 of 6 words
+    assert m.wer == m.production_wer == 0.0  # the same words: normalised WER cannot tell them apart
+    assert m.formatting_error_rate > m.production_formatting_error_rate + 0.2  # 2 of 6 words
     gate = next(g for g in result.verdict.gates if g.name == "max_formatting_error_increase")
     assert not gate.passed
     assert "formatting errors" in gate.reason

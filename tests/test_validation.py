@@ -29,8 +29,8 @@ def test_compare_models_keeps_per_utterance_rows(
 def test_identical_candidate_is_not_an_improvement(base_model: SpeechModel, world: dict[str, Path]) -> None:
     heldout = load_manifest_examples(str(world["traffic-new"]))[:10]
     result = validate_candidate(base_model, base_model, heldout, POLICY)
-    assert result.metrics["delta_wer"] == 0
-    assert result.metrics["p_value"] == 1.0
+    assert result.metrics.delta_wer == 0
+    assert result.metrics.p_value == 1.0
     assert not result.verdict.passed
     assert {g.name for g in result.verdict.gates if not g.passed} == {"min_wer_improvement", "max_p_value"}
 
@@ -47,15 +47,15 @@ def test_untrained_candidate_is_rejected(
     assert not result.verdict.passed
     # An untrained CTC model answers one junk token per utterance: a WER *lower* than that of a
     # production model that inserts words on new-domain audio. Its CER gives it away.
-    assert result.metrics["wer"] < result.metrics["production_wer"]
-    assert result.metrics["cer"] > result.metrics["production_cer"]
+    assert result.metrics.wer < result.metrics.production_wer
+    assert result.metrics.cer > result.metrics.production_cer
     assert "max_cer_increase" in {g.name for g in result.verdict.gates if not g.passed}
-    assert result.metrics["eval_wer"] >= 1.0 > 10 * result.metrics["eval_production_wer"]
-    assert result.metrics["slice_pharmacy_utterances"] == 10
+    assert result.metrics.eval_wer >= 1.0 > 10 * result.metrics.eval_production_wer
+    assert result.metrics.slices["pharmacy"].utterances == 10
 
 
 def test_first_run_without_production_fails_closed(base_model: SpeechModel, world: dict[str, Path]) -> None:
     heldout = load_manifest_examples(str(world["traffic-new"]))[:4]
     result = validate_candidate(base_model, None, heldout, POLICY)
-    assert math.isnan(result.metrics["production_wer"])
+    assert math.isnan(result.metrics.production_wer)
     assert not result.verdict.passed

@@ -41,7 +41,8 @@ def serve(
 
     With --config, every answer is captured into that config's error store (capture.*)."""
     from stt_flywheel.deployment.backends import open_registry, serving_capture
-    from stt_flywheel.deployment.serving import ServingSettings, run_server
+    from stt_flywheel.deployment.serving.app import run_server
+    from stt_flywheel.deployment.serving.contract import ServingSettings
 
     env = dict(os.environ)
     if config is not None or (model_dir is None and not env.get("AIP_STORAGE_URI")):

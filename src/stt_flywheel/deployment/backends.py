@@ -8,6 +8,8 @@ from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import LocalRegistry
+from stt_flywheel.deployment.serving.contract import capture_env
+from stt_flywheel.deployment.vertex import VertexEndpoint, VertexRegistry
 
 __all__ = ["open_endpoint", "open_registry", "serving_capture"]
 
@@ -15,9 +17,7 @@ __all__ = ["open_endpoint", "open_registry", "serving_capture"]
 def open_registry(config: FlywheelConfig) -> Registry:
     """The configured registry: the embedded SQLite one, or Vertex AI Model Registry."""
     if config.deploy.backend == "vertex":
-        from stt_flywheel.deployment.vertex import VertexRegistry
-
-        return VertexRegistry(config)
+        return VertexRegistry(config, capture=serving_capture(config))
     assert config.paths.registry_db and config.paths.models
     return LocalRegistry(config.paths.registry_db, config.paths.models, config.deploy.model_name)
 
@@ -26,8 +26,6 @@ def open_endpoint(config: FlywheelConfig, registry: Registry | None = None) -> E
     """The configured endpoint: the embedded one (served by `stt-flywheel serve`), or Vertex AI."""
     registry = registry or open_registry(config)
     if config.deploy.backend == "vertex":
-        from stt_flywheel.deployment.vertex import VertexEndpoint, VertexRegistry
-
         if not isinstance(registry, VertexRegistry):
             raise TypeError(
                 f"a Vertex AI endpoint needs the Vertex AI registry, not {type(registry).__name__}"
@@ -40,8 +38,6 @@ def open_endpoint(config: FlywheelConfig, registry: Registry | None = None) -> E
 
 def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, str]]:
     """The serving environment of one version: capture its traffic into the configured store."""
-    from stt_flywheel.deployment.serving import capture_env
-
     assert config.paths.root is not None
     spill = config.capture.spill_dir or config.paths.root / "capture-spill"
 

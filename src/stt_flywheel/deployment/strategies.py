@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import RegistryError
+from stt_flywheel.evaluation.gates import StoredVerdict
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -220,12 +221,10 @@ def promote_candidate(
 ) -> DeployOutcome:
     """Register the candidate (with `lineage`: how it was made) and deploy it by `strategy`, or
     reject it when a verdict did not pass."""
-    failed = [v for v in (validation, regression) if not v.get("passed")]
+    verdicts = [StoredVerdict.read("validation", validation), StoredVerdict.read("regression", regression)]
+    failed = [v for v in verdicts if not v.passed]
     if failed:
-        reasons = [
-            f"{v.get('stage', 'verdict')}: {r}" for v in failed for r in v.get("reasons", ["missing verdict"])
-        ]
-        return DeployOutcome("rejected", None, None, reasons)
+        return DeployOutcome("rejected", None, None, [f"{v.stage}: {r}" for v in failed for r in v.reasons])
     production = registry.resolve("default")
     version = registry.register(
         candidate_dir,
@@ -269,13 +268,12 @@ def _failed_gates(evaluation: dict[str, Any]) -> list[str]:
     """Names of the failed gates in a stored evaluation; a missing verdict counts as failed."""
     failed = []
     for stage in ("validation", "regression"):
-        verdict = evaluation.get(stage)
-        if not isinstance(verdict, dict) or "passed" not in verdict:
+        if stage not in evaluation:
             failed.append(f"{stage}: no verdict")
-        elif not verdict["passed"]:
-            failed += [f"{stage}: {g['name']}" for g in verdict.get("gates", []) if not g.get("passed")] or [
-                f"{stage}: rejected"
-            ]
+            continue
+        verdict = StoredVerdict.read(stage, evaluation[stage])
+        if not verdict.passed:
+            failed += [f"{stage}: {name}" for name in verdict.failed_gates()] or [f"{stage}: rejected"]
     return failed
 
 

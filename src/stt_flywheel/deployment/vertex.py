@@ -118,7 +118,9 @@ def _iso(value: Any) -> str:
 class VertexRegistry:
     """Versions of one Vertex AI model (`deploy.model_name` is its model id)."""
 
-    def __init__(self, config: FlywheelConfig) -> None:
+    def __init__(self, config: FlywheelConfig, capture: Callable[[int | str], dict[str, str]]) -> None:
+        """`capture` gives a version's serving environment (where it captures its traffic), which
+        is part of what is uploaded with it."""
         assert config.paths.models and config.paths.state
         self.settings = config.vertex
         self.model = config.deploy.model_name
@@ -126,7 +128,7 @@ class VertexRegistry:
         if not is_remote(self.models_root):
             raise RegistryError(f"the Vertex registry needs paths.models on gs://, not {self.models_root}")
         self.audit_store: ObjectStore = open_store(config.paths.state)
-        self.config = config
+        self.capture = capture
         init_vertex(self.settings)
         self._call = _retrying(self.settings)
         self._changes = LeaseLock(
@@ -276,9 +278,7 @@ class VertexRegistry:
         # The serving environment is part of the uploaded version, so it names the number Vertex
         # gives the next version (numbers count up; one run registers at a time, under the run lease).
         next_version = max(existing_versions, default=0) + 1
-        from stt_flywheel.deployment.backends import serving_capture
-
-        serving_env = serving_capture(self.config)(next_version)
+        serving_env = self.capture(next_version)
 
         @self._call
         def upload() -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.manifest import read_manifest
+from stt_flywheel.evaluation.metrics import DomainSlice, HeldoutMetrics
 from stt_flywheel.models import SpeechModel
 from stt_flywheel.scoring.alignment import Alignment, align_pairs
 from stt_flywheel.scoring.corpus import CorpusScore, match_transcripts, score_corpus
@@ -361,43 +362,11 @@ def compare_models(
     return comparison_from_texts(name, examples, cand_hyps, prod_hyps, normalizer)
 
 
-def summarize_comparison(
-    comp: Comparison, policy: ValidationPolicy
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Headline metrics (floats, for KFP `Metrics` and the gates) and the details the reports show."""
+def summarize_comparison(comp: Comparison, policy: ValidationPolicy) -> tuple[HeldoutMetrics, dict[str, Any]]:
+    """Headline metrics (for the gates, KFP `Metrics` and the ledger) and the details the reports show."""
     interval = comp.interval(policy)
     tests = comp.tests()
     signatures = comp.signatures(policy) if comp.rows else {}
-    n = len(comp.rows) or 1
-    metrics: dict[str, float] = {
-        "heldout_utterances": float(len(comp.rows)),
-        "wer": comp.candidate.wer,
-        "cer": comp.candidate.cer,
-        "raw_wer": comp.candidate.raw_wer,
-        "substitutions": float(comp.candidate.substitutions),
-        "deletions": float(comp.candidate.deletions),
-        "insertions": float(comp.candidate.insertions),
-        "hits": float(comp.candidate.hits),
-        "production_wer": comp.production.wer if comp.production else math.nan,
-        "production_cer": comp.production.cer if comp.production else math.nan,
-        "production_raw_wer": comp.production.raw_wer if comp.production else math.nan,
-        # errors that only the normaliser forgives: casing, punctuation, written-out numbers
-        "formatting_error_rate": comp.candidate.raw_wer - comp.candidate.wer,
-        "production_formatting_error_rate": (
-            comp.production.raw_wer - comp.production.wer if comp.production else math.nan
-        ),
-        "delta_wer": comp.delta_wer,
-        "delta_wer_low": interval.low,
-        "delta_wer_high": interval.high,
-        "prob_improvement": interval.prob_improvement,
-        "p_value": tests[policy.significance_test].p_value if tests else math.nan,
-        **{f"p_{name}": t.p_value for name, t in tests.items()},
-        "worse_share": tests["wilcoxon"].worse / n if tests else math.nan,
-        "better_share": tests["wilcoxon"].better / n if tests else math.nan,
-    }
-    for model, sig in signatures.items():
-        prefix = "" if model == "candidate" else "production_"
-        metrics |= {f"{prefix}{k}": float(v) for k, v in sig.items() if k.endswith("_share")}
     details: dict[str, Any] = {
         "normalizer": comp.candidate.normalizer,
         "slice_margin": policy.max_slice_degradation,
@@ -410,21 +379,67 @@ def summarize_comparison(
         "largest_improvements": comp.largest_improvements(policy.churn_examples) if comp.rows else [],
         "utterance_delta_wer": comp.utterance_delta_wer(),
     }
+    measured: dict[str, Any] = {
+        **_score_metrics(comp),
+        "delta_wer": comp.delta_wer,
+        "delta_wer_low": interval.low,
+        "delta_wer_high": interval.high,
+        "prob_improvement": interval.prob_improvement,
+        **_test_metrics(tests, policy, len(comp.rows) or 1),
+    }
+    for model, sig in signatures.items():
+        prefix = "" if model == "candidate" else "production_"
+        measured |= {f"{prefix}{k}": float(v) for k, v in sig.items() if k.endswith("_share")}
     if comp.production is not None and comp.rows:
-        metrics["newly_broken"] = float(details["churn"]["newly_broken"])
-        metrics["newly_fixed"] = float(details["churn"]["newly_fixed"])
+        measured["newly_broken"] = float(details["churn"]["newly_broken"])
+        measured["newly_fixed"] = float(details["churn"]["newly_fixed"])
     if policy.critical_terms and comp.rows:
         recall = comp.critical_recall(policy.critical_terms)
         details["critical_terms"] = recall
-        metrics["critical_recall"] = recall["candidate"]["recall"]
+        measured["critical_recall"] = recall["candidate"]["recall"]
         if "production" in recall:
-            metrics["production_critical_recall"] = recall["production"]["recall"]
-    for domain_slice in (s for s in details["slices"] if s["field"] == "domain"):
-        metrics[f"slice_{domain_slice['value']}_utterances"] = float(domain_slice["utterances"])
-        metrics[f"slice_{domain_slice['value']}_wer"] = domain_slice["candidate_wer"]
-        if "production_wer" in domain_slice:
-            metrics[f"slice_{domain_slice['value']}_production_wer"] = domain_slice["production_wer"]
-    return metrics, details
+            measured["production_critical_recall"] = recall["production"]["recall"]
+    measured["slices"] = {
+        sl["value"]: DomainSlice(
+            utterances=float(sl["utterances"]),
+            wer=sl["candidate_wer"],
+            production_wer=sl.get("production_wer"),
+        )
+        for sl in details["slices"]
+        if sl["field"] == "domain"
+    }
+    return HeldoutMetrics(**measured), details
+
+
+def _score_metrics(comp: Comparison) -> dict[str, float]:
+    cand, prod = comp.candidate, comp.production
+    return {
+        "heldout_utterances": float(len(comp.rows)),
+        "wer": cand.wer,
+        "cer": cand.cer,
+        "raw_wer": cand.raw_wer,
+        "substitutions": float(cand.substitutions),
+        "deletions": float(cand.deletions),
+        "insertions": float(cand.insertions),
+        "hits": float(cand.hits),
+        "production_wer": prod.wer if prod else math.nan,
+        "production_cer": prod.cer if prod else math.nan,
+        "production_raw_wer": prod.raw_wer if prod else math.nan,
+        # errors that only the normaliser forgives: casing, punctuation, written-out numbers
+        "formatting_error_rate": cand.raw_wer - cand.wer,
+        "production_formatting_error_rate": prod.raw_wer - prod.wer if prod else math.nan,
+    }
+
+
+def _test_metrics(tests: dict[str, PairedTest], policy: ValidationPolicy, n: int) -> dict[str, float]:
+    if not tests:
+        return {}
+    return {
+        "p_value": tests[policy.significance_test].p_value,
+        **{f"p_{name}": t.p_value for name, t in tests.items()},
+        "worse_share": tests["wilcoxon"].worse / n,
+        "better_share": tests["wilcoxon"].better / n,
+    }
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stt_flywheel.config import ValidationPolicy
+from stt_flywheel.evaluation.metrics import HeldoutMetrics
 from stt_flywheel.scoring.stats import holm
 
 __all__ = [
     "Gate",
     "SuiteDecision",
+    "StoredGate",
+    "StoredVerdict",
     "SuiteEvidence",
     "Verdict",
     "first_run_verdict",
@@ -65,6 +69,53 @@ class Verdict:
         }
 
 
+class StoredGate(BaseModel):
+    """A gate as the verdict JSON keeps it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    reason: str
+
+
+class StoredVerdict(BaseModel):
+    """A verdict as stages store it and the deployer re-checks it (the entry's other parts, such
+    as its metrics, are read by their own contracts)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    stage: str
+    policy: str = "paired"
+    passed: bool
+    reasons: list[str]
+    gates: list[StoredGate]
+
+    @classmethod
+    def read(cls, stage: str, stored: Any) -> StoredVerdict:
+        """The stored verdict; a missing or malformed one reads as a rejection of `stage`."""
+        try:
+            verdict = cls.model_validate(stored)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(map(str, problem["loc"])) or "verdict"
+            return cls(
+                stage=stage, passed=False, reasons=[f"no valid verdict ({where}: {problem['msg']})"], gates=[]
+            )
+        if verdict.passed and not (verdict.gates and all(g.passed for g in verdict.gates)):
+            return verdict.model_copy(update={"passed": False, "reasons": ["passed without passing gates"]})
+        return verdict
+
+    def failed_gates(self) -> list[str]:
+        return [g.name for g in self.gates if not g.passed]
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
 def _missing(value: float | None) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -78,7 +129,7 @@ def check(name: str, value: float | None, threshold: float | None, ok: bool, des
     return Gate(name, ok, value, threshold, describe)
 
 
-def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> Verdict:
+def validation_verdict(m: HeldoutMetrics, policy: ValidationPolicy) -> Verdict:
     """Gates on the held-out split against production.
 
     Superiority is decided on the interval: the upper bound of the bootstrap ΔWER interval must lie
@@ -88,23 +139,15 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
     generative models (empty outputs, repetition loops, insertion bursts) against production's.
     """
     verdict = Verdict("validation")
-    n = metrics.get("heldout_utterances", 0)
-    if not n:
+    if not m.heldout_utterances:
         verdict.gates.append(
             Gate("heldout_size", False, 0, 1, "held-out split is empty: nothing to validate on")
         )
         return verdict
-
-    def get(key: str) -> float:
-        return float(metrics.get(key, math.nan))
-
-    def rise(key: str) -> float:
-        return get(key) - get(f"production_{key}")
-
-    high, low = get("delta_wer_high"), get("delta_wer_low")
+    high, low = m.delta_wer_high, m.delta_wer_low
     margin = -policy.min_wer_improvement if policy.min_wer_improvement is not None else None
-    cer_rise = get("cer") - get("production_cer")
-    p, worse, empty = get("p_value"), get("worse_share"), get("empty_share")
+    cer_rise = m.cer - m.production_cer
+    p, worse, empty = m.p_value, m.worse_share, m.empty_share
     conf = f"{policy.confidence:.0%}"
     # (gate, measured value, threshold, passes(value, threshold), reason)
     rules: list[tuple[str, float, float | None, Callable[[float, float], bool], str]] = [
@@ -113,7 +156,7 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
             high,
             margin,
             operator.lt,
-            f"ΔWER {get('delta_wer'):+.4f}, {conf} interval [{low:+.4f}, {high:+.4f}] "
+            f"ΔWER {m.delta_wer:+.4f}, {conf} interval [{low:+.4f}, {high:+.4f}] "
             f"(upper bound must be < {margin if margin is not None else 'unset'})",
         ),
         (
@@ -139,11 +182,11 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
         ),
         (
             "max_formatting_error_increase",
-            rise("formatting_error_rate"),
+            m.formatting_error_rate - m.production_formatting_error_rate,
             policy.max_formatting_error_increase,
             operator.le,
-            f"formatting errors (raw WER − normalised WER) {get('formatting_error_rate'):.4f} vs production "
-            f"{get('production_formatting_error_rate'):.4f} (allowed rise ≤ {policy.max_formatting_error_increase})",
+            f"formatting errors (raw WER − normalised WER) {m.formatting_error_rate:.4f} vs production "
+            f"{m.production_formatting_error_rate:.4f} (allowed rise ≤ {policy.max_formatting_error_increase})",
         ),
         (
             "max_empty_share",
@@ -154,31 +197,33 @@ def validation_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> V
         ),
         (
             "max_loop_share_increase",
-            rise("loop_share"),
+            m.loop_share - m.production_loop_share,
             policy.max_loop_share_increase,
             operator.le,
-            f"repetition loops {get('loop_share'):.1%} vs production {get('production_loop_share'):.1%} "
+            f"repetition loops {m.loop_share:.1%} vs production {m.production_loop_share:.1%} "
             f"(allowed rise ≤ {policy.max_loop_share_increase})",
         ),
         (
             "max_burst_share_increase",
-            rise("burst_share"),
+            m.burst_share - m.production_burst_share,
             policy.max_burst_share_increase,
             operator.le,
-            f"insertion bursts {get('burst_share'):.1%} vs production {get('production_burst_share'):.1%} "
+            f"insertion bursts {m.burst_share:.1%} vs production {m.production_burst_share:.1%} "
             f"(allowed rise ≤ {policy.max_burst_share_increase})",
         ),
     ]
     if policy.critical_terms:
-        drop = get("production_critical_recall") - get("critical_recall")
+        recall = _or_nan(m.critical_recall)
+        production_recall = _or_nan(m.production_critical_recall)
+        drop = production_recall - recall
         rules.append(
             (
                 "max_critical_recall_drop",
                 drop,
                 policy.max_critical_recall_drop,
                 operator.le,
-                f"critical-term recall {get('critical_recall'):.1%} vs production "
-                f"{get('production_critical_recall'):.1%} (allowed drop ≤ {policy.max_critical_recall_drop})",
+                f"critical-term recall {recall:.1%} vs production "
+                f"{production_recall:.1%} (allowed drop ≤ {policy.max_critical_recall_drop})",
             )
         )
     _apply(verdict, rules)
@@ -193,15 +238,15 @@ def _apply(
         verdict.gates.append(check(name, value, threshold, ok, reason))
 
 
-def first_run_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> Verdict:
+def first_run_verdict(m: HeldoutMetrics, policy: ValidationPolicy) -> Verdict:
     """No production model yet: absolute thresholds only, and the verdict records that policy."""
     verdict = Verdict("validation", policy="first_run_absolute")
-    if not metrics.get("heldout_utterances", 0):
+    if not m.heldout_utterances:
         verdict.gates.append(
             Gate("heldout_size", False, 0, 1, "held-out split is empty: nothing to validate on")
         )
         return verdict
-    wer, cer = float(metrics.get("wer", math.nan)), float(metrics.get("cer", math.nan))
+    wer, cer = m.wer, m.cer
     _apply(
         verdict,
         [
@@ -221,10 +266,10 @@ def first_run_verdict(metrics: dict[str, float], policy: ValidationPolicy) -> Ve
             ),
             (
                 "max_empty_share",
-                float(metrics.get("empty_share", math.nan)),
+                m.empty_share,
                 policy.max_empty_share,
                 operator.le,
-                f"{metrics.get('empty_share', math.nan):.1%} empty transcripts (allowed ≤ {policy.max_empty_share})",
+                f"{m.empty_share:.1%} empty transcripts (allowed ≤ {policy.max_empty_share})",
             ),
         ],
     )

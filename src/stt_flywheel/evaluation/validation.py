@@ -10,6 +10,7 @@ from typing import Any
 from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.evaluation.comparison import Comparison, compare_models, summarize_comparison
 from stt_flywheel.evaluation.gates import Verdict, first_run_verdict, slice_gates, validation_verdict
+from stt_flywheel.evaluation.metrics import HeldoutMetrics
 from stt_flywheel.models import SpeechModel
 
 __all__ = ["ValidationResult", "validate_candidate"]
@@ -17,7 +18,7 @@ __all__ = ["ValidationResult", "validate_candidate"]
 
 @dataclass
 class ValidationResult:
-    metrics: dict[str, float]
+    metrics: HeldoutMetrics
     verdict: Verdict
     comparisons: list[Comparison]
     details: dict[str, Any] = field(default_factory=dict)
@@ -39,12 +40,14 @@ def validate_candidate(
             "eval", eval_examples, candidate, production, policy.batch_size, policy.normalizer
         )
         comparisons.append(ev)
-        metrics |= {
-            "eval_wer": ev.candidate.wer,
-            "eval_cer": ev.candidate.cer,
-            "eval_production_wer": ev.production.wer if ev.production else math.nan,
-            "eval_production_cer": ev.production.cer if ev.production else math.nan,
-        }
+        metrics = metrics.model_copy(
+            update={
+                "eval_wer": ev.candidate.wer,
+                "eval_cer": ev.candidate.cer,
+                "eval_production_wer": ev.production.wer if ev.production else math.nan,
+                "eval_production_cer": ev.production.cer if ev.production else math.nan,
+            }
+        )
     if production is None:
         verdict = first_run_verdict(metrics, policy)
     else:

@@ -7,13 +7,12 @@ did not go out must not undo the rollback that caused it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-if TYPE_CHECKING:
-    from stt_flywheel.monitoring.monitor import MonitorDecision
+from stt_flywheel.monitoring.decision import MonitorDecision
 
 __all__ = ["send_webhook", "webhook_message"]
 

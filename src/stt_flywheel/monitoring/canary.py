@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stt_flywheel.config import MonitorSettings
+from stt_flywheel.monitoring.decision import MonitorAction
 from stt_flywheel.monitoring.live import LiveRow
 from stt_flywheel.scoring.corpus import score_corpus
 from stt_flywheel.scoring.stats import Difference, proportion_difference, ratio_difference
@@ -198,7 +199,7 @@ class CanaryState:
 
 @dataclass
 class Judgement:
-    action: str  # canary: wait continue promote step rollback hold; default: healthy wait unwatched degraded
+    action: MonitorAction  # canary: wait continue promote step rollback hold; default: healthy wait unwatched degraded
     reasons: list[str]
     tests: list[MetricTest] = field(default_factory=list)
     look: int | None = None  # the testing look this was (canary), None when it only waited
@@ -215,7 +216,7 @@ def _deadline(state: CanaryState, looks: int, settings: MonitorSettings, now: da
     return None
 
 
-def _policy(why: str, state: CanaryState, settings: MonitorSettings, reasons: list[str]) -> str:
+def _policy(why: str, state: CanaryState, settings: MonitorSettings, reasons: list[str]) -> MonitorAction:
     reasons.append(f"deadline: {why}; deadline_policy {settings.deadline_policy}")
     if settings.deadline_policy == "promote":
         return "promote" if state.next_share >= 100 else "step"

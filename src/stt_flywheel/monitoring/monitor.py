@@ -21,7 +21,6 @@ canary or a degraded default, a Slack-compatible message to `monitor.alert_webho
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -34,6 +33,7 @@ from stt_flywheel.deployment.endpoint import canary_split
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import ModelVersion
 from stt_flywheel.deployment.strategies import DeployOutcome, promote_canary, rollback
+from stt_flywheel.monitoring.alerts import send_webhook
 from stt_flywheel.monitoring.canary import (
     Arm,
     CanaryState,
@@ -42,7 +42,9 @@ from stt_flywheel.monitoring.canary import (
     decide_default,
     measure_arm,
 )
+from stt_flywheel.monitoring.decision import MonitorDecision
 from stt_flywheel.monitoring.live import LiveRow, read_live
+from stt_flywheel.monitoring.monitor_report import monitor_html
 from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
 from stt_flywheel.storage.objectstore import join_uri, open_store
 
@@ -64,39 +66,6 @@ SEVERITY = {
     "hold": "WARNING",
     "degraded": "ERROR",
 }
-
-
-@dataclass
-class MonitorDecision:
-    kind: str  # canary | default | none
-    action: str
-    summary: str
-    checked_at: str
-    holder: str
-    severity: str = "INFO"
-    version: int | None = None
-    baseline: str | None = None  # what it was compared with: "v2", or "v1's record"
-    reasons: list[str] = field(default_factory=list)
-    tests: list[dict[str, Any]] = field(default_factory=list)
-    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
-    window: dict[str, str | None] = field(default_factory=dict)
-    look: int | None = None
-    max_looks: int | None = None
-    look_confidence: float | None = None
-    traffic_before: dict[int, int] = field(default_factory=dict)
-    traffic_after: dict[int, int] = field(default_factory=dict)
-    acted: bool = False
-    dry_run: bool = False
-    outcome: str | None = None
-    alert: dict[str, Any] | None = None
-    report: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)  # earlier looks at this canary
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def audit_detail(self) -> dict[str, Any]:
-        return {k: v for k, v in self.as_dict().items() if k not in ("history", "alert")}
 
 
 def _at(entry: dict[str, Any]) -> datetime:
@@ -161,7 +130,11 @@ def run_monitor(
             )
         except LeaseHeld as exc:
             decision = MonitorDecision(
-                "none", "skipped", f"another monitor is looking ({exc})", now.isoformat(), holder
+                kind="none",
+                action="skipped",
+                summary=f"another monitor is looking ({exc})",
+                checked_at=now.isoformat(),
+                holder=holder,
             )
             _emit(decision, log_stream)
             return decision
@@ -173,8 +146,6 @@ def run_monitor(
     decision.severity = _severity(decision)
     _write_report(config, decision)
     if act and decision.action in ALERTING and config.monitor.alert_webhook:
-        from stt_flywheel.monitoring.alerts import send_webhook
-
         decision.alert = send_webhook(config.monitor.alert_webhook, decision)
     _emit(decision, log_stream)
     return decision
@@ -192,7 +163,9 @@ def _look(config: FlywheelConfig, now: datetime, holder: str, act: bool, seed: i
     split = endpoint.traffic()
     default = registry.resolve("default")
     candidate = registry.resolve("candidate")
-    decision = MonitorDecision("none", "idle", "", now.isoformat(), holder, dry_run=not act)
+    decision = MonitorDecision(
+        kind="none", action="idle", summary="", checked_at=now.isoformat(), holder=holder, dry_run=not act
+    )
     decision.report = _report_uri(config, decision)
     decision.traffic_before = decision.traffic_after = split
     if default is None:
@@ -441,8 +414,6 @@ def _report_uri(config: FlywheelConfig, decision: MonitorDecision) -> str:
 
 
 def _write_report(config: FlywheelConfig, decision: MonitorDecision) -> None:
-    from stt_flywheel.monitoring.monitor_report import monitor_html
-
     assert config.paths.reports
     if decision.report is None:
         decision.report = _report_uri(config, decision)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import html
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stt_flywheel.evaluation.reports import _figure, _page, _plt, _svg, _table
+from stt_flywheel.monitoring.decision import MonitorDecision
 from stt_flywheel.monitoring.live import SELECTION_BIAS
-
-if TYPE_CHECKING:
-    from stt_flywheel.monitoring.monitor import MonitorDecision
 
 __all__ = ["monitor_html", "monitor_markdown"]
 

@@ -374,7 +374,8 @@ def stage_validate_model(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in result.details.items() if k != "utterance_delta_wer"}
-    entry = {**result.verdict.as_dict(), "metrics": result.metrics, "evaluation": summary}
+    metrics = result.metrics.flat()
+    entry = {**result.verdict.as_dict(), "metrics": metrics, "evaluation": summary}
     atomic_write_json(out_dir / "verdict.json", entry)
     atomic_write_bytes(
         out_dir / "utterances.jsonl",
@@ -386,8 +387,8 @@ def stage_validate_model(
     if not result.verdict.passed:
         _release_run_lease(config, run_id)
     context = report_context(config, run_id, dataset_dir)
-    report = validation_html(result.metrics, result.verdict, result.comparisons, result.details, context)
-    return EvaluationOutcome(result.verdict, loggable_metrics(result.metrics), report)
+    report = validation_html(metrics, result.verdict, result.comparisons, result.details, context)
+    return EvaluationOutcome(result.verdict, loggable_metrics(metrics), report)
 
 
 @_releases_lease_on_failure

@@ -1,0 +1,222 @@
+"""The serving app (FastAPI): the routes of `contract`, the request limits, capture."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from stt_flywheel.config import ServingLimits
+from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, DecodedAudio, decode_audio, resample
+from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.deployment.serving.contract import (
+    Health,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    ServingSettings,
+)
+from stt_flywheel.errors import InputNotFound
+from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.storage.objectstore import fetch_tree, is_remote
+
+__all__ = ["create_app", "run_server"]
+
+log = logging.getLogger("stt_flywheel.serving")
+
+
+class _BodyLimit:
+    """ASGI middleware: a body over `limit` bytes gets 413, judged by Content-Length before it is
+    read, or as it streams in when the length is not given; the handler never sees it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(send)
+            return
+        seen, refused = 0, False
+
+        async def limited() -> dict[str, Any]:
+            nonlocal seen, refused
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit and not refused:
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}  # the handler stops reading
+            return message
+
+        async def quiet(message: dict[str, Any]) -> None:
+            if not refused:  # after the 413, whatever the handler answers goes nowhere
+                await send(message)
+
+        await self.app(scope, limited, quiet)
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _audio_of(i: int, b64: str, limits: ServingLimits) -> tuple[bytes, DecodedAudio]:
+    """One instance's audio, refused (400) when it is not base64, not audio, longer than the limit
+    by its header (before a sample is decoded), or not finite. The message names the instance and
+    the problem, never echoes the bytes."""
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(status_code=400, detail=f"instance {i}: b64 is not valid base64") from None
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # libsndfile's errors name the buffer object by its address
+        raise HTTPException(
+            status_code=400, detail=f"instance {i}: not audio that decodes (WAV, FLAC or OGG)"
+        ) from None
+    seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    if seconds > limits.max_audio_s:
+        raise HTTPException(
+            status_code=400,
+            detail=f"instance {i}: {seconds:.1f} s of audio; at most {limits.max_audio_s:g} s",
+        )
+    try:
+        decoded = decode_audio(data)
+    except ValueError:
+        raise HTTPException(
+            status_code=400, detail=f"instance {i}: not audio that decodes (WAV, FLAC or OGG)"
+        ) from None
+    if decoded.samples.size == 0:
+        raise HTTPException(status_code=400, detail=f"instance {i}: the audio has no samples")
+    if not np.isfinite(decoded.samples).all():
+        raise HTTPException(status_code=400, detail=f"instance {i}: the audio has NaN or infinite samples")
+    return data, decoded
+
+
+def _local_model_dir(storage_uri: str) -> Path:
+    """The model directory: the path itself, or a local copy of a `gs://` prefix (Vertex sets
+    `AIP_STORAGE_URI` to a copy of the version's artifact URI)."""
+    if is_remote(storage_uri):
+        return fetch_tree(storage_uri, "config.json")
+    path = Path(storage_uri.removeprefix("file://"))
+    if not (path / "config.json").exists():
+        raise InputNotFound(f"no saved model at {storage_uri}")
+    return path
+
+
+def _capture_writer(settings: ServingSettings) -> CaptureWriter | None:
+    if not settings.capture_uri or not settings.capture.enabled:
+        return None
+    default_spill = Path(tempfile.gettempdir()) / "stt-flywheel-capture-spill"
+    return CaptureWriter.from_settings(ErrorStore(settings.capture_uri), settings.capture, default_spill)
+
+
+def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> FastAPI:
+    model = model or load_model(_local_model_dir(settings.storage_uri), device="auto")
+    writer = _capture_writer(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if writer is not None:
+            log.info(
+                "capturing %s of the traffic of version %s into %s",
+                settings.capture.share,
+                settings.model_version,
+                settings.capture_uri,
+            )
+        yield
+        if writer is not None:  # uvicorn's shutdown, on SIGTERM too: write what is queued
+            writer.close()
+
+    app = FastAPI(title="stt-flywheel serving", lifespan=lifespan)
+    app.state.capture = writer
+
+    @app.get(settings.health_route)
+    def health() -> Health:
+        return Health(
+            status="ok",
+            family=model.family,
+            model_version=settings.model_version,
+            capture=writer.describe() if writer is not None else None,
+        )
+
+    limits = settings.limits
+    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # what was wrong and where, never the request itself (which may be megabytes of audio)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.post(settings.predict_route)
+    def predict(request: PredictRequest) -> PredictResponse:
+        if len(request.instances) > limits.max_instances:
+            raise HTTPException(
+                status_code=400,
+                detail=f"{len(request.instances)} instances in one request; at most {limits.max_instances}",
+            )
+        audios, raw = [], []
+        for i, instance in enumerate(request.instances):
+            data, decoded = _audio_of(i, instance.b64, limits)
+            raw.append((data, decoded.duration_s))
+            audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
+        texts = model.transcribe(audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s)
+        now = datetime.now(UTC)
+        out = []
+        for instance, text, (data, duration) in zip(request.instances, texts, raw, strict=True):
+            pid = new_prediction_id(now)
+            if writer is not None:
+                writer.offer(
+                    CapturedPrediction(
+                        pid,
+                        now,
+                        settings.model_version,
+                        settings.endpoint,
+                        text,
+                        instance.metadata,
+                        duration,
+                        data,
+                    )
+                )
+            out.append(Prediction(transcript=text, prediction_id=pid, model_version=settings.model_version))
+        return PredictResponse(predictions=out)
+
+    return app
+
+
+def run_server(settings: ServingSettings) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

@@ -1,0 +1,161 @@
+"""Prediction server following Vertex AI's custom-container contract.
+
+Vertex starts the container with `AIP_HTTP_PORT`, `AIP_HEALTH_ROUTE`, `AIP_PREDICT_ROUTE` and
+`AIP_STORAGE_URI` (where the model artifacts are) in the environment, sends
+`{"instances": [{"b64": "<audio file bytes, base64>", "metadata": {"domain": "…"}}, ...]}` to the
+predict route and expects `{"predictions": [...]}` back, one per instance: the transcript, a
+`prediction_id` (what feedback names later) and the `model_version` that answered. The health
+route answers 200 once the model is loaded, with the capture counters. `stt-flywheel serve` runs
+the same server locally.
+
+Capture is configured by the environment the deployer sets per version (`capture_env`):
+`FLYWHEEL_CAPTURE_URI` (the error store; unset: no capture), `FLYWHEEL_MODEL_VERSION`,
+`FLYWHEEL_ENDPOINT` and the `capture.*` settings as `FLYWHEEL_CAPTURE_*`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stt_flywheel.config import CaptureSettings, ServingLimits
+from stt_flywheel.errors import InputError
+
+__all__ = [
+    "Health",
+    "PredictInstance",
+    "PredictRequest",
+    "PredictResponse",
+    "Prediction",
+    "ServingSettings",
+    "capture_env",
+]
+
+_CAPTURE_ENV = {
+    "share": "FLYWHEEL_CAPTURE_SHARE",
+    "audio": "FLYWHEEL_CAPTURE_AUDIO",
+    "batch_size": "FLYWHEEL_CAPTURE_BATCH_SIZE",
+    "flush_interval_s": "FLYWHEEL_CAPTURE_FLUSH_INTERVAL_S",
+    "queue_size": "FLYWHEEL_CAPTURE_QUEUE_SIZE",
+    "retry_interval_s": "FLYWHEEL_CAPTURE_RETRY_INTERVAL_S",
+    "spill_dir": "FLYWHEEL_CAPTURE_SPILL_DIR",
+}
+
+
+_LIMITS_ENV = {
+    "max_body_bytes": "FLYWHEEL_MAX_BODY_BYTES",
+    "max_instances": "FLYWHEEL_MAX_INSTANCES",
+    "max_audio_s": "FLYWHEEL_MAX_AUDIO_S",
+    "chunk_s": "FLYWHEEL_CHUNK_S",
+}
+
+
+def capture_env(
+    store_uri: str | None,
+    settings: CaptureSettings,
+    *,
+    version: str | int | None,
+    endpoint: str | None,
+    spill_dir: str | Path | None = None,
+    limits: ServingLimits | None = None,
+) -> dict[str, str]:
+    """The environment that makes a serving process capture its traffic as `version` (and hold
+    requests to `limits`)."""
+    env = {
+        "FLYWHEEL_MODEL_VERSION": str(version) if version is not None else "",
+        "FLYWHEEL_ENDPOINT": endpoint or "",
+    }
+    if limits is not None:
+        env |= {var: str(getattr(limits, name)) for name, var in _LIMITS_ENV.items()}
+    if not settings.enabled or not store_uri:
+        return env
+    env["FLYWHEEL_CAPTURE_URI"] = store_uri
+    for name, var in _CAPTURE_ENV.items():
+        value = getattr(settings, name)
+        if name == "spill_dir":
+            value = spill_dir or value
+        if value is not None:
+            env[var] = str(int(value) if isinstance(value, bool) else value)
+    return env
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    storage_uri: str
+    port: int = 8080
+    host: str = "127.0.0.1"  # this machine only; the serving image sets FLYWHEEL_HOST=0.0.0.0
+    health_route: str = "/health"
+    predict_route: str = "/predict"
+    batch_size: int = 16
+    model_version: str | None = None
+    endpoint: str | None = None
+    capture_uri: str | None = None
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    limits: ServingLimits = field(default_factory=ServingLimits)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {
+            "storage_uri": env.get("AIP_STORAGE_URI", ""),
+            "port": int(env.get("AIP_HTTP_PORT", "8080")),
+            "host": env.get("FLYWHEEL_HOST") or "127.0.0.1",
+            "health_route": env.get("AIP_HEALTH_ROUTE", "/health"),
+            "predict_route": env.get("AIP_PREDICT_ROUTE", "/predict"),
+            "model_version": env.get("FLYWHEEL_MODEL_VERSION") or None,
+            "endpoint": env.get("FLYWHEEL_ENDPOINT") or None,
+            "capture_uri": env.get("FLYWHEEL_CAPTURE_URI") or None,
+        }
+        capture = {name: env[var] for name, var in _CAPTURE_ENV.items() if env.get(var)}
+        try:
+            values["capture"] = CaptureSettings.model_validate(capture)
+        except ValueError as exc:
+            raise InputError(f"invalid FLYWHEEL_CAPTURE_* setting: {exc}") from exc
+        limits = {name: env[var] for name, var in _LIMITS_ENV.items() if env.get(var)}
+        try:
+            values["limits"] = ServingLimits.model_validate(limits)
+        except ValueError as exc:
+            raise InputError(f"invalid FLYWHEEL_MAX_* / FLYWHEEL_CHUNK_S setting: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if not values["storage_uri"]:
+            raise InputError("no model: set AIP_STORAGE_URI or pass a model directory")
+        return cls(**values)
+
+
+class PredictInstance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    b64: str = Field(description="The audio file (WAV, FLAC, OGG), base64-encoded.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the caller knows of the request: speaker, device, domain, app, …",
+    )
+
+
+class PredictRequest(BaseModel):
+    """What the predict route takes: Vertex AI's `instances`, one audio file each."""
+
+    instances: list[PredictInstance] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class Prediction(BaseModel):
+    transcript: str
+    prediction_id: str = Field(description="What feedback names later (a UUIDv7: its time is in it).")
+    model_version: str | None = Field(description="The registered version that answered.")
+
+
+class PredictResponse(BaseModel):
+    """One prediction per instance, in order."""
+
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: str
+    family: str = Field(description="The model family: seq2seq or ctc.")
+    model_version: str | None
+    capture: dict[str, Any] | None = Field(description="The capture writer's counters; null without capture.")

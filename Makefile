@@ -40,10 +40,11 @@ test: lint test-tools ## Lint (as Cloud Build does), then run the test suite
 test-fast: setup ## The tests that neither run the whole pipeline nor need the test tools from apt (sctk, chromium)
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow and not sctk and not chromium"
 
-lint: setup ## ruff (lint + format check) and mypy on the library, the components and the pipelines
+lint: setup ## ruff (lint + format check), mypy on the library, the components and the pipelines, and the import contracts (lint-imports)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src components pipelines
+	$(VENV)/bin/lint-imports
 
 bench: setup ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather bootstrap; score end to end on 1M pairs; transcription beside the transformers pipeline; the error store at 1M records and capture at serving beside their floors; one hostile input's memory before and after the limits
 	$(PY) benchmarks/bench_scoring.py

@@ -19,10 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from flywheel_pipelines.cli.common import make_console
-from flywheel_pipelines.cli.monitor import print_decision
 from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.local_run import run_local, run_monitor_locally
+from flywheel_pipelines.views import make_console, print_decision, print_summary
 from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.demo.scenario import (
@@ -42,7 +41,7 @@ from stt_flywheel.run.ledger import read_ledger, summarize_run
 from stt_flywheel.run.stages import bootstrap_registry
 from stt_flywheel.storage.files import atomic_write_json, read_json
 
-__all__ = ["print_feedback", "print_live", "print_summary", "print_turns", "run_demo"]
+__all__ = ["print_feedback", "print_live", "print_turns", "run_demo"]
 
 
 def run_demo(
@@ -381,105 +380,3 @@ def print_live(live: dict[str, Any], console: Console) -> None:
             )
     console.print(table)
     console.print("Live WER is over the corrected predictions only (what users chose to correct).")
-
-
-def _f(x: Any) -> str:
-    return f"{x:.3f}" if isinstance(x, float) else ("—" if x is None else str(x))
-
-
-def print_summary(s: dict[str, Any], console: Console) -> None:
-    console.rule("stt-flywheel run summary")
-    trig = s["trigger"]
-    console.print(f"[bold]Trigger[/] {trig['summary']}")
-    if not trig["fired"]:
-        console.print(
-            f"[bold]Registry[/]: default = v{s['deployed_version']}, aliases {s['registry']['aliases']}"
-        )
-        return
-    d = s["dataset"]
-    if d:
-        console.print(
-            f"[bold]Dataset[/] {d['version']}: read {d['read']} corrected error cases → accepted {d['accepted']}, "
-            f"duplicates {d['duplicates']}, quarantined {d['quarantined']} {d['quarantine_reasons']}; "
-            f"splits {d['splits']} (train includes {d['replay']} replay)."
-        )
-        if not d["usable"]:
-            console.print(f"[bold]Not training[/]: {d['usable_reason']}.")
-    if s.get("training"):
-        t = s["training"]
-        console.print(
-            f"[bold]Training[/]: {int(t['steps'])} steps on {t['device']} in {t['train_runtime_s']:.0f} s, "
-            f"mean training loss over the run {t['train_loss']:.3f}."
-        )
-    table = Table(title="Production vs candidate")
-    for col in ("set", "production WER", "candidate WER"):
-        table.add_column(col)
-    table.add_row(
-        "held-out, new-domain slice",
-        _f(s["production"]["new_domain_wer"]),
-        _f(s["candidate"]["new_domain_wer"]),
-    )
-    table.add_row("held-out, all", _f(s["production"]["heldout_wer"]), _f(s["candidate"]["heldout_wer"]))
-    table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
-    table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
-    console.print(table)
-    ev = s.get("evaluation") or {}
-    iv = ev.get("interval")
-    if iv:
-        pv = ", ".join(f"{k} {v:.3g}" for k, v in ev["p_values"].items() if isinstance(v, float))
-        console.print(
-            f"Held-out ΔWER {iv['delta']:+.3f}, {iv['confidence']:.0%} interval [{iv['low']:+.3f}, {iv['high']:+.3f}] "
-            f"(bootstrap by {iv['unit']}, {iv['units']} {iv['unit']}s); p-values: {pv}; normaliser {ev['normalizer']}."
-        )
-        console.print(
-            f"Churn: {ev['newly_broken']} utterances newly broken, {ev['newly_fixed']} newly fixed; "
-            f"critical-term recall {_f(ev['critical_recall']['production'])} → {_f(ev['critical_recall']['candidate'])}."
-        )
-    gated = [sl for sl in ev.get("slices", []) if sl["gated"]]
-    if gated:
-        hidden = len(ev["slices"]) - len(gated)
-        slices = Table(title=f"Held-out slices large enough to gate ({hidden} smaller ones in the report)")
-        for col in ("slice", "utts", "production WER", "candidate WER", "interval"):
-            slices.add_column(col)
-        for sl in gated:
-            slices.add_row(
-                f"{sl['field']}={sl['value']}",
-                str(sl["utterances"]),
-                _f(sl.get("production_wer")),
-                _f(sl["candidate_wer"]),
-                f"[{sl['low']:+.3f}, {sl['high']:+.3f}]" if isinstance(sl.get("low"), float) else "—",
-            )
-        console.print(slices)
-    if ev.get("suites"):
-        suites = Table(title="Regression suites (non-inferiority, Holm-adjusted)")
-        for col in (
-            "suite",
-            "reference WER",
-            "candidate WER",
-            "ΔWER interval",
-            "upper bound ≤ margin",
-            "broken/fixed",
-            "verdict",
-        ):
-            suites.add_column(col)
-        for su in ev["suites"]:
-            suites.add_row(
-                su["name"],
-                _f(su["reference_wer"]),
-                _f(su["candidate_wer"]),
-                f"[{su['low']:+.4f}, {su['high']:+.4f}]",
-                f"{su['adjusted_high']:+.4f} ≤ {su['allowed_wer'] - su['reference_wer']:+.4f}",
-                f"{su['newly_broken']}/{su['newly_fixed']}",
-                "[green]pass[/]" if su["passed"] else "[red]fail[/]",
-            )
-        console.print(suites)
-    for stage, gate in s["gates"].items():
-        if gate:
-            mark = "[green]PASS[/]" if gate["passed"] else "[red]REJECT[/]"
-            console.print(f"[bold]{stage}[/] {mark}: " + "; ".join(gate["reasons"]))
-    dep = s.get("deploy")
-    console.print(
-        f"[bold]Deploy[/]: {dep['action'] if dep else 'skipped (a gate rejected the candidate)'}; "
-        f"default = v{s['deployed_version']}, aliases {s['registry']['aliases']}, versions {s['registry']['versions']}"
-    )
-    console.print(f"[bold]Reports[/]: {s['run_dir']} and the HTML under {s['reports']['pipeline_root']}")

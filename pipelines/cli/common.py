@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -10,8 +9,8 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 
+from flywheel_pipelines.views import make_console
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
 from stt_flywheel.errors import InputError
 
@@ -29,19 +28,6 @@ __all__ = [
     "print_json",
     "report_ingest",
 ]
-
-
-PIPE_WIDTH = 160  # into a pipe or a log, Rich would otherwise lay everything out 80 columns wide
-
-
-def make_console(stderr: bool = False) -> Console:
-    """A console for stdout (or stderr): a terminal's own width; into a pipe or a file, lines are
-    never hard-wrapped and tables get `PIPE_WIDTH` columns (or `COLUMNS`, when set)."""
-    stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty():
-        return Console(stderr=stderr)
-    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
-    return Console(stderr=stderr, width=width, soft_wrap=True)
 
 
 console = make_console()

@@ -66,8 +66,8 @@ def run_command(
     json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Run the compiled pipeline locally with kfp.local on the embedded backends."""
-    from flywheel_pipelines.demo import print_summary
     from flywheel_pipelines.local_run import run_local
+    from flywheel_pipelines.views import print_summary
     from stt_flywheel.run.ledger import summarize_run
 
     cfg, run_id = run_local(

@@ -58,7 +58,7 @@ def runs_show(
     json: JsonOpt = False,
 ) -> None:
     """One run's summary, as `run` printed it: trigger, dataset, training, both verdicts, deploy."""
-    from flywheel_pipelines.demo import print_summary
+    from flywheel_pipelines.views import print_summary
     from stt_flywheel.run.ledger import list_runs, summarize_run
 
     cfg = load(config, reads_state=True)

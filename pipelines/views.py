@@ -1,0 +1,177 @@
+"""What the CLI and the demo print: the console, a run's summary, a monitor decision."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["make_console", "print_decision", "print_summary"]
+
+PIPE_WIDTH = 160  # into a pipe or a log, Rich would otherwise lay everything out 80 columns wide
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for stdout (or stderr): a terminal's own width; into a pipe or a file, lines are
+    never hard-wrapped and tables get `PIPE_WIDTH` columns (or `COLUMNS`, when set)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else PIPE_WIDTH
+    return Console(stderr=stderr, width=width, soft_wrap=True)
+
+
+def _n(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "–"
+
+
+def print_decision(d: dict[str, Any], console: Console) -> None:
+    """A decision as a person reads it: the verdict, both arms, each test with its interval."""
+    colour = {"NOTICE": "green", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "red"}.get(
+        d["severity"], ""
+    )
+    head = f"[{colour}]{d['summary']}[/]" if colour else d["summary"]
+    console.print(f"[bold]Monitor[/] ({d['severity']}, {d['kind']}): {head}")
+    if d["arms"]:
+        table = Table(
+            title=f"Live evidence, settled traffic {d['window']['start'][:19]} → {d['window']['end'][:19]}"
+        )
+        for col in (
+            "arm",
+            "version",
+            "requests",
+            "labelled",
+            "corrected",
+            "correction rate",
+            "scored",
+            "live WER",
+        ):
+            table.add_column(col)
+        for name, a in d["arms"].items():
+            table.add_row(
+                name,
+                f"v{a['version']}",
+                str(a["requests"]),
+                str(a["labelled"]),
+                str(a["corrected"]),
+                _n(a["correction_rate"]),
+                str(a["scored"]),
+                _n(a["wer"]),
+            )
+        console.print(table)
+    for reason in d["reasons"]:
+        console.print(f"  - {reason}", highlight=False)
+    before = ", ".join(f"v{v} {p} %" for v, p in sorted(d["traffic_before"].items()))
+    after = ", ".join(f"v{v} {p} %" for v, p in sorted(d["traffic_after"].items()))
+    verb = "acted" if d["acted"] else ("dry run, nothing changed" if d["dry_run"] else "no action")
+    console.print(f"  traffic {before} → {after} ({verb})", highlight=False)
+    if d.get("alert"):
+        console.print(f"  alert: {d['alert']}", highlight=False)
+    if d.get("report"):
+        console.print(f"  report: {d['report']}", highlight=False)
+
+
+def _f(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else ("—" if x is None else str(x))
+
+
+def print_summary(s: dict[str, Any], console: Console) -> None:
+    console.rule("stt-flywheel run summary")
+    trig = s["trigger"]
+    console.print(f"[bold]Trigger[/] {trig['summary']}")
+    if not trig["fired"]:
+        console.print(
+            f"[bold]Registry[/]: default = v{s['deployed_version']}, aliases {s['registry']['aliases']}"
+        )
+        return
+    d = s["dataset"]
+    if d:
+        console.print(
+            f"[bold]Dataset[/] {d['version']}: read {d['read']} corrected error cases → accepted {d['accepted']}, "
+            f"duplicates {d['duplicates']}, quarantined {d['quarantined']} {d['quarantine_reasons']}; "
+            f"splits {d['splits']} (train includes {d['replay']} replay)."
+        )
+        if not d["usable"]:
+            console.print(f"[bold]Not training[/]: {d['usable_reason']}.")
+    if s.get("training"):
+        t = s["training"]
+        console.print(
+            f"[bold]Training[/]: {int(t['steps'])} steps on {t['device']} in {t['train_runtime_s']:.0f} s, "
+            f"mean training loss over the run {t['train_loss']:.3f}."
+        )
+    table = Table(title="Production vs candidate")
+    for col in ("set", "production WER", "candidate WER"):
+        table.add_column(col)
+    table.add_row(
+        "held-out, new-domain slice",
+        _f(s["production"]["new_domain_wer"]),
+        _f(s["candidate"]["new_domain_wer"]),
+    )
+    table.add_row("held-out, all", _f(s["production"]["heldout_wer"]), _f(s["candidate"]["heldout_wer"]))
+    table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
+    table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
+    console.print(table)
+    ev = s.get("evaluation") or {}
+    iv = ev.get("interval")
+    if iv:
+        pv = ", ".join(f"{k} {v:.3g}" for k, v in ev["p_values"].items() if isinstance(v, float))
+        console.print(
+            f"Held-out ΔWER {iv['delta']:+.3f}, {iv['confidence']:.0%} interval [{iv['low']:+.3f}, {iv['high']:+.3f}] "
+            f"(bootstrap by {iv['unit']}, {iv['units']} {iv['unit']}s); p-values: {pv}; normaliser {ev['normalizer']}."
+        )
+        console.print(
+            f"Churn: {ev['newly_broken']} utterances newly broken, {ev['newly_fixed']} newly fixed; "
+            f"critical-term recall {_f(ev['critical_recall']['production'])} → {_f(ev['critical_recall']['candidate'])}."
+        )
+    gated = [sl for sl in ev.get("slices", []) if sl["gated"]]
+    if gated:
+        hidden = len(ev["slices"]) - len(gated)
+        slices = Table(title=f"Held-out slices large enough to gate ({hidden} smaller ones in the report)")
+        for col in ("slice", "utts", "production WER", "candidate WER", "interval"):
+            slices.add_column(col)
+        for sl in gated:
+            slices.add_row(
+                f"{sl['field']}={sl['value']}",
+                str(sl["utterances"]),
+                _f(sl.get("production_wer")),
+                _f(sl["candidate_wer"]),
+                f"[{sl['low']:+.3f}, {sl['high']:+.3f}]" if isinstance(sl.get("low"), float) else "—",
+            )
+        console.print(slices)
+    if ev.get("suites"):
+        suites = Table(title="Regression suites (non-inferiority, Holm-adjusted)")
+        for col in (
+            "suite",
+            "reference WER",
+            "candidate WER",
+            "ΔWER interval",
+            "upper bound ≤ margin",
+            "broken/fixed",
+            "verdict",
+        ):
+            suites.add_column(col)
+        for su in ev["suites"]:
+            suites.add_row(
+                su["name"],
+                _f(su["reference_wer"]),
+                _f(su["candidate_wer"]),
+                f"[{su['low']:+.4f}, {su['high']:+.4f}]",
+                f"{su['adjusted_high']:+.4f} ≤ {su['allowed_wer'] - su['reference_wer']:+.4f}",
+                f"{su['newly_broken']}/{su['newly_fixed']}",
+                "[green]pass[/]" if su["passed"] else "[red]fail[/]",
+            )
+        console.print(suites)
+    for stage, gate in s["gates"].items():
+        if gate:
+            mark = "[green]PASS[/]" if gate["passed"] else "[red]REJECT[/]"
+            console.print(f"[bold]{stage}[/] {mark}: " + "; ".join(gate["reasons"]))
+    dep = s.get("deploy")
+    console.print(
+        f"[bold]Deploy[/]: {dep['action'] if dep else 'skipped (a gate rejected the candidate)'}; "
+        f"default = v{s['deployed_version']}, aliases {s['registry']['aliases']}, versions {s['registry']['versions']}"
+    )
+    console.print(f"[bold]Reports[/]: {s['run_dir']} and the HTML under {s['reports']['pipeline_root']}")

@@ -34,7 +34,7 @@ setup: $(STAMP) espeak ## Create .venv with the pinned packages, and espeak-ng
 demo: setup ## Run the whole flywheel locally on the embedded backends (WORK=demo-work)
 	$(VENV)/bin/stt-flywheel demo --work-dir $(WORK)
 
-test: lint test-tools ## Lint (as Cloud Build does), then run the test suite
+test: lint docs-build test-tools ## Lint (as Cloud Build does), build the docs strictly, then run the test suite
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: setup ## The tests that neither run the whole pipeline nor need the test tools from apt (sctk, chromium)
@@ -61,6 +61,13 @@ bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 a
 			--variant full-bf16:32:28 --variant full-bf16:64:24 --variant lora-bf16:64:24 \
 			--variant full-fp32:32:20 --json build/bench-trainer-whisper.json; fi
 
+docs: setup ## Regenerate the reference pages from the code, then build the docs site into build/site (strict)
+	$(PY) -m flywheel_pipelines.reference docs/reference
+	@$(MAKE) --no-print-directory docs-build
+
+docs-build: setup ## Build the docs site as committed into build/site, strictly (a broken link or anchor fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 compile: setup ## Compile the pipeline to build/stt-flywheel.yaml
 	$(VENV)/bin/stt-flywheel compile --output build/stt-flywheel.yaml
 
@@ -70,4 +77,4 @@ base-model: setup ## Re-train the committed tiny base model (about 20 minutes on
 clean: ## Remove the demo work directory and build outputs
 	rm -rf $(WORK) build
 
-.PHONY: help espeak test-tools setup demo test test-fast bench bench-trainer lint compile base-model clean
+.PHONY: help espeak test-tools setup demo test test-fast bench bench-trainer lint docs docs-build compile base-model clean

@@ -266,37 +266,6 @@ def _commands(command: object, path: tuple[str, ...] = ()) -> Iterator[tuple[str
         yield from _commands(sub, (*path, name))
 
 
-def _documented(readme: str) -> list[tuple[set[str], str]]:
-    """Per CLI table row: the commands its usage cell names (`list\\|pause` names both), and the cell."""
-    rows = []
-    for line in readme.splitlines():
-        if line.startswith("| `stt-flywheel "):
-            usage = line[len("| `stt-flywheel ") :].split("` |")[0]
-            words = usage.split(" ")
-            names = {words[0]}
-            if len(words) > 1 and not words[1].startswith(("-", "[", "(")) and not words[1].isupper():
-                names = {f"{words[0]} {leaf}" for leaf in words[1].split("\\|")}
-            rows.append((names, usage))
-    return rows
-
-
-def test_the_readmes_cli_table_lists_every_command_and_option() -> None:
-    rows = _documented((Path(__file__).resolve().parents[1] / "README.md").read_text())
-    for name, command in _commands(typer.main.get_command(app)):
-        usages = [usage for names, usage in rows if name in names]
-        assert usages, f"no README row for {name}"
-        for param in command.params:  # type: ignore[attr-defined]
-            spellings = [
-                o for o in (*param.opts, *param.secondary_opts) if o.startswith("--") and o != "--help"
-            ]
-            if (
-                spellings
-            ):  # a flag is documented by either of its spellings (--auto-deploy / --no-auto-deploy)
-                assert any(s in usage for s in spellings for usage in usages), (
-                    f"{name}: {spellings[0]} not in the README"
-                )
-
-
 def test_empty_transcripts_are_refused(cli: Cli, tmp_path: Path) -> None:
     empty = tmp_path / "empty.trn"
     empty.write_text("")

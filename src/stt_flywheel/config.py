@@ -137,9 +137,15 @@ class DatasetSettings(_Strict):
         default_factory=list, description="Extra manifests whose audio may never be trained on."
     )
     sample_rate: int = Field(16_000, gt=0, le=384_000, description="Required sample rate of training audio.")
-    min_duration_s: float = Field(0.3, gt=0)
-    max_duration_s: float = Field(30.0, gt=0)
-    seed: int = 0
+    min_duration_s: float = Field(0.3, gt=0, description="Shorter audio is quarantined (`too_short`).")
+    max_duration_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longer audio is quarantined (`too_long`), judged by the file's header before a sample is "
+        "decoded. Audio longer than the window of the model being trained (a Whisper hears 30 s at once) is "
+        "quarantined as `too_long_for_model`: one transcript without word timings cannot be cut with it.",
+    )
+    seed: int = Field(0, description="Seed of the replay sampling and the splits.")
     audio_roots: list[str] = Field(
         default_factory=list,
         description="Where a record's audio may be read from (local directories, gs:// prefixes) besides the error store's own captured audio; anything else is quarantined unopened.",
@@ -161,12 +167,14 @@ class DatasetSettings(_Strict):
 
 
 class TrainingSettings(_Strict):
-    max_steps: int = Field(300, gt=0)
-    learning_rate: float = Field(5e-4, gt=0)
-    batch_size: int = Field(16, gt=0)
-    warmup_steps: int = Field(30, ge=0)
-    save_steps: int = Field(100, gt=0)
-    seed: int = 0
+    max_steps: int = Field(300, gt=0, description="Optimiser steps.")
+    learning_rate: float = Field(5e-4, gt=0, description="Peak learning rate (linear warm-up and decay).")
+    batch_size: int = Field(16, gt=0, description="Examples per optimiser step.")
+    warmup_steps: int = Field(30, ge=0, description="Warm-up steps.")
+    save_steps: int = Field(
+        100, gt=0, description="Checkpoint interval: a retried task resumes from the last one."
+    )
+    seed: int = Field(0, description="Seed of initialisation order, shuffling and augmentation.")
     speed_perturbation: list[float] = Field(
         default_factory=list,
         description="Speed factors applied at random to training audio, e.g. [0.9, 1.0, 1.1].",
@@ -177,8 +185,8 @@ class TrainingSettings(_Strict):
         le=1.0,
         description="Interpolate the fine-tuned weights with the starting ones (1.0 = off).",
     )
-    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: Literal["auto", "on", "off"] = "auto"
+    accelerator: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the trainer runs.")
+    bf16: Literal["auto", "on", "off"] = Field("auto", description="`auto`: on when the GPU supports it.")
     method: Literal["full", "lora"] = Field(
         "full",
         description="`full` trains every weight; `lora` trains low-rank adapters, merged into the "
@@ -333,7 +341,7 @@ class ValidationPolicy(_Strict):
     churn_examples: int = Field(
         20, ge=0, description="Newly broken / fixed utterances listed in the reports."
     )
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, description="Transcription batch size.")
 
     @field_validator("normalizer")
     @classmethod
@@ -344,9 +352,13 @@ class ValidationPolicy(_Strict):
 
 
 class RegressionSuite(_Strict):
-    name: str
-    data: Path = Field(description="Manifest (JSONL) of the suite's utterances.")
-    kind: Literal["benchmark", "critical", "edge"] = "benchmark"
+    """One regression suite: a fixed set the candidate may not get worse on."""
+
+    name: str = Field(description="The suite's name (its metric keys use it).")
+    data: Path = Field(description="Manifest (JSONL: `id`, `audio`, `text`, optional `speaker`, `domain`).")
+    kind: Literal["benchmark", "critical", "edge"] = Field(
+        "benchmark", description="What the suite stands for."
+    )
     reference: float | Literal["production"] = Field(
         "production", description="Reference WER: a number, or the production model's WER on the suite."
     )
@@ -361,9 +373,13 @@ class RegressionSuite(_Strict):
 
 
 class DeploySettings(_Strict):
-    auto_deploy: bool = True
-    model_name: str = "stt-flywheel"
-    endpoint_name: str = "stt-flywheel-local"
+    auto_deploy: bool = Field(
+        True, description="Deploy a candidate that passed; otherwise register it with the alias `candidate`."
+    )
+    model_name: str = Field(
+        "stt-flywheel", description="The registry's model name (on Vertex AI, the model id)."
+    )
+    endpoint_name: str = Field("stt-flywheel-local", description="The endpoint's name.")
     keep_versions: int = Field(
         5, ge=2, description="Registered versions kept; aliased or deployed ones never pruned."
     )
@@ -544,8 +560,8 @@ class VertexSettings(_Strict):
         None, description="Accelerator of each serving replica, e.g. NVIDIA_TESLA_T4; unset serves on CPU."
     )
     accelerator_count: int = Field(0, ge=0, description="Accelerators per serving replica.")
-    min_replica_count: int = Field(1, ge=1)
-    max_replica_count: int = Field(1, ge=1)
+    min_replica_count: int = Field(1, ge=1, description="Endpoint autoscaling floor.")
+    max_replica_count: int = Field(1, ge=1, description="Endpoint autoscaling ceiling.")
     serving_service_account: str | None = Field(
         None, description="Service account the deployed model runs as."
     )
@@ -576,7 +592,9 @@ class FlywheelConfig(_Strict):
     dataset: DatasetSettings = DatasetSettings()
     training: TrainingSettings = TrainingSettings()
     validation: ValidationPolicy = ValidationPolicy()
-    regression: list[RegressionSuite] = Field(default_factory=list)
+    regression: list[RegressionSuite] = Field(
+        default_factory=list, description="The regression suites; none configured rejects every candidate."
+    )
     deploy: DeploySettings = DeploySettings()
     monitor: MonitorSettings = MonitorSettings()
     vertex: VertexSettings = VertexSettings()

@@ -35,7 +35,7 @@ __all__ = [
     "capture_env",
 ]
 
-_CAPTURE_ENV = {
+CAPTURE_ENV = {
     "share": "FLYWHEEL_CAPTURE_SHARE",
     "audio": "FLYWHEEL_CAPTURE_AUDIO",
     "batch_size": "FLYWHEEL_CAPTURE_BATCH_SIZE",
@@ -46,7 +46,7 @@ _CAPTURE_ENV = {
 }
 
 
-_LIMITS_ENV = {
+LIMITS_ENV = {
     "max_body_bytes": "FLYWHEEL_MAX_BODY_BYTES",
     "max_instances": "FLYWHEEL_MAX_INSTANCES",
     "max_audio_s": "FLYWHEEL_MAX_AUDIO_S",
@@ -70,11 +70,11 @@ def capture_env(
         "FLYWHEEL_ENDPOINT": endpoint or "",
     }
     if limits is not None:
-        env |= {var: str(getattr(limits, name)) for name, var in _LIMITS_ENV.items()}
+        env |= {var: str(getattr(limits, name)) for name, var in LIMITS_ENV.items()}
     if not settings.enabled or not store_uri:
         return env
     env["FLYWHEEL_CAPTURE_URI"] = store_uri
-    for name, var in _CAPTURE_ENV.items():
+    for name, var in CAPTURE_ENV.items():
         value = getattr(settings, name)
         if name == "spill_dir":
             value = spill_dir or value
@@ -110,12 +110,12 @@ class ServingSettings:
             "endpoint": env.get("FLYWHEEL_ENDPOINT") or None,
             "capture_uri": env.get("FLYWHEEL_CAPTURE_URI") or None,
         }
-        capture = {name: env[var] for name, var in _CAPTURE_ENV.items() if env.get(var)}
+        capture = {name: env[var] for name, var in CAPTURE_ENV.items() if env.get(var)}
         try:
             values["capture"] = CaptureSettings.model_validate(capture)
         except ValueError as exc:
             raise InputError(f"invalid FLYWHEEL_CAPTURE_* setting: {exc}") from exc
-        limits = {name: env[var] for name, var in _LIMITS_ENV.items() if env.get(var)}
+        limits = {name: env[var] for name, var in LIMITS_ENV.items() if env.get(var)}
         try:
             values["limits"] = ServingLimits.model_validate(limits)
         except ValueError as exc:

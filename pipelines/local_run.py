@@ -33,7 +33,6 @@ def run_local(
 
     The config may be a path or a `gs://` URI (the tasks read it from there, as on Vertex)."""
     config = load_config(config_path)
-    assert config.paths.pipeline_root and config.paths.reports
     if is_remote(config.paths.pipeline_root):
         raise ConfigError(
             f"the local runner needs a local pipeline_root, not {config.paths.pipeline_root} "
@@ -72,7 +71,6 @@ def run_monitor_locally(
     """Run the compiled monitor pipeline once with kfp.local; returns the decisions it wrote
     (`<reports>/monitor/*.json`, one per look)."""
     config = load_config(config_path)
-    assert config.paths.pipeline_root and config.paths.reports and config.paths.root
     if is_remote(config.paths.pipeline_root) or is_remote(config.paths.reports):
         raise ConfigError("the local runner needs a local pipeline_root and reports directory")
     if package is None:

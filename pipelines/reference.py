@@ -12,7 +12,8 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
@@ -105,7 +106,7 @@ def _default(field: FieldInfo) -> str:
     else:
         value = field.default
     if value is None:
-        return "null"
+        return "null" if "null" in _type_name(field.annotation) else "derived (see meaning)"
     if isinstance(value, Path) and value.is_absolute():  # the committed base model, wherever installed
         return "the committed tiny base model"
     if isinstance(value, BaseModel):
@@ -116,9 +117,28 @@ def _default(field: FieldInfo) -> str:
         return f"`{value}`"
 
 
+def _type_name(annotation: Any) -> str:
+    """A type as a reader writes it: `path | null`, `list[str]`, `"auto" | "cpu"`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    if origin is dict:
+        return f"dict[{_type_name(args[0])}, {_type_name(args[1])}]"
+    if annotation is type(None):
+        return "null"
+    if annotation is Path:
+        return "path"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _type(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    return _cell(text or str(annotation).replace("typing.", "").replace("stt_flywheel.config.", ""))
+    return _cell(_type_name(annotation))
 
 
 def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInfo]]:

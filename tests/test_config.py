@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from stt_flywheel.config import ConfigError, FlywheelConfig, RegressionSuite, load_config, load_run_config
 
@@ -124,3 +125,15 @@ def test_the_config_cannot_switch_a_gate_off(tmp_path: Path, yaml_text: str, fie
         load_config(path)
     assert field in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+def test_locations_are_plain_resolved_strings_that_cannot_change(tmp_path: Path) -> None:
+    (tmp_path / "flywheel.yaml").write_text("paths:\n  root: state\n  models: elsewhere/models\n")
+    config = load_config(tmp_path / "flywheel.yaml")
+    base = tmp_path.resolve()
+    assert config.paths.error_store == str(base / "state" / "error-store")  # derived from root
+    assert config.paths.models == str(base / "elsewhere" / "models")  # relative to the file
+    assert config.paths.registry_db == base / "state" / "registry.sqlite"
+    assert config.with_overrides({"trigger.force": True}).paths == config.paths
+    with pytest.raises(ValidationError, match="frozen"):
+        config.paths.models = "/somewhere/else"

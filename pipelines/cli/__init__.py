@@ -20,7 +20,7 @@ from flywheel_pipelines.cli.registry import registry_app, serve
 from flywheel_pipelines.cli.runs import registry_audit, runs_app
 from flywheel_pipelines.cli.scoring import compare, score
 from flywheel_pipelines.cli.store import errors_export, feedback_app, status, store_app
-from stt_flywheel.errors import FlywheelError
+from stt_flywheel.errors import FlywheelError, describe_validation_error
 
 __all__ = ["EXAMPLES", "app", "main"]
 
@@ -145,7 +145,7 @@ def main() -> None:
         )
         sys.exit(1)
     except ValidationError as exc:  # a value that reached a settings model without an option's check
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        problems = describe_validation_error(exc, whole="value")
         make_console(stderr=True).print(f"[red]error:[/] invalid value — {problems}", highlight=False)
         sys.exit(2)
 

@@ -8,7 +8,12 @@ that fits (`ValueError`, `FileNotFoundError`, `RuntimeError`), so callers that c
 
 from __future__ import annotations
 
-__all__ = ["FlywheelError", "InputError", "InputNotFound", "StateError"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = ["FlywheelError", "InputError", "InputNotFound", "StateError", "describe_validation_error"]
 
 
 class FlywheelError(Exception):
@@ -25,3 +30,9 @@ class InputNotFound(FlywheelError, FileNotFoundError):
 
 class StateError(FlywheelError, RuntimeError):
     """The system is not in a state that allows the request (the registry, a lease, the machine)."""
+
+
+def describe_validation_error(exc: ValidationError, whole: str = "record") -> str:
+    """Every problem pydantic found, as `where: what` joined by `; ` (`whole` names a problem with
+    the value as a whole), on one line and without echoing the value."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in exc.errors())

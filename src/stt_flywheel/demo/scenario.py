@@ -208,7 +208,6 @@ def _serve(
             counters = {str(v): endpoint.capture_counters(v) for v in versions}
         return answers, counters
     version, hyps = endpoint.predict(audios, rng=rng)
-    assert config.paths.root
     writer = CaptureWriter.from_settings(
         open_error_store(config), config.capture, config.paths.root / "capture-spill"
     )
@@ -301,7 +300,6 @@ def simulate_traffic(
     `silent_share` never reported; the tests' small world sets both to 0, so that every wrong
     transcript is corrected and the held-out split stays large enough to show significance.
     """
-    assert config.paths.root
     done = config.paths.root / (f"demo-traffic-{round_}.json" if round_ else "demo-traffic.json")
     if done.exists():
         return dict(read_json(done))

@@ -18,7 +18,6 @@ def open_registry(config: FlywheelConfig) -> Registry:
     """The configured registry: the embedded SQLite one, or Vertex AI Model Registry."""
     if config.deploy.backend == "vertex":
         return VertexRegistry(config, capture=serving_capture(config))
-    assert config.paths.registry_db and config.paths.models
     return LocalRegistry(config.paths.registry_db, config.paths.models, config.deploy.model_name)
 
 
@@ -38,7 +37,6 @@ def open_endpoint(config: FlywheelConfig, registry: Registry | None = None) -> E
 
 def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, str]]:
     """The serving environment of one version: capture its traffic into the configured store."""
-    assert config.paths.root is not None
     spill = config.capture.spill_dir or config.paths.root / "capture-spill"
 
     def env(version: int | str) -> dict[str, str]:

@@ -121,7 +121,6 @@ class VertexRegistry:
     def __init__(self, config: FlywheelConfig, capture: Callable[[int | str], dict[str, str]]) -> None:
         """`capture` gives a version's serving environment (where it captures its traffic), which
         is part of what is uploaded with it."""
-        assert config.paths.models and config.paths.state
         self.settings = config.vertex
         self.model = config.deploy.model_name
         self.models_root = config.paths.models

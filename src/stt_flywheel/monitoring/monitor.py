@@ -121,7 +121,6 @@ def run_monitor(
     """Look once, decide, act (unless `act` is False: a dry run decides and reports only)."""
     now = now or datetime.now(UTC)
     holder = holder or f"monitor-{uuid.uuid4().hex[:12]}"
-    assert config.paths.state
     state = open_store(config.paths.state)
     if act:
         try:
@@ -409,12 +408,10 @@ def _report_key(decision: MonitorDecision) -> str:
 
 
 def _report_uri(config: FlywheelConfig, decision: MonitorDecision) -> str:
-    assert config.paths.reports
     return join_uri(config.paths.reports, _report_key(decision))
 
 
 def _write_report(config: FlywheelConfig, decision: MonitorDecision) -> None:
-    assert config.paths.reports
     if decision.report is None:
         decision.report = _report_uri(config, decision)
     store = open_store(config.paths.reports)

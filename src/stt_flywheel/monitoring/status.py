@@ -108,7 +108,6 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
             }
         )
     monitor = [e for e in registry.audit_log() if e["action"].startswith("monitor_")]
-    assert config.paths.state
     proposals = [p.as_dict(now) for p in list_proposals(open_store(config.paths.state))]
     return {
         "checked_at": now,

@@ -15,13 +15,11 @@ __all__ = ["STAGES", "list_runs", "read_ledger", "read_run", "summarize_run", "w
 
 
 def write_ledger(config: FlywheelConfig, run_id: str, stage: str, payload: dict[str, Any]) -> None:
-    assert config.paths.reports
     open_store(config.paths.reports).write(f"{run_id}/{stage}.json", dump_json(payload))
 
 
 def read_ledger(config: FlywheelConfig, run_id: str, stage: str) -> dict[str, Any] | None:
     """One stage's entry in a run's ledger, or None when that stage did not run."""
-    assert config.paths.reports
     found = open_store(config.paths.reports).read(f"{run_id}/{stage}.json")
     return orjson.loads(found.data) if found else None
 
@@ -36,7 +34,6 @@ def read_run(config: FlywheelConfig, run_id: str) -> dict[str, dict[str, Any] | 
 
 def list_runs(config: FlywheelConfig) -> list[str]:
     """Ids of the runs that have a ledger (every run that got past its trigger check)."""
-    assert config.paths.reports
     keys = open_store(config.paths.reports).list()
     return sorted({k.split("/")[0] for k in keys if k.endswith("/trigger.json") and k.count("/") == 1})
 
@@ -104,7 +101,6 @@ def summarize_run(config: FlywheelConfig, run_id: str, new_domain: str | None = 
 
     With `new_domain`, the new-domain figures are that slice of the held-out split.
     """
-    assert config.paths.reports
     run_dir = join_uri(config.paths.reports, run_id)
     ledger = read_run(config, run_id)
     trigger = ledger["trigger"] or {}

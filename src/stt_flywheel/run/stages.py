@@ -101,7 +101,6 @@ def _production(config: FlywheelConfig) -> ModelVersion | None:
 
 
 def _state(config: FlywheelConfig) -> ObjectStore:
-    assert config.paths.state
     return open_store(config.paths.state)
 
 
@@ -186,7 +185,6 @@ def stage_check_trigger(
     The lease is released by the stage that ends the run (dataset unusable, a gate rejecting, the
     deployer); a run that dies keeps it until `trigger.lease_hours` pass.
     """
-    assert config.paths.error_store
     registry = open_registry(config)
     endpoint = open_endpoint(config, registry)
     production = registry.resolve("default")
@@ -259,7 +257,6 @@ def _require_approval(
 def stage_build_dataset(
     config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str
 ) -> DatasetManifest:
-    assert config.paths.error_store and config.paths.datasets
     protected_sources = [s.data for s in config.regression] + list(config.dataset.protected_manifests)
     if config.validation.eval_manifest:
         protected_sources.append(config.validation.eval_manifest)

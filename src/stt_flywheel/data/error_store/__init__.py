@@ -132,5 +132,4 @@ class ErrorStore(Partitions):
 
 def open_error_store(config: FlywheelConfig) -> ErrorStore:
     """The configured error store."""
-    assert config.paths.error_store
     return ErrorStore(config.paths.error_store, pending_horizon=config.feedback.pending_horizon)

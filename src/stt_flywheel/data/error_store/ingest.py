@@ -25,7 +25,7 @@ from stt_flywheel.data.records import (
     FeedbackEvent,
     event_row,
 )
-from stt_flywheel.errors import InputNotFound
+from stt_flywheel.errors import InputNotFound, describe_validation_error
 from stt_flywheel.storage.objectstore import is_remote, read_uri
 
 __all__ = [
@@ -143,10 +143,6 @@ def read_lines(source: str | Path) -> list[Line]:
     return [line for line in lines if line.data.strip()]
 
 
-def _detail(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
-
-
 def _text(row: Any) -> str:
     if isinstance(row, bytes):
         return row.decode(errors="replace")
@@ -202,7 +198,7 @@ def parse_rows(
         try:
             value = validate(data)
         except ValidationError as exc:
-            _reject(quarantined, lineno, row, "invalid_record", _detail(exc))
+            _reject(quarantined, lineno, row, "invalid_record", describe_validation_error(exc))
             continue
         when = value[time_field] if isinstance(value, dict) else getattr(value, time_field)
         refused = _checked_time(when, time_field, latest)

@@ -1,0 +1,182 @@
+"""Stage 6 and the loop after it: deploying, serving, capture, feedback, the monitor."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from stt_flywheel.config.base import ConfigPath, Strict
+
+__all__ = ["CaptureSettings", "DeploySettings", "FeedbackSettings", "MonitorSettings", "ServingLimits"]
+
+
+class DeploySettings(Strict):
+    auto_deploy: bool = Field(
+        True, description="Deploy a candidate that passed; otherwise register it with the alias `candidate`."
+    )
+    model_name: str = Field(
+        "stt-flywheel", description="The registry's model name (on Vertex AI, the model id)."
+    )
+    endpoint_name: str = Field("stt-flywheel-local", description="The endpoint's name.")
+    keep_versions: int = Field(
+        5, ge=2, description="Registered versions kept; aliased or deployed ones never pruned."
+    )
+    strategy: Literal["replace", "canary"] = Field(
+        "replace",
+        description="`replace`: the candidate takes all traffic at once; `canary`: it serves `canary_percent` until the monitor (or a person) decides.",
+    )
+    canary_percent: int = Field(
+        10, ge=1, le=99, description="Traffic share of a canary (the first of monitor.canary_steps when set)."
+    )
+    backend: Literal["local", "vertex"] = Field(
+        "local", description="Registry and endpoint: the embedded SQLite + local server, or Vertex AI."
+    )
+
+
+class CaptureSettings(Strict):
+    """What the serving processes keep of each prediction, written to the error store."""
+
+    enabled: bool = Field(True, description="Capture predictions into the error store.")
+    share: float = Field(
+        1.0, ge=0.0, le=1.0, description="Share of requests captured (the others are only counted)."
+    )
+    audio: bool = Field(
+        True, description="Keep each captured request's audio (a correction without it cannot be trained on)."
+    )
+    batch_size: int = Field(256, gt=0, description="Predictions written per file at most.")
+    flush_interval_s: float = Field(2.0, gt=0, description="Write a smaller batch after this long.")
+    queue_size: int = Field(
+        10_000,
+        gt=0,
+        description="Predictions waiting to be written at most; beyond it they are dropped and counted.",
+    )
+    retry_interval_s: float = Field(10.0, gt=0, description="How often spilled batches are retried.")
+    spill_dir: ConfigPath | None = Field(
+        None, description="Local directory for batches the store did not take; default ROOT/capture-spill."
+    )
+
+
+class ServingLimits(Strict):
+    """What one request to a serving process may ask for; more is refused before it is decoded."""
+
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="A larger request body is answered 413 before it is read whole."
+    )
+    max_instances: int = Field(32, gt=0, description="More instances in one request are answered 400.")
+    max_audio_s: float = Field(
+        120.0, gt=0, description="Longer audio (by its header) is answered 400 before it is decoded."
+    )
+    chunk_s: float = Field(
+        30.0,
+        gt=0,
+        description="Audio longer than this is transcribed in pieces of this length, in bounded memory.",
+    )
+
+
+class FeedbackSettings(Strict):
+    """How late feedback is joined to predictions."""
+
+    pending_horizon_hours: float = Field(
+        24.0,
+        gt=0,
+        description="An event whose prediction is not in the store this long after it arrived is quarantined.",
+    )
+    label_window_hours: float = Field(
+        24.0,
+        ge=0,
+        description="Feedback is expected this long after a prediction; younger predictions without any are pending.",
+    )
+
+    @property
+    def pending_horizon(self) -> timedelta:
+        return timedelta(hours=self.pending_horizon_hours)
+
+    @property
+    def label_window(self) -> timedelta:
+        return timedelta(hours=self.label_window_hours)
+
+
+class MonitorSettings(Strict):
+    """How the monitor decides canaries from live evidence and watches the default (README: "The
+    monitor's decision rule")."""
+
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="Confidence of a canary's decision over all its looks; each testing look uses 1 − (1 − confidence) / max_looks.",
+    )
+    max_looks: int = Field(
+        12,
+        ge=1,
+        description="Testing looks per canary step (looks that wait for labels do not count); the error rate is split evenly over them.",
+    )
+    min_labelled_per_arm: int = Field(
+        200,
+        ge=1,
+        description="Predictions with feedback, older than feedback.label_window_hours, each arm needs before a look tests.",
+    )
+    min_scored_per_arm: int = Field(
+        30, ge=1, description="Predictions with a reference transcript each arm needs for the live-WER test."
+    )
+    correction_rate_margin: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Non-inferiority margin on the correction rate (absolute: candidate − default).",
+    )
+    wer_margin: float = Field(
+        0.02, ge=0.0, description="Non-inferiority margin on live WER (absolute: candidate − default)."
+    )
+    max_canary_hours: float = Field(
+        72.0, gt=0, description="A canary still undecided this long after it started meets deadline_policy."
+    )
+    deadline_policy: Literal["rollback", "promote", "hold"] = Field(
+        "rollback",
+        description="At the deadline (or with the looks spent): roll back (fail closed), promote, or hold and alert.",
+    )
+    canary_steps: list[int] = Field(
+        default_factory=list,
+        description="Progressive traffic shares of a canary, e.g. [10, 50, 100], each step gated the same way (the first replaces deploy.canary_percent); empty: deploy.canary_percent, then 100.",
+    )
+    auto_rollback: bool = Field(
+        True, description="Roll a degraded default back to `previous` (off: only alert)."
+    )
+    max_live_degradation: float = Field(
+        0.05,
+        ge=0.0,
+        description="The default is degraded when its correction rate or live WER is worse than its record by more than this (absolute), the interval excluding zero.",
+    )
+    baseline_hours: float = Field(
+        72.0, gt=0, description="The default's record: its first hours of serving (else `previous`'s last)."
+    )
+    watch_window_hours: float = Field(
+        24.0, gt=0, description="Recent traffic of the default compared with its record."
+    )
+    alert_webhook: str | None = Field(
+        None,
+        description="URL that receives a Slack-compatible JSON message on a rollback, a stalled canary or a degraded default.",
+    )
+    lease_minutes: float = Field(
+        30.0, gt=0, description="How long a monitor holds the monitor lease (two monitors never act twice)."
+    )
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the live-WER interval.")
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if steps and (
+            any(not 0 < s <= 100 for s in steps)
+            or any(b <= a for a, b in zip(steps, steps[1:], strict=False))
+            or steps[-1] != 100
+        ):
+            raise ValueError(
+                "canary steps must rise strictly within 1..100 and end at 100, e.g. [10, 50, 100]"
+            )
+        return steps
+
+    @property
+    def look_confidence(self) -> float:
+        return 1 - (1 - self.confidence) / self.max_looks

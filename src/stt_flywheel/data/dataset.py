@@ -187,140 +187,17 @@ def build_dataset(
     protected: set[str] | frozenset[str] = frozenset(),
     model_window_s: float | None = None,
 ) -> DatasetManifest:
-    """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`.
+    """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`: admit the
+    corrections, split them by audio hash, mix replay into the train split, write.
 
     `model_window_s`: the longest audio the model to be trained hears at once (Whisper: 30 s).
     A correction of longer audio is quarantined (`too_long_for_model`): it carries one transcript
     and no word timings, so there is nowhere to cut it that keeps audio and text aligned."""
-    from datasets import Dataset, DatasetDict, Features, Value
-
-    out_dir = Path(out_dir)
-    limits = AudioLimits(
-        roots=(join_uri(store.root, "audio"), *settings.audio_roots),
-        max_bytes=settings.max_audio_bytes,
-        max_duration_s=settings.max_duration_s,
-        timeout_s=settings.audio_read_timeout_s,
-    )
-    counts: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    quarantine: list[dict[str, Any]] = []
-    rows: list[_Row] = []
-    seen: dict[str, str] = {}
-
-    def reject(rec_id: str, code: str, detail: str) -> None:
-        counts["quarantined"] += 1
-        reasons[code] += 1
-        quarantine.append({"id": rec_id, "reason": code, "detail": detail})
-
-    for prediction, event, kind in store.errors(upto=watermark):
-        if kind != "corrected":
-            counts["uncorrected_error_cases"] += 1
-            continue
-        counts["read"] += 1
-        rec_id = prediction["prediction_id"]
-        # kept as the user wrote it (whitespace collapsed): a model that writes casing and
-        # punctuation learns them from here; the CTC collator normalises for its own vocabulary
-        text = " ".join(str(event["corrected_text"]).split())
-        if not normalize(text):
-            reject(rec_id, "empty_transcript", "the corrected transcript is empty after normalisation")
-            continue
-        audio_uri = prediction["audio_uri"]
-        if not audio_uri:
-            reject(rec_id, "audio_not_captured", "the prediction was captured without its audio")
-            continue
-        try:
-            audio = read_training_audio(audio_uri, limits)
-        except AudioRejected as exc:
-            reject(rec_id, exc.code, exc.detail)
-            continue
-        problem = validate_audio(
-            audio,
-            sample_rate=settings.sample_rate,
-            min_duration_s=settings.min_duration_s,
-            max_duration_s=settings.max_duration_s,
-        )
-        if problem:
-            reject(rec_id, problem.code, problem.detail)
-            continue
-        if model_window_s is not None and audio.duration_s > model_window_s:
-            reject(
-                rec_id,
-                "too_long_for_model",
-                f"{audio.duration_s:.2f} s > the model's {model_window_s:g} s window (one transcript, "
-                "no word timings to cut it by)",
-            )
-            continue
-        sha = audio_hash(audio.samples)
-        if sha in protected:
-            reject(rec_id, "protected_audio", "audio belongs to an evaluation or regression set")
-            continue
-        if sha in seen:
-            if seen[sha] == text:
-                counts["duplicates"] += 1
-            else:
-                reject(rec_id, "conflicting_correction", f"same audio already corrected as {seen[sha]!r}")
-            continue
-        seen[sha] = text
-        counts["accepted"] += 1
-        metadata = dict(prediction["metadata"] or [])
-        rows.append(
-            _Row(
-                rec_id,
-                text,
-                audio,
-                sha,
-                "correction",
-                metadata.get("speaker", ""),
-                metadata.get("domain", ""),
-                str(metadata.get("language", "") or ""),
-            )
-        )
-
-    for key in ("read", "accepted", "duplicates", "quarantined", "uncorrected_error_cases"):
-        counts.setdefault(key, 0)
-
+    admitted = _admit_corrections(store, settings, watermark, protected, model_window_s)
     splits: dict[str, list[_Row]] = {s: [] for s in SPLITS}
-    for row in rows:
+    for row in admitted.rows:
         splits[split_of(row.sha, settings.holdout_fraction)].append(row)
-
-    replay_stats = {"available": 0, "used": 0, "excluded_protected": 0, "invalid": 0}
-    if settings.replay_manifest and settings.replay_share > 0 and splits["train"]:
-        candidates: list[Utterance] = []
-        for utt in read_manifest(settings.replay_manifest):
-            replay_stats["available"] += 1
-            candidates.append(utt)
-        wanted = round(len(splits["train"]) * settings.replay_share / (1 - settings.replay_share))
-        rng = random.Random(settings.seed)
-        rng.shuffle(candidates)
-        for utt in candidates:
-            if replay_stats["used"] >= wanted:
-                break
-            audio = load_audio(utt.audio)
-            sha = audio_hash(audio.samples)
-            if sha in protected:
-                replay_stats["excluded_protected"] += 1
-                continue
-            too_long = model_window_s is not None and audio.duration_s > model_window_s
-            if (
-                validate_audio(audio, sample_rate=settings.sample_rate) is not None
-                or not normalize(utt.text)
-                or too_long
-            ):
-                replay_stats["invalid"] += 1
-                continue
-            splits["train"].append(
-                _Row(
-                    utt.id,
-                    " ".join(utt.text.split()),
-                    audio,
-                    sha,
-                    "replay",
-                    utt.speaker or "",
-                    utt.domain or "",
-                )
-            )
-            replay_stats["used"] += 1
-
+    replay = _add_replay(splits["train"], settings, protected, model_window_s)
     digest = hashlib.sha256()
     for split in SPLITS:
         splits[split].sort(key=lambda r: r.sha)
@@ -332,46 +209,196 @@ def build_dataset(
         content_hash=content_hash,
         watermark=watermark.isoformat() if watermark else None,
         created_at=datetime.now(UTC).isoformat(),
-        counts=dict(counts),
-        quarantine_reasons=dict(reasons),
+        counts=dict(admitted.counts),
+        quarantine_reasons=dict(admitted.reasons),
         splits={s: len(v) for s, v in splits.items()},
-        replay=replay_stats,
+        replay=replay,
         settings=settings.model_dump(mode="json"),
         profile={split: _profile(rows_) for split, rows_ in splits.items()},
     )
+    _write(Path(out_dir), splits, admitted.quarantine, manifest)
+    return manifest
 
-    features = Features(
-        {
-            "id": Value("string"),
-            "text": Value("string"),
-            "audio_wav": Value("binary"),
-            "audio_sha256": Value("string"),
-            "duration_s": Value("float32"),
-            "source": Value("string"),
-            "speaker": Value("string"),
-            "domain": Value("string"),
-            "language": Value("string"),
-        }
+
+@dataclass
+class _Admission:
+    """The corrections read: the rows accepted, the counts (which balance), what was quarantined."""
+
+    rows: list[_Row] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    def reject(self, rec_id: str, code: str, detail: str) -> None:
+        self.counts["quarantined"] += 1
+        self.reasons[code] += 1
+        self.quarantine.append({"id": rec_id, "reason": code, "detail": detail})
+
+
+def _audio_problem(
+    audio: DecodedAudio,
+    sample_rate: int,
+    model_window_s: float | None,
+    protected: set[str] | frozenset[str],
+    sha: str,
+    **durations: float,
+) -> tuple[str, str] | None:
+    """(reason code, detail) of the first rule this audio breaks, or None: decodable and sane
+    (`validate_audio`, with `durations` when given), within the model's window, not protected."""
+    problem = validate_audio(audio, sample_rate=sample_rate, **durations)
+    if problem:
+        return problem.code, problem.detail
+    if model_window_s is not None and audio.duration_s > model_window_s:
+        return (
+            "too_long_for_model",
+            f"{audio.duration_s:.2f} s > the model's {model_window_s:g} s window (one transcript, "
+            "no word timings to cut it by)",
+        )
+    if sha in protected:
+        return "protected_audio", "audio belongs to an evaluation or regression set"
+    return None
+
+
+def _admit_corrections(
+    store: ErrorStore,
+    settings: DatasetSettings,
+    watermark: datetime | None,
+    protected: set[str] | frozenset[str],
+    model_window_s: float | None,
+) -> _Admission:
+    """Every corrected error case up to the watermark, accepted, a duplicate, or quarantined."""
+    limits = AudioLimits(
+        roots=(join_uri(store.root, "audio"), *settings.audio_roots),
+        max_bytes=settings.max_audio_bytes,
+        max_duration_s=settings.max_duration_s,
+        timeout_s=settings.audio_read_timeout_s,
     )
+    out = _Admission()
+    seen: dict[str, str] = {}
+    for prediction, event, kind in store.errors(upto=watermark):
+        if kind != "corrected":
+            out.counts["uncorrected_error_cases"] += 1
+            continue
+        out.counts["read"] += 1
+        rec_id = prediction["prediction_id"]
+        # kept as the user wrote it (whitespace collapsed): a model that writes casing and
+        # punctuation learns them from here; the CTC collator normalises for its own vocabulary
+        text = " ".join(str(event["corrected_text"]).split())
+        if not normalize(text):
+            out.reject(rec_id, "empty_transcript", "the corrected transcript is empty after normalisation")
+            continue
+        if not prediction["audio_uri"]:
+            out.reject(rec_id, "audio_not_captured", "the prediction was captured without its audio")
+            continue
+        try:
+            audio = read_training_audio(prediction["audio_uri"], limits)
+        except AudioRejected as exc:
+            out.reject(rec_id, exc.code, exc.detail)
+            continue
+        sha = audio_hash(audio.samples)
+        problem = _audio_problem(
+            audio,
+            settings.sample_rate,
+            model_window_s,
+            protected,
+            sha,
+            min_duration_s=settings.min_duration_s,
+            max_duration_s=settings.max_duration_s,
+        )
+        if problem:
+            out.reject(rec_id, *problem)
+        elif sha in seen and seen[sha] == text:
+            out.counts["duplicates"] += 1
+        elif sha in seen:
+            out.reject(rec_id, "conflicting_correction", f"same audio already corrected as {seen[sha]!r}")
+        else:
+            seen[sha] = text
+            out.counts["accepted"] += 1
+            out.rows.append(_correction_row(rec_id, text, audio, sha, prediction["metadata"]))
+    for key in ("read", "accepted", "duplicates", "quarantined", "uncorrected_error_cases"):
+        out.counts.setdefault(key, 0)
+    return out
+
+
+def _correction_row(rec_id: str, text: str, audio: DecodedAudio, sha: str, metadata: Any) -> _Row:
+    meta = dict(metadata or [])
+    language = str(meta.get("language", "") or "")
+    return _Row(
+        rec_id, text, audio, sha, "correction", meta.get("speaker", ""), meta.get("domain", ""), language
+    )
+
+
+def _add_replay(
+    train: list[_Row],
+    settings: DatasetSettings,
+    protected: set[str] | frozenset[str],
+    model_window_s: float | None,
+) -> dict[str, int]:
+    """General-domain replay appended to `train`, `replay_share` of the result; its counts."""
+    stats = {"available": 0, "used": 0, "excluded_protected": 0, "invalid": 0}
+    if not (settings.replay_manifest and settings.replay_share > 0 and train):
+        return stats
+    candidates: list[Utterance] = list(read_manifest(settings.replay_manifest))
+    stats["available"] = len(candidates)
+    wanted = round(len(train) * settings.replay_share / (1 - settings.replay_share))
+    random.Random(settings.seed).shuffle(candidates)
+    for utt in candidates:
+        if stats["used"] >= wanted:
+            break
+        audio = load_audio(utt.audio)
+        sha = audio_hash(audio.samples)
+        if sha in protected:
+            stats["excluded_protected"] += 1
+        elif _audio_problem(audio, settings.sample_rate, model_window_s, frozenset(), sha) or not normalize(
+            utt.text
+        ):
+            stats["invalid"] += 1
+        else:
+            text = " ".join(utt.text.split())
+            train.append(_Row(utt.id, text, audio, sha, "replay", utt.speaker or "", utt.domain or ""))
+            stats["used"] += 1
+    return stats
+
+
+_FEATURES = {
+    "id": "string",
+    "text": "string",
+    "audio_wav": "binary",
+    "audio_sha256": "string",
+    "duration_s": "float32",
+    "source": "string",
+    "speaker": "string",
+    "domain": "string",
+    "language": "string",
+}
+
+
+def _columns(rows: list[_Row]) -> dict[str, list[Any]]:
+    # Column-wise, so that an empty split still carries its schema.
+    return {
+        "id": [r.id for r in rows],
+        "text": [r.text for r in rows],
+        "audio_wav": [encode_wav(r.audio.samples, r.audio.sample_rate) for r in rows],
+        "audio_sha256": [r.sha for r in rows],
+        "duration_s": [r.audio.duration_s for r in rows],
+        "source": [r.source for r in rows],
+        "speaker": [r.speaker for r in rows],
+        "domain": [r.domain for r in rows],
+        "language": [r.language for r in rows],
+    }
+
+
+def _write(
+    out_dir: Path, splits: dict[str, list[_Row]], quarantine: list[dict[str, Any]], manifest: DatasetManifest
+) -> None:
+    """The dataset, its quarantine and its manifest, built beside `out_dir` and moved into it."""
+    from datasets import Dataset, DatasetDict, Features, Value
+
+    features = Features({name: Value(kind) for name, kind in _FEATURES.items()})
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-
-    def columns(rows_: list[_Row]) -> dict[str, list[Any]]:
-        # Column-wise, so that an empty split still carries its schema.
-        return {
-            "id": [r.id for r in rows_],
-            "text": [r.text for r in rows_],
-            "audio_wav": [encode_wav(r.audio.samples, r.audio.sample_rate) for r in rows_],
-            "audio_sha256": [r.sha for r in rows_],
-            "duration_s": [r.audio.duration_s for r in rows_],
-            "source": [r.source for r in rows_],
-            "speaker": [r.speaker for r in rows_],
-            "domain": [r.domain for r in rows_],
-            "language": [r.language for r in rows_],
-        }
-
     DatasetDict(
-        {split: Dataset.from_dict(columns(rows_), features=features) for split, rows_ in splits.items()}
+        {split: Dataset.from_dict(_columns(rows), features=features) for split, rows in splits.items()}
     ).save_to_disk(
         str(tmp / "data"), num_shards=dict.fromkeys(SPLITS, 1)
     )  # an empty split still gets its (empty) shard
@@ -384,7 +411,6 @@ def build_dataset(
             shutil.rmtree(target)
         child.rename(target)
     tmp.rmdir()
-    return manifest
 
 
 def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:

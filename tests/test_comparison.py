@@ -9,8 +9,8 @@ from stt_flywheel.evaluation.comparison import (
     Comparison,
     comparison_from_texts,
     duration_bucket,
-    summarize_comparison,
 )
+from stt_flywheel.evaluation.summary import summarize_comparison
 
 POLICY = ValidationPolicy(normalizer="basic-en/1", min_slice_size=2, critical_terms=["metformin", "Warfarin"])
 

@@ -8,10 +8,11 @@ import pytest
 from PIL import Image
 
 from stt_flywheel.config import ValidationPolicy
-from stt_flywheel.evaluation.comparison import comparison_from_texts, summarize_comparison
+from stt_flywheel.evaluation.comparison import comparison_from_texts
 from stt_flywheel.evaluation.gates import Gate, Verdict, slice_gates, validation_verdict
 from stt_flywheel.evaluation.regression import SuiteResult
 from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
+from stt_flywheel.evaluation.summary import summarize_comparison
 
 REFS = ["refill my metformin prescription", "turn the kitchen lights on", "open the garage door", "call mom"]
 PROD = ["refill my met for men prescription", "turn the kitchen lights on", "open garage door", "call mom"]

@@ -50,7 +50,7 @@ def compare(
     """Paired comparison on the same utterances: ΔWER = WER(A) − WER(B) with its bootstrap interval, and
     two-sided p-values of the Wilcoxon signed-rank, paired t and MAPSSWE tests (as NIST's sc_stats)."""
     from stt_flywheel.config import ValidationPolicy
-    from stt_flywheel.evaluation.comparison import compare_systems
+    from stt_flywheel.evaluation.systems import compare_systems
     from stt_flywheel.scoring.corpus import read_transcripts
 
     policy = ValidationPolicy(normalizer=normalizer, confidence=confidence, bootstrap_resamples=resamples)

@@ -19,10 +19,9 @@ import numpy as np
 from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.manifest import read_manifest
-from stt_flywheel.evaluation.metrics import DomainSlice, HeldoutMetrics
 from stt_flywheel.models import SpeechModel
 from stt_flywheel.scoring.alignment import Alignment, align_pairs
-from stt_flywheel.scoring.corpus import CorpusScore, match_transcripts, score_corpus
+from stt_flywheel.scoring.corpus import CorpusScore, score_corpus
 from stt_flywheel.scoring.stats import (
     Alternative,
     BootstrapInterval,
@@ -36,14 +35,11 @@ from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER
 
 __all__ = [
     "Comparison",
-    "SystemComparison",
-    "compare_systems",
     "UtteranceRow",
     "compare_models",
     "comparison_from_texts",
     "duration_bucket",
     "load_manifest_examples",
-    "summarize_comparison",
 ]
 
 _DURATION_EDGES = ((2.0, "<2s"), (5.0, "2-5s"), (10.0, "5-10s"))
@@ -360,166 +356,3 @@ def compare_models(
     cand_hyps = candidate.transcribe(audios, batch_size=batch_size)
     prod_hyps = production.transcribe(audios, batch_size=batch_size) if production is not None else None
     return comparison_from_texts(name, examples, cand_hyps, prod_hyps, normalizer)
-
-
-def summarize_comparison(comp: Comparison, policy: ValidationPolicy) -> tuple[HeldoutMetrics, dict[str, Any]]:
-    """Headline metrics (for the gates, KFP `Metrics` and the ledger) and the details the reports show."""
-    interval = comp.interval(policy)
-    tests = comp.tests()
-    signatures = comp.signatures(policy) if comp.rows else {}
-    details: dict[str, Any] = {
-        "normalizer": comp.candidate.normalizer,
-        "slice_margin": policy.max_slice_degradation,
-        "interval": interval.as_dict(),
-        "tests": {name: t.as_dict() for name, t in tests.items()},
-        "signatures": signatures,
-        "slices": comp.slices(policy) if comp.rows else [],
-        "churn": comp.churn(policy.churn_examples) if comp.rows else {},
-        "worst_regressions": comp.worst_regressions(policy.churn_examples) if comp.rows else [],
-        "largest_improvements": comp.largest_improvements(policy.churn_examples) if comp.rows else [],
-        "utterance_delta_wer": comp.utterance_delta_wer(),
-    }
-    measured: dict[str, Any] = {
-        **_score_metrics(comp),
-        "delta_wer": comp.delta_wer,
-        "delta_wer_low": interval.low,
-        "delta_wer_high": interval.high,
-        "prob_improvement": interval.prob_improvement,
-        **_test_metrics(tests, policy, len(comp.rows) or 1),
-    }
-    for model, sig in signatures.items():
-        prefix = "" if model == "candidate" else "production_"
-        measured |= {f"{prefix}{k}": float(v) for k, v in sig.items() if k.endswith("_share")}
-    if comp.production is not None and comp.rows:
-        measured["newly_broken"] = float(details["churn"]["newly_broken"])
-        measured["newly_fixed"] = float(details["churn"]["newly_fixed"])
-    if policy.critical_terms and comp.rows:
-        recall = comp.critical_recall(policy.critical_terms)
-        details["critical_terms"] = recall
-        measured["critical_recall"] = recall["candidate"]["recall"]
-        if "production" in recall:
-            measured["production_critical_recall"] = recall["production"]["recall"]
-    measured["slices"] = {
-        sl["value"]: DomainSlice(
-            utterances=float(sl["utterances"]),
-            wer=sl["candidate_wer"],
-            production_wer=sl.get("production_wer"),
-        )
-        for sl in details["slices"]
-        if sl["field"] == "domain"
-    }
-    return HeldoutMetrics(**measured), details
-
-
-def _score_metrics(comp: Comparison) -> dict[str, float]:
-    cand, prod = comp.candidate, comp.production
-    return {
-        "heldout_utterances": float(len(comp.rows)),
-        "wer": cand.wer,
-        "cer": cand.cer,
-        "raw_wer": cand.raw_wer,
-        "substitutions": float(cand.substitutions),
-        "deletions": float(cand.deletions),
-        "insertions": float(cand.insertions),
-        "hits": float(cand.hits),
-        "production_wer": prod.wer if prod else math.nan,
-        "production_cer": prod.cer if prod else math.nan,
-        "production_raw_wer": prod.raw_wer if prod else math.nan,
-        # errors that only the normaliser forgives: casing, punctuation, written-out numbers
-        "formatting_error_rate": cand.raw_wer - cand.wer,
-        "production_formatting_error_rate": prod.raw_wer - prod.wer if prod else math.nan,
-    }
-
-
-def _test_metrics(tests: dict[str, PairedTest], policy: ValidationPolicy, n: int) -> dict[str, float]:
-    if not tests:
-        return {}
-    return {
-        "p_value": tests[policy.significance_test].p_value,
-        **{f"p_{name}": t.p_value for name, t in tests.items()},
-        "worse_share": tests["wilcoxon"].worse / n,
-        "better_share": tests["wilcoxon"].better / n,
-    }
-
-
-@dataclass(frozen=True)
-class SystemComparison:
-    """Two systems scored on the same utterances (what `stt-flywheel compare` reports).
-
-    ΔWER is WER(A) − WER(B). Neither system is privileged, so every test is two-sided, as NIST's
-    sc_stats reports them; each carries its statistic and its count of pairs.
-    """
-
-    utterances: int
-    normalizer: str
-    wer_a: float
-    wer_b: float
-    delta_wer: float
-    interval: BootstrapInterval
-    tests: dict[str, PairedTest]
-    newly_broken: int
-    newly_fixed: int
-
-    @property
-    def a_better(self) -> int:
-        """Utterances on which A made fewer errors than B."""
-        return self.tests["wilcoxon"].better
-
-    @property
-    def a_worse(self) -> int:
-        return self.tests["wilcoxon"].worse
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "utterances": self.utterances,
-            "normalizer": self.normalizer,
-            "wer_a": self.wer_a,
-            "wer_b": self.wer_b,
-            "delta_wer": self.delta_wer,
-            "interval": self.interval.as_dict(),
-            "p_values": {name: t.p_value for name, t in self.tests.items()},
-            "tests": {
-                name: {
-                    "p_value": t.p_value,
-                    "alternative": t.alternative,
-                    "statistic": t.statistic,
-                    "pairs": t.n,
-                    "unit": "segment" if name == "mapsswe" else "utterance",
-                    "a_better": t.better,
-                    "a_worse": t.worse,
-                }
-                for name, t in self.tests.items()
-            },
-            "a_better": self.a_better,
-            "a_worse": self.a_worse,
-            "newly_broken": self.newly_broken,
-            "newly_fixed": self.newly_fixed,
-        }
-
-
-def compare_systems(
-    refs: dict[str, str], hyps_a: dict[str, str], hyps_b: dict[str, str], policy: ValidationPolicy
-) -> SystemComparison:
-    """Score A and B against the same references (every reference id in both) and compare them."""
-    ids = match_transcripts(refs, hyps_a, "system A")
-    match_transcripts(refs, hyps_b, "system B")
-    comp = comparison_from_texts(
-        "compare",
-        [{"id": k, "text": refs[k]} for k in ids],
-        [hyps_a[k] for k in ids],
-        [hyps_b[k] for k in ids],
-        policy.normalizer,
-    )
-    assert comp.production is not None
-    churn = comp.churn(0)
-    return SystemComparison(
-        utterances=len(ids),
-        normalizer=comp.candidate.normalizer,
-        wer_a=comp.candidate.wer,
-        wer_b=comp.production.wer,
-        delta_wer=comp.delta_wer,
-        interval=comp.interval(policy),
-        tests=comp.tests(alternative="two-sided"),
-        newly_broken=int(churn["newly_broken"]),
-        newly_fixed=int(churn["newly_fixed"]),
-    )

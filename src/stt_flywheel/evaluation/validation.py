@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stt_flywheel.config import ValidationPolicy
-from stt_flywheel.evaluation.comparison import Comparison, compare_models, summarize_comparison
+from stt_flywheel.evaluation.comparison import Comparison, compare_models
 from stt_flywheel.evaluation.gates import Verdict, first_run_verdict, slice_gates, validation_verdict
 from stt_flywheel.evaluation.metrics import HeldoutMetrics
+from stt_flywheel.evaluation.summary import summarize_comparison
 from stt_flywheel.models import SpeechModel
 
 __all__ = ["ValidationResult", "validate_candidate"]

@@ -1,44 +1,22 @@
-"""The Vertex AI backend: Model Registry versions and aliases, and an endpoint's traffic split.
-
-The same interface as the embedded `LocalRegistry` / `LocalEndpoint` (see `deploy.Registry` and
-`deploy.Endpoint`), over google-cloud-aiplatform:
-
-- a candidate is uploaded as a new version of one parent model (`parent_model`), not the default
-  (`is_default_version=False`); aliases `default` / `previous` / `candidate` move with
-  `mergeVersionAliases`, so an alias lives on one version as in the local registry;
-- labels carry the dataset version, the source run and headline metrics (label values allow only
-  `[a-z0-9_-]`, so `0.2315` is written `0_2315` and a minus sign `m`); the whole record
-  (watermark, lineage, both verdicts) is `flywheel.json` beside the model files, and the
-  validation metrics are imported as a ModelEvaluation the console shows;
-- the endpoint's traffic split is computed from its deployed models (`endpoint.canary_split`),
-  so it always sums to 100; a version is deployed on the configured machine, accelerator and
-  replica counts, serving the image built from `containers/serving.Dockerfile`;
-- quota errors (429) and unavailability are retried with backoff; any other API error surfaces as
-  `RegistryError`, and a failed deploy leaves the split as it was (the service applies none of it).
-
-The audit log lives in the run-state store (`audit/<model>/…json`), one immutable object per entry.
-"""
+"""Versions of one Vertex AI model: upload with lineage, aliases, the audit log, prune."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import re
 import socket
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from stt_flywheel.config import FlywheelConfig, VertexSettings
-from stt_flywheel.deployment.endpoint import canary_split
+from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.exclusive import LeaseLock
 from stt_flywheel.deployment.registry import ModelVersion, RegistryError
+from stt_flywheel.deployment.vertex.client import init_vertex, iso, label_value, retrying
 from stt_flywheel.storage.objectstore import (
     ObjectStore,
     is_remote,
@@ -49,70 +27,9 @@ from stt_flywheel.storage.objectstore import (
     remove_tree,
 )
 
-__all__ = ["VertexEndpoint", "VertexRegistry", "init_vertex", "label_value"]
-
-T = TypeVar("T")
+__all__ = ["VertexRegistry"]
 
 GENERAL_METRICS_SCHEMA = "gs://google-cloud-aiplatform/schema/modelevaluation/general_metrics_1.0.0.yaml"
-
-
-def init_vertex(settings: VertexSettings, staging_bucket: str | None = None) -> None:
-    """Point the SDK at the project; an `api_endpoint` override (a local fake) is reached over REST
-    without credentials."""
-    from google.cloud import aiplatform
-
-    if not settings.project:
-        raise RegistryError("vertex.project is not set")
-    kwargs: dict[str, Any] = {"project": settings.project, "location": settings.location}
-    if settings.api_endpoint:
-        kwargs["api_endpoint"] = settings.api_endpoint
-        kwargs["api_transport"] = "rest"
-        if settings.api_endpoint.startswith("http://"):
-            from google.auth.credentials import AnonymousCredentials
-
-            kwargs["credentials"] = AnonymousCredentials()
-    if staging_bucket:
-        kwargs["staging_bucket"] = staging_bucket
-    aiplatform.init(**kwargs)
-
-
-def _retrying(settings: VertexSettings) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Retry quota (429) and availability errors with exponential backoff; map the rest to RegistryError."""
-    from google.api_core import exceptions, retry
-
-    policy = retry.Retry(
-        predicate=retry.if_exception_type(
-            exceptions.TooManyRequests, exceptions.ResourceExhausted, exceptions.ServiceUnavailable
-        ),
-        initial=settings.retry_initial_s,
-        maximum=30.0,
-        multiplier=2.0,
-        timeout=settings.retry_timeout_s,
-    )
-
-    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> T:
-            try:
-                return policy(fn)(*args, **kwargs)
-            except exceptions.GoogleAPICallError as exc:
-                raise RegistryError(f"Vertex AI refused {fn.__name__}: {exc.message}") from exc
-
-        return call
-
-    return wrap
-
-
-def label_value(value: Any) -> str:
-    """A Vertex label value: lowercase `[a-z0-9_-]`, at most 63 characters."""
-    if isinstance(value, float):
-        value = f"{value:.4f}".replace("-", "m").replace(".", "_")
-    text = re.sub(r"[^a-z0-9_-]", "-", str(value).lower())
-    return text[:63]
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 class VertexRegistry:
@@ -129,7 +46,7 @@ class VertexRegistry:
         self.audit_store: ObjectStore = open_store(config.paths.state)
         self.capture = capture
         init_vertex(self.settings)
-        self._call = _retrying(self.settings)
+        self._call = retrying(self.settings)
         self._changes = LeaseLock(
             self.audit_store, f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
@@ -183,7 +100,7 @@ class VertexRegistry:
             model=self.model,
             version=int(raw.version_id),
             uri=raw.artifact_uri,
-            created_at=_iso(raw.version_create_time),
+            created_at=iso(raw.version_create_time),
             dataset_version=record.get("dataset_version") or labels.get("dataset_version"),
             data_watermark=record.get("data_watermark"),
             source_run=record.get("source_run"),
@@ -395,124 +312,3 @@ class VertexRegistry:
                 remove_tree(raw.artifact_uri)
             self.record("prune", int(raw.version_id), {})
         return [int(r.version_id) for r in doomed]
-
-
-class VertexEndpoint:
-    """One Vertex AI endpoint (found, or created, by its display name `deploy.endpoint_name`)."""
-
-    def __init__(self, config: FlywheelConfig, registry: VertexRegistry) -> None:
-        self.settings = config.vertex
-        self.name = config.deploy.endpoint_name
-        self.registry = registry
-        self._call = _retrying(self.settings)
-        self._resource: str | None = None
-
-    def _endpoint(self) -> Any:
-        from google.cloud import aiplatform
-
-        if self._resource is None:
-
-            @self._call
-            def find_or_create_endpoint() -> str:
-                found = aiplatform.Endpoint.list(filter=f'display_name="{self.name}"')
-                if found:
-                    return str(found[0].resource_name)
-                return str(aiplatform.Endpoint.create(display_name=self.name, sync=True).resource_name)
-
-            self._resource = find_or_create_endpoint()
-        resource = self._resource
-
-        @self._call
-        def get_endpoint() -> Any:
-            return aiplatform.Endpoint(resource)
-
-        return get_endpoint()
-
-    def _deployed(self, endpoint: Any) -> dict[int, str]:
-        """Deployed model id per registry version."""
-        return {
-            int(dm.model_version_id): dm.id
-            for dm in endpoint.gca_resource.deployed_models
-            if dm.model.split("@")[0] == self.registry.resource_name
-        }
-
-    def traffic(self) -> dict[int, int]:
-        endpoint = self._endpoint()
-        split = dict(endpoint.gca_resource.traffic_split)
-        return {version: int(split.get(dm_id, 0)) for version, dm_id in self._deployed(endpoint).items()}
-
-    @contextmanager
-    def served(self) -> Iterator[VertexEndpoint]:
-        """Vertex AI serves the deployed models itself: nothing to start or stop here."""
-        yield self
-
-    def last_deployed_at(self) -> datetime | None:
-        endpoint = self._endpoint()
-        times = [dm.create_time for dm in endpoint.gca_resource.deployed_models]
-        return max((datetime.fromisoformat(_iso(t)) for t in times), default=None)
-
-    def deploy(self, version: int, percent: int = 100, reason: str = "") -> None:
-        """Serve `version` at `percent`, the models already serving sharing the rest."""
-        from google.cloud import aiplatform
-
-        endpoint = self._endpoint()
-        deployed = self._deployed(endpoint)
-        current = {dm_id: int(v) for dm_id, v in endpoint.gca_resource.traffic_split.items()}
-        if version in deployed:  # already serving: only the split changes
-            self.set_traffic(canary_split(self.traffic(), version, percent), reason=reason)
-            return
-        self.registry.get(version)
-        split = canary_split(current, "0", percent)  # "0" is the model being deployed
-        s = self.settings
-
-        @self._call
-        def deploy_model() -> None:
-            endpoint.deploy(
-                model=aiplatform.Model(self.registry.resource_name, version=str(version)),
-                deployed_model_display_name=f"{self.registry.model}-v{version}",
-                traffic_split=split,
-                machine_type=s.machine_type,
-                accelerator_type=s.accelerator_type,
-                accelerator_count=s.accelerator_count or None,
-                min_replica_count=s.min_replica_count,
-                max_replica_count=s.max_replica_count,
-                service_account=s.serving_service_account,
-                sync=True,
-            )
-
-        deploy_model()
-        self.registry.record("deploy", version, {"endpoint": self.name, "percent": percent, "reason": reason})
-
-    def set_traffic(self, split: dict[int, int], reason: str = "") -> None:
-        endpoint = self._endpoint()
-        deployed = self._deployed(endpoint)
-        unknown = set(split) - set(deployed)
-        if unknown or sum(split.values()) != 100:
-            raise RegistryError(
-                f"traffic split {split} must sum to 100 over deployed versions {sorted(deployed)}"
-            )
-        by_id = {dm_id: split.get(version, 0) for version, dm_id in deployed.items()}
-
-        @self._call
-        def update_traffic_split() -> None:
-            endpoint.update(traffic_split=by_id)
-
-        update_traffic_split()
-        self.registry.record("traffic", None, {"endpoint": self.name, "traffic": split, "reason": reason})
-
-    def undeploy(self, version: int, reason: str = "") -> None:
-        endpoint = self._endpoint()
-        deployed = self._deployed(endpoint)
-        if version not in deployed:
-            return
-        split = {k: int(v) for k, v in endpoint.gca_resource.traffic_split.items()}
-        if split.get(deployed[version], 0) > 0 and len(deployed) > 1:
-            raise RegistryError(f"version {version} still serves {split[deployed[version]]}% of traffic")
-        remaining = {k: v for k, v in split.items() if k != deployed[version]}
-
-        @self._call
-        def undeploy_model() -> None:
-            endpoint.undeploy(deployed_model_id=deployed[version], traffic_split=remaining or None, sync=True)
-
-        undeploy_model()
-        self.registry.record("undeploy", version, {"endpoint": self.name, "reason": reason})

@@ -16,7 +16,8 @@ def build_dataset(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import markdown_report, stage_build_dataset
+    from stt_flywheel.run.stage_reports import markdown_report
+    from stt_flywheel.run.stages import stage_build_dataset
     from stt_flywheel.storage.files import read_json
 
     watermark = read_json(decision.path)["watermark"] or ""

@@ -20,7 +20,8 @@ def check_trigger(
     approval (`trigger.require_approval`).
     """
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import markdown_report, stage_check_trigger
+    from stt_flywheel.run.stage_reports import markdown_report
+    from stt_flywheel.run.stages import stage_check_trigger
     from stt_flywheel.storage.files import atomic_write_json
 
     config = load_run_config(config_uri, force=force)

@@ -24,7 +24,8 @@ def deploy_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import markdown_report, stage_deploy_model
+    from stt_flywheel.run.stage_reports import markdown_report
+    from stt_flywheel.run.stages import stage_deploy_model
 
     config = load_run_config(config_uri, auto_deploy=auto_deploy, serving_image=serving_image)
     outcome = stage_deploy_model(

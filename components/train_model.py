@@ -24,7 +24,8 @@ def train_model(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
-    from stt_flywheel.run.stages import loggable_metrics, stage_train_model, training_report
+    from stt_flywheel.run.stage_reports import loggable_metrics, training_report
+    from stt_flywheel.run.stages import stage_train_model
 
     config = load_run_config(config_uri, max_steps=max_steps)
     result = stage_train_model(config, Path(dataset.path), Path(model.path), run_id)

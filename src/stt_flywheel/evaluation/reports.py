@@ -7,7 +7,6 @@ block and plots as inline SVG (matplotlib, Agg backend), no scripts and no exter
 from __future__ import annotations
 
 import html
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,21 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stt_flywheel.evaluation.gates import Verdict
+from stt_flywheel.reporting import cell, figure, page, pyplot, svg, table
 
 __all__ = ["ReportContext", "loss_curve_html", "regression_html", "validation_html"]
 
 _SMALL_SLICES_SHOWN = 20
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#202124;max-width:72rem}
-table{border-collapse:collapse;margin:.5rem 0 1.5rem}
-td,th{border:1px solid #dadce0;padding:.25rem .45rem;text-align:left;font-size:.85rem;vertical-align:top}
-td pre{max-width:44rem}svg{max-width:100%;height:auto}
-th{background:#f1f3f4}.pass{color:#137333;font-weight:600}.fail{color:#c5221f;font-weight:600}
-pre{font-size:.8rem;background:#f8f9fa;padding:.4rem;margin:.2rem 0;overflow-x:auto}
-figure{margin:.5rem 0 1.5rem}figcaption{font-size:.85rem;color:#5f6368}
-.meta{color:#5f6368;font-size:.85rem}
-"""
 
 
 @dataclass(frozen=True)
@@ -62,20 +51,6 @@ class ReportContext:
         return asdict(self)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        return f"{value:.3g}" if value and abs(value) < 1e-3 else f"{value:.4f}"
-    return html.escape(str(value))
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 _POLICIES = {
     "paired": "the candidate is judged against the production model on the same utterances",
     "first_run_absolute": "no production model to compare with yet, so absolute thresholds apply",
@@ -84,7 +59,7 @@ _POLICIES = {
 
 def _verdict_block(verdict: Verdict) -> str:
     cls, word = ("pass", "PASSED") if verdict.passed else ("fail", "REJECTED")
-    gates = _table(
+    gates = table(
         ["gate", "value", "threshold", "verdict", "reason"],
         [(g.name, g.value, g.threshold, "pass" if g.passed else "fail", g.reason) for g in verdict.gates],
     )
@@ -94,40 +69,9 @@ def _verdict_block(verdict: Verdict) -> str:
     return f'<h2>Verdict: <span class="{cls}">{word}</span></h2>{policy}{gates}'
 
 
-def _page(title: str, body: str) -> str:
-    return (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
-    )
-
-
-def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
-
-
-def _figure(svg: str, caption: str) -> str:
-    return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "stt-flywheel", "font.size": 9})
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def interval_plot(items: Sequence[tuple[str, float, float, float, float | None]]) -> str:
     """Forest plot: one row per (label, ΔWER, low, high, margin); a dashed mark at each margin."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(items) + 0.9))
     for y, (_, delta, low, high, margin) in enumerate(items):
         if not any(math.isnan(v) for v in (delta, low, high)):
@@ -140,7 +84,7 @@ def interval_plot(items: Sequence[tuple[str, float, float, float, float | None]]
     ax.invert_yaxis()
     drawn = any(m is not None and not math.isnan(m) for *_, m in items)
     ax.set_xlabel("ΔWER (candidate − reference)" + ("; dashed red: margin" if drawn else ""))
-    return _svg(fig)
+    return svg(fig)
 
 
 def loss_curve_html(log_history: Sequence[dict[str, Any]], context: ReportContext | None = None) -> str:
@@ -149,10 +93,10 @@ def loss_curve_html(log_history: Sequence[dict[str, Any]], context: ReportContex
     held = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
     body = context.html() if context else ""
     if not train and not held:
-        return _page(
+        return page(
             "Training loss", body + "<p>No loss was logged (a run shorter than one logging interval).</p>"
         )
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.0))
     if train:
         ax.plot(*zip(*train, strict=True), color="#1a73e8", label="training loss (per logging interval)")
@@ -161,16 +105,16 @@ def loss_curve_html(log_history: Sequence[dict[str, Any]], context: ReportContex
     ax.set_xlabel("step")
     ax.set_ylabel("CTC loss")
     ax.legend()
-    said = [f"last logged training loss {_fmt(float(train[-1][1]))} at step {train[-1][0]}"] if train else []
+    said = [f"last logged training loss {cell(float(train[-1][1]))} at step {train[-1][0]}"] if train else []
     if held:
-        said.append(f"held-out loss {_fmt(float(held[-1][1]))} at step {held[-1][0]}")
-    body += _figure(_svg(fig), "; ".join(said))
-    return _page("Training loss", body)
+        said.append(f"held-out loss {cell(float(held[-1][1]))} at step {held[-1][0]}")
+    body += figure(svg(fig), "; ".join(said))
+    return page("Training loss", body)
 
 
 def slice_plot(slices: Sequence[dict[str, Any]]) -> str:
     """Grouped bars: production vs candidate WER per slice."""
-    plt = _plt()
+    plt = pyplot()
     labels = [f"{s['field']}={s['value']}" for s in slices]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(slices) + 1.5), 3.0))
     xs = range(len(slices))
@@ -181,17 +125,17 @@ def slice_plot(slices: Sequence[dict[str, Any]]) -> str:
     ax.set_xticks(list(xs), labels, rotation=45, ha="right")
     ax.set_ylabel("WER")
     ax.legend()
-    return _svg(fig)
+    return svg(fig)
 
 
 def delta_histogram(deltas: Sequence[float]) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 2.6))
     ax.hist(list(deltas), bins=40, color="#1a73e8")
     ax.axvline(0, color="#5f6368", lw=0.8)
     ax.set_xlabel("per-utterance ΔWER (candidate − production); left of 0 is better")
     ax.set_ylabel("utterances")
-    return _svg(fig)
+    return svg(fig)
 
 
 def _alignment(entry: dict[str, Any]) -> str:
@@ -207,14 +151,14 @@ def _alignments_section(title: str, entries: Sequence[dict[str, Any]], key: str)
     if not entries:
         return f"<h3>{html.escape(title)}</h3><p>none</p>"
     rows = "".join(
-        f"<tr><td>{html.escape(str(e['id']))}</td><td>{_fmt(e.get(key, ''))}</td><td>{_alignment(e)}</td></tr>"
+        f"<tr><td>{html.escape(str(e['id']))}</td><td>{cell(e.get(key, ''))}</td><td>{_alignment(e)}</td></tr>"
         for e in entries
     )
     return f"<h3>{html.escape(title)}</h3><table><tr><th>id</th><th>{html.escape(key)}</th><th>alignments</th></tr>{rows}</table>"
 
 
 def _pair(production: float, candidate: float) -> str:
-    return f"{_fmt(production)} → {_fmt(candidate)}"
+    return f"{cell(production)} → {cell(candidate)}"
 
 
 def validation_html(
@@ -243,20 +187,20 @@ def validation_html(
                 f"{c.hits}/{c.substitutions}/{c.deletions}/{c.insertions}",
             )
         )
-    body += "<h2>Sets</h2><p class='meta'>Each pair is production → candidate.</p>" + _table(
+    body += "<h2>Sets</h2><p class='meta'>Each pair is production → candidate.</p>" + table(
         ["set", "utterances", "WER", "raw WER", "CER", "candidate H/S/D/I"], rows
     )
     iv = details.get("interval")
     if iv:
         body += (
-            f"<h2>ΔWER on the held-out split</h2><p>ΔWER {_fmt(iv['delta'])}, {iv['confidence']:.0%} bootstrap "
-            f"interval [{_fmt(iv['low'])}, {_fmt(iv['high'])}] ({iv['resamples']} resamples by {iv['unit']}, "
-            f"{iv['units']} {iv['unit']}s); probability of improvement {_fmt(iv['prob_improvement'])} "
+            f"<h2>ΔWER on the held-out split</h2><p>ΔWER {cell(iv['delta'])}, {iv['confidence']:.0%} bootstrap "
+            f"interval [{cell(iv['low'])}, {cell(iv['high'])}] ({iv['resamples']} resamples by {iv['unit']}, "
+            f"{iv['units']} {iv['unit']}s); probability of improvement {cell(iv['prob_improvement'])} "
             "(the share of resamples in which the candidate's WER is lower than production's).</p>"
         )
     tests = details.get("tests", {})
     if tests:
-        body += "<h2>Paired tests</h2>" + _table(
+        body += "<h2>Paired tests</h2>" + table(
             ["test", "p-value", "statistic", "n", "better", "worse"],
             [
                 (t["name"], t["p_value"], t["statistic"], t["n"], t["better"], t["worse"])
@@ -271,7 +215,7 @@ def validation_html(
             f"<h2>Slices</h2><p class='meta'>{len(slices)} slices large enough to gate are plotted; "
             f"{len(small)} smaller ones are listed (at most {_SMALL_SLICES_SHOWN}), not gated.</p>"
         )
-        body += _table(
+        body += table(
             ["field", "value", "utterances", "production WER", "candidate WER", "ΔWER", "interval", "gated"],
             [
                 (
@@ -281,7 +225,7 @@ def validation_html(
                     s.get("production_wer", math.nan),
                     s["candidate_wer"],
                     s.get("delta_wer", math.nan),
-                    f"[{_fmt(s.get('low', math.nan))}, {_fmt(s.get('high', math.nan))}]",
+                    f"[{cell(s.get('low', math.nan))}, {cell(s.get('high', math.nan))}]",
                     "yes" if s["gated"] else "no (too small)",
                 )
                 for s in slices + small[:_SMALL_SLICES_SHOWN]
@@ -303,17 +247,17 @@ def validation_html(
             )
             for s in slices
         ]
-        body += _figure(slice_plot(slices), "WER per slice, production vs candidate")
+        body += figure(slice_plot(slices), "WER per slice, production vs candidate")
         caption = "ΔWER interval per slice"
         if margin is not None:
             caption += f"; a slice fails above +{margin:g} (dashed) with its interval above 0"
-        body += _figure(interval_plot(items), caption)
+        body += figure(interval_plot(items), caption)
     deltas = details.get("utterance_delta_wer", [])
     if deltas:
-        body += "<h2>Per-utterance ΔWER</h2>" + _figure(delta_histogram(deltas), f"{len(deltas)} utterances")
+        body += "<h2>Per-utterance ΔWER</h2>" + figure(delta_histogram(deltas), f"{len(deltas)} utterances")
     sig = details.get("signatures", {})
     if sig:
-        body += "<h2>Failure signatures</h2>" + _table(
+        body += "<h2>Failure signatures</h2>" + table(
             ["model", "empty", "repetition loops", "insertion bursts"],
             [
                 (
@@ -327,7 +271,7 @@ def validation_html(
         )
     crit = details.get("critical_terms")
     if crit:
-        body += "<h2>Critical terms</h2>" + _table(
+        body += "<h2>Critical terms</h2>" + table(
             ["model", "recall", "occurrences"],
             [
                 (m, crit[m]["recall"], crit[m]["occurrences"])
@@ -347,13 +291,13 @@ def validation_html(
     body += _alignments_section("Largest regressions", worst, "delta_errors")
     best = details.get("largest_improvements", [])
     body += _alignments_section("Largest improvements", best, "delta_errors")
-    return _page("Validation: candidate vs production", body)
+    return page("Validation: candidate vs production", body)
 
 
 def regression_html(results: Sequence[Any], verdict: Verdict, context: ReportContext | None = None) -> str:
     body = context.html() if context else ""
     body += _verdict_block(verdict)
-    body += "<h2>Suites</h2>" + _table(
+    body += "<h2>Suites</h2>" + table(
         [
             "suite (kind)",
             "utterances",
@@ -370,8 +314,8 @@ def regression_html(results: Sequence[Any], verdict: Verdict, context: ReportCon
                 f"{r.name} ({r.kind})",
                 r.utterances,
                 _pair(r.reference_wer, r.candidate_wer),
-                f"{_fmt(r.delta_wer)} [{_fmt(r.low)}, {_fmt(r.high)}]",
-                f"{_fmt(r.adjusted_high)} / {_fmt(r.allowed_wer - r.reference_wer)}",
+                f"{cell(r.delta_wer)} [{cell(r.low)}, {cell(r.high)}]",
+                f"{cell(r.adjusted_high)} / {cell(r.allowed_wer - r.reference_wer)}",
                 r.p_holm,
                 f"{r.newly_broken} / {r.newly_fixed}",
                 ", ".join(r.must_pass_failures) or "none",
@@ -382,7 +326,7 @@ def regression_html(results: Sequence[Any], verdict: Verdict, context: ReportCon
     )
     if results:
         items = [(r.name, r.delta_wer, r.low, r.high, r.allowed_wer - r.reference_wer) for r in results]
-        body += _figure(interval_plot(items), "ΔWER interval per suite against its non-inferiority margin")
+        body += figure(interval_plot(items), "ΔWER interval per suite against its non-inferiority margin")
     for r in results:
         if r.newly_broken:
             shown = (
@@ -391,4 +335,4 @@ def regression_html(results: Sequence[Any], verdict: Verdict, context: ReportCon
             body += _alignments_section(
                 f"Newly broken in {r.name}: {r.newly_broken}{shown}", r.broken_examples, "candidate_errors"
             )
-    return _page("Regression suites", body)
+    return page("Regression suites", body)

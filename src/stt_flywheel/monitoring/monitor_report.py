@@ -8,9 +8,9 @@ import math
 from datetime import datetime
 from typing import Any
 
-from stt_flywheel.evaluation.reports import _figure, _page, _plt, _svg, _table
 from stt_flywheel.monitoring.decision import MonitorDecision
 from stt_flywheel.monitoring.live import SELECTION_BIAS
+from stt_flywheel.reporting import figure, page, pyplot, svg, table
 
 __all__ = ["monitor_html", "monitor_markdown"]
 
@@ -23,7 +23,7 @@ def _num(x: Any, digits: int = 3) -> str:
 
 def interval_plot(tests: list[dict[str, Any]]) -> str:
     """Each test's difference and interval, with zero and its margin."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.7 * len(tests)))
     for i, t in enumerate(tests):
         if isinstance(t["low"], float) and math.isfinite(t["low"]):
@@ -34,13 +34,13 @@ def interval_plot(tests: list[dict[str, Any]]) -> str:
     ax.set_yticks(range(len(tests)), [LABEL.get(t["metric"], t["metric"]) for t in tests])
     ax.set_ylim(-0.7, len(tests) - 0.3)
     ax.set_xlabel("difference (first arm − second); red tick: the margin")
-    return _svg(fig)
+    return svg(fig)
 
 
 def looks_plot(history: list[dict[str, Any]], names: tuple[str, str]) -> str:
     """Per look: both arms' correction rate and live WER, and each test's difference with its
     interval against the margin."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     labels = [datetime.fromisoformat(h["at"]).strftime("%m-%d %H:%M") for h in history]
     x = list(range(len(history)))
@@ -69,7 +69,7 @@ def looks_plot(history: list[dict[str, Any]], names: tuple[str, str]) -> str:
         ax.set_xlabel("look (UTC)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    return _svg(fig)
+    return svg(fig)
 
 
 def monitor_html(d: MonitorDecision) -> str:
@@ -78,7 +78,7 @@ def monitor_html(d: MonitorDecision) -> str:
         + (" — dry run: nothing was changed" if d.dry_run else "")
         + "</p>",
         f"<h2>Decision: {html.escape(d.action)}</h2><p><b>{html.escape(d.summary)}</b></p>",
-        _table(
+        table(
             ["kind", "severity", "acted", "look", "confidence per look", "window"],
             [
                 (
@@ -92,7 +92,7 @@ def monitor_html(d: MonitorDecision) -> str:
             ],
         ),
         "<h2>Traffic</h2>",
-        _table(
+        table(
             ["version", "before %", "after %"],
             [
                 (f"v{v}", d.traffic_before.get(v, 0), d.traffic_after.get(v, 0))
@@ -103,7 +103,7 @@ def monitor_html(d: MonitorDecision) -> str:
     if d.arms:
         parts.append("<h2>Arms</h2>")
         parts.append(
-            _table(
+            table(
                 [
                     "arm",
                     "version",
@@ -132,7 +132,7 @@ def monitor_html(d: MonitorDecision) -> str:
     if d.tests:
         parts.append("<h2>Tests</h2>")
         parts.append(
-            _table(
+            table(
                 [
                     "metric",
                     "first arm",
@@ -161,14 +161,14 @@ def monitor_html(d: MonitorDecision) -> str:
             )
         )
         parts.append(
-            _figure(interval_plot(d.tests), "Each difference with its interval, zero, and its margin.")
+            figure(interval_plot(d.tests), "Each difference with its interval, zero, and its margin.")
         )
     looks = [h for h in d.history if h.get("arms")]
     if d.kind == "canary" and d.arms:
         looks.append({"at": d.checked_at, "arms": d.arms, "tests": d.tests})
         parts.append("<h2>Over the canary's looks</h2>")
         parts.append(
-            _figure(
+            figure(
                 looks_plot(looks, ("candidate", "default")),
                 "Both arms at each look of this canary, and each look's differences with their intervals (red: the margin).",
             )
@@ -177,7 +177,7 @@ def monitor_html(d: MonitorDecision) -> str:
     if d.outcome:
         parts.append(f"<h2>Action taken</h2><p>{html.escape(d.outcome)}</p>")
     parts.append(f"<p class='meta'>{html.escape(SELECTION_BIAS)}</p>")
-    return _page("stt-flywheel monitor", "".join(parts))
+    return page("stt-flywheel monitor", "".join(parts))
 
 
 def monitor_markdown(d: MonitorDecision) -> str:

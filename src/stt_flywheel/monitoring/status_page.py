@@ -8,8 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from stt_flywheel.evaluation.reports import _figure, _page, _plt, _svg, _table
 from stt_flywheel.monitoring.status import percent_interval
+from stt_flywheel.reporting import figure, page, pyplot, svg, table
 from stt_flywheel.run.ledger import STAGES
 from stt_flywheel.storage.files import atomic_write_text
 
@@ -18,7 +18,7 @@ __all__ = ["status_html", "write_status_page"]
 
 def trend_plot(trend: list[dict[str, Any]]) -> str:
     """Two panels, one line per version: live WER and correction rate by day."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for point in trend:
@@ -34,7 +34,7 @@ def trend_plot(trend: list[dict[str, Any]]) -> str:
         ax.tick_params(axis="x", rotation=45)
         if series:
             ax.legend()
-    return _svg(fig)
+    return svg(fig)
 
 
 def status_html(view: dict[str, Any]) -> str:
@@ -43,7 +43,7 @@ def status_html(view: dict[str, Any]) -> str:
     parts = [f"<p class='meta'>checked at {html.escape(str(view['checked_at']))}</p>"]
     parts.append("<h2>Error store</h2>")
     parts.append(
-        _table(
+        table(
             [
                 "predictions",
                 "feedback read",
@@ -71,7 +71,7 @@ def status_html(view: dict[str, Any]) -> str:
     trigger = view["trigger"]
     parts.append(f"<h2>Trigger</h2><p>{html.escape(trigger['summary'])}</p>")
     parts.append(
-        _table(
+        table(
             ["check", "value", "threshold", "passed", "why"],
             [
                 (
@@ -88,7 +88,7 @@ def status_html(view: dict[str, Any]) -> str:
     if view.get("proposals"):
         parts.append("<h2>Training proposals</h2>")
         parts.append(
-            _table(
+            table(
                 ["proposal", "state", "lapses", "corrected cases", "machine", "approved by"],
                 [
                     (
@@ -129,7 +129,7 @@ def status_html(view: dict[str, Any]) -> str:
             )
         )
     parts.append(
-        _table(
+        table(
             [
                 "version",
                 "aliases",
@@ -148,15 +148,15 @@ def status_html(view: dict[str, Any]) -> str:
     )
     parts.append(f"<p class='meta'>{html.escape(view['live']['selection_bias'])}</p>")
     parts.append("<h2>Trend</h2>")
-    parts.append(_figure(trend_plot(view["trend"]), "Each version's live WER and correction rate by day."))
+    parts.append(figure(trend_plot(view["trend"]), "Each version's live WER and correction rate by day."))
     parts.append("<h2>Last runs</h2>")
     parts.append(
-        _table(
+        table(
             ["run", *STAGES],
             [(r["run_id"], *(r["stages"][k] or "–" for k in STAGES)) for r in view["runs"]],
         )
     )
-    return _page("stt-flywheel status", "".join(parts))
+    return page("stt-flywheel status", "".join(parts))
 
 
 def write_status_page(view: dict[str, Any], path: str | Path) -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -40,7 +39,7 @@ from stt_flywheel.deployment.strategies import (
 from stt_flywheel.evaluation.comparison import load_manifest_examples
 from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
-from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
+from stt_flywheel.evaluation.reports import regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
 from stt_flywheel.models import SpeechModel, load_model, model_window_s, resolve_device, saved_model_dir
 from stt_flywheel.models.distributed import train_in_processes
@@ -48,6 +47,7 @@ from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.approval import claim_approved, propose
 from stt_flywheel.run.ledger import read_ledger, write_ledger
 from stt_flywheel.run.provenance import code_version
+from stt_flywheel.run.stage_reports import loggable_metrics, report_context
 from stt_flywheel.run.trigger import TriggerDecision, check_trigger
 from stt_flywheel.storage.files import (
     atomic_write_bytes,
@@ -61,10 +61,6 @@ __all__ = [
     "RUN_LEASE",
     "EvaluationOutcome",
     "bootstrap_registry",
-    "loggable_metrics",
-    "markdown_report",
-    "training_report",
-    "report_context",
     "stage_build_dataset",
     "stage_check_trigger",
     "stage_deploy_model",
@@ -125,50 +121,6 @@ def _releases_lease_on_failure(stage: Callable[P, R]) -> Callable[P, R]:
             raise
 
     return run
-
-
-def report_context(
-    config: FlywheelConfig, run_id: str, dataset_dir: Path | None = None, candidate: str | None = None
-) -> ReportContext:
-    """What a report of this run names: the run, the production version now, the candidate (this
-    run's, trained from the version it started from), the dataset version and the normaliser."""
-    production = _production(config)
-    if candidate is None:
-        train = read_ledger(config, run_id, "train") or {}
-        started = train.get("started_from_version")
-        candidate = (
-            f"trained by this run from v{started}"
-            if started is not None
-            else ("trained by this run" if train else "none yet")
-        )
-    return ReportContext(
-        run_id=run_id,
-        production=f"v{production.version}" if production else "none",
-        candidate=candidate,
-        dataset=DatasetManifest.load(dataset_dir).version if dataset_dir is not None else None,
-        normalizer=config.validation.normalizer,
-    )
-
-
-def markdown_report(
-    config: FlywheelConfig,
-    run_id: str,
-    outcome: TriggerDecision | DatasetManifest | DeployOutcome,
-    dataset_dir: Path | None = None,
-) -> str:
-    """A stage's Markdown report (trigger, dataset, deploy) headed by what it belongs to."""
-    candidate = f"v{outcome.version}" if isinstance(outcome, DeployOutcome) and outcome.version else None
-    if isinstance(outcome, DeployOutcome) and outcome.before.get("aliases", {}).get("default"):
-        production = outcome.before["aliases"]["default"]  # the production model it was judged against
-        context = replace(report_context(config, run_id, dataset_dir, candidate), production=f"v{production}")
-    else:
-        context = report_context(config, run_id, dataset_dir, candidate)
-    return outcome.to_markdown(context.markdown())
-
-
-def training_report(config: FlywheelConfig, run_id: str, result: TrainResult, dataset_dir: Path) -> str:
-    """The train stage's HTML report: the loss curve."""
-    return loss_curve_html(result.log_history, report_context(config, run_id, dataset_dir))
 
 
 def stage_check_trigger(
@@ -483,12 +435,3 @@ def _deploy(
             }
         },
     )
-
-
-def loggable_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """The finite numeric entries of a metrics dict, as floats (KFP `Metrics` takes nothing else)."""
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }

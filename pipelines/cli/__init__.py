@@ -11,15 +11,21 @@ from pydantic import ValidationError
 from typer.core import TyperOption
 
 from flywheel_pipelines.cli.approval import approve, proposals_app
-from flywheel_pipelines.cli.cloud import schedule_app, submit, template_app
+from flywheel_pipelines.cli.base_model import base_app
 from flywheel_pipelines.cli.common import make_console
-from flywheel_pipelines.cli.data import base_app, errors_app
+from flywheel_pipelines.cli.errors import errors_app
+from flywheel_pipelines.cli.feedback import feedback_app
 from flywheel_pipelines.cli.monitor import monitor
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
-from flywheel_pipelines.cli.registry import registry_app, serve
-from flywheel_pipelines.cli.runs import registry_audit, runs_app
+from flywheel_pipelines.cli.registry import registry_app
+from flywheel_pipelines.cli.runs import runs_app
+from flywheel_pipelines.cli.schedule import schedule_app
 from flywheel_pipelines.cli.scoring import compare, score
-from flywheel_pipelines.cli.store import errors_export, feedback_app, status, store_app
+from flywheel_pipelines.cli.serve import serve
+from flywheel_pipelines.cli.status import status
+from flywheel_pipelines.cli.store import store_app
+from flywheel_pipelines.cli.submit import submit
+from flywheel_pipelines.cli.template import template_app
 from stt_flywheel.errors import FlywheelError, describe_validation_error
 
 __all__ = ["EXAMPLES", "app", "main"]
@@ -39,14 +45,12 @@ app.command()(serve)
 app.command()(submit)
 app.command()(score)
 app.command()(compare)
-registry_app.command("audit")(registry_audit)
 app.add_typer(registry_app, name="registry")
 app.add_typer(runs_app, name="runs")
 app.command()(status)
 app.command()(monitor)
 app.command()(approve)
 app.add_typer(proposals_app, name="proposals")
-errors_app.command("export")(errors_export)
 app.add_typer(errors_app, name="errors")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(store_app, name="store")

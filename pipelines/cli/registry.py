@@ -1,62 +1,28 @@
-"""`registry …` and `serve`: versions, aliases, traffic, promotion and rollback; the prediction server."""
+"""`registry …`: versions, aliases, traffic, the audit log, rollback and promotion by hand."""
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from flywheel_pipelines.cli.common import ConfigOpt, console, load, print_json
+from flywheel_pipelines.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    console,
+    load,
+    print_json,
+)
 from stt_flywheel.deployment.registry import RegistryError
 
-__all__ = ["registry_app", "serve"]
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["registry_app"]
+
 
 registry_app = typer.Typer(no_args_is_help=True, help="Inspect and roll back the model registry.")
-
-
-def serve(
-    model_dir: Annotated[
-        str | None,
-        typer.Option(help="Model directory (default: AIP_STORAGE_URI, else the registry's default)."),
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Port (default: AIP_HTTP_PORT, else 8080).")
-    ] = None,
-    host: Annotated[
-        str | None,
-        typer.Option(
-            help="Address to listen on (default: FLYWHEEL_HOST, else 127.0.0.1, this machine only; "
-            "0.0.0.0 for every interface, as the serving image sets)."
-        ),
-    ] = None,
-    model_version: Annotated[
-        str | None,
-        typer.Option(help="The version its answers are captured as (default: the registry version served)."),
-    ] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Serve a model over HTTP with Vertex AI's custom-container contract (AIP_* variables).
-
-    With --config, every answer is captured into that config's error store (capture.*)."""
-    from stt_flywheel.deployment.backends import open_registry, serving_capture
-    from stt_flywheel.deployment.serving.app import run_server
-    from stt_flywheel.deployment.serving.contract import ServingSettings
-
-    env = dict(os.environ)
-    if config is not None or (model_dir is None and not env.get("AIP_STORAGE_URI")):
-        cfg = load(config, reads_state=True)
-        if model_dir is None and not env.get("AIP_STORAGE_URI"):
-            default = open_registry(cfg).resolve("default")
-            if default is None:
-                raise RegistryError("the registry has no default version to serve; pass --model-dir")
-            model_dir = default.uri
-            model_version = model_version or str(default.version)
-        env.update(serving_capture(cfg)(model_version or "unknown"))
-    elif model_version is not None:
-        env["FLYWHEEL_MODEL_VERSION"] = model_version
-    run_server(ServingSettings.from_env(env, storage_uri=model_dir, port=port, host=host))
 
 
 @registry_app.command("list")
@@ -146,3 +112,42 @@ def registry_promote(
         load(config, reads_state=True), reason=reason, version=version, run=run, force=force
     )
     console.print(f"default is v{outcome.version} (was v{outcome.replaced}); {outcome.reasons[0]}")
+
+
+@registry_app.command("audit")
+def registry_audit(
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    limit: Annotated[int, typer.Option(min=1, help="The newest this many entries.")] = 50,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (e.g. promote, rollback, monitor_canary).")
+    ] = None,
+) -> None:
+    """The registry's audit log, newest first: registrations, aliases, deploys, traffic, promotions,
+    rollbacks and the monitor's decisions, each with its reason."""
+    from stt_flywheel.deployment.backends import open_registry
+
+    entries = open_registry(load(config, reads_state=True)).audit_log()
+    if action is not None:
+        entries = [e for e in entries if e["action"] == action]
+    entries = entries[-limit:][::-1]
+    if json:
+        print_json(entries)
+        return
+    table = Table(title="Registry audit log")
+    for col in ("at", "action", "version", "what"):
+        table.add_column(col)
+    for e in entries:
+        d = e["detail"]
+        what = (
+            d.get("summary")
+            or d.get("reason")
+            or ", ".join(f"{k} {v}" for k, v in d.items() if k != "evaluation")
+        )
+        table.add_row(
+            str(e["at"])[:19],
+            e["action"],
+            str(e["version"] if e["version"] is not None else "–"),
+            str(what)[:200],
+        )
+    console.print(table)

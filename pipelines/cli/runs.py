@@ -1,16 +1,26 @@
-"""`runs list`, `runs show` and `registry audit`: the flywheel's history."""
+"""`runs …`: every pipeline run's outcome, and any run's summary."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from flywheel_pipelines.cli.common import ConfigOpt, JsonOpt, console, load, print_json
+from flywheel_pipelines.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    console,
+    load,
+    print_json,
+)
 from stt_flywheel.errors import InputError
 
-__all__ = ["registry_audit", "runs_app"]
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["runs_app"]
+
 
 runs_app = typer.Typer(
     no_args_is_help=True, help="Pipeline runs: every run's outcome, and any run's summary."
@@ -70,41 +80,3 @@ def runs_show(
         return
     summary.setdefault("reports", {"pipeline_root": str(cfg.paths.pipeline_root)})
     print_summary(summary, console)
-
-
-def registry_audit(
-    config: ConfigOpt = None,
-    json: JsonOpt = False,
-    limit: Annotated[int, typer.Option(min=1, help="The newest this many entries.")] = 50,
-    action: Annotated[
-        str | None, typer.Option(help="Only this action (e.g. promote, rollback, monitor_canary).")
-    ] = None,
-) -> None:
-    """The registry's audit log, newest first: registrations, aliases, deploys, traffic, promotions,
-    rollbacks and the monitor's decisions, each with its reason."""
-    from stt_flywheel.deployment.backends import open_registry
-
-    entries = open_registry(load(config, reads_state=True)).audit_log()
-    if action is not None:
-        entries = [e for e in entries if e["action"] == action]
-    entries = entries[-limit:][::-1]
-    if json:
-        print_json(entries)
-        return
-    table = Table(title="Registry audit log")
-    for col in ("at", "action", "version", "what"):
-        table.add_column(col)
-    for e in entries:
-        d = e["detail"]
-        what = (
-            d.get("summary")
-            or d.get("reason")
-            or ", ".join(f"{k} {v}" for k, v in d.items() if k != "evaluation")
-        )
-        table.add_row(
-            str(e["at"])[:19],
-            e["action"],
-            str(e["version"] if e["version"] is not None else "–"),
-            str(what)[:200],
-        )
-    console.print(table)

@@ -37,8 +37,10 @@ from stt_flywheel.demo.world import NEW_DOMAIN
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.deployment.strategies import start_canary
 from stt_flywheel.monitoring.live import live_quality
-from stt_flywheel.run.ledger import read_ledger, summarize_run
+from stt_flywheel.run.entries import TriggerEntry
+from stt_flywheel.run.ledger import read_ledger
 from stt_flywheel.run.stages import bootstrap_registry
+from stt_flywheel.run.summary import Figures, RunSummary, summarize_run
 from stt_flywheel.storage.files import atomic_write_json, read_json
 
 __all__ = ["print_feedback", "print_live", "print_turns", "run_demo"]
@@ -207,24 +209,22 @@ def _turn(
     started = time.perf_counter()
     console.rule(f"Turn {k}")
     config, run_id = run_local(config_path, package=package, console=console)
-    s = summarize_run(config, run_id, new_domain=NEW_DOMAIN.name)
-    s["reports"] = {"pipeline_root": str(config.paths.pipeline_root)}
-    print_summary(s, console)
-    summary.setdefault("runs", []).append(s)
-    ev = s.get("evaluation") or {}
+    s = summarize_run(config, run_id)
+    print_summary(s, console, domain=NEW_DOMAIN.name)
+    summary.setdefault("runs", []).append(s.model_dump(mode="json"))
+    trigger = read_ledger(config, run_id, TriggerEntry)
     turn: dict[str, Any] = {
         "turn": k,
         "run_id": run_id,
-        "production_version": (read_ledger(config, run_id, "trigger") or {}).get("production_version"),
-        "candidate_version": (s.get("deploy") or {}).get("version"),
-        "offline": {"production": s["production"], "candidate": s["candidate"]},
-        "critical_recall": ev.get("critical_recall"),
-        "gates": {name: gate["passed"] if gate else None for name, gate in s["gates"].items()},
+        "production_version": trigger.production_version if trigger else None,
+        "candidate_version": s.deploy.version if s.deploy else None,
+        "offline": {"production": _offline(s.production), "candidate": _offline(s.candidate)},
+        "critical_recall": s.evaluation.critical_recall.model_dump(),
+        "gates": {name: gate.passed if gate else None for name, gate in s.gates.items()},
         "live": {},
         "monitor": None,
     }
-    deploy = s.get("deploy") or {}
-    if deploy.get("action") != "canary":
+    if s.deploy is None or s.deploy.action != "canary":
         turn["decision"] = _why_no_canary(s)
     elif serve_round(f"Turn {k} canary round") is None:
         turn["decision"] = "canary undecided: no traffic left"
@@ -234,16 +234,23 @@ def _turn(
     return turn
 
 
-def _why_no_canary(s: dict[str, Any]) -> str:
-    if not s["trigger"]["fired"]:
-        return f"not trained: {s['trigger']['summary']}"
-    failed = [name for name, gate in s["gates"].items() if gate and not gate["passed"]]
+def _offline(figures: Figures) -> dict[str, float | None]:
+    """What the turns table shows of one model: the new domain's held-out slice and the general suite."""
+    return {
+        "new_domain_wer": figures.domain(NEW_DOMAIN.name),
+        "general_wer": figures.suite_wer.get("general"),
+    }
+
+
+def _why_no_canary(s: RunSummary) -> str:
+    if not s.trigger.fired:
+        return f"not trained: {s.trigger.summary}"
+    failed = s.failed_gates()
     if failed:
         return f"rejected by {' and '.join(failed)}"
-    dataset = s.get("dataset") or {}
-    if dataset and not dataset.get("usable"):
-        return f"not trained: {dataset.get('usable_reason')}"
-    return f"no canary ({(s.get('deploy') or {}).get('action', 'no deploy')})"
+    if s.dataset and not s.dataset.usable:
+        return f"not trained: {s.dataset.usable_reason}"
+    return f"no canary ({s.deploy.action if s.deploy else 'no deploy'})"
 
 
 def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from flywheel_pipelines.compile import compile_pipeline, run_compiled_locally
 from flywheel_pipelines.pipeline import PIPELINE_NAME
 from flywheel_pipelines.progress import watch_run
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
-from stt_flywheel.run.ledger import list_runs, summarize_run, write_ledger
+from stt_flywheel.run.ledger import list_runs
 from stt_flywheel.run.stages import bootstrap_registry
+from stt_flywheel.run.summary import summarize_run, write_summary
 from stt_flywheel.storage.objectstore import is_remote
 
 __all__ = ["run_local", "run_monitor_locally"]
@@ -61,7 +62,7 @@ def run_local(
     if len(runs) != 1:
         raise RuntimeError(f"expected one new run ledger under {config.paths.reports}, found {runs}")
     # the run's summary stays beside its ledger, whatever later runs do (`runs show` rebuilds it)
-    write_ledger(config, runs[0], "summary", summarize_run(config, runs[0]))
+    write_summary(config, summarize_run(config, runs[0]))
     return config, runs[0]
 
 

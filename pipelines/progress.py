@@ -19,31 +19,39 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from stt_flywheel.config import FlywheelConfig
-from stt_flywheel.run.ledger import STAGES, list_runs, read_ledger
+from stt_flywheel.run.entries import (
+    ENTRIES,
+    DatasetEntry,
+    DeployEntry,
+    LedgerEntry,
+    RegressionEntry,
+    TrainEntry,
+    TrainProgress,
+    TriggerEntry,
+    ValidationEntry,
+)
+from stt_flywheel.run.ledger import list_runs, read_ledger
 
 __all__ = ["stage_line", "watch_run"]
 
 
-def stage_line(stage: str, entry: dict[str, Any]) -> str:
+def stage_line(entry: LedgerEntry) -> str:
     """One stage's outcome in a line."""
-    if stage == "trigger":  # the first reason, unless something stopped the run (then all of it)
-        summary = str(entry.get("summary", ""))
-        return summary if entry.get("blocked_by") else summary.split(";")[0]
-    if stage == "dataset":
-        counts = entry.get("counts", {})
-        usable = "usable" if entry.get("usable") else f"not usable: {entry.get('usable_reason')}"
+    if isinstance(entry, TriggerEntry):  # the first reason, unless something stopped the run (then all of it)
+        return entry.summary if entry.blocked_by else entry.summary.split(";")[0]
+    if isinstance(entry, DatasetEntry):
+        usable = "usable" if entry.usable else f"not usable: {entry.usable_reason}"
         return (
-            f"{entry.get('version')}: {counts.get('accepted')} accepted, {counts.get('quarantined')} "
-            f"quarantined; splits {entry.get('splits')}; {usable}"
+            f"{entry.version}: {entry.counts.get('accepted')} accepted, {entry.counts.get('quarantined')} "
+            f"quarantined; splits {entry.splits}; {usable}"
         )
-    if stage == "train":
-        return f"{int(entry.get('steps', 0))} steps on {entry.get('device')} in {entry.get('train_runtime_s', 0):.0f} s"
-    if stage in ("validation", "regression"):
-        verdict = "passed" if entry.get("passed") else "rejected"
-        reasons = entry.get("reasons") or []
-        return f"{verdict}" + (f": {reasons[0][:160]}" if reasons and not entry.get("passed") else "")
-    if stage == "deploy":
-        return f"{entry.get('action')} (version {entry.get('version')})"
+    if isinstance(entry, TrainEntry):
+        return f"{int(entry.steps)} steps on {entry.device} in {entry.train_runtime_s:.0f} s"
+    if isinstance(entry, ValidationEntry | RegressionEntry):
+        verdict = "passed" if entry.passed else "rejected"
+        return verdict + (f": {entry.reasons[0][:160]}" if entry.reasons and not entry.passed else "")
+    if isinstance(entry, DeployEntry):
+        return f"{entry.action} (version {entry.version})"
     return ""
 
 
@@ -63,10 +71,11 @@ class _Watcher:
                 return
             self.run_id = new[-1]
             self.console.print(f"  run {self.run_id}", highlight=False)
-        for stage in STAGES:
+        for kind in ENTRIES:
+            stage = kind.STAGE
             if stage in self.reported:
                 continue
-            entry = read_ledger(self.config, self.run_id, stage)
+            entry = read_ledger(self.config, self.run_id, kind)
             if entry is None:
                 if stage == "train" and "dataset" in self.reported:
                     self._training()
@@ -74,14 +83,14 @@ class _Watcher:
             if stage == "train":
                 self._end_training()
             self.reported.add(stage)
-            self.console.print(f"  ✓ {stage}: {stage_line(stage, entry)}", highlight=False)
+            self.console.print(f"  ✓ {stage}: {stage_line(entry)}", highlight=False)
 
     def _training(self) -> None:
         assert self.run_id is not None
-        step = read_ledger(self.config, self.run_id, "train-progress")
+        step = read_ledger(self.config, self.run_id, TrainProgress)
         if step is None:
             return
-        loss = f"loss {step['loss']:.3f}" if step.get("loss") is not None else ""
+        loss = f"loss {step.loss:.3f}" if step.loss is not None else ""
         if self.console.is_terminal:
             if self.progress is None:
                 self.progress = Progress(
@@ -94,13 +103,13 @@ class _Watcher:
                     transient=True,
                 )
                 self.progress.start()
-                self.task = self.progress.add_task("train", total=step["max_steps"], loss="")
-            self.progress.update(self.task, completed=step["step"], loss=loss)
+                self.task = self.progress.add_task("train", total=step.max_steps, loss="")
+            self.progress.update(self.task, completed=step.step, loss=loss)
             return
-        fifth = 5 * step["step"] // max(1, step["max_steps"])
+        fifth = 5 * step.step // max(1, step.max_steps)
         if fifth > self.last_fifth:
             self.last_fifth = fifth
-            self.console.print(f"  training: step {step['step']}/{step['max_steps']} {loss}", highlight=False)
+            self.console.print(f"  training: step {step.step}/{step.max_steps} {loss}", highlight=False)
 
     def _end_training(self) -> None:
         if self.progress is not None:

@@ -10,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from stt_flywheel.run.summary import DatasetSummary, EvaluationSummary, RunSummary
+
 __all__ = ["make_console", "print_decision", "print_summary"]
 
 PIPE_WIDTH = 160  # into a pipe or a log, Rich would otherwise lay everything out 80 columns wide
@@ -79,70 +81,86 @@ def _f(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, float) else ("—" if x is None else str(x))
 
 
-def print_summary(s: dict[str, Any], console: Console) -> None:
+def print_summary(
+    s: RunSummary, console: Console, *, domain: str | None = None, suite: str = "general"
+) -> None:
+    """A run's summary as a person reads it; `domain` is the held-out slice shown as the new
+    domain (the whole split without one), `suite` the regression suite shown beside it."""
     console.rule("stt-flywheel run summary")
-    trig = s["trigger"]
-    console.print(f"[bold]Trigger[/] {trig['summary']}")
-    if not trig["fired"]:
-        console.print(
-            f"[bold]Registry[/]: default = v{s['deployed_version']}, aliases {s['registry']['aliases']}"
-        )
+    console.print(f"[bold]Trigger[/] {s.trigger.summary}")
+    if not s.trigger.fired:
+        console.print(f"[bold]Registry[/]: default = v{s.deployed_version}, aliases {s.registry.aliases}")
         return
-    d = s["dataset"]
-    if d:
+    if s.dataset:
+        _print_dataset(s.dataset, console)
+    if s.training:
+        t = s.training
         console.print(
-            f"[bold]Dataset[/] {d['version']}: read {d['read']} corrected error cases → accepted {d['accepted']}, "
-            f"duplicates {d['duplicates']}, quarantined {d['quarantined']} {d['quarantine_reasons']}; "
-            f"splits {d['splits']} (train includes {d['replay']} replay)."
-        )
-        if not d["usable"]:
-            console.print(f"[bold]Not training[/]: {d['usable_reason']}.")
-    if s.get("training"):
-        t = s["training"]
-        console.print(
-            f"[bold]Training[/]: {int(t['steps'])} steps on {t['device']} in {t['train_runtime_s']:.0f} s, "
-            f"mean training loss over the run {t['train_loss']:.3f}."
+            f"[bold]Training[/]: {int(t.steps)} steps on {t.device} in {t.train_runtime_s:.0f} s, "
+            f"mean training loss over the run {t.train_loss:.3f}."
         )
     table = Table(title="Production vs candidate")
     for col in ("set", "production WER", "candidate WER"):
         table.add_column(col)
-    table.add_row(
-        "held-out, new-domain slice",
-        _f(s["production"]["new_domain_wer"]),
-        _f(s["candidate"]["new_domain_wer"]),
-    )
-    table.add_row("held-out, all", _f(s["production"]["heldout_wer"]), _f(s["candidate"]["heldout_wer"]))
-    table.add_row("general suite", _f(s["production"]["general_wer"]), _f(s["candidate"]["general_wer"]))
-    table.add_row("standard eval set", _f(s["production"]["eval_wer"]), _f(s["candidate"]["eval_wer"]))
+    prod, cand = s.production, s.candidate
+    table.add_row("held-out, new-domain slice", _f(prod.domain(domain)), _f(cand.domain(domain)))
+    table.add_row("held-out, all", _f(prod.heldout_wer), _f(cand.heldout_wer))
+    table.add_row(f"{suite} suite", _f(prod.suite_wer.get(suite)), _f(cand.suite_wer.get(suite)))
+    table.add_row("standard eval set", _f(prod.eval_wer), _f(cand.eval_wer))
     console.print(table)
-    ev = s.get("evaluation") or {}
-    iv = ev.get("interval")
+    _print_evidence(s.evaluation, console)
+    for stage, gate in s.gates.items():
+        if gate:
+            mark = "[green]PASS[/]" if gate.passed else "[red]REJECT[/]"
+            console.print(f"[bold]{stage}[/] {mark}: " + "; ".join(gate.reasons))
+    action = s.deploy.action if s.deploy else "skipped (a gate rejected the candidate)"
+    console.print(
+        f"[bold]Deploy[/]: {action}; default = v{s.deployed_version}, aliases {s.registry.aliases}, "
+        f"versions {s.registry.versions}"
+    )
+    console.print(f"[bold]Reports[/]: {s.run_dir} and the HTML under {s.pipeline_root}")
+
+
+def _print_dataset(d: DatasetSummary, console: Console) -> None:
+    console.print(
+        f"[bold]Dataset[/] {d.version}: read {d.read} corrected error cases → accepted {d.accepted}, "
+        f"duplicates {d.duplicates}, quarantined {d.quarantined} {d.quarantine_reasons}; "
+        f"splits {d.splits} (train includes {d.replay} replay)."
+    )
+    if not d.usable:
+        console.print(f"[bold]Not training[/]: {d.usable_reason}.")
+
+
+def _print_evidence(ev: EvaluationSummary, console: Console) -> None:
+    iv = ev.interval
     if iv:
-        pv = ", ".join(f"{k} {v:.3g}" for k, v in ev["p_values"].items() if isinstance(v, float))
+        pv = ", ".join(f"{k} {v:.3g}" for k, v in ev.p_values.items() if isinstance(v, float))
         console.print(
             f"Held-out ΔWER {iv['delta']:+.3f}, {iv['confidence']:.0%} interval [{iv['low']:+.3f}, {iv['high']:+.3f}] "
-            f"(bootstrap by {iv['unit']}, {iv['units']} {iv['unit']}s); p-values: {pv}; normaliser {ev['normalizer']}."
+            f"(bootstrap by {iv['unit']}, {iv['units']} {iv['unit']}s); p-values: {pv}; normaliser {ev.normalizer}."
         )
         console.print(
-            f"Churn: {ev['newly_broken']} utterances newly broken, {ev['newly_fixed']} newly fixed; "
-            f"critical-term recall {_f(ev['critical_recall']['production'])} → {_f(ev['critical_recall']['candidate'])}."
+            f"Churn: {ev.newly_broken} utterances newly broken, {ev.newly_fixed} newly fixed; "
+            f"critical-term recall {_f(ev.critical_recall.production)} → {_f(ev.critical_recall.candidate)}."
         )
-    gated = [sl for sl in ev.get("slices", []) if sl["gated"]]
+    gated = [sl for sl in ev.slices if sl.gated]
     if gated:
-        hidden = len(ev["slices"]) - len(gated)
+        hidden = len(ev.slices) - len(gated)
         slices = Table(title=f"Held-out slices large enough to gate ({hidden} smaller ones in the report)")
         for col in ("slice", "utts", "production WER", "candidate WER", "interval"):
             slices.add_column(col)
         for sl in gated:
             slices.add_row(
-                f"{sl['field']}={sl['value']}",
-                str(sl["utterances"]),
-                _f(sl.get("production_wer")),
-                _f(sl["candidate_wer"]),
-                f"[{sl['low']:+.3f}, {sl['high']:+.3f}]" if isinstance(sl.get("low"), float) else "—",
+                f"{sl.field}={sl.value}",
+                str(sl.utterances),
+                _f(sl.production_wer),
+                _f(sl.candidate_wer),
+                f"[{sl.low:+.3f}, {sl.high:+.3f}]"
+                if isinstance(sl.low, float) and sl.high is not None
+                else "—",
             )
         console.print(slices)
-    if ev.get("suites"):
+    if ev.suites:
         suites = Table(title="Regression suites (non-inferiority, Holm-adjusted)")
         for col in (
             "suite",
@@ -154,24 +172,14 @@ def print_summary(s: dict[str, Any], console: Console) -> None:
             "verdict",
         ):
             suites.add_column(col)
-        for su in ev["suites"]:
+        for su in ev.suites:
             suites.add_row(
-                su["name"],
-                _f(su["reference_wer"]),
-                _f(su["candidate_wer"]),
-                f"[{su['low']:+.4f}, {su['high']:+.4f}]",
-                f"{su['adjusted_high']:+.4f} ≤ {su['allowed_wer'] - su['reference_wer']:+.4f}",
-                f"{su['newly_broken']}/{su['newly_fixed']}",
-                "[green]pass[/]" if su["passed"] else "[red]fail[/]",
+                su.name,
+                _f(su.reference_wer),
+                _f(su.candidate_wer),
+                f"[{su.low:+.4f}, {su.high:+.4f}]",
+                f"{su.adjusted_high:+.4f} ≤ {su.allowed_wer - su.reference_wer:+.4f}",
+                f"{su.newly_broken}/{su.newly_fixed}",
+                "[green]pass[/]" if su.passed else "[red]fail[/]",
             )
         console.print(suites)
-    for stage, gate in s["gates"].items():
-        if gate:
-            mark = "[green]PASS[/]" if gate["passed"] else "[red]REJECT[/]"
-            console.print(f"[bold]{stage}[/] {mark}: " + "; ".join(gate["reasons"]))
-    dep = s.get("deploy")
-    console.print(
-        f"[bold]Deploy[/]: {dep['action'] if dep else 'skipped (a gate rejected the candidate)'}; "
-        f"default = v{s['deployed_version']}, aliases {s['registry']['aliases']}, versions {s['registry']['versions']}"
-    )
-    console.print(f"[bold]Reports[/]: {s['run_dir']} and the HTML under {s['reports']['pipeline_root']}")

@@ -12,6 +12,7 @@ from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.errors import FlywheelError
 from stt_flywheel.monitoring.status import system_status
 from stt_flywheel.run.approval import approve, claim_approved, list_proposals, propose
+from stt_flywheel.run.entries import TriggerEntry
 from stt_flywheel.run.ledger import read_ledger
 from stt_flywheel.run.stages import RUN_LEASE, bootstrap_registry, stage_check_trigger
 from stt_flywheel.storage.leases import read_lease
@@ -46,9 +47,9 @@ def test_a_fired_trigger_proposes_and_the_run_ends_without_training(gated: tuple
     assert first.proposal["state"] == "pending"
     assert "forced" in first.proposal["evidence"]["summary"]
     assert _lease_free(config, datetime.now(UTC))  # proposing holds nothing
-    ledger = read_ledger(config, "run-1", "trigger")
-    assert ledger is not None
-    assert ledger["proposal"]["id"] == pid
+    ledger = read_ledger(config, "run-1", TriggerEntry)
+    assert ledger is not None and ledger.proposal is not None
+    assert ledger.proposal["id"] == pid
     second = stage_check_trigger(config, "run-2", machine=MACHINE)  # the next tick waits on the same one
     assert second.should_train is False
     assert second.proposal is not None

@@ -16,6 +16,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 from flywheel_components import build_components
 from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.run.entries import TrainEntry
 from stt_flywheel.run.ledger import read_ledger
 from stt_flywheel.run.stages import bootstrap_registry
 
@@ -150,9 +151,9 @@ def test_train_model_saves_the_model_where_its_readers_look(pipeline_run: dict[s
     assert model.metadata["device"] == "cpu"
     assert model.metadata["requested"] == {"accelerator": "1 x NVIDIA_L4", "cpu": "8", "memory": "32G"}
     assert train.artifacts["metrics"].metadata["steps"] == 20.0
-    ledger = read_ledger(pipeline_run["config"], RUN_ID, "train")
+    ledger = read_ledger(pipeline_run["config"], RUN_ID, TrainEntry)
     assert ledger is not None
-    assert ledger["model_dir"] == str(Path(model.path) / "model")
+    assert ledger.model_dir == str(Path(model.path) / "model")
     curve = Path(train.artifacts["loss_curve"].path).read_text()
     assert curve.startswith("<!doctype html>")
     assert curve.count("<svg") == 1

@@ -26,8 +26,8 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.models import load_model
-from stt_flywheel.run.ledger import read_ledger, summarize_run
 from stt_flywheel.run.stages import RUN_LEASE, bootstrap_registry
+from stt_flywheel.run.summary import RunSummary, read_summary, summarize_run
 from stt_flywheel.storage.leases import read_lease
 from stt_flywheel.storage.objectstore import open_store
 
@@ -61,15 +61,13 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     # 1. A candidate whose weights are wrecked by an absurd learning rate is rejected.
     bad = _variant(config_path, "bad.yaml", learning_rate=5.0, warmup_steps=0)
     cfg, run_id = run_local(bad, package=package, max_steps=20)
-    s = summarize_run(cfg, run_id, new_domain="pharmacy")
-    assert s["trigger"]["fired"]
-    assert (
-        s["dataset"]["read"]
-        == s["dataset"]["accepted"] + s["dataset"]["duplicates"] + s["dataset"]["quarantined"]
-    )
-    assert s["gates"]["validation"] is not None
-    assert not s["gates"]["validation"]["passed"]
-    assert s["deploy"] is None
+    s = summarize_run(cfg, run_id)
+    assert s.trigger.fired
+    assert s.dataset is not None
+    assert s.dataset.read == s.dataset.accepted + s.dataset.duplicates + s.dataset.quarantined
+    assert s.gates["validation"] is not None
+    assert not s.gates["validation"].passed
+    assert s.deploy is None
     assert registry.aliases() == {"default": 1}
     assert open_endpoint(config).traffic() == {1: 100}
     lease = read_lease(open_store(config.paths.state), RUN_LEASE)
@@ -83,24 +81,24 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
 
     # 2. A properly trained candidate is deployed as version 2.
     cfg, run_id = run_local(config_path, package=package)
-    s = summarize_run(cfg, run_id, new_domain="pharmacy")
-    assert s["gates"]["validation"]["passed"], s["gates"]
-    assert s["gates"]["regression"]["passed"], s["gates"]
-    assert s["candidate"]["new_domain_wer"] < s["production"]["new_domain_wer"]
-    assert s["p_value"] < 0.05
-    ev = s["evaluation"]
-    assert ev["interval"]["high"] < 0
-    assert ev["normalizer"] == "whisper-en/1"
-    assert set(ev["p_values"]) == {"wilcoxon", "t_test", "mapsswe"}
-    assert isinstance(ev["newly_broken"], int)
-    assert {sl["field"] for sl in ev["slices"]} >= {"domain", "speaker"}
-    assert all(su["adjusted_high"] >= su["high"] for su in ev["suites"])  # Holm never narrows
-    assert s["deploy"]["action"] == "deployed"
-    assert s["deployed_version"] == 2
+    s = summarize_run(cfg, run_id)
+    assert not s.failed_gates() and all(s.gates.values()), s.gates
+    assert s.candidate.domain_wer["pharmacy"] < s.production.domain_wer["pharmacy"]
+    assert s.p_value is not None and s.p_value < 0.05
+    ev = s.evaluation
+    assert ev.interval is not None and ev.interval["high"] < 0
+    assert ev.normalizer == "whisper-en/1"
+    assert set(ev.p_values) == {"wilcoxon", "t_test", "mapsswe"}
+    assert isinstance(ev.newly_broken, int)
+    assert {sl.field for sl in ev.slices} >= {"domain", "speaker"}
+    assert all(su.adjusted_high >= su.high for su in ev.suites)  # Holm never narrows
+    assert s.deploy is not None and s.deploy.action == "deployed"
+    assert s.deployed_version == 2
+    assert s.dataset is not None
     assert registry.aliases() == {"default": 2, "previous": 1}
     assert open_endpoint(config).traffic() == {2: 100}
     v2 = registry.get(2)
-    assert v2.dataset_version == s["dataset"]["version"]
+    assert v2.dataset_version == s.dataset.version
     assert v2.data_watermark
     assert v2.evaluation["validation"]["passed"]
     assert v2.lineage["parent_version"] == 1
@@ -108,7 +106,7 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert training["hyperparameters"]["learning_rate"] == cfg.training.learning_rate
     assert training["seed"] == cfg.training.seed and training["steps"] == cfg.training.max_steps
     assert training["dataset"] == {
-        "version": s["dataset"]["version"],
+        "version": s.dataset.version,
         "content_hash": training["dataset"]["content_hash"],
     }
     assert len(training["dataset"]["content_hash"]) >= 12 and training["started_from"] == registry.get(1).uri
@@ -123,9 +121,9 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     # 3. Nothing new in the error store: the trigger does not fire and says why.
     cfg, run_id = run_local(config_path, package=package)
     s = summarize_run(cfg, run_id)
-    assert not s["trigger"]["fired"]
-    assert "0 new error cases" in s["trigger"]["summary"]
-    assert s["deployed_version"] == 2
+    assert not s.trigger.fired
+    assert "0 new error cases" in (s.trigger.summary or "")
+    assert s.deployed_version == 2
 
     # 4. One command rolls back.
     out = subprocess.run(
@@ -157,8 +155,8 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert orjson.loads(shown.stdout)["deploy"]["version"] == 2
     text = runner.invoke(app, ["runs", "show", deployed, "--config", str(config_path)]).stdout
     assert "Deploy" in text and "Production vs candidate" in text
-    kept = read_ledger(config, deployed, "summary")  # written when the run ended, kept beside its ledger
-    assert kept is not None and kept["deploy"]["action"] == "deployed"
+    kept = read_summary(config, deployed)  # written when the run ended, kept beside its ledger
+    assert kept is not None and kept.deploy is not None and kept.deploy.action == "deployed"
     audit = runner.invoke(app, ["registry", "audit", "--config", str(config_path), "--json"])
     actions = [e["action"] for e in orjson.loads(audit.stdout)]
     assert "rollback" in actions[:5] and "promote" in actions and actions[-1] == "register"  # newest first
@@ -168,8 +166,9 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert rollbacks.exit_code == 0 and "rollback" in rollbacks.stdout and "register" not in rollbacks.stdout
 
 
-def _outcome(s: dict) -> dict:
+def _outcome(summary: RunSummary) -> dict:
     """What a run decided and measured, without where it kept things."""
+    s = summary.model_dump(mode="json")
     return {
         "fired": s["trigger"]["fired"],
         "dataset": {k: s["dataset"][k] for k in ("read", "accepted", "duplicates", "quarantined", "splits")},
@@ -220,7 +219,7 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
             proxy = FaultyProxy(os.environ["STORAGE_EMULATOR_HOST"])
             monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         cfg, run_id = run_local(path)
-        outcomes.append(_outcome(summarize_run(cfg, run_id, new_domain="pharmacy")))
+        outcomes.append(_outcome(summarize_run(cfg, run_id)))
     proxy.close()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.upstream)
     assert proxy.refused > 10 and proxy.lost >= 2  # GCS failed often during the run (how often varies)
@@ -292,7 +291,7 @@ def test_a_run_canaries_on_the_vertex_backend(
             silent_share=0.0,
         )
         cfg, run_id = run_local(path)
-        s = summarize_run(cfg, run_id, new_domain="pharmacy")
+        s = summarize_run(cfg, run_id)
         registry, endpoint = open_registry(config), open_endpoint(config)
         aliases, traffic = registry.aliases(), endpoint.traffic()
         v2 = registry.get(2)
@@ -306,10 +305,9 @@ def test_a_run_canaries_on_the_vertex_backend(
     assert listed.exit_code == 0, listed.output
     assert f"models/{model_id})" in "".join(listed.output.split())
     assert "candidate" in listed.output
-    assert s["trigger"]["fired"]
-    assert s["gates"]["validation"]["passed"]
-    assert s["deploy"]["action"] == "canary"
-    assert s["deploy"]["version"] == 2
+    assert s.trigger.fired
+    assert s.gates["validation"] is not None and s.gates["validation"].passed
+    assert s.deploy is not None and (s.deploy.action, s.deploy.version) == ("canary", 2)
     assert aliases == {"default": 1, "candidate": 2}
     assert traffic == {1: 90, 2: 10}
     assert v2.uri.startswith(f"{gcs_bucket}/models/")

@@ -5,6 +5,7 @@ import io
 import time
 from pathlib import Path
 
+from entries import dataset_entry, deploy_entry, progress, train_entry, trigger_entry, validation_entry
 from rich.console import Console
 
 from flywheel_pipelines.progress import stage_line, watch_run
@@ -21,33 +22,21 @@ def _wait_for(out: io.StringIO, text: str, timeout_s: float = 5.0) -> None:
 
 def test_stages_and_training_steps_are_shown_as_they_happen(tmp_path: Path) -> None:
     config = FlywheelConfig.model_validate({"paths": {"root": str(tmp_path / "state")}})
-    write_ledger(config, "an-earlier-run", "trigger", {"summary": "not fired: 0 new error cases"})
+    write_ledger(config, "an-earlier-run", trigger_entry(summary="not fired: 0 new error cases"))
     out = io.StringIO()
     run = "stt-flywheel-2026-11-27-10-00-00-000000"
     with watch_run(config, Console(file=out, width=160), interval_s=0.02):
-        write_ledger(config, run, "trigger", {"summary": "fired: 80 new error cases (need 50); 71 corrected"})
+        write_ledger(config, run, trigger_entry(summary="fired: 80 new error cases (need 50); 71 corrected"))
         _wait_for(out, "✓ trigger: fired: 80 new error cases (need 50)")
         assert "71 corrected" not in out.getvalue()  # its first reason only
-        write_ledger(
-            config,
-            run,
-            "dataset",
-            {
-                "version": "ds-1",
-                "counts": {"accepted": 61, "quarantined": 5},
-                "splits": {"train": 160},
-                "usable": True,
-            },
-        )
+        write_ledger(config, run, dataset_entry(splits={"train": 160}))
         _wait_for(out, "✓ dataset: ds-1: 61 accepted, 5 quarantined")
         for step in (1, 50, 100):
-            write_ledger(config, run, "train-progress", {"step": step, "max_steps": 100, "loss": 0.5})
+            write_ledger(config, run, progress(step))
             _wait_for(out, f"training: step {step}/100")
-        write_ledger(config, run, "train", {"steps": 100, "device": "cpu", "train_runtime_s": 42.0})
+        write_ledger(config, run, train_entry())
         _wait_for(out, "✓ train: 100 steps on cpu in 42 s")
-        write_ledger(
-            config, run, "validation", {"passed": False, "reasons": ["ΔWER +0.1 is not below -0.02"]}
-        )
+        write_ledger(config, run, validation_entry(passed=False, reasons=["ΔWER +0.1 is not below -0.02"]))
     # what the last poll saw after the block: nothing is lost at the end
     text = out.getvalue()
     assert "✓ validation: rejected: ΔWER +0.1" in text
@@ -61,9 +50,8 @@ def test_stages_and_training_steps_are_shown_as_they_happen(tmp_path: Path) -> N
 
 
 def test_a_blocked_trigger_says_all_of_why() -> None:
-    entry = {
-        "summary": "not started: canary v2 serves 50 % (the monitor decides it; or rollback)",
-        "blocked_by": "x",
-    }
-    assert stage_line("trigger", entry).endswith("or rollback)")
-    assert stage_line("deploy", {"action": "canary", "version": 3}) == "canary (version 3)"
+    entry = trigger_entry(
+        summary="not started: canary v2 serves 50 % (the monitor decides it; or rollback)", blocked_by="x"
+    )
+    assert stage_line(entry).endswith("or rollback)")
+    assert stage_line(deploy_entry("canary", 3)) == "canary (version 3)"

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from entries import dataset_entry, trigger_entry
+from pydantic import ValidationError
 
 from flywheel_pipelines.cli import main
 from stt_flywheel.config import FlywheelConfig
@@ -19,7 +21,8 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.models import saved_model_dir
-from stt_flywheel.run.ledger import list_runs, read_ledger, summarize_run, write_ledger
+from stt_flywheel.run.entries import DatasetEntry, DeployEntry, RegressionEntry, TrainEntry
+from stt_flywheel.run.ledger import list_runs, read_ledger, write_ledger
 from stt_flywheel.run.stages import (
     RUN_LEASE,
     bootstrap_registry,
@@ -31,6 +34,7 @@ from stt_flywheel.run.stages import (
     stage_train_model,
     stage_validate_model,
 )
+from stt_flywheel.run.summary import summarize_run
 from stt_flywheel.storage.leases import acquire_lease, read_lease
 from stt_flywheel.storage.objectstore import open_store
 
@@ -51,10 +55,10 @@ def test_an_overlapping_run_stops_at_the_trigger(flywheel_config: tuple) -> None
     assert forced.blocked_by is not None
     assert "stt-flywheel-scheduled-run" in forced.blocked_by
     s = summarize_run(config, "forced-run")
-    assert s["trigger"]["fired"] is False
-    assert "another run holds the run lease" in s["trigger"]["summary"]
-    assert s["dataset"] is None
-    assert s["training"] is None
+    assert s.trigger.fired is False
+    assert "another run holds the run lease" in (s.trigger.summary or "")
+    assert s.dataset is None
+    assert s.training is None
     lease = read_lease(state, RUN_LEASE)
     assert lease is not None
     assert lease.holder == "stt-flywheel-scheduled-run"
@@ -104,8 +108,8 @@ def test_an_unusable_dataset_ends_the_run_and_frees_the_lease(tmp_path: Path, fl
     assert manifest.counts["quarantined"] == 12
     assert _lease_released(config, "run-bad-data")
     s = summarize_run(config, "run-bad-data")
-    assert s["dataset"]["usable"] is False
-    assert s["training"] is None
+    assert s.dataset is not None and s.dataset.usable is False
+    assert s.training is None
     assert open_registry(config).aliases() == {"default": 1}
 
 
@@ -138,10 +142,10 @@ def rejected_run(
 def test_a_rejected_run_frees_the_lease_and_keeps_its_candidate(rejected_run: tuple) -> None:
     _, config, run_id, _ = rejected_run
     assert _lease_released(config, run_id)
-    train = read_ledger(config, run_id, "train")
+    train = read_ledger(config, run_id, TrainEntry)
     assert train is not None
-    assert (Path(train["model_dir"]) / "config.json").is_file()
-    assert read_ledger(config, run_id, "deploy") is None
+    assert (Path(train.model_dir) / "config.json").is_file()
+    assert read_ledger(config, run_id, DeployEntry) is None
     assert open_registry(config).aliases() == {"default": 1}
 
 
@@ -150,10 +154,10 @@ def test_stage_run_regression_suites_judges_every_suite(rejected_run: tuple) -> 
     _, config, run_id, run_dir = rejected_run
     outcome = stage_run_regression_suites(config, run_dir / "model", run_dir / "reg", run_id)
     suites = [s.name for s in config.regression]
-    entry = read_ledger(config, run_id, "regression")
+    entry = read_ledger(config, run_id, RegressionEntry)
     assert entry is not None
-    assert [s["name"] for s in entry["suites"]] == suites
-    assert entry["passed"] is outcome.passed
+    assert [s.name for s in entry.suites] == suites
+    assert entry.passed is outcome.passed
     for name in suites:
         assert f"{name}_wer" in outcome.metrics
         assert f"{name}_p_holm" in outcome.metrics
@@ -200,20 +204,35 @@ def test_the_deployer_stops_when_the_run_lost_its_lease(tmp_path: Path, flywheel
     )
     assert outcome.action == "rejected"
     assert "lost the run lease" in outcome.reasons[0]
-    entry = read_ledger(config, "old-run", "deploy")
+    entry = read_ledger(config, "old-run", DeployEntry)
     assert entry is not None
-    assert entry["action"] == "rejected"
+    assert entry.action == "rejected"
 
 
 def test_the_ledger_lists_runs_that_got_past_their_trigger(flywheel_config: tuple) -> None:
     _, config = flywheel_config
     assert list_runs(config) == []
-    write_ledger(config, "run-b", "trigger", {"should_train": False})
-    write_ledger(config, "run-a", "trigger", {"should_train": True})
-    write_ledger(config, "run-a", "dataset", {"version": "ds-1"})
+    write_ledger(config, "run-b", trigger_entry(should_train=False))
+    write_ledger(config, "run-a", trigger_entry(should_train=True))
+    write_ledger(config, "run-a", dataset_entry(version="ds-1"))
     assert list_runs(config) == ["run-a", "run-b"]
-    assert read_ledger(config, "run-a", "dataset") == {"version": "ds-1"}
-    assert read_ledger(config, "run-b", "dataset") is None
+    assert read_ledger(config, "run-a", DatasetEntry) == dataset_entry(version="ds-1")
+    assert read_ledger(config, "run-b", DatasetEntry) is None
+
+
+def test_an_entry_with_a_renamed_key_is_refused_where_it_is_written_and_read(flywheel_config: tuple) -> None:
+    """A stage whose outcome lost or renamed a field fails at the contract, naming it; a ledger
+    file edited the same way is refused when read, not taken for an empty outcome."""
+    _, config = flywheel_config
+    entry = dataset_entry().model_dump()
+    entry["use_reason"] = entry.pop("usable_reason")
+    with pytest.raises(ValidationError, match="usable_reason"):
+        DatasetEntry.model_validate(entry)
+    write_ledger(config, "run-c", dataset_entry())
+    path = Path(config.paths.reports) / "run-c" / "dataset.json"
+    path.write_text(path.read_text().replace('"usable_reason"', '"use_reason"'))
+    with pytest.raises(ValidationError, match="use_reason"):
+        read_ledger(config, "run-c", DatasetEntry)
 
 
 def test_saved_model_dir_is_the_one_layout() -> None:

@@ -15,6 +15,8 @@ from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
 from stt_flywheel.deployment.strategies import (
+    Candidate,
+    DeployPolicy,
     manual_promotion,
     promote_canary,
     promote_candidate,
@@ -34,21 +36,17 @@ class Backend:
         self.endpoint = open_endpoint(config, self.registry)
 
     def candidate(self, model_dir: Path, run: str, strategy: str = "replace", keep: int = 5) -> Any:
-        return promote_candidate(
-            self.registry,
-            self.endpoint,
-            str(model_dir),
+        candidate = Candidate(
+            model_dir=str(model_dir),
             validation=PASSED,
             regression={**PASSED, "stage": "regression"},
-            auto_deploy=True,
-            keep_versions=keep,
-            strategy=strategy,
-            canary_percent=10,
             dataset_version="ds-0123abcd",
             data_watermark="2026-11-25T10:00:00+00:00",
             run_id=run,
             metrics=METRICS,
         )
+        policy = DeployPolicy(auto_deploy=True, keep_versions=keep, strategy=strategy, canary_percent=10)
+        return promote_candidate(self.registry, self.endpoint, candidate, policy)
 
 
 @pytest.fixture(params=["local", pytest.param("vertex", marks=pytest.mark.gcs)])
@@ -253,15 +251,16 @@ def _promote(registry: LocalRegistry, model_dir: Path, validation: dict, regress
     return promote_candidate(
         registry,
         LocalEndpoint(registry, "ep"),
-        str(model_dir),
-        validation=validation,
-        regression=regression,
-        auto_deploy=auto,
-        keep_versions=3,
-        dataset_version="ds-x",
-        data_watermark="2026-11-01T00:00:00+00:00",
-        run_id="run-1",
-        metrics={"wer": 0.1},
+        Candidate(
+            model_dir=str(model_dir),
+            validation=validation,
+            regression=regression,
+            dataset_version="ds-x",
+            data_watermark="2026-11-01T00:00:00+00:00",
+            run_id="run-1",
+            metrics={"wer": 0.1},
+        ),
+        DeployPolicy(auto_deploy=auto, keep_versions=3),
     )
 
 

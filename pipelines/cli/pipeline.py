@@ -68,7 +68,7 @@ def run_command(
     """Run the compiled pipeline locally with kfp.local on the embedded backends."""
     from flywheel_pipelines.local_run import run_local
     from flywheel_pipelines.views import print_summary
-    from stt_flywheel.run.ledger import summarize_run
+    from stt_flywheel.run.summary import summarize_run
 
     cfg, run_id = run_local(
         config,
@@ -80,9 +80,8 @@ def run_command(
     )
     summary = summarize_run(cfg, run_id)
     if json:
-        print_json(summary)
+        print_json(summary.model_dump(mode="json"))
     else:
-        summary.setdefault("reports", {"pipeline_root": str(cfg.paths.pipeline_root)})
         print_summary(summary, console)
 
 

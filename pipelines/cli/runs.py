@@ -69,14 +69,14 @@ def runs_show(
 ) -> None:
     """One run's summary, as `run` printed it: trigger, dataset, training, both verdicts, deploy."""
     from flywheel_pipelines.views import print_summary
-    from stt_flywheel.run.ledger import list_runs, summarize_run
+    from stt_flywheel.run.ledger import list_runs
+    from stt_flywheel.run.summary import summarize_run
 
     cfg = load(config, reads_state=True)
     if run not in list_runs(cfg):
         raise InputError(f"no run {run!r} under {cfg.paths.reports} (`runs list` shows the runs)")
     summary = summarize_run(cfg, run)
     if json:
-        print_json(summary)
+        print_json(summary.model_dump(mode="json"))
         return
-    summary.setdefault("reports", {"pipeline_root": str(cfg.paths.pipeline_root)})
     print_summary(summary, console)

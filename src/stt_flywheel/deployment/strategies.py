@@ -29,7 +29,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 __all__ = [
+    "Candidate",
     "DeployOutcome",
+    "DeployPolicy",
     "manual_promotion",
     "promote_canary",
     "promote_candidate",
@@ -201,56 +203,69 @@ def serving_state(registry: Registry, endpoint: Endpoint, strategy: str) -> dict
     }
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A run's candidate as the deployer registers it: its files, its two stored verdicts (re-checked
+    here), the data it learnt from, its headline metrics and how it was made."""
+
+    model_dir: str
+    validation: dict[str, Any]
+    regression: dict[str, Any]
+    dataset_version: str | None
+    data_watermark: str | None
+    run_id: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeployPolicy:
+    """How a candidate that passed reaches traffic (from `deploy.*` and the monitor's steps)."""
+
+    auto_deploy: bool
+    keep_versions: int
+    strategy: str = "replace"
+    canary_percent: int = 10
+
+
 @_one_at_a_time
 def promote_candidate(
-    registry: Registry,
-    endpoint: Endpoint,
-    candidate_dir: str,
-    *,
-    validation: dict[str, Any],
-    regression: dict[str, Any],
-    auto_deploy: bool,
-    keep_versions: int,
-    strategy: str = "replace",
-    canary_percent: int = 10,
-    dataset_version: str | None,
-    data_watermark: str | None,
-    run_id: str | None,
-    metrics: dict[str, Any],
-    lineage: dict[str, Any] | None = None,
+    registry: Registry, endpoint: Endpoint, candidate: Candidate, policy: DeployPolicy
 ) -> DeployOutcome:
-    """Register the candidate (with `lineage`: how it was made) and deploy it by `strategy`, or
-    reject it when a verdict did not pass."""
+    """Register the candidate (with its lineage: how it was made) and deploy it by the policy's
+    strategy, or reject it when a verdict did not pass."""
+    validation, regression = candidate.validation, candidate.regression
     verdicts = [StoredVerdict.read("validation", validation), StoredVerdict.read("regression", regression)]
     failed = [v for v in verdicts if not v.passed]
     if failed:
         return DeployOutcome("rejected", None, None, [f"{v.stage}: {r}" for v in failed for r in v.reasons])
     production = registry.resolve("default")
+    run_id = candidate.run_id
     version = registry.register(
-        candidate_dir,
-        dataset_version=dataset_version,
-        data_watermark=data_watermark,
+        candidate.model_dir,
+        dataset_version=candidate.dataset_version,
+        data_watermark=candidate.data_watermark,
         source_run=run_id,
-        metrics=metrics,
+        metrics=candidate.metrics,
         lineage={
             "parent_version": production.version if production else None,
             "run": run_id,
-            **(lineage or {}),
+            **candidate.lineage,
         },
         evaluation={"validation": validation, "regression": regression},
     )
-    if not auto_deploy:
+    if not policy.auto_deploy:
         registry.set_alias("candidate", version.version)
         return DeployOutcome("registered", version.version, None, ["auto_deploy is off"])
     reason = f"pipeline run {run_id}"
-    if strategy == "canary":
-        start_canary(registry, endpoint, version.version, canary_percent, reason)
-        pruned = registry.prune(keep_versions)
+    if policy.strategy == "canary":
+        start_canary(registry, endpoint, version.version, policy.canary_percent, reason)
+        pruned = registry.prune(policy.keep_versions)
         return DeployOutcome(
             "canary",
             version.version,
             None,
-            [f"validation and regression suites passed; serving {canary_percent}% as a canary"],
+            [f"validation and regression suites passed; serving {policy.canary_percent}% as a canary"],
             pruned,
         )
     try:
@@ -258,7 +273,7 @@ def promote_candidate(
     except RegistryError as exc:  # the endpoint refused: the serving model keeps its traffic
         registry.set_alias("candidate", version.version)
         return DeployOutcome("failed", version.version, None, [f"deploy failed: {exc}"])
-    pruned = registry.prune(keep_versions)
+    pruned = registry.prune(policy.keep_versions)
     return DeployOutcome(
         "deployed", version.version, replaced, ["validation and regression suites passed"], pruned
     )

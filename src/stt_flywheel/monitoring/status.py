@@ -31,23 +31,20 @@ def percent_interval(value: dict[str, Any] | None) -> str:
 def run_outcome(config: FlywheelConfig, run_id: str) -> dict[str, Any]:
     """One run in a line per stage: what each stage that ran decided."""
     ledger = read_run(config, run_id)
-    trigger = ledger["trigger"] or {}
-    dataset, train, validation = ledger["dataset"], ledger["train"], ledger["validation"]
-    regression, deploy = ledger["regression"], ledger["deploy"]
+    trigger, dataset, deploy = ledger.trigger, ledger.dataset, ledger.deploy
+    validation, regression = ledger.validation, ledger.regression
     return {
         "run_id": run_id,
-        "checked_at": trigger.get("checked_at"),
+        "checked_at": trigger.checked_at if trigger else None,
         "stages": {
-            "trigger": trigger.get("summary"),
-            "dataset": (
-                dataset["usable_reason"] if dataset["usable"] else f"unusable: {dataset['usable_reason']}"
-            )
+            "trigger": trigger.summary if trigger else None,
+            "dataset": (dataset.usable_reason if dataset.usable else f"unusable: {dataset.usable_reason}")
             if dataset
             else None,
-            "train": "trained" if train else None,
-            "validation": ("passed" if validation["passed"] else "rejected") if validation else None,
-            "regression": ("passed" if regression["passed"] else "rejected") if regression else None,
-            "deploy": f"{deploy['action']} (version {deploy.get('version')})" if deploy else None,
+            "train": "trained" if ledger.train else None,
+            "validation": ("passed" if validation.passed else "rejected") if validation else None,
+            "regression": ("passed" if regression.passed else "rejected") if regression else None,
+            "deploy": f"{deploy.action} (version {deploy.version})" if deploy else None,
         },
     }
 

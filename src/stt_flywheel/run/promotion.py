@@ -10,6 +10,7 @@ from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.deployment.registry import RegistryError
 from stt_flywheel.deployment.strategies import DeployOutcome, manual_promotion
+from stt_flywheel.run.entries import RegressionEntry, TrainEntry, ValidationEntry
 from stt_flywheel.run.ledger import read_ledger
 
 __all__ = ["promote_by_hand"]
@@ -29,16 +30,20 @@ def promote_by_hand(
     registry = open_registry(config)
     candidate_dir = evaluation = None
     if run is not None:
-        train = read_ledger(config, run, "train")
+        train = read_ledger(config, run, TrainEntry)
         if train is None:
             raise RegistryError(
                 f"run {run} trained no candidate (no train entry in its ledger under {config.paths.reports})"
             )
-        candidate_dir = train["model_dir"]
+        candidate_dir = train.model_dir
+        kinds: dict[str, type[ValidationEntry | RegressionEntry]] = {
+            "validation": ValidationEntry,
+            "regression": RegressionEntry,
+        }
         evaluation = {
-            stage: entry
-            for stage in ("validation", "regression")
-            if (entry := read_ledger(config, run, stage)) is not None
+            stage: entry.model_dump(mode="json")
+            for stage, kind in kinds.items()
+            if (entry := read_ledger(config, run, kind)) is not None
         }
     return manual_promotion(
         registry,

@@ -14,6 +14,7 @@ from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.deployment.strategies import DeployOutcome
 from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html
 from stt_flywheel.models.training import TrainResult
+from stt_flywheel.run.entries import TrainEntry
 from stt_flywheel.run.ledger import read_ledger
 from stt_flywheel.run.trigger import TriggerDecision
 
@@ -27,8 +28,8 @@ def report_context(
     run's, trained from the version it started from), the dataset version and the normaliser."""
     production = open_registry(config).resolve("default")
     if candidate is None:
-        train = read_ledger(config, run_id, "train") or {}
-        started = train.get("started_from_version")
+        train = read_ledger(config, run_id, TrainEntry)
+        started = train.started_from_version if train else None
         candidate = (
             f"trained by this run from v{started}"
             if started is not None

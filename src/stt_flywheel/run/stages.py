@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
+from pydantic import ValidationError
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.dataset import (
@@ -31,7 +32,9 @@ from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import ModelVersion
 from stt_flywheel.deployment.strategies import (
+    Candidate,
     DeployOutcome,
+    DeployPolicy,
     promote_candidate,
     replace_deployment,
     serving_state,
@@ -45,6 +48,15 @@ from stt_flywheel.models import SpeechModel, load_model, model_window_s, resolve
 from stt_flywheel.models.distributed import train_in_processes
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.approval import claim_approved, propose
+from stt_flywheel.run.entries import (
+    DatasetEntry,
+    DeployEntry,
+    RegressionEntry,
+    TrainEntry,
+    TrainProgress,
+    TriggerEntry,
+    ValidationEntry,
+)
 from stt_flywheel.run.ledger import read_ledger, write_ledger
 from stt_flywheel.run.provenance import code_version
 from stt_flywheel.run.stage_reports import loggable_metrics, report_context
@@ -52,7 +64,6 @@ from stt_flywheel.run.trigger import TriggerDecision, check_trigger
 from stt_flywheel.storage.files import (
     atomic_write_bytes,
     atomic_write_json,
-    read_json,
 )
 from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
 from stt_flywheel.storage.objectstore import ObjectStore, open_store
@@ -163,7 +174,7 @@ def stage_check_trigger(
             decision.block(f"another run holds the run lease ({exc})")
     if decision.should_train and config.trigger.require_approval:
         _require_approval(config, run_id, decision, machine or {}, now)
-    write_ledger(config, run_id, "trigger", decision.as_dict())
+    write_ledger(config, run_id, TriggerEntry.model_validate(decision.as_dict()))
     return decision
 
 
@@ -221,7 +232,9 @@ def stage_build_dataset(
         model_window_s=model_window_s(_start_from(config, _production(config))),
     )
     published = publish_dataset(out_dir, config.paths.datasets)
-    write_ledger(config, run_id, "dataset", {**manifest.as_dict(), "published_to": published})
+    write_ledger(
+        config, run_id, DatasetEntry.model_validate({**manifest.as_dict(), "published_to": published})
+    )
     if not manifest.usable[0]:
         _release_run_lease(config, run_id)
     return manifest
@@ -250,9 +263,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
         # for whoever watches the run (the local runner's progress, `runs show`): every few seconds
         if time.monotonic() - last[0] >= PROGRESS_EVERY_S or step >= max_steps:
             last[0] = time.monotonic()
-            write_ledger(
-                config, run_id, "train-progress", {"step": step, "max_steps": max_steps, "loss": loss}
-            )
+            write_ledger(config, run_id, TrainProgress(step=step, max_steps=max_steps, loss=loss))
 
     processes = t.processes or (_cuda_devices() if resolve_device(t.accelerator) == "cuda" else 1)
     if processes > 1:  # each process loads the model and the dataset itself
@@ -262,10 +273,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
         train, heldout = load_split(dataset_dir, "train"), load_split(dataset_dir, "heldout")
         result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
     manifest = DatasetManifest.load(dataset_dir)
-    write_ledger(
-        config,
-        run_id,
-        "train",
+    entry = TrainEntry.model_validate(
         {
             **result.metrics(),
             "device": result.device,
@@ -283,6 +291,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             "code": code_version(),
         },
     )
+    write_ledger(config, run_id, entry)
     return result
 
 
@@ -323,16 +332,18 @@ def stage_validate_model(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in result.details.items() if k != "utterance_delta_wer"}
-    metrics = result.metrics.flat()
-    entry = {**result.verdict.as_dict(), "metrics": metrics, "evaluation": summary}
-    atomic_write_json(out_dir / "verdict.json", entry)
+    metrics = result.metrics.flat()  # for KFP and the report; the ledger keeps the model's own shape
+    entry = ValidationEntry.model_validate(
+        {**result.verdict.as_dict(), "metrics": result.metrics, "evaluation": summary}
+    )
+    atomic_write_json(out_dir / "verdict.json", entry.model_dump())
     atomic_write_bytes(
         out_dir / "utterances.jsonl",
         b"".join(
             orjson.dumps({"set": c.name, **r.as_dict()}) + b"\n" for c in result.comparisons for r in c.rows
         ),
     )
-    write_ledger(config, run_id, "validation", entry)
+    write_ledger(config, run_id, entry)
     if not result.verdict.passed:
         _release_run_lease(config, run_id)
     context = report_context(config, run_id, dataset_dir)
@@ -350,9 +361,9 @@ def stage_run_regression_suites(
         candidate, production, config.regression, config.validation.batch_size, config.validation
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**verdict.as_dict(), "suites": [r.as_dict() for r in results]}
-    atomic_write_json(out_dir / "verdict.json", payload)
-    write_ledger(config, run_id, "regression", payload)
+    entry = RegressionEntry.model_validate({**verdict.as_dict(), "suites": [r.as_dict() for r in results]})
+    atomic_write_json(out_dir / "verdict.json", entry.model_dump())
+    write_ledger(config, run_id, entry)
     if not verdict.passed:
         _release_run_lease(config, run_id)
     metrics: dict[str, float] = {}
@@ -381,7 +392,7 @@ def stage_deploy_model(
         acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl)
     except LeaseHeld as exc:
         outcome = DeployOutcome("rejected", None, None, [f"this run lost the run lease ({exc})"])
-        write_ledger(config, run_id, "deploy", outcome.as_dict())
+        write_ledger(config, run_id, DeployEntry.model_validate(outcome.as_dict()))
         return outcome
     registry = open_registry(config)
     endpoint = open_endpoint(config, registry)
@@ -393,7 +404,7 @@ def stage_deploy_model(
     finally:
         _release_run_lease(config, run_id)
     outcome.before, outcome.after = before, serving_state(registry, endpoint, config.deploy.strategy)
-    write_ledger(config, run_id, "deploy", outcome.as_dict())
+    write_ledger(config, run_id, DeployEntry.model_validate(outcome.as_dict()))
     if outcome.action == "failed":
         raise RuntimeError("; ".join(outcome.reasons))
     return outcome
@@ -409,29 +420,39 @@ def _deploy(
     regression_dir: Path,
     run_id: str,
 ) -> DeployOutcome:
-    validation = read_json(validation_dir / "verdict.json")
-    regression = read_json(regression_dir / "verdict.json")
+    validation = _verdict(validation_dir, ValidationEntry)
+    regression = _verdict(regression_dir, RegressionEntry)
     manifest = DatasetManifest.load(dataset_dir)
-    headline = loggable_metrics(validation.get("metrics", {}))
-    train = read_ledger(config, run_id, "train") or {}
-    return promote_candidate(
-        registry,
-        endpoint,
-        str(saved_model_dir(model_artifact)),
-        validation=validation,
-        regression=regression,
+    train = read_ledger(config, run_id, TrainEntry)
+    training = train.model_dump(mode="json", include=set(_LINEAGE)) if train else {}
+    candidate = Candidate(
+        model_dir=str(saved_model_dir(model_artifact)),
+        # a verdict that is missing or no longer reads as one is handed on as nothing: it rejects
+        validation=validation.model_dump(mode="json") if validation else {},
+        regression=regression.model_dump(mode="json") if regression else {},
+        dataset_version=manifest.version,
+        data_watermark=manifest.watermark,
+        run_id=run_id,
+        metrics=loggable_metrics(validation.metrics.flat()) if validation else {},
+        lineage={"training": {k: training.get(k) for k in _LINEAGE}},
+    )
+    policy = DeployPolicy(
         auto_deploy=config.deploy.auto_deploy,
         keep_versions=config.deploy.keep_versions,
         strategy=config.deploy.strategy,
         canary_percent=(config.monitor.canary_steps or [config.deploy.canary_percent])[0],
-        dataset_version=manifest.version,
-        data_watermark=manifest.watermark,
-        run_id=run_id,
-        metrics=headline,
-        lineage={
-            "training": {
-                k: train.get(k)
-                for k in ("started_from", "hyperparameters", "seed", "dataset", "code", "device", "steps")
-            }
-        },
     )
+    return promote_candidate(registry, endpoint, candidate, policy)
+
+
+# what a registered version keeps of how it was trained
+_LINEAGE = ("started_from", "hyperparameters", "seed", "dataset", "code", "device", "steps")
+
+V = TypeVar("V", ValidationEntry, RegressionEntry)
+
+
+def _verdict(directory: Path, kind: type[V]) -> V | None:
+    try:
+        return kind.model_validate_json((directory / "verdict.json").read_bytes())
+    except (FileNotFoundError, ValidationError):
+        return None

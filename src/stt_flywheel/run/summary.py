@@ -1,0 +1,226 @@
+"""One run summed up for a person: what each stage decided, production against the candidate on
+every set, the evidence, and what serves now. Built from the run's ledger and the registry; kept
+beside the ledger as `summary.json` when the run ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.deployment.backends import open_registry
+from stt_flywheel.evaluation.metrics import Measured
+from stt_flywheel.run.entries import (
+    DatasetEntry,
+    DeployEntry,
+    SliceRow,
+    SuiteRow,
+    TrainEntry,
+    TriggerCheck,
+    ValidationEntry,
+)
+from stt_flywheel.run.ledger import read_run
+from stt_flywheel.storage.files import dump_json
+from stt_flywheel.storage.objectstore import join_uri, open_store
+
+__all__ = ["RunSummary", "read_summary", "summarize_run", "write_summary"]
+
+SUMMARY = "summary.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TriggerSummary(_Model):
+    fired: bool
+    summary: str | None
+    blocked_by: str | None
+    checks: list[TriggerCheck]
+
+
+class DatasetSummary(_Model):
+    version: str
+    usable: bool
+    usable_reason: str
+    read: int
+    accepted: int
+    duplicates: int
+    quarantined: int
+    uncorrected_error_cases: int
+    splits: dict[str, int]
+    replay: int  # replay examples in the train split
+    quarantine_reasons: dict[str, int]
+
+    @classmethod
+    def of(cls, entry: DatasetEntry) -> DatasetSummary:
+        counts = {k: entry.counts.get(k, 0) for k in ("read", "accepted", "duplicates", "quarantined")}
+        return cls(
+            version=entry.version,
+            usable=entry.usable,
+            usable_reason=entry.usable_reason,
+            **counts,
+            uncorrected_error_cases=entry.counts.get("uncorrected_error_cases", 0),
+            splits=entry.splits,
+            replay=entry.replay.get("used", 0),
+            quarantine_reasons=entry.quarantine_reasons,
+        )
+
+
+class Figures(_Model):
+    """One model's WER on every set the run measured it on (None: not measured)."""
+
+    heldout_wer: Measured | None = None
+    heldout_cer: Measured | None = None
+    eval_wer: Measured | None = None
+    domain_wer: dict[str, Measured | None] = {}  # held-out slices by the `domain` metadata
+    suite_wer: dict[str, Measured] = {}  # regression suites by name (production: the suite's reference)
+
+    def domain(self, name: str | None) -> float | None:
+        """The held-out WER of one domain's slice; the whole split's without a name or that slice."""
+        value = self.domain_wer.get(name) if name else None
+        return value if value is not None else self.heldout_wer
+
+
+class Recall(_Model):
+    production: Measured | None
+    candidate: Measured | None
+
+
+class EvaluationSummary(_Model):
+    """The interval, tests, churn, slices and suites a person reads first."""
+
+    normalizer: str | None = None
+    delta_wer: Measured | None = None
+    interval: dict[str, Any] | None = None
+    p_values: dict[str, Measured | None] = {}
+    newly_broken: int | None = None
+    newly_fixed: int | None = None
+    critical_recall: Recall = Recall(production=None, candidate=None)
+    signatures: dict[str, dict[str, float]] | None = None
+    slices: list[SliceRow] = []
+    suites: list[SuiteRow] = []
+
+
+class GateSummary(_Model):
+    passed: bool
+    reasons: list[str]
+
+
+class RegistrySummary(_Model):
+    aliases: dict[str, int]
+    versions: list[int]
+
+
+class RunSummary(_Model):
+    run_id: str
+    run_dir: str
+    pipeline_root: str  # where the tasks' artifacts (the HTML reports among them) are
+    trigger: TriggerSummary
+    dataset: DatasetSummary | None
+    training: TrainEntry | None
+    production: Figures
+    candidate: Figures
+    p_value: Measured | None
+    evaluation: EvaluationSummary
+    gates: dict[str, GateSummary | None]  # validation, regression
+    deploy: DeployEntry | None
+    deployed_version: int | None
+    registry: RegistrySummary
+
+    def failed_gates(self) -> list[str]:
+        return [name for name, gate in self.gates.items() if gate and not gate.passed]
+
+
+def _figures(validation: ValidationEntry | None, suites: list[SuiteRow]) -> tuple[Figures, Figures]:
+    if validation is None:
+        return Figures(suite_wer={s.name: s.reference_wer for s in suites}), Figures(
+            suite_wer={s.name: s.candidate_wer for s in suites}
+        )
+    m = validation.metrics
+    production = Figures(
+        heldout_wer=m.production_wer,
+        heldout_cer=m.production_cer,
+        eval_wer=m.eval_production_wer,
+        domain_wer={v: sl.production_wer for v, sl in m.slices.items()},
+        suite_wer={s.name: s.reference_wer for s in suites},
+    )
+    candidate = Figures(
+        heldout_wer=m.wer,
+        heldout_cer=m.cer,
+        eval_wer=m.eval_wer,
+        domain_wer={v: sl.wer for v, sl in m.slices.items()},
+        suite_wer={s.name: s.candidate_wer for s in suites},
+    )
+    return production, candidate
+
+
+def _evaluation(validation: ValidationEntry | None, suites: list[SuiteRow]) -> EvaluationSummary:
+    if validation is None:
+        return EvaluationSummary(suites=suites)
+    ev, m = validation.evaluation, validation.metrics
+    return EvaluationSummary(
+        normalizer=ev.normalizer,
+        delta_wer=m.delta_wer,
+        interval=ev.interval,
+        p_values={name: t.get("p_value") for name, t in ev.tests.items()},
+        newly_broken=ev.churn.get("newly_broken"),
+        newly_fixed=ev.churn.get("newly_fixed"),
+        critical_recall=Recall(production=m.production_critical_recall, candidate=m.critical_recall),
+        signatures=ev.signatures,
+        slices=ev.slices,
+        suites=suites,
+    )
+
+
+def summarize_run(config: FlywheelConfig, run_id: str) -> RunSummary:
+    """Collect one run's ledger and the registry state into its summary."""
+    ledger = read_run(config, run_id)
+    trigger, validation, regression = ledger.trigger, ledger.validation, ledger.regression
+    suites = regression.suites if regression else []
+    production, candidate = _figures(validation, suites)
+    registry = open_registry(config)
+    default = registry.resolve("default")
+    return RunSummary(
+        run_id=run_id,
+        run_dir=join_uri(config.paths.reports, run_id),
+        pipeline_root=config.paths.pipeline_root,
+        trigger=TriggerSummary(
+            fired=bool(trigger and trigger.should_train),
+            summary=trigger.summary if trigger else None,
+            blocked_by=trigger.blocked_by if trigger else None,
+            checks=trigger.checks if trigger else [],
+        ),
+        dataset=DatasetSummary.of(ledger.dataset) if ledger.dataset else None,
+        training=ledger.train,
+        production=production,
+        candidate=candidate,
+        p_value=validation.metrics.p_value if validation else None,
+        evaluation=_evaluation(validation, suites),
+        gates={
+            "validation": GateSummary(passed=validation.passed, reasons=validation.reasons)
+            if validation
+            else None,
+            "regression": GateSummary(passed=regression.passed, reasons=regression.reasons)
+            if regression
+            else None,
+        },
+        deploy=ledger.deploy,
+        deployed_version=default.version if default else None,
+        registry=RegistrySummary(
+            aliases=registry.aliases(), versions=[v.version for v in registry.versions()]
+        ),
+    )
+
+
+def write_summary(config: FlywheelConfig, summary: RunSummary) -> None:
+    open_store(config.paths.reports).write(
+        f"{summary.run_id}/{SUMMARY}", dump_json(summary.model_dump(mode="json"))
+    )
+
+
+def read_summary(config: FlywheelConfig, run_id: str) -> RunSummary | None:
+    """The summary kept when the run ended, or None for a run that has none."""
+    found = open_store(config.paths.reports).read(f"{run_id}/{SUMMARY}")
+    return RunSummary.model_validate_json(found.data) if found else None

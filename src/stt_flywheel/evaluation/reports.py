@@ -173,6 +173,24 @@ def validation_html(
     body += _verdict_block(verdict)
     if context is None or not context.normalizer:
         body += f"<p class='meta'>normaliser: {html.escape(str(details.get('normalizer', 'n/a')))}</p>"
+    body += _sets_section(comparisons)
+    body += _interval_section(details.get("interval"))
+    body += _tests_section(details.get("tests", {}))
+    body += _slices_section(details.get("slices", []), details.get("slice_margin"))
+    deltas = details.get("utterance_delta_wer", [])
+    if deltas:
+        body += "<h2>Per-utterance ΔWER</h2>" + figure(delta_histogram(deltas), f"{len(deltas)} utterances")
+    body += _signatures_section(details.get("signatures", {}))
+    body += _critical_section(details.get("critical_terms"))
+    body += _churn_section(details.get("churn", {}))
+    worst = details.get("worst_regressions", [])
+    body += _alignments_section("Largest regressions", worst, "delta_errors")
+    best = details.get("largest_improvements", [])
+    body += _alignments_section("Largest improvements", best, "delta_errors")
+    return page("Validation: candidate vs production", body)
+
+
+def _sets_section(comparisons: Sequence[Any]) -> str:
     rows = []
     for comp in comparisons:
         prod = comp.production
@@ -187,111 +205,113 @@ def validation_html(
                 f"{c.hits}/{c.substitutions}/{c.deletions}/{c.insertions}",
             )
         )
-    body += "<h2>Sets</h2><p class='meta'>Each pair is production → candidate.</p>" + table(
+    return "<h2>Sets</h2><p class='meta'>Each pair is production → candidate.</p>" + table(
         ["set", "utterances", "WER", "raw WER", "CER", "candidate H/S/D/I"], rows
     )
-    iv = details.get("interval")
-    if iv:
-        body += (
-            f"<h2>ΔWER on the held-out split</h2><p>ΔWER {cell(iv['delta'])}, {iv['confidence']:.0%} bootstrap "
-            f"interval [{cell(iv['low'])}, {cell(iv['high'])}] ({iv['resamples']} resamples by {iv['unit']}, "
-            f"{iv['units']} {iv['unit']}s); probability of improvement {cell(iv['prob_improvement'])} "
-            "(the share of resamples in which the candidate's WER is lower than production's).</p>"
-        )
-    tests = details.get("tests", {})
-    if tests:
-        body += "<h2>Paired tests</h2>" + table(
-            ["test", "p-value", "statistic", "n", "better", "worse"],
-            [
-                (t["name"], t["p_value"], t["statistic"], t["n"], t["better"], t["worse"])
-                for t in tests.values()
-            ],
-        )
-    all_slices = details.get("slices", [])
+
+
+def _interval_section(iv: dict[str, Any] | None) -> str:
+    if not iv:
+        return ""
+    return (
+        f"<h2>ΔWER on the held-out split</h2><p>ΔWER {cell(iv['delta'])}, {iv['confidence']:.0%} bootstrap "
+        f"interval [{cell(iv['low'])}, {cell(iv['high'])}] ({iv['resamples']} resamples by {iv['unit']}, "
+        f"{iv['units']} {iv['unit']}s); probability of improvement {cell(iv['prob_improvement'])} "
+        "(the share of resamples in which the candidate's WER is lower than production's).</p>"
+    )
+
+
+def _tests_section(tests: dict[str, Any]) -> str:
+    if not tests:
+        return ""
+    return "<h2>Paired tests</h2>" + table(
+        ["test", "p-value", "statistic", "n", "better", "worse"],
+        [(t["name"], t["p_value"], t["statistic"], t["n"], t["better"], t["worse"]) for t in tests.values()],
+    )
+
+
+def _slices_section(all_slices: list[dict[str, Any]], margin: float | None) -> str:
+    """Every slice large enough to gate (tabled and plotted), and some of the small ones (tabled)."""
+    if not all_slices:
+        return ""
     slices = [s for s in all_slices if s["gated"]]
     small = [s for s in all_slices if not s["gated"]]
-    if all_slices:
-        body += (
-            f"<h2>Slices</h2><p class='meta'>{len(slices)} slices large enough to gate are plotted; "
-            f"{len(small)} smaller ones are listed (at most {_SMALL_SLICES_SHOWN}), not gated.</p>"
-        )
-        body += table(
-            ["field", "value", "utterances", "production WER", "candidate WER", "ΔWER", "interval", "gated"],
-            [
-                (
-                    s["field"],
-                    s["value"],
-                    s["utterances"],
-                    s.get("production_wer", math.nan),
-                    s["candidate_wer"],
-                    s.get("delta_wer", math.nan),
-                    f"[{cell(s.get('low', math.nan))}, {cell(s.get('high', math.nan))}]",
-                    "yes" if s["gated"] else "no (too small)",
-                )
-                for s in slices + small[:_SMALL_SLICES_SHOWN]
-            ],
-        )
-        if len(small) > _SMALL_SLICES_SHOWN:
-            body += (
-                f"<p class='meta'>{len(small) - _SMALL_SLICES_SHOWN} more small slices in verdict.json.</p>"
-            )
-    if slices:
-        margin = details.get("slice_margin")
-        items = [
+    body = (
+        f"<h2>Slices</h2><p class='meta'>{len(slices)} slices large enough to gate are plotted; "
+        f"{len(small)} smaller ones are listed (at most {_SMALL_SLICES_SHOWN}), not gated.</p>"
+    )
+    body += table(
+        ["field", "value", "utterances", "production WER", "candidate WER", "ΔWER", "interval", "gated"],
+        [
             (
-                f"{s['field']}={s['value']} ({s['utterances']})",
+                s["field"],
+                s["value"],
+                s["utterances"],
+                s.get("production_wer", math.nan),
+                s["candidate_wer"],
                 s.get("delta_wer", math.nan),
-                s.get("low", math.nan),
-                s.get("high", math.nan),
-                margin,
+                f"[{cell(s.get('low', math.nan))}, {cell(s.get('high', math.nan))}]",
+                "yes" if s["gated"] else "no (too small)",
             )
-            for s in slices
-        ]
-        body += figure(slice_plot(slices), "WER per slice, production vs candidate")
-        caption = "ΔWER interval per slice"
-        if margin is not None:
-            caption += f"; a slice fails above +{margin:g} (dashed) with its interval above 0"
-        body += figure(interval_plot(items), caption)
-    deltas = details.get("utterance_delta_wer", [])
-    if deltas:
-        body += "<h2>Per-utterance ΔWER</h2>" + figure(delta_histogram(deltas), f"{len(deltas)} utterances")
-    sig = details.get("signatures", {})
-    if sig:
-        body += "<h2>Failure signatures</h2>" + table(
-            ["model", "empty", "repetition loops", "insertion bursts"],
-            [
-                (
-                    m,
-                    f"{v['empty']} ({v['empty_share']:.1%})",
-                    f"{v['loops']} ({v['loop_share']:.1%})",
-                    f"{v['bursts']} ({v['burst_share']:.1%})",
-                )
-                for m, v in sig.items()
-            ],
+            for s in slices + small[:_SMALL_SLICES_SHOWN]
+        ],
+    )
+    if len(small) > _SMALL_SLICES_SHOWN:
+        body += f"<p class='meta'>{len(small) - _SMALL_SLICES_SHOWN} more small slices in verdict.json.</p>"
+    if not slices:
+        return body
+    items = [
+        (
+            f"{s['field']}={s['value']} ({s['utterances']})",
+            s.get("delta_wer", math.nan),
+            s.get("low", math.nan),
+            s.get("high", math.nan),
+            margin,
         )
-    crit = details.get("critical_terms")
-    if crit:
-        body += "<h2>Critical terms</h2>" + table(
-            ["model", "recall", "occurrences"],
-            [
-                (m, crit[m]["recall"], crit[m]["occurrences"])
-                for m in ("production", "candidate")
-                if m in crit
-            ],
-        )
-    churn = details.get("churn", {})
-    if churn:
-        body += (
-            f"<h2>Churn</h2><p>newly broken (production exact, candidate wrong): {churn['newly_broken']}; "
-            f"newly fixed: {churn['newly_fixed']}.</p>"
-        )
-        body += _alignments_section("Newly broken", churn["broken"], "candidate_errors")
-        body += _alignments_section("Newly fixed", churn["fixed"], "production_errors")
-    worst = details.get("worst_regressions", [])
-    body += _alignments_section("Largest regressions", worst, "delta_errors")
-    best = details.get("largest_improvements", [])
-    body += _alignments_section("Largest improvements", best, "delta_errors")
-    return page("Validation: candidate vs production", body)
+        for s in slices
+    ]
+    body += figure(slice_plot(slices), "WER per slice, production vs candidate")
+    caption = "ΔWER interval per slice"
+    if margin is not None:
+        caption += f"; a slice fails above +{margin:g} (dashed) with its interval above 0"
+    return body + figure(interval_plot(items), caption)
+
+
+def _signatures_section(sig: dict[str, Any]) -> str:
+    if not sig:
+        return ""
+    return "<h2>Failure signatures</h2>" + table(
+        ["model", "empty", "repetition loops", "insertion bursts"],
+        [
+            (
+                m,
+                f"{v['empty']} ({v['empty_share']:.1%})",
+                f"{v['loops']} ({v['loop_share']:.1%})",
+                f"{v['bursts']} ({v['burst_share']:.1%})",
+            )
+            for m, v in sig.items()
+        ],
+    )
+
+
+def _critical_section(crit: dict[str, Any] | None) -> str:
+    if not crit:
+        return ""
+    return "<h2>Critical terms</h2>" + table(
+        ["model", "recall", "occurrences"],
+        [(m, crit[m]["recall"], crit[m]["occurrences"]) for m in ("production", "candidate") if m in crit],
+    )
+
+
+def _churn_section(churn: dict[str, Any]) -> str:
+    if not churn:
+        return ""
+    body = (
+        f"<h2>Churn</h2><p>newly broken (production exact, candidate wrong): {churn['newly_broken']}; "
+        f"newly fixed: {churn['newly_fixed']}.</p>"
+    )
+    body += _alignments_section("Newly broken", churn["broken"], "candidate_errors")
+    return body + _alignments_section("Newly fixed", churn["fixed"], "production_errors")
 
 
 def regression_html(results: Sequence[Any], verdict: Verdict, context: ReportContext | None = None) -> str:

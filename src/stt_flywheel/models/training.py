@@ -287,7 +287,59 @@ def fine_tune(
     bf16 = _use_bf16(settings.bf16, device)
     checkpoints = output_dir / "checkpoints"
     last = _last_complete_checkpoint(checkpoints)
-    args = TrainingArguments(
+    args = _training_arguments(settings, checkpoints, device, bf16, processes)
+    # The starting weights are only kept when WiSE-FT needs them (a second copy of the model).
+    start_weights = (
+        {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+        if settings.wise_ft_alpha < 1.0
+        else {}
+    )
+    model.configure_language(settings.language, settings.task)
+    # log-mels on the accelerator when the collator runs in this process; worker processes use the CPU
+    model.feature_device = device if settings.dataloader_workers == 0 else "cpu"
+    total = sum(p.numel() for p in model.model.parameters())
+    trained = _wrap_lora(model.model, settings) if settings.method == "lora" else model.model
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    trainer = Trainer(
+        model=trained,
+        args=args,
+        train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
+        data_collator=_AugmentingCollator(model, settings.seed) if settings.spec_augment else model.collate,
+        callbacks=[_Progress(progress)] if progress else None,
+    )
+    started = time.perf_counter()
+    out = trainer.train(resume_from_checkpoint=last)
+    runtime = time.perf_counter() - started
+    eval_loss = None
+    if eval_examples:
+        trainer.data_collator = model.collate  # held-out loss on unmasked features
+        eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
+    saved = _finish(model, trained, trainer, settings, start_weights, output_dir)
+    train_loss = float(out.training_loss)
+    samples = settings.max_steps * settings.batch_size * processes
+    return TrainResult(
+        output_dir=saved_model_dir(output_dir),
+        train_loss=train_loss if math.isfinite(train_loss) else float("nan"),
+        eval_loss=eval_loss,
+        steps=int(out.global_step),
+        runtime_s=runtime,
+        samples_per_second=samples / runtime if runtime > 0 else 0.0,
+        device=device,
+        bf16=bf16,
+        resumed_from=last,
+        log_history=list(trainer.state.log_history),
+        trainable_parameters=trainable,
+        total_parameters=total,
+        processes=processes,
+        saved=saved,
+    )
+
+
+def _training_arguments(
+    settings: TrainSettings, checkpoints: Path, device: str, bf16: bool, processes: int
+) -> TrainingArguments:
+    """The Trainer's arguments for these settings, on this device, in this many processes."""
+    return TrainingArguments(
         output_dir=str(checkpoints),
         max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size,
@@ -315,32 +367,18 @@ def fine_tune(
         # non-reentrant: also right when the inputs of a checkpointed block need no gradient (LoRA)
         activation_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
     )
-    # The starting weights are only kept when WiSE-FT needs them (a second copy of the model).
-    start_weights = (
-        {k: v.detach().clone() for k, v in model.model.state_dict().items()}
-        if settings.wise_ft_alpha < 1.0
-        else {}
-    )
-    model.configure_language(settings.language, settings.task)
-    # log-mels on the accelerator when the collator runs in this process; worker processes use the CPU
-    model.feature_device = device if settings.dataloader_workers == 0 else "cpu"
-    total = sum(p.numel() for p in model.model.parameters())
-    trained = _wrap_lora(model.model, settings) if settings.method == "lora" else model.model
-    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
-    trainer = Trainer(
-        model=trained,
-        args=args,
-        train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),
-        data_collator=_AugmentingCollator(model, settings.seed) if settings.spec_augment else model.collate,
-        callbacks=[_Progress(progress)] if progress else None,
-    )
-    started = time.perf_counter()
-    out = trainer.train(resume_from_checkpoint=last)
-    runtime = time.perf_counter() - started
-    eval_loss = None
-    if eval_examples:
-        trainer.data_collator = model.collate  # held-out loss on unmasked features
-        eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
+
+
+def _finish(
+    model: SpeechModel,
+    trained: torch.nn.Module,
+    trainer: Trainer,
+    settings: TrainSettings,
+    start_weights: dict[str, torch.Tensor],
+    output_dir: Path,
+) -> bool:
+    """After the last step: fold LoRA adapters in, refuse non-finite weights, interpolate towards
+    the start (WiSE-FT), and save on the first process; whether this process saved."""
     if settings.method == "lora":
         # the adapters folded into the weights: what is saved is an ordinary model of the same shape
         model.model = trained.merge_and_unload()  # type: ignore[operator]
@@ -350,27 +388,10 @@ def fine_tune(
     _check_finite(model.model, trainer.state.log_history)
     if start_weights:
         interpolate_weights(model.model, start_weights, settings.wise_ft_alpha)
-    saved = trainer.is_world_process_zero()
+    saved = bool(trainer.is_world_process_zero())
     if saved:
         model.save(saved_model_dir(output_dir))
-    train_loss = float(out.training_loss)
-    samples = settings.max_steps * settings.batch_size * processes
-    return TrainResult(
-        output_dir=saved_model_dir(output_dir),
-        train_loss=train_loss if math.isfinite(train_loss) else float("nan"),
-        eval_loss=eval_loss,
-        steps=int(out.global_step),
-        runtime_s=runtime,
-        samples_per_second=samples / runtime if runtime > 0 else 0.0,
-        device=device,
-        bf16=bf16,
-        resumed_from=last,
-        log_history=list(trainer.state.log_history),
-        trainable_parameters=trainable,
-        total_parameters=total,
-        processes=processes,
-        saved=saved,
-    )
+    return saved
 
 
 @torch.no_grad()

@@ -191,29 +191,17 @@ def _canary(
     seed: int,
 ) -> MonitorDecision:
     settings = config.monitor
-    split = decision.traffic_before
     log = registry.audit_log()
     state = canary_state(
-        log, candidate.version, default.version, split[candidate.version], settings.canary_steps, now
+        log,
+        candidate.version,
+        default.version,
+        decision.traffic_before[candidate.version],
+        settings.canary_steps,
+        now,
     )
     end = _settled_end(config, now)
-    rows = (
-        read_live(open_error_store(config), state.step_started_at, end, now)
-        if end > state.step_started_at
-        else []
-    )
-    arms = (
-        measure_arm(
-            str(candidate.version),
-            _rows(rows, candidate.version, state.step_started_at, end),
-            config.validation.normalizer,
-        ),
-        measure_arm(
-            str(default.version),
-            _rows(rows, default.version, state.step_started_at, end),
-            config.validation.normalizer,
-        ),
-    )
+    arms = _canary_arms(config, candidate.version, default.version, state.step_started_at, end, now)
     if state.share >= 100:  # the last look was stopped half-way through promoting: finish it
         judgement = Judgement(
             "promote",
@@ -234,8 +222,30 @@ def _canary(
         and e.get("version") == candidate.version
         and _at(e) >= state.started_at
     ]
-    c, d = f"v{candidate.version}", f"v{default.version}"
-    decision.summary = {
+    decision.summary = _canary_summary(judgement, state, f"v{candidate.version}", f"v{default.version}")
+    if act:
+        _act_on_canary(registry, endpoint, decision, judgement, candidate.version, state.next_share)
+    return decision
+
+
+def _canary_arms(
+    config: FlywheelConfig, candidate: int, default: int, start: datetime, end: datetime, now: datetime
+) -> tuple[Arm, Arm]:
+    """Both versions' settled live traffic since the current step began."""
+    rows = read_live(open_error_store(config), start, end, now) if end > start else []
+    normalizer = config.validation.normalizer
+    return (
+        measure_arm(str(candidate), _rows(rows, candidate, start, end), normalizer),
+        measure_arm(str(default), _rows(rows, default, start, end), normalizer),
+    )
+
+
+def _canary_summary(judgement: Judgement, state: CanaryState, c: str, d: str) -> str:
+    if state.share >= 100:
+        return f"canary {c} promoted: finishing an interrupted promotion"
+    if judgement.action == "rollback" and not any(t.verdict == "worse" for t in judgement.tests):
+        return f"canary {c} rolled back at its deadline (fail closed)"
+    return {
         "wait": f"canary {c} ({state.share} %) waits for labels",
         "continue": f"canary {c} ({state.share} %) inconclusive against {d}: collecting more",
         "promote": f"canary {c} promoted: non-inferior to {d} on correction rate and live WER",
@@ -243,27 +253,30 @@ def _canary(
         "rollback": f"canary {c} rolled back: worse than {d}",
         "hold": f"canary {c} held at {state.share} % past its deadline: a person must decide",
     }[judgement.action]
-    if state.share >= 100:
-        decision.summary = f"canary {c} promoted: finishing an interrupted promotion"
-    if judgement.action == "rollback" and not any(t.verdict == "worse" for t in judgement.tests):
-        decision.summary = f"canary {c} rolled back at its deadline (fail closed)"
-    if act:
-        reason = f"monitor: {decision.summary}"
-        if judgement.action == "promote":
-            decision.outcome = _outcome(promote_canary(registry, endpoint, reason))
-        elif judgement.action == "step":
-            with registry.exclusive():  # what serves is read again under the lock
-                now_split = endpoint.traffic()
-                endpoint.set_traffic(
-                    canary_split(now_split, candidate.version, state.next_share), reason=reason
-                )
-        elif judgement.action == "rollback":
-            decision.outcome = _outcome(rollback(registry, endpoint, reason))
-        decision.acted = judgement.action in ("promote", "step", "rollback")
-        decision.traffic_after = endpoint.traffic() if decision.acted else split
-        decision.severity = _severity(decision)
-        registry.record("monitor_canary", candidate.version, decision.audit_detail())
-    return decision
+
+
+def _act_on_canary(
+    registry: Registry,
+    endpoint: Endpoint,
+    decision: MonitorDecision,
+    judgement: Judgement,
+    candidate: int,
+    next_share: int,
+) -> None:
+    """Promote, step or roll back as judged, and record the look in the audit log."""
+    reason = f"monitor: {decision.summary}"
+    if judgement.action == "promote":
+        decision.outcome = _outcome(promote_canary(registry, endpoint, reason))
+    elif judgement.action == "step":
+        with registry.exclusive():  # what serves is read again under the lock
+            now_split = endpoint.traffic()
+            endpoint.set_traffic(canary_split(now_split, candidate, next_share), reason=reason)
+    elif judgement.action == "rollback":
+        decision.outcome = _outcome(rollback(registry, endpoint, reason))
+    decision.acted = judgement.action in ("promote", "step", "rollback")
+    decision.traffic_after = endpoint.traffic() if decision.acted else decision.traffic_before
+    decision.severity = _severity(decision)
+    registry.record("monitor_canary", candidate, decision.audit_detail())
 
 
 def _watch_default(

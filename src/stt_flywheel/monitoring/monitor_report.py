@@ -100,69 +100,8 @@ def monitor_html(d: MonitorDecision) -> str:
             ],
         ),
     ]
-    if d.arms:
-        parts.append("<h2>Arms</h2>")
-        parts.append(
-            table(
-                [
-                    "arm",
-                    "version",
-                    "settled requests",
-                    "labelled",
-                    "corrected",
-                    "correction rate",
-                    "scored",
-                    "live WER",
-                ],
-                [
-                    (
-                        name,
-                        f"v{a['version']}",
-                        a["requests"],
-                        a["labelled"],
-                        a["corrected"],
-                        _num(a["correction_rate"]),
-                        a["scored"],
-                        _num(a["wer"]),
-                    )
-                    for name, a in d.arms.items()
-                ],
-            )
-        )
-    if d.tests:
-        parts.append("<h2>Tests</h2>")
-        parts.append(
-            table(
-                [
-                    "metric",
-                    "first arm",
-                    "second arm",
-                    "Δ",
-                    "interval",
-                    "margin",
-                    "verdict",
-                    "p (non-inferior)",
-                    "p (worse)",
-                ],
-                [
-                    (
-                        LABEL[t["metric"]],
-                        _num(t["a"]),
-                        _num(t["b"]),
-                        _num(t["delta"]),
-                        f"[{_num(t['low'])}, {_num(t['high'])}] at {t['confidence']:.2%}",
-                        _num(t["margin"]),
-                        t["verdict"].replace("_", " "),
-                        _num(t["p_non_inferior"], 4),
-                        _num(t["p_worse"], 4),
-                    )
-                    for t in d.tests
-                ],
-            )
-        )
-        parts.append(
-            figure(interval_plot(d.tests), "Each difference with its interval, zero, and its margin.")
-        )
+    parts.append(_arms_section(d))
+    parts.append(_tests_section(d))
     looks = [h for h in d.history if h.get("arms")]
     if d.kind == "canary" and d.arms:
         looks.append({"at": d.checked_at, "arms": d.arms, "tests": d.tests})
@@ -178,6 +117,81 @@ def monitor_html(d: MonitorDecision) -> str:
         parts.append(f"<h2>Action taken</h2><p>{html.escape(d.outcome)}</p>")
     parts.append(f"<p class='meta'>{html.escape(SELECTION_BIAS)}</p>")
     return page("stt-flywheel monitor", "".join(parts))
+
+
+def _arms_section(d: MonitorDecision) -> str:
+    """The arms the look compared, each with its live evidence."""
+    if not d.arms:
+        return ""
+    parts: list[str] = []
+    parts.append("<h2>Arms</h2>")
+    parts.append(
+        table(
+            [
+                "arm",
+                "version",
+                "settled requests",
+                "labelled",
+                "corrected",
+                "correction rate",
+                "scored",
+                "live WER",
+            ],
+            [
+                (
+                    name,
+                    f"v{a['version']}",
+                    a["requests"],
+                    a["labelled"],
+                    a["corrected"],
+                    _num(a["correction_rate"]),
+                    a["scored"],
+                    _num(a["wer"]),
+                )
+                for name, a in d.arms.items()
+            ],
+        )
+    )
+    return "".join(parts)
+
+
+def _tests_section(d: MonitorDecision) -> str:
+    """Each test: the difference, its interval, the margin and the verdict."""
+    if not d.tests:
+        return ""
+    parts: list[str] = []
+    parts.append("<h2>Tests</h2>")
+    parts.append(
+        table(
+            [
+                "metric",
+                "first arm",
+                "second arm",
+                "Δ",
+                "interval",
+                "margin",
+                "verdict",
+                "p (non-inferior)",
+                "p (worse)",
+            ],
+            [
+                (
+                    LABEL[t["metric"]],
+                    _num(t["a"]),
+                    _num(t["b"]),
+                    _num(t["delta"]),
+                    f"[{_num(t['low'])}, {_num(t['high'])}] at {t['confidence']:.2%}",
+                    _num(t["margin"]),
+                    t["verdict"].replace("_", " "),
+                    _num(t["p_non_inferior"], 4),
+                    _num(t["p_worse"], 4),
+                )
+                for t in d.tests
+            ],
+        )
+    )
+    parts.append(figure(interval_plot(d.tests), "Each difference with its interval, zero, and its margin."))
+    return "".join(parts)
 
 
 def monitor_markdown(d: MonitorDecision) -> str:

@@ -38,80 +38,96 @@ def trend_plot(trend: list[dict[str, Any]]) -> str:
 
 
 def status_html(view: dict[str, Any]) -> str:
-    st = view["store"]
-    fb = st["feedback_events"]
     parts = [f"<p class='meta'>checked at {html.escape(str(view['checked_at']))}</p>"]
-    parts.append("<h2>Error store</h2>")
-    parts.append(
-        table(
-            [
-                "predictions",
-                "feedback read",
-                "applied",
-                "superseded",
-                "duplicates",
-                "pending",
-                "quarantined",
-                "since watermark",
-            ],
-            [
-                (
-                    st["predictions"],
-                    fb["read"],
-                    fb["applied"],
-                    fb["superseded"],
-                    fb["duplicate"],
-                    fb["pending"],
-                    fb["quarantined"] + fb["rejected_at_ingest"],
-                    st["since_watermark"]["feedback_events"],
-                )
-            ],
-        )
-    )
-    trigger = view["trigger"]
-    parts.append(f"<h2>Trigger</h2><p>{html.escape(trigger['summary'])}</p>")
-    parts.append(
-        table(
-            ["check", "value", "threshold", "passed", "why"],
-            [
-                (
-                    c["name"],
-                    f"{c['value']:.4g}{c.get('unit', '')}",
-                    f"{c['threshold']:.4g}{c.get('unit', '')}",
-                    "yes" if c["passed"] else "no",
-                    c["reason"],
-                )
-                for c in trigger["checks"]
-            ],
-        )
-    )
-    if view.get("proposals"):
-        parts.append("<h2>Training proposals</h2>")
-        parts.append(
-            table(
-                ["proposal", "state", "lapses", "corrected cases", "machine", "approved by"],
-                [
-                    (
-                        p["id"],
-                        p["state"],
-                        p["expires_at"][:16],
-                        p["dataset"].get("corrected_cases"),
-                        p["machine"].get("accelerator", "–"),
-                        (p["approval"] or {}).get("by", f"waiting: stt-flywheel approve {p['id']}"),
-                    )
-                    for p in view["proposals"]
-                ],
-            )
-        )
+    parts.append(_store_section(view["store"]))
+    parts.append(_trigger_section(view["trigger"]))
+    parts.append(_proposals_section(view.get("proposals") or []))
     monitor = view.get("monitor")
     if monitor:
         parts.append(
             f"<h2>Monitor</h2><p>{html.escape(str(monitor['at'])[:19])}: {html.escape(str(monitor['summary']))} "
             f"({html.escape(str(monitor['severity']))}); report {html.escape(str(monitor['report']))}</p>"
         )
-    parts.append("<h2>Versions</h2>")
+    parts.append(_versions_section(view["registry"]["versions"]))
+    parts.append(f"<p class='meta'>{html.escape(view['live']['selection_bias'])}</p>")
+    parts.append("<h2>Trend</h2>")
+    parts.append(figure(trend_plot(view["trend"]), "Each version's live WER and correction rate by day."))
+    parts.append("<h2>Last runs</h2>")
+    parts.append(
+        table(
+            ["run", *STAGES],
+            [(r["run_id"], *(r["stages"][k] or "–" for k in STAGES)) for r in view["runs"]],
+        )
+    )
+    return page("stt-flywheel status", "".join(parts))
+
+
+def _store_section(st: dict[str, Any]) -> str:
+    fb = st["feedback_events"]
+    return "<h2>Error store</h2>" + table(
+        [
+            "predictions",
+            "feedback read",
+            "applied",
+            "superseded",
+            "duplicates",
+            "pending",
+            "quarantined",
+            "since watermark",
+        ],
+        [
+            (
+                st["predictions"],
+                fb["read"],
+                fb["applied"],
+                fb["superseded"],
+                fb["duplicate"],
+                fb["pending"],
+                fb["quarantined"] + fb["rejected_at_ingest"],
+                st["since_watermark"]["feedback_events"],
+            )
+        ],
+    )
+
+
+def _trigger_section(trigger: dict[str, Any]) -> str:
+    return f"<h2>Trigger</h2><p>{html.escape(trigger['summary'])}</p>" + table(
+        ["check", "value", "threshold", "passed", "why"],
+        [
+            (
+                c["name"],
+                f"{c['value']:.4g}{c.get('unit', '')}",
+                f"{c['threshold']:.4g}{c.get('unit', '')}",
+                "yes" if c["passed"] else "no",
+                c["reason"],
+            )
+            for c in trigger["checks"]
+        ],
+    )
+
+
+def _proposals_section(proposals: list[dict[str, Any]]) -> str:
+    if not proposals:
+        return ""
+    return "<h2>Training proposals</h2>" + table(
+        ["proposal", "state", "lapses", "corrected cases", "machine", "approved by"],
+        [
+            (
+                p["id"],
+                p["state"],
+                p["expires_at"][:16],
+                p["dataset"].get("corrected_cases"),
+                p["machine"].get("accelerator", "–"),
+                (p["approval"] or {}).get("by", f"waiting: stt-flywheel approve {p['id']}"),
+            )
+            for p in proposals
+        ],
+    )
+
+
+def _versions_section(versions: list[dict[str, Any]]) -> str:
     rows = []
-    for v in view["registry"]["versions"]:
+    for v in versions:
         live = v["live"] or {}
         rows.append(
             (
@@ -128,35 +144,20 @@ def status_html(view: dict[str, Any]) -> str:
                 percent_interval(live.get("cer")),
             )
         )
-    parts.append(
-        table(
-            [
-                "version",
-                "aliases",
-                "traffic %",
-                "offline WER",
-                "requests",
-                "pending",
-                "with feedback",
-                "correction rate",
-                "flag rate",
-                "live WER",
-                "live CER",
-            ],
-            rows,
-        )
-    )
-    parts.append(f"<p class='meta'>{html.escape(view['live']['selection_bias'])}</p>")
-    parts.append("<h2>Trend</h2>")
-    parts.append(figure(trend_plot(view["trend"]), "Each version's live WER and correction rate by day."))
-    parts.append("<h2>Last runs</h2>")
-    parts.append(
-        table(
-            ["run", *STAGES],
-            [(r["run_id"], *(r["stages"][k] or "–" for k in STAGES)) for r in view["runs"]],
-        )
-    )
-    return page("stt-flywheel status", "".join(parts))
+    headers = [
+        "version",
+        "aliases",
+        "traffic %",
+        "offline WER",
+        "requests",
+        "pending",
+        "with feedback",
+        "correction rate",
+        "flag rate",
+        "live WER",
+        "live CER",
+    ]
+    return "<h2>Versions</h2>" + table(headers, rows)
 
 
 def write_status_page(view: dict[str, Any], path: str | Path) -> None:

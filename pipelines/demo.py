@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +69,7 @@ def run_demo(
         shutil.rmtree(home)  # a scenario of its own, run from scratch each time
     config_path = home / "flywheel.yaml"
     if not bad_canary and (home / "summary.json").exists():
-        done = read_json(home / "summary.json")
-        console.print(
-            f"The flywheel already turned {len(done['turns'])} times in {home}; its turns are below, and "
-            f"`stt-flywheel status --config {config_path}` shows where it stands. Remove {home} (or pass "
-            "another --work-dir) to run the demo afresh."
-        )
-        print_turns(done["turns"], console)
-        return dict(done)
+        return _already_turned(home, config_path, console)
     config = _demo_config(config_path, manifests, max_steps, min_error_cases, console)
     summary: dict[str, Any] = {"rounds": [], "turns": []}
     rounds = iter(range(sizes.traffic_rounds))
@@ -103,21 +97,7 @@ def run_demo(
     if bad_canary:
         summary["turns"].append(_bad_canary_turn(config_path, serve_round, console))
     else:
-        package = compile_pipeline(home / "pipeline.yaml")
-        console.print(
-            f"Compiled pipeline: {package}; each turn runs it with kfp.local (SubprocessRunner).",
-            highlight=False,
-        )
-        for k in range(1, turns + 1):
-            turn = _turn(k, config_path, package, serve_round, summary, console)
-            summary["turns"].append(turn)
-            if turn["decision"] != "promote":
-                break
-            if (
-                k < turns
-                and serve_round(f"Round after turn {k} (v{turn['candidate_version']} alone)") is None
-            ):
-                break
+        _turn_the_wheel(home, config_path, turns, serve_round, summary, console)
     summary["timings_s"] = {"demo_total": round(time.perf_counter() - started, 1)}
     summary["reports"] = {
         "runs": str(config.paths.reports),
@@ -130,6 +110,41 @@ def run_demo(
         f"Demo total {summary['timings_s']['demo_total']:.0f} s. Summary written to {home / 'summary.json'}"
     )
     return summary
+
+
+def _already_turned(home: Path, config_path: Path, console: Console) -> dict[str, Any]:
+    done = read_json(home / "summary.json")
+    console.print(
+        f"The flywheel already turned {len(done['turns'])} times in {home}; its turns are below, and "
+        f"`stt-flywheel status --config {config_path}` shows where it stands. Remove {home} (or pass "
+        "another --work-dir) to run the demo afresh."
+    )
+    print_turns(done["turns"], console)
+    return dict(done)
+
+
+def _turn_the_wheel(
+    home: Path,
+    config_path: Path,
+    turns: int,
+    serve_round: Callable[[str], dict[str, Any] | None],
+    summary: dict[str, Any],
+    console: Console,
+) -> None:
+    """Up to `turns` runs of the compiled pipeline, each followed by its canary's live decision;
+    the wheel stops at the first candidate that is not promoted."""
+    package = compile_pipeline(home / "pipeline.yaml")
+    console.print(
+        f"Compiled pipeline: {package}; each turn runs it with kfp.local (SubprocessRunner).",
+        highlight=False,
+    )
+    for k in range(1, turns + 1):
+        turn = _turn(k, config_path, package, serve_round, summary, console)
+        summary["turns"].append(turn)
+        if turn["decision"] != "promote":
+            return
+        if k < turns and serve_round(f"Round after turn {k} (v{turn['candidate_version']} alone)") is None:
+            return
 
 
 def _demo_config(

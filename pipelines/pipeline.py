@@ -18,6 +18,7 @@ runs (the error store, the registry, the lease).
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kfp import dsl
@@ -63,89 +64,126 @@ def build_pipeline(
         trainer_memory: str = "32G",
         serving_image: str = default_serving_image,
     ) -> None:
-        run_id = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+        run = _Run(
+            config_uri,
+            dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            accelerator_type,
+            accelerator_count,
+            trainer_cpu,
+            trainer_memory,
+        )
         trigger = (
-            c.check_trigger(
-                config_uri=config_uri,
-                run_id=run_id,
-                force=force,
-                requested_accelerator=accelerator_type,
-                requested_accelerators=accelerator_count,
-                requested_cpu=trainer_cpu,
-                requested_memory=trainer_memory,
-            )
+            c.check_trigger(force=force, **run.trigger_arguments())
             .set_display_name("1 Trigger check")
             .set_caching_options(False)
         )
         with dsl.If(trigger.outputs["Output"] == True, name="enough-new-evidence"):  # noqa: E712
             dataset = (
-                c.build_dataset(config_uri=config_uri, run_id=run_id, decision=trigger.outputs["decision"])
+                c.build_dataset(
+                    config_uri=config_uri, run_id=run.run_id, decision=trigger.outputs["decision"]
+                )
                 .set_display_name("2 Build dataset")
                 .set_caching_options(False)
                 .set_retry(**RETRY)
             )
             with dsl.If(dataset.outputs["Output"] == True, name="dataset-usable"):  # noqa: E712
-                train = (
-                    c.train_model(
-                        config_uri=config_uri,
-                        run_id=run_id,
-                        max_steps=max_steps,
-                        requested_accelerator=accelerator_type,
-                        requested_accelerators=accelerator_count,
-                        requested_cpu=trainer_cpu,
-                        requested_memory=trainer_memory,
-                        dataset=dataset.outputs["dataset"],
-                    )
-                    .set_display_name("3 Train model")
-                    .set_caching_options(False)
-                    .set_accelerator_type(accelerator_type)
-                    .set_accelerator_limit(accelerator_count)
-                    .set_cpu_limit(trainer_cpu)
-                    .set_memory_limit(trainer_memory)
-                    .set_retry(**RETRY)
+                _train_evaluate_deploy(
+                    c, run, dataset, max_steps, auto_deploy, serving_image, evaluate_on_accelerator
                 )
-                validate = (
-                    c.validate_model(
-                        config_uri=config_uri,
-                        run_id=run_id,
-                        dataset=dataset.outputs["dataset"],
-                        model=train.outputs["model"],
-                    )
-                    .set_display_name("4 Validate against production")
-                    .set_caching_options(False)
-                    .set_retry(**RETRY)
-                )
-                if evaluate_on_accelerator:
-                    validate.set_accelerator_type(accelerator_type).set_accelerator_limit(1)
-                regression = (
-                    c.run_regression_suites(
-                        config_uri=config_uri, run_id=run_id, model=train.outputs["model"]
-                    )
-                    .set_display_name("5 Regression suites")
-                    .set_caching_options(False)
-                    .set_retry(**RETRY)
-                )
-                if evaluate_on_accelerator:
-                    regression.set_accelerator_type(accelerator_type).set_accelerator_limit(1)
-                validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
-                regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712
-                with validation_passed, regression_passed:
-                    (
-                        c.deploy_model(
-                            config_uri=config_uri,
-                            run_id=run_id,
-                            auto_deploy=auto_deploy,
-                            serving_image=serving_image,
-                            dataset=dataset.outputs["dataset"],
-                            model=train.outputs["model"],
-                            validation_results=validate.outputs["results"],
-                            regression_results=regression.outputs["results"],
-                        )
-                        .set_display_name("6 Deploy model")
-                        .set_caching_options(False)
-                    )
 
     return stt_flywheel
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The flywheel's run-wide parameters, as its tasks take them."""
+
+    config_uri: Any
+    run_id: Any
+    accelerator_type: Any
+    accelerator_count: Any
+    trainer_cpu: Any
+    trainer_memory: Any
+
+    def trigger_arguments(self) -> dict[str, Any]:
+        """What the trigger records of the machine a run would train on (for a proposal)."""
+        return {
+            "config_uri": self.config_uri,
+            "run_id": self.run_id,
+            "requested_accelerator": self.accelerator_type,
+            "requested_accelerators": self.accelerator_count,
+            "requested_cpu": self.trainer_cpu,
+            "requested_memory": self.trainer_memory,
+        }
+
+
+def _train_evaluate_deploy(
+    c: Any,
+    run: _Run,
+    dataset: Any,
+    max_steps: Any,
+    auto_deploy: Any,
+    serving_image: Any,
+    evaluate_on_accelerator: bool,
+) -> None:
+    """Stages 3 to 6: train on the accelerator, validate and test regressions side by side, and
+    deploy only where both passed."""
+    train = (
+        c.train_model(
+            config_uri=run.config_uri,
+            run_id=run.run_id,
+            max_steps=max_steps,
+            requested_accelerator=run.accelerator_type,
+            requested_accelerators=run.accelerator_count,
+            requested_cpu=run.trainer_cpu,
+            requested_memory=run.trainer_memory,
+            dataset=dataset.outputs["dataset"],
+        )
+        .set_display_name("3 Train model")
+        .set_caching_options(False)
+        .set_accelerator_type(run.accelerator_type)
+        .set_accelerator_limit(run.accelerator_count)
+        .set_cpu_limit(run.trainer_cpu)
+        .set_memory_limit(run.trainer_memory)
+        .set_retry(**RETRY)
+    )
+    validate = (
+        c.validate_model(
+            config_uri=run.config_uri,
+            run_id=run.run_id,
+            dataset=dataset.outputs["dataset"],
+            model=train.outputs["model"],
+        )
+        .set_display_name("4 Validate against production")
+        .set_caching_options(False)
+        .set_retry(**RETRY)
+    )
+    regression = (
+        c.run_regression_suites(config_uri=run.config_uri, run_id=run.run_id, model=train.outputs["model"])
+        .set_display_name("5 Regression suites")
+        .set_caching_options(False)
+        .set_retry(**RETRY)
+    )
+    if evaluate_on_accelerator:
+        validate.set_accelerator_type(run.accelerator_type).set_accelerator_limit(1)
+        regression.set_accelerator_type(run.accelerator_type).set_accelerator_limit(1)
+    validation_passed = dsl.If(validate.outputs["Output"] == True, name="validation-passed")  # noqa: E712
+    regression_passed = dsl.If(regression.outputs["Output"] == True, name="regression-passed")  # noqa: E712
+    with validation_passed, regression_passed:
+        (
+            c.deploy_model(
+                config_uri=run.config_uri,
+                run_id=run.run_id,
+                auto_deploy=auto_deploy,
+                serving_image=serving_image,
+                dataset=dataset.outputs["dataset"],
+                model=train.outputs["model"],
+                validation_results=validate.outputs["results"],
+                regression_results=regression.outputs["results"],
+            )
+            .set_display_name("6 Deploy model")
+            .set_caching_options(False)
+        )
 
 
 def build_monitor_pipeline(

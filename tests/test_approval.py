@@ -13,8 +13,9 @@ from stt_flywheel.errors import FlywheelError
 from stt_flywheel.monitoring.status import system_status
 from stt_flywheel.run.approval import approve, claim_approved, list_proposals, propose
 from stt_flywheel.run.entries import TriggerEntry
+from stt_flywheel.run.lease import RUN_LEASE
 from stt_flywheel.run.ledger import read_ledger
-from stt_flywheel.run.stages import RUN_LEASE, bootstrap_registry, stage_check_trigger
+from stt_flywheel.run.stages import bootstrap_registry, stage_check_trigger
 from stt_flywheel.storage.leases import read_lease
 from stt_flywheel.storage.objectstore import LocalStore, open_store
 

@@ -26,7 +26,8 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.models import load_model
-from stt_flywheel.run.stages import RUN_LEASE, bootstrap_registry
+from stt_flywheel.run.lease import RUN_LEASE
+from stt_flywheel.run.stages import bootstrap_registry
 from stt_flywheel.run.summary import RunSummary, read_summary, summarize_run
 from stt_flywheel.storage.leases import read_lease
 from stt_flywheel.storage.objectstore import open_store

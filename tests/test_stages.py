@@ -22,9 +22,9 @@ from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.models import saved_model_dir
 from stt_flywheel.run.entries import DatasetEntry, DeployEntry, RegressionEntry, TrainEntry
+from stt_flywheel.run.lease import RUN_LEASE
 from stt_flywheel.run.ledger import list_runs, read_ledger, write_ledger
 from stt_flywheel.run.stages import (
-    RUN_LEASE,
     bootstrap_registry,
     loggable_metrics,
     stage_build_dataset,

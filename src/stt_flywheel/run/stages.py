@@ -7,10 +7,7 @@ stage also writes its outcome to the run ledger (`<reports>/<run_id>/<stage>.jso
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,6 +54,7 @@ from stt_flywheel.run.entries import (
     TriggerEntry,
     ValidationEntry,
 )
+from stt_flywheel.run.lease import RUN_LEASE, release_run_lease, releases_lease_on_failure, run_state
 from stt_flywheel.run.ledger import read_ledger, write_ledger
 from stt_flywheel.run.provenance import code_version
 from stt_flywheel.run.stage_reports import loggable_metrics, report_context
@@ -65,11 +63,9 @@ from stt_flywheel.storage.files import (
     atomic_write_bytes,
     atomic_write_json,
 )
-from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
-from stt_flywheel.storage.objectstore import ObjectStore, open_store
+from stt_flywheel.storage.leases import LeaseHeld, acquire_lease
 
 __all__ = [
-    "RUN_LEASE",
     "EvaluationOutcome",
     "bootstrap_registry",
     "stage_build_dataset",
@@ -84,7 +80,6 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-RUN_LEASE = "flywheel-run"  # one run at a time trains and deploys
 PROGRESS_EVERY_S = 3.0  # how often training writes its step to the run ledger
 
 
@@ -105,33 +100,6 @@ def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
 
 def _production(config: FlywheelConfig) -> ModelVersion | None:
     return open_registry(config).resolve("default")
-
-
-def _state(config: FlywheelConfig) -> ObjectStore:
-    return open_store(config.paths.state)
-
-
-def _release_run_lease(config: FlywheelConfig, run_id: str) -> None:
-    release_lease(_state(config), RUN_LEASE, run_id)
-
-
-def _releases_lease_on_failure(stage: Callable[P, R]) -> Callable[P, R]:
-    """A stage of a training run that fails (a bug, a full disk, a lost connection) releases the
-    run lease, so the next run need not wait `trigger.lease_hours` behind a dead one. A retry of
-    the stage goes on without it; the deployer renews it and refuses when another run took it."""
-
-    signature = inspect.signature(stage)
-
-    @functools.wraps(stage)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return stage(*args, **kwargs)
-        except Exception:
-            named = signature.bind(*args, **kwargs).arguments
-            _release_run_lease(named["config"], named["run_id"])
-            raise
-
-    return run
 
 
 def stage_check_trigger(
@@ -169,7 +137,7 @@ def stage_check_trigger(
         )
     if decision.should_train:
         try:
-            acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl, now=now)
+            acquire_lease(run_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl, now=now)
         except LeaseHeld as exc:
             decision.block(f"another run holds the run lease ({exc})")
     if decision.should_train and config.trigger.require_approval:
@@ -186,7 +154,7 @@ def _require_approval(
     now: datetime | None,
 ) -> None:
     """Train on an approved proposal (claiming it), or propose and stop (freeing the run lease)."""
-    state = _state(config)
+    state = run_state(config)
     approved = claim_approved(state, run_id, now=now)
     if approved is not None:
         decision.proposal = approved.as_dict(now)
@@ -213,10 +181,10 @@ def _require_approval(
         f"needs approval: proposal {proposal.id} {said} "
         f"(`stt-flywheel approve {proposal.id}`; it lapses at {proposal.expires_at[:16]})"
     )
-    _release_run_lease(config, run_id)
+    release_run_lease(config, run_id)
 
 
-@_releases_lease_on_failure
+@releases_lease_on_failure
 def stage_build_dataset(
     config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str
 ) -> DatasetManifest:
@@ -236,7 +204,7 @@ def stage_build_dataset(
         config, run_id, DatasetEntry.model_validate({**manifest.as_dict(), "published_to": published})
     )
     if not manifest.usable[0]:
-        _release_run_lease(config, run_id)
+        release_run_lease(config, run_id)
     return manifest
 
 
@@ -251,7 +219,7 @@ def _start_from(config: FlywheelConfig, production: ModelVersion | None) -> str:
     return production.uri if production else str(config.base_model)
 
 
-@_releases_lease_on_failure
+@releases_lease_on_failure
 def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
     production = _production(config)
     start_from = _start_from(config, production)
@@ -316,7 +284,7 @@ def _models(config: FlywheelConfig, model_artifact: Path) -> tuple[SpeechModel, 
     return candidate, (load_model(production.uri, device="auto") if production else None)
 
 
-@_releases_lease_on_failure
+@releases_lease_on_failure
 def stage_validate_model(
     config: FlywheelConfig, model_artifact: Path, dataset_dir: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:
@@ -345,13 +313,13 @@ def stage_validate_model(
     )
     write_ledger(config, run_id, entry)
     if not result.verdict.passed:
-        _release_run_lease(config, run_id)
+        release_run_lease(config, run_id)
     context = report_context(config, run_id, dataset_dir)
     report = validation_html(metrics, result.verdict, result.comparisons, result.details, context)
     return EvaluationOutcome(result.verdict, loggable_metrics(metrics), report)
 
 
-@_releases_lease_on_failure
+@releases_lease_on_failure
 def stage_run_regression_suites(
     config: FlywheelConfig, model_artifact: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:
@@ -365,7 +333,7 @@ def stage_run_regression_suites(
     atomic_write_json(out_dir / "verdict.json", entry.model_dump())
     write_ledger(config, run_id, entry)
     if not verdict.passed:
-        _release_run_lease(config, run_id)
+        release_run_lease(config, run_id)
     metrics: dict[str, float] = {}
     for r in results:
         metrics |= {
@@ -389,7 +357,7 @@ def stage_deploy_model(
 ) -> DeployOutcome:
     """Register and deploy, only while this run still holds the run lease; releases it at the end."""
     try:  # renewing proves no overlapping run took the lease over after it expired
-        acquire_lease(_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl)
+        acquire_lease(run_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl)
     except LeaseHeld as exc:
         outcome = DeployOutcome("rejected", None, None, [f"this run lost the run lease ({exc})"])
         write_ledger(config, run_id, DeployEntry.model_validate(outcome.as_dict()))
@@ -402,7 +370,7 @@ def stage_deploy_model(
             config, registry, endpoint, model_artifact, dataset_dir, validation_dir, regression_dir, run_id
         )
     finally:
-        _release_run_lease(config, run_id)
+        release_run_lease(config, run_id)
     outcome.before, outcome.after = before, serving_state(registry, endpoint, config.deploy.strategy)
     write_ledger(config, run_id, DeployEntry.model_validate(outcome.as_dict()))
     if outcome.action == "failed":

@@ -35,7 +35,7 @@ from stt_flywheel.demo.scenario import (
     write_demo_config,
 )
 from stt_flywheel.demo.world import NEW_DOMAIN
-from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.backends import open_deployment, open_endpoint
 from stt_flywheel.deployment.strategies import start_canary
 from stt_flywheel.monitoring.live import live_quality
 from stt_flywheel.run.entries import TriggerEntry
@@ -273,8 +273,7 @@ def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> d
     started = time.perf_counter()
     console.rule("A deliberately bad canary")
     config = load_config(config_path)
-    registry = open_registry(config)
-    endpoint = open_endpoint(config, registry)
+    registry, endpoint = open_deployment(config)
     production = registry.resolve("default")
     assert production is not None
     bad_dir = degraded_model(production.uri, config_path.parent / "bad-candidate")

@@ -30,12 +30,12 @@ def registry_list(
     config: ConfigOpt = None, json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
 ) -> None:
     """List registered versions with their aliases and headline metrics."""
-    from stt_flywheel.deployment.backends import open_endpoint, open_registry
+    from stt_flywheel.deployment.backends import open_deployment
 
     cfg = load(config, reads_state=True)
-    registry = open_registry(cfg)
+    registry, endpoint = open_deployment(cfg)
     versions = registry.versions()
-    traffic = open_endpoint(cfg, registry).traffic()
+    traffic = endpoint.traffic()
     if json:
         print_json(
             {"versions": [v.as_dict() for v in versions], "aliases": registry.aliases(), "traffic": traffic}
@@ -63,12 +63,12 @@ def registry_rollback(
     reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "manual rollback",
 ) -> None:
     """End a canary in flight, or restore the `previous` version as `default` with all endpoint traffic."""
-    from stt_flywheel.deployment.backends import open_endpoint, open_registry
+    from stt_flywheel.deployment.backends import open_deployment
     from stt_flywheel.deployment.strategies import rollback
 
     cfg = load(config, reads_state=True)
-    registry = open_registry(cfg)
-    outcome = rollback(registry, open_endpoint(cfg, registry), reason)
+    registry, endpoint = open_deployment(cfg)
+    outcome = rollback(registry, endpoint, reason)
     console.print(
         f"rolled back: default is v{outcome.version}, the endpoint serves it (v{outcome.replaced} out)"
     )
@@ -80,12 +80,12 @@ def registry_promote_canary(
     reason: Annotated[str, typer.Option(help="Recorded in the audit log.")] = "canary promoted",
 ) -> None:
     """Give the canary (alias `candidate`) all traffic, undeploy the rest, make it `default`."""
-    from stt_flywheel.deployment.backends import open_endpoint, open_registry
+    from stt_flywheel.deployment.backends import open_deployment
     from stt_flywheel.deployment.strategies import promote_canary
 
     cfg = load(config, reads_state=True)
-    registry = open_registry(cfg)
-    outcome = promote_canary(registry, open_endpoint(cfg, registry), reason)
+    registry, endpoint = open_deployment(cfg)
+    outcome = promote_canary(registry, endpoint, reason)
     console.print(f"default is v{outcome.version} (was v{outcome.replaced}) and serves all traffic")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.endpoint import LocalEndpoint
@@ -11,7 +12,20 @@ from stt_flywheel.deployment.registry import LocalRegistry
 from stt_flywheel.deployment.serving.contract import capture_env
 from stt_flywheel.deployment.vertex import VertexEndpoint, VertexRegistry
 
-__all__ = ["open_endpoint", "open_registry", "serving_capture"]
+__all__ = ["Deployment", "open_deployment", "open_endpoint", "open_registry", "serving_capture"]
+
+
+class Deployment(NamedTuple):
+    """The configured registry and the endpoint that serves its versions."""
+
+    registry: Registry
+    endpoint: Endpoint
+
+
+def open_deployment(config: FlywheelConfig) -> Deployment:
+    """The configured registry and its endpoint, opened together (the endpoint needs the registry)."""
+    registry = open_registry(config)
+    return Deployment(registry, open_endpoint(config, registry))
 
 
 def open_registry(config: FlywheelConfig) -> Registry:

@@ -28,7 +28,7 @@ import orjson
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import open_error_store
-from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.deployment.endpoint import canary_split
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import ModelVersion
@@ -157,8 +157,7 @@ def _severity(decision: MonitorDecision) -> str:
 
 
 def _look(config: FlywheelConfig, now: datetime, holder: str, act: bool, seed: int) -> MonitorDecision:
-    registry = open_registry(config)
-    endpoint = open_endpoint(config, registry)
+    registry, endpoint = open_deployment(config)
     split = endpoint.traffic()
     default = registry.resolve("default")
     candidate = registry.resolve("candidate")

@@ -9,7 +9,7 @@ from typing import Any
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import open_error_store
-from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality, read_live, trend_start
 from stt_flywheel.run.approval import list_proposals
 from stt_flywheel.run.ledger import list_runs, read_run
@@ -62,8 +62,7 @@ def _last_monitor(entry: dict[str, Any]) -> dict[str, Any]:
 def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int = 10) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     store = open_error_store(config)
-    registry = open_registry(config)
-    endpoint = open_endpoint(config, registry)
+    registry, endpoint = open_deployment(config)
     production = registry.resolve("default")
     watermark = production.watermark if production else None
     decision = check_trigger(

@@ -7,7 +7,7 @@ works for any run that trained, on either backend, including a rejected one (wit
 from __future__ import annotations
 
 from stt_flywheel.config import FlywheelConfig
-from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.deployment.registry import RegistryError
 from stt_flywheel.deployment.strategies import DeployOutcome, manual_promotion
 from stt_flywheel.run.entries import RegressionEntry, TrainEntry, ValidationEntry
@@ -27,7 +27,7 @@ def promote_by_hand(
     """Make `version` (or the candidate `run` trained) the default with all endpoint traffic."""
     if (version is None) == (run is None):
         raise RegistryError("give exactly one of --version and --run")
-    registry = open_registry(config)
+    registry, endpoint = open_deployment(config)
     candidate_dir = evaluation = None
     if run is not None:
         train = read_ledger(config, run, TrainEntry)
@@ -47,7 +47,7 @@ def promote_by_hand(
         }
     return manual_promotion(
         registry,
-        open_endpoint(config, registry),
+        endpoint,
         reason=reason,
         version=version,
         candidate_dir=candidate_dir,

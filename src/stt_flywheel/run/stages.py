@@ -25,7 +25,7 @@ from stt_flywheel.data.dataset import (
     publish_dataset,
 )
 from stt_flywheel.data.error_store import open_error_store
-from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.backends import open_deployment, open_registry
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import ModelVersion
 from stt_flywheel.deployment.strategies import (
@@ -85,16 +85,14 @@ PROGRESS_EVERY_S = 3.0  # how often training writes its step to the run ledger
 
 def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
     """Register the base model as version 1 (alias `default`) and deploy it, if the registry is empty."""
-    registry = open_registry(config)
+    registry, endpoint = open_deployment(config)
     current = registry.resolve("default")
     if current is not None:
         return current
     version = registry.register(
         config.base_model, source_run="bootstrap", lineage={"base_model": str(config.base_model)}
     )
-    replace_deployment(
-        registry, open_endpoint(config, registry), version.version, "bootstrap with the base model"
-    )
+    replace_deployment(registry, endpoint, version.version, "bootstrap with the base model")
     return registry.get(version.version)
 
 
@@ -116,8 +114,7 @@ def stage_check_trigger(
     The lease is released by the stage that ends the run (dataset unusable, a gate rejecting, the
     deployer); a run that dies keeps it until `trigger.lease_hours` pass.
     """
-    registry = open_registry(config)
-    endpoint = open_endpoint(config, registry)
+    registry, endpoint = open_deployment(config)
     production = registry.resolve("default")
     decision = check_trigger(
         open_error_store(config),
@@ -362,8 +359,7 @@ def stage_deploy_model(
         outcome = DeployOutcome("rejected", None, None, [f"this run lost the run lease ({exc})"])
         write_ledger(config, run_id, DeployEntry.model_validate(outcome.as_dict()))
         return outcome
-    registry = open_registry(config)
-    endpoint = open_endpoint(config, registry)
+    registry, endpoint = open_deployment(config)
     before = serving_state(registry, endpoint, config.deploy.strategy)
     try:
         outcome = _deploy(

@@ -73,10 +73,10 @@ def test_an_approved_proposal_lets_exactly_one_run_train(gated: tuple, cli: Cli)
     status, out, err = cli("approve", pid, "--config", str(path), "--reason", "budget agreed for November")
     assert status == 0, err
     assert f"approved {pid}" in out
-    audit = [e for e in open_registry(config).audit_log() if e["action"] == "approve"]
+    audit = [e for e in open_registry(config).audit_log() if e.action == "approve"]
     assert len(audit) == 1
-    assert audit[0]["detail"]["proposal"] == pid
-    assert audit[0]["detail"]["reason"] == "budget agreed for November"
+    assert audit[0].detail["proposal"] == pid
+    assert audit[0].detail["reason"] == "budget agreed for November"
     status, _, err = cli("approve", pid, "--config", str(path))
     assert status == 1
     assert "is approved: approved already by" in err
@@ -87,7 +87,7 @@ def test_an_approved_proposal_lets_exactly_one_run_train(gated: tuple, cli: Cli)
     assert trained.proposal is not None
     assert trained.proposal["id"] == pid
     assert trained.proposal["claimed"]["run_id"] == "run-2"
-    assert f"approved by {audit[0]['detail']['by']} (proposal {pid})" in trained.summary
+    assert f"approved by {audit[0].detail['by']} (proposal {pid})" in trained.summary
     lease = read_lease(open_store(config.paths.state), RUN_LEASE)
     assert lease is not None
     assert lease.holder == "run-2"  # it trains: it holds the run lease as any run does

@@ -110,7 +110,7 @@ def test_racing_processes_keep_every_invariant(tmp_path: Path, model_dir: Path, 
         assert len(split) == 2, (
             aliases,
             split,
-            [(e["action"], e["version"], e["detail"]) for e in registry.audit_log()],
+            [(e.action, e.version, e.detail) for e in registry.audit_log()],
         )
     for v in versions:
         assert registry.verify(v) == [], f"v{v} damaged"

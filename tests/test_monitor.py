@@ -22,6 +22,7 @@ from stt_flywheel.config import FlywheelConfig, MonitorSettings, load_config
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.deployment.registry import AuditEntry
 from stt_flywheel.deployment.strategies import replace_deployment, start_canary
 from stt_flywheel.monitoring.canary import Arm, CanaryState, decide_canary
 from stt_flywheel.monitoring.monitor import canary_state, run_monitor
@@ -92,8 +93,8 @@ class World:
         decision = run_monitor(self.config, now=now, log_stream=stream, **kwargs)
         return decision, json.loads(stream.getvalue().strip().splitlines()[-1])
 
-    def looks(self) -> list[dict[str, Any]]:
-        return [e for e in self.registry.audit_log() if e["action"].startswith("monitor_")]
+    def looks(self) -> list[AuditEntry]:
+        return [e for e in self.registry.audit_log() if e.action.startswith("monitor_")]
 
 
 def _config(tmp_path: Path, **monitor: Any) -> dict[str, Any]:
@@ -169,9 +170,9 @@ def test_a_good_canary_is_promoted(world_factory: Any) -> None:
     assert wer["verdict"] == "non_inferior"
     # every look leaves its numbers in the audit log, a log line and a report
     (entry,) = world.looks()
-    assert entry["action"] == "monitor_canary" and entry["detail"]["action"] == "promote"
-    assert entry["detail"]["tests"][0]["delta"] == pytest.approx(rate["delta"])
-    assert entry["detail"]["severity"] == "NOTICE" and entry["detail"]["report"] == decision.report
+    assert entry.action == "monitor_canary" and entry.detail["action"] == "promote"
+    assert entry.detail["tests"][0]["delta"] == pytest.approx(rate["delta"])
+    assert entry.detail["severity"] == "NOTICE" and entry.detail["report"] == decision.report
     assert line["severity"] == "NOTICE"
     assert line["monitor"]["action"] == "promote" and "promoted" in line["message"]
     page = Path(decision.report).read_text()
@@ -196,7 +197,7 @@ def test_a_bad_canary_is_rolled_back_and_alerted(world_factory: Any, webhook: st
     # the next look finds no canary: it watches the default and does nothing twice
     again, _ = world.monitor(t0 + timedelta(hours=3))
     assert again.kind == "default" and not again.acted
-    assert len([e for e in world.looks() if e["detail"]["action"] == "rollback"]) == 1
+    assert len([e for e in world.looks() if e.detail["action"] == "rollback"]) == 1
 
 
 def test_a_canary_short_of_labels_waits_then_meets_the_deadline(tmp_path: Path, model_dir: Path) -> None:
@@ -213,7 +214,7 @@ def test_a_canary_short_of_labels_waits_then_meets_the_deadline(tmp_path: Path, 
     assert late.action == "rollback" and "deadline" in late.reasons[-1]
     assert "fail closed" in late.summary and line["severity"] == "WARNING"
     assert world.endpoint.traffic() == {1: 100}
-    assert [e["detail"]["action"] for e in world.looks()] == ["wait", "wait", "wait", "rollback"]
+    assert [e.detail["action"] for e in world.looks()] == ["wait", "wait", "wait", "rollback"]
 
 
 def test_the_hold_policy_keeps_the_canary_and_alerts(tmp_path: Path, model_dir: Path, webhook: str) -> None:
@@ -252,7 +253,7 @@ def test_progressive_steps_are_each_gated(tmp_path: Path, model_dir: Path) -> No
     assert world.endpoint.traffic() == {1: 50, 2: 50}
     assert world.registry.aliases()["default"] == 1
     # the next step counts only what was served since the split changed
-    t1 = datetime.fromisoformat(world.looks()[-1]["at"])
+    t1 = world.looks()[-1].at
     waiting, _ = world.monitor(t1 + timedelta(hours=1))
     assert waiting.action == "wait" and waiting.window["start"] == t1.isoformat()
     world.traffic(1, 300, 0.40, t1 + timedelta(minutes=1), t1 + timedelta(hours=1))
@@ -278,7 +279,7 @@ def test_a_degraded_default_is_rolled_back(world_factory: Any, webhook: str) -> 
     assert world.registry.aliases()["default"] == 1
     assert line["severity"] == "ERROR"
     assert "degraded" in Receiver.received[0]["text"]
-    assert [e["action"] for e in world.looks()] == ["monitor_default"]
+    assert [e.action for e in world.looks()] == ["monitor_default"]
 
 
 def test_a_degraded_default_without_auto_rollback_only_alerts(tmp_path: Path, model_dir: Path) -> None:
@@ -349,7 +350,7 @@ def test_two_monitors_at_once_act_once(tmp_path: Path, model_dir: Path) -> None:
             p.join(timeout=60)
         assert sum(acted for _, _, acted in results) == 1, results
         assert world.endpoint.traffic() == {version: 100}
-        promotions = [e for e in world.looks() if e["detail"]["action"] == "promote"]
+        promotions = [e for e in world.looks() if e.detail["action"] == "promote"]
         assert len(promotions) == round_ + 1
 
 
@@ -411,16 +412,12 @@ def test_the_rule_on_hand_made_arms() -> None:
 def test_canary_state_from_the_audit_log() -> None:
     t = datetime(2026, 11, 27, 8, tzinfo=UTC)
 
-    def e(kind: str, minutes: int, **detail: Any) -> dict[str, Any]:
-        return {
-            "at": (t + timedelta(minutes=minutes)).isoformat(),
-            "action": kind,
-            "version": 3,
-            "detail": detail,
-        }
+    def e(kind: str, minutes: int, **detail: Any) -> AuditEntry:
+        at = t + timedelta(minutes=minutes)
+        return AuditEntry(at=at, model="m", action=kind, version=3, detail=detail)
 
     log = [
-        {"at": (t - timedelta(days=2)).isoformat(), "action": "deploy", "version": 2, "detail": {}},
+        AuditEntry(at=t - timedelta(days=2), model="m", action="deploy", version=2, detail={}),
         e("deploy", 0),
         e("monitor_canary", 60, action="wait", look=None),
         e("monitor_canary", 120, action="continue", look=1),

@@ -39,10 +39,10 @@ def test_promote_keeps_previous_and_rollback_restores(registry: LocalRegistry, m
     assert registry.aliases() == {"default": 1}
     with pytest.raises(RegistryError, match="nothing to roll back"):
         registry.rollback()
-    actions = [e["action"] for e in registry.audit_log()]
+    actions = [e.action for e in registry.audit_log()]
     assert actions.count("register") == 3
     assert "rollback" in actions
-    assert registry.audit_log()[-1]["detail"]["reason"] == "bad canary"
+    assert registry.audit_log()[-1].detail["reason"] == "bad canary"
 
 
 def test_prune_never_removes_aliased_or_deployed(registry: LocalRegistry, model_dir: Path) -> None:
@@ -136,7 +136,7 @@ def test_one_run_registered_from_two_processes_at_once_is_one_version(
     assert run_at_once(_register_run, [(db, models, str(model_dir), barrier)] * 2) == [0, 0]
     registry = LocalRegistry(db, models, "m")
     assert [v.version for v in registry.versions()] == [1]
-    assert [e["action"] for e in registry.audit_log()].count("register") == 1
+    assert [e.action for e in registry.audit_log()].count("register") == 1
 
 
 def _replace_with(db: str, models: str, version: int, barrier: "multiprocessing.synchronize.Barrier") -> None:

@@ -188,10 +188,10 @@ def test_a_rejected_runs_candidate_can_be_promoted_by_force(
     assert registry.aliases() == {"default": 2, "previous": 1}
     assert open_endpoint(config, registry).traffic() == {2: 100}
     assert registry.get(2).source_run == run_id
-    (forced,) = [e for e in registry.audit_log() if e["action"] == "forced_promotion"]
-    assert forced["detail"]["overrode"] == 1
-    assert forced["detail"]["reason"] == "hotfix"
-    assert forced["detail"]["failed_gates"]
+    (forced,) = [e for e in registry.audit_log() if e.action == "forced_promotion"]
+    assert forced.detail["overrode"] == 1
+    assert forced.detail["reason"] == "hotfix"
+    assert forced.detail["failed_gates"]
 
 
 def test_the_deployer_stops_when_the_run_lost_its_lease(tmp_path: Path, flywheel_config: tuple) -> None:

@@ -107,7 +107,7 @@ def test_replace_cycle(backend: Backend, model_dir: Path) -> None:
     assert (back.version, back.replaced) == (1, 2)
     assert reg.aliases() == {"default": 1}
     assert ep.traffic() == {1: 100}
-    actions = [e["action"] for e in reg.audit_log()]
+    actions = [e.action for e in reg.audit_log()]
     assert {"register", "promote", "rollback"} <= set(actions)
 
 
@@ -337,9 +337,9 @@ def test_forced_promotion_needs_a_reason_and_records_what_it_overrode(
     assert (outcome.action, outcome.version, outcome.replaced) == ("deployed", v2.version, 1)
     assert registry.aliases() == {"default": v2.version, "previous": 1}
     assert endpoint.traffic() == {v2.version: 100}
-    forced = [e for e in registry.audit_log() if e["action"] == "forced_promotion"]
+    forced = [e for e in registry.audit_log() if e.action == "forced_promotion"]
     assert forced
-    assert forced[-1]["detail"] == {
+    assert forced[-1].detail == {
         "overrode": 1,
         "reason": "pharmacy launch",
         "failed_gates": ["validation: min_wer_improvement"],
@@ -353,4 +353,4 @@ def test_promoting_a_version_that_passed_needs_no_force(
     outcome = manual_promotion(registry, LocalEndpoint(registry, "ep"), reason="reviewed", version=2)
     assert outcome.version == 2
     assert registry.aliases()["default"] == 2
-    assert not [e for e in registry.audit_log() if e["action"] == "forced_promotion"]
+    assert not [e for e in registry.audit_log() if e.action == "forced_promotion"]

@@ -129,25 +129,25 @@ def registry_audit(
 
     entries = open_registry(load(config, reads_state=True)).audit_log()
     if action is not None:
-        entries = [e for e in entries if e["action"] == action]
+        entries = [e for e in entries if e.action == action]
     entries = entries[-limit:][::-1]
     if json:
-        print_json(entries)
+        print_json([e.model_dump() for e in entries])
         return
     table = Table(title="Registry audit log")
     for col in ("at", "action", "version", "what"):
         table.add_column(col)
     for e in entries:
-        d = e["detail"]
+        d = e.detail
         what = (
             d.get("summary")
             or d.get("reason")
             or ", ".join(f"{k} {v}" for k, v in d.items() if k != "evaluation")
         )
         table.add_row(
-            str(e["at"])[:19],
-            e["action"],
-            str(e["version"] if e["version"] is not None else "–"),
+            e.at.isoformat()[:19],
+            e.action,
+            str(e.version if e.version is not None else "–"),
             str(what)[:200],
         )
     console.print(table)

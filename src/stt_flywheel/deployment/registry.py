@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 
 from stt_flywheel.deployment.exclusive import FileLock
 from stt_flywheel.errors import StateError
 from stt_flywheel.storage.objectstore import is_remote, join_uri, open_store, put_tree, remove_tree
 
-__all__ = ["LocalRegistry", "ModelVersion", "RegistryError"]
+__all__ = ["AuditEntry", "LocalRegistry", "ModelVersion", "RegistryError"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -104,6 +105,19 @@ class ModelVersion:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "aliases": list(self.aliases)}
+
+
+class AuditEntry(BaseModel):
+    """One change to what is registered or serves, and why: both backends keep the same entries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    model: str
+    action: str  # register, promote, deploy, traffic, rollback, prune, monitor_canary, approve, …
+    version: int | None
+    detail: dict[str, Any]  # what the action records: its reason, what it overrode, a monitor look …
+    id: int | None = None  # the row's number in the embedded registry
 
 
 def _now() -> str:
@@ -208,10 +222,10 @@ class LocalRegistry:
     def find_by_run(self, source_run: str) -> ModelVersion | None:
         return next((v for v in self.versions() if v.source_run == source_run), None)
 
-    def audit_log(self) -> list[dict[str, Any]]:
+    def audit_log(self) -> list[AuditEntry]:
         with self.reader() as conn:
             rows = conn.execute("SELECT * FROM audit WHERE model=? ORDER BY id", (self.model,)).fetchall()
-        return [{**dict(r), "detail": orjson.loads(r["detail"])} for r in rows]
+        return [AuditEntry.model_validate({**dict(r), "detail": orjson.loads(r["detail"])}) for r in rows]
 
     # -- writes ------------------------------------------------------------------------------
     def audit(

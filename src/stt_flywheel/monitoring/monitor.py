@@ -31,7 +31,7 @@ from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.deployment.endpoint import canary_split
 from stt_flywheel.deployment.protocols import Endpoint, Registry
-from stt_flywheel.deployment.registry import ModelVersion
+from stt_flywheel.deployment.registry import AuditEntry, ModelVersion
 from stt_flywheel.deployment.strategies import DeployOutcome, promote_canary, rollback
 from stt_flywheel.monitoring.alerts import send_webhook
 from stt_flywheel.monitoring.canary import (
@@ -68,12 +68,8 @@ SEVERITY = {
 }
 
 
-def _at(entry: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(entry["at"]))
-
-
 def canary_state(
-    log: list[dict[str, Any]],
+    log: list[AuditEntry],
     candidate: int,
     default: int,
     share: int,
@@ -82,14 +78,14 @@ def canary_state(
 ) -> CanaryState:
     """The canary's start, its current step's start and the testing looks spent in that step,
     from the registry's audit log."""
-    mine = [e for e in log if e.get("version") == candidate]
-    deploys = [_at(e) for e in mine if e["action"] == "deploy"]
-    looks = [e for e in mine if e["action"] == "monitor_canary"]
-    started = deploys[-1] if deploys else (_at(looks[0]) if looks else now)
-    looks = [e for e in looks if _at(e) >= started]
-    stepped = [_at(e) for e in looks if e["detail"].get("action") == "step" and e["detail"].get("acted")]
+    mine = [e for e in log if e.version == candidate]
+    deploys = [e.at for e in mine if e.action == "deploy"]
+    looks = [e for e in mine if e.action == "monitor_canary"]
+    started = deploys[-1] if deploys else (looks[0].at if looks else now)
+    looks = [e for e in looks if e.at >= started]
+    stepped = [e.at for e in looks if e.detail.get("action") == "step" and e.detail.get("acted")]
     step_started = max([started, *stepped])
-    spent = sum(1 for e in looks if _at(e) > step_started and e["detail"].get("look") is not None)
+    spent = sum(1 for e in looks if e.at > step_started and e.detail.get("look") is not None)
     later = [s for s in steps if s > share]
     return CanaryState(candidate, default, share, later[0] if later else 100, started, step_started, spent)
 
@@ -98,13 +94,13 @@ def _rows(rows: list[LiveRow], version: int, start: datetime, end: datetime) -> 
     return [r for r in rows if r.version == str(version) and start <= r.predicted_at < end]
 
 
-def _promoted_at(log: list[dict[str, Any]], version: int) -> datetime | None:
+def _promoted_at(log: list[AuditEntry], version: int) -> datetime | None:
     """When `version` last became the default (promoted, or restored by a rollback)."""
     times = [
-        _at(e)
+        e.at
         for e in log
-        if e.get("version") == version
-        and (e["action"] == "promote" or (e["action"] == "rollback" and "rolled_back" in e["detail"]))
+        if e.version == version
+        and (e.action == "promote" or (e.action == "rollback" and "rolled_back" in e.detail))
     ]
     return max(times, default=None)
 
@@ -215,11 +211,9 @@ def _canary(
     decision.look, decision.max_looks = judgement.look, settings.max_looks
     decision.look_confidence = settings.look_confidence
     decision.history = [
-        {"at": e["at"], **{k: e["detail"].get(k) for k in ("action", "arms", "tests", "look")}}
+        {"at": e.at.isoformat(), **{k: e.detail.get(k) for k in ("action", "arms", "tests", "look")}}
         for e in log
-        if e["action"] == "monitor_canary"
-        and e.get("version") == candidate.version
-        and _at(e) >= state.started_at
+        if e.action == "monitor_canary" and e.version == candidate.version and e.at >= state.started_at
     ]
     decision.summary = _canary_summary(judgement, state, f"v{candidate.version}", f"v{default.version}")
     if act:

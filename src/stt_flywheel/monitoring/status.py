@@ -10,6 +10,7 @@ from typing import Any
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.deployment.backends import open_deployment
+from stt_flywheel.deployment.registry import AuditEntry
 from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality, read_live, trend_start
 from stt_flywheel.run.approval import list_proposals
 from stt_flywheel.run.ledger import list_runs, read_run
@@ -49,12 +50,12 @@ def run_outcome(config: FlywheelConfig, run_id: str) -> dict[str, Any]:
     }
 
 
-def _last_monitor(entry: dict[str, Any]) -> dict[str, Any]:
+def _last_monitor(entry: AuditEntry) -> dict[str, Any]:
     """The monitor's last recorded decision (a canary look, or a degraded default)."""
-    d = entry["detail"]
+    d = entry.detail
     return {
-        "at": entry["at"],
-        "version": entry["version"],
+        "at": entry.at.isoformat(),
+        "version": entry.version,
         **{k: d.get(k) for k in ("kind", "action", "summary", "severity", "acted", "report")},
     }
 
@@ -103,7 +104,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
                 "live": quality.as_dict() if quality else None,
             }
         )
-    monitor = [e for e in registry.audit_log() if e["action"].startswith("monitor_")]
+    monitor = [e for e in registry.audit_log() if e.action.startswith("monitor_")]
     proposals = [p.as_dict(now) for p in list_proposals(open_store(config.paths.state))]
     return {
         "checked_at": now,

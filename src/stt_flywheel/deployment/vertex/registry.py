@@ -15,7 +15,7 @@ import orjson
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.exclusive import LeaseLock
-from stt_flywheel.deployment.registry import ModelVersion, RegistryError
+from stt_flywheel.deployment.registry import AuditEntry, ModelVersion, RegistryError
 from stt_flywheel.deployment.vertex.client import init_vertex, iso, label_value, retrying
 from stt_flywheel.storage.objectstore import (
     ObjectStore,
@@ -134,13 +134,13 @@ class VertexRegistry:
                 return self._to_version(raw)
         return None
 
-    def audit_log(self) -> list[dict[str, Any]]:
+    def audit_log(self) -> list[AuditEntry]:
         entries = []
         for key in self.audit_store.list(f"audit/{self.model}/"):
             found = self.audit_store.read(key)
             if found is not None:
-                entries.append(orjson.loads(found.data))
-        return sorted(entries, key=lambda e: e["at"])
+                entries.append(AuditEntry.model_validate_json(found.data))
+        return sorted(entries, key=lambda e: e.at)
 
     # -- writes ------------------------------------------------------------------------------
     def record(self, action: str, version: int | None, detail: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:  # the CLI imports this module for every command: the library only when printing
+    from stt_flywheel.monitoring.status import SystemStatus
     from stt_flywheel.run.summary import DatasetSummary, EvaluationSummary, RunSummary
 
 __all__ = ["make_console", "print_decision", "print_status", "print_summary"]
@@ -186,37 +187,33 @@ def _print_evidence(ev: EvaluationSummary, console: Console) -> None:
         console.print(suites)
 
 
-def print_status(view: dict[str, Any], console: Console) -> None:
+def print_status(view: SystemStatus, console: Console) -> None:
     """The system's status as `status` prints it: the store, the trigger, proposals, the monitor's
     last decision, each version with live quality, and the last runs."""
-    st = view["store"]
-    fb = st["feedback_events"]
-    console.print(f"[bold]Store[/] {st['root']}")
+    st, fb = view.store, view.store.feedback_events
+    console.print(f"[bold]Store[/] {st.root}")
     console.print(
-        f"  {st['predictions']} predictions; feedback events {fb['read']}: applied {fb['applied']}, "
-        f"superseded {fb['superseded']}, duplicates {fb['duplicate']}, pending {fb['pending']}, "
-        f"quarantined {fb['quarantined'] + fb['rejected_at_ingest']}; "
-        f"{st['since_watermark']['feedback_events']} events since the watermark"
+        f"  {st.predictions} predictions; feedback events {fb.read}: applied {fb.applied}, "
+        f"superseded {fb.superseded}, duplicates {fb.duplicate}, pending {fb.pending}, "
+        f"quarantined {fb.quarantined + fb.rejected_at_ingest}; "
+        f"{st.since_watermark.feedback_events} events since the watermark"
     )
-    console.print(f"[bold]Trigger[/] {view['trigger']['summary']}")
-    for proposal in view["proposals"]:
+    console.print(f"[bold]Trigger[/] {view.trigger.summary}")
+    for proposal in view.proposals:
         console.print(
             f"[bold]Proposal[/] {proposal['id']} {proposal['state']} (lapses {proposal['expires_at'][:16]}): "
             f"{proposal['dataset'].get('corrected_cases')} corrected cases on {proposal['machine'].get('accelerator', '–')}"
             + ("" if proposal["approval"] else f" — `stt-flywheel approve {proposal['id']}`"),
             highlight=False,
         )
-    monitor = view["monitor"]
-    if monitor:
-        console.print(
-            f"[bold]Monitor[/] {monitor['at'][:19]}: {monitor['summary']} ({monitor['severity']})",
-            highlight=False,
-        )
+    if view.monitor:
+        m = view.monitor
+        console.print(f"[bold]Monitor[/] {m.at[:19]}: {m.summary} ({m.severity})", highlight=False)
     _print_versions(view, console)
     _print_runs(view, console)
 
 
-def _print_versions(view: dict[str, Any], console: Console) -> None:
+def _print_versions(view: SystemStatus, console: Console) -> None:
     from stt_flywheel.monitoring.status import percent_interval
 
     table = Table(title="Versions")
@@ -231,35 +228,35 @@ def _print_versions(view: dict[str, Any], console: Console) -> None:
         "live WER",
     ):
         table.add_column(col)
-    for v in view["registry"]["versions"]:
-        live = v["live"] or {}
-        offline = v["offline"].get("wer")
+    for v in view.registry.versions:
+        live = v.live or {}
+        offline = v.offline.get("wer")
         table.add_row(
-            str(v["version"]),
-            ", ".join(v["aliases"]),
-            str(v["traffic"] if v["traffic"] is not None else "–"),
+            str(v.version),
+            ", ".join(v.aliases),
+            str(v.traffic if v.traffic is not None else "–"),
             f"{offline:.3f}" if isinstance(offline, float) else "–",
             str(live.get("requests", 0)),
             str(live.get("pending", 0)),
             percent_interval(live.get("correction_rate")),
             percent_interval(live.get("wer")),
         )
-    if view["registry"]["versions"]:
+    if view.registry.versions:
         console.print(table)
-        console.print(f"[dim]{view['live']['selection_bias']}[/]")
+        console.print(f"[dim]{view.live.selection_bias}[/]")
     else:
         console.print("[bold]Versions[/] none registered yet (`stt-flywheel run` registers the base model)")
 
 
-def _print_runs(view: dict[str, Any], console: Console) -> None:
+def _print_runs(view: SystemStatus, console: Console) -> None:
     from stt_flywheel.run.ledger import STAGES
 
     runs = Table(title="Last runs")
     for col in ("run", *STAGES):
         runs.add_column(col)
-    for r in view["runs"]:
-        runs.add_row(r["run_id"], *(str(r["stages"][k] or "–") for k in STAGES))
-    if view["runs"]:
+    for r in view.runs:
+        runs.add_row(r.run_id, *(str(r.stages[k] or "–") for k in STAGES))
+    if view.runs:
         console.print(runs)
     else:
         console.print("[bold]Runs[/] none yet")

@@ -64,7 +64,7 @@ def test_an_approved_proposal_lets_exactly_one_run_train(gated: tuple, cli: Cli)
     path, config = gated
     pid = stage_check_trigger(config, "run-1", machine=MACHINE).proposal["id"]  # type: ignore[index]
     view = system_status(config)
-    assert [p["id"] for p in view["proposals"]] == [pid]
+    assert [p["id"] for p in view.proposals] == [pid]
     status, out, err = cli("status", "--config", str(path))
     assert status == 0, err
     assert f"Proposal {pid} pending" in out

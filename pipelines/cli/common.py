@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from pydantic import BaseModel
 
 from flywheel_pipelines.views import make_console
 from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
@@ -132,6 +133,12 @@ def report_ingest(
 
 
 def print_json(obj: object) -> None:
+    """JSON on stdout; a model (a summary, a status, an entry) as its fields."""
     sys.stdout.write(
-        orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
+        orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=_jsonable).decode()
+        + "\n"
     )
+
+
+def _jsonable(value: object) -> object:
+    return value.model_dump() if isinstance(value, BaseModel) else str(value)

@@ -80,7 +80,7 @@ def run_command(
     )
     summary = summarize_run(cfg, run_id)
     if json:
-        print_json(summary.model_dump(mode="json"))
+        print_json(summary)
     else:
         print_summary(summary, console)
 

@@ -51,11 +51,11 @@ def runs_list(
     for col in STAGES:
         table.add_column(col)
     for r in runs:
-        stages = dict(r["stages"])
+        stages = dict(r.stages)
         if stages["trigger"]:  # its first reason says enough here; `runs show` has them all
             stages["trigger"] = stages["trigger"].split(";")[0]
-        started = str(r["checked_at"] or "–")[:16].replace("T", " ")
-        table.add_row(r["run_id"], started, *(stages[s] or "–" for s in STAGES))
+        started = str(r.checked_at or "–")[:16].replace("T", " ")
+        table.add_row(r.run_id, started, *(stages[s] or "–" for s in STAGES))
     console.print(table)
 
 
@@ -77,6 +77,6 @@ def runs_show(
         raise InputError(f"no run {run!r} under {cfg.paths.reports} (`runs list` shows the runs)")
     summary = summarize_run(cfg, run)
     if json:
-        print_json(summary.model_dump(mode="json"))
+        print_json(summary)
         return
     print_summary(summary, console)

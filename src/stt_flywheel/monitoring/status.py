@@ -7,19 +7,108 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.deployment.registry import AuditEntry
 from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality, read_live, trend_start
 from stt_flywheel.run.approval import list_proposals
+from stt_flywheel.run.entries import TriggerEntry
 from stt_flywheel.run.ledger import list_runs, read_run
 from stt_flywheel.run.trigger import check_trigger
 from stt_flywheel.storage.objectstore import open_store
 
-__all__ = ["TREND_DAYS", "percent_interval", "run_outcome", "system_status"]
+__all__ = ["TREND_DAYS", "RunOutcome", "SystemStatus", "percent_interval", "run_outcome", "system_status"]
 
 TREND_DAYS = 14
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunOutcome(_Model):
+    """One run in a line per stage: what each stage that ran decided (None: it did not run)."""
+
+    run_id: str
+    checked_at: datetime | None
+    stages: dict[str, str | None]
+
+
+class LastMonitor(_Model):
+    """The monitor's last recorded decision (a canary look, or a degraded default)."""
+
+    at: str
+    version: int | None
+    kind: str | None
+    action: str | None
+    summary: str | None
+    severity: str | None
+    acted: bool | None
+    report: str | None
+
+
+class FeedbackCounts(_Model):
+    read: int
+    applied: int
+    superseded: int
+    duplicate: int
+    pending: int
+    quarantined: int
+    rejected_at_ingest: int
+
+
+class SinceWatermark(_Model):
+    watermark: datetime | None
+    feedback_events: int
+
+
+class StoreStatus(_Model):
+    root: str
+    predictions: int
+    feedback_events: FeedbackCounts
+    labels: dict[str, int]
+    records_rejected_at_ingest: int
+    since_watermark: SinceWatermark
+
+
+class VersionStatus(_Model):
+    version: int
+    aliases: list[str]
+    traffic: int | None  # percent of the endpoint's traffic; None: not deployed
+    created_at: str | None
+    dataset_version: str | None
+    offline: dict[str, float]  # the held-out figures it was registered with
+    live: dict[str, Any] | None  # `LiveQuality.as_dict()` of its recent traffic
+
+
+class RegistryStatus(_Model):
+    model: str
+    location: str
+    versions: list[VersionStatus]
+
+
+class LiveStatus(_Model):
+    window_hours: float
+    label_window_hours: float
+    selection_bias: str
+    versions: dict[str, dict[str, Any]]
+
+
+class SystemStatus(_Model):
+    """The whole system in one view; what `status` prints, writes as JSON and renders as HTML."""
+
+    checked_at: datetime
+    monitor: LastMonitor | None
+    proposals: list[dict[str, Any]]  # pending and approved ones, `Proposal.as_dict()`
+    store: StoreStatus
+    trigger: TriggerEntry  # what the next trigger check would decide, in the ledger's shape
+    runs: list[RunOutcome]
+    registry: RegistryStatus
+    live: LiveStatus
+    trend: list[dict[str, Any]]
 
 
 def percent_interval(value: dict[str, Any] | None) -> str:
@@ -29,38 +118,40 @@ def percent_interval(value: dict[str, Any] | None) -> str:
     return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
 
 
-def run_outcome(config: FlywheelConfig, run_id: str) -> dict[str, Any]:
+def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
     """One run in a line per stage: what each stage that ran decided."""
     ledger = read_run(config, run_id)
     trigger, dataset, deploy = ledger.trigger, ledger.dataset, ledger.deploy
     validation, regression = ledger.validation, ledger.regression
-    return {
-        "run_id": run_id,
-        "checked_at": trigger.checked_at if trigger else None,
-        "stages": {
-            "trigger": trigger.summary if trigger else None,
-            "dataset": (dataset.usable_reason if dataset.usable else f"unusable: {dataset.usable_reason}")
-            if dataset
-            else None,
-            "train": "trained" if ledger.train else None,
-            "validation": ("passed" if validation.passed else "rejected") if validation else None,
-            "regression": ("passed" if regression.passed else "rejected") if regression else None,
-            "deploy": f"{deploy.action} (version {deploy.version})" if deploy else None,
-        },
-    }
+    return RunOutcome.model_validate(
+        {
+            "run_id": run_id,
+            "checked_at": trigger.checked_at if trigger else None,
+            "stages": {
+                "trigger": trigger.summary if trigger else None,
+                "dataset": (dataset.usable_reason if dataset.usable else f"unusable: {dataset.usable_reason}")
+                if dataset
+                else None,
+                "train": "trained" if ledger.train else None,
+                "validation": ("passed" if validation.passed else "rejected") if validation else None,
+                "regression": ("passed" if regression.passed else "rejected") if regression else None,
+                "deploy": f"{deploy.action} (version {deploy.version})" if deploy else None,
+            },
+        }
+    )
 
 
-def _last_monitor(entry: AuditEntry) -> dict[str, Any]:
+def _last_monitor(entry: AuditEntry) -> LastMonitor:
     """The monitor's last recorded decision (a canary look, or a degraded default)."""
     d = entry.detail
-    return {
-        "at": entry.at.isoformat(),
-        "version": entry.version,
+    return LastMonitor(
+        at=entry.at.isoformat(),
+        version=entry.version,
         **{k: d.get(k) for k in ("kind", "action", "summary", "severity", "acted", "report")},
-    }
+    )
 
 
-def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int = 10) -> dict[str, Any]:
+def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int = 10) -> SystemStatus:
     now = now or datetime.now(UTC)
     store = open_error_store(config)
     registry, endpoint = open_deployment(config)
@@ -106,7 +197,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         )
     monitor = [e for e in registry.audit_log() if e.action.startswith("monitor_")]
     proposals = [p.as_dict(now) for p in list_proposals(open_store(config.paths.state))]
-    return {
+    view = {
         "checked_at": now,
         "monitor": _last_monitor(monitor[-1]) if monitor else None,
         "proposals": [p for p in proposals if p["state"] in ("pending", "approved")],
@@ -129,3 +220,4 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
             rows=rows,
         ),
     }
+    return SystemStatus.model_validate(view)

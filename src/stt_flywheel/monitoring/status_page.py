@@ -8,8 +8,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from stt_flywheel.monitoring.status import percent_interval
+from stt_flywheel.monitoring.status import StoreStatus, SystemStatus, VersionStatus, percent_interval
 from stt_flywheel.reporting import figure, page, pyplot, svg, table
+from stt_flywheel.run.entries import TriggerEntry
 from stt_flywheel.run.ledger import STAGES
 from stt_flywheel.storage.files import atomic_write_text
 
@@ -37,33 +38,30 @@ def trend_plot(trend: list[dict[str, Any]]) -> str:
     return svg(fig)
 
 
-def status_html(view: dict[str, Any]) -> str:
-    parts = [f"<p class='meta'>checked at {html.escape(str(view['checked_at']))}</p>"]
-    parts.append(_store_section(view["store"]))
-    parts.append(_trigger_section(view["trigger"]))
-    parts.append(_proposals_section(view.get("proposals") or []))
-    monitor = view.get("monitor")
+def status_html(view: SystemStatus) -> str:
+    parts = [f"<p class='meta'>checked at {html.escape(str(view.checked_at))}</p>"]
+    parts.append(_store_section(view.store))
+    parts.append(_trigger_section(view.trigger))
+    parts.append(_proposals_section(view.proposals))
+    monitor = view.monitor
     if monitor:
         parts.append(
-            f"<h2>Monitor</h2><p>{html.escape(str(monitor['at'])[:19])}: {html.escape(str(monitor['summary']))} "
-            f"({html.escape(str(monitor['severity']))}); report {html.escape(str(monitor['report']))}</p>"
+            f"<h2>Monitor</h2><p>{html.escape(monitor.at[:19])}: {html.escape(str(monitor.summary))} "
+            f"({html.escape(str(monitor.severity))}); report {html.escape(str(monitor.report))}</p>"
         )
-    parts.append(_versions_section(view["registry"]["versions"]))
-    parts.append(f"<p class='meta'>{html.escape(view['live']['selection_bias'])}</p>")
+    parts.append(_versions_section(view.registry.versions))
+    parts.append(f"<p class='meta'>{html.escape(view.live.selection_bias)}</p>")
     parts.append("<h2>Trend</h2>")
-    parts.append(figure(trend_plot(view["trend"]), "Each version's live WER and correction rate by day."))
+    parts.append(figure(trend_plot(view.trend), "Each version's live WER and correction rate by day."))
     parts.append("<h2>Last runs</h2>")
     parts.append(
-        table(
-            ["run", *STAGES],
-            [(r["run_id"], *(r["stages"][k] or "–" for k in STAGES)) for r in view["runs"]],
-        )
+        table(["run", *STAGES], [(r.run_id, *(r.stages[k] or "–" for k in STAGES)) for r in view.runs])
     )
     return page("stt-flywheel status", "".join(parts))
 
 
-def _store_section(st: dict[str, Any]) -> str:
-    fb = st["feedback_events"]
+def _store_section(st: StoreStatus) -> str:
+    fb = st.feedback_events
     return "<h2>Error store</h2>" + table(
         [
             "predictions",
@@ -77,31 +75,31 @@ def _store_section(st: dict[str, Any]) -> str:
         ],
         [
             (
-                st["predictions"],
-                fb["read"],
-                fb["applied"],
-                fb["superseded"],
-                fb["duplicate"],
-                fb["pending"],
-                fb["quarantined"] + fb["rejected_at_ingest"],
-                st["since_watermark"]["feedback_events"],
+                st.predictions,
+                fb.read,
+                fb.applied,
+                fb.superseded,
+                fb.duplicate,
+                fb.pending,
+                fb.quarantined + fb.rejected_at_ingest,
+                st.since_watermark.feedback_events,
             )
         ],
     )
 
 
-def _trigger_section(trigger: dict[str, Any]) -> str:
-    return f"<h2>Trigger</h2><p>{html.escape(trigger['summary'])}</p>" + table(
+def _trigger_section(trigger: TriggerEntry) -> str:
+    return f"<h2>Trigger</h2><p>{html.escape(trigger.summary)}</p>" + table(
         ["check", "value", "threshold", "passed", "why"],
         [
             (
-                c["name"],
-                f"{c['value']:.4g}{c.get('unit', '')}",
-                f"{c['threshold']:.4g}{c.get('unit', '')}",
-                "yes" if c["passed"] else "no",
-                c["reason"],
+                c.name,
+                f"{c.value:.4g}{c.unit}",
+                f"{c.threshold:.4g}{c.unit}",
+                "yes" if c.passed else "no",
+                c.reason,
             )
-            for c in trigger["checks"]
+            for c in trigger.checks
         ],
     )
 
@@ -125,16 +123,16 @@ def _proposals_section(proposals: list[dict[str, Any]]) -> str:
     )
 
 
-def _versions_section(versions: list[dict[str, Any]]) -> str:
+def _versions_section(versions: list[VersionStatus]) -> str:
     rows = []
     for v in versions:
-        live = v["live"] or {}
+        live = v.live or {}
         rows.append(
             (
-                v["version"],
-                ", ".join(v["aliases"]) or "–",
-                v["traffic"] if v["traffic"] is not None else "–",
-                v["offline"].get("wer", "–"),
+                v.version,
+                ", ".join(v.aliases) or "–",
+                v.traffic if v.traffic is not None else "–",
+                v.offline.get("wer", "–"),
                 live.get("requests", 0),
                 live.get("pending", 0),
                 percent_interval(live.get("feedback_share")),
@@ -160,5 +158,5 @@ def _versions_section(versions: list[dict[str, Any]]) -> str:
     return "<h2>Versions</h2>" + table(headers, rows)
 
 
-def write_status_page(view: dict[str, Any], path: str | Path) -> None:
+def write_status_page(view: SystemStatus, path: str | Path) -> None:
     atomic_write_text(path, status_html(view))

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from flywheel_pipelines.cli.common import (
     print_json,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["base_app"]
 

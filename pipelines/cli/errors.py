@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import orjson
 import typer
@@ -16,16 +16,10 @@ from flywheel_pipelines.cli.common import (
     report_ingest,
 )
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = ["errors_app"]
 
 
 errors_app = typer.Typer(no_args_is_help=True, help="Feed the error store.")
-
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _when(value: str | None) -> datetime | None:

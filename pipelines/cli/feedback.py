@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
-
 import typer
 
 from flywheel_pipelines.cli.common import (
     ConfigOpt,
+    JsonOpt,
     SourceArg,
     load,
     report_ingest,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["feedback_app"]
 
@@ -22,14 +18,11 @@ __all__ = ["feedback_app"]
 feedback_app = typer.Typer(no_args_is_help=True, help="Late feedback on served predictions.")
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
 @feedback_app.command("ingest")
 def feedback_ingest(
     source: SourceArg,
     config: ConfigOpt = None,
-    json: JsonFlag = False,
+    json: JsonOpt = False,
 ) -> None:
     """Append feedback events (JSONL: prediction_id, corrected_text or flagged, event_time, source);
     invalid lines are quarantined with a reason, and the events' states (applied, superseded,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,9 +15,6 @@ from flywheel_pipelines.cli.common import (
     print_json,
 )
 from stt_flywheel.deployment.registry import RegistryError
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["registry_app"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,9 +15,6 @@ from flywheel_pipelines.cli.common import (
     console,
     load,
 )
-
-if TYPE_CHECKING:
-    pass
 from flywheel_pipelines.cli.submit import submission, template_now
 
 __all__ = ["schedule_app"]

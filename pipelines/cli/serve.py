@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -12,9 +12,6 @@ from flywheel_pipelines.cli.common import (
     load,
 )
 from stt_flywheel.deployment.registry import RegistryError
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["serve"]
 

@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from flywheel_pipelines.cli.common import (
     ConfigOpt,
+    JsonOpt,
     console,
     load,
     print_json,
 )
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = ["status"]
-
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def status(
     config: ConfigOpt = None,
-    json: JsonFlag = False,
+    json: JsonOpt = False,
     html: Annotated[
         Path | None, typer.Option(help="Also write the view as one self-contained HTML page.")
     ] = None,

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
-
 import typer
 
 from flywheel_pipelines.cli.common import (
     ConfigOpt,
+    JsonOpt,
     console,
     load,
     print_json,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["store_app"]
 
@@ -22,11 +18,8 @@ __all__ = ["store_app"]
 store_app = typer.Typer(no_args_is_help=True, help="Look after the error store.")
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
 @store_app.command("compact")
-def store_compact(config: ConfigOpt = None, json: JsonFlag = False) -> None:
+def store_compact(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """Merge each past hour's small files into one (safe beside serving writers and readers)."""
     from stt_flywheel.data.error_store import open_error_store
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from flywheel_pipelines.cli.common import (
     console,
 )
-
-if TYPE_CHECKING:
-    pass
 from flywheel_pipelines.cli.submit import template_now
 
 __all__ = ["template_app"]

@@ -16,11 +16,12 @@ def build_dataset(
     from pathlib import Path
 
     from stt_flywheel.config import load_run_config
+    from stt_flywheel.run.entries import TriggerEntry
     from stt_flywheel.run.stage_reports import markdown_report
     from stt_flywheel.run.stages import stage_build_dataset
-    from stt_flywheel.storage.files import read_json
 
-    watermark = read_json(decision.path)["watermark"] or ""
+    trigger = TriggerEntry.model_validate_json(Path(decision.path).read_bytes())
+    watermark = trigger.watermark.isoformat() if trigger.watermark else ""
     config = load_run_config(config_uri)
     manifest = stage_build_dataset(config, watermark, Path(dataset.path), run_id)
     with open(report.path, "w") as fh:

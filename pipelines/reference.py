@@ -189,28 +189,29 @@ def config_page() -> str:
 # -- serving ---------------------------------------------------------------------------------
 
 
-def _schema(model: type[BaseModel]) -> str:
-    return json.dumps(model.model_json_schema(), indent=2, ensure_ascii=False)
-
-
 def serving_page() -> str:
-    doc = (contract.__doc__ or "").strip()
-    return (
-        GENERATED
-        + "# Serving API\n\n"
-        + doc
-        + "\n\n## `POST $AIP_PREDICT_ROUTE` (default `/predict`)\n\nRequest:\n\n```json\n"
-        + _schema(contract.PredictRequest)
-        + "\n```\n\nResponse (200):\n\n```json\n"
-        + _schema(contract.PredictResponse)
-        + "\n```\n\nA request that breaks a limit is refused before any audio is decoded: 413 for a body "
-        "over `FLYWHEEL_MAX_BODY_BYTES`, 400 naming the instance for bad base64, audio that does not "
-        "decode, audio longer than `FLYWHEEL_MAX_AUDIO_S`, or too many instances; 422 with the "
-        "location of each problem for a body that is not of the schema above.\n\n"
-        + "## `GET $AIP_HEALTH_ROUTE` (default `/health`)\n\n200 once the model is loaded:\n\n```json\n"
-        + _schema(contract.Health)
-        + "\n```\n"
+    from stt_flywheel.deployment.serving.app import openapi_schema
+
+    api = openapi_schema()
+    out = [GENERATED, "# Serving API\n\n", (contract.__doc__ or "").strip(), "\n\n"]
+    for path, methods in api["paths"].items():
+        for method, operation in methods.items():
+            out.append(f"## `{method.upper()} {path}`\n\n{operation.get('description', '').strip()}\n\n")
+            out.append("| status | meaning |\n|---|---|\n")
+            out += [
+                f"| {code} | {_cell(r.get('description', ''))} |\n"
+                for code, r in operation["responses"].items()
+            ]
+            out.append("\n")
+    out.append(
+        "A request that breaks a limit is refused before any audio is decoded: 413 for a body over "
+        "`FLYWHEEL_MAX_BODY_BYTES`, 400 naming the instance for bad base64, audio that does not decode, "
+        "audio longer than `FLYWHEEL_MAX_AUDIO_S`, or too many instances; 422 with the location of each "
+        "problem for a body that is not of the schema; 503 while the model is not loaded. The routes are "
+        "`AIP_HEALTH_ROUTE` and `AIP_PREDICT_ROUTE` when those are set.\n\n"
     )
+    out.append("## OpenAPI\n\n```json\n" + json.dumps(api, indent=2, ensure_ascii=False) + "\n```\n")
+    return "".join(out)
 
 
 ENVIRONMENT = {

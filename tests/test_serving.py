@@ -224,3 +224,18 @@ def test_long_audio_within_the_limit_is_transcribed_in_pieces(
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["transcript"]
     assert model.longest <= 16_000  # no piece longer than chunk_s
+
+
+def test_without_a_loaded_model_health_and_predict_answer_503() -> None:
+    """Vertex routes traffic to a replica only once its health route answers 200."""
+    from fastapi.testclient import TestClient
+
+    from stt_flywheel.deployment.serving.app import build_app, openapi_schema
+
+    client = TestClient(build_app(ServingSettings(storage_uri="unused"), None))
+    assert client.get("/health").status_code == 503
+    answer = client.post("/predict", json={"instances": [{"b64": "AAAA"}]})
+    assert (answer.status_code, answer.json()["detail"]) == (503, "the model is not loaded")
+    schema = openapi_schema()
+    assert set(schema["paths"]) == {"/health", "/predict"}
+    assert {"PredictRequest", "PredictResponse", "Health"} <= set(schema["components"]["schemas"])

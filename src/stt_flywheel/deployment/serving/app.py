@@ -36,7 +36,7 @@ from stt_flywheel.errors import InputNotFound
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
-__all__ = ["create_app", "run_server"]
+__all__ = ["build_app", "create_app", "openapi_schema", "run_server"]
 
 log = logging.getLogger("stt_flywheel.serving")
 
@@ -139,8 +139,23 @@ def _capture_writer(settings: ServingSettings) -> CaptureWriter | None:
 
 
 def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> FastAPI:
-    model = model or load_model(_local_model_dir(settings.storage_uri), device="auto")
+    """The server of the model at `settings.storage_uri` (or of `model`, already loaded)."""
+    return build_app(settings, model or load_model(_local_model_dir(settings.storage_uri), device="auto"))
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The API as OpenAPI describes it (the default routes), for the docs; loads no model."""
+    return build_app(ServingSettings(storage_uri="AIP_STORAGE_URI"), None).openapi()
+
+
+def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
+    """The routes around `model`; without one (not loaded) health and predict answer 503."""
     writer = _capture_writer(settings)
+
+    def loaded() -> SpeechModel:
+        if model is None:
+            raise HTTPException(status_code=503, detail="the model is not loaded")
+        return model
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -160,9 +175,10 @@ def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> F
 
     @app.get(settings.health_route)
     def health() -> Health:
+        """200 once the model is loaded, with the capture writer's counters."""
         return Health(
             status="ok",
-            family=model.family,
+            family=loaded().family,
             model_version=settings.model_version,
             capture=writer.describe() if writer is not None else None,
         )
@@ -181,6 +197,8 @@ def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> F
 
     @app.post(settings.predict_route)
     def predict(request: PredictRequest) -> PredictResponse:
+        """Transcribe each instance; each prediction names its id and the version that answered."""
+        speech = loaded()
         if len(request.instances) > limits.max_instances:
             raise HTTPException(
                 status_code=400,
@@ -191,7 +209,7 @@ def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> F
             data, decoded = _audio_of(i, instance.b64, limits)
             raw.append((data, decoded.duration_s))
             audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
-        texts = model.transcribe(audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s)
+        texts = speech.transcribe(audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s)
         now = datetime.now(UTC)
         out = []
         for instance, text, (data, duration) in zip(request.instances, texts, raw, strict=True):

@@ -186,14 +186,7 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
     limits = settings.limits
     app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # what was wrong and where, never the request itself (which may be megabytes of audio)
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        return JSONResponse(status_code=422, content={"detail": errors})
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     @app.post(settings.predict_route)
     def predict(request: PredictRequest) -> PredictResponse:
@@ -231,6 +224,15 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
         return PredictResponse(predictions=out)
 
     return app
+
+
+async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+    """What was wrong and where, never the request itself (which may be megabytes of audio)."""
+    problems = exc.errors() if isinstance(exc, RequestValidationError) else []
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in problems
+    ]
+    return JSONResponse(status_code=422, content={"detail": errors})
 
 
 def run_server(settings: ServingSettings) -> None:

@@ -145,6 +145,10 @@ def test_the_flat_metrics_round_trip_through_the_contract() -> None:
     assert flat["slice_pharmacy_production_wer"] == 0.4 and flat["delta_wer_high"] == -0.25
     assert set(GOOD) <= set(flat)
     assert HeldoutMetrics.model_validate_json(metrics.model_dump_json()) == metrics
+    # the flat form reads back too (ledgers written before the metrics had a model kept it)
+    assert HeldoutMetrics.model_validate(flat) == metrics
+    with pytest.raises(ValidationError, match="slices_pharmacy_wer"):
+        HeldoutMetrics.model_validate({**flat, "slices_pharmacy_wer": 0.1})
 
 
 @pytest.mark.parametrize(("metrics", "policy", "passes"), FIRST_RUN_CASES)

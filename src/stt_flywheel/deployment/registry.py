@@ -112,12 +112,12 @@ class AuditEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    id: int | None = None  # the row's number in the embedded registry
     at: datetime
     model: str
     action: str  # register, promote, deploy, traffic, rollback, prune, monitor_canary, approve, …
     version: int | None
     detail: dict[str, Any]  # what the action records: its reason, what it overrode, a monitor look …
-    id: int | None = None  # the row's number in the embedded registry
 
 
 def _now() -> str:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = ["DomainSlice", "HeldoutMetrics", "Measured"]
+
+_SLICE_PARTS = ("production_wer", "utterances", "wer")  # longest first: `_production_wer` ends in `_wer`
 
 
 def _nan_for_missing(value: Any) -> Any:
@@ -82,6 +84,31 @@ class HeldoutMetrics(BaseModel):
     eval_production_wer: Measured | None = None
     eval_production_cer: Measured | None = None
     slices: dict[str, DomainSlice] = Field(default_factory=dict, description="by domain value")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_flat_slices(cls, data: Any) -> Any:
+        """Read the flat form too (`flat()`, what KFP logs and earlier ledgers kept): its
+        `slice_<domain>_{utterances,wer,production_wer}` keys become `slices`. Any other unknown
+        key is still refused."""
+        if not isinstance(data, dict) or not any(str(k).startswith("slice_") for k in data):
+            return data
+        out: dict[str, Any] = {}
+        slices: dict[str, dict[str, Any]] = {
+            k: dict(v) if isinstance(v, dict) else v for k, v in (data.get("slices") or {}).items()
+        }
+        for key, value in data.items():
+            name = str(key)
+            part = next(
+                (p for p in _SLICE_PARTS if name.startswith("slice_") and name.endswith(f"_{p}")), None
+            )
+            if part is None or len(name) <= len(f"slice__{part}"):
+                out[key] = value
+                continue
+            domain = name[len("slice_") : -len(part) - 1]
+            slices.setdefault(domain, {})[part] = value
+        out["slices"] = slices
+        return out
 
     def flat(self) -> dict[str, float]:
         """Every measurement under its metric key (`slice_<domain>_wer` for the slices); what is

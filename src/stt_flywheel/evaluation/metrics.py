@@ -94,9 +94,7 @@ class HeldoutMetrics(BaseModel):
         if not isinstance(data, dict) or not any(str(k).startswith("slice_") for k in data):
             return data
         out: dict[str, Any] = {}
-        slices: dict[str, dict[str, Any]] = {
-            k: dict(v) if isinstance(v, dict) else v for k, v in (data.get("slices") or {}).items()
-        }
+        slices: dict[str, Any] = dict(data.get("slices") or {})
         for key, value in data.items():
             name = str(key)
             part = next(

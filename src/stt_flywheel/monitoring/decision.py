@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ACTIONS", "MonitorAction", "MonitorDecision", "MonitorKind"]
+__all__ = ["MonitorAction", "MonitorDecision", "MonitorKind"]
 
 MonitorKind = Literal["canary", "default", "none"]
 MonitorAction = Literal[
@@ -26,7 +26,6 @@ MonitorAction = Literal[
     "unwatched",
     "degraded",
 ]
-ACTIONS: tuple[str, ...] = MonitorAction.__args__  # type: ignore[attr-defined]
 
 
 class MonitorDecision(BaseModel):

@@ -123,46 +123,40 @@ def _arms_section(d: MonitorDecision) -> str:
     """The arms the look compared, each with its live evidence."""
     if not d.arms:
         return ""
-    parts: list[str] = []
-    parts.append("<h2>Arms</h2>")
-    parts.append(
-        table(
-            [
-                "arm",
-                "version",
-                "settled requests",
-                "labelled",
-                "corrected",
-                "correction rate",
-                "scored",
-                "live WER",
-            ],
-            [
-                (
-                    name,
-                    f"v{a['version']}",
-                    a["requests"],
-                    a["labelled"],
-                    a["corrected"],
-                    _num(a["correction_rate"]),
-                    a["scored"],
-                    _num(a["wer"]),
-                )
-                for name, a in d.arms.items()
-            ],
-        )
+    return "<h2>Arms</h2>" + table(
+        [
+            "arm",
+            "version",
+            "settled requests",
+            "labelled",
+            "corrected",
+            "correction rate",
+            "scored",
+            "live WER",
+        ],
+        [
+            (
+                name,
+                f"v{a['version']}",
+                a["requests"],
+                a["labelled"],
+                a["corrected"],
+                _num(a["correction_rate"]),
+                a["scored"],
+                _num(a["wer"]),
+            )
+            for name, a in d.arms.items()
+        ],
     )
-    return "".join(parts)
 
 
 def _tests_section(d: MonitorDecision) -> str:
     """Each test: the difference, its interval, the margin and the verdict."""
     if not d.tests:
         return ""
-    parts: list[str] = []
-    parts.append("<h2>Tests</h2>")
-    parts.append(
-        table(
+    return (
+        "<h2>Tests</h2>"
+        + table(
             [
                 "metric",
                 "first arm",
@@ -189,9 +183,8 @@ def _tests_section(d: MonitorDecision) -> str:
                 for t in d.tests
             ],
         )
+        + figure(interval_plot(d.tests), "Each difference with its interval, zero, and its margin.")
     )
-    parts.append(figure(interval_plot(d.tests), "Each difference with its interval, zero, and its margin."))
-    return "".join(parts)
 
 
 def monitor_markdown(d: MonitorDecision) -> str:

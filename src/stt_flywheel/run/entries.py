@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stt_flywheel.evaluation.gates import StoredGate
+from stt_flywheel.evaluation.gates import StoredGate, StoredVerdict
 from stt_flywheel.evaluation.metrics import HeldoutMetrics, Measured
 
 __all__ = [
@@ -169,12 +169,10 @@ class EvaluationDetails(_Record):
     critical_terms: dict[str, Any] | None = None
 
 
-class _VerdictEntry(LedgerEntry):
-    stage: str
-    policy: str = "paired"
-    passed: bool
-    reasons: list[str]
-    gates: list[StoredGate]
+class _VerdictEntry(LedgerEntry, StoredVerdict):
+    """A stage's verdict (what the deployer re-checks) with the rest of its entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ValidationEntry(_VerdictEntry):

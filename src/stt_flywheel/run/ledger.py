@@ -47,9 +47,6 @@ class RunLedger:
     regression: RegressionEntry | None
     deploy: DeployEntry | None
 
-    def entries(self) -> dict[str, LedgerEntry | None]:
-        return {stage: getattr(self, stage) for stage in STAGES}
-
 
 def read_run(config: FlywheelConfig, run_id: str) -> RunLedger:
     return RunLedger(

@@ -388,7 +388,7 @@ def _deploy(
     regression = _verdict(regression_dir, RegressionEntry)
     manifest = DatasetManifest.load(dataset_dir)
     train = read_ledger(config, run_id, TrainEntry)
-    training = train.model_dump(mode="json", include=set(_LINEAGE)) if train else {}
+    training = train.model_dump(mode="json", include=set(_LINEAGE)) if train else dict.fromkeys(_LINEAGE)
     candidate = Candidate(
         model_dir=str(saved_model_dir(model_artifact)),
         # a verdict that is missing or no longer reads as one is handed on as nothing: it rejects
@@ -398,7 +398,7 @@ def _deploy(
         data_watermark=manifest.watermark,
         run_id=run_id,
         metrics=loggable_metrics(validation.metrics.flat()) if validation else {},
-        lineage={"training": {k: training.get(k) for k in _LINEAGE}},
+        lineage={"training": training},
     )
     policy = DeployPolicy(
         auto_deploy=config.deploy.auto_deploy,

@@ -134,26 +134,24 @@ class RunSummary(_Model):
 
 
 def _figures(validation: ValidationEntry | None, suites: list[SuiteRow]) -> tuple[Figures, Figures]:
-    if validation is None:
-        return Figures(suite_wer={s.name: s.reference_wer for s in suites}), Figures(
-            suite_wer={s.name: s.candidate_wer for s in suites}
-        )
-    m = validation.metrics
-    production = Figures(
-        heldout_wer=m.production_wer,
-        heldout_cer=m.production_cer,
-        eval_wer=m.eval_production_wer,
-        domain_wer={v: sl.production_wer for v, sl in m.slices.items()},
-        suite_wer={s.name: s.reference_wer for s in suites},
-    )
-    candidate = Figures(
-        heldout_wer=m.wer,
-        heldout_cer=m.cer,
-        eval_wer=m.eval_wer,
-        domain_wer={v: sl.wer for v, sl in m.slices.items()},
-        suite_wer={s.name: s.candidate_wer for s in suites},
-    )
-    return production, candidate
+    """Production's and the candidate's figures: every suite, and the held-out sets where validated."""
+    production: dict[str, Any] = {"suite_wer": {s.name: s.reference_wer for s in suites}}
+    candidate: dict[str, Any] = {"suite_wer": {s.name: s.candidate_wer for s in suites}}
+    if validation is not None:
+        m = validation.metrics
+        production |= {
+            "heldout_wer": m.production_wer,
+            "heldout_cer": m.production_cer,
+            "eval_wer": m.eval_production_wer,
+            "domain_wer": {v: sl.production_wer for v, sl in m.slices.items()},
+        }
+        candidate |= {
+            "heldout_wer": m.wer,
+            "heldout_cer": m.cer,
+            "eval_wer": m.eval_wer,
+            "domain_wer": {v: sl.wer for v, sl in m.slices.items()},
+        }
+    return Figures(**production), Figures(**candidate)
 
 
 def _evaluation(validation: ValidationEntry | None, suites: list[SuiteRow]) -> EvaluationSummary:

@@ -1,30 +1,11 @@
 """The error store: what every serving version answered, and what users said about it later.
 
-Layout under the store root, a local directory or a `gs://` prefix, hive-partitioned Parquet so
-that BigQuery can read it as an external table::
-
-    predictions/date=2026-11-27/hour=10/part-<written_at>-<rand>.parquet   by the prediction's hour
-    feedback/date=2026-11-27/hour=14/part-<written_at>-<rand>.parquet      by the event's arrival hour
-    quarantine/date=2026-11-27/hour=14/part-<written_at>-<rand>.jsonl      rejected lines + reason
-    audio/<sha256[:2]>/<sha256>.<ext>                                       captured audio, by content
-
-Every file is created once, whole, and never changed (create-only-if-absent on both backends);
-`compact` merges a partition's small files into one and then deletes them, and readers drop the
-duplicate rows such a merge leaves while it runs (predictions by id, events by event id), so a
-merge is safe beside writers and readers and after a `kill -9`.
-
-Feedback partitions by *arrival* because that is what a model's data watermark counts: a
-correction that arrives after the production model was trained is new evidence whatever its
-`event_time`. Predictions partition by their own hour (the hour in their UUIDv7 id when they have
-one), so a lookup by id reads one partition and a live-quality window reads only its hours.
-
-Feedback is joined to predictions when it is read, never when it is written, so ingest costs
-O(batch) and an event may arrive before its prediction is visible. Each event then has one state:
-`applied` (the latest event of a visible prediction: latest `event_time`, then latest arrival),
-`superseded` (an earlier event of that prediction), `duplicate` (the same event again), `pending`
-(its prediction is not visible yet) or `quarantined` (not visible after `pending_horizon`). Every
-event is kept; the counts balance: events read = applied + superseded + duplicates + pending +
-quarantined (which includes the lines rejected at ingest).
+Hive-partitioned Parquet under a local directory or a `gs://` prefix: predictions by their own
+hour, feedback by its arrival hour (what a model's data watermark counts), rejected lines in the
+quarantine, audio by content. Every file is created once and never changed; feedback is joined to
+predictions when it is read, never when it is written, so each event gets its state (applied,
+superseded, duplicate, pending, quarantined) at read time and the counts balance. The layout and
+the states, for people: `docs/concepts/error-store.md`.
 """
 
 from __future__ import annotations

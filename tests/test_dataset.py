@@ -319,3 +319,37 @@ def test_audio_longer_than_the_models_window_is_quarantined_and_text_kept_as_wri
     assert model_window_s(DEFAULT_BASE_MODEL) is None  # the CTC base model has no window
     m = build_dataset(store, tmp_path / "c", settings, watermark=T0, model_window_s=None)
     assert m.quarantine_reasons == {} and m.counts["accepted"] == 2
+
+
+def test_poison_records_are_quarantined_each_with_its_reason_and_the_rest_still_trains(
+    tmp_path: Path, new_utts: list[Utterance]
+) -> None:
+    """Each of these once reached training and stopped every later run (datasets are rebuilt
+    from all history): a language Whisper does not know, a transcript far too long for its
+    audio, a transcript longer than the decoder can be trained on. `en-US` is English."""
+    from stt_flywheel.models import target_length_check
+    from stt_flywheel.models.seq2seq import build_whisper_model
+
+    store = ErrorStore(tmp_path / "store")
+    rows = [
+        _row(new_utts[0], "us", metadata={"language": "en-US"}),
+        _row(new_utts[1], "xx", metadata={"language": "xx"}),
+        _row(new_utts[2], "essay", corrected_text="word " * 2000),
+        _row(new_utts[3], "ok", metadata={"language": "German"}),
+    ]
+    assert store.ingest(rows, now=T0).accepted == 4
+    whisper_dir = tmp_path / "whisper"
+    build_whisper_model().save(whisper_dir)
+    check = target_length_check(whisper_dir)
+    assert check is not None and check("take it twice a day") is None
+    assert "label tokens > the model's 128" in (check("x" * 600) or "")
+    m = build_dataset(store, tmp_path / "w", _settings(), watermark=T0, target_check=check)
+    assert m.balanced
+    assert m.quarantine_reasons == {"unknown_language": 1, "too_long_for_model": 1}
+    languages = sorted(r["language"] for s in ("train", "heldout") for r in load_split(tmp_path / "w", s))
+    assert languages == ["de", "en"]
+    # a model without a decoder limit (CTC): words per second of audio keep the essay out
+    m = build_dataset(store, tmp_path / "c", _settings(), watermark=T0)
+    assert m.quarantine_reasons == {"unknown_language": 1, "implausible_words_per_second": 1}
+    m = build_dataset(store, tmp_path / "l", _settings(max_words_per_second=None), watermark=T0)
+    assert m.quarantine_reasons == {"unknown_language": 1}

@@ -11,7 +11,14 @@ from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.evaluation.comparison import comparison_from_texts
 from stt_flywheel.evaluation.gates import Gate, Verdict, slice_gates, validation_verdict
 from stt_flywheel.evaluation.regression import SuiteResult
-from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html, regression_html, validation_html
+from stt_flywheel.evaluation.reports import (
+    ReportContext,
+    interval_plot,
+    loss_curve_html,
+    regression_html,
+    slice_plot,
+    validation_html,
+)
 from stt_flywheel.evaluation.summary import summarize_comparison
 
 REFS = ["refill my metformin prescription", "turn the kitchen lights on", "open the garage door", "call mom"]
@@ -204,3 +211,15 @@ def test_reports_render_in_headless_chromium(tmp_path: Path, page, plots: int) -
     top = image[:800]
     assert top.std() > 10  # text and plots drawn, not an empty page
     assert (top < 128).mean() > 0.005
+
+
+def test_a_metadata_value_is_drawn_as_plain_text_never_as_mathtext() -> None:
+    # `$x^{$` is unbalanced TeX: parsed as mathtext it raises while the figure is drawn
+    values = ["$x^{$", "$\\frac{", "a$b$c"]
+    page = slice_plot(
+        [{"field": "domain", "value": v, "candidate_wer": 0.1, "production_wer": 0.2} for v in values]
+    )
+    assert page.count("<svg") == 1
+    for v in values:
+        assert f"domain={v}".replace("<", "&lt;") in page.replace("&#36;", "$")
+    assert "x^{" in interval_plot([("$x^{$", 0.1, 0.0, 0.2, 0.05)])

@@ -67,7 +67,10 @@ def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "stt-flywheel", "font.size": 9})
+    # labels come from users' metadata: drawn as the text they are, never parsed as TeX (mathtext)
+    matplotlib.rcParams.update(
+        {"svg.fonttype": "none", "svg.hashsalt": "stt-flywheel", "font.size": 9, "text.parse_math": False}
+    )
     import matplotlib.pyplot as plt
 
     return plt

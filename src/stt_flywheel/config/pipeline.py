@@ -80,6 +80,12 @@ class DatasetSettings(Strict):
     audio_read_timeout_s: float = Field(
         30.0, gt=0, description="Time limit of each request that reads a record's audio from gs://."
     )
+    max_words_per_second: float | None = Field(
+        6.0,
+        gt=0,
+        description="A correction with more words than this many per second of its audio (plus two) "
+        "cannot be what was said: quarantined as `implausible_words_per_second`. Null: no such check.",
+    )
 
     @model_validator(mode="after")
     def _durations_in_order(self) -> DatasetSettings:
@@ -152,13 +158,9 @@ class TrainingSettings(Strict):
     @field_validator("language")
     @classmethod
     def _known_language(cls, language: str) -> str:
-        if language.strip().lower() in ("en", "english"):
-            return language
-        # only a language other than the default pays for importing Whisper's table (~2 s)
-        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+        from stt_flywheel.scoring.languages import language_code
 
-        key = language.strip().lower()
-        if key not in LANGUAGES and key not in TO_LANGUAGE_CODE:
+        if language_code(language) is None:
             raise ValueError(f"unknown language {language!r}: a Whisper language code (de, fr, …) or name")
         return language
 

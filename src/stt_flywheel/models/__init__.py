@@ -5,13 +5,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from stt_flywheel.errors import InputNotFound
 from stt_flywheel.models.base import SpeechModel, resolve_device, saved_model_dir
 from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
-__all__ = ["SpeechModel", "family_of", "load_model", "model_window_s", "resolve_device", "saved_model_dir"]
+__all__ = [
+    "SpeechModel",
+    "family_of",
+    "load_model",
+    "model_window_s",
+    "resolve_device",
+    "saved_model_dir",
+    "target_length_check",
+]
 
 
 def family_of(model_dir: str | Path) -> str:
@@ -43,6 +53,40 @@ def model_window_s(model_dir: str | Path) -> float | None:
         if isinstance(chunk, int | float):
             return float(chunk)
     return None
+
+
+def target_length_check(model_dir: str | Path) -> Callable[[str], str | None] | None:
+    """For a Whisper: a check that says why a transcript is too long to be one training target
+    (its labels past the decoder's `max_target_positions`), None when it fits; None for models
+    without such a limit (CTC). A target's tokens never outnumber its UTF-8 bytes plus the five
+    special ones, so the tokenizer is loaded only for a transcript long enough to need it."""
+    import orjson
+
+    from stt_flywheel.storage.objectstore import join_uri, read_uri
+
+    try:
+        config = orjson.loads(read_uri(join_uri(model_dir, "config.json")))
+    except (OSError, ValueError):
+        return None
+    limit = config.get("max_target_positions")
+    if not config.get("is_encoder_decoder") or not isinstance(limit, int):
+        return None
+    tokenizer: Any = None
+
+    def check(text: str) -> str | None:
+        nonlocal tokenizer
+        if len(text.encode()) + 5 <= limit:
+            return None
+        if tokenizer is None:
+            from transformers import WhisperTokenizer
+
+            local = fetch_tree(model_dir, "config.json") if is_remote(model_dir) else Path(model_dir)
+            tokenizer = WhisperTokenizer.from_pretrained(str(local))
+        # the labels: the prompt without its first token (the decoder's start), the text, the end
+        tokens = len(tokenizer(" " + text).input_ids) - 1
+        return f"{tokens} label tokens > the model's {limit}" if tokens > limit else None
+
+    return check
 
 
 def load_model(model_dir: str | Path, device: str = "auto") -> SpeechModel:

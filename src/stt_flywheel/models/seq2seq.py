@@ -23,10 +23,11 @@ from transformers import (
     WhisperProcessor,
     WhisperTokenizer,
 )
-from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from stt_flywheel.errors import InputError
 from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.scoring.languages import language_code as known_language
 
 __all__ = ["WHISPER_SHAPES", "Seq2SeqSpeechModel", "build_whisper_model"]
 
@@ -247,10 +248,8 @@ class Seq2SeqSpeechModel(SpeechModel):
 
 
 def language_code(language: str) -> str:
-    """A Whisper language as its code: "de", "German" and "german" are "de"; unknown is an error."""
-    key = language.strip().lower()
-    if key in LANGUAGES:
-        return key
-    if key in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[key]
-    raise InputError(f"unknown language {language!r} (Whisper's codes, e.g. en, de, fr, or names)")
+    """A Whisper language as its code: "de", "de-AT", "German" and "german" are "de"; unknown is an error."""
+    code = known_language(language)
+    if code is None:
+        raise InputError(f"unknown language {language!r} (Whisper's codes, e.g. en, de, fr, or names)")
+    return code

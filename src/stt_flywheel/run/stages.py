@@ -41,7 +41,14 @@ from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
 from stt_flywheel.evaluation.reports import regression_html, validation_html
 from stt_flywheel.evaluation.validation import validate_candidate
-from stt_flywheel.models import SpeechModel, load_model, model_window_s, resolve_device, saved_model_dir
+from stt_flywheel.models import (
+    SpeechModel,
+    load_model,
+    model_window_s,
+    resolve_device,
+    saved_model_dir,
+    target_length_check,
+)
 from stt_flywheel.models.distributed import train_in_processes
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.approval import claim_approved, propose
@@ -188,13 +195,15 @@ def stage_build_dataset(
     protected_sources = [s.data for s in config.regression] + list(config.dataset.protected_manifests)
     if config.validation.eval_manifest:
         protected_sources.append(config.validation.eval_manifest)
+    start = _start_from(config, _production(config))
     manifest = build_dataset(
         open_error_store(config),
         out_dir,
         config.dataset,
         watermark=datetime.fromisoformat(watermark) if watermark else None,
         protected=protected_hashes(protected_sources),
-        model_window_s=model_window_s(_start_from(config, _production(config))),
+        model_window_s=model_window_s(start),
+        target_check=target_length_check(start),
     )
     published = publish_dataset(out_dir, config.paths.datasets)
     write_ledger(

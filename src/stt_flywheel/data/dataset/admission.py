@@ -1,0 +1,202 @@
+"""Which corrections may teach the model: each read, then accepted, a duplicate, or quarantined
+with a reason; replay mixed in against forgetting."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from stt_flywheel.config import DatasetSettings
+from stt_flywheel.data.audio import (
+    AudioLimits,
+    AudioRejected,
+    DecodedAudio,
+    audio_hash,
+    load_audio,
+    read_training_audio,
+    validate_audio,
+)
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.manifest import Utterance, read_manifest
+from stt_flywheel.scoring.languages import language_code
+from stt_flywheel.scoring.text import normalize
+from stt_flywheel.storage.objectstore import join_uri
+
+__all__ = ["Admission", "Row", "add_replay", "admit_corrections"]
+
+
+@dataclass
+class Row:
+    id: str
+    text: str
+    audio: DecodedAudio
+    sha: str
+    source: str
+    speaker: str
+    domain: str
+    language: str = ""  # the record's `language` metadata ("de"); empty: the configured default
+
+
+@dataclass
+class Admission:
+    """The corrections read: the rows accepted, the counts (which balance), what was quarantined."""
+
+    rows: list[Row] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    def reject(self, rec_id: str, code: str, detail: str) -> None:
+        self.counts["quarantined"] += 1
+        self.reasons[code] += 1
+        self.quarantine.append({"id": rec_id, "reason": code, "detail": detail})
+
+
+def _audio_problem(
+    audio: DecodedAudio,
+    sample_rate: int,
+    model_window_s: float | None,
+    protected: set[str] | frozenset[str],
+    sha: str,
+    **durations: float,
+) -> tuple[str, str] | None:
+    """(reason code, detail) of the first rule this audio breaks, or None: decodable and sane
+    (`validate_audio`, with `durations` when given), within the model's window, not protected."""
+    problem = validate_audio(audio, sample_rate=sample_rate, **durations)
+    if problem:
+        return problem.code, problem.detail
+    if model_window_s is not None and audio.duration_s > model_window_s:
+        return (
+            "too_long_for_model",
+            f"{audio.duration_s:.2f} s > the model's {model_window_s:g} s window (one transcript, "
+            "no word timings to cut it by)",
+        )
+    if sha in protected:
+        return "protected_audio", "audio belongs to an evaluation or regression set"
+    return None
+
+
+def admit_corrections(
+    store: ErrorStore,
+    settings: DatasetSettings,
+    watermark: datetime | None,
+    protected: set[str] | frozenset[str],
+    model_window_s: float | None,
+    target_check: Callable[[str], str | None] | None = None,
+) -> Admission:
+    """Every corrected error case up to the watermark, accepted, a duplicate, or quarantined."""
+    limits = AudioLimits(
+        roots=(join_uri(store.root, "audio"), *settings.audio_roots),
+        max_bytes=settings.max_audio_bytes,
+        max_duration_s=settings.max_duration_s,
+        timeout_s=settings.audio_read_timeout_s,
+    )
+    out = Admission()
+    seen: dict[str, str] = {}
+    for prediction, event, kind in store.errors(upto=watermark):
+        if kind != "corrected":
+            out.counts["uncorrected_error_cases"] += 1
+            continue
+        out.counts["read"] += 1
+        rec_id = prediction["prediction_id"]
+        # kept as the user wrote it (whitespace collapsed): a model that writes casing and
+        # punctuation learns them from here; the CTC collator normalises for its own vocabulary
+        text = " ".join(str(event["corrected_text"]).split())
+        meta = dict(prediction["metadata"] or [])
+        language, refused = _text_problem(text, prediction["audio_uri"], meta, target_check)
+        if refused:
+            out.reject(rec_id, *refused)
+            continue
+        try:
+            audio = read_training_audio(prediction["audio_uri"], limits)
+        except AudioRejected as exc:
+            out.reject(rec_id, exc.code, exc.detail)
+            continue
+        sha = audio_hash(audio.samples)
+        problem = _audio_problem(
+            audio,
+            settings.sample_rate,
+            model_window_s,
+            protected,
+            sha,
+            min_duration_s=settings.min_duration_s,
+            max_duration_s=settings.max_duration_s,
+        )
+        problem = problem or _rate_problem(text, audio.duration_s, settings.max_words_per_second)
+        if problem:
+            out.reject(rec_id, *problem)
+        elif sha in seen and seen[sha] == text:
+            out.counts["duplicates"] += 1
+        elif sha in seen:
+            out.reject(rec_id, "conflicting_correction", f"same audio already corrected as {seen[sha]!r}")
+        else:
+            seen[sha] = text
+            out.counts["accepted"] += 1
+            speaker, domain = meta.get("speaker", ""), meta.get("domain", "")
+            out.rows.append(Row(rec_id, text, audio, sha, "correction", speaker, domain, language))
+    for key in ("read", "accepted", "duplicates", "quarantined", "uncorrected_error_cases"):
+        out.counts.setdefault(key, 0)
+    return out
+
+
+def _text_problem(
+    text: str, audio_uri: str | None, meta: dict[str, str], target_check: Callable[[str], str | None] | None
+) -> tuple[str, tuple[str, str] | None]:
+    """(the record's language as a code, "" for the default; the first rule its text or metadata
+    breaks, or None), before any audio is read."""
+    if not normalize(text):
+        return "", ("empty_transcript", "the corrected transcript is empty after normalisation")
+    if not audio_uri:
+        return "", ("audio_not_captured", "the prediction was captured without its audio")
+    named = str(meta.get("language") or "")
+    language = language_code(named) if named else ""
+    if language is None:
+        return "", ("unknown_language", f"language {named[:40]!r} is not one the model knows")
+    too_long = target_check(text) if target_check is not None else None
+    return language, (("too_long_for_model", too_long) if too_long else None)
+
+
+def _rate_problem(text: str, duration_s: float, max_rate: float | None) -> tuple[str, str] | None:
+    words = len(text.split())
+    if max_rate is None or words <= max_rate * duration_s + 2:
+        return None
+    return (
+        "implausible_words_per_second",
+        f"{words} words in {duration_s:.2f} s of audio (at most {max_rate:g} per second, plus two)",
+    )
+
+
+def add_replay(
+    train: list[Row],
+    settings: DatasetSettings,
+    protected: set[str] | frozenset[str],
+    model_window_s: float | None,
+) -> dict[str, int]:
+    """General-domain replay appended to `train`, `replay_share` of the result; its counts."""
+    stats = {"available": 0, "used": 0, "excluded_protected": 0, "invalid": 0}
+    if not (settings.replay_manifest and settings.replay_share > 0 and train):
+        return stats
+    candidates: list[Utterance] = list(read_manifest(settings.replay_manifest))
+    stats["available"] = len(candidates)
+    wanted = round(len(train) * settings.replay_share / (1 - settings.replay_share))
+    random.Random(settings.seed).shuffle(candidates)
+    for utt in candidates:
+        if stats["used"] >= wanted:
+            break
+        audio = load_audio(utt.audio)
+        sha = audio_hash(audio.samples)
+        if sha in protected:
+            stats["excluded_protected"] += 1
+        elif _audio_problem(audio, settings.sample_rate, model_window_s, frozenset(), sha) or not normalize(
+            utt.text
+        ):
+            stats["invalid"] += 1
+        else:
+            text = " ".join(utt.text.split())
+            train.append(Row(utt.id, text, audio, sha, "replay", utt.speaker or "", utt.domain or ""))
+            stats["used"] += 1
+    return stats

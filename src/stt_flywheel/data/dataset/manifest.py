@@ -1,0 +1,117 @@
+"""The dataset's manifest: what was read, kept and rejected (and why), what each split holds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stt_flywheel.storage.files import read_json
+
+if TYPE_CHECKING:
+    from stt_flywheel.data.dataset.admission import Row
+
+__all__ = ["SPLITS", "TRANSCRIPTS_AS_WRITTEN", "DatasetManifest", "profile"]
+
+# The transcripts are stored as written, whitespace collapsed: the `none/1` normaliser.
+TRANSCRIPTS_AS_WRITTEN = "none/1"
+SPLITS = ("train", "heldout")
+
+
+@dataclass
+class DatasetManifest:
+    version: str
+    content_hash: str
+    watermark: str | None
+    created_at: str
+    counts: dict[str, int]
+    quarantine_reasons: dict[str, int]
+    splits: dict[str, int]
+    replay: dict[str, int]
+    normalizer: str = TRANSCRIPTS_AS_WRITTEN  # what was done to the stored transcripts
+    settings: dict[str, Any] = field(default_factory=dict)
+    # per split: examples, audio seconds (total, min, mean, max), domains, speakers and sources
+    profile: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        c = self.counts
+        return c["read"] == c["accepted"] + c["duplicates"] + c["quarantined"]
+
+    @property
+    def usable(self) -> tuple[bool, str]:
+        """Whether training on this dataset can prove anything: it needs both splits."""
+        empty = [s for s in SPLITS if not self.splits.get(s)]
+        if empty:
+            return (
+                False,
+                f"no usable examples in the {' and '.join(empty)} split ({self.counts['quarantined']} quarantined)",
+            )
+        return True, f"{self.splits['train']} training and {self.splits['heldout']} held-out examples"
+
+    def as_dict(self) -> dict[str, Any]:
+        usable, reason = self.usable
+        return {**self.__dict__, "balanced": self.balanced, "usable": usable, "usable_reason": reason}
+
+    def to_markdown(self, context: str = "") -> str:
+        """The dataset report a person reads in the pipeline's console: what was read, kept and
+        rejected (and why), and what each split holds."""
+        usable, reason = self.usable
+        c = self.counts
+        lines = ["# Dataset", ""]
+        if context:
+            lines += [context, ""]
+        lines += [
+            f"**{self.version}** ({'usable' if usable else 'not usable'}: {reason}); data watermark "
+            f"{self.watermark or 'none'}; transcripts stored as written (normaliser {self.normalizer}: whitespace only); content hash `{self.content_hash[:16]}…`.",
+            "",
+            f"Corrected error cases read: {c['read']} — accepted {c['accepted']}, duplicates "
+            f"{c['duplicates']}, quarantined {c['quarantined']}; flagged without a correction (not "
+            f"trainable): {c['uncorrected_error_cases']}. Replay: {self.replay.get('used', 0)} of "
+            f"{self.replay.get('available', 0)} utterances.",
+            "",
+            "| split | examples | audio (min) | duration min / mean / max (s) | domains | speakers | sources |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for split in SPLITS:
+            p = self.profile.get(split)
+            if not p or not p["examples"]:
+                lines.append(f"| {split} | 0 | | | | | |")
+                continue
+            lines.append(
+                f"| {split} | {p['examples']} | {p['seconds'] / 60:.1f} | {p['min_s']:.1f} / "
+                f"{p['mean_s']:.1f} / {p['max_s']:.1f} | {_counted(p['domains'])} | {p['speakers']} | "
+                f"{_counted(p['sources'])} |"
+            )
+        if self.quarantine_reasons:
+            lines += ["", "| quarantine reason | records |", "|---|---|"]
+            lines += [
+                f"| {r} | {n} |" for r, n in sorted(self.quarantine_reasons.items(), key=lambda x: -x[1])
+            ]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def load(cls, dataset_dir: str | Path) -> DatasetManifest:
+        data = read_json(Path(dataset_dir) / "manifest.json")
+        for derived in ("balanced", "usable", "usable_reason"):
+            data.pop(derived, None)
+        return cls(**data)
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k or '(none)'} {n}" for k, n in sorted(counts.items(), key=lambda x: -x[1]))
+
+
+def profile(rows: list[Row]) -> dict[str, Any]:
+    durations = [r.audio.duration_s for r in rows]
+    return {
+        "examples": len(rows),
+        "seconds": round(sum(durations), 2),
+        "min_s": min(durations, default=0.0),
+        "mean_s": sum(durations) / len(durations) if durations else 0.0,
+        "max_s": max(durations, default=0.0),
+        "domains": dict(Counter(r.domain for r in rows)),
+        "speakers": len({r.speaker for r in rows}),
+        "sources": dict(Counter(r.source for r in rows)),
+    }

@@ -350,3 +350,42 @@ def test_two_ingests_of_the_same_file_at_once_store_each_record_once(tmp_path: P
     assert pc.count_distinct(events["event_id"]).as_py() == 1000  # the same ids twice: repeats, not news
     stats = gather_evidence(store, None, T0 + timedelta(hours=3), timedelta(hours=24))
     assert (stats.new_feedback, stats.new_error_cases, stats.recent_requests) == (1000, 1000, 1000)
+
+
+def test_two_records_of_one_id_in_one_file_keep_both_events_and_the_later_applies(tmp_path: Path) -> None:
+    """Once, the second line was counted a duplicate and its correction never written; the same
+    two lines as two files kept both."""
+    store = ErrorStore(tmp_path)
+    first = {**record(1), "corrected_text": "take two ibuprofen"}
+    later = {**record(1), "corrected_text": "take ten ibuprofen", "timestamp": (T0 + timedelta(minutes=5)).isoformat()}
+    result = store.ingest([first, later, first], now=T0 + timedelta(hours=1))
+    assert (result.read, result.accepted, result.duplicates, result.feedback_events) == (3, 2, 1, 2)
+    assert result.balanced
+    assert store.predictions().num_rows == 1
+    resolution = store.resolve_for(["r1"], now=T0 + timedelta(hours=1))
+    assert resolution.applied["r1"]["corrected_text"] == "take ten ibuprofen"
+    assert sorted(resolution.states.values()) == ["applied", "superseded"]
+
+
+def test_an_id_sent_again_with_other_audio_or_hypothesis_is_quarantined_not_merged(tmp_path: Path) -> None:
+    """Once, the later record was accepted, the first prediction kept and the new correction
+    applied to the old audio: a pair of audio and text that never belonged together."""
+    store = ErrorStore(tmp_path)
+    assert store.ingest([record(1), record(2)], now=T0).accepted == 2
+    other_audio = {**record(1), "audio_uri": "/audio/other.wav", "corrected_text": "something else"}
+    other_hyp = {**record(2), "hypothesis": "another hypothesis"}
+    in_batch = [record(3), {**record(3), "audio_uri": "/audio/x.wav"}]
+    again = {**record(1), "corrected_text": "take two ibuprofen tablets"}  # same prediction: a new event
+    result = store.ingest([other_audio, other_hyp, *in_batch, again], now=T0 + timedelta(hours=1))
+    assert result.balanced
+    assert [(q.line, q.reason) for q in result.quarantined] == [
+        (1, "conflicting_prediction"),
+        (2, "conflicting_prediction"),
+        (4, "conflicting_prediction"),
+    ]
+    assert "audio_uri" in result.quarantined[0].detail and "hypothesis" in result.quarantined[1].detail
+    assert result.accepted == 2 and result.feedback_events == 2
+    predictions = {r["prediction_id"]: r for r in store.predictions().to_pylist()}
+    assert predictions["r1"]["audio_uri"] == "/audio/1.wav" and len(predictions) == 3
+    applied = store.resolve_for(["r1"], now=T0 + timedelta(hours=1)).applied["r1"]
+    assert applied["corrected_text"] == "take two ibuprofen tablets"

@@ -57,9 +57,9 @@ class QuarantineEntry:
 
 @dataclass
 class IngestResult:
-    """One `errors ingest` batch of combined records: lines read = accepted + duplicates (an id
-    repeated inside the batch) + quarantined. Each accepted record is a prediction, and a
-    feedback event when it carries a correction or a flag."""
+    """One `errors ingest` batch of combined records: lines read = accepted + duplicates (a
+    record that adds nothing new) + quarantined. An accepted record adds its prediction (the first
+    under its id), a feedback event when it carries a correction or a flag, or both."""
 
     read: int = 0
     accepted: int = 0
@@ -172,8 +172,8 @@ def parse_rows(
     quarantined: list[QuarantineEntry],
     time_field: str,
     now: datetime,
-) -> Iterator[tuple[int, Any]]:
-    """(line number, validated value) of each good row; the others are quarantined, each with
+) -> Iterator[tuple[int, Any, Any]]:
+    """(line number, the row as given, validated value) of each good row; the others are quarantined, each with
     its reason and its bytes. Rows are dicts, JSON strings or bytes, or `Line`s (a source's
     lines with their physical numbers)."""
     latest = now + MAX_FUTURE
@@ -205,7 +205,7 @@ def parse_rows(
         if refused is not None:
             _reject(quarantined, lineno, row, *refused)
             continue
-        yield lineno, value
+        yield lineno, row, value
 
 
 def write_quarantine(files: Partitions, stream: str, entries: list[QuarantineEntry], now: datetime) -> None:
@@ -226,7 +226,7 @@ def ingest_feedback(
     result.read = len(rows)
     events = [
         event_row(e.prediction_id, e.corrected_text, e.flagged, e.event_time, e.source, now)
-        for _, e in parse_rows(rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now)
+        for _, _, e in parse_rows(rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now)
     ]
     result.accepted = len(events)
     result.files = files.write_feedback(events, now)
@@ -244,12 +244,23 @@ def ingest_feedback(
 
 
 _RECORD_COLUMNS = ("prediction_id", "predicted_at", "model_version", "hypothesis", "metadata", "audio_uri")
+_SAME_PREDICTION = ("audio_uri", "hypothesis")  # what one prediction id may never change
+
+
+def _conflict(first: dict[str, Any], rec: dict[str, Any]) -> str | None:
+    """How `rec` differs from the prediction already known under its id, or None."""
+    changed = [f for f in _SAME_PREDICTION if first[f] != rec[f]]
+    if not changed:
+        return None
+    return f"prediction {rec['id']!r} is already stored with another " + " and ".join(changed)
 
 
 def ingest_records(files: Partitions, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
     """Append combined records (a prediction with its correction or flag); bad lines are
-    quarantined with a reason, an id repeated inside the batch is a duplicate. A record for a
-    prediction already stored adds its correction as a feedback event.
+    quarantined with a reason. An id seen before (in the batch or in the store) keeps its first
+    prediction: a record that changes its audio or hypothesis is quarantined
+    (`conflicting_prediction`), one that only brings another correction or flag adds that event
+    (the latest by time applies), and one that adds nothing is a duplicate.
 
     Column-wise: each line is checked by pydantic-core as a dict and lands in column lists,
     so the cost stays near that of parsing the lines and writing Parquet."""
@@ -257,32 +268,53 @@ def ingest_records(files: Partitions, rows: Iterable[Any], now: datetime | None 
     result = IngestResult()
     rows = list(rows)
     result.read = len(rows)
+    parsed = list(parse_rows(rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now))
+    stored = files.lookup({rec["id"] for _, _, rec in parsed}).select(["prediction_id", *_SAME_PREDICTION])
+    known: dict[str, dict[str, Any]] = {
+        r["prediction_id"]: {**r, "id": r["prediction_id"]} for r in stored.to_pylist()
+    }
     cols: dict[str, list[Any]] = {name: [] for name in _RECORD_COLUMNS}
     events: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for _, rec in parse_rows(rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now):
+    event_ids: set[str] = set()
+    for lineno, row, rec in parsed:
         pid = rec["id"]
-        if pid in seen:
+        first = known.get(pid)
+        conflict = _conflict(first, rec) if first is not None else None
+        if conflict:
+            _reject(result.quarantined, lineno, row, "conflicting_prediction", conflict)
+            continue
+        corrected, flagged = rec.get("corrected_text"), rec.get("flagged", False)
+        event = None
+        if corrected is not None or flagged:
+            event = event_row(pid, corrected, flagged, rec["timestamp"], "errors-ingest", now)
+            if event["event_id"] in event_ids:
+                event = None
+        if first is not None and event is None:
             result.duplicates += 1
             continue
-        seen.add(pid)
-        cols["prediction_id"].append(pid)
-        cols["predicted_at"].append(rec["timestamp"])
-        cols["model_version"].append(rec.get("model_version"))
-        cols["hypothesis"].append(rec["hypothesis"])
-        cols["metadata"].append(rec.get("metadata") or {})
-        cols["audio_uri"].append(rec["audio_uri"])
-        corrected, flagged = rec.get("corrected_text"), rec.get("flagged", False)
-        if corrected is not None or flagged:
-            events.append(event_row(pid, corrected, flagged, rec["timestamp"], "errors-ingest", now))
-    result.accepted = len(cols["prediction_id"])
-    if result.accepted:
+        result.accepted += 1
+        if event is not None:
+            events.append(event)
+            event_ids.add(event["event_id"])
+        if first is None:
+            known[pid] = rec
+            _append_prediction(cols, rec)
+    if cols["prediction_id"]:
         table = _prediction_table(cols, now)
         result.files = files.write("predictions", table, prediction_hours(table), now)
     result.files += files.write_feedback(events, now)
     result.feedback_events = len(events)
     write_quarantine(files, "records", result.quarantined, now)
     return result
+
+
+def _append_prediction(cols: dict[str, list[Any]], rec: dict[str, Any]) -> None:
+    cols["prediction_id"].append(rec["id"])
+    cols["predicted_at"].append(rec["timestamp"])
+    cols["model_version"].append(rec.get("model_version"))
+    cols["hypothesis"].append(rec["hypothesis"])
+    cols["metadata"].append(rec.get("metadata") or {})
+    cols["audio_uri"].append(rec["audio_uri"])
 
 
 def _prediction_table(cols: dict[str, list[Any]], now: datetime) -> pa.Table:

@@ -357,7 +357,11 @@ def test_two_records_of_one_id_in_one_file_keep_both_events_and_the_later_applie
     two lines as two files kept both."""
     store = ErrorStore(tmp_path)
     first = {**record(1), "corrected_text": "take two ibuprofen"}
-    later = {**record(1), "corrected_text": "take ten ibuprofen", "timestamp": (T0 + timedelta(minutes=5)).isoformat()}
+    later = {
+        **record(1),
+        "corrected_text": "take ten ibuprofen",
+        "timestamp": (T0 + timedelta(minutes=5)).isoformat(),
+    }
     result = store.ingest([first, later, first], now=T0 + timedelta(hours=1))
     assert (result.read, result.accepted, result.duplicates, result.feedback_events) == (3, 2, 1, 2)
     assert result.balanced

@@ -13,6 +13,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.synchronize
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -297,3 +299,85 @@ def test_training_killed_anywhere_then_run_again_finishes_from_a_whole_checkpoin
     assert (checkpoints / "checkpoint-200").is_dir()
     model = load_model(tmp_path / "run" / "model", device="cpu")
     assert len(model.transcribe([examples[0]["audio"]])) == 1
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """The `stt-flywheel` script itself, as an operator or a cron job runs it."""
+    script = Path(sys.executable).with_name("stt-flywheel")
+    return subprocess.run([str(script), *args], capture_output=True, timeout=timeout, check=False)
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_the_clis_ingests_and_exports_exit_cleanly_beside_a_serving_process_just_stopped(
+    tmp_path: Path, flywheel_config: tuple, general_utts: list, round_: int
+) -> None:
+    """Once, `feedback ingest` died after its work with `terminate called without an active
+    exception` (exit 134, nothing said) just after a serving process had stopped: Arrow's
+    worker threads torn down with the interpreter. Each command's exit code and words, every round."""
+    import base64
+    import socket
+    import time
+
+    import httpx
+
+    from stt_flywheel.config import DEFAULT_BASE_MODEL
+
+    config_path, _ = flywheel_config
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    script = Path(sys.executable).with_name("stt-flywheel")
+    server = subprocess.Popen(
+        [
+            str(script),
+            "serve",
+            "--model-dir",
+            str(DEFAULT_BASE_MODEL),
+            "--port",
+            str(port),
+            "-c",
+            str(config_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.25)
+        audio = base64.b64encode(Path(general_utts[round_].audio).read_bytes()).decode()
+        answer = httpx.post(url + "/predict", json={"instances": [{"b64": audio}]}, timeout=60).json()
+        pid = answer["predictions"][0]["prediction_id"]
+    finally:
+        server.terminate()
+        server.wait(30)
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text(
+        orjson.dumps(
+            {
+                "prediction_id": pid,
+                "corrected_text": "a correction",
+                "event_time": datetime.now(UTC),
+                "source": "app",
+            }
+        ).decode()
+        + "\n"
+    )
+    records = tmp_path / "records.jsonl"
+    records.write_bytes(b"\n".join(orjson.dumps(record(i)) for i in range(50)) + b"\n")
+    runs = {
+        "feedback ingest": _cli("feedback", "ingest", str(feedback), "-c", str(config_path), "--json"),
+        "errors ingest": _cli("errors", "ingest", str(records), "-c", str(config_path), "--json"),
+        "errors export": _cli("errors", "export", "-c", str(config_path)),
+    }
+    for name, done in runs.items():
+        assert done.returncode == 0, (name, done.returncode, done.stderr.decode()[-2000:])
+        assert b"terminate called" not in done.stderr
+    assert orjson.loads(runs["feedback ingest"].stdout)["accepted"] == 1
+    assert orjson.loads(runs["errors ingest"].stdout)["accepted"] == 50
+    exported = [orjson.loads(line) for line in runs["errors export"].stdout.splitlines()]
+    assert len(exported) == 51 and pid in {e["prediction_id"] for e in exported}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
-from typing import Any
+import threading
+from typing import Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -154,5 +157,31 @@ def main() -> None:
         sys.exit(2)
 
 
+def run() -> NoReturn:
+    """The `stt-flywheel` script: `main()`, then the process ends without the native libraries'
+    teardown. Arrow's thread-pool workers may still be alive when the interpreter finalises, and a
+    worker destroyed while joinable aborts the process (`terminate called without an active
+    exception`, exit 134) after the command has done its work and said so — on a loaded machine,
+    about one run in forty. Python's own exit work still runs: other threads joined, exit
+    handlers (logging's flush among them), the standard streams flushed."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # sys.exit("message"): said on stderr, as Python would
+            print(exc.code, file=sys.stderr)
+            code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say there
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -1,5 +1,5 @@
 """`python -m flywheel_pipelines.cli`: the same CLI as the `stt-flywheel` script."""
 
-from flywheel_pipelines.cli import main
+from flywheel_pipelines.cli import run
 
-main()
+run()

@@ -74,7 +74,7 @@ def first_by(table: pa.Table, key: str) -> pa.Table:
     if table.num_rows == 0:
         return table
     indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
-    first = indexed.group_by(key, use_threads=False).aggregate([("_row", "min")])["_row_min"]
+    first = indexed.group_by(key).aggregate([("_row", "min")])["_row_min"]
     return table.take(pc.take(first, pc.sort_indices(first)))
 
 

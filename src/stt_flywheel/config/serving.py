@@ -88,6 +88,12 @@ class FeedbackSettings(Strict):
         ge=0,
         description="Feedback is expected this long after a prediction; younger predictions without any are pending.",
     )
+    reviewer_sources: list[str] = Field(
+        default_factory=lambda: ["review"],
+        description="Sources whose events may label any user's prediction (a review tool, a labelling "
+        "team); an event from any other source about another user's prediction is quarantined "
+        "(`not_the_requester`). `review` is what `stt-flywheel review accept` sends.",
+    )
 
     @property
     def pending_horizon(self) -> timedelta:

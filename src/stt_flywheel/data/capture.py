@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from stt_flywheel.config import CaptureSettings
 from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 
 __all__ = ["CaptureCounters", "CaptureWriter", "CapturedPrediction"]
@@ -55,6 +56,7 @@ class CapturedPrediction:
     duration_s: float | None
     audio: bytes | None
     audio_ext: str = "wav"
+    user: str = ANONYMOUS  # the requester's pseudonym, never the id itself
 
 
 @dataclass
@@ -178,6 +180,7 @@ class CaptureWriter:
                     "hypothesis": p.hypothesis,
                     "metadata": p.metadata,
                     "duration_s": p.duration_s,
+                    "user": p.user,
                     "audio_uri": audio_uri,
                     "audio_sha256": sha,
                 }
@@ -223,7 +226,13 @@ class CaptureWriter:
                 rows = pq.read_table(path).to_pylist()
             except FileNotFoundError:
                 continue
-            batch = [CapturedPrediction(**{**r, "metadata": dict(r["metadata"] or [])}) for r in rows]
+            # a spill file from before users were known has no `user` column: anonymous
+            batch = [
+                CapturedPrediction(
+                    **{**r, "metadata": dict(r["metadata"] or []), "user": r.get("user") or ANONYMOUS}
+                )
+                for r in rows
+            ]
             try:
                 self._write(batch)
             except Exception as exc:  # noqa: BLE001 -- still unreachable: try again later

@@ -33,6 +33,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from stt_flywheel.data.identity import ANONYMOUS, MAX_USER_CHARS
 from stt_flywheel.scoring.text import normalize
 
 __all__ = [
@@ -58,6 +59,7 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("endpoint", pa.string()),
         pa.field("hypothesis", pa.string(), nullable=False),
         pa.field("metadata", pa.map_(pa.string(), pa.string())),
+        pa.field("user", pa.string()),  # the requester's pseudonym (`identity`); null in older files
         pa.field("duration_s", pa.float32()),
         pa.field("audio_uri", pa.string()),
         pa.field("audio_sha256", pa.string()),
@@ -73,6 +75,9 @@ FEEDBACK_SCHEMA = pa.schema(
         pa.field("flagged", pa.bool_(), nullable=False),
         pa.field("event_time", TIMESTAMP, nullable=False),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("user", pa.string()),  # the sender's pseudonym (`identity`); null in older files
+        # sent by a reviewer source (`feedback.reviewer_sources`), which may label anyone's prediction
+        pa.field("reviewer", pa.bool_()),
         pa.field("ingested_at", TIMESTAMP, nullable=False),
     ]
 )
@@ -122,6 +127,7 @@ class FeedbackEvent(BaseModel):
     flagged: bool = False
     event_time: datetime
     source: str = Field(min_length=1)
+    user: str | None = Field(None, max_length=MAX_USER_CHARS)
 
     _event_time = field_validator("event_time")(classmethod(lambda cls, v: _utc(v)))
 
@@ -150,6 +156,7 @@ class TranscriptRecord(TypedDict):
     model_version: NotRequired[str | None]
     timestamp: AwareDatetime
     metadata: NotRequired[dict[str, str]]
+    user: NotRequired[Annotated[str, StringConstraints(max_length=MAX_USER_CHARS)] | None]
 
 
 TRANSCRIPT_RECORD = TypeAdapter(TranscriptRecord)
@@ -170,12 +177,21 @@ def event_row(
     event_time: datetime,
     source: str,
     ingested_at: datetime,
+    user: str = ANONYMOUS,
+    reviewer: bool = False,
 ) -> dict[str, Any]:
-    """One feedback row of FEEDBACK_SCHEMA; its id is the same for the same event sent twice and
-    differs for any difference."""
-    body = orjson.dumps(
-        [prediction_id, corrected_text, flagged, event_time.astimezone(UTC).isoformat(), source]
-    )
+    """One feedback row of FEEDBACK_SCHEMA (`user`: the sender's pseudonym); its id is the same
+    for the same event sent twice and differs for any difference."""
+    fields: list[Any] = [
+        prediction_id,
+        corrected_text,
+        flagged,
+        event_time.astimezone(UTC).isoformat(),
+        source,
+    ]
+    if user != ANONYMOUS:  # an anonymous event keeps the id it had before users were known
+        fields.append(user)
+    body = orjson.dumps(fields)
     return {
         "event_id": hashlib.sha256(body).hexdigest()[:32],
         "prediction_id": prediction_id,
@@ -183,5 +199,7 @@ def event_row(
         "flagged": flagged,
         "event_time": event_time,
         "source": source,
+        "user": user,
+        "reviewer": reviewer,
         "ingested_at": ingested_at,
     }

@@ -152,7 +152,7 @@ def gather_evidence(
     latest_arrival = pc.max(new_events["ingested_at"]).as_py() if new_events.num_rows else None
 
     start = now - window
-    recent = store.predictions(start, now, columns=["model_version", "hypothesis"])
+    recent = store.predictions(start, now, columns=["model_version", "hypothesis", "user"])
     if version is not None:
         recent = recent.filter(pc.equal(recent["model_version"], str(version)))
     # feedback on the window's predictions arrived after the window opened

@@ -24,6 +24,7 @@ from stt_flywheel.data.error_store.ingest import (
     FeedbackIngestResult,
     IngestResult,
     QuarantineEntry,
+    Senders,
     ingest_feedback,
     ingest_records,
     read_lines,
@@ -37,6 +38,7 @@ from stt_flywheel.data.error_store.resolve import (
     resolve,
     resolve_for,
 )
+from stt_flywheel.data.identity import load_identity
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "IngestResult",
     "QuarantineEntry",
     "Resolution",
+    "Senders",
     "distinct_events",
     "latest_kinds",
     "open_error_store",
@@ -58,9 +61,15 @@ class ErrorStore(Partitions):
     """The store under `root`, a local directory or a `gs://` prefix (see `objectstore`): its
     partitions' reads, and ingest, resolution, export and compaction over them."""
 
-    def __init__(self, root: str | Path, pending_horizon: timedelta = timedelta(hours=24)) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        pending_horizon: timedelta = timedelta(hours=24),
+        senders: Senders | None = None,
+    ) -> None:
         super().__init__(root)
         self.pending_horizon = pending_horizon
+        self.senders = senders or Senders()
 
     def write_predictions(self, rows: Sequence[dict[str, Any]], now: datetime | None = None) -> list[str]:
         """Append captured predictions (dicts with PREDICTION_SCHEMA's fields but `ingested_at`)."""
@@ -74,10 +83,10 @@ class ErrorStore(Partitions):
         return self.write("predictions", table, prediction_hours(table), now)
 
     def ingest(self, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
-        return ingest_records(self, rows, now=now)
+        return ingest_records(self, rows, now=now, senders=self.senders)
 
     def ingest_feedback(self, rows: Iterable[Any], now: datetime | None = None) -> FeedbackIngestResult:
-        return ingest_feedback(self, rows, self.pending_horizon, now=now)
+        return ingest_feedback(self, rows, self.pending_horizon, now=now, senders=self.senders)
 
     def ingest_file(self, path: str | Path, now: datetime | None = None) -> IngestResult:
         return self.ingest(read_lines(path), now=now)
@@ -112,5 +121,6 @@ class ErrorStore(Partitions):
 
 
 def open_error_store(config: FlywheelConfig) -> ErrorStore:
-    """The configured error store."""
-    return ErrorStore(config.paths.error_store, pending_horizon=config.feedback.pending_horizon)
+    """The configured error store; its identity key is loaded when a user is first named."""
+    senders = Senders(lambda: load_identity(config.paths.root), config.feedback.reviewer_sources)
+    return ErrorStore(config.paths.error_store, config.feedback.pending_horizon, senders)

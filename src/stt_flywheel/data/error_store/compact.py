@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from stt_flywheel.data.error_store.layout import (
     STREAMS,
     Partitions,
+    conform,
     first_by,
     hour_of,
     parquet_bytes,
@@ -63,7 +64,7 @@ def _merge(
     inputs: list[tuple[str, Versioned]] = [(k, v) for k, v in found if v is not None]
     if len(inputs) < min_files:
         return
-    tables = [pq.read_table(pa.BufferReader(v.data)).cast(STREAMS[stream]) for _, v in inputs]
+    tables = [conform(pq.read_table(pa.BufferReader(v.data)), STREAMS[stream]) for _, v in inputs]
     merged = pa.concat_tables(tables).sort_by([("ingested_at", "ascending"), (key_col, "ascending")])
     merged = first_by(merged, key_col)
     digest = hashlib.sha256("\n".join(sorted(k for k, _ in inputs)).encode()).hexdigest()[:16]

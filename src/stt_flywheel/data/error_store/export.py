@@ -89,13 +89,22 @@ def export(
 def export_quarantine(
     files: Partitions, pending_horizon: timedelta, now: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Lines rejected at ingest, then feedback events whose prediction never arrived."""
+    """Lines rejected at ingest, then feedback events whose prediction never arrived, then events
+    about another user's prediction that arrived before it."""
     yield from files.quarantine()
     now = now or utc_now()
-    for event in resolve(files, files.feedback(upto=now), pending_horizon, now=now).quarantined:
+    resolution = resolve(files, files.feedback(upto=now), pending_horizon, now=now)
+    for event in resolution.quarantined:
         yield {
             "stream": "feedback",
             "reason": "unknown_prediction",
             "detail": f"no prediction {event['prediction_id']} within {pending_horizon} of the event's arrival",
+            "event": event,
+        }
+    for event in resolution.refused:
+        yield {
+            "stream": "feedback",
+            "reason": "not_the_requester",
+            "detail": "another user's prediction: only the requester or a reviewer source may label it",
             "event": event,
         }

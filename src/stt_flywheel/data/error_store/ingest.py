@@ -16,8 +16,10 @@ import orjson
 import pyarrow as pa
 from pydantic import ValidationError
 
+from stt_flywheel.config.base import ConfigError
 from stt_flywheel.data.error_store.layout import Partitions, epoch_us, prediction_hours, utc_now
 from stt_flywheel.data.error_store.resolve import resolve_for
+from stt_flywheel.data.identity import ANONYMOUS, MAX_USER_CHARS, Identity
 from stt_flywheel.data.records import (
     PREDICTION_SCHEMA,
     TIMESTAMP,
@@ -36,6 +38,7 @@ __all__ = [
     "IngestResult",
     "Line",
     "QuarantineEntry",
+    "Senders",
     "ingest_feedback",
     "ingest_records",
     "read_lines",
@@ -44,6 +47,40 @@ __all__ = [
 MAX_FUTURE = timedelta(days=1)  # a record or event dated later than this after its arrival is refused
 MAX_LINE_BYTES = 1 << 20  # a longer line is quarantined unparsed (`line_too_long`)
 MAX_ID_CHARS = 256  # a longer prediction id is quarantined (`id_too_long`)
+
+
+class Senders:
+    """Who may say what: the key that turns user ids into pseudonyms (an `Identity`, or a
+    function that loads it when a user is first named), and the sources that may label any
+    user's prediction."""
+
+    def __init__(
+        self,
+        identity: Identity | Callable[[], Identity] | None = None,
+        reviewer_sources: Iterable[str] = ("review",),
+    ) -> None:
+        self._identity = identity
+        self.reviewer_sources = frozenset(reviewer_sources)
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raise ConfigError("records name users but this store was opened without an identity key")
+        if not isinstance(self._identity, Identity):
+            self._identity = self._identity()
+        return self._identity
+
+    def pseudonym(self, user: str | None) -> str:
+        if user is None or not user.strip():
+            return ANONYMOUS
+        return self.identity.pseudonym(user)
+
+    def redact(self, data: Any) -> Any:
+        """A parsed line as it may be kept in the quarantine: its user id as the pseudonym (cut
+        to the longest id accepted first), or the line itself when it names no user."""
+        if type(data) is dict and isinstance(data.get("user"), str) and data["user"].strip():
+            return {**data, "user": self.pseudonym(data["user"][:MAX_USER_CHARS])}
+        return data
 
 
 @dataclass(frozen=True)
@@ -149,8 +186,14 @@ def _text(row: Any) -> str:
     return row if isinstance(row, str) else orjson.dumps(row, default=str).decode()
 
 
-def _reject(quarantined: list[QuarantineEntry], lineno: int, row: Any, reason: str, detail: str) -> None:
-    """Quarantine a row as readable text, with its exact bytes when it had any."""
+def _reject(
+    quarantined: list[QuarantineEntry], lineno: int, row: Any, reason: str, detail: str, parsed: Any = None
+) -> None:
+    """Quarantine a row as readable text, with its exact bytes when it had any. `parsed`: the row
+    as parsed and redacted (no user id in the clear); kept instead of the row when given."""
+    if parsed is not None:
+        quarantined.append(QuarantineEntry(lineno, reason, detail, _text(parsed)))
+        return
     exact = base64.b64encode(row).decode() if isinstance(row, bytes) else None
     quarantined.append(QuarantineEntry(lineno, reason, detail, _text(row), exact))
 
@@ -172,6 +215,7 @@ def parse_rows(
     quarantined: list[QuarantineEntry],
     time_field: str,
     now: datetime,
+    redact: Callable[[Any], Any] = lambda data: data,
 ) -> Iterator[tuple[int, Any, Any]]:
     """(line number, the row as given, validated value) of each good row; the others are quarantined, each with
     its reason and its bytes. Rows are dicts, JSON strings or bytes, or `Line`s (a source's
@@ -191,21 +235,25 @@ def parse_rows(
         if type(data) is not dict:
             _reject(quarantined, lineno, row, "not_an_object", type(data).__name__)
             continue
+        redacted = redact(data)
+        kept = None if redacted is data else redacted  # the row is kept as sent unless redacted
         rec_id = data.get("id", data.get("prediction_id"))
         if isinstance(rec_id, str) and len(rec_id) > MAX_ID_CHARS:
-            _reject(quarantined, lineno, row, "id_too_long", f"{len(rec_id)} characters > {MAX_ID_CHARS}")
+            _reject(
+                quarantined, lineno, row, "id_too_long", f"{len(rec_id)} characters > {MAX_ID_CHARS}", kept
+            )
             continue
         try:
             value = validate(data)
         except ValidationError as exc:
-            _reject(quarantined, lineno, row, "invalid_record", describe_validation_error(exc))
+            _reject(quarantined, lineno, row, "invalid_record", describe_validation_error(exc), kept)
             continue
         when = value[time_field] if isinstance(value, dict) else getattr(value, time_field)
         refused = _checked_time(when, time_field, latest)
         if refused is not None:
-            _reject(quarantined, lineno, row, *refused)
+            _reject(quarantined, lineno, row, *refused, kept)
             continue
-        yield lineno, row, value
+        yield lineno, row if kept is None else kept, value
 
 
 def write_quarantine(files: Partitions, stream: str, entries: list[QuarantineEntry], now: datetime) -> None:
@@ -216,23 +264,45 @@ def write_quarantine(files: Partitions, stream: str, entries: list[QuarantineEnt
 
 
 def ingest_feedback(
-    files: Partitions, rows: Iterable[Any], pending_horizon: timedelta, now: datetime | None = None
+    files: Partitions,
+    rows: Iterable[Any],
+    pending_horizon: timedelta,
+    now: datetime | None = None,
+    senders: Senders | None = None,
 ) -> FeedbackIngestResult:
     """Append feedback events (dicts or raw JSON lines); invalid lines are quarantined with a
-    reason. Returns the counts and the accepted events' states right after the write."""
+    reason, and so is an event about another user's prediction unless a reviewer source sent it
+    (`not_the_requester`). Returns the counts and the accepted events' states after the write."""
     now = now or utc_now()
+    senders = senders or Senders()
     result = FeedbackIngestResult()
     rows = list(rows)
     result.read = len(rows)
-    events = [
-        event_row(e.prediction_id, e.corrected_text, e.flagged, e.event_time, e.source, now)
-        for _, _, e in parse_rows(rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now)
-    ]
+    parsed = list(
+        parse_rows(rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now, senders.redact)
+    )
+    predictions = files.lookup({e.prediction_id for _, _, e in parsed})
+    owners = dict(zip(predictions["prediction_id"].to_pylist(), predictions["user"].to_pylist(), strict=True))
+    events = []
+    for lineno, kept, e in parsed:
+        user, reviewer = senders.pseudonym(e.user), e.source in senders.reviewer_sources
+        owner = owners.get(e.prediction_id, user) or ANONYMOUS
+        if owner != user and not reviewer:
+            detail = "another user's prediction: only the requester or a reviewer source may label it"
+            _reject(result.quarantined, lineno, kept, "not_the_requester", detail)
+            continue
+        events.append(
+            event_row(
+                e.prediction_id, e.corrected_text, e.flagged, e.event_time, e.source, now, user, reviewer
+            )
+        )
     result.accepted = len(events)
     result.files = files.write_feedback(events, now)
     write_quarantine(files, "feedback", result.quarantined, now)
     if events:
-        resolution = resolve_for(files, {e["prediction_id"] for e in events}, pending_horizon, now=now)
+        resolution = resolve_for(
+            files, {e["prediction_id"] for e in events}, pending_horizon, now=now, predictions=predictions
+        )
         in_batch: set[str] = set()
         for e in events:
             sent_before = resolution.first_arrival.get(e["event_id"], now) < now
@@ -243,8 +313,16 @@ def ingest_feedback(
     return result
 
 
-_RECORD_COLUMNS = ("prediction_id", "predicted_at", "model_version", "hypothesis", "metadata", "audio_uri")
-_SAME_PREDICTION = ("audio_uri", "hypothesis")  # what one prediction id may never change
+_RECORD_COLUMNS = (
+    "prediction_id",
+    "predicted_at",
+    "model_version",
+    "hypothesis",
+    "metadata",
+    "user",
+    "audio_uri",
+)
+_SAME_PREDICTION = ("audio_uri", "hypothesis", "user")  # what one prediction id may never change
 
 
 def _conflict(first: dict[str, Any], rec: dict[str, Any]) -> str | None:
@@ -255,7 +333,9 @@ def _conflict(first: dict[str, Any], rec: dict[str, Any]) -> str | None:
     return f"prediction {rec['id']!r} is already stored with another " + " and ".join(changed)
 
 
-def ingest_records(files: Partitions, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
+def ingest_records(
+    files: Partitions, rows: Iterable[Any], now: datetime | None = None, senders: Senders | None = None
+) -> IngestResult:
     """Append combined records (a prediction with its correction or flag); bad lines are
     quarantined with a reason. An id seen before (in the batch or in the store) keeps its first
     prediction: a record that changes its audio or hypothesis is quarantined
@@ -265,13 +345,21 @@ def ingest_records(files: Partitions, rows: Iterable[Any], now: datetime | None 
     Column-wise: each line is checked by pydantic-core as a dict and lands in column lists,
     so the cost stays near that of parsing the lines and writing Parquet."""
     now = now or utc_now()
+    senders = senders or Senders()
     result = IngestResult()
     rows = list(rows)
     result.read = len(rows)
-    parsed = list(parse_rows(rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now))
+    parsed = list(
+        parse_rows(
+            rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now, senders.redact
+        )
+    )
+    for _, _, rec in parsed:
+        rec["user"] = senders.pseudonym(rec.get("user"))
     stored = files.lookup({rec["id"] for _, _, rec in parsed}).select(["prediction_id", *_SAME_PREDICTION])
     known: dict[str, dict[str, Any]] = {
-        r["prediction_id"]: {**r, "id": r["prediction_id"]} for r in stored.to_pylist()
+        r["prediction_id"]: {**r, "id": r["prediction_id"], "user": r["user"] or ANONYMOUS}
+        for r in stored.to_pylist()
     }
     cols: dict[str, list[Any]] = {name: [] for name in _RECORD_COLUMNS}
     events: list[dict[str, Any]] = []
@@ -286,7 +374,7 @@ def ingest_records(files: Partitions, rows: Iterable[Any], now: datetime | None 
         corrected, flagged = rec.get("corrected_text"), rec.get("flagged", False)
         event = None
         if corrected is not None or flagged:
-            event = event_row(pid, corrected, flagged, rec["timestamp"], "errors-ingest", now)
+            event = event_row(pid, corrected, flagged, rec["timestamp"], "errors-ingest", now, rec["user"])
             if event["event_id"] in event_ids:
                 event = None
         if first is not None and event is None:
@@ -314,6 +402,7 @@ def _append_prediction(cols: dict[str, list[Any]], rec: dict[str, Any]) -> None:
     cols["model_version"].append(rec.get("model_version"))
     cols["hypothesis"].append(rec["hypothesis"])
     cols["metadata"].append(rec.get("metadata") or {})
+    cols["user"].append(rec["user"])
     cols["audio_uri"].append(rec["audio_uri"])
 
 
@@ -326,6 +415,7 @@ def _prediction_table(cols: dict[str, list[Any]], now: datetime) -> pa.Table:
         "endpoint": pa.nulls(n, pa.string()),
         "hypothesis": pa.array(cols["hypothesis"], pa.string()),
         "metadata": pa.array(cols["metadata"], PREDICTION_SCHEMA.field("metadata").type),
+        "user": pa.array(cols["user"], pa.string()),
         "duration_s": pa.nulls(n, pa.float32()),
         "audio_uri": pa.array(cols["audio_uri"], pa.string()),
         "audio_sha256": pa.nulls(n, pa.string()),

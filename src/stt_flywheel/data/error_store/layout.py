@@ -94,6 +94,15 @@ def arrived(events: pa.Table, after: datetime | None = None, upto: datetime | No
     return events.sort_by([("ingested_at", "ascending"), ("event_id", "ascending")])
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with `schema`'s columns in its order: a column that files written before it existed
+    lack reads as nulls."""
+    missing = [f for f in schema if f.name not in table.column_names]
+    for f in missing:
+        table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table.select(schema.names).cast(schema) if missing or table.schema != schema else table
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
@@ -192,21 +201,22 @@ class Partitions:
             full = self.read_file(key)
             if full is None:  # merged away between the two reads: the files that replaced it, whole
                 out += [
-                    t.cast(STREAMS[stream]).filter(pc.is_in(t["prediction_id"], value_set=wanted))
+                    conform(t, STREAMS[stream]).filter(pc.is_in(t["prediction_id"], value_set=wanted))
                     for _, t in self.tables([key], None, seen)
                 ]
                 continue
-            out.append(full.cast(STREAMS[stream]).filter(mask))
+            out.append(conform(full, STREAMS[stream]).filter(mask))
         return out
 
     def read_many(self, stream: str, keys: Iterable[str], columns: Sequence[str] | None = None) -> pa.Table:
         schema = STREAMS[stream]
         if columns:
             schema = pa.schema([schema.field(c) for c in columns])
+        # a column that an older file lacks is not read (Parquet skips it) but added by `conform`
         tables = [t for _, t in self.tables(keys, columns)]
         if not tables:
             return schema.empty_table()
-        return pa.concat_tables([t.cast(schema) for t in tables])
+        return pa.concat_tables([conform(t, schema) for t in tables])
 
     def write(self, stream: str, table: pa.Table, hours: np.ndarray, now: datetime) -> list[str]:
         """One new file per hour partition (`hours`: each row's hour since the epoch); returns their URIs."""

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stt_flywheel.data.error_store.layout import Partitions, first_by, utc_now
+from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import feedback_kind
 from stt_flywheel.scoring.text import normalize_arrow
 
@@ -36,6 +37,7 @@ class Resolution:
     applied: dict[str, dict[str, Any]]  # prediction_id -> the applied event's row
     predictions: dict[str, dict[str, Any]]  # prediction_id -> the prediction's row (the visible ones)
     quarantined: list[dict[str, Any]]  # events past the horizon without a prediction
+    refused: list[dict[str, Any]]  # events about another user's prediction, not from a reviewer
     first_arrival: dict[str, datetime]  # event_id -> when it first arrived
 
     def kind(self, prediction_id: str) -> str | None:
@@ -79,11 +81,20 @@ def resolve(
         by_prediction.setdefault(row["prediction_id"], []).append(row)
     applied: dict[str, dict[str, Any]] = {}
     quarantined: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
     for pid, group in by_prediction.items():
         if pid in visible:
-            latest = max(group, key=lambda r: (r["event_time"], r["ingested_at"], r["event_id"]))
-            applied[pid] = latest
+            owner = visible[pid]["user"] or ANONYMOUS
+            allowed = [r for r in group if r["reviewer"] or (r["user"] or ANONYMOUS) == owner]
             for r in group:
+                if r not in allowed:
+                    states[r["event_id"]] = "quarantined"
+                    refused.append(r)
+            if not allowed:
+                continue
+            latest = max(allowed, key=lambda r: (r["event_time"], r["ingested_at"], r["event_id"]))
+            applied[pid] = latest
+            for r in allowed:
                 states[r["event_id"]] = "applied" if r is latest else "superseded"
             continue
         for r in group:
@@ -95,17 +106,27 @@ def resolve(
     for state in FEEDBACK_STATES:
         counts.setdefault(state, 0)
     first_arrival = {e: r["ingested_at"] for e, r in first.items()}
-    return Resolution(states, counts, applied, visible, quarantined, first_arrival)
+    return Resolution(states, counts, applied, visible, quarantined, refused, first_arrival)
 
 
 def resolve_for(
-    files: Partitions, prediction_ids: Iterable[str], pending_horizon: timedelta, now: datetime | None = None
+    files: Partitions,
+    prediction_ids: Iterable[str],
+    pending_horizon: timedelta,
+    now: datetime | None = None,
+    predictions: pa.Table | None = None,
 ) -> Resolution:
-    """Every event about these predictions, joined. Events arrive after their prediction was
-    made: those that arrived before the earliest visible one (less an hour of clock skew) are
-    not read, unless some prediction is not visible yet."""
+    """Every event about these predictions, joined (`predictions`: those of them the caller has
+    looked up already). Events arrive after their prediction was made: those that arrived before
+    the earliest visible one (less an hour of clock skew) are not read, unless some prediction is
+    not visible yet."""
     ids = set(prediction_ids)
-    predictions = files.lookup(ids)
+    if predictions is None:
+        predictions = files.lookup(ids)
+    else:
+        predictions = predictions.filter(
+            pc.is_in(predictions["prediction_id"], pa.array(sorted(ids), pa.string()))
+        )
     after = None
     if predictions.num_rows == len(ids) and predictions.num_rows:
         after = pc.min(predictions["predicted_at"]).as_py() - CLOCK_SKEW
@@ -117,7 +138,16 @@ def latest_kinds(events: pa.Table, predictions: pa.Table) -> pa.Table:
     """Per prediction in `predictions` with feedback in `events`: its latest event (latest
     `event_time`, then arrival, then event id) and its `kind`, computed column-wise; the same as
     `Resolution.kind`, without a Python loop over the rows."""
-    cols = ["prediction_id", "corrected_text", "flagged", "event_time", "ingested_at", "event_id"]
+    cols = [
+        "prediction_id",
+        "corrected_text",
+        "flagged",
+        "event_time",
+        "ingested_at",
+        "event_id",
+        "user",
+        "reviewer",
+    ]
     if events.num_rows == 0 or predictions.num_rows == 0:
         return pa.table(
             {**{c: events.select(cols)[c] for c in cols}, "kind": pa.array([], pa.string())}
@@ -126,6 +156,11 @@ def latest_kinds(events: pa.Table, predictions: pa.Table) -> pa.Table:
     first = first_by(
         events.select(cols).sort_by([("ingested_at", "ascending"), ("event_id", "ascending")]), "event_id"
     )
+    # only the requester's events and a reviewer's count, as in `resolve`
+    owners = predictions.select(["prediction_id", "user"]).rename_columns(["prediction_id", "owner"])
+    first = first.join(owners, "prediction_id", join_type="inner")
+    same_user = pc.equal(pc.fill_null(first["user"], ANONYMOUS), pc.fill_null(first["owner"], ANONYMOUS))
+    first = first.filter(pc.or_(pc.fill_null(first["reviewer"], False), same_user)).drop_columns(["owner"])
     ordered = first.sort_by(
         [
             ("prediction_id", "ascending"),

@@ -1,0 +1,77 @@
+"""Who sent a prediction or a correction, as a pseudonym the store can count but not read.
+
+The calling application names its end user (its own pseudonymous id) beside each request and
+each feedback event. The store never keeps that id: it keeps HMAC-SHA256 of it under a key that
+lives apart from the data, so the same user is the same pseudonym everywhere (limits, lineage,
+forgetting) and nobody holding the store alone can tell who it is. No user is `anonymous`,
+which every limit counts as one user.
+
+The key comes from `FLYWHEEL_IDENTITY_KEY`; else, for the embedded default, from a file in the
+local state directory, generated once (mode 0600) by whichever process needs it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from stt_flywheel.config.base import ConfigError
+
+__all__ = ["ANONYMOUS", "IDENTITY_KEY_ENV", "MAX_USER_CHARS", "Identity", "load_identity"]
+
+ANONYMOUS = "anonymous"
+IDENTITY_KEY_ENV = "FLYWHEEL_IDENTITY_KEY"
+MAX_USER_CHARS = 256  # a longer user id is refused (`invalid_record`), not hashed
+_KEY_FILE = "identity.key"
+_MIN_KEY_BYTES = 16
+
+
+class Identity:
+    """Pseudonyms under one key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < _MIN_KEY_BYTES:
+            raise ConfigError(f"the identity key is {len(key)} bytes; it needs at least {_MIN_KEY_BYTES}")
+        self._key = key
+
+    def pseudonym(self, user: str | None) -> str:
+        """The stored form of a user id: 32 hex digits of its HMAC, or `anonymous` for none."""
+        if user is None or not user.strip():
+            return ANONYMOUS
+        return hmac.new(self._key, user.strip().encode(), hashlib.sha256).hexdigest()[:32]
+
+    def __repr__(self) -> str:  # never the key, in a log or a traceback
+        return "Identity(<key>)"
+
+
+def _key_from_file(path: Path) -> bytes:
+    """The key in `path`, made first (0600, written whole or not at all) if there is none."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs stands
+            os.link(tmp, path)
+        tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"{path} is readable by others: `chmod 600 {path}`")
+    return path.read_text().strip().encode()
+
+
+def load_identity(state_dir: str | Path | None, environ: dict[str, str] | None = None) -> Identity:
+    """The key from `FLYWHEEL_IDENTITY_KEY`, else `state_dir/identity.key` (made once), else an
+    error that says how to give one."""
+    env = os.environ if environ is None else environ
+    if env.get(IDENTITY_KEY_ENV):
+        return Identity(env[IDENTITY_KEY_ENV].encode())
+    if state_dir is None or str(state_dir).startswith("gs://"):
+        raise ConfigError(f"no identity key: set {IDENTITY_KEY_ENV} (from Secret Manager on Google Cloud)")
+    return Identity(_key_from_file(Path(state_dir) / _KEY_FILE))

@@ -36,6 +36,7 @@ from rich.table import Table
 
 from stt_flywheel.config import TriggerPolicy
 from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.identity import Identity
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.run.trigger import check_trigger
 
@@ -203,7 +204,14 @@ def bench_capture(requests: int, console: Console, rounds: int = 6) -> dict[str,
         servers = {
             "off": ServingProcess(str(model), env={"FLYWHEEL_MODEL_VERSION": "1"}),
             "on": ServingProcess(
-                str(model), env=capture_env(str(Path(tmp) / "store"), settings, version=1, endpoint="bench")
+                str(model),
+                env=capture_env(
+                    str(Path(tmp) / "store"),
+                    settings,
+                    version=1,
+                    endpoint="bench",
+                    identity=Identity(b"k" * 32),
+                ),
             ),
         }
         try:

@@ -14,6 +14,7 @@ from stt_flywheel.config import CaptureSettings
 from stt_flywheel.data.audio import decode_audio, encode_wav, load_audio
 from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
 from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.identity import Identity
 from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.deployment.serving import ServingProcess, capture_env
@@ -130,12 +131,15 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
 ) -> None:
     # a long flush interval: what reaches the store does so because SIGTERM flushed the queue
     settings = CaptureSettings(flush_interval_s=600, batch_size=1000, spill_dir=tmp_path / "spill")
-    env = capture_env(store_root, settings, version=4, endpoint="stt")
+    env = capture_env(store_root, settings, version=4, endpoint="stt", identity=Identity(b"k" * 32))
     server = ServingProcess(str(base_model_dir), env=env, batch=3)
     utts = general_utts[:6]
     audios = [load_audio(u.audio).samples for u in utts]
     try:
-        answers = server.predict(audios, [{"speaker": u.speaker or "", "domain": "general"} for u in utts])
+        users = ["alice", None, "bob", "alice", "", None]  # the app's ids of who asked; some name none
+        answers = server.predict(
+            audios, [{"speaker": u.speaker or "", "domain": "general"} for u in utts], users
+        )
         health = server.health()
     finally:
         code = server.stop()
@@ -146,8 +150,9 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
     store = ErrorStore(store_root)
     stored = {r["prediction_id"]: r for r in store.predictions().to_pylist()}
     assert set(stored) == {a["prediction_id"] for a in answers}
-    for answer, utt, audio in zip(answers, utts, audios, strict=True):
+    for answer, utt, audio, user in zip(answers, utts, audios, users, strict=True):
         row = stored[answer["prediction_id"]]
+        assert row["user"] == Identity(b"k" * 32).pseudonym(user)  # a keyed hash, or `anonymous`
         assert row["hypothesis"] == answer["transcript"]
         assert (row["model_version"], row["endpoint"]) == ("4", "stt")
         assert dict(row["metadata"]) == {"speaker": utt.speaker or "", "domain": "general"}
@@ -156,6 +161,7 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
         assert kept == encode_wav(audio)  # the bytes the caller sent
         assert decode_audio(kept).samples.shape == audio.shape
     assert "capture: closed with" in server.log()
+    assert "alice" not in server.log() and "bob" not in server.log()
 
 
 def test_a_serving_process_survives_an_unreachable_store(
@@ -166,7 +172,8 @@ def test_a_serving_process_survives_an_unreachable_store(
     (root / "predictions").write_bytes(b"")
     settings = CaptureSettings(flush_interval_s=0.1, retry_interval_s=0.5, spill_dir=tmp_path / "spill")
     server = ServingProcess(
-        str(base_model_dir), env=capture_env(str(root), settings, version=1, endpoint="stt")
+        str(base_model_dir),
+        env=capture_env(str(root), settings, version=1, endpoint="stt", identity=Identity(b"k" * 32)),
     )
     audios = [load_audio(u.audio).samples for u in general_utts[:4]]
     try:

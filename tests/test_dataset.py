@@ -57,7 +57,9 @@ def store_with_cases(tmp_path: Path, new_utts: list[Utterance], general_utts: li
 def _settings(replay: Path | None = None, share: float = 0.0, **extra: object) -> DatasetSettings:
     # the tests' audio is synthesised under pytest's temporary directories
     extra.setdefault("audio_roots", [tempfile.gettempdir()])
-    return DatasetSettings(replay_manifest=replay, replay_share=share, holdout_fraction=0.3, **extra)  # type: ignore[arg-type]
+    extra.setdefault("max_user_share", 1.0)  # these records name no user: all one (anonymous)
+    extra.setdefault("holdout_fraction", 0.3)
+    return DatasetSettings(replay_manifest=replay, replay_share=share, **extra)  # type: ignore[arg-type]
 
 
 def test_counts_balance_and_reasons(
@@ -353,3 +355,37 @@ def test_poison_records_are_quarantined_each_with_its_reason_and_the_rest_still_
     assert m.quarantine_reasons == {"unknown_language": 1, "implausible_words_per_second": 1}
     m = build_dataset(store, tmp_path / "l", _settings(max_words_per_second=None), watermark=T0)
     assert m.quarantine_reasons == {"unknown_language": 1}
+
+
+def test_no_user_is_in_both_splits_and_none_holds_more_than_its_share(
+    tmp_path: Path, new_utts: list[Utterance], general_utts: list[Utterance]
+) -> None:
+    """One user sends most of the corrections: the training split keeps no more of theirs than
+    `max_user_share` allows, the rest is quarantined with the reason; each user's corrections
+    land in one split only; the rows say who taught them."""
+    from stt_flywheel.data.error_store import Senders
+    from stt_flywheel.data.identity import Identity
+
+    key = Identity(b"k" * 32)
+    store = ErrorStore(tmp_path / "store", senders=Senders(key))
+    utts = new_utts + general_utts
+    flood = len(utts) // 2
+    rows = [_row(u, f"flood-{i}", user="mallory") for i, u in enumerate(utts[:flood])]
+    rows += [_row(u, f"honest-{i}", user=f"user-{i % 8}") for i, u in enumerate(utts[flood:])]
+    assert store.ingest(rows, now=T0).accepted == len(utts)
+    m = build_dataset(
+        store, tmp_path / "ds", _settings(max_user_share=0.25, holdout_fraction=0.2), watermark=T0
+    )
+    assert m.balanced
+    train = load_split(tmp_path / "ds", "train")
+    heldout = load_split(tmp_path / "ds", "heldout")
+    users = {s: {r["user"] for r in rows_} for s, rows_ in (("train", train), ("heldout", heldout))}
+    assert not users["train"] & users["heldout"]
+    per_user = {u: sum(r["user"] == u for r in train) for u in users["train"]}
+    assert max(per_user.values()) <= 0.25 * len(train)
+    mallory = key.pseudonym("mallory")
+    assert mallory in users["train"]  # where this key puts them
+    assert m.quarantine_reasons["over_user_share"] >= flood - per_user[mallory] > 0
+    assert m.profile["train"]["largest_user_share"] <= 0.25
+    assert all(r["event_id"] and r["event_source"] == "errors-ingest" for r in train)
+    assert "users (largest share)" in m.to_markdown()

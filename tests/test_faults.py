@@ -165,7 +165,7 @@ def _build(store_root: str, out: str, roots: list[str]) -> None:
     build_dataset(
         ErrorStore(store_root),
         out,
-        DatasetSettings(holdout_fraction=0.3, replay_share=0.0, audio_roots=roots),
+        DatasetSettings(holdout_fraction=0.3, replay_share=0.0, audio_roots=roots, max_user_share=1.0),
         watermark=None,
     )
 

@@ -128,3 +128,28 @@ def test_a_store_without_a_key_refuses_named_users_in_words(tmp_path: Path) -> N
     assert store.ingest([record(1)], now=T0).accepted == 1  # no user: anonymous, no key needed
     with pytest.raises(ConfigError, match="identity key"):
         store.ingest([{**record(2), "user": "alice"}], now=T0)
+
+
+def test_a_users_events_past_the_hourly_limit_are_kept_in_the_quarantine(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path, senders=Senders(KEY), max_events_per_user_per_hour=5)
+    store.ingest(
+        [
+            {**record(i), "corrected_text": None, "flagged": False, "user": "alice" if i < 8 else "bob"}
+            for i in range(10)
+        ],
+        now=T0,
+    )
+    first = store.ingest_feedback([_event(f"r{i}", "take two", "alice") for i in range(3)], now=LATER)
+    assert first.accepted == 3
+    second = store.ingest_feedback(
+        [_event(f"r{i}", "take three", "alice") for i in range(3, 8)]
+        + [_event("r8", "take two", "bob"), _event("r0", "a reviewer", "carol", source="review")],
+        now=LATER + timedelta(minutes=5),
+    )
+    assert second.accepted == 4 and second.balanced  # alice's 4th and 5th, bob's, the reviewer's
+    assert [q.reason for q in second.quarantined] == ["rate_limited"] * 3
+    assert "more than 5 events from one user" in second.quarantined[0].detail
+    kept = [q for q in store.quarantine() if q["reason"] == "rate_limited"]
+    assert [orjson.loads(q["raw"])["prediction_id"] for q in kept] == ["r5", "r6", "r7"]
+    next_hour = store.ingest_feedback([_event("r5", "take three", "alice")], now=LATER + timedelta(hours=1))
+    assert next_hour.accepted == 1  # a new hour, a new allowance

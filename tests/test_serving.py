@@ -202,6 +202,29 @@ def test_requests_beyond_the_limits_are_refused_before_decoding(
     assert "NaN or infinite" in nan.text
 
 
+def test_metadata_and_users_beyond_their_bounds_are_refused(
+    limited: tuple, general_utts: list[Utterance]
+) -> None:
+    client, _ = limited
+    one = base64.b64encode(Path(general_utts[0].audio).read_bytes()).decode()
+    many = {f"k{i}": "v" for i in range(17)}
+    response = client.post("/predict", json={"instances": [{"b64": one, "metadata": many}]})
+    assert response.status_code == 422 and "17 metadata keys; at most 16" in response.text
+    long = client.post("/predict", json={"instances": [{"b64": one, "metadata": {"domain": "x" * 201}}]})
+    assert long.status_code == 422 and "over 200 characters" in long.text
+    named = client.post("/predict", json={"instances": [{"b64": one, "user": "u" * 257}]})
+    assert named.status_code == 422
+    fine = {"instances": [{"b64": one, "user": "alice"}], "parameters": {"user": "bob", "other": 1}}
+    assert client.post("/predict", json=fine).status_code == 200
+
+
+def test_capture_without_the_identity_key_refuses_to_start() -> None:
+    env = {"AIP_STORAGE_URI": "/m", "FLYWHEEL_CAPTURE_URI": "/store"}
+    with pytest.raises(ValueError, match="FLYWHEEL_IDENTITY_KEY"):
+        ServingSettings.from_env(env)
+    assert ServingSettings.from_env({**env, "FLYWHEEL_IDENTITY_KEY": "k" * 32}).identity is not None
+
+
 def test_errors_never_echo_the_request_or_show_addresses(limited: tuple) -> None:
     client, _ = limited
     payload = "B" * 500_000

@@ -280,7 +280,9 @@ def test_two_processes_train_data_parallel_and_one_saves(
         for i, u in enumerate(general_utts[:8])
     ]
     assert store.ingest(rows, now=now).accepted == 8
-    settings = DatasetSettings(holdout_fraction=0.2, audio_roots=[str(Path(general_utts[0].audio).parent)])
+    settings = DatasetSettings(
+        holdout_fraction=0.2, audio_roots=[str(Path(general_utts[0].audio).parent)], max_user_share=1.0
+    )
     build_dataset(store, tmp_path / "ds", settings, watermark=now)
     start = tmp_path / "start"
     build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8).save(start)

@@ -7,32 +7,60 @@ import pytest
 from records import T0, record
 
 from stt_flywheel.config import TriggerPolicy
-from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.error_store import ErrorStore, Senders
+from stt_flywheel.data.identity import Identity
 from stt_flywheel.run.trigger import check_trigger
 
 
-def _store(tmp_path: Path, errors: int, correct: int, corrected: bool = True) -> ErrorStore:
-    store = ErrorStore(tmp_path)
-    rows = [record(i, corrected=corrected, when=T0 - timedelta(hours=1)) for i in range(errors)]
+def _store(tmp_path: Path, errors: int, correct: int, corrected: bool = True, users: int = 5) -> ErrorStore:
+    """`errors` wrong records (corrected, or only flagged) and `correct` right ones, from `users` users."""
+    store = ErrorStore(tmp_path, senders=Senders(Identity(b"k" * 32)))
+    rows = [
+        {**record(i, corrected=corrected, when=T0 - timedelta(hours=1)), "user": f"user-{i % users}"}
+        for i in range(errors)
+    ]
     rows += [record(1000 + i, wrong=False, when=T0 - timedelta(hours=1)) for i in range(correct)]
     if rows:
         store.ingest(rows, now=T0 - timedelta(minutes=5))
     return store
 
 
-POLICY = TriggerPolicy(min_error_cases=10, min_corrected_cases=5, error_rate_threshold=0.2, cooldown_hours=24)
+POLICY = TriggerPolicy(
+    min_error_cases=10,
+    min_corrected_cases=5,
+    min_distinct_users=3,
+    error_rate_threshold=0.2,
+    cooldown_hours=24,
+)
 
 
 TRIGGER_CASES = [
     (20, 20, True, None, False, True, set()),
     (5, 20, True, None, False, False, {"min_error_cases"}),
     (4, 10, True, None, False, False, {"min_error_cases", "min_corrected_cases"}),
+    (2, 2, True, None, False, False, {"min_error_cases", "min_corrected_cases", "min_distinct_users"}),
     (20, 200, True, None, False, False, {"error_rate_threshold"}),
-    (20, 20, False, None, False, False, {"min_corrected_cases"}),
+    (20, 20, False, None, False, False, {"min_corrected_cases", "min_distinct_users"}),
     (20, 20, True, 2.0, False, False, {"cooldown"}),
     (20, 20, True, 48.0, False, True, set()),
-    (0, 0, True, None, False, False, {"min_error_cases", "min_corrected_cases", "error_rate_threshold"}),
-    (0, 0, True, None, True, True, {"min_error_cases", "min_corrected_cases", "error_rate_threshold"}),
+    (
+        0,
+        0,
+        True,
+        None,
+        False,
+        False,
+        {"min_error_cases", "min_corrected_cases", "min_distinct_users", "error_rate_threshold"},
+    ),
+    (
+        0,
+        0,
+        True,
+        None,
+        True,
+        True,
+        {"min_error_cases", "min_corrected_cases", "min_distinct_users", "error_rate_threshold"},
+    ),
 ]
 
 
@@ -60,10 +88,27 @@ def test_trigger_policy(
     )
     assert decision.should_train is fires
     assert {c.name for c in decision.checks if not c.passed} == failing
-    assert len(decision.checks) == 4
+    assert len(decision.checks) == 5
     assert all(c.reason for c in decision.checks)
     assert decision.forced is (force and bool(failing))
     assert "# Trigger check" in decision.to_markdown()
+
+
+def test_one_voice_does_not_start_a_run_however_much_it_says(tmp_path: Path) -> None:
+    """Fifty corrections from one user (or from requests that name none) fire nothing."""
+    for users in (1, 2):
+        store = _store(tmp_path / str(users), 50, 20, users=users)
+        decision = check_trigger(store, POLICY, production_watermark=None, last_deployed_at=None, now=T0)
+        assert not decision.should_train
+        assert [c.name for c in decision.checks if not c.passed] == ["min_distinct_users"]
+        assert decision.stats.new_corrected_users == users
+        assert f"from {users} user{'s' if users > 1 else ''}, the largest" in decision.summary
+    anonymous = ErrorStore(tmp_path / "anon")
+    anonymous.ingest(
+        [record(i, when=T0 - timedelta(hours=1)) for i in range(50)], now=T0 - timedelta(minutes=5)
+    )
+    decision = check_trigger(anonymous, POLICY, production_watermark=None, last_deployed_at=None, now=T0)
+    assert decision.stats.new_corrected_users == 1 and decision.stats.largest_user_share == 1.0
 
 
 def test_trigger_counts_only_evidence_after_the_watermark(tmp_path: Path) -> None:
@@ -138,4 +183,4 @@ def test_the_error_rate_is_over_the_production_versions_own_traffic(tmp_path: Pa
     assert (as_v1.stats.recent_requests, as_v1.stats.recent_errors) == (40, 20)
     assert (as_v2.stats.recent_requests, as_v2.stats.recent_errors) == (60, 3)
     assert as_v1.stats.error_rate == 0.5 and as_v2.stats.error_rate == 0.05
-    assert "version 2" in as_v2.checks[2].reason
+    assert "version 2" in as_v2.checks[3].reason

@@ -17,6 +17,13 @@ class TriggerPolicy(Strict):
     min_corrected_cases: int = Field(
         30, ge=0, description="New error cases that carry a corrected transcript."
     )
+    min_distinct_users: int = Field(
+        4,
+        ge=1,
+        description="Distinct users the new corrections must come from (requests that name no user "
+        "are one user): no single voice, nor a few, starts a run. With `dataset.max_user_share` 0.25 "
+        "fewer than four users could not fill a training split anyway.",
+    )
     error_rate_threshold: float = Field(
         0.05, ge=0.0, le=1.0, description="Minimum share of recent traffic that was wrong."
     )
@@ -79,6 +86,14 @@ class DatasetSettings(Strict):
     )
     audio_read_timeout_s: float = Field(
         30.0, gt=0, description="Time limit of each request that reads a record's audio from gs://."
+    )
+    max_user_share: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="No user's corrections are more than this share of the training split's: each "
+        "user keeps at most as many as that allows, the rest are quarantined (`over_user_share`). "
+        "Requests that name no user are one user (anonymous). 1.0: no cap.",
     )
     max_words_per_second: float | None = Field(
         6.0,

@@ -73,6 +73,24 @@ class ServingLimits(Strict):
         gt=0,
         description="Audio longer than this is transcribed in pieces of this length, in bounded memory.",
     )
+    max_metadata_keys: int = Field(
+        16,
+        ge=0,
+        description="More metadata keys on one instance are answered 422 (and a record "
+        "with more is quarantined at `errors ingest`, `metadata_too_large`).",
+    )
+    max_metadata_chars: int = Field(
+        200, gt=0, description="A longer metadata key or value is answered 422 (quarantined at ingest)."
+    )
+
+    def metadata_problem(self, metadata: dict[str, str]) -> str | None:
+        """Why this metadata is more than a request may carry, or None."""
+        if len(metadata) > self.max_metadata_keys:
+            return f"{len(metadata)} metadata keys; at most {self.max_metadata_keys}"
+        for key, value in metadata.items():
+            if len(key) > self.max_metadata_chars or len(value) > self.max_metadata_chars:
+                return f"metadata {key[:40]!r}: a key or value over {self.max_metadata_chars} characters"
+        return None
 
 
 class FeedbackSettings(Strict):
@@ -87,6 +105,13 @@ class FeedbackSettings(Strict):
         24.0,
         ge=0,
         description="Feedback is expected this long after a prediction; younger predictions without any are pending.",
+    )
+    max_events_per_user_per_hour: int | None = Field(
+        600,
+        gt=0,
+        description="Feedback events one user may send in an hour of arrival (reviewer sources "
+        "excepted; events that name no user are one user); the excess is quarantined, kept whole, "
+        "as `rate_limited`. Null: no limit.",
     )
     reviewer_sources: list[str] = Field(
         default_factory=lambda: ["review"],

@@ -44,6 +44,11 @@ class Identity:
             return ANONYMOUS
         return hmac.new(self._key, user.strip().encode(), hashlib.sha256).hexdigest()[:32]
 
+    def environment(self) -> dict[str, str]:
+        """The key as the environment of a process started here that must make the same pseudonyms
+        (a local serving process)."""
+        return {IDENTITY_KEY_ENV: self._key.decode()}
+
     def __repr__(self) -> str:  # never the key, in a log or a traceback
         return "Identity(<key>)"
 

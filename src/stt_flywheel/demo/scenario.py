@@ -6,6 +6,7 @@ world: a second demo run finds no new error cases, which is the point.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
@@ -21,6 +22,7 @@ from stt_flywheel.config import ConfigError, FlywheelConfig, load_config
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, encode_wav, load_audio
 from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
 from stt_flywheel.data.error_store import ErrorStore, IngestResult, open_error_store
+from stt_flywheel.data.identity import load_identity
 from stt_flywheel.data.manifest import Utterance, read_manifest, write_manifest
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
@@ -190,12 +192,21 @@ class _Predicts(Protocol):
     ) -> tuple[int, list[str]]: ...
 
 
+DEMO_USERS = 16
+
+
+def demo_user(utt: Utterance) -> str:
+    """The app's id of the user who asked for this utterance: one of `DEMO_USERS`, by its id."""
+    return f"demo-user-{int(hashlib.sha256(utt.id.encode()).hexdigest()[:8], 16) % DEMO_USERS:02d}"
+
+
 def _serve(
     config: FlywheelConfig,
     endpoint: LocalEndpoint | _Predicts,
     audios: list[np.ndarray],
     metadata: list[dict[str, str]],
     rng: random.Random,
+    users: list[str],
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
     """Serve the requests; every answer is captured into the error store. The embedded endpoint
     serves over HTTP from its serving processes, which capture (and flush when they stop); an
@@ -203,7 +214,7 @@ def _serve(
     here by the same writer."""
     if isinstance(endpoint, LocalEndpoint):
         with endpoint.served():
-            answers = endpoint.request(audios, metadata, rng=rng)
+            answers = endpoint.request(audios, metadata, rng=rng, users=users)
             versions = sorted({int(a["model_version"]) for a in answers})
             counters = {str(v): endpoint.capture_counters(v) for v in versions}
         return answers, counters
@@ -213,7 +224,8 @@ def _serve(
     )
     now = datetime.now(UTC)
     answers = []
-    for audio, meta, hyp in zip(audios, metadata, hyps, strict=True):
+    identity = load_identity(config.paths.root)
+    for audio, meta, hyp, user in zip(audios, metadata, hyps, users, strict=True):
         pid = new_prediction_id(now)
         data = encode_wav(audio)
         writer.offer(
@@ -226,6 +238,7 @@ def _serve(
                 meta,
                 len(audio) / TARGET_SAMPLE_RATE,
                 data,
+                user=identity.pseudonym(user),
             )
         )
         answers.append({"transcript": hyp, "prediction_id": pid, "model_version": str(version)})
@@ -245,6 +258,8 @@ def _feedback_events(
     are confirmed; two events name predictions this service never made."""
     now = datetime.now(UTC)
 
+    user = ""
+
     def ev(pid: str, text: str | None = None, flagged: bool = False, ago_s: float = 0.0) -> dict[str, Any]:
         at = now - timedelta(seconds=ago_s + rng.uniform(0, 5))
         return {
@@ -253,12 +268,13 @@ def _feedback_events(
             "flagged": flagged,
             "event_time": at.isoformat(),
             "source": "demo-app",
+            "user": user,
         }
 
     first: list[dict[str, Any]] = []
     late: list[dict[str, Any]] = []
     for answer, utt in zip(answers, utts, strict=True):
-        pid = answer["prediction_id"]
+        pid, user = answer["prediction_id"], demo_user(utt)
         if normalize(answer["transcript"]) == normalize(utt.text):
             if rng.random() < 0.05:
                 first.append(ev(pid, answer["transcript"]))  # confirmed
@@ -312,7 +328,8 @@ def simulate_traffic(
         {"domain": u.domain or "", "speaker": u.speaker or "", "app": "demo", "round": str(round_)}
         for u in utts
     ]
-    answers, capture = _serve(config, endpoint, [load_audio(u.audio).samples for u in utts], metadata, rng)
+    audios = [load_audio(u.audio).samples for u in utts]
+    answers, capture = _serve(config, endpoint, audios, metadata, rng, [demo_user(u) for u in utts])
     store = open_error_store(config)
     first, late = _feedback_events(answers, utts, rng, flag_share, silent_share)
     feedback = [store.ingest_feedback(first), store.ingest_feedback(late)]
@@ -377,6 +394,7 @@ def _legacy_log(
             "model_version": answer["model_version"],
             "timestamp": when,
             "metadata": {"domain": utt.domain or "", "speaker": utt.speaker or ""},
+            "user": demo_user(utt),
             **extra,
         }
 

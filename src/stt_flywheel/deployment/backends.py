@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.data.identity import load_identity
 from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import LocalRegistry
@@ -50,10 +51,13 @@ def open_endpoint(config: FlywheelConfig, registry: Registry | None = None) -> E
 
 
 def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, str]]:
-    """The serving environment of one version: capture its traffic into the configured store."""
+    """The serving environment of one version: capture its traffic into the configured store.
+    The embedded backend's serving processes get the identity key in their environment; on
+    Vertex AI the container takes it from its own environment, never from the model's spec."""
     spill = config.capture.spill_dir or config.paths.root / "capture-spill"
 
     def env(version: int | str) -> dict[str, str]:
+        embedded = config.deploy.backend != "vertex" and config.capture.enabled
         return capture_env(
             config.paths.error_store,
             config.capture,
@@ -61,6 +65,7 @@ def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, s
             endpoint=config.deploy.endpoint_name,
             spill_dir=spill / f"v{version}",
             limits=config.serving,
+            identity=load_identity(config.paths.root) if embedded else None,
         )
 
     return env

@@ -205,8 +205,9 @@ class LocalEndpoint:
         audios: Sequence[np.ndarray],
         metadata: Sequence[dict[str, str]] | None = None,
         rng: random.Random | None = None,
+        users: Sequence[str | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """Serve each utterance (with its metadata) by a version the traffic split picks for it,
+        """Serve each utterance (with its metadata and user) by a version the traffic split picks for it,
         over HTTP inside `served()`, so that every answer is captured. Returns the predictions in
         order: transcript, prediction_id, model_version."""
         if self._servers is None:
@@ -217,7 +218,9 @@ class LocalEndpoint:
         for version in sorted(set(chosen)):
             idx = [i for i, v in enumerate(chosen) if v == version]
             preds = self._server(version).predict(
-                [audios[i] for i in idx], [metadata[i] for i in idx] if metadata else None
+                [audios[i] for i in idx],
+                [metadata[i] for i in idx] if metadata else None,
+                [users[i] for i in idx] if users else None,
             )
             for i, p in zip(idx, preds, strict=True):
                 out[i] = p

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from stt_flywheel.config import TriggerPolicy
 from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, distinct_events, latest_kinds
+from stt_flywheel.data.identity import ANONYMOUS
 
 __all__ = ["Check", "EvidenceStats", "TriggerDecision", "check_trigger", "gather_evidence"]
 
@@ -48,6 +49,8 @@ class EvidenceStats:
     recent_errors: int
     latest_arrival: datetime | None
     traffic_of: str  # whose traffic the error rate is over
+    new_corrected_users: int = 0  # distinct users whose predictions the new corrections are about
+    largest_user_share: float = 0.0  # the largest of those users' share of the new corrections
 
     @property
     def error_rate(self) -> float:
@@ -148,6 +151,7 @@ def gather_evidence(
         )
     kinds = latest["kind"]
     new_corrected = pc.sum(pc.equal(kinds, "corrected")).as_py() or 0
+    users = _users_of(latest.filter(pc.equal(kinds, "corrected")), named)
     new_errors = new_corrected + (pc.sum(pc.equal(kinds, "flagged")).as_py() or 0)
     latest_arrival = pc.max(new_events["ingested_at"]).as_py() if new_events.num_rows else None
 
@@ -167,7 +171,18 @@ def gather_evidence(
         recent_errors=int(recent_errors),
         latest_arrival=latest_arrival,
         traffic_of=f"version {version}" if version is not None else "all versions",
+        new_corrected_users=len(users),
+        largest_user_share=max(users.values(), default=0) / new_corrected if new_corrected else 0.0,
     )
+
+
+def _users_of(labels: pa.Table, predictions: pa.Table) -> dict[str, int]:
+    """How many of these labelled predictions each requester made (anonymous is one user)."""
+    owners = predictions.select(["prediction_id", "user"]).join(
+        labels.select(["prediction_id"]), "prediction_id", join_type="inner"
+    )
+    users = pc.fill_null(owners["user"], ANONYMOUS).value_counts()
+    return {v["values"].as_py(): v["counts"].as_py() for v in users}
 
 
 def check_trigger(
@@ -199,6 +214,14 @@ def check_trigger(
             stats.new_corrected_cases,
             policy.min_corrected_cases,
             f"{stats.new_corrected_cases} of them corrected (need {policy.min_corrected_cases})",
+        ),
+        Check(
+            "min_distinct_users",
+            stats.new_corrected_users >= policy.min_distinct_users,
+            stats.new_corrected_users,
+            policy.min_distinct_users,
+            f"from {stats.new_corrected_users} user{'' if stats.new_corrected_users == 1 else 's'}, the "
+            f"largest {stats.largest_user_share:.0%} of them (need {policy.min_distinct_users})",
         ),
         Check(
             "error_rate_threshold",

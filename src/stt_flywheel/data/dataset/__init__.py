@@ -62,7 +62,9 @@ def build_dataset(
     target_check: Callable[[str], str | None] | None = None,
 ) -> DatasetManifest:
     """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`: admit the
-    corrections, split them by audio hash, mix replay into the train split, write.
+    corrections, split them by user (so that no user is in both; rows without a known user by
+    audio hash), cap each user's share of the training split (`max_user_share`), mix replay into
+    the train split, write.
 
     `model_window_s`: the longest audio the model to be trained hears at once (Whisper: 30 s).
     A correction of longer audio is quarantined (`too_long_for_model`): it carries one transcript
@@ -72,13 +74,15 @@ def build_dataset(
     admitted = admit_corrections(store, settings, watermark, protected, model_window_s, target_check)
     splits: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for row in admitted.rows:
-        splits[split_of(row.sha, settings.holdout_fraction)].append(row)
+        splits[split_of(row.split_key, settings.holdout_fraction)].append(row)
+    if settings.max_user_share < 1.0:
+        splits["train"] = admitted.cap_users(splits["train"], settings.max_user_share)
     replay = add_replay(splits["train"], settings, protected, model_window_s)
     digest = hashlib.sha256()
     for split in SPLITS:
         splits[split].sort(key=lambda r: r.sha)
         for r in splits[split]:
-            digest.update(f"{split}\t{r.sha}\t{r.text}\n".encode())
+            digest.update(f"{split}\t{r.sha}\t{r.text}\t{r.user}\n".encode())
     content_hash = digest.hexdigest()
     manifest = DatasetManifest(
         version=f"ds-{content_hash[:12]}",
@@ -106,6 +110,9 @@ _FEATURES = {
     "speaker": "string",
     "domain": "string",
     "language": "string",
+    "user": "string",
+    "event_id": "string",
+    "event_source": "string",
 }
 
 
@@ -121,6 +128,9 @@ def _columns(rows: list[Row]) -> dict[str, list[Any]]:
         "speaker": [r.speaker for r in rows],
         "domain": [r.domain for r in rows],
         "language": [r.language for r in rows],
+        "user": [r.user for r in rows],
+        "event_id": [r.event_id for r in rows],
+        "event_source": [r.event_source for r in rows],
     }
 
 
@@ -151,7 +161,8 @@ def _write(
 
 def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
     """Rows of one split with decoded audio: `{"id", "text", "audio", "speaker", "domain", "source",
-    "language"}` (datasets built before the `language` column read as "")."""
+    "language", "user", "event_id", "event_source"}` (columns a dataset built before them lacks
+    read as "")."""
     from datasets import load_from_disk
 
     ds = load_from_disk(str(Path(dataset_dir) / "data"))[split]
@@ -164,6 +175,9 @@ def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
             "domain": row["domain"],
             "source": row["source"],
             "language": row.get("language") or "",
+            "user": row.get("user") or "",
+            "event_id": row.get("event_id") or "",
+            "event_source": row.get("event_source") or "",
         }
         for row in ds
     ]

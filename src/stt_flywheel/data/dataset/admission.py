@@ -21,6 +21,7 @@ from stt_flywheel.data.audio import (
     validate_audio,
 )
 from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.manifest import Utterance, read_manifest
 from stt_flywheel.scoring.languages import language_code
 from stt_flywheel.scoring.text import normalize
@@ -39,6 +40,15 @@ class Row:
     speaker: str
     domain: str
     language: str = ""  # the record's `language` metadata ("de"); empty: the configured default
+    user: str = ANONYMOUS  # the requester's pseudonym (replay: none)
+    event_id: str = ""  # the feedback event that taught it (replay: none)
+    event_source: str = ""  # the system that sent that event
+
+    @property
+    def split_key(self) -> str:
+        """What decides the row's split: its user, so that no user is in both splits; audio
+        without a known user (anonymous, replay) by its hash."""
+        return self.user if self.user != ANONYMOUS else self.sha
 
 
 @dataclass
@@ -54,6 +64,35 @@ class Admission:
         self.counts["quarantined"] += 1
         self.reasons[code] += 1
         self.quarantine.append({"id": rec_id, "reason": code, "detail": detail})
+
+    def cap_users(self, rows: list[Row], max_share: float) -> list[Row]:
+        """`rows` with no user holding more than `max_share` of them: each user keeps at most k
+        rows (those first by audio hash), k the largest that keeps every share within the bound.
+        The rows left out move from accepted to quarantined (`over_user_share`). Anonymous rows
+        are one user."""
+        by_user: dict[str, list[Row]] = {}
+        for row in sorted(rows, key=lambda r: r.sha):
+            by_user.setdefault(row.user, []).append(row)
+        sizes = [len(v) for v in by_user.values()]
+
+        def fits(k: int) -> bool:  # the largest user, k rows, within the share of what is kept
+            return k <= max_share * sum(min(n, k) for n in sizes)
+
+        lo, hi = 0, max(sizes, default=0)
+        while lo < hi:  # sum(min(n, k)) / k falls as k grows: the first k that does not fit
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        kept = [r for group in by_user.values() for r in group[:lo]]
+        for user, group in by_user.items():
+            for r in group[lo:]:
+                self.counts["accepted"] -= 1
+                who = "anonymous users" if user == ANONYMOUS else f"user {user[:8]}…"
+                self.reject(
+                    r.id,
+                    "over_user_share",
+                    f"{who} sent {len(group)}; each user keeps at most {lo} ({max_share:.0%} of the training split)",
+                )
+        return kept
 
 
 def _audio_problem(
@@ -137,7 +176,21 @@ def admit_corrections(
             seen[sha] = text
             out.counts["accepted"] += 1
             speaker, domain = meta.get("speaker", ""), meta.get("domain", "")
-            out.rows.append(Row(rec_id, text, audio, sha, "correction", speaker, domain, language))
+            out.rows.append(
+                Row(
+                    rec_id,
+                    text,
+                    audio,
+                    sha,
+                    "correction",
+                    speaker,
+                    domain,
+                    language,
+                    prediction["user"] or ANONYMOUS,
+                    event["event_id"],
+                    event["source"],
+                )
+            )
     for key in ("read", "accepted", "duplicates", "quarantined", "uncorrected_error_cases"):
         out.counts.setdefault(key, 0)
     return out
@@ -197,6 +250,8 @@ def add_replay(
             stats["invalid"] += 1
         else:
             text = " ".join(utt.text.split())
-            train.append(Row(utt.id, text, audio, sha, "replay", utt.speaker or "", utt.domain or ""))
+            train.append(
+                Row(utt.id, text, audio, sha, "replay", utt.speaker or "", utt.domain or "", user="")
+            )
             stats["used"] += 1
     return stats

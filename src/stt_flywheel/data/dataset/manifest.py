@@ -71,18 +71,18 @@ class DatasetManifest:
             f"trainable): {c['uncorrected_error_cases']}. Replay: {self.replay.get('used', 0)} of "
             f"{self.replay.get('available', 0)} utterances.",
             "",
-            "| split | examples | audio (min) | duration min / mean / max (s) | domains | speakers | sources |",
-            "|---|---|---|---|---|---|---|",
+            "| split | examples | audio (min) | duration min / mean / max (s) | domains | speakers | users (largest share) | sources |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for split in SPLITS:
             p = self.profile.get(split)
             if not p or not p["examples"]:
-                lines.append(f"| {split} | 0 | | | | | |")
+                lines.append(f"| {split} | 0 | | | | | | |")
                 continue
             lines.append(
                 f"| {split} | {p['examples']} | {p['seconds'] / 60:.1f} | {p['min_s']:.1f} / "
                 f"{p['mean_s']:.1f} / {p['max_s']:.1f} | {_counted(p['domains'])} | {p['speakers']} | "
-                f"{_counted(p['sources'])} |"
+                f"{p.get('users', 0)} ({p.get('largest_user_share', 0.0):.0%}) | {_counted(p['sources'])} |"
             )
         if self.quarantine_reasons:
             lines += ["", "| quarantine reason | records |", "|---|---|"]
@@ -114,4 +114,14 @@ def profile(rows: list[Row]) -> dict[str, Any]:
         "domains": dict(Counter(r.domain for r in rows)),
         "speakers": len({r.speaker for r in rows}),
         "sources": dict(Counter(r.source for r in rows)),
+        **_users(rows),
     }
+
+
+def _users(rows: list[Row]) -> dict[str, Any]:
+    """Who taught the split: how many users (anonymous is one) and the largest one's share of
+    the corrections."""
+    per_user = Counter(r.user for r in rows if r.source == "correction")
+    corrections = sum(per_user.values())
+    largest = max(per_user.values(), default=0)
+    return {"users": len(per_user), "largest_user_share": largest / corrections if corrections else 0.0}

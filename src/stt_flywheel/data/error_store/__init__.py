@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.config import FlywheelConfig, ServingLimits
 from stt_flywheel.data.error_store import export as _export
 from stt_flywheel.data.error_store.compact import CompactResult, compact
 from stt_flywheel.data.error_store.ingest import (
@@ -66,10 +66,14 @@ class ErrorStore(Partitions):
         root: str | Path,
         pending_horizon: timedelta = timedelta(hours=24),
         senders: Senders | None = None,
+        limits: ServingLimits | None = None,
+        max_events_per_user_per_hour: int | None = None,
     ) -> None:
         super().__init__(root)
         self.pending_horizon = pending_horizon
         self.senders = senders or Senders()
+        self.limits = limits or ServingLimits()  # what a record's metadata may hold
+        self.max_events_per_user_per_hour = max_events_per_user_per_hour
 
     def write_predictions(self, rows: Sequence[dict[str, Any]], now: datetime | None = None) -> list[str]:
         """Append captured predictions (dicts with PREDICTION_SCHEMA's fields but `ingested_at`)."""
@@ -83,10 +87,12 @@ class ErrorStore(Partitions):
         return self.write("predictions", table, prediction_hours(table), now)
 
     def ingest(self, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
-        return ingest_records(self, rows, now=now, senders=self.senders)
+        return ingest_records(self, rows, now=now, senders=self.senders, limits=self.limits)
 
     def ingest_feedback(self, rows: Iterable[Any], now: datetime | None = None) -> FeedbackIngestResult:
-        return ingest_feedback(self, rows, self.pending_horizon, now=now, senders=self.senders)
+        return ingest_feedback(
+            self, rows, self.pending_horizon, now, self.senders, self.max_events_per_user_per_hour
+        )
 
     def ingest_file(self, path: str | Path, now: datetime | None = None) -> IngestResult:
         return self.ingest(read_lines(path), now=now)
@@ -123,4 +129,10 @@ class ErrorStore(Partitions):
 def open_error_store(config: FlywheelConfig) -> ErrorStore:
     """The configured error store; its identity key is loaded when a user is first named."""
     senders = Senders(lambda: load_identity(config.paths.root), config.feedback.reviewer_sources)
-    return ErrorStore(config.paths.error_store, config.feedback.pending_horizon, senders)
+    return ErrorStore(
+        config.paths.error_store,
+        config.feedback.pending_horizon,
+        senders,
+        config.serving,
+        config.feedback.max_events_per_user_per_hour,
+    )

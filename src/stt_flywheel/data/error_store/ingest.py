@@ -16,8 +16,16 @@ import orjson
 import pyarrow as pa
 from pydantic import ValidationError
 
+from stt_flywheel.config import ServingLimits
 from stt_flywheel.config.base import ConfigError
-from stt_flywheel.data.error_store.layout import Partitions, epoch_us, prediction_hours, utc_now
+from stt_flywheel.data.error_store.layout import (
+    Partitions,
+    epoch_us,
+    first_by,
+    hour_of,
+    prediction_hours,
+    utc_now,
+)
 from stt_flywheel.data.error_store.resolve import resolve_for
 from stt_flywheel.data.identity import ANONYMOUS, MAX_USER_CHARS, Identity
 from stt_flywheel.data.records import (
@@ -269,10 +277,12 @@ def ingest_feedback(
     pending_horizon: timedelta,
     now: datetime | None = None,
     senders: Senders | None = None,
+    max_per_user_hour: int | None = None,
 ) -> FeedbackIngestResult:
     """Append feedback events (dicts or raw JSON lines); invalid lines are quarantined with a
     reason, and so is an event about another user's prediction unless a reviewer source sent it
-    (`not_the_requester`). Returns the counts and the accepted events' states after the write."""
+    (`not_the_requester`), and a user's events past `max_per_user_hour` in this hour of arrival
+    (`rate_limited`). Returns the counts and the accepted events' states after the write."""
     now = now or utc_now()
     senders = senders or Senders()
     result = FeedbackIngestResult()
@@ -284,6 +294,7 @@ def ingest_feedback(
     predictions = files.lookup({e.prediction_id for _, _, e in parsed})
     owners = dict(zip(predictions["prediction_id"].to_pylist(), predictions["user"].to_pylist(), strict=True))
     events = []
+    sent = _sent_this_hour(files, now) if max_per_user_hour is not None else Counter()
     for lineno, kept, e in parsed:
         user, reviewer = senders.pseudonym(e.user), e.source in senders.reviewer_sources
         owner = owners.get(e.prediction_id, user) or ANONYMOUS
@@ -291,6 +302,12 @@ def ingest_feedback(
             detail = "another user's prediction: only the requester or a reviewer source may label it"
             _reject(result.quarantined, lineno, kept, "not_the_requester", detail)
             continue
+        if max_per_user_hour is not None and not reviewer:
+            if sent[user] >= max_per_user_hour:
+                detail = f"more than {max_per_user_hour} events from one user in the hour from {hour_of(now):%H:00} UTC"
+                _reject(result.quarantined, lineno, kept, "rate_limited", detail)
+                continue
+            sent[user] += 1
         events.append(
             event_row(
                 e.prediction_id, e.corrected_text, e.flagged, e.event_time, e.source, now, user, reviewer
@@ -311,6 +328,18 @@ def ingest_feedback(
             in_batch.add(e["event_id"])
             result.states[state] = result.states.get(state, 0) + 1
     return result
+
+
+def _sent_this_hour(files: Partitions, now: datetime) -> Counter[str]:
+    """Events each user (not as a reviewer) has sent that arrived in the hour of `now`."""
+    hour = hour_of(now)
+    keys = [k for _, k in files.list_files("feedback", hour, hour + timedelta(hours=1))]
+    events = files.read_many("feedback", keys, ["event_id", "user", "reviewer"])
+    seen: Counter[str] = Counter()
+    for row in first_by(events, "event_id").to_pylist():
+        if not row["reviewer"]:
+            seen[row["user"] or ANONYMOUS] += 1
+    return seen
 
 
 _RECORD_COLUMNS = (
@@ -334,13 +363,18 @@ def _conflict(first: dict[str, Any], rec: dict[str, Any]) -> str | None:
 
 
 def ingest_records(
-    files: Partitions, rows: Iterable[Any], now: datetime | None = None, senders: Senders | None = None
+    files: Partitions,
+    rows: Iterable[Any],
+    now: datetime | None = None,
+    senders: Senders | None = None,
+    limits: ServingLimits | None = None,
 ) -> IngestResult:
     """Append combined records (a prediction with its correction or flag); bad lines are
     quarantined with a reason. An id seen before (in the batch or in the store) keeps its first
     prediction: a record that changes its audio or hypothesis is quarantined
     (`conflicting_prediction`), one that only brings another correction or flag adds that event
-    (the latest by time applies), and one that adds nothing is a duplicate.
+    (the latest by time applies), and one that adds nothing is a duplicate. Metadata beyond what
+    a serving request may carry (`limits`) is quarantined (`metadata_too_large`).
 
     Column-wise: each line is checked by pydantic-core as a dict and lands in column lists,
     so the cost stays near that of parsing the lines and writing Parquet."""
@@ -354,8 +388,16 @@ def ingest_records(
             rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now, senders.redact
         )
     )
-    for _, _, rec in parsed:
+    limits = limits or ServingLimits()
+    bounded = []
+    for lineno, kept, rec in parsed:
+        problem = limits.metadata_problem(rec.get("metadata") or {})
+        if problem:
+            _reject(result.quarantined, lineno, kept, "metadata_too_large", problem)
+            continue
         rec["user"] = senders.pseudonym(rec.get("user"))
+        bounded.append((lineno, kept, rec))
+    parsed = bounded
     stored = files.lookup({rec["id"] for _, _, rec in parsed}).select(["prediction_id", *_SAME_PREDICTION])
     known: dict[str, dict[str, Any]] = {
         r["prediction_id"]: {**r, "id": r["prediction_id"], "user": r["user"] or ANONYMOUS}

@@ -24,6 +24,7 @@ from stt_flywheel.config import ServingLimits
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, DecodedAudio, decode_audio, resample
 from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
 from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.deployment.serving.contract import (
     Health,
@@ -170,6 +171,11 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
         if writer is not None:  # uvicorn's shutdown, on SIGTERM too: write what is queued
             writer.close()
 
+    def pseudonym(user: str | None) -> str:
+        if settings.identity is None:  # capture always has a key (`from_env` refuses it without)
+            return ANONYMOUS
+        return settings.identity.pseudonym(user)
+
     app = FastAPI(title="stt-flywheel serving", lifespan=lifespan)
     app.state.capture = writer
 
@@ -199,6 +205,10 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
             )
         audios, raw = [], []
         for i, instance in enumerate(request.instances):
+            problem = limits.metadata_problem(instance.metadata)
+            if problem:
+                raise HTTPException(status_code=422, detail=f"instance {i}: {problem}")
+        for i, instance in enumerate(request.instances):
             data, decoded = _audio_of(i, instance.b64, limits)
             raw.append((data, decoded.duration_s))
             audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
@@ -208,6 +218,7 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
         for instance, text, (data, duration) in zip(request.instances, texts, raw, strict=True):
             pid = new_prediction_id(now)
             if writer is not None:
+                user = pseudonym(instance.user or request.parameters.user)
                 writer.offer(
                     CapturedPrediction(
                         pid,
@@ -218,6 +229,7 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
                         instance.metadata,
                         duration,
                         data,
+                        user=user,
                     )
                 )
             out.append(Prediction(transcript=text, prediction_id=pid, model_version=settings.model_version))

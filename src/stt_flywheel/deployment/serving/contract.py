@@ -23,11 +23,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stt_flywheel.config import CaptureSettings, ServingLimits
+from stt_flywheel.data.identity import IDENTITY_KEY_ENV, MAX_USER_CHARS, Identity
 from stt_flywheel.errors import InputError
 
 __all__ = [
     "Health",
     "PredictInstance",
+    "PredictParameters",
     "PredictRequest",
     "PredictResponse",
     "Prediction",
@@ -51,6 +53,8 @@ LIMITS_ENV = {
     "max_instances": "FLYWHEEL_MAX_INSTANCES",
     "max_audio_s": "FLYWHEEL_MAX_AUDIO_S",
     "chunk_s": "FLYWHEEL_CHUNK_S",
+    "max_metadata_keys": "FLYWHEEL_MAX_METADATA_KEYS",
+    "max_metadata_chars": "FLYWHEEL_MAX_METADATA_CHARS",
 }
 
 
@@ -62,9 +66,11 @@ def capture_env(
     endpoint: str | None,
     spill_dir: str | Path | None = None,
     limits: ServingLimits | None = None,
+    identity: Identity | None = None,
 ) -> dict[str, str]:
     """The environment that makes a serving process capture its traffic as `version` (and hold
-    requests to `limits`)."""
+    requests to `limits`), its users as pseudonyms under `identity`'s key (capture refuses to
+    start without one)."""
     env = {
         "FLYWHEEL_MODEL_VERSION": str(version) if version is not None else "",
         "FLYWHEEL_ENDPOINT": endpoint or "",
@@ -74,6 +80,8 @@ def capture_env(
     if not settings.enabled or not store_uri:
         return env
     env["FLYWHEEL_CAPTURE_URI"] = store_uri
+    if identity is not None:
+        env |= identity.environment()
     for name, var in CAPTURE_ENV.items():
         value = getattr(settings, name)
         if name == "spill_dir":
@@ -96,6 +104,7 @@ class ServingSettings:
     capture_uri: str | None = None
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     limits: ServingLimits = field(default_factory=ServingLimits)
+    identity: Identity | None = None  # the key that turns users into pseudonyms; needed to capture
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
@@ -120,7 +129,11 @@ class ServingSettings:
             values["limits"] = ServingLimits.model_validate(limits)
         except ValueError as exc:
             raise InputError(f"invalid FLYWHEEL_MAX_* / FLYWHEEL_CHUNK_S setting: {exc}") from exc
+        if env.get(IDENTITY_KEY_ENV):
+            values["identity"] = Identity(env[IDENTITY_KEY_ENV].encode())
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["capture_uri"] and values.get("identity") is None:
+            raise InputError(f"capture needs the identity key: set {IDENTITY_KEY_ENV}")
         if not values["storage_uri"]:
             raise InputError("no model: set AIP_STORAGE_URI or pass a model directory")
         return cls(**values)
@@ -131,7 +144,23 @@ class PredictInstance(BaseModel):
     b64: str = Field(description="The audio file (WAV, FLAC, OGG), base64-encoded.")
     metadata: dict[str, str] = Field(
         default_factory=dict,
-        description="What the caller knows of the request: speaker, device, domain, app, …",
+        description="What the caller knows of the request: speaker, device, domain, app, … "
+        "(bounded in keys and length: `serving.max_metadata_*`).",
+    )
+    user: str | None = Field(
+        None,
+        max_length=MAX_USER_CHARS,
+        description="The calling application's pseudonymous id of the end user who asked; stored only "
+        "as a keyed hash. Feedback about this prediction is accepted from this user (or a reviewer).",
+    )
+
+
+class PredictParameters(BaseModel):
+    """Settings for the whole request."""
+
+    model_config = ConfigDict(extra="allow")
+    user: str | None = Field(
+        None, max_length=MAX_USER_CHARS, description="The user of every instance that names none."
     )
 
 
@@ -139,7 +168,7 @@ class PredictRequest(BaseModel):
     """What the predict route takes: Vertex AI's `instances`, one audio file each."""
 
     instances: list[PredictInstance] = Field(min_length=1)
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: PredictParameters = Field(default_factory=PredictParameters)
 
 
 class Prediction(BaseModel):

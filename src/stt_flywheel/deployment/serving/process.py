@@ -74,21 +74,23 @@ class ServingProcess:
         return dict(response.json())
 
     def predict(
-        self, audios: Sequence[np.ndarray], metadata: Sequence[dict[str, str]] | None = None
+        self,
+        audios: Sequence[np.ndarray],
+        metadata: Sequence[dict[str, str]] | None = None,
+        users: Sequence[str | None] | None = None,
     ) -> list[dict[str, Any]]:
-        """POST the audio as base64 WAV instances (with their metadata), `batch` per request;
-        the predictions in order: transcript, prediction_id, model_version."""
+        """POST the audio as base64 WAV instances (with their metadata and users), `batch` per
+        request; the predictions in order: transcript, prediction_id, model_version."""
         from stt_flywheel.data.audio import encode_wav
 
         out: list[dict[str, Any]] = []
+        metadata = metadata or [{}] * len(audios)
+        users = users or [None] * len(audios)
         for start in range(0, len(audios), self.batch):
+            window = slice(start, start + self.batch)
             instances = [
-                {"b64": base64.b64encode(encode_wav(a)).decode(), "metadata": m}
-                for a, m in zip(
-                    audios[start : start + self.batch],
-                    (metadata or [{}] * len(audios))[start : start + self.batch],
-                    strict=True,
-                )
+                {"b64": base64.b64encode(encode_wav(a)).decode(), "metadata": m, "user": u}
+                for a, m, u in zip(audios[window], metadata[window], users[window], strict=True)
             ]
             response = httpx.post(self.url + "/predict", json={"instances": instances}, timeout=600)
             response.raise_for_status()

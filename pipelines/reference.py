@@ -223,6 +223,9 @@ ENVIRONMENT = {
     "FLYWHEEL_MODEL_VERSION": "serving: the registry version this process answers as",
     "FLYWHEEL_ENDPOINT": "serving: the endpoint name recorded with each prediction",
     "FLYWHEEL_CAPTURE_URI": "serving: the error store that captures the traffic (unset: no capture)",
+    "FLYWHEEL_IDENTITY_KEY": "the key (16 bytes or more) under which user ids become pseudonyms; "
+    "unset, the embedded default makes one once in `paths.root/identity.key` (0600); serving "
+    "refuses to capture without it",
     "STT_FLYWHEEL_CACHE": "where `gs://` models are cached locally (default `~/.cache/stt-flywheel`)",
     "STT_FLYWHEEL_COMMIT": "the source commit recorded in each version's provenance (set by the images)",
     "STORAGE_EMULATOR_HOST": "a GCS emulator to use instead of Google Cloud Storage (tests, local trials)",

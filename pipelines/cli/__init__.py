@@ -21,6 +21,7 @@ from flywheel_pipelines.cli.feedback import feedback_app
 from flywheel_pipelines.cli.monitor import monitor
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
 from flywheel_pipelines.cli.registry import registry_app
+from flywheel_pipelines.cli.review import review_app
 from flywheel_pipelines.cli.runs import runs_app
 from flywheel_pipelines.cli.schedule import schedule_app
 from flywheel_pipelines.cli.scoring import compare, score
@@ -56,6 +57,7 @@ app.command()(approve)
 app.add_typer(proposals_app, name="proposals")
 app.add_typer(errors_app, name="errors")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(review_app, name="review")
 app.add_typer(store_app, name="store")
 app.add_typer(base_app, name="base-model")
 app.add_typer(template_app, name="template")
@@ -76,6 +78,11 @@ EXAMPLES = {
     "monitor": "stt-flywheel monitor --config demo-work/flywheel.yaml --dry-run",
     "approve": "stt-flywheel approve PROPOSAL_ID --config demo-work/flywheel.yaml --reason 'budget ok'",
     "proposals list": "stt-flywheel proposals list --config demo-work/flywheel.yaml",
+    "review list": "stt-flywheel review list --config demo-work/flywheel.yaml --json",
+    "review accept": "stt-flywheel review accept 0193a5c2-7f00-7abc-8def-0123456789ab --reason 'the chart says so' "
+    "--config demo-work/flywheel.yaml",
+    "review reject": "stt-flywheel review reject 0193a5c2-7f00-7abc-8def-0123456789ab --reason 'one user, no source' "
+    "--config demo-work/flywheel.yaml",
     "registry list": "stt-flywheel registry list --config demo-work/flywheel.yaml",
     "registry rollback": "stt-flywheel registry rollback --config demo-work/flywheel.yaml "
     "--reason 'pharmacy names worse'",

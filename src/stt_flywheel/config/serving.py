@@ -113,6 +113,14 @@ class FeedbackSettings(Strict):
         "excepted; events that name no user are one user); the excess is quarantined, kept whole, "
         "as `rate_limited`. Null: no limit.",
     )
+    max_edit_ratio: float | None = Field(
+        0.8,
+        gt=0.0,
+        le=1.0,
+        description="A correction further than this from what the model heard (character edit distance "
+        "over the longer text, after normalisation) waits for review instead of training. Null: never "
+        "held for that.",
+    )
     reviewer_sources: list[str] = Field(
         default_factory=lambda: ["review"],
         description="Sources whose events may label any user's prediction (a review tool, a labelling "

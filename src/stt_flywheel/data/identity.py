@@ -17,11 +17,13 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from stt_flywheel.config.base import ConfigError
 
-__all__ = ["ANONYMOUS", "IDENTITY_KEY_ENV", "MAX_USER_CHARS", "Identity", "load_identity"]
+__all__ = ["ANONYMOUS", "IDENTITY_KEY_ENV", "MAX_USER_CHARS", "Identity", "Senders", "load_identity"]
 
 ANONYMOUS = "anonymous"
 IDENTITY_KEY_ENV = "FLYWHEEL_IDENTITY_KEY"
@@ -80,3 +82,37 @@ def load_identity(state_dir: str | Path | None, environ: dict[str, str] | None =
     if state_dir is None or str(state_dir).startswith("gs://"):
         raise ConfigError(f"no identity key: set {IDENTITY_KEY_ENV} (from Secret Manager on Google Cloud)")
     return Identity(_key_from_file(Path(state_dir) / _KEY_FILE))
+
+
+class Senders:
+    """Who may say what: the key that turns user ids into pseudonyms (an `Identity`, or a
+    function that loads it when a user is first named), and the sources that may label any
+    user's prediction."""
+
+    def __init__(
+        self,
+        identity: Identity | Callable[[], Identity] | None = None,
+        reviewer_sources: Iterable[str] = ("review",),
+    ) -> None:
+        self._identity = identity
+        self.reviewer_sources = frozenset(reviewer_sources)
+
+    @property
+    def identity(self) -> Identity:
+        if self._identity is None:
+            raise ConfigError("records name users but this store was opened without an identity key")
+        if not isinstance(self._identity, Identity):
+            self._identity = self._identity()
+        return self._identity
+
+    def pseudonym(self, user: str | None) -> str:
+        if user is None or not user.strip():
+            return ANONYMOUS
+        return self.identity.pseudonym(user)
+
+    def redact(self, data: Any) -> Any:
+        """A parsed line as it may be kept in the quarantine: its user id as the pseudonym (cut
+        to the longest id accepted first), or the line itself when it names no user."""
+        if type(data) is dict and isinstance(data.get("user"), str) and data["user"].strip():
+            return {**data, "user": self.pseudonym(data["user"][:MAX_USER_CHARS])}
+        return data

@@ -60,6 +60,8 @@ class TriggerStats(_Record):
     latest_arrival: datetime | None
     traffic_of: str
     error_rate: Measured
+    new_corrected_users: int = 0  # ledgers written before users were known lack these
+    largest_user_share: float = 0.0
 
 
 class TriggerEntry(LedgerEntry):

@@ -25,6 +25,7 @@ from stt_flywheel.data.dataset import (
     publish_dataset,
 )
 from stt_flywheel.data.error_store import open_error_store
+from stt_flywheel.data.review import Screen
 from stt_flywheel.deployment.backends import open_deployment, open_registry
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import ModelVersion
@@ -204,6 +205,7 @@ def stage_build_dataset(
         protected=protected_hashes(protected_sources),
         model_window_s=model_window_s(start),
         target_check=target_length_check(start),
+        screen=Screen(config.feedback.max_edit_ratio, tuple(config.validation.critical_terms)),
     )
     published = publish_dataset(out_dir, config.paths.datasets)
     write_ledger(

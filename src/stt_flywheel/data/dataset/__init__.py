@@ -25,6 +25,7 @@ from stt_flywheel.data.dataset.admission import Row, add_replay, admit_correctio
 from stt_flywheel.data.dataset.manifest import SPLITS, DatasetManifest, profile
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.manifest import read_manifest
+from stt_flywheel.data.review import Screen
 from stt_flywheel.storage.files import atomic_write_bytes, atomic_write_json
 from stt_flywheel.storage.objectstore import join_uri, put_tree, tree_exists
 
@@ -60,6 +61,7 @@ def build_dataset(
     protected: set[str] | frozenset[str] = frozenset(),
     model_window_s: float | None = None,
     target_check: Callable[[str], str | None] | None = None,
+    screen: Screen | None = None,
 ) -> DatasetManifest:
     """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`: admit the
     corrections, split them by user (so that no user is in both; rows without a known user by
@@ -70,8 +72,9 @@ def build_dataset(
     A correction of longer audio is quarantined (`too_long_for_model`): it carries one transcript
     and no word timings, so there is nowhere to cut it that keeps audio and text aligned.
     `target_check`: why a transcript is too long to be the model's training target (None when it
-    fits); such a correction is quarantined as `too_long_for_model` too."""
-    admitted = admit_corrections(store, settings, watermark, protected, model_window_s, target_check)
+    fits); such a correction is quarantined as `too_long_for_model` too. `screen`: what holds a
+    correction for review (`data.review`)."""
+    admitted = admit_corrections(store, settings, watermark, protected, model_window_s, target_check, screen)
     splits: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for row in admitted.rows:
         splits[split_of(row.split_key, settings.holdout_fraction)].append(row)

@@ -23,6 +23,7 @@ from stt_flywheel.data.audio import (
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.manifest import Utterance, read_manifest
+from stt_flywheel.data.review import Screen, decisions
 from stt_flywheel.scoring.languages import language_code
 from stt_flywheel.scoring.text import normalize
 from stt_flywheel.storage.objectstore import join_uri
@@ -126,16 +127,17 @@ def admit_corrections(
     protected: set[str] | frozenset[str],
     model_window_s: float | None,
     target_check: Callable[[str], str | None] | None = None,
+    screen: Screen | None = None,
 ) -> Admission:
-    """Every corrected error case up to the watermark, accepted, a duplicate, or quarantined."""
+    """Every corrected error case up to the watermark, accepted, a duplicate, or quarantined;
+    one that `screen` holds waits for review (`held_for_review`) unless a person accepted it."""
+    roots = (join_uri(store.root, "audio"), *settings.audio_roots)
     limits = AudioLimits(
-        roots=(join_uri(store.root, "audio"), *settings.audio_roots),
-        max_bytes=settings.max_audio_bytes,
-        max_duration_s=settings.max_duration_s,
-        timeout_s=settings.audio_read_timeout_s,
+        roots, settings.max_audio_bytes, settings.max_duration_s, settings.audio_read_timeout_s
     )
     out = Admission()
     seen: dict[str, str] = {}
+    decided = decisions(store) if screen is not None else {}
     for prediction, event, kind in store.errors(upto=watermark):
         if kind != "corrected":
             out.counts["uncorrected_error_cases"] += 1
@@ -145,6 +147,10 @@ def admit_corrections(
         # kept as the user wrote it (whitespace collapsed): a model that writes casing and
         # punctuation learns them from here; the CTC collator normalises for its own vocabulary
         text = " ".join(str(event["corrected_text"]).split())
+        held = _review_problem(screen, decided, store.senders.reviewer_sources, prediction, event)
+        if held:
+            out.reject(rec_id, *held)
+            continue
         meta = dict(prediction["metadata"] or [])
         language, refused = _text_problem(text, prediction["audio_uri"], meta, target_check)
         if refused:
@@ -194,6 +200,24 @@ def admit_corrections(
     for key in ("read", "accepted", "duplicates", "quarantined", "uncorrected_error_cases"):
         out.counts.setdefault(key, 0)
     return out
+
+
+def _review_problem(
+    screen: Screen | None,
+    decided: dict[str, dict[str, Any]],
+    reviewers: frozenset[str],
+    prediction: dict[str, Any],
+    event: dict[str, Any],
+) -> tuple[str, str] | None:
+    """(`held_for_review` or `rejected_in_review`, why) for a correction a person must see or
+    has refused; None for one from a reviewer, one a person accepted, or an unsuspicious one."""
+    decision = decided.get(event["event_id"], {}).get("decision")
+    if decision == "rejected":
+        return "rejected_in_review", str(decided[event["event_id"]].get("reason", ""))[:200]
+    if screen is None or decision == "accepted" or event["source"] in reviewers:
+        return None
+    reasons = screen.reasons(prediction["hypothesis"], event["corrected_text"])
+    return ("held_for_review", ", ".join(reasons)) if reasons else None
 
 
 def _text_problem(

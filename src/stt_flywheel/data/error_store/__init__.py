@@ -24,7 +24,6 @@ from stt_flywheel.data.error_store.ingest import (
     FeedbackIngestResult,
     IngestResult,
     QuarantineEntry,
-    Senders,
     ingest_feedback,
     ingest_records,
     read_lines,
@@ -38,7 +37,7 @@ from stt_flywheel.data.error_store.resolve import (
     resolve,
     resolve_for,
 )
-from stt_flywheel.data.identity import load_identity
+from stt_flywheel.data.identity import Senders, load_identity
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 
 __all__ = [

@@ -17,7 +17,6 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from stt_flywheel.config import ServingLimits
-from stt_flywheel.config.base import ConfigError
 from stt_flywheel.data.error_store.layout import (
     Partitions,
     epoch_us,
@@ -27,7 +26,7 @@ from stt_flywheel.data.error_store.layout import (
     utc_now,
 )
 from stt_flywheel.data.error_store.resolve import resolve_for
-from stt_flywheel.data.identity import ANONYMOUS, MAX_USER_CHARS, Identity
+from stt_flywheel.data.identity import ANONYMOUS, Senders
 from stt_flywheel.data.records import (
     PREDICTION_SCHEMA,
     TIMESTAMP,
@@ -46,7 +45,6 @@ __all__ = [
     "IngestResult",
     "Line",
     "QuarantineEntry",
-    "Senders",
     "ingest_feedback",
     "ingest_records",
     "read_lines",
@@ -55,40 +53,6 @@ __all__ = [
 MAX_FUTURE = timedelta(days=1)  # a record or event dated later than this after its arrival is refused
 MAX_LINE_BYTES = 1 << 20  # a longer line is quarantined unparsed (`line_too_long`)
 MAX_ID_CHARS = 256  # a longer prediction id is quarantined (`id_too_long`)
-
-
-class Senders:
-    """Who may say what: the key that turns user ids into pseudonyms (an `Identity`, or a
-    function that loads it when a user is first named), and the sources that may label any
-    user's prediction."""
-
-    def __init__(
-        self,
-        identity: Identity | Callable[[], Identity] | None = None,
-        reviewer_sources: Iterable[str] = ("review",),
-    ) -> None:
-        self._identity = identity
-        self.reviewer_sources = frozenset(reviewer_sources)
-
-    @property
-    def identity(self) -> Identity:
-        if self._identity is None:
-            raise ConfigError("records name users but this store was opened without an identity key")
-        if not isinstance(self._identity, Identity):
-            self._identity = self._identity()
-        return self._identity
-
-    def pseudonym(self, user: str | None) -> str:
-        if user is None or not user.strip():
-            return ANONYMOUS
-        return self.identity.pseudonym(user)
-
-    def redact(self, data: Any) -> Any:
-        """A parsed line as it may be kept in the quarantine: its user id as the pseudonym (cut
-        to the longest id accepted first), or the line itself when it names no user."""
-        if type(data) is dict and isinstance(data.get("user"), str) and data["user"].strip():
-            return {**data, "user": self.pseudonym(data["user"][:MAX_USER_CHARS])}
-        return data
 
 
 @dataclass(frozen=True)

@@ -204,10 +204,7 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
                 detail=f"{len(request.instances)} instances in one request; at most {limits.max_instances}",
             )
         audios, raw = [], []
-        for i, instance in enumerate(request.instances):
-            problem = limits.metadata_problem(instance.metadata)
-            if problem:
-                raise HTTPException(status_code=422, detail=f"instance {i}: {problem}")
+        _check_metadata(request, limits)
         for i, instance in enumerate(request.instances):
             data, decoded = _audio_of(i, instance.b64, limits)
             raw.append((data, decoded.duration_s))
@@ -219,23 +216,19 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
             pid = new_prediction_id(now)
             if writer is not None:
                 user = pseudonym(instance.user or request.parameters.user)
-                writer.offer(
-                    CapturedPrediction(
-                        pid,
-                        now,
-                        settings.model_version,
-                        settings.endpoint,
-                        text,
-                        instance.metadata,
-                        duration,
-                        data,
-                        user=user,
-                    )
-                )
+                captured = (pid, now, settings.model_version, settings.endpoint, text, instance.metadata)
+                writer.offer(CapturedPrediction(*captured, duration, data, user=user))
             out.append(Prediction(transcript=text, prediction_id=pid, model_version=settings.model_version))
         return PredictResponse(predictions=out)
 
     return app
+
+
+def _check_metadata(request: PredictRequest, limits: ServingLimits) -> None:
+    for i, instance in enumerate(request.instances):
+        problem = limits.metadata_problem(instance.metadata)
+        if problem:
+            raise HTTPException(status_code=422, detail=f"instance {i}: {problem}")
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:

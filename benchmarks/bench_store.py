@@ -36,7 +36,7 @@ from rich.table import Table
 
 from stt_flywheel.config import TriggerPolicy
 from stt_flywheel.data.error_store import ErrorStore
-from stt_flywheel.data.identity import Identity
+from stt_flywheel.data.identity import Identity, Senders
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.run.trigger import check_trigger
 
@@ -75,6 +75,7 @@ def records(n: int, start: datetime, span: timedelta, seed: int = 0, corrected: 
             "model_version": "7",
             "timestamp": at.isoformat(),
             "metadata": {"domain": "pharmacy", "device": "android"},
+            "user": f"app-user-{int(rng.integers(0, 10_000)):05d}",
         }
         lines.append(orjson.dumps(rec))
     return lines
@@ -115,7 +116,8 @@ def bench_ingest(n: int, console: Console) -> dict[str, float]:
     lines = records(n, NOW - timedelta(days=1), timedelta(days=1))
     with tempfile.TemporaryDirectory() as tmp:
         floor_s, _ = timed(lambda: floor_ingest(lines, Path(tmp)))
-        store = ErrorStore(Path(tmp) / "store")
+        # with identity: each user id becomes its keyed pseudonym, and every check of the ingest runs
+        store = ErrorStore(Path(tmp) / "store", senders=Senders(Identity(b"k" * 32)))
         ours_s, result = timed(lambda: store.ingest(lines, now=NOW))
     assert result.accepted == n and result.balanced
     console.print(f"ingest: {n:,} records, {result.feedback_events:,} corrections, {len(result.files)} files")

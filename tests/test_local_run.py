@@ -196,6 +196,8 @@ def test_every_store_on_gcs_reaches_the_local_outcome(
     proxy that answers every fifth request 503 and loses the answer of every seventh write: the
     runs decide and measure the same."""
     monkeypatch.setenv("STT_FLYWHEEL_CACHE", str(tmp_path / "cache"))
+    # one key for both: the held-out split is by user pseudonym, which the key decides
+    monkeypatch.setenv("FLYWHEEL_IDENTITY_KEY", "same-key-for-both-deployments")
     local_path, local_config = flywheel_config
     data = yaml.safe_load(local_path.read_text())
     # Relative locations in a config read from gs:// resolve beside it, under gs://…/flywheel/.

@@ -56,9 +56,10 @@ class World:
         return self.registry.register(self.model_dir, source_run=run).version
 
     def traffic(self, version: int, n: int, wrong: float, start: datetime, end: datetime) -> None:
-        """`n` predictions by `version` spread over [start, end); each wrong one is corrected, and
-        a tenth of the right ones confirmed, by events that arrive at `end`."""
+        """`n` predictions by `version` spread over [start, end), for 50 users; each wrong one is
+        corrected, and a tenth of the right ones confirmed, by their users, in events that arrive at `end`."""
         preds, events = [], []
+        pseudonym = self.store.senders.pseudonym
         for i in range(n):
             at = start + (end - start) * (i + 0.5) / n
             pid = new_prediction_id(at)
@@ -74,6 +75,7 @@ class World:
                     "duration_s": 1.0,
                     "audio_uri": None,
                     "audio_sha256": None,
+                    "user": pseudonym(f"user-{i % 50}"),
                 }
             )
             if bad or self.rng.random() < 0.1:
@@ -83,6 +85,7 @@ class World:
                         "corrected_text": RIGHT,
                         "event_time": at.isoformat(),
                         "source": "app",
+                        "user": f"user-{i % 50}",
                     }
                 )
         self.store.write_predictions(preds, now=end)

@@ -59,3 +59,59 @@ def test_first_run_without_production_fails_closed(base_model: SpeechModel, worl
     result = validate_candidate(base_model, None, heldout, POLICY)
     assert math.isnan(result.metrics.production_wer)
     assert not result.verdict.passed
+
+
+class _Scripted:
+    """A model that answers what a table says for each audio: to play a candidate that learnt a
+    swap ('hydroxyzine' heard as 'hydralazine') against a production model that did not."""
+
+    family = "ctc"
+
+    def __init__(self, answers: dict[bytes, str]) -> None:
+        self.answers = answers
+
+    def transcribe(self, audios, batch_size: int = 16, max_piece_s=None):  # type: ignore[no-untyped-def]
+        return [self.answers[a.tobytes()] for a in audios]
+
+
+def test_the_curated_set_refuses_a_candidate_that_learnt_a_poisoned_swap() -> None:
+    """Poisoned corrections also fill the held-out split, so there the candidate that learnt the
+    swap looks better than production and passes every held-out gate; the curated eval set,
+    which no user writes, refuses it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def examples(prefix: str, texts: list[str]) -> list[dict]:
+        return [
+            {
+                "id": f"{prefix}{i}",
+                "text": t,
+                "audio": rng.normal(0, 0.1, 8000 + i).astype(np.float32),
+                "speaker": f"s{i % 6}",
+                "domain": "rx",
+            }
+            for i, t in enumerate(texts)
+        ]
+
+    true = "take hydroxyzine at night"
+    poisoned = "take hydralazine at night"
+    # held-out: the attacker's references, of which production (which hears the truth) gets every one wrong
+    heldout = examples("h", [poisoned] * 30 + ["refill my metformin"] * 10)
+    curated = examples("c", [true] * 10 + ["call mom tonight"] * 10)
+    everything = heldout + curated
+    learnt = {e["audio"].tobytes(): e["text"].replace("hydroxyzine", "hydralazine") for e in everything}
+    heard = {e["audio"].tobytes(): e["text"].replace("hydralazine", "hydroxyzine") for e in everything}
+    policy = POLICY.model_copy(
+        update={"critical_terms": ["hydroxyzine", "metformin"], "min_slice_size": 1000}
+    )
+    candidate, production = _Scripted(learnt), _Scripted(heard)
+    alone = validate_candidate(candidate, production, heldout, policy)  # type: ignore[arg-type]
+    assert alone.verdict.passed  # what the held-out split alone would let through
+    result = validate_candidate(candidate, production, heldout, policy, curated)  # type: ignore[arg-type]
+    assert not result.verdict.passed
+    failed = {g.name for g in result.verdict.gates if not g.passed}
+    assert failed == {"max_eval_wer_increase", "max_eval_critical_recall_drop"}
+    assert (
+        result.metrics.eval_critical_recall == 0.0 and result.metrics.eval_production_critical_recall == 1.0
+    )

@@ -13,7 +13,17 @@ __all__ = ["RegressionSuite", "ValidationPolicy"]
 
 class ValidationPolicy(Strict):
     eval_manifest: ConfigPath | None = Field(
-        None, description="Standard eval set scored beside the held-out split."
+        None,
+        description="The curated eval set, scored beside the held-out split and gating it: the held-out "
+        "split is drawn from users' corrections, so data that poisoned training can move it; this set "
+        "cannot. A candidate worse here than production (`max_eval_wer_increase`, and critical-term "
+        "recall by `max_critical_recall_drop`) is refused.",
+    )
+    max_eval_wer_increase: float | None = Field(
+        0.01,
+        ge=0.0,
+        description="Largest rise of WER on the curated eval set, candidate over production; unset "
+        "rejects a candidate whenever an eval set is configured.",
     )
     normalizer: str = Field(
         "whisper-en/1",

@@ -23,12 +23,20 @@ from typing import Any
 
 from stt_flywheel.config.base import ConfigError
 
-__all__ = ["ANONYMOUS", "IDENTITY_KEY_ENV", "MAX_USER_CHARS", "Identity", "Senders", "load_identity"]
+__all__ = [
+    "ANONYMOUS",
+    "IDENTITY_KEY_ENV",
+    "KEY_FILE",
+    "MAX_USER_CHARS",
+    "Identity",
+    "Senders",
+    "load_identity",
+]
 
 ANONYMOUS = "anonymous"
 IDENTITY_KEY_ENV = "FLYWHEEL_IDENTITY_KEY"
 MAX_USER_CHARS = 256  # a longer user id is refused (`invalid_record`), not hashed
-_KEY_FILE = "identity.key"
+KEY_FILE = "identity.key"  # in the local state directory (`paths.root`)
 _MIN_KEY_BYTES = 16
 
 
@@ -81,7 +89,7 @@ def load_identity(state_dir: str | Path | None, environ: dict[str, str] | None =
         return Identity(env[IDENTITY_KEY_ENV].encode())
     if state_dir is None or str(state_dir).startswith("gs://"):
         raise ConfigError(f"no identity key: set {IDENTITY_KEY_ENV} (from Secret Manager on Google Cloud)")
-    return Identity(_key_from_file(Path(state_dir) / _KEY_FILE))
+    return Identity(_key_from_file(Path(state_dir) / KEY_FILE))
 
 
 class Senders:

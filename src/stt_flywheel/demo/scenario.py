@@ -6,7 +6,6 @@ world: a second demo run finds no new error cases, which is the point.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import time
@@ -25,6 +24,7 @@ from stt_flywheel.data.error_store import ErrorStore, IngestResult, open_error_s
 from stt_flywheel.data.identity import load_identity
 from stt_flywheel.data.manifest import Utterance, read_manifest, write_manifest
 from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.demo.users import demo_identity_key, demo_user
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
 from stt_flywheel.deployment.backends import open_endpoint
 from stt_flywheel.deployment.endpoint import LocalEndpoint
@@ -183,6 +183,7 @@ def write_demo_config(
         },
     }
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+    demo_identity_key(state_dir)
     return load_config(path)
 
 
@@ -190,14 +191,6 @@ class _Predicts(Protocol):
     def predict(
         self, audios: Sequence[np.ndarray], rng: random.Random | None = None
     ) -> tuple[int, list[str]]: ...
-
-
-DEMO_USERS = 16
-
-
-def demo_user(utt: Utterance) -> str:
-    """The app's id of the user who asked for this utterance: one of `DEMO_USERS`, by its id."""
-    return f"demo-user-{int(hashlib.sha256(utt.id.encode()).hexdigest()[:8], 16) % DEMO_USERS:02d}"
 
 
 def _serve(

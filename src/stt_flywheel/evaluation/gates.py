@@ -26,6 +26,7 @@ __all__ = [
     "StoredVerdict",
     "SuiteEvidence",
     "Verdict",
+    "curated_gates",
     "first_run_verdict",
     "regression_verdict",
     "slice_gates",
@@ -236,6 +237,38 @@ def _apply(
     for name, value, threshold, passes, reason in rules:
         ok = threshold is not None and not _missing(value) and passes(value, threshold)
         verdict.gates.append(check(name, value, threshold, ok, reason))
+
+
+def curated_gates(m: HeldoutMetrics, policy: ValidationPolicy) -> list[Gate]:
+    """The curated eval set against production: no worse in WER, and, where the set holds
+    critical terms, no drop in their recall. Poisoned corrections move the held-out split (drawn
+    from them), not this set."""
+    verdict = Verdict("validation")
+    rise = _or_nan(m.eval_wer) - _or_nan(m.eval_production_wer)
+    rules: list[tuple[str, float, float | None, Callable[[float, float], bool], str]] = [
+        (
+            "max_eval_wer_increase",
+            rise,
+            policy.max_eval_wer_increase,
+            operator.le,
+            f"curated eval set: WER {_or_nan(m.eval_wer):.4f} vs production {_or_nan(m.eval_production_wer):.4f} "
+            f"(allowed rise ≤ {policy.max_eval_wer_increase})",
+        )
+    ]
+    if policy.critical_terms and m.eval_critical_recall is not None:
+        recall, before = _or_nan(m.eval_critical_recall), _or_nan(m.eval_production_critical_recall)
+        rules.append(
+            (
+                "max_eval_critical_recall_drop",
+                before - recall,
+                policy.max_critical_recall_drop,
+                operator.le,
+                f"curated eval set: critical-term recall {recall:.1%} vs production {before:.1%} "
+                f"(allowed drop ≤ {policy.max_critical_recall_drop})",
+            )
+        )
+    _apply(verdict, rules)
+    return verdict.gates
 
 
 def first_run_verdict(m: HeldoutMetrics, policy: ValidationPolicy) -> Verdict:

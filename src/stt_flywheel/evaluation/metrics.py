@@ -83,6 +83,8 @@ class HeldoutMetrics(BaseModel):
     eval_cer: Measured | None = None
     eval_production_wer: Measured | None = None
     eval_production_cer: Measured | None = None
+    eval_critical_recall: Measured | None = None  # None: no eval set, or no critical term in it
+    eval_production_critical_recall: Measured | None = None
     slices: dict[str, DomainSlice] = Field(default_factory=dict, description="by domain value")
 
     @model_validator(mode="before")

@@ -145,7 +145,7 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
         code = server.stop()
     assert code in (0, -signal.SIGTERM), server.log()  # uvicorn re-raises the signal once it has shut down
     assert health["model_version"] == "4" and health["capture"]["queued"] == 6
-    assert [a["model_version"] for a in answers] == ["4"] * 6
+    assert [a["model_version"] for a in answers] == [None] * 6  # serving.reveal_version is off
     assert len({a["prediction_id"] for a in answers}) == 6
     store = ErrorStore(store_root)
     stored = {r["prediction_id"]: r for r in store.predictions().to_pylist()}
@@ -153,6 +153,12 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
     for answer, utt, audio, user in zip(answers, utts, audios, users, strict=True):
         row = stored[answer["prediction_id"]]
         assert row["user"] == Identity(b"k" * 32).pseudonym(user)  # a keyed hash, or `anonymous`
+        assert Identity(b"k" * 32).signed(
+            "4", row["prediction_id"], row["user"], row["hypothesis"], row["signature"]
+        )
+        assert not Identity(b"k" * 32).signed(
+            "5", row["prediction_id"], row["user"], row["hypothesis"], row["signature"]
+        )
         assert row["hypothesis"] == answer["transcript"]
         assert (row["model_version"], row["endpoint"]) == ("4", "stt")
         assert dict(row["metadata"]) == {"speaker": utt.speaker or "", "domain": "general"}

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from fakes.stand_in_http import StandInHandler, serving
 from fakes.vertex import running_fake
+from records import record
 
 from stt_flywheel.config import FlywheelConfig, MonitorSettings, load_config
 from stt_flywheel.data.error_store import open_error_store
@@ -76,6 +77,10 @@ class World:
                     "audio_uri": None,
                     "audio_sha256": None,
                     "user": pseudonym(f"user-{i % 50}"),
+                    # as its serving process signs it: what lets it decide
+                    "signature": self.store.senders.identity.sign(
+                        str(version), pid, pseudonym(f"user-{i % 50}"), WRONG if bad else RIGHT
+                    ),
                 }
             )
             if bad or self.rng.random() < 0.1:
@@ -360,13 +365,16 @@ def test_two_monitors_at_once_act_once(tmp_path: Path, model_dir: Path) -> None:
 # -- the rule itself, on hand-made arms --------------------------------------------------------
 
 
-def _arm(version: str, requests: int, corrected: int, errors: int, words: int, scored: int) -> Arm:
+def _arm(
+    version: str, requests: int, corrected: int, errors: int, words: int, scored: int, users: int = 100
+) -> Arm:
     import numpy as np
 
     per = np.zeros(scored, np.int64)
     per[:errors] = 1
     labelled = max(corrected, scored)
-    return Arm(version, requests, labelled, corrected, scored, per, np.full(scored, words // max(scored, 1)))
+    words_each = np.full(scored, words // max(scored, 1))
+    return Arm(version, requests, labelled, corrected, scored, per, words_each, users=users)
 
 
 def _state(looks: int = 0, age_h: float = 1.0, next_share: int = 100) -> CanaryState:
@@ -514,3 +522,52 @@ def test_a_promotion_killed_half_way_is_finished_by_the_next_look(tmp_path: Path
     assert "interrupted promotion" in decision.summary
     assert world.registry.aliases() == {"default": 2, "previous": 1}
     assert world.endpoint.traffic() == {2: 100}
+
+
+def test_a_few_users_decide_nothing_however_much_they_send() -> None:
+    """Arms served to three users wait, whatever their numbers say; in an arm, one user's flood
+    of requests and confirmations counts as `max_predictions_per_user` of them."""
+    from stt_flywheel.monitoring.canary import measure_arm
+    from stt_flywheel.monitoring.live import LiveRow
+
+    settings = MonitorSettings(min_labelled_per_arm=10, min_scored_per_arm=10)
+    few = decide_canary(
+        _state(),
+        _arm("2", 800, 8, 8, 4000, 400, users=3),
+        _arm("1", 800, 80, 80, 4000, 400, users=3),
+        settings,
+        NOW,
+    )
+    assert few.action == "wait" and "waiting for users: v2 served 3, v1 3" in few.reasons[0]
+    t0 = NOW - timedelta(hours=1)
+    honest = [
+        LiveRow("2", t0 + timedelta(seconds=i), WRONG, {}, "corrected", RIGHT, f"u{i % 40}", True)
+        for i in range(80)
+    ]
+    flood = [
+        LiveRow("2", t0 + timedelta(seconds=100 + i), RIGHT, {}, "confirmed", RIGHT, "mallory", True)
+        for i in range(900)
+    ]
+    arm = measure_arm("2", honest + flood, "whisper-en/1", max_per_user=25)
+    assert (arm.requests, arm.capped, arm.users) == (80 + 25, 875, 41)
+    assert arm.correction_rate == 80 / 105  # the flood of confirmations does not wash the corrections out
+    assert measure_arm("2", honest + flood, "whisper-en/1").correction_rate == 80 / 980
+
+
+def test_only_what_a_serving_process_signed_decides(tmp_path: Path, model_dir: Path) -> None:
+    """Predictions written by `errors ingest` (or anyone without the key) never fill an arm."""
+    from stt_flywheel.monitoring.live import read_live
+
+    world = World("local", FlywheelConfig.model_validate(_config(tmp_path)), model_dir)
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+    world.traffic(1, 50, 0.2, t0, t0 + timedelta(hours=1))
+    forged = {
+        **record(1),
+        "model_version": "1",
+        "timestamp": (t0 + timedelta(minutes=5)).isoformat(),
+        "user": "mallory",
+    }
+    assert world.store.ingest([forged]).accepted == 1
+    rows = read_live(world.store, t0, t0 + timedelta(hours=2), datetime.now(UTC))
+    assert len(rows) == 51
+    assert [r.user for r in rows if not r.signed] == [world.store.senders.pseudonym("mallory")]

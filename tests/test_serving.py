@@ -215,7 +215,8 @@ def test_metadata_and_users_beyond_their_bounds_are_refused(
     named = client.post("/predict", json={"instances": [{"b64": one, "user": "u" * 257}]})
     assert named.status_code == 422
     fine = {"instances": [{"b64": one, "user": "alice"}], "parameters": {"user": "bob", "other": 1}}
-    assert client.post("/predict", json=fine).status_code == 200
+    answer = client.post("/predict", json=fine)
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["model_version"] is None
 
 
 def test_capture_without_the_identity_key_refuses_to_start() -> None:
@@ -262,3 +263,9 @@ def test_without_a_loaded_model_health_and_predict_answer_503() -> None:
     schema = openapi_schema()
     assert set(schema["paths"]) == {"/health", "/predict"}
     assert {"PredictRequest", "PredictResponse", "Health"} <= set(schema["components"]["schemas"])
+
+
+def test_the_answer_names_its_version_only_when_told_to() -> None:
+    base = {"AIP_STORAGE_URI": "/m", "FLYWHEEL_MODEL_VERSION": "7"}
+    assert not ServingSettings.from_env(base).limits.reveal_version
+    assert ServingSettings.from_env({**base, "FLYWHEEL_REVEAL_VERSION": "True"}).limits.reveal_version

@@ -73,6 +73,11 @@ class ServingLimits(Strict):
         gt=0,
         description="Audio longer than this is transcribed in pieces of this length, in bounded memory.",
     )
+    reveal_version: bool = Field(
+        False,
+        description="Name the version that answered in each prediction. Off, a caller cannot tell "
+        "which requests a canary serves, so cannot aim confirmations or corrections at one arm.",
+    )
     max_metadata_keys: int = Field(
         16,
         ge=0,
@@ -156,6 +161,19 @@ class MonitorSettings(Strict):
         200,
         ge=1,
         description="Predictions with feedback, older than feedback.label_window_hours, each arm needs before a look tests.",
+    )
+    min_distinct_users_per_arm: int = Field(
+        20,
+        ge=1,
+        description="Distinct users each arm must have served before a look tests (requests that name "
+        "no user are one user): a few users, however many requests they send, decide nothing.",
+    )
+    max_predictions_per_user: int | None = Field(
+        25,
+        ge=1,
+        description="Of one user's predictions in an arm only the earliest this many count (live "
+        "quality of the default too): a flood of requests and confirmations weighs as much as this. "
+        "Null: no cap.",
     )
     min_scored_per_arm: int = Field(
         30, ge=1, description="Predictions with a reference transcript each arm needs for the live-WER test."

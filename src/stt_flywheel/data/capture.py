@@ -57,6 +57,7 @@ class CapturedPrediction:
     audio: bytes | None
     audio_ext: str = "wav"
     user: str = ANONYMOUS  # the requester's pseudonym, never the id itself
+    signature: str | None = None  # the serving process's (`Identity.sign`)
 
 
 @dataclass
@@ -181,6 +182,7 @@ class CaptureWriter:
                     "metadata": p.metadata,
                     "duration_s": p.duration_s,
                     "user": p.user,
+                    "signature": p.signature,
                     "audio_uri": audio_uri,
                     "audio_sha256": sha,
                 }

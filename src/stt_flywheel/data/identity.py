@@ -54,6 +54,21 @@ class Identity:
             return ANONYMOUS
         return hmac.new(self._key, user.strip().encode(), hashlib.sha256).hexdigest()[:32]
 
+    def sign(self, version: str | None, prediction_id: str, user: str, hypothesis: str) -> str:
+        """What a serving process of `version` signs each captured prediction with: an HMAC under a
+        key of that version's own (derived from this key), over what decides a canary."""
+        version_key = hmac.new(self._key, b"capture:" + str(version or "").encode(), hashlib.sha256).digest()
+        body = "\x1f".join((prediction_id, user, hypothesis)).encode()
+        return hmac.new(version_key, body, hashlib.sha256).hexdigest()[:32]
+
+    def signed(
+        self, version: str | None, prediction_id: str, user: str, hypothesis: str, signature: str | None
+    ) -> bool:
+        """Whether `signature` is what a serving process of `version` made for this prediction."""
+        if not signature:
+            return False
+        return hmac.compare_digest(signature, self.sign(version, prediction_id, user, hypothesis))
+
     def environment(self) -> dict[str, str]:
         """The key as the environment of a process started here that must make the same pseudonyms
         (a local serving process)."""
@@ -117,6 +132,13 @@ class Senders:
         if user is None or not user.strip():
             return ANONYMOUS
         return self.identity.pseudonym(user)
+
+    def identity_or_none(self) -> Identity | None:
+        """The key, when this store has one (loaded now if need be); None for a store without."""
+        try:
+            return self.identity
+        except ConfigError:
+            return None
 
     def redact(self, data: Any) -> Any:
         """A parsed line as it may be kept in the quarantine: its user id as the pseudonym (cut

@@ -63,6 +63,8 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("duration_s", pa.float32()),
         pa.field("audio_uri", pa.string()),
         pa.field("audio_sha256", pa.string()),
+        # the serving process's signature (`Identity.sign`): only signed predictions decide canaries
+        pa.field("signature", pa.string()),
         pa.field("ingested_at", TIMESTAMP, nullable=False),
     ]
 )

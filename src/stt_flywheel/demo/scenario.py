@@ -232,6 +232,7 @@ def _serve(
                 len(audio) / TARGET_SAMPLE_RATE,
                 data,
                 user=identity.pseudonym(user),
+                signature=identity.sign(str(version), pid, identity.pseudonym(user), hyp),
             )
         )
         answers.append({"transcript": hyp, "prediction_id": pid, "model_version": str(version)})

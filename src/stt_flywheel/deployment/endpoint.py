@@ -223,7 +223,7 @@ class LocalEndpoint:
                 [users[i] for i in idx] if users else None,
             )
             for i, p in zip(idx, preds, strict=True):
-                out[i] = p
+                out[i] = {**p, "model_version": str(version)}  # the split chose it; answers may not say
         return [p for p in out if p is not None]
 
     def _choose(self, rng: random.Random | None) -> int:

@@ -57,6 +57,8 @@ class Arm:
     scored: int = 0
     word_errors: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     ref_words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    users: int = 0  # distinct requesters (anonymous is one)
+    capped: int = 0  # predictions left out: past a user's cap
 
     @property
     def correction_rate(self) -> float:
@@ -76,16 +78,30 @@ class Arm:
             "scored": self.scored,
             "correction_rate": self.correction_rate,
             "wer": self.wer,
+            "users": self.users,
+            "capped": self.capped,
         }
 
 
-def measure_arm(version: str, rows: Sequence[LiveRow], normalizer: str) -> Arm:
-    """The evidence of one arm: `rows` are its settled predictions."""
+def measure_arm(
+    version: str, rows: Sequence[LiveRow], normalizer: str, max_per_user: int | None = None
+) -> Arm:
+    """The evidence of one arm: `rows` are its settled predictions, of which each user counts
+    with at most `max_per_user` (the earliest), so that a flood from a few users weighs little."""
+    kept: list[LiveRow] = []
+    per_user: dict[str, int] = {}
+    for r in sorted(rows, key=lambda r: r.predicted_at):
+        if max_per_user is None or per_user.get(r.user, 0) < max_per_user:
+            kept.append(r)
+        per_user[r.user] = per_user.get(r.user, 0) + 1
+    capped, rows = len(rows) - len(kept), kept
     arm = Arm(
         version,
         requests=len(rows),
         labelled=sum(r.kind is not None for r in rows),
         corrected=sum(r.kind == "corrected" for r in rows),
+        users=len(per_user),
+        capped=capped,
     )
     scored = [r for r in rows if r.reference is not None]
     arm.scored = len(scored)
@@ -237,6 +253,13 @@ def decide_canary(
     at the deadline the configured policy. A promotion to a share below 100 is a `step`."""
     names = (f"v{state.version}", f"v{state.default}")
     reasons: list[str] = []
+    if min(candidate.users, baseline.users) < settings.min_distinct_users_per_arm:
+        reasons.append(
+            f"waiting for users: {names[0]} served {candidate.users}, {names[1]} {baseline.users} distinct "
+            f"users (min_distinct_users_per_arm {settings.min_distinct_users_per_arm})"
+        )
+        why = _deadline(state, 0, settings, now)
+        return Judgement(_policy(why, state, settings, reasons) if why else "wait", reasons)
     if min(candidate.labelled, baseline.labelled) < settings.min_labelled_per_arm:
         reasons.append(
             f"waiting for labels: {names[0]} has {candidate.labelled}, {names[1]} {baseline.labelled} "

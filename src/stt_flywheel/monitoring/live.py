@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, Resolution
+from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.scoring.corpus import score_corpus
 from stt_flywheel.scoring.stats import RatioInterval, bootstrap_ratio
 from stt_flywheel.scoring.text import DEFAULT_SCORING_NORMALIZER
@@ -88,6 +89,8 @@ class LiveRow:
     metadata: dict[str, str]
     kind: str | None  # corrected / flagged / confirmed / None (no feedback)
     reference: str | None
+    user: str = ANONYMOUS  # the requester's pseudonym
+    signed: bool = False  # captured by a serving process of its version (`Identity.signed`)
 
 
 def _measure(
@@ -150,9 +153,11 @@ def read_live(store: ErrorStore, start: datetime | None, end: datetime, now: dat
     labels: Resolution = store.resolve(
         store.feedback_for(ids, upto=now, after=after), now=now, predictions=predictions
     )
+    identity = store.senders.identity_or_none()
     out = []
     for p in predictions.to_pylist():
         pid = p["prediction_id"]
+        user = p["user"] or ANONYMOUS
         kind = labels.kind(pid)
         event = labels.applied.get(pid)
         reference = event["corrected_text"] if event is not None else None
@@ -164,6 +169,9 @@ def read_live(store: ErrorStore, start: datetime | None, end: datetime, now: dat
                 dict(p["metadata"] or []),
                 kind,
                 reference if kind in ("corrected", "confirmed") else None,
+                user,
+                identity is not None
+                and identity.signed(p["model_version"], pid, user, p["hypothesis"], p["signature"]),
             )
         )
     return out

@@ -91,7 +91,9 @@ def canary_state(
 
 
 def _rows(rows: list[LiveRow], version: int, start: datetime, end: datetime) -> list[LiveRow]:
-    return [r for r in rows if r.version == str(version) and start <= r.predicted_at < end]
+    """What decides: the version's predictions in [start, end) that a serving process of it signed
+    (predictions written by `errors ingest` or by anyone else still train, never decide)."""
+    return [r for r in rows if r.version == str(version) and r.signed and start <= r.predicted_at < end]
 
 
 def _promoted_at(log: list[AuditEntry], version: int) -> datetime | None:
@@ -226,10 +228,10 @@ def _canary_arms(
 ) -> tuple[Arm, Arm]:
     """Both versions' settled live traffic since the current step began."""
     rows = read_live(open_error_store(config), start, end, now) if end > start else []
-    normalizer = config.validation.normalizer
+    normalizer, cap = config.validation.normalizer, config.monitor.max_predictions_per_user
     return (
-        measure_arm(str(candidate), _rows(rows, candidate, start, end), normalizer),
-        measure_arm(str(default), _rows(rows, default, start, end), normalizer),
+        measure_arm(str(candidate), _rows(rows, candidate, start, end), normalizer, cap),
+        measure_arm(str(default), _rows(rows, default, start, end), normalizer, cap),
     )
 
 
@@ -309,10 +311,14 @@ def _watch_default(
         if end > record_start
         else []
     )
-    normalizer = config.validation.normalizer
-    recent = measure_arm(str(default.version), _rows(rows, default.version, recent_start, end), normalizer)
+    normalizer, cap = config.validation.normalizer, settings.max_predictions_per_user
+    recent = measure_arm(
+        str(default.version), _rows(rows, default.version, recent_start, end), normalizer, cap
+    )
     record = (
-        measure_arm(str(record_version), _rows(rows, record_version, record_start, record_end), normalizer)
+        measure_arm(
+            str(record_version), _rows(rows, record_version, record_start, record_end), normalizer, cap
+        )
         if record_version is not None
         else None
     )

@@ -425,6 +425,7 @@ def _prediction_table(cols: dict[str, list[Any]], now: datetime) -> pa.Table:
         "duration_s": pa.nulls(n, pa.float32()),
         "audio_uri": pa.array(cols["audio_uri"], pa.string()),
         "audio_sha256": pa.nulls(n, pa.string()),
+        "signature": pa.nulls(n, pa.string()),  # no serving process made it: it never decides
         "ingested_at": pa.array(np.full(n, epoch_us(now), dtype="int64"), pa.int64()).cast(TIMESTAMP),
     }
     return pa.table(arrays, schema=PREDICTION_SCHEMA)

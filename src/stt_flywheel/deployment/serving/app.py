@@ -209,6 +209,7 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
             data, decoded = _audio_of(i, instance.b64, limits)
             raw.append((data, decoded.duration_s))
             audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
+        revealed = settings.model_version if limits.reveal_version else None
         texts = speech.transcribe(audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s)
         now = datetime.now(UTC)
         out = []
@@ -217,8 +218,13 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
             if writer is not None:
                 user = pseudonym(instance.user or request.parameters.user)
                 captured = (pid, now, settings.model_version, settings.endpoint, text, instance.metadata)
-                writer.offer(CapturedPrediction(*captured, duration, data, user=user))
-            out.append(Prediction(transcript=text, prediction_id=pid, model_version=settings.model_version))
+                signature = (
+                    settings.identity.sign(settings.model_version, pid, user, text)
+                    if settings.identity
+                    else None
+                )
+                writer.offer(CapturedPrediction(*captured, duration, data, user=user, signature=signature))
+            out.append(Prediction(transcript=text, prediction_id=pid, model_version=revealed))
         return PredictResponse(predictions=out)
 
     return app

@@ -53,6 +53,7 @@ LIMITS_ENV = {
     "max_instances": "FLYWHEEL_MAX_INSTANCES",
     "max_audio_s": "FLYWHEEL_MAX_AUDIO_S",
     "chunk_s": "FLYWHEEL_CHUNK_S",
+    "reveal_version": "FLYWHEEL_REVEAL_VERSION",
     "max_metadata_keys": "FLYWHEEL_MAX_METADATA_KEYS",
     "max_metadata_chars": "FLYWHEEL_MAX_METADATA_CHARS",
 }
@@ -174,7 +175,9 @@ class PredictRequest(BaseModel):
 class Prediction(BaseModel):
     transcript: str
     prediction_id: str = Field(description="What feedback names later (a UUIDv7: its time is in it).")
-    model_version: str | None = Field(description="The registered version that answered.")
+    model_version: str | None = Field(
+        description="The registered version that answered; null unless `serving.reveal_version`."
+    )
 
 
 class PredictResponse(BaseModel):

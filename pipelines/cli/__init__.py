@@ -18,6 +18,7 @@ from flywheel_pipelines.cli.base_model import base_app
 from flywheel_pipelines.cli.common import make_console
 from flywheel_pipelines.cli.errors import errors_app
 from flywheel_pipelines.cli.feedback import feedback_app
+from flywheel_pipelines.cli.lineage import lineage_app
 from flywheel_pipelines.cli.monitor import monitor
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
 from flywheel_pipelines.cli.registry import registry_app
@@ -58,6 +59,7 @@ app.add_typer(proposals_app, name="proposals")
 app.add_typer(errors_app, name="errors")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(review_app, name="review")
+app.add_typer(lineage_app, name="lineage")
 app.add_typer(store_app, name="store")
 app.add_typer(base_app, name="base-model")
 app.add_typer(template_app, name="template")
@@ -78,6 +80,7 @@ EXAMPLES = {
     "monitor": "stt-flywheel monitor --config demo-work/flywheel.yaml --dry-run",
     "approve": "stt-flywheel approve PROPOSAL_ID --config demo-work/flywheel.yaml --reason 'budget ok'",
     "proposals list": "stt-flywheel proposals list --config demo-work/flywheel.yaml",
+    "lineage users": "stt-flywheel lineage users --version 3 --config demo-work/flywheel.yaml --json",
     "review list": "stt-flywheel review list --config demo-work/flywheel.yaml --json",
     "review accept": "stt-flywheel review accept 0193a5c2-7f00-7abc-8def-0123456789ab --reason 'the chart says so' "
     "--config demo-work/flywheel.yaml",

@@ -92,10 +92,14 @@ class ServingLimits(Strict):
         """Why this metadata is more than a request may carry, or None."""
         if len(metadata) > self.max_metadata_keys:
             return f"{len(metadata)} metadata keys; at most {self.max_metadata_keys}"
-        for key, value in metadata.items():
-            if len(key) > self.max_metadata_chars or len(value) > self.max_metadata_chars:
-                return f"metadata {key[:40]!r}: a key or value over {self.max_metadata_chars} characters"
-        return None
+        limit = self.max_metadata_chars
+        if (
+            max(map(len, metadata), default=0) <= limit
+            and max(map(len, metadata.values()), default=0) <= limit
+        ):
+            return None
+        key = next(k for k, v in metadata.items() if len(k) > limit or len(v) > limit)
+        return f"metadata {key[:40]!r}: a key or value over {limit} characters"
 
 
 class FeedbackSettings(Strict):

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from stt_flywheel.config.base import ConfigError
 
 __all__ = [
@@ -52,7 +54,7 @@ class Identity:
         """The stored form of a user id: 32 hex digits of its HMAC, or `anonymous` for none."""
         if user is None or not user.strip():
             return ANONYMOUS
-        return hmac.new(self._key, user.strip().encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._key, user.strip().encode(), "sha256").hex()[:32]
 
     def sign(self, version: str | None, prediction_id: str, user: str, hypothesis: str) -> str:
         """What a serving process of `version` signs each captured prediction with: an HMAC under a
@@ -119,6 +121,7 @@ class Senders:
     ) -> None:
         self._identity = identity
         self.reviewer_sources = frozenset(reviewer_sources)
+        self._seen: dict[str, str] = {}  # user id -> pseudonym, for the users of a batch
 
     @property
     def identity(self) -> Identity:
@@ -131,7 +134,12 @@ class Senders:
     def pseudonym(self, user: str | None) -> str:
         if user is None or not user.strip():
             return ANONYMOUS
-        return self.identity.pseudonym(user)
+        found = self._seen.get(user)
+        if found is None:
+            if len(self._seen) >= 100_000:  # a long-lived process: bounded memory
+                self._seen.clear()
+            found = self._seen[user] = self.identity.pseudonym(user)
+        return found
 
     def identity_or_none(self) -> Identity | None:
         """The key, when this store has one (loaded now if need be); None for a store without."""
@@ -146,3 +154,13 @@ class Senders:
         if type(data) is dict and isinstance(data.get("user"), str) and data["user"].strip():
             return {**data, "user": self.pseudonym(data["user"][:MAX_USER_CHARS])}
         return data
+
+    def redact_line(self, row: Any) -> Any:
+        """`redact` of a line as given (bytes, text or a dict), or None when it names no user and
+        may be kept exactly as it came."""
+        try:
+            data = orjson.loads(row) if isinstance(row, str | bytes) else row
+        except orjson.JSONDecodeError:
+            return None
+        redacted = self.redact(data)
+        return None if redacted is data else redacted

@@ -187,11 +187,12 @@ def parse_rows(
     quarantined: list[QuarantineEntry],
     time_field: str,
     now: datetime,
-    redact: Callable[[Any], Any] = lambda data: data,
+    redact: Callable[[Any], Any] = lambda data: None,
 ) -> Iterator[tuple[int, Any, Any]]:
     """(line number, the row as given, validated value) of each good row; the others are quarantined, each with
     its reason and its bytes. Rows are dicts, JSON strings or bytes, or `Line`s (a source's
-    lines with their physical numbers)."""
+    lines with their physical numbers). `redact`: what of a rejected line may be kept (None: the
+    line as it came), asked only of the lines rejected."""
     latest = now + MAX_FUTURE
     for index, item in enumerate(rows, 1):
         lineno, row = (item.number, item.data) if isinstance(item, Line) else (index, item)
@@ -207,25 +208,28 @@ def parse_rows(
         if type(data) is not dict:
             _reject(quarantined, lineno, row, "not_an_object", type(data).__name__)
             continue
-        redacted = redact(data)
-        kept = None if redacted is data else redacted  # the row is kept as sent unless redacted
         rec_id = data.get("id", data.get("prediction_id"))
         if isinstance(rec_id, str) and len(rec_id) > MAX_ID_CHARS:
             _reject(
-                quarantined, lineno, row, "id_too_long", f"{len(rec_id)} characters > {MAX_ID_CHARS}", kept
+                quarantined,
+                lineno,
+                row,
+                "id_too_long",
+                f"{len(rec_id)} characters > {MAX_ID_CHARS}",
+                redact(data),
             )
             continue
         try:
             value = validate(data)
         except ValidationError as exc:
-            _reject(quarantined, lineno, row, "invalid_record", describe_validation_error(exc), kept)
+            _reject(quarantined, lineno, row, "invalid_record", describe_validation_error(exc), redact(data))
             continue
         when = value[time_field] if isinstance(value, dict) else getattr(value, time_field)
         refused = _checked_time(when, time_field, latest)
         if refused is not None:
-            _reject(quarantined, lineno, row, *refused, kept)
+            _reject(quarantined, lineno, row, *refused, redact(data))
             continue
-        yield lineno, row if kept is None else kept, value
+        yield lineno, row, value
 
 
 def write_quarantine(files: Partitions, stream: str, entries: list[QuarantineEntry], now: datetime) -> None:
@@ -253,7 +257,9 @@ def ingest_feedback(
     rows = list(rows)
     result.read = len(rows)
     parsed = list(
-        parse_rows(rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now, senders.redact)
+        parse_rows(
+            rows, FeedbackEvent.model_validate, result.quarantined, "event_time", now, senders.redact_line
+        )
     )
     predictions = files.lookup({e.prediction_id for _, _, e in parsed})
     owners = dict(zip(predictions["prediction_id"].to_pylist(), predictions["user"].to_pylist(), strict=True))
@@ -264,12 +270,12 @@ def ingest_feedback(
         owner = owners.get(e.prediction_id, user) or ANONYMOUS
         if owner != user and not reviewer:
             detail = "another user's prediction: only the requester or a reviewer source may label it"
-            _reject(result.quarantined, lineno, kept, "not_the_requester", detail)
+            _reject(result.quarantined, lineno, kept, "not_the_requester", detail, senders.redact_line(kept))
             continue
         if max_per_user_hour is not None and not reviewer:
             if sent[user] >= max_per_user_hour:
                 detail = f"more than {max_per_user_hour} events from one user in the hour from {hour_of(now):%H:00} UTC"
-                _reject(result.quarantined, lineno, kept, "rate_limited", detail)
+                _reject(result.quarantined, lineno, kept, "rate_limited", detail, senders.redact_line(kept))
                 continue
             sent[user] += 1
         events.append(
@@ -349,15 +355,29 @@ def ingest_records(
     result.read = len(rows)
     parsed = list(
         parse_rows(
-            rows, TRANSCRIPT_RECORD.validate_python, result.quarantined, "timestamp", now, senders.redact
+            rows,
+            TRANSCRIPT_RECORD.validator.validate_python,
+            result.quarantined,
+            "timestamp",
+            now,
+            senders.redact_line,
         )
     )
     limits = limits or ServingLimits()
+    most_keys, most_chars = limits.max_metadata_keys, limits.max_metadata_chars
     bounded = []
     for lineno, kept, rec in parsed:
-        problem = limits.metadata_problem(rec.get("metadata") or {})
+        meta = rec.get("metadata")
+        within = not meta or (
+            len(meta) <= most_keys
+            and max(map(len, meta)) <= most_chars
+            and max(map(len, meta.values())) <= most_chars
+        )
+        problem = None if within else limits.metadata_problem(meta)
         if problem:
-            _reject(result.quarantined, lineno, kept, "metadata_too_large", problem)
+            _reject(
+                result.quarantined, lineno, kept, "metadata_too_large", problem, senders.redact_line(kept)
+            )
             continue
         rec["user"] = senders.pseudonym(rec.get("user"))
         bounded.append((lineno, kept, rec))
@@ -375,7 +395,9 @@ def ingest_records(
         first = known.get(pid)
         conflict = _conflict(first, rec) if first is not None else None
         if conflict:
-            _reject(result.quarantined, lineno, row, "conflicting_prediction", conflict)
+            _reject(
+                result.quarantined, lineno, row, "conflicting_prediction", conflict, senders.redact_line(row)
+            )
             continue
         corrected, flagged = rec.get("corrected_text"), rec.get("flagged", False)
         event = None

@@ -291,6 +291,8 @@ class Partitions:
             keys = [
                 k for h in sorted(hours) for _, k in self.list_files("predictions", h, h + timedelta(hours=1))
             ]
+        if not keys:  # nothing stored in those hours: no id column to read
+            return PREDICTION_SCHEMA.empty_table()
         tables = self.matching("predictions", keys, pa.array(sorted(ids), pa.string()))
         if not tables:
             return PREDICTION_SCHEMA.empty_table()

@@ -234,3 +234,41 @@ def test_a_register_killed_mid_copy_leaves_nothing_behind(tmp_path: Path, model_
     LocalRegistry(tmp_path / "reg.sqlite", models, "m")
     assert not partial_of_dead_pid.exists()
     assert not partial.exists()
+
+
+def test_only_the_model_that_was_trained_is_registered(tmp_path: Path, model_dir: Path) -> None:
+    """The digest training recorded travels in the lineage; a directory whose content changed
+    since (a file swapped between the stages) is refused, and nothing is registered."""
+    from stt_flywheel.errors import FlywheelError
+    from stt_flywheel.storage.files import tree_digest
+
+    registry = LocalRegistry(tmp_path / "reg.sqlite", tmp_path / "models", "m")
+    trained = tree_digest(model_dir)
+    (model_dir / "weights.bin").write_bytes(b"\x02" * 64)  # swapped after training
+    with pytest.raises(FlywheelError, match="not the model that was trained"):
+        registry.register(model_dir, source_run="r1", lineage={"model_digest": trained})
+    assert registry.versions() == []
+    v = registry.register(model_dir, source_run="r1", lineage={"model_digest": tree_digest(model_dir)})
+    assert v.version == 1 and registry.verify(1) == []
+
+
+def test_a_stage_refuses_a_model_that_changed_since_training(
+    tmp_path: Path, flywheel_config: tuple, model_dir: Path
+) -> None:
+    from entries import train_entry
+
+    from stt_flywheel.errors import StateError
+    from stt_flywheel.run.ledger import write_ledger
+    from stt_flywheel.run.stages import _check_trained
+    from stt_flywheel.storage.files import tree_digest
+
+    _, config = flywheel_config
+    artifact = tmp_path / "artifact"
+    (artifact / "model").mkdir(parents=True)
+    for f in model_dir.iterdir():
+        (artifact / "model" / f.name).write_bytes(f.read_bytes())
+    write_ledger(config, "run-9", train_entry(model_digest=tree_digest(artifact / "model")))
+    assert _check_trained(config, "run-9", artifact) == tree_digest(artifact / "model")
+    (artifact / "model" / "weights.bin").write_bytes(b"tampered")
+    with pytest.raises(StateError, match="not what training saved"):
+        _check_trained(config, "run-9", artifact)

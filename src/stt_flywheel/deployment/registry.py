@@ -8,7 +8,6 @@ stored with the version it judged, and an audit log. Writes take SQLite's write 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from stt_flywheel.deployment.exclusive import FileLock
 from stt_flywheel.errors import StateError
+from stt_flywheel.storage.files import file_manifest, file_sha256, tree_digest
 from stt_flywheel.storage.objectstore import is_remote, join_uri, open_store, put_tree, remove_tree
 
 __all__ = ["AuditEntry", "LocalRegistry", "ModelVersion", "RegistryError"]
@@ -56,23 +56,6 @@ CREATE TABLE IF NOT EXISTS audit (
 
 class RegistryError(StateError):
     pass
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_manifest(model_dir: Path) -> list[tuple[str, int, str]]:
-    """(relative path, size, sha256) of every file of a model directory."""
-    return [
-        (f.relative_to(model_dir).as_posix(), f.stat().st_size, _sha256(f))
-        for f in sorted(model_dir.rglob("*"))
-        if f.is_file()
-    ]
 
 
 def _alive(pid: int) -> bool:
@@ -267,6 +250,12 @@ class LocalRegistry:
             return existing
         if not (Path(model_dir) / "config.json").exists():
             raise RegistryError(f"not a saved model directory: {model_dir}")
+        files = file_manifest(model_dir)
+        expected = (lineage or {}).get("model_digest")
+        if expected and tree_digest(model_dir, files) != expected:
+            raise RegistryError(
+                f"{model_dir} is not the model that was trained and validated (its content changed)"
+            )
         with self.transaction() as conn:
             if source_run is not None:  # again under the write lock: two registrations of one run race here
                 same = conn.execute(
@@ -283,7 +272,7 @@ class LocalRegistry:
             )
             conn.executemany(
                 "INSERT INTO files (model, version, path, size, sha256) VALUES (?, ?, ?, ?, ?)",
-                [(self.model, version, *entry) for entry in _file_manifest(Path(model_dir))],
+                [(self.model, version, *entry) for entry in files],
             )
             conn.execute(
                 "INSERT INTO versions (model, version, uri, created_at, dataset_version, data_watermark, source_run,"
@@ -421,7 +410,7 @@ class LocalRegistry:
             f = root / row["path"]
             if not f.is_file():
                 problems.append(f"{row['path']} is missing")
-            elif f.stat().st_size != row["size"] or _sha256(f) != row["sha256"]:
+            elif f.stat().st_size != row["size"] or file_sha256(f) != row["sha256"]:
                 problems.append(f"{row['path']} changed")
         return problems
 

@@ -126,6 +126,7 @@ class TrainEntry(LedgerEntry):
     started_from: str
     started_from_version: int | None
     model_dir: str
+    model_digest: str | None = None  # `storage.files.tree_digest` of model_dir as training saved it
     resumed_from: str | None
     train_examples: int
     hyperparameters: dict[str, Any]

@@ -37,6 +37,7 @@ from stt_flywheel.deployment.strategies import (
     replace_deployment,
     serving_state,
 )
+from stt_flywheel.errors import StateError
 from stt_flywheel.evaluation.comparison import load_manifest_examples
 from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
@@ -67,10 +68,7 @@ from stt_flywheel.run.ledger import read_ledger, write_ledger
 from stt_flywheel.run.provenance import code_version
 from stt_flywheel.run.stage_reports import loggable_metrics, report_context
 from stt_flywheel.run.trigger import TriggerDecision, check_trigger
-from stt_flywheel.storage.files import (
-    atomic_write_bytes,
-    atomic_write_json,
-)
+from stt_flywheel.storage.files import atomic_write_bytes, atomic_write_json, tree_digest
 from stt_flywheel.storage.leases import LeaseHeld, acquire_lease
 
 __all__ = [
@@ -258,6 +256,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             "started_from": start_from,
             "started_from_version": production.version if production else None,
             "model_dir": str(result.output_dir),
+            "model_digest": tree_digest(result.output_dir),
             "resumed_from": result.resumed_from,
             "train_examples": manifest.splits.get("train", 0),
             # enough to train the same model again: what, from what, on what, with which code
@@ -297,6 +296,7 @@ def stage_validate_model(
     config: FlywheelConfig, model_artifact: Path, dataset_dir: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:
     """Stage 4. Writes the verdict and per-utterance rows under `out_dir`; returns the report to publish."""
+    _check_trained(config, run_id, model_artifact)
     candidate, production = _models(config, model_artifact)
     eval_examples = (
         load_manifest_examples(str(config.validation.eval_manifest))
@@ -385,6 +385,21 @@ def stage_deploy_model(
     return outcome
 
 
+def _check_trained(config: FlywheelConfig, run_id: str, model_artifact: Path) -> str | None:
+    """The digest training recorded for this run's model, after checking that the model here
+    still has it (a model changed between the stages is an error, not a candidate)."""
+    train = read_ledger(config, run_id, TrainEntry)
+    if train is None or train.model_digest is None:
+        return None
+    found = tree_digest(saved_model_dir(model_artifact))
+    if found != train.model_digest:
+        raise StateError(
+            f"the model of run {run_id} is not what training saved (digest {found[:12]}…, trained "
+            f"{train.model_digest[:12]}…): refusing to judge or deploy it"
+        )
+    return train.model_digest
+
+
 def _deploy(
     config: FlywheelConfig,
     registry: Registry,
@@ -400,6 +415,7 @@ def _deploy(
     manifest = DatasetManifest.load(dataset_dir)
     train = read_ledger(config, run_id, TrainEntry)
     training = train.model_dump(mode="json", include=set(_LINEAGE)) if train else dict.fromkeys(_LINEAGE)
+    digest = _check_trained(config, run_id, model_artifact)
     candidate = Candidate(
         model_dir=str(saved_model_dir(model_artifact)),
         # a verdict that is missing or no longer reads as one is handed on as nothing: it rejects
@@ -409,7 +425,7 @@ def _deploy(
         data_watermark=manifest.watermark,
         run_id=run_id,
         metrics=loggable_metrics(validation.metrics.flat()) if validation else {},
-        lineage={"training": training},
+        lineage={"training": training, **({"model_digest": digest} if digest else {})},
     )
     policy = DeployPolicy(
         auto_deploy=config.deploy.auto_deploy,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -9,7 +10,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "dump_json", "read_json"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "dump_json",
+    "file_manifest",
+    "file_sha256",
+    "read_json",
+    "tree_digest",
+]
 
 
 def dump_json(obj: Any) -> bytes:
@@ -43,3 +53,30 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return orjson.loads(Path(path).read_bytes())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_manifest(directory: str | Path) -> list[tuple[str, int, str]]:
+    """(relative path, size, sha256) of every file under a directory, in path order."""
+    root = Path(directory)
+    return [
+        (f.relative_to(root).as_posix(), f.stat().st_size, file_sha256(f))
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    ]
+
+
+def tree_digest(directory: str | Path, manifest: list[tuple[str, int, str]] | None = None) -> str:
+    """One SHA-256 for a directory's content: over each file's relative path and SHA-256, in path
+    order. What a model directory is proved by, from training to serving."""
+    digest = hashlib.sha256()
+    for rel, _, sha in manifest if manifest is not None else file_manifest(directory):
+        digest.update(f"{rel}\t{sha}\n".encode())
+    return digest.hexdigest()

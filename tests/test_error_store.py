@@ -393,3 +393,16 @@ def test_an_id_sent_again_with_other_audio_or_hypothesis_is_quarantined_not_merg
     assert predictions["r1"]["audio_uri"] == "/audio/1.wav" and len(predictions) == 3
     applied = store.resolve_for(["r1"], now=T0 + timedelta(hours=1)).applied["r1"]
     assert applied["corrected_text"] == "take two ibuprofen tablets"
+
+
+def test_metadata_beyond_what_a_request_may_carry_is_quarantined(tmp_path: Path) -> None:
+    store = ErrorStore(tmp_path)
+    many = {**record(1), "metadata": {f"k{i}": "v" for i in range(17)}}
+    long = {**record(2), "metadata": {"domain": "x" * 201}}
+    result = store.ingest([many, long, {**record(3), "metadata": {"domain": "pharmacy"}}], now=T0)
+    assert result.accepted == 1 and result.balanced
+    assert [(q.line, q.reason) for q in result.quarantined] == [
+        (1, "metadata_too_large"),
+        (2, "metadata_too_large"),
+    ]
+    assert "17 metadata keys; at most 16" in result.quarantined[0].detail

@@ -20,7 +20,6 @@ from stt_flywheel.config import ServingLimits
 from stt_flywheel.data.error_store.layout import (
     Partitions,
     epoch_us,
-    first_by,
     hour_of,
     prediction_hours,
     utc_now,
@@ -264,7 +263,7 @@ def ingest_feedback(
     predictions = files.lookup({e.prediction_id for _, _, e in parsed})
     owners = dict(zip(predictions["prediction_id"].to_pylist(), predictions["user"].to_pylist(), strict=True))
     events = []
-    sent = _sent_this_hour(files, now) if max_per_user_hour is not None else Counter()
+    sent = files.sent_this_hour(now) if max_per_user_hour is not None else Counter()
     for lineno, kept, e in parsed:
         user, reviewer = senders.pseudonym(e.user), e.source in senders.reviewer_sources
         owner = owners.get(e.prediction_id, user) or ANONYMOUS
@@ -300,16 +299,30 @@ def ingest_feedback(
     return result
 
 
-def _sent_this_hour(files: Partitions, now: datetime) -> Counter[str]:
-    """Events each user (not as a reviewer) has sent that arrived in the hour of `now`."""
-    hour = hour_of(now)
-    keys = [k for _, k in files.list_files("feedback", hour, hour + timedelta(hours=1))]
-    events = files.read_many("feedback", keys, ["event_id", "user", "reviewer"])
-    seen: Counter[str] = Counter()
-    for row in first_by(events, "event_id").to_pylist():
-        if not row["reviewer"]:
-            seen[row["user"] or ANONYMOUS] += 1
-    return seen
+def _within_bounds(
+    parsed: list[tuple[int, Any, Any]],
+    limits: ServingLimits,
+    senders: Senders,
+    quarantined: list[QuarantineEntry],
+) -> list[tuple[int, Any, Any]]:
+    """The records whose metadata a serving request could carry too (the rest quarantined,
+    `metadata_too_large`), each with its user as the pseudonym."""
+    most_keys, most_chars = limits.max_metadata_keys, limits.max_metadata_chars
+    bounded = []
+    for lineno, kept, rec in parsed:
+        meta = rec.get("metadata")
+        within = not meta or (
+            len(meta) <= most_keys
+            and max(map(len, meta)) <= most_chars
+            and max(map(len, meta.values())) <= most_chars
+        )
+        problem = None if within else limits.metadata_problem(meta)
+        if problem:
+            _reject(quarantined, lineno, kept, "metadata_too_large", problem, senders.redact_line(kept))
+            continue
+        rec["user"] = senders.pseudonym(rec.get("user"))
+        bounded.append((lineno, kept, rec))
+    return bounded
 
 
 _RECORD_COLUMNS = (
@@ -363,25 +376,7 @@ def ingest_records(
             senders.redact_line,
         )
     )
-    limits = limits or ServingLimits()
-    most_keys, most_chars = limits.max_metadata_keys, limits.max_metadata_chars
-    bounded = []
-    for lineno, kept, rec in parsed:
-        meta = rec.get("metadata")
-        within = not meta or (
-            len(meta) <= most_keys
-            and max(map(len, meta)) <= most_chars
-            and max(map(len, meta.values())) <= most_chars
-        )
-        problem = None if within else limits.metadata_problem(meta)
-        if problem:
-            _reject(
-                result.quarantined, lineno, kept, "metadata_too_large", problem, senders.redact_line(kept)
-            )
-            continue
-        rec["user"] = senders.pseudonym(rec.get("user"))
-        bounded.append((lineno, kept, rec))
-    parsed = bounded
+    parsed = _within_bounds(parsed, limits or ServingLimits(), senders, result.quarantined)
     stored = files.lookup({rec["id"] for _, _, rec in parsed}).select(["prediction_id", *_SAME_PREDICTION])
     known: dict[str, dict[str, Any]] = {
         r["prediction_id"]: {**r, "id": r["prediction_id"], "user": r["user"] or ANONYMOUS}

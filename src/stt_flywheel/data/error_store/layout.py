@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import FEEDBACK_SCHEMA, PREDICTION_SCHEMA, id_ms
 from stt_flywheel.storage.objectstore import PreconditionFailed, join_uri, open_store
 
@@ -317,6 +319,13 @@ class Partitions:
         end = hour_of(upto) + timedelta(hours=1) if upto else None
         tables = self.matching("feedback", [k for _, k in self.list_files("feedback", after, end)], wanted)
         return arrived(pa.concat_tables(tables) if tables else FEEDBACK_SCHEMA.empty_table(), after, upto)
+
+    def sent_this_hour(self, now: datetime) -> Counter[str]:
+        """Events each user (not as a reviewer) has sent that arrived in the hour of `now`."""
+        hour = hour_of(now)
+        keys = [k for _, k in self.list_files("feedback", hour, hour + timedelta(hours=1))]
+        events = first_by(self.read_many("feedback", keys, ["event_id", "user", "reviewer"]), "event_id")
+        return Counter(row["user"] or ANONYMOUS for row in events.to_pylist() if not row["reviewer"])
 
     def quarantine(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
         """Lines rejected at ingest, oldest first."""

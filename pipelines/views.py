@@ -193,7 +193,7 @@ def print_status(view: SystemStatus, console: Console) -> None:
     st, fb = view.store, view.store.feedback_events
     console.print(f"[bold]Store[/] {st.root}")
     console.print(
-        f"  {st.predictions} predictions; feedback events {fb.read}: applied {fb.applied}, "
+        f"  {st.predictions} predictions from {st.users} users; feedback events {fb.read}: applied {fb.applied}, "
         f"superseded {fb.superseded}, duplicates {fb.duplicate}, pending {fb.pending}, "
         f"quarantined {fb.quarantined + fb.rejected_at_ingest}; "
         f"{st.since_watermark.feedback_events} events since the watermark"

@@ -86,6 +86,7 @@ def test_only_the_requester_or_a_reviewer_labels_a_prediction(tmp_path: Path) ->
     assert result.accepted == 2 and result.balanced
     applied = store.resolve_for(["r1", "r2"], now=LATER).applied
     assert applied["r1"]["corrected_text"] == "take two ibuprofen"
+    assert store.stats(now=LATER)["users"] == 2  # alice, and the requests that named no one
     assert applied["r2"]["corrected_text"] == "a reviewer may"
 
 

@@ -68,6 +68,7 @@ class SinceWatermark(_Model):
 class StoreStatus(_Model):
     root: str
     predictions: int
+    users: int = 0  # distinct requesters; views written before users were known lack it
     feedback_events: FeedbackCounts
     labels: dict[str, int]
     records_rejected_at_ingest: int

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from stt_flywheel.data.error_store.layout import Partitions, arrived, distinct_events, utc_now
 from stt_flywheel.data.error_store.resolve import FEEDBACK_STATES, resolve
+from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import feedback_kind
 
 __all__ = ["errors", "export", "export_quarantine", "stats"]
@@ -39,8 +40,13 @@ def stats(
     resolution = resolve(files, events, pending_horizon, now=now)
     rejected = Counter(q["stream"] for q in files.quarantine())
     kinds = Counter(resolution.kind(pid) for pid in resolution.applied)
+    predictions = files.predictions(columns=["user"])
     return {
-        "predictions": files.predictions(columns=["prediction_id"]).num_rows,
+        "predictions": predictions.num_rows,
+        # distinct requesters (predictions that name none, and those from before users, are one)
+        "users": pc.count_distinct(pc.fill_null(predictions["user"], ANONYMOUS)).as_py()
+        if predictions.num_rows
+        else 0,
         "feedback_events": {
             "read": events.num_rows + rejected.get("feedback", 0),
             **{state: resolution.counts[state] for state in FEEDBACK_STATES},

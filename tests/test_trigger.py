@@ -184,3 +184,12 @@ def test_the_error_rate_is_over_the_production_versions_own_traffic(tmp_path: Pa
     assert (as_v2.stats.recent_requests, as_v2.stats.recent_errors) == (60, 3)
     assert as_v1.stats.error_rate == 0.5 and as_v2.stats.error_rate == 0.05
     assert "version 2" in as_v2.checks[3].reason
+
+
+def test_feedback_whose_predictions_are_not_here_yet_counts_nothing(tmp_path: Path) -> None:
+    """Once, a store holding only early feedback (its predictions not captured yet) made the
+    trigger, and with it `status`, raise."""
+    store = ErrorStore(tmp_path)
+    store.ingest_feedback([_correct("not-captured-yet")], now=T0 - timedelta(minutes=5))
+    decision = check_trigger(store, POLICY, production_watermark=None, last_deployed_at=None, now=T0)
+    assert decision.stats.new_error_cases == 0 and decision.stats.new_feedback == 1

@@ -148,10 +148,8 @@ def latest_kinds(events: pa.Table, predictions: pa.Table) -> pa.Table:
         "user",
         "reviewer",
     ]
-    if events.num_rows == 0 or predictions.num_rows == 0:
-        return pa.table(
-            {**{c: events.select(cols)[c] for c in cols}, "kind": pa.array([], pa.string())}
-        ).slice(0, 0)
+    if events.num_rows == 0 or predictions.num_rows == 0:  # events whose predictions are not here yet
+        return events.select(cols).slice(0, 0).append_column("kind", pa.array([], pa.string()))
     # an event sent again counts from its first arrival, as in `resolve`
     first = first_by(
         events.select(cols).sort_by([("ingested_at", "ascending"), ("event_id", "ascending")]), "event_id"

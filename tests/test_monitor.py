@@ -568,6 +568,6 @@ def test_only_what_a_serving_process_signed_decides(tmp_path: Path, model_dir: P
         "user": "mallory",
     }
     assert world.store.ingest([forged]).accepted == 1
-    rows = read_live(world.store, t0, t0 + timedelta(hours=2), datetime.now(UTC))
+    rows = read_live(world.store, t0, t0 + timedelta(hours=2), datetime.now(UTC), verify=True)
     assert len(rows) == 51
     assert [r.user for r in rows if not r.signed] == [world.store.senders.pseudonym("mallory")]

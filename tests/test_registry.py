@@ -258,7 +258,8 @@ def test_a_stage_refuses_a_model_that_changed_since_training(
     from entries import train_entry
 
     from stt_flywheel.errors import StateError
-    from stt_flywheel.run.ledger import write_ledger
+    from stt_flywheel.run.entries import TrainEntry
+    from stt_flywheel.run.ledger import read_ledger, write_ledger
     from stt_flywheel.run.stages import _check_trained
     from stt_flywheel.storage.files import tree_digest
 
@@ -268,7 +269,8 @@ def test_a_stage_refuses_a_model_that_changed_since_training(
     for f in model_dir.iterdir():
         (artifact / "model" / f.name).write_bytes(f.read_bytes())
     write_ledger(config, "run-9", train_entry(model_digest=tree_digest(artifact / "model")))
-    assert _check_trained(config, "run-9", artifact) == tree_digest(artifact / "model")
+    trained = read_ledger(config, "run-9", TrainEntry)
+    assert _check_trained(trained, "run-9", artifact) == tree_digest(artifact / "model")
     (artifact / "model" / "weights.bin").write_bytes(b"tampered")
     with pytest.raises(StateError, match="not what training saved"):
-        _check_trained(config, "run-9", artifact)
+        _check_trained(trained, "run-9", artifact)

@@ -29,21 +29,15 @@ ReasonOpt = Annotated[
 ]
 
 
-def _screen(cfg):  # type: ignore[no-untyped-def]
-    from stt_flywheel.data.review import Screen
-
-    return Screen(cfg.feedback.max_edit_ratio, tuple(cfg.validation.critical_terms))
-
-
 @review_app.command("list")
 def review_list(config: ConfigOpt = None, json: JsonOpt = False) -> None:
     """Every held correction not yet decided, oldest first: its prediction id, the sender's
     pseudonym, what the model heard, the correction and why it is held."""
     from stt_flywheel.data.error_store import open_error_store
-    from stt_flywheel.data.review import held_corrections
+    from stt_flywheel.data.review import Screen, held_corrections
 
     cfg = load(config, reads_state=True)
-    held = list(held_corrections(open_error_store(cfg), _screen(cfg)))
+    held = list(held_corrections(open_error_store(cfg), Screen.of(cfg)))
     if json:
         print_json([h.as_dict() for h in held])
         return
@@ -62,12 +56,12 @@ def review_list(config: ConfigOpt = None, json: JsonOpt = False) -> None:
 
 def _decide(ids: list[str], config: str | None, reason: str, accept: bool, json: bool) -> None:
     from stt_flywheel.data.error_store import open_error_store
-    from stt_flywheel.data.review import decide
+    from stt_flywheel.data.review import Screen, decide
     from stt_flywheel.deployment.backends import open_registry
     from stt_flywheel.run.approval import who
 
     cfg = load(config, reads_state=True)
-    made = decide(open_error_store(cfg), _screen(cfg), ids, accept=accept, reason=reason, by=who())
+    made = decide(open_error_store(cfg), Screen.of(cfg), ids, accept=accept, reason=reason, by=who())
     registry = open_registry(cfg)
     for entry in made:
         registry.record("review", None, {k: entry[k] for k in ("prediction_id", "decision", "reason", "by")})

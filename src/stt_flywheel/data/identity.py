@@ -13,7 +13,6 @@ local state directory, generated once (mode 0600) by whichever process needs it 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import os
 import secrets
@@ -49,6 +48,7 @@ class Identity:
         if len(key) < _MIN_KEY_BYTES:
             raise ConfigError(f"the identity key is {len(key)} bytes; it needs at least {_MIN_KEY_BYTES}")
         self._key = key
+        self._version_keys: dict[str, bytes] = {}
 
     def pseudonym(self, user: str | None) -> str:
         """The stored form of a user id: 32 hex digits of its HMAC, or `anonymous` for none."""
@@ -59,9 +59,14 @@ class Identity:
     def sign(self, version: str | None, prediction_id: str, user: str, hypothesis: str) -> str:
         """What a serving process of `version` signs each captured prediction with: an HMAC under a
         key of that version's own (derived from this key), over what decides a canary."""
-        version_key = hmac.new(self._key, b"capture:" + str(version or "").encode(), hashlib.sha256).digest()
+        name = str(version or "")
+        version_key = self._version_keys.get(name)
+        if version_key is None:
+            version_key = self._version_keys[name] = hmac.digest(
+                self._key, b"capture:" + name.encode(), "sha256"
+            )
         body = "\x1f".join((prediction_id, user, hypothesis)).encode()
-        return hmac.new(version_key, body, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(version_key, body, "sha256").hex()[:32]
 
     def signed(
         self, version: str | None, prediction_id: str, user: str, hypothesis: str, signature: str | None
@@ -148,19 +153,14 @@ class Senders:
         except ConfigError:
             return None
 
-    def redact(self, data: Any) -> Any:
-        """A parsed line as it may be kept in the quarantine: its user id as the pseudonym (cut
-        to the longest id accepted first), or the line itself when it names no user."""
-        if type(data) is dict and isinstance(data.get("user"), str) and data["user"].strip():
-            return {**data, "user": self.pseudonym(data["user"][:MAX_USER_CHARS])}
-        return data
-
     def redact_line(self, row: Any) -> Any:
-        """`redact` of a line as given (bytes, text or a dict), or None when it names no user and
-        may be kept exactly as it came."""
+        """A line (bytes, text or a dict) as the quarantine may keep it: parsed, its user id as
+        the pseudonym (cut to the longest id accepted first); None when it names no user and may
+        be kept exactly as it came."""
         try:
             data = orjson.loads(row) if isinstance(row, str | bytes) else row
         except orjson.JSONDecodeError:
             return None
-        redacted = self.redact(data)
-        return None if redacted is data else redacted
+        if type(data) is dict and isinstance(data.get("user"), str) and data["user"].strip():
+            return {**data, "user": self.pseudonym(data["user"][:MAX_USER_CHARS])}
+        return None

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from rapidfuzz.distance import Levenshtein
 
+from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.error_store.layout import utc_now
 from stt_flywheel.errors import InputError
@@ -36,6 +37,11 @@ class Screen:
 
     max_edit_ratio: float | None = 0.8
     critical_terms: Sequence[str] = ()
+
+    @classmethod
+    def of(cls, config: FlywheelConfig) -> Screen:
+        """The configured screen: `feedback.max_edit_ratio`, `validation.critical_terms`."""
+        return cls(config.feedback.max_edit_ratio, tuple(config.validation.critical_terms))
 
     def reasons(self, hypothesis: str, corrected: str) -> list[str]:
         """Why this correction of `hypothesis` should wait for a person; empty when it need not."""

@@ -252,9 +252,9 @@ def _feedback_events(
     are confirmed; two events name predictions this service never made."""
     now = datetime.now(UTC)
 
-    user = ""
-
-    def ev(pid: str, text: str | None = None, flagged: bool = False, ago_s: float = 0.0) -> dict[str, Any]:
+    def ev(
+        pid: str, user: str | None, text: str | None = None, flagged: bool = False, ago_s: float = 0.0
+    ) -> dict[str, Any]:
         at = now - timedelta(seconds=ago_s + rng.uniform(0, 5))
         return {
             "prediction_id": pid,
@@ -271,20 +271,20 @@ def _feedback_events(
         pid, user = answer["prediction_id"], demo_user(utt)
         if normalize(answer["transcript"]) == normalize(utt.text):
             if rng.random() < 0.05:
-                first.append(ev(pid, answer["transcript"]))  # confirmed
+                first.append(ev(pid, user, answer["transcript"]))  # confirmed
             continue
         r = rng.random()
         if r < flag_share:
-            first.append(ev(pid, flagged=True))
+            first.append(ev(pid, user, flagged=True))
         elif r < flag_share + silent_share:
             continue  # the user never said
         else:
             batch = late if rng.random() < 0.25 else first
             if rng.random() < 0.08:  # a slip first, the right words a minute later
-                batch.append(ev(pid, " ".join(utt.text.split()[:-1]), ago_s=60))
-            batch.append(ev(pid, utt.text))
+                batch.append(ev(pid, user, " ".join(utt.text.split()[:-1]), ago_s=60))
+            batch.append(ev(pid, user, utt.text))
     late += rng.sample(first, k=min(5, len(first)))  # sent again
-    late += [ev(f"other-service-{i}", "hello", ago_s=10) for i in range(2)]
+    late += [ev(f"other-service-{i}", None, "hello", ago_s=10) for i in range(2)]
     return first, late
 
 

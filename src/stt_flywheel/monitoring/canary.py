@@ -258,13 +258,12 @@ def decide_canary(
             f"waiting for users: {names[0]} served {candidate.users}, {names[1]} {baseline.users} distinct "
             f"users (min_distinct_users_per_arm {settings.min_distinct_users_per_arm})"
         )
-        why = _deadline(state, 0, settings, now)
-        return Judgement(_policy(why, state, settings, reasons) if why else "wait", reasons)
-    if min(candidate.labelled, baseline.labelled) < settings.min_labelled_per_arm:
+    elif min(candidate.labelled, baseline.labelled) < settings.min_labelled_per_arm:
         reasons.append(
             f"waiting for labels: {names[0]} has {candidate.labelled}, {names[1]} {baseline.labelled} "
             f"labelled predictions (min_labelled_per_arm {settings.min_labelled_per_arm})"
         )
+    if reasons:
         # a look that waits spends none of the error rate, so only the clock ends the wait
         why = _deadline(state, 0, settings, now)
         return Judgement(_policy(why, state, settings, reasons) if why else "wait", reasons)

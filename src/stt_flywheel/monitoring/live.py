@@ -143,9 +143,12 @@ def _measure(
     return q
 
 
-def read_live(store: ErrorStore, start: datetime | None, end: datetime, now: datetime) -> list[LiveRow]:
+def read_live(
+    store: ErrorStore, start: datetime | None, end: datetime, now: datetime, verify: bool = False
+) -> list[LiveRow]:
     """The predictions made in [start, end), each with its latest feedback by `now`: what
-    `live_quality` and `daily_trend` measure (read once, it can be given to both)."""
+    `live_quality` and `daily_trend` measure (read once, it can be given to both). With
+    `verify`, each row says whether its serving process signed it (what the monitor decides on)."""
     predictions = store.predictions(start, end)
     ids = predictions["prediction_id"].to_pylist()
     # feedback on these predictions arrived after the window opened (less the clock skew allowed)
@@ -153,7 +156,7 @@ def read_live(store: ErrorStore, start: datetime | None, end: datetime, now: dat
     labels: Resolution = store.resolve(
         store.feedback_for(ids, upto=now, after=after), now=now, predictions=predictions
     )
-    identity = store.senders.identity_or_none()
+    identity = store.senders.identity_or_none() if verify else None
     out = []
     for p in predictions.to_pylist():
         pid = p["prediction_id"]

@@ -227,7 +227,7 @@ def _canary_arms(
     config: FlywheelConfig, candidate: int, default: int, start: datetime, end: datetime, now: datetime
 ) -> tuple[Arm, Arm]:
     """Both versions' settled live traffic since the current step began."""
-    rows = read_live(open_error_store(config), start, end, now) if end > start else []
+    rows = read_live(open_error_store(config), start, end, now, verify=True) if end > start else []
     normalizer, cap = config.validation.normalizer, config.monitor.max_predictions_per_user
     return (
         measure_arm(str(candidate), _rows(rows, candidate, start, end), normalizer, cap),
@@ -307,7 +307,7 @@ def _watch_default(
         record_start, record_end = recent_start, recent_start
         record_of = "no earlier version"
     rows = (
-        read_live(open_error_store(config), min(record_start, recent_start), end, now)
+        read_live(open_error_store(config), min(record_start, recent_start), end, now, verify=True)
         if end > record_start
         else []
     )

@@ -203,7 +203,7 @@ def stage_build_dataset(
         protected=protected_hashes(protected_sources),
         model_window_s=model_window_s(start),
         target_check=target_length_check(start),
-        screen=Screen(config.feedback.max_edit_ratio, tuple(config.validation.critical_terms)),
+        screen=Screen.of(config),
     )
     published = publish_dataset(out_dir, config.paths.datasets)
     write_ledger(
@@ -296,7 +296,7 @@ def stage_validate_model(
     config: FlywheelConfig, model_artifact: Path, dataset_dir: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:
     """Stage 4. Writes the verdict and per-utterance rows under `out_dir`; returns the report to publish."""
-    _check_trained(config, run_id, model_artifact)
+    _check_trained(read_ledger(config, run_id, TrainEntry), run_id, model_artifact)
     candidate, production = _models(config, model_artifact)
     eval_examples = (
         load_manifest_examples(str(config.validation.eval_manifest))
@@ -385,10 +385,10 @@ def stage_deploy_model(
     return outcome
 
 
-def _check_trained(config: FlywheelConfig, run_id: str, model_artifact: Path) -> str | None:
-    """The digest training recorded for this run's model, after checking that the model here
-    still has it (a model changed between the stages is an error, not a candidate)."""
-    train = read_ledger(config, run_id, TrainEntry)
+def _check_trained(train: TrainEntry | None, run_id: str, model_artifact: Path) -> str | None:
+    """The digest training recorded for this run's model (`train`, its ledger entry), after
+    checking that the model here still has it (a model changed between the stages is an error,
+    not a candidate)."""
     if train is None or train.model_digest is None:
         return None
     found = tree_digest(saved_model_dir(model_artifact))
@@ -415,7 +415,7 @@ def _deploy(
     manifest = DatasetManifest.load(dataset_dir)
     train = read_ledger(config, run_id, TrainEntry)
     training = train.model_dump(mode="json", include=set(_LINEAGE)) if train else dict.fromkeys(_LINEAGE)
-    digest = _check_trained(config, run_id, model_artifact)
+    digest = _check_trained(train, run_id, model_artifact)
     candidate = Candidate(
         model_dir=str(saved_model_dir(model_artifact)),
         # a verdict that is missing or no longer reads as one is handed on as nothing: it rejects

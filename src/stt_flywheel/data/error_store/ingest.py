@@ -264,17 +264,17 @@ def ingest_feedback(
     owners = dict(zip(predictions["prediction_id"].to_pylist(), predictions["user"].to_pylist(), strict=True))
     events = []
     sent = files.sent_this_hour(now) if max_per_user_hour is not None else Counter()
-    for lineno, kept, e in parsed:
+    for lineno, row, e in parsed:
         user, reviewer = senders.pseudonym(e.user), e.source in senders.reviewer_sources
         owner = owners.get(e.prediction_id, user) or ANONYMOUS
         if owner != user and not reviewer:
             detail = "another user's prediction: only the requester or a reviewer source may label it"
-            _reject(result.quarantined, lineno, kept, "not_the_requester", detail, senders.redact_line(kept))
+            _reject(result.quarantined, lineno, row, "not_the_requester", detail, senders.redact_line(row))
             continue
         if max_per_user_hour is not None and not reviewer:
             if sent[user] >= max_per_user_hour:
                 detail = f"more than {max_per_user_hour} events from one user in the hour from {hour_of(now):%H:00} UTC"
-                _reject(result.quarantined, lineno, kept, "rate_limited", detail, senders.redact_line(kept))
+                _reject(result.quarantined, lineno, row, "rate_limited", detail, senders.redact_line(row))
                 continue
             sent[user] += 1
         events.append(
@@ -307,21 +307,15 @@ def _within_bounds(
 ) -> list[tuple[int, Any, Any]]:
     """The records whose metadata a serving request could carry too (the rest quarantined,
     `metadata_too_large`), each with its user as the pseudonym."""
-    most_keys, most_chars = limits.max_metadata_keys, limits.max_metadata_chars
     bounded = []
-    for lineno, kept, rec in parsed:
+    for lineno, row, rec in parsed:
         meta = rec.get("metadata")
-        within = not meta or (
-            len(meta) <= most_keys
-            and max(map(len, meta)) <= most_chars
-            and max(map(len, meta.values())) <= most_chars
-        )
-        problem = None if within else limits.metadata_problem(meta)
+        problem = limits.metadata_problem(meta) if meta else None
         if problem:
-            _reject(quarantined, lineno, kept, "metadata_too_large", problem, senders.redact_line(kept))
+            _reject(quarantined, lineno, row, "metadata_too_large", problem, senders.redact_line(row))
             continue
         rec["user"] = senders.pseudonym(rec.get("user"))
-        bounded.append((lineno, kept, rec))
+        bounded.append((lineno, row, rec))
     return bounded
 
 

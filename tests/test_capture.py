@@ -3,6 +3,7 @@ directory and on the GCS emulator, survives a store it cannot reach (spill, then
 writes everything still queued when it gets SIGTERM."""
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -100,14 +101,31 @@ def test_a_spill_file_another_writer_took_first_is_skipped(tmp_path: Path, monke
     assert store.predictions().num_rows == 3
 
 
-def test_share_and_overflow_are_counted(tmp_path: Path) -> None:
+def test_share_and_overflow_are_counted(tmp_path: Path, monkeypatch) -> None:
+    """A store that does not answer while requests come: the writer holds one batch, the queue
+    holds five more, and every other selected prediction is counted as dropped, never lost
+    without a count. The store waits on an event, so the overflow does not depend on how the
+    threads happen to be scheduled."""
     store = ErrorStore(tmp_path / "store")
-    writer = CaptureWriter(store, tmp_path / "spill", share=0.5, seed=1, queue_size=5, flush_interval_s=5)
-    results = [writer.offer(_prediction(i)) for i in range(200)]
+    answering = threading.Event()
+    write = store.write_predictions
+
+    def slow_write(rows):
+        answering.wait(30)
+        return write(rows)
+
+    monkeypatch.setattr(store, "write_predictions", slow_write)
+    writer = CaptureWriter(
+        store, tmp_path / "spill", share=0.5, seed=1, batch_size=5, queue_size=5, flush_interval_s=0.05
+    )
+    first = [writer.offer(_prediction(i)) for i in range(20)]
+    _wait(lambda: writer.snapshot()["queued"] >= 1 and writer._queue.qsize() < writer.snapshot()["queued"])
+    results = first + [writer.offer(_prediction(i)) for i in range(20, 200)]
+    answering.set()
     counters = writer.close()
     assert counters["offered"] == 200
     assert 60 < counters["not_selected"] < 140
-    assert counters["dropped_overflow"] > 0  # the queue holds 5 and the writer waits to fill a batch
+    assert counters["dropped_overflow"] >= 200 - counters["not_selected"] - 10
     assert counters["captured"] == sum(results) == store.predictions().num_rows
     assert _balanced(counters)
 

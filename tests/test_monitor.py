@@ -27,6 +27,7 @@ from stt_flywheel.deployment.registry import AuditEntry
 from stt_flywheel.deployment.strategies import replace_deployment, start_canary
 from stt_flywheel.monitoring.canary import Arm, CanaryState, decide_canary
 from stt_flywheel.monitoring.monitor import canary_state, run_monitor
+from stt_flywheel.scoring.stats import proportion_difference
 
 RIGHT = "take two ibuprofen daily"
 WRONG = "take two ibuprofin daily"  # one substitution in four words
@@ -374,7 +375,21 @@ def _arm(
     per[:errors] = 1
     labelled = max(corrected, scored)
     words_each = np.full(scored, words // max(scored, 1))
-    return Arm(version, requests, labelled, corrected, scored, per, words_each, users=users)
+    fixes = np.zeros(requests, np.int64)
+    fixes[:corrected] = 1
+    return Arm(
+        version,
+        requests,
+        labelled,
+        corrected,
+        scored,
+        per,
+        words_each,
+        users=users,
+        requesters=[f"u{i % users}" for i in range(requests)],
+        corrections=fixes,
+        scorers=[f"u{i % users}" for i in range(scored)],
+    )
 
 
 def _state(looks: int = 0, age_h: float = 1.0, next_share: int = 100) -> CanaryState:
@@ -552,6 +567,43 @@ def test_a_few_users_decide_nothing_however_much_they_send() -> None:
     assert (arm.requests, arm.capped, arm.users) == (80 + 25, 875, 41)
     assert arm.correction_rate == 80 / 105  # the flood of confirmations does not wash the corrections out
     assert measure_arm("2", honest + flood, "whisper-en/1").correction_rate == 80 / 980
+
+
+def test_a_canary_flooded_by_a_few_users_is_not_promoted_on_its_numbers() -> None:
+    """The candidate's arm is 25 users' traffic (each at the cap), five of whom correct
+    everything: counted as 625 independent requests, its correction rate is non-inferior; with
+    users resampled whole, the interval is as wide as 25 users allow, and the canary waits."""
+    from stt_flywheel.monitoring.canary import compare_arms, measure_arm
+    from stt_flywheel.monitoring.live import LiveRow
+
+    t0 = NOW - timedelta(hours=2)
+
+    def rows(version: str, users: int, per_user: int, correcting: int) -> list[LiveRow]:
+        return [
+            LiveRow(
+                version,
+                t0 + timedelta(seconds=u * per_user + i),
+                WRONG if u < correcting else RIGHT,
+                {},
+                "corrected" if u < correcting else "confirmed",
+                RIGHT,
+                f"{version}-u{u}",
+                True,
+            )
+            for u in range(users)
+            for i in range(per_user)
+        ]
+
+    candidate = measure_arm("2", rows("2", 25, 25, 5), "whisper-en/1", max_per_user=25)
+    baseline = measure_arm("1", rows("1", 625, 1, 125), "whisper-en/1", max_per_user=25)
+    assert candidate.correction_rate == baseline.correction_rate == 0.2
+    kwargs = {"correction_margin": 0.1, "wer_margin": 0.5, "min_scored": 10, "confidence": 0.95}
+    rate, wer = compare_arms(candidate, baseline, **kwargs)
+    assert rate.difference.method == "newcombe ∪ cluster bootstrap" and wer.difference.method == "cluster bootstrap"
+    assert rate.verdict == "inconclusive" and rate.difference.high > 0.1
+    independent = proportion_difference(125, 625, 125, 625)
+    assert independent.high < 0.1  # what the test said before users were resampled whole
+    assert rate.difference.high - rate.difference.low > 3 * (independent.high - independent.low)
 
 
 def test_only_what_a_serving_process_signed_decides(tmp_path: Path, model_dir: Path) -> None:

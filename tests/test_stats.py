@@ -13,6 +13,8 @@ from scipy import stats as sps
 
 from stt_flywheel.scoring.alignment import align_pairs
 from stt_flywheel.scoring.stats import (
+    bootstrap_ratio,
+    cluster_sums,
     holm,
     mapsswe,
     mapsswe_segments,
@@ -273,3 +275,27 @@ def test_ratio_difference_resamples_each_arm() -> None:
     wide = ratio_difference(rng.binomial(big_a, 0.3), big_a, rng.binomial(big_b, 0.2), big_b)
     assert (wide.high - wide.low) < 0.7 * (worse.high - worse.low)
     assert not ratio_difference([], [], [1], [3]).measured
+
+
+def test_clusters_resample_whole_users_so_a_flood_widens_the_interval() -> None:
+    """Twenty users with 2 predictions each and one with 400: the ratio is the same, but its
+    interval is as wide as 21 users allow, not as narrow as 440 independent predictions would."""
+    rng = np.random.default_rng(7)
+    users = [f"u{i}" for i in range(20) for _ in range(2)] + ["flood"] * 400
+    corrected = np.concatenate([rng.integers(0, 2, 40), np.zeros(400, np.int64)])
+    ones = np.ones(len(users), np.int64)
+    num, den = cluster_sums(corrected, ones, users)
+    assert len(num) == 21 and num.sum() == corrected.sum() and den.sum() == 440
+    unit = bootstrap_ratio(corrected, ones, seed=1)
+    clustered = bootstrap_ratio(corrected, ones, clusters=users, seed=1)
+    assert clustered.value == unit.value and clustered.units == unit.units == 440
+    assert (clustered.high - clustered.low) > 3 * (unit.high - unit.low)
+    baseline = rng.integers(0, 2, 400)
+    d_unit = ratio_difference(corrected, ones, baseline, np.ones(400))
+    d_users = ratio_difference(
+        corrected, ones, baseline, np.ones(400), clusters_a=users, clusters_b=[f"b{i}" for i in range(400)]
+    )
+    assert d_users.delta == d_unit.delta and d_users.method == "cluster bootstrap"
+    assert (d_users.high - d_users.low) > 2 * (d_unit.high - d_unit.low)
+    with pytest.raises(ValueError, match="3 cluster labels for 440 units"):
+        bootstrap_ratio(corrected, ones, clusters=["a", "b", "c"])

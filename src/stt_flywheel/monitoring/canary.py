@@ -8,10 +8,14 @@ corrected, and `scored` carry a reference transcript (corrected or confirmed by 
 
 Two tests per comparison, each with a two-sided interval at the look's confidence:
 
-- correction rate: candidate − baseline, a difference of independent proportions over settled
-  requests, Newcombe's hybrid score interval;
+- correction rate: candidate − baseline over settled requests: the union of Newcombe's hybrid
+  score interval (exact enough at small counts and at 0 %, but it takes requests as independent)
+  and a percentile bootstrap that resamples each arm's users whole (one user's requests are not
+  independent: a flood from one user is one draw);
 - live WER: candidate − baseline over the scored predictions of each arm, a percentile bootstrap
-  resampling each arm's utterances independently (sclite-exact counts, the validation normaliser).
+  resampling each arm's users whole (sclite-exact counts, the validation normaliser).
+
+Before either, each user counts with at most `monitor.max_predictions_per_user` predictions per arm.
 
 A test is `worse` when the difference exceeds its margin and its interval excludes zero,
 `non_inferior` when the interval's upper bound lies below the margin, `inconclusive` otherwise,
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -59,6 +63,9 @@ class Arm:
     ref_words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     users: int = 0  # distinct requesters (anonymous is one)
     capped: int = 0  # predictions left out: past a user's cap
+    requesters: list[str] = field(default_factory=list)  # each counted request's user
+    corrections: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # 1 where corrected
+    scorers: list[str] = field(default_factory=list)  # each scored prediction's user
 
     @property
     def correction_rate(self) -> float:
@@ -102,9 +109,12 @@ def measure_arm(
         corrected=sum(r.kind == "corrected" for r in rows),
         users=len(per_user),
         capped=capped,
+        requesters=[r.user for r in rows],
+        corrections=np.array([r.kind == "corrected" for r in rows], np.int64),
     )
     scored = [r for r in rows if r.reference is not None]
     arm.scored = len(scored)
+    arm.scorers = [r.user for r in scored]
     if scored:
         _, utts = score_corpus(
             [r.reference or "" for r in scored], [r.hypothesis for r in scored], normalizer
@@ -166,6 +176,35 @@ def _proportion_p_values(candidate: Arm, baseline: Arm, margin: float) -> tuple[
     return float(ni.pvalue), float(worse.pvalue)
 
 
+def _correction_rate_difference(
+    candidate: Arm, baseline: Arm, confidence: float, resamples: int, seed: int
+) -> Difference:
+    """Newcombe's interval widened to hold the user-cluster bootstrap's: whichever assumption is
+    the weaker one here (few requests, or many requests from few users) sets each bound."""
+    newcombe = proportion_difference(
+        candidate.corrected, candidate.requests, baseline.corrected, baseline.requests, confidence=confidence
+    )
+    clustered = ratio_difference(
+        candidate.corrections,
+        np.ones(len(candidate.corrections), np.int64),
+        baseline.corrections,
+        np.ones(len(baseline.corrections), np.int64),
+        resamples=resamples,
+        confidence=confidence,
+        seed=seed + 1,
+        clusters_a=candidate.requesters,
+        clusters_b=baseline.requesters,
+    )
+    if not (newcombe.measured and clustered.measured):
+        return newcombe
+    return replace(
+        newcombe,
+        low=min(newcombe.low, clustered.low),
+        high=max(newcombe.high, clustered.high),
+        method="newcombe ∪ cluster bootstrap",
+    )
+
+
 def compare_arms(
     candidate: Arm,
     baseline: Arm,
@@ -178,9 +217,7 @@ def compare_arms(
     seed: int = 0,
 ) -> list[MetricTest]:
     """Both tests of `candidate` against `baseline` at `confidence`."""
-    rate = proportion_difference(
-        candidate.corrected, candidate.requests, baseline.corrected, baseline.requests, confidence=confidence
-    )
+    rate = _correction_rate_difference(candidate, baseline, confidence, resamples, seed)
     p_ni, p_worse = _proportion_p_values(candidate, baseline, correction_margin)
     wer = ratio_difference(
         candidate.word_errors,
@@ -190,6 +227,8 @@ def compare_arms(
         resamples=resamples,
         confidence=confidence,
         seed=seed,
+        clusters_a=candidate.scorers,
+        clusters_b=baseline.scorers,
     )
     enough_scored = min(candidate.scored, baseline.scored) >= min_scored
     return [

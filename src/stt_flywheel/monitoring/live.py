@@ -10,7 +10,9 @@ For the predictions a version made in a window, joined to their latest feedback:
 - live `wer` / `cer`: hypothesis against the correction (sclite-exact counts, the validation
   normaliser) over the predictions whose feedback carries a transcript, confirmed ones included.
 
-Each rate has a percentile bootstrap interval over predictions. Selection bias: only predictions a
+Each rate has a percentile bootstrap interval that resamples requesters whole (predictions that
+name no user are one requester, `anonymous`): one user's predictions are not independent of each
+other, and a flood from one user must not narrow the interval. Selection bias: only predictions a
 user chose to correct or confirm have a reference, and users correct what they notice is wrong, so
 live WER describes the corrected traffic, not all of it; read it beside the correction rate.
 """
@@ -117,26 +119,27 @@ def _measure(
     q.flagged = sum(r.kind == "flagged" for r in rows)
     q.confirmed = sum(r.kind == "confirmed" for r in rows)
     ones = [1] * len(settled)
+    who, who_settled = [r.user for r in rows], [r.user for r in settled]
+    boot = {"resamples": resamples, "seed": seed}
     q.feedback_share = bootstrap_ratio(
-        [r.kind is not None for r in rows], [1] * len(rows), resamples=resamples, seed=seed
+        [r.kind is not None for r in rows], [1] * len(rows), clusters=who, **boot
     )
     q.correction_rate = bootstrap_ratio(
-        [r.kind == "corrected" for r in settled], ones, resamples=resamples, seed=seed
+        [r.kind == "corrected" for r in settled], ones, clusters=who_settled, **boot
     )
-    q.flag_rate = bootstrap_ratio(
-        [r.kind == "flagged" for r in settled], ones, resamples=resamples, seed=seed
-    )
+    q.flag_rate = bootstrap_ratio([r.kind == "flagged" for r in settled], ones, clusters=who_settled, **boot)
     scored = [r for r in rows if r.reference is not None]
     q.scored = len(scored)
     if scored:
         _, utts = score_corpus(
             [r.reference or "" for r in scored], [r.hypothesis for r in scored], normalizer
         )
+        who_scored = [r.user for r in scored]
         q.wer = bootstrap_ratio(
-            [u.word_errors for u in utts], [u.ref_words for u in utts], resamples=resamples, seed=seed
+            [u.word_errors for u in utts], [u.ref_words for u in utts], clusters=who_scored, **boot
         )
         q.cer = bootstrap_ratio(
-            [u.char_errors for u in utts], [u.ref_chars for u in utts], resamples=resamples, seed=seed
+            [u.char_errors for u in utts], [u.ref_chars for u in utts], clusters=who_scored, **boot
         )
     else:
         q.wer = q.cer = RatioInterval(math.nan, math.nan, math.nan, 0)

@@ -11,6 +11,11 @@
 - `proportion_difference`, `ratio_difference`: two *independent* groups (a canary and the default
   on the same window of traffic): a difference of proportions with Newcombe's hybrid score interval,
   and a difference of ratios of sums (WER) by a percentile bootstrap that resamples each group.
+  Given `clusters` (the requester of each prediction), `bootstrap_ratio` and `ratio_difference`
+  resample whole clusters (Field & Welsh, 2007): one user's many predictions are one draw, so a
+  flood from a few users widens the interval instead of narrowing it. `cluster_sums` is the step
+  that makes a cluster bootstrap out of the unit one: a ratio of sums is the same over per-cluster
+  sums, and resampling those rows resamples clusters.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ __all__ = [
     "proportion_difference",
     "ratio_difference",
     "bootstrap_ratio",
+    "cluster_sums",
     "Alternative",
     "BootstrapInterval",
     "PairedTest",
@@ -321,6 +327,21 @@ class RatioInterval:
         return asdict(self)
 
 
+def cluster_sums(
+    numerators: Counts, denominators: Counts, clusters: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numerators and denominators summed per cluster (unchanged without `clusters`)."""
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(denominators, dtype=np.float64)
+    if clusters is None:
+        return num, den
+    if len(clusters) != len(num):
+        raise ValueError(f"{len(clusters)} cluster labels for {len(num)} units")
+    _, index = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    size = int(index.max()) + 1 if len(index) else 0
+    return np.bincount(index, num, size), np.bincount(index, den, size)
+
+
 def bootstrap_ratio(
     numerators: Counts,
     denominators: Counts,
@@ -328,16 +349,17 @@ def bootstrap_ratio(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    clusters: Sequence[str] | None = None,
 ) -> RatioInterval:
-    """sum(numerators) / sum(denominators), and its interval; NaN where the denominator is 0."""
-    num = np.asarray(numerators, dtype=np.float64)
-    den = np.asarray(denominators, dtype=np.float64)
-    n = len(num)
+    """sum(numerators) / sum(denominators), and its interval (resampling `clusters` whole when
+    given); NaN where the denominator is 0. `units` counts the units, not the clusters."""
+    n = len(numerators)
+    num, den = cluster_sums(numerators, denominators, clusters)
     if n == 0 or den.sum() == 0:
         return RatioInterval(math.nan, math.nan, math.nan, n, confidence)
     value = float(num.sum() / den.sum())
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
+    idx = rng.integers(0, len(num), size=(resamples, len(num)))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = num[idx].sum(axis=1) / den[idx].sum(axis=1)
     ratios = ratios[np.isfinite(ratios)]
@@ -404,20 +426,22 @@ def ratio_difference(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    clusters_a: Sequence[str] | None = None,
+    clusters_b: Sequence[str] | None = None,
 ) -> Difference:
     """sum(num_a)/sum(den_a) − sum(num_b)/sum(den_b) (e.g. WER of two arms), with a percentile
     interval from resampling the units of each group independently (the groups are different
-    requests, so nothing pairs them)."""
-    num_a, den_a, num_b, den_b = (
-        np.asarray(x, dtype=np.int64) for x in (numerators_a, denominators_a, numerators_b, denominators_b)
-    )
-    n_a, n_b = len(num_a), len(num_b)
+    requests, so nothing pairs them), or each group's clusters whole where they are given."""
+    n_a, n_b = len(numerators_a), len(numerators_b)
+    num_a, den_a = cluster_sums(numerators_a, denominators_a, clusters_a)
+    num_b, den_b = cluster_sums(numerators_b, denominators_b, clusters_b)
+    method = "cluster bootstrap" if clusters_a is not None or clusters_b is not None else "bootstrap"
     if n_a == 0 or n_b == 0 or den_a.sum() == 0 or den_b.sum() == 0:
-        return Difference(math.nan, math.nan, math.nan, math.nan, math.nan, confidence, "bootstrap", n_a, n_b)
+        return Difference(math.nan, math.nan, math.nan, math.nan, math.nan, confidence, method, n_a, n_b)
     a, b = float(num_a.sum() / den_a.sum()), float(num_b.sum() / den_b.sum())
     rng = np.random.default_rng(seed)
     deltas = _resampled_ratios(num_a, den_a, resamples, rng) - _resampled_ratios(num_b, den_b, resamples, rng)
     deltas = deltas[np.isfinite(deltas)]
     tail = (1 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1 - tail])
-    return Difference(a, b, a - b, float(low), float(high), confidence, "bootstrap", n_a, n_b)
+    return Difference(a, b, a - b, float(low), float(high), confidence, method, n_a, n_b)

@@ -223,6 +223,8 @@ ENVIRONMENT = {
     "FLYWHEEL_MODEL_VERSION": "serving: the registry version this process answers as",
     "FLYWHEEL_ENDPOINT": "serving: the endpoint name recorded with each prediction",
     "FLYWHEEL_CAPTURE_URI": "serving: the error store that captures the traffic (unset: no capture)",
+    "FLYWHEEL_MODEL_DIGEST": "serving: the digest of the version's model files as registered; the "
+    "process hashes its model directory before it loads it and refuses other content (set by the registry)",
     "FLYWHEEL_IDENTITY_KEY": "the key (16 bytes or more) under which user ids become pseudonyms; "
     "unset, the embedded default makes one once in `paths.root/identity.key` (0600); serving "
     "refuses to capture without it",

@@ -599,7 +599,10 @@ def test_a_canary_flooded_by_a_few_users_is_not_promoted_on_its_numbers() -> Non
     assert candidate.correction_rate == baseline.correction_rate == 0.2
     kwargs = {"correction_margin": 0.1, "wer_margin": 0.5, "min_scored": 10, "confidence": 0.95}
     rate, wer = compare_arms(candidate, baseline, **kwargs)
-    assert rate.difference.method == "newcombe ∪ cluster bootstrap" and wer.difference.method == "cluster bootstrap"
+    assert (
+        rate.difference.method == "newcombe ∪ cluster bootstrap"
+        and wer.difference.method == "cluster bootstrap"
+    )
     assert rate.verdict == "inconclusive" and rate.difference.high > 0.1
     independent = proportion_difference(125, 625, 125, 625)
     assert independent.high < 0.1  # what the test said before users were resampled whole

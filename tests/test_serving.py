@@ -131,6 +131,30 @@ def test_local_endpoint_serves_through_serving_processes(
         httpx.get(url + "/health", timeout=2)
 
 
+def test_a_serving_process_refuses_a_model_that_is_not_the_registered_one(
+    flywheel_config: tuple, general_utts: list[Utterance]
+) -> None:
+    """Each serving process is told its version's digest and hashes its model directory before it
+    loads it: a file changed after registration (and after `verify` passed at deploy time) stops
+    the process with the reason, not a traceback, and nothing is served from it."""
+    from stt_flywheel.deployment.backends import open_endpoint, open_registry
+    from stt_flywheel.deployment.serving.contract import model_digest
+    from stt_flywheel.run.stages import bootstrap_registry
+
+    _, config = flywheel_config
+    v1 = bootstrap_registry(config)
+    assert open_registry(config).digest(v1.version) == model_digest(v1.uri)
+    tampered = Path(v1.uri) / "preprocessor_config.json"
+    tampered.write_text(tampered.read_text() + " ")
+    audio = load_audio(general_utts[0].audio).samples
+    with (
+        pytest.raises(RuntimeError, match="not the one registered for this version") as caught,
+        open_endpoint(config).served() as served,
+    ):
+        served.predict([audio])
+    assert "Traceback" not in str(caught.value)
+
+
 class _Pieces:
     """The committed model, recording the longest audio its decoder was handed at once."""
 

@@ -175,6 +175,31 @@ def test_vertex_upload_labels_evaluation_and_machine(backend: Backend, model_dir
     assert sum(endpoint["trafficSplit"].values()) == 100
 
 
+def test_each_version_carries_its_digest_and_a_damaged_one_is_not_deployed(
+    backend: Backend, model_dir: Path
+) -> None:
+    """On both backends: registration refuses a directory that is not the trained one, records
+    the model's digest (on Vertex AI also in the serving container's environment, which checks
+    its copy before loading it), and a version whose files went missing is not deployed."""
+    from stt_flywheel.deployment.serving.contract import MODEL_DIGEST_ENV, model_digest
+    from stt_flywheel.storage.objectstore import open_store
+
+    reg, ep = backend.registry, backend.endpoint
+    with pytest.raises(RegistryError, match="not the model that was trained"):
+        reg.register(model_dir, source_run="r-swapped", lineage={"model_digest": "0" * 64})
+    assert [v.version for v in reg.versions()] == [1]
+    v2 = reg.register(model_dir, source_run="r-2", lineage={"model_digest": model_digest(model_dir)})
+    assert reg.digest(v2.version) == model_digest(model_dir) and reg.verify(v2.version) == []
+    if backend.fake is not None:
+        spec = backend.fake.versions("stt-flywheel")["2"]["containerSpec"]
+        assert {"name": MODEL_DIGEST_ENV, "value": model_digest(model_dir)} in spec["env"]
+    open_store(v2.uri).delete("config.json")
+    assert reg.verify(v2.version) == ["config.json is missing"]
+    with pytest.raises(RegistryError, match="damaged"):
+        replace_deployment(reg, ep, v2.version, "a damaged version")
+    assert ep.traffic() == {1: 100}
+
+
 def test_vertex_failed_deploy_keeps_the_old_model_serving(backend: Backend, model_dir: Path) -> None:
     if backend.kind != "vertex":
         pytest.skip("the embedded endpoint has no deploy that can fail this way")

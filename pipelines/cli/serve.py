@@ -42,17 +42,20 @@ def serve(
     With --config, every answer is captured into that config's error store (capture.*)."""
     from stt_flywheel.deployment.backends import open_registry, serving_capture
     from stt_flywheel.deployment.serving.app import run_server
-    from stt_flywheel.deployment.serving.contract import ServingSettings
+    from stt_flywheel.deployment.serving.contract import MODEL_DIGEST_ENV, ServingSettings
 
     env = dict(os.environ)
     if config is not None or (model_dir is None and not env.get("AIP_STORAGE_URI")):
         cfg = load(config, reads_state=True)
         if model_dir is None and not env.get("AIP_STORAGE_URI"):
-            default = open_registry(cfg).resolve("default")
+            registry = open_registry(cfg)
+            default = registry.resolve("default")
             if default is None:
                 raise RegistryError("the registry has no default version to serve; pass --model-dir")
             model_dir = default.uri
             model_version = model_version or str(default.version)
+            if (digest := registry.digest(default.version)) is not None:
+                env[MODEL_DIGEST_ENV] = digest
         env.update(serving_capture(cfg)(model_version or "unknown"))
     elif model_version is not None:
         env["FLYWHEEL_MODEL_VERSION"] = model_version

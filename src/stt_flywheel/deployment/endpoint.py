@@ -178,8 +178,11 @@ class LocalEndpoint:
         assert self._servers is not None
         if version not in self._servers:
             from stt_flywheel.deployment.serving import ServingProcess
+            from stt_flywheel.deployment.serving.contract import MODEL_DIGEST_ENV
 
             env = self.capture(version) if self.capture else {"FLYWHEEL_MODEL_VERSION": str(version)}
+            if (digest := self.registry.digest(version)) is not None:
+                env[MODEL_DIGEST_ENV] = digest  # the process checks its model before it loads it
             self._servers[version] = ServingProcess(self.registry.get(version).uri, env=env)
         return self._servers[version]
 

@@ -22,6 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from stt_flywheel.deployment.exclusive import FileLock
+from stt_flywheel.deployment.serving.contract import REGISTRY_RECORD
 from stt_flywheel.errors import StateError
 from stt_flywheel.storage.files import file_manifest, file_sha256, tree_digest
 from stt_flywheel.storage.objectstore import is_remote, join_uri, open_store, put_tree, remove_tree
@@ -389,6 +390,18 @@ class LocalRegistry:
         for uri in uris:
             remove_tree(uri)
         return doomed
+
+    def digest(self, version: int) -> str | None:
+        """The digest of the model files registered as `version` (what its serving process must
+        find before it loads them); None for a version registered before manifests were kept."""
+        self.get(version)
+        with self.reader() as conn:
+            rows = conn.execute(
+                "SELECT path, size, sha256 FROM files WHERE model=? AND version=? ORDER BY rowid",
+                (self.model, version),
+            ).fetchall()
+        manifest = [(r["path"], r["size"], r["sha256"]) for r in rows]  # as registered: path order
+        return tree_digest("", manifest, skip=(REGISTRY_RECORD,)) if manifest else None
 
     def verify(self, version: int) -> list[str]:
         """What is wrong with a version's files against the manifest taken when it was registered

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,14 @@ def file_manifest(directory: str | Path) -> list[tuple[str, int, str]]:
     ]
 
 
-def tree_digest(directory: str | Path, manifest: list[tuple[str, int, str]] | None = None) -> str:
+def tree_digest(
+    directory: str | Path, manifest: list[tuple[str, int, str]] | None = None, skip: Collection[str] = ()
+) -> str:
     """One SHA-256 for a directory's content: over each file's relative path and SHA-256, in path
-    order. What a model directory is proved by, from training to serving."""
+    order, leaving out the relative paths in `skip`. What a model directory is proved by, from
+    training to serving."""
     digest = hashlib.sha256()
     for rel, _, sha in manifest if manifest is not None else file_manifest(directory):
-        digest.update(f"{rel}\t{sha}\n".encode())
+        if rel not in skip:
+            digest.update(f"{rel}\t{sha}\n".encode())
     return digest.hexdigest()

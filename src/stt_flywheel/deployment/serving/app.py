@@ -32,8 +32,9 @@ from stt_flywheel.deployment.serving.contract import (
     PredictRequest,
     PredictResponse,
     ServingSettings,
+    model_digest,
 )
-from stt_flywheel.errors import InputNotFound
+from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.models import SpeechModel, load_model
 from stt_flywheel.storage.objectstore import fetch_tree, is_remote
 
@@ -139,9 +140,22 @@ def _capture_writer(settings: ServingSettings) -> CaptureWriter | None:
     return CaptureWriter.from_settings(ErrorStore(settings.capture_uri), settings.capture, default_spill)
 
 
+def _checked(directory: Path, expected: str | None) -> Path:
+    """`directory`, once its content is the model the registry holds (when a digest is given)."""
+    if expected is not None and (found := model_digest(directory)) != expected:
+        raise InputError(
+            f"the model at {directory} is not the one registered for this version (digest {found[:12]}…, "
+            f"expected {expected[:12]}…): refusing to serve it"
+        )
+    return directory
+
+
 def create_app(settings: ServingSettings, model: SpeechModel | None = None) -> FastAPI:
     """The server of the model at `settings.storage_uri` (or of `model`, already loaded)."""
-    return build_app(settings, model or load_model(_local_model_dir(settings.storage_uri), device="auto"))
+    if model is None:
+        directory = _checked(_local_model_dir(settings.storage_uri), settings.model_digest)
+        model = load_model(directory, device="auto")
+    return build_app(settings, model)
 
 
 def openapi_schema() -> dict[str, Any]:

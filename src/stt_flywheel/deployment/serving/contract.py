@@ -11,6 +11,10 @@ the same server locally.
 Capture is configured by the environment the deployer sets per version (`capture_env`):
 `FLYWHEEL_CAPTURE_URI` (the error store; unset: no capture), `FLYWHEEL_MODEL_VERSION`,
 `FLYWHEEL_ENDPOINT` and the `capture.*` settings as `FLYWHEEL_CAPTURE_*`.
+
+`FLYWHEEL_MODEL_DIGEST`, when set, is the digest of the model the registry holds for this
+version (`model_digest`): the server hashes the model directory it was given before it loads it
+and refuses to start on any other content.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from stt_flywheel.config import CaptureSettings, ServingLimits
 from stt_flywheel.data.identity import IDENTITY_KEY_ENV, MAX_USER_CHARS, Identity
 from stt_flywheel.errors import InputError
+from stt_flywheel.storage.files import tree_digest
 
 __all__ = [
+    "MODEL_DIGEST_ENV",
+    "REGISTRY_RECORD",
     "Health",
     "PredictInstance",
     "PredictParameters",
@@ -34,6 +41,7 @@ __all__ = [
     "PredictResponse",
     "Prediction",
     "ServingSettings",
+    "model_digest",
     "capture_env",
 ]
 
@@ -57,6 +65,15 @@ LIMITS_ENV = {
     "max_metadata_keys": "FLYWHEEL_MAX_METADATA_KEYS",
     "max_metadata_chars": "FLYWHEEL_MAX_METADATA_CHARS",
 }
+
+MODEL_DIGEST_ENV = "FLYWHEEL_MODEL_DIGEST"
+REGISTRY_RECORD = "flywheel.json"  # what a registry may write beside a version's model files
+
+
+def model_digest(directory: str | Path) -> str:
+    """The digest of a model directory as training wrote it (`storage.files.tree_digest`), a
+    registry's own record beside the files left out."""
+    return tree_digest(directory, skip=(REGISTRY_RECORD,))
 
 
 def capture_env(
@@ -106,6 +123,7 @@ class ServingSettings:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     limits: ServingLimits = field(default_factory=ServingLimits)
     identity: Identity | None = None  # the key that turns users into pseudonyms; needed to capture
+    model_digest: str | None = None  # what the model directory must hash to (`model_digest`)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> ServingSettings:
@@ -119,6 +137,7 @@ class ServingSettings:
             "model_version": env.get("FLYWHEEL_MODEL_VERSION") or None,
             "endpoint": env.get("FLYWHEEL_ENDPOINT") or None,
             "capture_uri": env.get("FLYWHEEL_CAPTURE_URI") or None,
+            "model_digest": env.get(MODEL_DIGEST_ENV) or None,
         }
         capture = {name: env[var] for name, var in CAPTURE_ENV.items() if env.get(var)}
         try:

@@ -16,7 +16,9 @@ import orjson
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.exclusive import LeaseLock
 from stt_flywheel.deployment.registry import AuditEntry, ModelVersion, RegistryError
+from stt_flywheel.deployment.serving.contract import MODEL_DIGEST_ENV, REGISTRY_RECORD
 from stt_flywheel.deployment.vertex.client import init_vertex, iso, label_value, retrying
+from stt_flywheel.storage.files import file_manifest, tree_digest
 from stt_flywheel.storage.objectstore import (
     ObjectStore,
     is_remote,
@@ -56,10 +58,27 @@ class VertexRegistry:
         return self._changes.held()
 
     def verify(self, version: int) -> list[str]:
-        """Vertex AI serves its own copy of a version's artifacts, made at upload; nothing here
-        can damage it, so there is nothing to check."""
-        self.get(version)
-        return []
+        """What is missing from a version's artifact URI against the manifest recorded at upload
+        (every file is listed, none downloaded). Vertex AI serves its own copy, made at upload;
+        that copy is checked by the serving container itself against `digest` before it loads
+        it. Versions uploaded before manifests were kept have none, and pass."""
+        v = self.get(version)
+        expected = [row[0] for row in self._record(v.uri).get("files", [])]
+        if not expected:
+            return []
+        present = set(open_store(v.uri).list())
+        return [f"{path} is missing" for path in expected if path not in present]
+
+    def digest(self, version: int) -> str | None:
+        """The digest of the model files uploaded as `version`, from the record beside them."""
+        digest = self._record(self.get(version).uri).get("model_digest")
+        return str(digest) if digest else None
+
+    @staticmethod
+    def _record(artifact_uri: str) -> dict[str, Any]:
+        with contextlib.suppress(FileNotFoundError):
+            return dict(orjson.loads(read_uri(join_uri(artifact_uri, REGISTRY_RECORD))))
+        return {}
 
     # -- names and raw reads -----------------------------------------------------------------
     @property
@@ -92,9 +111,7 @@ class VertexRegistry:
         return list_model_versions()
 
     def _to_version(self, raw: Any) -> ModelVersion:
-        record: dict[str, Any] = {}
-        with contextlib.suppress(FileNotFoundError):
-            record = orjson.loads(read_uri(join_uri(raw.artifact_uri, "flywheel.json")))
+        record = self._record(raw.artifact_uri)
         labels = dict(raw.labels)
         return ModelVersion(
             model=self.model,
@@ -170,9 +187,17 @@ class VertexRegistry:
             raise RegistryError(f"not a saved model directory: {model_dir}")
         if not self.settings.serving_image:
             raise RegistryError("vertex.serving_image is not set (the serving container for this model)")
+        files = file_manifest(model_dir)
+        digest = tree_digest(model_dir, files, skip=(REGISTRY_RECORD,))
+        if (expected := (lineage or {}).get("model_digest")) and digest != expected:
+            raise RegistryError(
+                f"{model_dir} is not the model that was trained and validated (its content changed)"
+            )
         artifact_uri = join_uri(self.models_root, self.model, source_run or f"manual-{uuid.uuid4().hex[:12]}")
         put_tree(model_dir, artifact_uri, commit_file="config.json")
         record = {
+            "model_digest": digest,
+            "files": [list(f) for f in files if f[0] != REGISTRY_RECORD],
             "dataset_version": dataset_version,
             "data_watermark": data_watermark,
             "source_run": source_run,
@@ -181,7 +206,7 @@ class VertexRegistry:
             "evaluation": evaluation or {},
         }
         open_store(artifact_uri).write(
-            "flywheel.json", orjson.dumps(record, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+            REGISTRY_RECORD, orjson.dumps(record, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
         )
         labels = {"source_run": label_value(source_run or "manual")}
         if dataset_version:
@@ -194,7 +219,8 @@ class VertexRegistry:
         # The serving environment is part of the uploaded version, so it names the number Vertex
         # gives the next version (numbers count up; one run registers at a time, under the run lease).
         next_version = max(existing_versions, default=0) + 1
-        serving_env = self.capture(next_version)
+        # The container checks the copy Vertex AI gives it against the digest before it loads it.
+        serving_env = {**self.capture(next_version), MODEL_DIGEST_ENV: digest}
 
         @self._call
         def upload() -> Any:

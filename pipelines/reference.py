@@ -226,8 +226,12 @@ ENVIRONMENT = {
     "FLYWHEEL_MODEL_DIGEST": "serving: the digest of the version's model files as registered; the "
     "process hashes its model directory before it loads it and refuses other content (set by the registry)",
     "FLYWHEEL_IDENTITY_KEY": "the key (16 bytes or more) under which user ids become pseudonyms; "
-    "unset, the embedded default makes one once in `paths.root/identity.key` (0600); serving "
-    "refuses to capture without it",
+    "wins over [`identity.secret`](configuration.md#identity); with neither, the embedded default "
+    "makes one once in `paths.root/identity.key` (0600); serving refuses to capture without a key",
+    "FLYWHEEL_IDENTITY_SECRET": "serving: the Secret Manager secret version holding the key (the "
+    "config's `identity.secret`, set by the Vertex AI registry in the model's container spec)",
+    "FLYWHEEL_IDENTITY_SECRET_ENDPOINT": "serving: the config's `identity.secret_api_endpoint` (a local "
+    "stand-in of Secret Manager)",
     "STT_FLYWHEEL_CACHE": "where `gs://` models are cached locally (default `~/.cache/stt-flywheel`)",
     "STT_FLYWHEEL_COMMIT": "the source commit recorded in each version's provenance (set by the images)",
     "STORAGE_EMULATOR_HOST": "a GCS emulator to use instead of Google Cloud Storage (tests, local trials)",

@@ -103,6 +103,17 @@ def model_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def identity_secret() -> Iterator[dict[str, str]]:
+    """The `identity` config section of a deployment on Google Cloud: the key in Secret Manager
+    (a local stand-in, reached by the real client library) for the test."""
+    from fakes.secret_manager import running_secret_manager
+
+    with running_secret_manager() as (fake, url):
+        name = fake.add_version("projects/p/secrets/flywheel-identity", b"cloud-key-" * 4)
+        yield {"secret": name, "secret_api_endpoint": url}
+
+
+@pytest.fixture
 def flywheel_config(tmp_path: Path, world: dict[str, Path]) -> tuple[Path, FlywheelConfig]:
     """A demo-shaped config with its own state directory; the world is shared."""
     return make_flywheel_config(tmp_path, world)

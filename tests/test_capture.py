@@ -213,3 +213,47 @@ def test_a_serving_process_survives_an_unreachable_store(
     }
     assert "spilled" in server.log()
     assert "'recovered': 4" in server.log()  # the counters are in the log as they move
+
+
+def test_a_serving_container_on_vertex_reads_its_key_from_secret_manager(
+    base_model_dir: Path, general_utts: list[Utterance], tmp_path: Path
+) -> None:
+    """On Vertex AI the model's spec names the key's secret, never the key: the serving process
+    reads it from Secret Manager (here the real client library against a local stand-in) and
+    captures its users as the same pseudonyms, signed, as every other process makes. Without
+    `identity.secret`, registering a version that captures is refused in words."""
+    from fakes.secret_manager import running_secret_manager
+
+    from stt_flywheel.config import FlywheelConfig
+    from stt_flywheel.config.base import ConfigError
+    from stt_flywheel.data.identity import IDENTITY_KEY_ENV, IDENTITY_SECRET_ENV
+    from stt_flywheel.deployment.backends import serving_capture
+
+    key = b"s" * 48
+    store_root = tmp_path / "store"
+    with running_secret_manager() as (fake, url):
+        secret = fake.add_version("projects/p/secrets/flywheel-identity", key + b"\n")
+        config = FlywheelConfig.model_validate(
+            {
+                "paths": {"root": str(tmp_path / "state"), "error_store": str(store_root)},
+                "deploy": {"backend": "vertex"},
+                "capture": {"flush_interval_s": 0.1, "spill_dir": str(tmp_path / "spill")},
+                "identity": {"secret": secret, "secret_api_endpoint": url},
+            }
+        )
+        env = serving_capture(config)(3)
+        assert env[IDENTITY_SECRET_ENV] == secret and IDENTITY_KEY_ENV not in env
+        assert "s" * 16 not in str(env)
+        server = ServingProcess(str(base_model_dir), env=env)
+        try:
+            (answer,) = server.predict([load_audio(general_utts[0].audio).samples], None, ["alice"])
+        finally:
+            assert server.stop() in (0, -signal.SIGTERM), server.log()
+        assert fake.accessed == [secret]
+    (row,) = ErrorStore(store_root).predictions().to_pylist()
+    identity = Identity(key)
+    assert row["prediction_id"] == answer["prediction_id"] and row["user"] == identity.pseudonym("alice")
+    assert identity.signed("3", row["prediction_id"], row["user"], row["hypothesis"], row["signature"])
+    unkeyed = config.model_copy(update={"identity": config.identity.model_copy(update={"secret": None})})
+    with pytest.raises(ConfigError, match="set identity.secret"):
+        serving_capture(unkeyed)(3)

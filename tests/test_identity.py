@@ -154,3 +154,26 @@ def test_a_users_events_past_the_hourly_limit_are_kept_in_the_quarantine(tmp_pat
     assert [orjson.loads(q["raw"])["prediction_id"] for q in kept] == ["r5", "r6", "r7"]
     next_hour = store.ingest_feedback([_event("r5", "take three", "alice")], now=LATER + timedelta(hours=1))
     assert next_hour.accepted == 1  # a new hour, a new allowance
+
+
+def test_where_the_key_comes_from_environment_then_secret_manager_then_the_state_file(
+    tmp_path: Path, identity_secret: dict[str, str]
+) -> None:
+    """`identity.secret` names a Secret Manager version (read by the real client library from a
+    local stand-in); `FLYWHEEL_IDENTITY_KEY` wins over it; without either, the embedded default's
+    file, and none at all where the state is on gs://. Each failure says what to set."""
+    from stt_flywheel.config import FlywheelConfig, IdentitySettings
+
+    settings = IdentitySettings(**identity_secret)
+    from_secret = load_identity(tmp_path, {}, settings)
+    assert from_secret.pseudonym("alice") == Identity(b"cloud-key-" * 4).pseudonym("alice")
+    assert not (tmp_path / "identity.key").exists()
+    from_env = load_identity(tmp_path, {IDENTITY_KEY_ENV: "e" * 32}, settings)
+    assert from_env.pseudonym("alice") == Identity(b"e" * 32).pseudonym("alice")
+    missing = settings.model_copy(update={"secret": "projects/p/secrets/nope/versions/latest"})
+    with pytest.raises(ConfigError, match="could not be read from Secret Manager"):
+        load_identity(tmp_path, {}, missing)
+    with pytest.raises(ConfigError, match="set identity.secret"):
+        load_identity("gs://bucket/state", {})
+    with pytest.raises(ValueError, match="not a secret version name"):
+        FlywheelConfig.model_validate({"identity": {"secret": "flywheel-identity"}})

@@ -262,6 +262,7 @@ def test_a_run_canaries_on_the_vertex_backend(
     flywheel_config: tuple,
     world: dict[str, Path],
     gcs_bucket: str,
+    identity_secret: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The whole pipeline with `deploy.backend: vertex`: bootstrap uploads v1 to the Vertex
@@ -273,6 +274,7 @@ def test_a_run_canaries_on_the_vertex_backend(
     data = yaml.safe_load(local_path.read_text())
     data["paths"]["models"] = f"{gcs_bucket}/models"
     data["deploy"].update({"backend": "vertex", "strategy": "canary", "canary_percent": 10})
+    data["identity"] = identity_secret  # every task reads the key from (a stand-in of) Secret Manager
     with running_fake() as (fake, url):
         data["vertex"] = {
             "project": fake.project,

@@ -123,12 +123,14 @@ def world_factory(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Pat
         yield local
         return
     bucket = request.getfixturevalue("gcs_bucket")
+    identity = request.getfixturevalue("identity_secret")
     with running_fake() as (fake, url):
 
         def vertex(**monitor: Any) -> World:
             raw = _config(tmp_path, **monitor)
             raw["paths"] |= {"models": f"{bucket}/models", "state": f"{bucket}/state"}
             raw["deploy"] = {"backend": "vertex", "endpoint_name": "stt-test"}
+            raw["identity"] = identity
             raw["vertex"] = {
                 "project": fake.project,
                 "location": fake.location,

@@ -59,6 +59,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Path) -> 
         yield b
         return
     bucket = request.getfixturevalue("gcs_bucket")
+    identity = request.getfixturevalue("identity_secret")
     with running_fake() as (fake, url):
         config = FlywheelConfig.model_validate(
             {
@@ -68,6 +69,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, model_dir: Path) -> 
                     "state": f"{bucket}/state",
                 },
                 "deploy": {"backend": "vertex", "endpoint_name": "stt-test"},
+                "identity": identity,
                 "vertex": {
                     "project": fake.project,
                     "location": fake.location,

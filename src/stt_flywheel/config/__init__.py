@@ -24,7 +24,7 @@ from stt_flywheel.config.serving import (
     MonitorSettings,
     ServingLimits,
 )
-from stt_flywheel.config.vertex import VertexSettings
+from stt_flywheel.config.vertex import IdentitySettings, VertexSettings
 from stt_flywheel.errors import describe_validation_error
 from stt_flywheel.storage.objectstore import is_remote, read_uri
 
@@ -35,6 +35,7 @@ __all__ = [
     "DeploySettings",
     "FeedbackSettings",
     "FlywheelConfig",
+    "IdentitySettings",
     "MonitorSettings",
     "PathSettings",
     "RegressionSuite",
@@ -67,6 +68,7 @@ class FlywheelConfig(Strict):
     deploy: DeploySettings = DeploySettings()
     monitor: MonitorSettings = MonitorSettings()
     vertex: VertexSettings = VertexSettings()
+    identity: IdentitySettings = IdentitySettings()
 
     def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:
         """Apply dotted-key overrides (`{"trigger.force": True}`); None values are ignored."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+
+from pydantic import Field, field_validator
 
 from stt_flywheel.config.base import Strict
 
-__all__ = ["VertexSettings"]
+__all__ = ["IdentitySettings", "VertexSettings"]
 
 
 class VertexSettings(Strict):
@@ -45,3 +47,30 @@ class VertexSettings(Strict):
     )
     retry_initial_s: float = Field(1.0, gt=0, description="First backoff after a 429 / 503 from the API.")
     retry_timeout_s: float = Field(300.0, gt=0, description="Give up retrying an API call after this long.")
+
+
+SECRET_VERSION = re.compile(r"^projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}/versions/([0-9]+|latest)$")
+
+
+class IdentitySettings(Strict):
+    """Where the key that turns user ids into pseudonyms comes from (`FLYWHEEL_IDENTITY_KEY`
+    wins over both)."""
+
+    secret: str | None = Field(
+        None,
+        description="Secret Manager secret version holding the key, projects/P/secrets/S/versions/V "
+        "(V a number or latest). Every process that needs the key reads it there: the pipeline's "
+        "stages, the CLI, and the serving container on Vertex AI, which is given the name, never the "
+        "key. Unset: the embedded default, a key made once in paths.root/identity.key (0600).",
+    )
+    secret_api_endpoint: str | None = Field(
+        None,
+        description="Override of the Secret Manager API endpoint (REST); an http:// one (a local fake) is reached without credentials.",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_version(cls, value: str | None) -> str | None:
+        if value is not None and not SECRET_VERSION.match(value):
+            raise ValueError(f"not a secret version name (projects/P/secrets/S/versions/V): {value!r}")
+        return value

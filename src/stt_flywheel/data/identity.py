@@ -6,8 +6,10 @@ lives apart from the data, so the same user is the same pseudonym everywhere (li
 forgetting) and nobody holding the store alone can tell who it is. No user is `anonymous`,
 which every limit counts as one user.
 
-The key comes from `FLYWHEEL_IDENTITY_KEY`; else, for the embedded default, from a file in the
-local state directory, generated once (mode 0600) by whichever process needs it first.
+The key comes from `FLYWHEEL_IDENTITY_KEY`; else from Secret Manager (`identity.secret`, a
+secret version: what every process on Google Cloud uses, the serving container included); else,
+for the embedded default, from a file in the local state directory, generated once (mode 0600) by
+whichever process needs it first.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from typing import Any
 
 import orjson
 
+from stt_flywheel.config import IdentitySettings
 from stt_flywheel.config.base import ConfigError
 
 __all__ = [
     "ANONYMOUS",
     "IDENTITY_KEY_ENV",
+    "IDENTITY_SECRET_ENDPOINT_ENV",
+    "IDENTITY_SECRET_ENV",
     "KEY_FILE",
     "MAX_USER_CHARS",
     "Identity",
@@ -36,6 +41,8 @@ __all__ = [
 
 ANONYMOUS = "anonymous"
 IDENTITY_KEY_ENV = "FLYWHEEL_IDENTITY_KEY"
+IDENTITY_SECRET_ENV = "FLYWHEEL_IDENTITY_SECRET"  # a serving container's `identity.secret`
+IDENTITY_SECRET_ENDPOINT_ENV = "FLYWHEEL_IDENTITY_SECRET_ENDPOINT"  # its `identity.secret_api_endpoint`
 MAX_USER_CHARS = 256  # a longer user id is refused (`invalid_record`), not hashed
 KEY_FILE = "identity.key"  # in the local state directory (`paths.root`)
 _MIN_KEY_BYTES = 16
@@ -103,14 +110,47 @@ def _key_from_file(path: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
-def load_identity(state_dir: str | Path | None, environ: dict[str, str] | None = None) -> Identity:
-    """The key from `FLYWHEEL_IDENTITY_KEY`, else `state_dir/identity.key` (made once), else an
-    error that says how to give one."""
+def _key_from_secret(name: str, api_endpoint: str | None) -> bytes:
+    """The payload of a Secret Manager secret version, by the service's client library."""
+    import google_crc32c
+    from google.api_core import exceptions
+    from google.api_core.client_options import ClientOptions
+    from google.cloud import secretmanager
+
+    kwargs: dict[str, Any] = {}
+    if api_endpoint:
+        kwargs = {"transport": "rest", "client_options": ClientOptions(api_endpoint=api_endpoint)}
+        if api_endpoint.startswith("http://"):
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+    try:
+        payload = secretmanager.SecretManagerServiceClient(**kwargs).access_secret_version(name=name).payload
+    except exceptions.GoogleAPICallError as exc:
+        raise ConfigError(
+            f"the identity key could not be read from Secret Manager ({name}): {exc.message}"
+        ) from None
+    if payload.data_crc32c is not None and payload.data_crc32c != google_crc32c.value(payload.data):
+        raise ConfigError(f"the identity key read from Secret Manager ({name}) arrived damaged (CRC32C)")
+    return payload.data.strip()
+
+
+def load_identity(
+    state_dir: str | Path | None,
+    environ: dict[str, str] | None = None,
+    settings: IdentitySettings | None = None,
+) -> Identity:
+    """The key from `FLYWHEEL_IDENTITY_KEY`, else from Secret Manager (`settings.secret`), else
+    `state_dir/identity.key` (made once), else an error that says how to give one."""
     env = os.environ if environ is None else environ
     if env.get(IDENTITY_KEY_ENV):
         return Identity(env[IDENTITY_KEY_ENV].encode())
+    if settings is not None and settings.secret:
+        return Identity(_key_from_secret(settings.secret, settings.secret_api_endpoint))
     if state_dir is None or str(state_dir).startswith("gs://"):
-        raise ConfigError(f"no identity key: set {IDENTITY_KEY_ENV} (from Secret Manager on Google Cloud)")
+        raise ConfigError(
+            f"no identity key: set identity.secret (a Secret Manager secret version) or {IDENTITY_KEY_ENV}"
+        )
     return Identity(_key_from_file(Path(state_dir) / KEY_FILE))
 
 

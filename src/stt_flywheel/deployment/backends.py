@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from stt_flywheel.config import FlywheelConfig
-from stt_flywheel.data.identity import load_identity
+from stt_flywheel.config import ConfigError, FlywheelConfig
+from stt_flywheel.data.identity import IDENTITY_SECRET_ENDPOINT_ENV, IDENTITY_SECRET_ENV, load_identity
 from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.deployment.protocols import Endpoint, Registry
 from stt_flywheel.deployment.registry import LocalRegistry
@@ -53,19 +53,32 @@ def open_endpoint(config: FlywheelConfig, registry: Registry | None = None) -> E
 def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, str]]:
     """The serving environment of one version: capture its traffic into the configured store.
     The embedded backend's serving processes get the identity key in their environment; on
-    Vertex AI the container takes it from its own environment, never from the model's spec."""
+    Vertex AI the container is given the name of the key's secret (`identity.secret`), never the
+    key, which would show in the model's spec."""
     spill = config.capture.spill_dir or config.paths.root / "capture-spill"
+    vertex = config.deploy.backend == "vertex"
 
     def env(version: int | str) -> dict[str, str]:
-        embedded = config.deploy.backend != "vertex" and config.capture.enabled
-        return capture_env(
+        if vertex and config.capture.enabled and not config.identity.secret:
+            raise ConfigError(
+                "serving on Vertex AI captures its users as pseudonyms under a key in Secret Manager: "
+                "set identity.secret (or capture.enabled: false)"
+            )
+        out = capture_env(
             config.paths.error_store,
             config.capture,
             version=version,
             endpoint=config.deploy.endpoint_name,
             spill_dir=spill / f"v{version}",
             limits=config.serving,
-            identity=load_identity(config.paths.root) if embedded else None,
+            identity=None
+            if vertex or not config.capture.enabled
+            else load_identity(config.paths.root, settings=config.identity),
         )
+        if vertex and config.capture.enabled and config.identity.secret:
+            out[IDENTITY_SECRET_ENV] = config.identity.secret
+            if config.identity.secret_api_endpoint:
+                out[IDENTITY_SECRET_ENDPOINT_ENV] = config.identity.secret_api_endpoint
+        return out
 
     return env

@@ -127,7 +127,9 @@ class ErrorStore(Partitions):
 
 def open_error_store(config: FlywheelConfig) -> ErrorStore:
     """The configured error store; its identity key is loaded when a user is first named."""
-    senders = Senders(lambda: load_identity(config.paths.root), config.feedback.reviewer_sources)
+    senders = Senders(
+        lambda: load_identity(config.paths.root, settings=config.identity), config.feedback.reviewer_sources
+    )
     return ErrorStore(
         config.paths.error_store,
         config.feedback.pending_horizon,

@@ -26,8 +26,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stt_flywheel.config import CaptureSettings, ServingLimits
-from stt_flywheel.data.identity import IDENTITY_KEY_ENV, MAX_USER_CHARS, Identity
+from stt_flywheel.config import CaptureSettings, IdentitySettings, ServingLimits
+from stt_flywheel.data.identity import (
+    IDENTITY_KEY_ENV,
+    IDENTITY_SECRET_ENDPOINT_ENV,
+    IDENTITY_SECRET_ENV,
+    MAX_USER_CHARS,
+    Identity,
+    load_identity,
+)
 from stt_flywheel.errors import InputError
 from stt_flywheel.storage.files import tree_digest
 
@@ -149,11 +156,20 @@ class ServingSettings:
             values["limits"] = ServingLimits.model_validate(limits)
         except ValueError as exc:
             raise InputError(f"invalid FLYWHEEL_MAX_* / FLYWHEEL_CHUNK_S setting: {exc}") from exc
-        if env.get(IDENTITY_KEY_ENV):
-            values["identity"] = Identity(env[IDENTITY_KEY_ENV].encode())
+        if env.get(IDENTITY_KEY_ENV) or env.get(IDENTITY_SECRET_ENV):
+            try:
+                secret = IdentitySettings(
+                    secret=env.get(IDENTITY_SECRET_ENV) or None,
+                    secret_api_endpoint=env.get(IDENTITY_SECRET_ENDPOINT_ENV) or None,
+                )
+            except ValueError as exc:
+                raise InputError(f"invalid {IDENTITY_SECRET_ENV}: {exc}") from None
+            values["identity"] = load_identity(None, env, secret)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["capture_uri"] and values.get("identity") is None:
-            raise InputError(f"capture needs the identity key: set {IDENTITY_KEY_ENV}")
+            raise InputError(
+                f"capture needs the identity key: set {IDENTITY_SECRET_ENV} or {IDENTITY_KEY_ENV}"
+            )
         if not values["storage_uri"]:
             raise InputError("no model: set AIP_STORAGE_URI or pass a model directory")
         return cls(**values)

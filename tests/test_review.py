@@ -30,6 +30,15 @@ def test_the_screen_holds_a_swapped_critical_term_and_a_rewrite_not_an_honest_fi
     assert Screen(None, ()).reasons("call mom", "transfer all the money") == []
 
 
+def test_a_correction_with_more_words_than_its_audio_could_hold_waits_for_a_person() -> None:
+    """By the duration serving measured: 1.5 s of audio holds at most 6 words a second, plus two."""
+    screen = Screen(None, (), max_words_per_second=6.0)
+    long = "please remind me to call my mother and my brother at noon today about the dinner"
+    assert screen.reasons("call mother", long, duration_s=1.5) == ["implausible_words_per_second"]
+    assert screen.reasons("call mother", "call my mother at noon", duration_s=1.5) == []
+    assert screen.reasons("call mother", long, duration_s=None) == []  # ingested without a duration
+
+
 def _record(utt: Utterance, rid: str, user: str, corrected: str, hypothesis: str) -> dict:
     return {
         "id": rid,

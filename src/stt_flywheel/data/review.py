@@ -1,8 +1,9 @@
 """Corrections that look like an attack, or a slip, wait for a person instead of teaching the model.
 
 A correction is *held* when it is far from what the model heard (`feedback.max_edit_ratio`, the
-normalised character edit distance) or when it takes away a critical term the model had heard
-(`validation.critical_terms`: the word a targeted swap replaces). Holding is judged when the
+normalised character edit distance), when it takes away a critical term the model had heard
+(`validation.critical_terms`: the word a targeted swap replaces), or when it has more words than
+its audio could hold (`dataset.max_words_per_second`, by the duration serving measured). Holding is judged when the
 store is read, by `screen`, so it covers history and events that arrived before their
 prediction. The dataset builder quarantines a held correction (`held_for_review`); a person
 lists them (`stt-flywheel review list`), accepts one (a reviewer's event with the same words,
@@ -37,16 +38,26 @@ class Screen:
 
     max_edit_ratio: float | None = 0.8
     critical_terms: Sequence[str] = ()
+    max_words_per_second: float | None = None
 
     @classmethod
     def of(cls, config: FlywheelConfig) -> Screen:
-        """The configured screen: `feedback.max_edit_ratio`, `validation.critical_terms`."""
-        return cls(config.feedback.max_edit_ratio, tuple(config.validation.critical_terms))
+        """The configured screen: `feedback.max_edit_ratio`, `validation.critical_terms`,
+        `dataset.max_words_per_second`."""
+        return cls(
+            config.feedback.max_edit_ratio,
+            tuple(config.validation.critical_terms),
+            config.dataset.max_words_per_second,
+        )
 
-    def reasons(self, hypothesis: str, corrected: str) -> list[str]:
-        """Why this correction of `hypothesis` should wait for a person; empty when it need not."""
+    def reasons(self, hypothesis: str, corrected: str, duration_s: float | None = None) -> list[str]:
+        """Why this correction of `hypothesis` (of audio `duration_s` long, where known) should
+        wait for a person; empty when it need not."""
         heard, meant = normalize(hypothesis), normalize(corrected)
         out = []
+        rate = self.max_words_per_second
+        if rate is not None and duration_s is not None and len(meant.split()) > rate * duration_s + 2:
+            out.append("implausible_words_per_second")
         if (
             self.max_edit_ratio is not None
             and Levenshtein.normalized_distance(heard, meant) > self.max_edit_ratio
@@ -91,7 +102,7 @@ def held_corrections(store: ErrorStore, screen: Screen) -> Iterator[HeldCorrecti
     for prediction, event, kind in store.errors():
         if kind != "corrected" or event["source"] in trusted or event["event_id"] in decided:
             continue
-        reasons = screen.reasons(prediction["hypothesis"], event["corrected_text"])
+        reasons = screen.reasons(prediction["hypothesis"], event["corrected_text"], prediction["duration_s"])
         if reasons:
             held.append(
                 HeldCorrection(

@@ -216,7 +216,7 @@ def _review_problem(
         return "rejected_in_review", str(decided[event["event_id"]].get("reason", ""))[:200]
     if screen is None or decision == "accepted" or event["source"] in reviewers:
         return None
-    reasons = screen.reasons(prediction["hypothesis"], event["corrected_text"])
+    reasons = screen.reasons(prediction["hypothesis"], event["corrected_text"], prediction["duration_s"])
     return ("held_for_review", ", ".join(reasons)) if reasons else None
 
 

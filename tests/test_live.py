@@ -100,3 +100,29 @@ def test_daily_trend(store: ErrorStore) -> None:
     assert by[("2026-10-30", "1")]["correction_rate"] == pytest.approx(2 / 7)
     assert by[("2026-10-30", "1")]["wer"] == pytest.approx(2 / 10)
     assert by[("2026-11-01", "1")]["pending"] == 2
+
+
+def test_live_intervals_resample_users_whole_and_anonymous_predictions_alone() -> None:
+    """One user's 300 confirmations beside 30 users' 2 predictions each: the correction rate's
+    interval is as wide as 31 users allow. Predictions that name no user are not one cluster (an
+    interval of one cluster has no width)."""
+    from datetime import UTC, datetime, timedelta
+
+    from stt_flywheel.monitoring.live import LiveRow, live_quality
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def row(i: int, user: str, corrected: bool) -> LiveRow:
+        kind = "corrected" if corrected else "confirmed"
+        return LiveRow("1", t0 + timedelta(seconds=i), "a b", {}, kind, "a c" if corrected else "a b", user)
+
+    honest = [row(i, f"u{i // 2}", i % 3 == 0) for i in range(60)]
+    flood = [row(100 + i, "flood", False) for i in range(300)]
+    kwargs = {"now": t0 + timedelta(days=1), "label_window": timedelta(0)}
+    clustered = live_quality(None, rows=honest + flood, **kwargs)["1"].correction_rate  # type: ignore[arg-type]
+    anonymous = [LiveRow(**{**r.__dict__, "user": "anonymous"}) for r in honest + flood]
+    alone = live_quality(None, rows=anonymous, **kwargs)["1"].correction_rate  # type: ignore[arg-type]
+    assert clustered is not None and alone is not None
+    assert clustered.value == alone.value == 20 / 360
+    assert alone.high > alone.low  # not one cluster
+    assert clustered.high - clustered.low > 3 * (alone.high - alone.low)

@@ -10,11 +10,13 @@ For the predictions a version made in a window, joined to their latest feedback:
 - live `wer` / `cer`: hypothesis against the correction (sclite-exact counts, the validation
   normaliser) over the predictions whose feedback carries a transcript, confirmed ones included.
 
-Each rate has a percentile bootstrap interval that resamples requesters whole (predictions that
-name no user are one requester, `anonymous`): one user's predictions are not independent of each
-other, and a flood from one user must not narrow the interval. Selection bias: only predictions a
-user chose to correct or confirm have a reference, and users correct what they notice is wrong, so
-live WER describes the corrected traffic, not all of it; read it beside the correction rate.
+Each rate has a percentile bootstrap interval that resamples requesters whole: one user's
+predictions are not independent of each other, and a flood from one user must not narrow the
+interval. A prediction that names no user is resampled alone (who sent it is unknown).
+
+Selection bias: only predictions a user chose to correct or confirm have a reference, and users
+correct what they notice is wrong, so live WER describes the corrected traffic, not all of it;
+read it beside the correction rate.
 """
 
 from __future__ import annotations
@@ -95,6 +97,13 @@ class LiveRow:
     signed: bool = False  # captured by a serving process of its version (`Identity.signed`)
 
 
+def _requesters(rows: Sequence[LiveRow]) -> list[str]:
+    """Each row's cluster for the intervals: its user; a prediction that names no user is a
+    cluster of its own (who sent it is unknown, and one cluster of every such prediction would
+    make an interval of none)."""
+    return [r.user if r.user != ANONYMOUS else f"{ANONYMOUS}#{i}" for i, r in enumerate(rows)]
+
+
 def _measure(
     version: str,
     rows: Sequence[LiveRow],
@@ -119,7 +128,7 @@ def _measure(
     q.flagged = sum(r.kind == "flagged" for r in rows)
     q.confirmed = sum(r.kind == "confirmed" for r in rows)
     ones = [1] * len(settled)
-    who, who_settled = [r.user for r in rows], [r.user for r in settled]
+    who, who_settled = _requesters(rows), _requesters(settled)
     boot = {"resamples": resamples, "seed": seed}
     q.feedback_share = bootstrap_ratio(
         [r.kind is not None for r in rows], [1] * len(rows), clusters=who, **boot
@@ -134,7 +143,7 @@ def _measure(
         _, utts = score_corpus(
             [r.reference or "" for r in scored], [r.hypothesis for r in scored], normalizer
         )
-        who_scored = [r.user for r in scored]
+        who_scored = _requesters(scored)
         q.wer = bootstrap_ratio(
             [u.word_errors for u in utts], [u.ref_words for u in utts], clusters=who_scored, **boot
         )

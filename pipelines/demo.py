@@ -44,7 +44,16 @@ from stt_flywheel.run.stages import bootstrap_registry
 from stt_flywheel.run.summary import Figures, RunSummary, summarize_run
 from stt_flywheel.storage.files import atomic_write_json, read_json
 
-__all__ = ["print_feedback", "print_live", "print_turns", "run_demo"]
+__all__ = [
+    "decide_canary_round",
+    "demo_config",
+    "print_feedback",
+    "print_live",
+    "print_turns",
+    "run_demo",
+    "run_turn",
+    "serve_round_of",
+]
 
 
 def run_demo(
@@ -70,7 +79,7 @@ def run_demo(
     config_path = home / "flywheel.yaml"
     if not bad_canary and (home / "summary.json").exists():
         return _already_turned(home, config_path, console)
-    config = _demo_config(config_path, manifests, max_steps, min_error_cases, console)
+    config = demo_config(config_path, manifests, max_steps, min_error_cases, console)
     summary: dict[str, Any] = {"rounds": [], "turns": []}
     rounds = iter(range(sizes.traffic_rounds))
 
@@ -79,7 +88,7 @@ def run_demo(
         if r is None:
             console.print(f"[bold]{title}[/]: the world has no more traffic rounds; stopping here.")
             return None
-        traffic = _serve_round(config, manifests, world_dir, r, title, console)
+        traffic = serve_round_of(config, manifests, world_dir, r, title, console)
         summary["rounds"].append(traffic)
         return traffic
 
@@ -139,7 +148,7 @@ def _turn_the_wheel(
         highlight=False,
     )
     for k in range(1, turns + 1):
-        turn = _turn(k, config_path, package, serve_round, summary, console)
+        turn = run_turn(k, config_path, package, serve_round, summary, console)
         summary["turns"].append(turn)
         if turn["decision"] != "promote":
             return
@@ -147,7 +156,7 @@ def _turn_the_wheel(
             return
 
 
-def _demo_config(
+def demo_config(
     config_path: Path, manifests: dict[str, Path], max_steps: int, min_error_cases: int, console: Console
 ) -> FlywheelConfig:
     """Write the demo config (once), register version 1, and pick the must-pass utterances."""
@@ -168,7 +177,7 @@ def _demo_config(
     return config
 
 
-def _serve_round(
+def serve_round_of(
     config: FlywheelConfig,
     manifests: dict[str, Path],
     world_dir: Path,
@@ -200,20 +209,21 @@ def _monitor(config_path: Path, console: Console) -> dict[str, Any]:
     return decision
 
 
-def _decide(turn: dict[str, Any], config_path: Path, console: Console) -> None:
+def decide_canary_round(turn: dict[str, Any], config_path: Path, console: Console) -> None:
     """Run the monitor pipeline on the canary round just served; its decision becomes the turn's."""
     decision = _monitor(config_path, console)
     turn["monitor"] = {key: decision[key] for key in ("action", "summary", "tests", "reasons", "report")}
     turn["live"] = {
         f"v{arm['version']}": {
-            k: arm[k] for k in ("requests", "labelled", "correction_rate", "scored", "wer")
+            k: arm.get(k)
+            for k in ("requests", "labelled", "correction_rate", "scored", "wer", "users", "capped")
         }
         for arm in decision.get("arms", {}).values()
     }
     turn["decision"] = decision["action"]
 
 
-def _turn(
+def run_turn(
     k: int,
     config_path: Path,
     package: Path,
@@ -244,7 +254,7 @@ def _turn(
     elif serve_round(f"Turn {k} canary round") is None:
         turn["decision"] = "canary undecided: no traffic left"
     else:
-        _decide(turn, config_path, console)
+        decide_canary_round(turn, config_path, console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn
 
@@ -302,7 +312,7 @@ def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> d
         "decision": "canary undecided: no traffic left",
     }
     if serve_round("Bad canary round") is not None:
-        _decide(turn, config_path, console)
+        decide_canary_round(turn, config_path, console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn
 

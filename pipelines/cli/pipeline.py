@@ -104,11 +104,34 @@ def demo_command(
             "(state under WORK_DIR/bad-canary, started afresh each time).",
         ),
     ] = False,
+    poisoned_feedback: Annotated[
+        bool,
+        typer.Option(
+            "--poisoned-feedback",
+            help="Instead: one user teaches a swap of a critical term and floods the canary with "
+            "confirmations; see what review, the caps and the curated gate make of it (state under "
+            "WORK_DIR/poisoned-feedback, started afresh each time).",
+        ),
+    ] = False,
 ) -> None:
     """Build the demo world and let the flywheel turn by itself: train, canary, decide from live
     evidence, and again (safe to repeat)."""
     from flywheel_pipelines.demo import run_demo
 
+    if bad_canary and poisoned_feedback:
+        raise typer.BadParameter("choose one scenario: --bad-canary or --poisoned-feedback")
+    if poisoned_feedback:
+        from flywheel_pipelines.demo_poisoned import POISONED_MAX_STEPS, run_poisoned_demo
+        from flywheel_pipelines.views import make_console
+
+        run_poisoned_demo(
+            work_dir,
+            scale=scale,
+            max_steps=max_steps or POISONED_MAX_STEPS,
+            min_error_cases=50,
+            console=make_console(),
+        )
+        return
     run_demo(
         work_dir,
         scale=scale,

@@ -173,8 +173,10 @@ def write_demo_config(
         # The demo's users answer at once: a prediction without feedback is not waiting for any.
         "feedback": {"label_window_hours": 0.0},
         # A round of demo traffic is ~360 requests per arm, not production's thousands an hour: the
-        # margins are wider than production's (0.02), and each canary gets two testing looks.
+        # margins are wider than production's (0.02), and each canary gets two testing looks. Each
+        # of the 64 users makes about six requests per arm; one user past ten is a flood.
         "monitor": {
+            "max_predictions_per_user": 10,
             "min_labelled_per_arm": 100,
             "min_scored_per_arm": 50,
             "correction_rate_margin": 0.10,
@@ -217,7 +219,7 @@ def _serve(
     )
     now = datetime.now(UTC)
     answers = []
-    identity = load_identity(config.paths.root)
+    identity = load_identity(config.paths.root, settings=config.identity)
     for audio, meta, hyp, user in zip(audios, metadata, hyps, users, strict=True):
         pid = new_prediction_id(now)
         data = encode_wav(audio)

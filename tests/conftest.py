@@ -105,11 +105,14 @@ def model_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def identity_secret() -> Iterator[dict[str, str]]:
     """The `identity` config section of a deployment on Google Cloud: the key in Secret Manager
-    (a local stand-in, reached by the real client library) for the test."""
+    (a local stand-in, reached by the real client library) for the test. It is the demo's key, so
+    that the demo world's users get the same pseudonyms, and the same held-out split, there."""
     from fakes.secret_manager import running_secret_manager
 
+    from stt_flywheel.demo.users import DEMO_KEY
+
     with running_secret_manager() as (fake, url):
-        name = fake.add_version("projects/p/secrets/flywheel-identity", b"cloud-key-" * 4)
+        name = fake.add_version("projects/p/secrets/flywheel-identity", DEMO_KEY.encode())
         yield {"secret": name, "secret_api_endpoint": url}
 
 

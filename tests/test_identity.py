@@ -163,10 +163,11 @@ def test_where_the_key_comes_from_environment_then_secret_manager_then_the_state
     local stand-in); `FLYWHEEL_IDENTITY_KEY` wins over it; without either, the embedded default's
     file, and none at all where the state is on gs://. Each failure says what to set."""
     from stt_flywheel.config import FlywheelConfig, IdentitySettings
+    from stt_flywheel.demo.users import DEMO_KEY
 
     settings = IdentitySettings(**identity_secret)
     from_secret = load_identity(tmp_path, {}, settings)
-    assert from_secret.pseudonym("alice") == Identity(b"cloud-key-" * 4).pseudonym("alice")
+    assert from_secret.pseudonym("alice") == Identity(DEMO_KEY.encode()).pseudonym("alice")
     assert not (tmp_path / "identity.key").exists()
     from_env = load_identity(tmp_path, {IDENTITY_KEY_ENV: "e" * 32}, settings)
     assert from_env.pseudonym("alice") == Identity(b"e" * 32).pseudonym("alice")

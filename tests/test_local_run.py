@@ -322,3 +322,6 @@ def test_a_run_canaries_on_the_vertex_backend(
     # each version captures its own traffic into the store, labelled with its own number
     assert [e.get("FLYWHEEL_MODEL_VERSION") for e in serving_env] == ["1", "2"]
     assert {e.get("FLYWHEEL_CAPTURE_URI") for e in serving_env} == {config.paths.error_store}
+    # the container reads its key from Secret Manager: the spec names the secret, never the key
+    assert {e.get("FLYWHEEL_IDENTITY_SECRET") for e in serving_env} == {identity_secret["secret"]}
+    assert not any("FLYWHEEL_IDENTITY_KEY" in e for e in serving_env)

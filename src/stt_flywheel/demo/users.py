@@ -10,10 +10,11 @@ from pathlib import Path
 from stt_flywheel.data.identity import KEY_FILE
 from stt_flywheel.data.manifest import Utterance
 
-__all__ = ["DEMO_USERS", "demo_identity_key", "demo_user"]
+__all__ = ["DEMO_KEY", "DEMO_USERS", "demo_identity_key", "demo_user"]
 
 
 DEMO_USERS = 64
+DEMO_KEY = hashlib.sha256(b"stt-flywheel demo: synthetic users").hexdigest()
 
 
 def demo_user(utt: Utterance) -> str:
@@ -26,8 +27,7 @@ def demo_identity_key(state_dir: Path) -> None:
     user), are the same in every demo run under this fixed key. A deployment's key is random
     (`data.identity`), made on first use."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(b"stt-flywheel demo: synthetic users").hexdigest()
     with contextlib.suppress(FileExistsError):
         fd = os.open(state_dir / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(key + "\n")
+            f.write(DEMO_KEY + "\n")

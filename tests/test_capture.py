@@ -2,6 +2,7 @@
 directory and on the GCS emulator, survives a store it cannot reach (spill, then retry) and
 writes everything still queued when it gets SIGTERM."""
 
+import os
 import signal
 import threading
 import time
@@ -83,6 +84,26 @@ def test_spill_left_by_a_killed_process_is_written_by_the_next(tmp_path: Path) -
     _wait(lambda: second.snapshot()["recovered"] == 5)
     second.close()
     assert store.predictions().num_rows == 5
+
+
+def test_spilled_audio_and_words_are_readable_by_this_user_alone(tmp_path: Path) -> None:
+    """A spill holds users' audio and transcripts: its directory is 0700 (tightened when it was
+    left open), each file 0600, and a directory that is a link (in a shared /tmp, anyone's) is
+    refused rather than written into."""
+    import stat
+
+    from stt_flywheel.errors import StateError
+
+    (tmp_path / "spill").mkdir(mode=0o755)
+    os.chmod(tmp_path / "spill", 0o755)
+    _, _, writer = _spilled_by_a_dead_writer(tmp_path, 2)
+    assert stat.S_IMODE((tmp_path / "spill").stat().st_mode) == 0o700
+    (spilled,) = writer._spilled_files()
+    assert stat.S_IMODE(spilled.stat().st_mode) == 0o600
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StateError, match="not a directory of this user's"):
+        CaptureWriter(ErrorStore(tmp_path / "store2"), tmp_path / "linked")
 
 
 def test_a_spill_file_another_writer_took_first_is_skipped(tmp_path: Path, monkeypatch) -> None:

@@ -34,6 +34,7 @@ from stt_flywheel.config import CaptureSettings
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import PREDICTION_SCHEMA
+from stt_flywheel.storage.files import private_dir
 
 __all__ = ["CaptureCounters", "CaptureWriter", "CapturedPrediction"]
 
@@ -93,8 +94,7 @@ class CaptureWriter:
         seed: int | None = None,
     ) -> None:
         self.store = store
-        self.spill_dir = Path(spill_dir)
-        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self.spill_dir = private_dir(spill_dir)  # spilled batches hold users' audio and words
         self.share = share
         self.keep_audio = audio
         self.batch_size = batch_size
@@ -196,6 +196,7 @@ class CaptureWriter:
         name = f"spill-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.spill_dir / f".{name}.tmp"
         pq.write_table(table, tmp)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.spill_dir / name)
 
     def _spilled_files(self) -> list[Path]:

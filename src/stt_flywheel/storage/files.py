@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from stt_flywheel.errors import StateError
+
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
@@ -18,6 +20,7 @@ __all__ = [
     "dump_json",
     "file_manifest",
     "file_sha256",
+    "private_dir",
     "read_json",
     "tree_digest",
 ]
@@ -28,8 +31,23 @@ def dump_json(obj: Any) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
 
 
+def private_dir(path: str | Path) -> Path:
+    """`path` as a directory only this user may enter (0700): made so, or tightened when it is
+    ours and open to others. One that belongs to another user is refused (in a shared /tmp,
+    anyone may have made it first to read what is written there)."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid():
+        raise StateError(f"{path} is not a directory of this user's: refusing to keep personal data there")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    """Write to a temp file in the same directory, fsync, then rename over `path` (mode 0600,
+    as `mkstemp` makes it)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -7,6 +7,7 @@ import binascii
 import io
 import json
 import logging
+import os
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -136,7 +137,7 @@ def _local_model_dir(storage_uri: str) -> Path:
 def _capture_writer(settings: ServingSettings) -> CaptureWriter | None:
     if not settings.capture_uri or not settings.capture.enabled:
         return None
-    default_spill = Path(tempfile.gettempdir()) / "stt-flywheel-capture-spill"
+    default_spill = Path(tempfile.gettempdir()) / f"stt-flywheel-capture-spill-{os.getuid()}"
     return CaptureWriter.from_settings(ErrorStore(settings.capture_uri), settings.capture, default_spill)
 
 

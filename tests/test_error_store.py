@@ -406,3 +406,63 @@ def test_metadata_beyond_what_a_request_may_carry_is_quarantined(tmp_path: Path)
         (2, "metadata_too_large"),
     ]
     assert "17 metadata keys; at most 16" in result.quarantined[0].detail
+
+
+def test_the_fast_parse_of_records_keeps_and_refuses_what_the_rules_do_line_by_line() -> None:
+    """`parse_records` keeps a line on one validator call when every bound holds and sends any
+    other line through `parse_rows`: for lines of every kind — good, bad JSON, not an object, an
+    id too long, a line too long, a wrong type, an extra field, metadata too large or of the wrong
+    type, times past the calendar or in the future, dicts as well as bytes — what it keeps and what
+    it quarantines (reason, detail, line) equal what `parse_rows` alone decides."""
+    from stt_flywheel.config import ServingLimits
+    from stt_flywheel.data.error_store.lines import MAX_LINE_BYTES, parse_records, parse_rows, record_reason
+    from stt_flywheel.data.records import bounded_records
+
+    limits = ServingLimits(max_metadata_keys=3, max_metadata_chars=20)
+    good = record(1)
+    variants: list[Any] = [
+        good,
+        {**good, "metadata": {"a": "b"}, "user": "alice", "model_version": "3"},
+        {**good, "metadata": {str(i): "v" for i in range(4)}},
+        {**good, "metadata": {"k": "v" * 21}},
+        {**good, "metadata": {"k" * 21: "v"}},
+        {**good, "metadata": {"k": 1}},
+        {**good, "metadata": {"k": "v" * 21, "j": 2}},
+        {**good, "id": "x" * 257},
+        {**good, "id": ""},
+        {**good, "hypothesis": 5},
+        {**good, "extra": True},
+        {**good, "timestamp": "9999-12-31T23:30:00-05:00"},
+        {**good, "timestamp": "0001-01-01T00:30:00+05:00"},
+        {**good, "timestamp": (T0 + timedelta(days=2)).isoformat()},
+        {**good, "timestamp": (T0 + timedelta(hours=23)).isoformat()},
+        {**good, "timestamp": "2026-11-01T12:00:00"},
+        [good],
+        "a string",
+    ]
+    lines: list[Any] = [orjson.dumps(v) for v in variants] + [v for v in variants if isinstance(v, dict)]
+    lines += [b"{not json", b'{"id": "r9"' + b" " * MAX_LINE_BYTES + b"}", "  {}  "]
+
+    def outcome(parse: Any) -> tuple[list[Any], list[Any]]:
+        quarantined: list[Any] = []
+        kept = parse(quarantined)
+        return [(n, v) for n, _, v in kept], [(q.line, q.reason, q.detail) for q in quarantined]
+
+    fast = outcome(lambda q: parse_records(lines, limits, q, T0, lambda data: None))
+    slow = bounded_records(limits.max_metadata_keys, limits.max_metadata_chars).validator.validate_python
+    by_line = outcome(
+        lambda q: list(parse_rows(lines, slow, q, "timestamp", T0, lambda data: None, record_reason(limits)))
+    )
+    assert fast == by_line
+    kept, refused = fast
+    assert len(kept) == 6  # good, the second, the one 23 h ahead: as bytes and as dicts
+    assert {reason for _, reason, _ in refused} == {
+        "metadata_too_large",
+        "invalid_record",
+        "id_too_long",
+        "invalid_timestamp",
+        "timestamp_in_future",
+        "not_an_object",
+        "invalid_json",
+        "line_too_long",
+    }

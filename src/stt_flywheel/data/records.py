@@ -12,14 +12,19 @@ time in milliseconds, so the store finds a prediction's hour partition from its 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import typing
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, NotRequired
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import uuid6
 from pydantic import (
     AwareDatetime,
@@ -39,12 +44,12 @@ from stt_flywheel.scoring.text import normalize
 __all__ = [
     "FEEDBACK_SCHEMA",
     "PREDICTION_SCHEMA",
-    "TRANSCRIPT_RECORD",
     "FeedbackEvent",
     "TranscriptRecord",
     "event_row",
     "feedback_kind",
     "id_ms",
+    "ids_ms",
     "id_time",
     "new_prediction_id",
 ]
@@ -101,6 +106,27 @@ def id_ms(prediction_id: str) -> int | None:
     if _UUID7.fullmatch(prediction_id) is None:
         return None
     return int(prediction_id[:8] + prediction_id[9:13], 16)
+
+
+_HEX_DIGITS = np.full(256, 0, np.int64)
+_HEX_DIGITS[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
+_TIME_DIGITS = [*range(8), *range(9, 13)]  # "xxxxxxxx-xxxx": the 48 bits of milliseconds
+
+
+def ids_ms(prediction_ids: pa.Array | Sequence[str]) -> np.ndarray:
+    """`id_ms` of many ids at once, -1 for an id that is not a UUIDv7 (checked and decoded by
+    Arrow and numpy, not id by id)."""
+    ids = prediction_ids if isinstance(prediction_ids, pa.Array) else pa.array(prediction_ids, pa.string())
+    out = np.full(len(ids), -1, np.int64)
+    matched = pc.match_substring_regex(ids, f"^{_UUID7.pattern}$").fill_null(False)
+    if not pc.any(matched).as_py():
+        return out
+    heads = pc.utf8_slice_codeunits(ids.filter(matched), 0, 13).cast(pa.large_string())
+    offsets = np.frombuffer(heads.buffers()[1], np.int64)[heads.offset : heads.offset + len(heads) + 1]
+    data = np.frombuffer(heads.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(-1, 13)
+    digits = _HEX_DIGITS[data[:, _TIME_DIGITS]]
+    out[matched.to_numpy(zero_copy_only=False)] = digits @ (16 ** np.arange(11, -1, -1, dtype=np.int64))
+    return out
 
 
 def id_time(prediction_id: str) -> datetime | None:
@@ -161,7 +187,27 @@ class TranscriptRecord(TypedDict):
     user: NotRequired[Annotated[str, StringConstraints(max_length=MAX_USER_CHARS)] | None]
 
 
-TRANSCRIPT_RECORD = TypeAdapter(TranscriptRecord)
+@functools.lru_cache(maxsize=8)
+def bounded_records(
+    max_metadata_keys: int,
+    max_metadata_chars: int,
+    max_id_chars: int | None = None,
+    times: tuple[datetime, datetime] | None = None,
+) -> TypeAdapter[Any]:
+    """`TranscriptRecord` with its metadata held to what a serving request may carry
+    (`serving.max_metadata_keys` / `max_metadata_chars`), checked by pydantic-core with the rest
+    of the record rather than row by row in Python; with `max_id_chars` and `times` (the open
+    lower and closed upper bound of `timestamp`), also the id's length and the time."""
+    text = Annotated[str, StringConstraints(max_length=max_metadata_chars)]
+    fields = typing.get_type_hints(TranscriptRecord, include_extras=True)
+    fields["metadata"] = NotRequired[Annotated[dict[text, text], Field(max_length=max_metadata_keys)]]  # type: ignore[valid-type]
+    if max_id_chars is not None:
+        fields["id"] = Annotated[str, StringConstraints(min_length=1, max_length=max_id_chars)]
+    if times is not None:
+        fields["timestamp"] = Annotated[AwareDatetime, Field(gt=times[0], le=times[1])]
+    bounded = TypedDict("BoundedTranscriptRecord", fields)  # type: ignore[misc]
+    bounded.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    return TypeAdapter(bounded)
 
 
 def feedback_kind(hypothesis: str, corrected_text: str | None, flagged: bool) -> str:

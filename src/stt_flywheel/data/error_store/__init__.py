@@ -23,12 +23,11 @@ from stt_flywheel.data.error_store.compact import CompactResult, compact
 from stt_flywheel.data.error_store.ingest import (
     FeedbackIngestResult,
     IngestResult,
-    QuarantineEntry,
     ingest_feedback,
     ingest_records,
-    read_lines,
 )
 from stt_flywheel.data.error_store.layout import Partitions, distinct_events, prediction_hours, utc_now
+from stt_flywheel.data.error_store.lines import QuarantineEntry, read_lines
 from stt_flywheel.data.error_store.resolve import (
     CLOCK_SKEW,
     FEEDBACK_STATES,

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
-from pydantic import ValidationError
 
 from stt_flywheel.config import ServingLimits
 from stt_flywheel.data.error_store.layout import (
@@ -24,43 +20,17 @@ from stt_flywheel.data.error_store.layout import (
     prediction_hours,
     utc_now,
 )
+from stt_flywheel.data.error_store.lines import QuarantineEntry, parse_records, parse_rows, reject
 from stt_flywheel.data.error_store.resolve import resolve_for
 from stt_flywheel.data.identity import ANONYMOUS, Senders
 from stt_flywheel.data.records import (
     PREDICTION_SCHEMA,
     TIMESTAMP,
-    TRANSCRIPT_RECORD,
     FeedbackEvent,
     event_row,
 )
-from stt_flywheel.errors import InputNotFound, describe_validation_error
-from stt_flywheel.storage.objectstore import is_remote, read_uri
 
-__all__ = [
-    "MAX_FUTURE",
-    "MAX_ID_CHARS",
-    "MAX_LINE_BYTES",
-    "FeedbackIngestResult",
-    "IngestResult",
-    "Line",
-    "QuarantineEntry",
-    "ingest_feedback",
-    "ingest_records",
-    "read_lines",
-]
-
-MAX_FUTURE = timedelta(days=1)  # a record or event dated later than this after its arrival is refused
-MAX_LINE_BYTES = 1 << 20  # a longer line is quarantined unparsed (`line_too_long`)
-MAX_ID_CHARS = 256  # a longer prediction id is quarantined (`id_too_long`)
-
-
-@dataclass(frozen=True)
-class QuarantineEntry:
-    line: int  # the physical line number in the source (blank lines counted)
-    reason: str
-    detail: str
-    raw: str  # the line as text (undecodable bytes replaced), for people
-    raw_base64: str | None = None  # the line's bytes exactly, when it came as bytes
+__all__ = ["FeedbackIngestResult", "IngestResult", "ingest_feedback", "ingest_records", "write_quarantine"]
 
 
 @dataclass
@@ -122,115 +92,6 @@ class FeedbackIngestResult:
         }
 
 
-@dataclass(frozen=True)
-class Line:
-    """One line of a source with its physical line number (blank lines counted)."""
-
-    number: int
-    data: bytes
-
-
-def read_lines(source: str | Path) -> list[Line]:
-    """The non-blank lines of a local file, a `gs://` object, or standard input (`-`), numbered
-    as an editor numbers them. Lines end at LF (a CR before it is dropped; a bare CR inside a line
-    is the line's own byte, not a break), and a UTF-8 byte-order mark at the start is skipped."""
-    if str(source) == "-":
-        data = sys.stdin.buffer.read()
-    elif is_remote(source):
-        try:
-            data = read_uri(source)
-        except FileNotFoundError:
-            raise InputNotFound(f"no such object: {source}") from None
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputNotFound(f"no such file: {path}")
-        data = path.read_bytes()
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    lines = [Line(n, line.removesuffix(b"\r")) for n, line in enumerate(data.split(b"\n"), 1)]
-    return [line for line in lines if line.data.strip()]
-
-
-def _text(row: Any) -> str:
-    if isinstance(row, bytes):
-        return row.decode(errors="replace")
-    return row if isinstance(row, str) else orjson.dumps(row, default=str).decode()
-
-
-def _reject(
-    quarantined: list[QuarantineEntry], lineno: int, row: Any, reason: str, detail: str, parsed: Any = None
-) -> None:
-    """Quarantine a row as readable text, with its exact bytes when it had any. `parsed`: the row
-    as parsed and redacted (no user id in the clear); kept instead of the row when given."""
-    if parsed is not None:
-        quarantined.append(QuarantineEntry(lineno, reason, detail, _text(parsed)))
-        return
-    exact = base64.b64encode(row).decode() if isinstance(row, bytes) else None
-    quarantined.append(QuarantineEntry(lineno, reason, detail, _text(row), exact))
-
-
-def _checked_time(when: datetime, time_field: str, latest: datetime) -> tuple[str, str] | None:
-    """(reason, detail) when a record's time cannot be kept, else None."""
-    try:
-        utc = when.astimezone(UTC)
-    except OverflowError:  # a zone offset past the ends of the calendar
-        return "invalid_timestamp", f"{time_field} {when.isoformat()} is out of range in UTC"
-    if utc > latest:  # it would count as recent traffic for years
-        return "timestamp_in_future", f"{time_field} {utc.isoformat()} is after {latest.isoformat()}"
-    return None
-
-
-def parse_rows(
-    rows: Iterable[Any],
-    validate: Callable[[Any], Any],
-    quarantined: list[QuarantineEntry],
-    time_field: str,
-    now: datetime,
-    redact: Callable[[Any], Any] = lambda data: None,
-) -> Iterator[tuple[int, Any, Any]]:
-    """(line number, the row as given, validated value) of each good row; the others are quarantined, each with
-    its reason and its bytes. Rows are dicts, JSON strings or bytes, or `Line`s (a source's
-    lines with their physical numbers). `redact`: what of a rejected line may be kept (None: the
-    line as it came), asked only of the lines rejected."""
-    latest = now + MAX_FUTURE
-    for index, item in enumerate(rows, 1):
-        lineno, row = (item.number, item.data) if isinstance(item, Line) else (index, item)
-        raw = isinstance(row, str | bytes)
-        if raw and len(row) > MAX_LINE_BYTES:
-            _reject(quarantined, lineno, row, "line_too_long", f"{len(row)} bytes > {MAX_LINE_BYTES}")
-            continue
-        try:
-            data = orjson.loads(row) if raw else row
-        except orjson.JSONDecodeError as exc:
-            _reject(quarantined, lineno, row, "invalid_json", str(exc))
-            continue
-        if type(data) is not dict:
-            _reject(quarantined, lineno, row, "not_an_object", type(data).__name__)
-            continue
-        rec_id = data.get("id", data.get("prediction_id"))
-        if isinstance(rec_id, str) and len(rec_id) > MAX_ID_CHARS:
-            _reject(
-                quarantined,
-                lineno,
-                row,
-                "id_too_long",
-                f"{len(rec_id)} characters > {MAX_ID_CHARS}",
-                redact(data),
-            )
-            continue
-        try:
-            value = validate(data)
-        except ValidationError as exc:
-            _reject(quarantined, lineno, row, "invalid_record", describe_validation_error(exc), redact(data))
-            continue
-        when = value[time_field] if isinstance(value, dict) else getattr(value, time_field)
-        refused = _checked_time(when, time_field, latest)
-        if refused is not None:
-            _reject(quarantined, lineno, row, *refused, redact(data))
-            continue
-        yield lineno, row, value
-
-
 def write_quarantine(files: Partitions, stream: str, entries: list[QuarantineEntry], now: datetime) -> None:
     lines = [
         orjson.dumps({"stream": stream, **e.__dict__, "quarantined_at": now.isoformat()}) for e in entries
@@ -269,12 +130,12 @@ def ingest_feedback(
         owner = owners.get(e.prediction_id, user) or ANONYMOUS
         if owner != user and not reviewer:
             detail = "another user's prediction: only the requester or a reviewer source may label it"
-            _reject(result.quarantined, lineno, row, "not_the_requester", detail, senders.redact_line(row))
+            reject(result.quarantined, lineno, row, "not_the_requester", detail, senders.redact_line(row))
             continue
         if max_per_user_hour is not None and not reviewer:
             if sent[user] >= max_per_user_hour:
                 detail = f"more than {max_per_user_hour} events from one user in the hour from {hour_of(now):%H:00} UTC"
-                _reject(result.quarantined, lineno, row, "rate_limited", detail, senders.redact_line(row))
+                reject(result.quarantined, lineno, row, "rate_limited", detail, senders.redact_line(row))
                 continue
             sent[user] += 1
         events.append(
@@ -299,35 +160,6 @@ def ingest_feedback(
     return result
 
 
-def _within_bounds(
-    parsed: list[tuple[int, Any, Any]],
-    limits: ServingLimits,
-    senders: Senders,
-    quarantined: list[QuarantineEntry],
-) -> list[tuple[int, Any, Any]]:
-    """The records whose metadata a serving request could carry too (the rest quarantined,
-    `metadata_too_large`), each with its user as the pseudonym."""
-    bounded = []
-    for lineno, row, rec in parsed:
-        meta = rec.get("metadata")
-        problem = limits.metadata_problem(meta) if meta else None
-        if problem:
-            _reject(quarantined, lineno, row, "metadata_too_large", problem, senders.redact_line(row))
-            continue
-        rec["user"] = senders.pseudonym(rec.get("user"))
-        bounded.append((lineno, row, rec))
-    return bounded
-
-
-_RECORD_COLUMNS = (
-    "prediction_id",
-    "predicted_at",
-    "model_version",
-    "hypothesis",
-    "metadata",
-    "user",
-    "audio_uri",
-)
 _SAME_PREDICTION = ("audio_uri", "hypothesis", "user")  # what one prediction id may never change
 
 
@@ -357,26 +189,21 @@ def ingest_records(
     so the cost stays near that of parsing the lines and writing Parquet."""
     now = now or utc_now()
     senders = senders or Senders()
+    limits = limits or ServingLimits()
     result = IngestResult()
     rows = list(rows)
     result.read = len(rows)
-    parsed = list(
-        parse_rows(
-            rows,
-            TRANSCRIPT_RECORD.validator.validate_python,
-            result.quarantined,
-            "timestamp",
-            now,
-            senders.redact_line,
-        )
-    )
-    parsed = _within_bounds(parsed, limits or ServingLimits(), senders, result.quarantined)
+    parsed = parse_records(rows, limits, result.quarantined, now, senders.redact_line)
+    pseudonyms: dict[str | None, str] = {}
+    for _, _, rec in parsed:
+        user = rec.get("user")
+        rec["user"] = pseudonyms.get(user) or pseudonyms.setdefault(user, senders.pseudonym(user))
     stored = files.lookup({rec["id"] for _, _, rec in parsed}).select(["prediction_id", *_SAME_PREDICTION])
     known: dict[str, dict[str, Any]] = {
         r["prediction_id"]: {**r, "id": r["prediction_id"], "user": r["user"] or ANONYMOUS}
         for r in stored.to_pylist()
     }
-    cols: dict[str, list[Any]] = {name: [] for name in _RECORD_COLUMNS}
+    new: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     event_ids: set[str] = set()
     for lineno, row, rec in parsed:
@@ -384,7 +211,7 @@ def ingest_records(
         first = known.get(pid)
         conflict = _conflict(first, rec) if first is not None else None
         if conflict:
-            _reject(
+            reject(
                 result.quarantined, lineno, row, "conflicting_prediction", conflict, senders.redact_line(row)
             )
             continue
@@ -403,9 +230,9 @@ def ingest_records(
             event_ids.add(event["event_id"])
         if first is None:
             known[pid] = rec
-            _append_prediction(cols, rec)
-    if cols["prediction_id"]:
-        table = _prediction_table(cols, now)
+            new.append(rec)
+    if new:
+        table = _prediction_table(new, now)
         result.files = files.write("predictions", table, prediction_hours(table), now)
     result.files += files.write_feedback(events, now)
     result.feedback_events = len(events)
@@ -413,28 +240,25 @@ def ingest_records(
     return result
 
 
-def _append_prediction(cols: dict[str, list[Any]], rec: dict[str, Any]) -> None:
-    cols["prediction_id"].append(rec["id"])
-    cols["predicted_at"].append(rec["timestamp"])
-    cols["model_version"].append(rec.get("model_version"))
-    cols["hypothesis"].append(rec["hypothesis"])
-    cols["metadata"].append(rec.get("metadata") or {})
-    cols["user"].append(rec["user"])
-    cols["audio_uri"].append(rec["audio_uri"])
+def _prediction_table(records: list[dict[str, Any]], now: datetime) -> pa.Table:
+    """The predictions of new records, column by column."""
+    n = len(records)
 
+    def column(name: str, kind: pa.DataType, default: Any = None) -> pa.Array:
+        return pa.array([r.get(name, default) for r in records], kind)
 
-def _prediction_table(cols: dict[str, list[Any]], now: datetime) -> pa.Table:
-    n = len(cols["prediction_id"])
     arrays = {
-        "prediction_id": pa.array(cols["prediction_id"], pa.string()),
-        "predicted_at": pa.array(cols["predicted_at"], TIMESTAMP),
-        "model_version": pa.array(cols["model_version"], pa.string()),
+        "prediction_id": column("id", pa.string()),
+        "predicted_at": column("timestamp", TIMESTAMP),
+        "model_version": column("model_version", pa.string()),
         "endpoint": pa.nulls(n, pa.string()),
-        "hypothesis": pa.array(cols["hypothesis"], pa.string()),
-        "metadata": pa.array(cols["metadata"], PREDICTION_SCHEMA.field("metadata").type),
-        "user": pa.array(cols["user"], pa.string()),
+        "hypothesis": column("hypothesis", pa.string()),
+        "metadata": pa.array(
+            [r.get("metadata") or {} for r in records], PREDICTION_SCHEMA.field("metadata").type
+        ),
+        "user": column("user", pa.string()),
         "duration_s": pa.nulls(n, pa.float32()),
-        "audio_uri": pa.array(cols["audio_uri"], pa.string()),
+        "audio_uri": column("audio_uri", pa.string()),
         "audio_sha256": pa.nulls(n, pa.string()),
         "signature": pa.nulls(n, pa.string()),  # no serving process made it: it never decides
         "ingested_at": pa.array(np.full(n, epoch_us(now), dtype="int64"), pa.int64()).cast(TIMESTAMP),

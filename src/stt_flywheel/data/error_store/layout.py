@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stt_flywheel.data.identity import ANONYMOUS
-from stt_flywheel.data.records import FEEDBACK_SCHEMA, PREDICTION_SCHEMA, id_ms
+from stt_flywheel.data.records import FEEDBACK_SCHEMA, PREDICTION_SCHEMA, ids_ms
 from stt_flywheel.storage.objectstore import PreconditionFailed, join_uri, open_store
 
 __all__ = [
@@ -117,13 +117,9 @@ def epoch_us(t: datetime) -> int:
 
 def prediction_hours(table: pa.Table) -> np.ndarray:
     """Each prediction's partition: the hour in its UUIDv7 id, else the hour of `predicted_at`."""
-    at_hours = table["predicted_at"].cast(pa.int64()).to_numpy() // HOUR_US
-    out = np.asarray(at_hours, dtype=np.int64).copy()
-    for i, pid in enumerate(table["prediction_id"].to_pylist()):
-        ms = id_ms(pid)
-        if ms is not None:
-            out[i] = ms // HOUR_MS
-    return out
+    at_hours = np.asarray(table["predicted_at"].cast(pa.int64()).to_numpy(), np.int64) // HOUR_US
+    ms = ids_ms(table["prediction_id"].combine_chunks())
+    return np.where(ms >= 0, ms // HOUR_MS, at_hours)
 
 
 class Partitions:
@@ -285,9 +281,9 @@ class Partitions:
         ids = set(prediction_ids)
         if not ids:
             return PREDICTION_SCHEMA.empty_table()
-        ms = [id_ms(i) for i in ids]
-        hours = {datetime.fromtimestamp(m // HOUR_MS * 3600, UTC) for m in ms if m is not None}
-        if any(m is None for m in ms):
+        ms = ids_ms(list(ids))
+        hours = {datetime.fromtimestamp(int(h) * 3600, UTC) for h in np.unique(ms[ms >= 0] // HOUR_MS)}
+        if (ms < 0).any():
             keys = [k for _, k in self.list_files("predictions")]
         else:
             keys = [

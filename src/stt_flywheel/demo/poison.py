@@ -11,7 +11,6 @@ must-pass utterances), so that a candidate that learnt the swap would be refused
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +20,9 @@ import yaml
 
 from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.audio import load_audio
-from stt_flywheel.data.error_store import ErrorStore, open_error_store
+from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.manifest import Utterance, read_manifest, write_manifest
+from stt_flywheel.demo.scenario import wait_captured
 from stt_flywheel.demo.world import GENERAL, Domain, synthesize_set
 from stt_flywheel.deployment.endpoint import LocalEndpoint
 from stt_flywheel.scoring.text import normalize
@@ -35,7 +35,6 @@ __all__ = [
     "flood_with_confirmations",
     "poison_config",
     "teach_swap",
-    "wait_captured",
 ]
 
 ATTACKER = "mallory"
@@ -91,19 +90,6 @@ def poison_config(
     ]
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
     return load_config(path)
-
-
-def wait_captured(store: ErrorStore, ids: list[str], flush_interval_s: float) -> dict[str, dict[str, Any]]:
-    """The captured predictions of `ids`, once every one reached the store (capture is
-    asynchronous: a serving process writes a batch every `capture.flush_interval_s`)."""
-    deadline = time.monotonic() + 10 * flush_interval_s + 30
-    while len(captured := {r["prediction_id"]: r for r in store.lookup(ids).to_pylist()}) < len(ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"only {len(captured)} of {len(ids)} served predictions reached the error store"
-            )
-        time.sleep(0.5)
-    return captured
 
 
 def _serve(

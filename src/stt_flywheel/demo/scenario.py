@@ -39,6 +39,7 @@ __all__ = [
     "pick_must_pass",
     "simulate_traffic",
     "traffic_sets",
+    "wait_captured",
     "write_demo_config",
 ]
 
@@ -331,15 +332,8 @@ def simulate_traffic(
     feedback = [store.ingest_feedback(first), store.ingest_feedback(late)]
 
     # Capture is asynchronous: some events above arrived before their prediction was visible
-    # (pending). The serving process writes a batch every `capture.flush_interval_s`.
-    ids = [a["prediction_id"] for a in answers]
-    deadline = time.monotonic() + 10 * config.capture.flush_interval_s + 30
-    while len(captured := {r["prediction_id"]: r for r in store.lookup(ids).to_pylist()}) < len(ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"only {len(captured)} of {len(ids)} served predictions reached the error store"
-            )
-        time.sleep(0.5)
+    # (pending).
+    captured = wait_captured(store, [a["prediction_id"] for a in answers], config.capture.flush_interval_s)
     wrong = [
         (a, u) for a, u in zip(answers, utts, strict=True) if normalize(a["transcript"]) != normalize(u.text)
     ]
@@ -367,6 +361,19 @@ def simulate_traffic(
     }
     atomic_write_json(done, summary)
     return summary
+
+
+def wait_captured(store: ErrorStore, ids: list[str], flush_interval_s: float) -> dict[str, dict[str, Any]]:
+    """The captured predictions of `ids`, once every one reached the store (capture is
+    asynchronous: a serving process writes a batch every `capture.flush_interval_s`)."""
+    deadline = time.monotonic() + 10 * flush_interval_s + 30
+    while len(captured := {r["prediction_id"]: r for r in store.lookup(ids).to_pylist()}) < len(ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {len(captured)} of {len(ids)} served predictions reached the error store"
+            )
+        time.sleep(0.5)
+    return captured
 
 
 def _legacy_log(

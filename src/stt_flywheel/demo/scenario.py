@@ -134,7 +134,7 @@ def write_demo_config(
             "batch_size": 16,
             "warmup_steps": 30,
             "speed_perturbation": [0.9, 1.0, 1.15, 1.3],
-            "wise_ft_alpha": 0.4,
+            "wise_ft_alpha": 0.5,
         },
         "validation": {
             "eval_manifest": str(manifests["eval"]),

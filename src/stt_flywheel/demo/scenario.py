@@ -119,7 +119,7 @@ def write_demo_config(
             "error_rate_threshold": 0.05,
         },
         # Fine-tuning a 2 M-parameter model on a new domain forgets the old one fast. 70 % replay,
-        # speed perturbation and WiSE-FT (60 % of the way back to the production weights) keep the general,
+        # speed perturbation and WiSE-FT (half-way back to the production weights) keep the general,
         # critical and fast-speech suites within their bounds; each alone did not (see the README).
         "dataset": {
             "replay_manifest": str(manifests["replay"]),

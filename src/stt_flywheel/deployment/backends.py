@@ -56,10 +56,10 @@ def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, s
     Vertex AI the container is given the name of the key's secret (`identity.secret`), never the
     key, which would show in the model's spec."""
     spill = config.capture.spill_dir or config.paths.root / "capture-spill"
-    vertex = config.deploy.backend == "vertex"
+    vertex = config.deploy.backend == "vertex" and config.capture.enabled  # the key comes from a secret
 
     def env(version: int | str) -> dict[str, str]:
-        if vertex and config.capture.enabled and not config.identity.secret:
+        if vertex and not config.identity.secret:
             raise ConfigError(
                 "serving on Vertex AI captures its users as pseudonyms under a key in Secret Manager: "
                 "set identity.secret (or capture.enabled: false)"
@@ -75,7 +75,7 @@ def serving_capture(config: FlywheelConfig) -> Callable[[int | str], dict[str, s
             if vertex or not config.capture.enabled
             else load_identity(config.paths.root, settings=config.identity),
         )
-        if vertex and config.capture.enabled and config.identity.secret:
+        if vertex and config.identity.secret:
             out[IDENTITY_SECRET_ENV] = config.identity.secret
             if config.identity.secret_api_endpoint:
                 out[IDENTITY_SECRET_ENDPOINT_ENV] = config.identity.secret_api_endpoint

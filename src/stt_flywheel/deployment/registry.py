@@ -27,7 +27,7 @@ from stt_flywheel.errors import StateError
 from stt_flywheel.storage.files import file_manifest, file_sha256, tree_digest
 from stt_flywheel.storage.objectstore import is_remote, join_uri, open_store, put_tree, remove_tree
 
-__all__ = ["AuditEntry", "LocalRegistry", "ModelVersion", "RegistryError"]
+__all__ = ["AuditEntry", "LocalRegistry", "ModelVersion", "RegistryError", "trained_model"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -251,12 +251,7 @@ class LocalRegistry:
             return existing
         if not (Path(model_dir) / "config.json").exists():
             raise RegistryError(f"not a saved model directory: {model_dir}")
-        files = file_manifest(model_dir)
-        expected = (lineage or {}).get("model_digest")
-        if expected and tree_digest(model_dir, files) != expected:
-            raise RegistryError(
-                f"{model_dir} is not the model that was trained and validated (its content changed)"
-            )
+        files, _ = trained_model(model_dir, lineage)
         with self.transaction() as conn:
             if source_run is not None:  # again under the write lock: two registrations of one run race here
                 same = conn.execute(
@@ -435,3 +430,17 @@ class LocalRegistry:
             pid = tmp.name.rsplit(".", 2)[-2]
             if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trained_model(
+    model_dir: str | Path, lineage: dict[str, Any] | None
+) -> tuple[list[tuple[str, int, str]], str]:
+    """The manifest and digest (`serving.contract.model_digest`) of `model_dir`, which must be
+    the directory training recorded in `lineage` where it recorded one: both registries' check."""
+    files = file_manifest(model_dir)
+    digest = tree_digest(model_dir, files, skip=(REGISTRY_RECORD,))
+    if (expected := (lineage or {}).get("model_digest")) and digest != expected:
+        raise RegistryError(
+            f"{model_dir} is not the model that was trained and validated (its content changed)"
+        )
+    return files, digest

@@ -15,10 +15,9 @@ import orjson
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.exclusive import LeaseLock
-from stt_flywheel.deployment.registry import AuditEntry, ModelVersion, RegistryError
+from stt_flywheel.deployment.registry import AuditEntry, ModelVersion, RegistryError, trained_model
 from stt_flywheel.deployment.serving.contract import MODEL_DIGEST_ENV, REGISTRY_RECORD
 from stt_flywheel.deployment.vertex.client import init_vertex, iso, label_value, retrying
-from stt_flywheel.storage.files import file_manifest, tree_digest
 from stt_flywheel.storage.objectstore import (
     ObjectStore,
     is_remote,
@@ -187,7 +186,7 @@ class VertexRegistry:
             raise RegistryError(f"not a saved model directory: {model_dir}")
         if not self.settings.serving_image:
             raise RegistryError("vertex.serving_image is not set (the serving container for this model)")
-        files, digest = _trained(model_dir, lineage)
+        files, digest = trained_model(model_dir, lineage)
         artifact_uri = join_uri(self.models_root, self.model, source_run or f"manual-{uuid.uuid4().hex[:12]}")
         put_tree(model_dir, artifact_uri, commit_file="config.json")
         record = {
@@ -333,14 +332,3 @@ class VertexRegistry:
                 remove_tree(raw.artifact_uri)
             self.record("prune", int(raw.version_id), {})
         return [int(r.version_id) for r in doomed]
-
-
-def _trained(model_dir: str | Path, lineage: dict[str, Any] | None) -> tuple[list[tuple[str, int, str]], str]:
-    """The manifest and digest of `model_dir`, which must be the directory training recorded."""
-    files = file_manifest(model_dir)
-    digest = tree_digest(model_dir, files, skip=(REGISTRY_RECORD,))
-    if (expected := (lineage or {}).get("model_digest")) and digest != expected:
-        raise RegistryError(
-            f"{model_dir} is not the model that was trained and validated (its content changed)"
-        )
-    return files, digest

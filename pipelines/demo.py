@@ -25,12 +25,11 @@ from flywheel_pipelines.local_run import run_local, run_monitor_locally
 from flywheel_pipelines.views import make_console, print_decision, print_summary
 from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.error_store import open_error_store
+from stt_flywheel.demo.models import degraded_model, pick_must_pass
 from stt_flywheel.demo.scenario import (
     DEMO_MAX_STEPS,
     WorldSizes,
     create_world,
-    degraded_model,
-    pick_must_pass,
     simulate_traffic,
     write_demo_config,
 )

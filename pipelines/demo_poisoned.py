@@ -22,6 +22,7 @@ from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.demo import demo_config, print_turns, run_turn, serve_round_of
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.review import Screen, held_corrections
+from stt_flywheel.demo.models import pick_must_pass
 from stt_flywheel.demo.poison import (
     ATTACKER,
     SWAP,
@@ -30,7 +31,7 @@ from stt_flywheel.demo.poison import (
     poison_config,
 )
 from stt_flywheel.demo.poison import teach_swap as teach
-from stt_flywheel.demo.scenario import WorldSizes, create_world, pick_must_pass
+from stt_flywheel.demo.scenario import WorldSizes, create_world
 from stt_flywheel.deployment.backends import open_endpoint
 from stt_flywheel.run.entries import DatasetEntry, ValidationEntry
 from stt_flywheel.run.ledger import read_ledger

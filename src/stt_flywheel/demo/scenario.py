@@ -35,8 +35,6 @@ __all__ = [
     "DEMO_MAX_STEPS",
     "WorldSizes",
     "create_world",
-    "degraded_model",
-    "pick_must_pass",
     "simulate_traffic",
     "traffic_sets",
     "wait_captured",
@@ -414,32 +412,3 @@ def _embedded_endpoint(config: FlywheelConfig) -> LocalEndpoint:
     if not isinstance(endpoint, LocalEndpoint):
         raise ConfigError("the demo's traffic is served by the embedded endpoint (deploy.backend: local)")
     return endpoint
-
-
-def pick_must_pass(
-    config: FlywheelConfig, manifest: Path, limit: int = 8, endpoint: LocalEndpoint | None = None
-) -> list[str]:
-    """Critical-suite utterances the production model transcribes exactly today: they must stay right."""
-    utts = read_manifest(manifest)
-    _, hyps = (endpoint or _embedded_endpoint(config)).predict([load_audio(u.audio).samples for u in utts])
-    right = [u.id for u, h in zip(utts, hyps, strict=True) if normalize(h) == normalize(u.text)]
-    return sorted(right)[:limit]
-
-
-def degraded_model(model_dir: str | Path, out_dir: Path, share: float = 0.02, seed: int = 0) -> Path:
-    """A copy of a model moved `share` of the way towards a random initialisation of its own
-    architecture: the deliberately bad candidate of `demo --bad-canary` (at 0.02 the committed base
-    model drops letters in about half of the general domain's sentences it got right)."""
-    import torch
-
-    from stt_flywheel.models import load_model
-
-    model = load_model(str(model_dir), device="cpu")
-    torch.manual_seed(seed)
-    fresh = type(model.model)(model.model.config).state_dict()
-    with torch.no_grad():
-        for name, weight in model.model.state_dict().items():
-            if weight.is_floating_point() and name in fresh:
-                weight.mul_(1 - share).add_(fresh[name], alpha=share)
-    model.save(out_dir)
-    return out_dir

@@ -69,6 +69,18 @@ class SpeechModel(ABC):
         self.model.save_pretrained(str(out_dir))
         self.processor.save_pretrained(str(out_dir))
 
+    @torch.inference_mode()
+    def reference_losses(self, audios: Sequence[np.ndarray], texts: Sequence[str]) -> list[float]:
+        """The model's training loss on each (audio, reference text) pair, one pair at a time (its
+        mean per label, so no pair is weighed by the padding of another): how sure the model is
+        of each reference, lower being surer."""
+        self.model.eval()
+        losses = []
+        for audio, text in zip(audios, texts, strict=True):
+            batch = self.collate([{"audio": audio, "text": text}])
+            losses.append(float(self.model(**{k: v.to(self.device) for k, v in batch.items()}).loss))
+        return losses
+
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

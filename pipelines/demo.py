@@ -99,6 +99,7 @@ def run_demo(
         label_window=config.feedback.label_window,
         normalizer=config.validation.normalizer,
         slice_by=["domain"],
+        max_per_user=config.monitor.max_predictions_per_user,
     )
     summary["live_before"] = {v: q.as_dict() for v, q in live.items()}
     print_live(summary["live_before"], console)

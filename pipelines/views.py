@@ -48,6 +48,7 @@ def print_decision(d: dict[str, Any], console: Console) -> None:
             "arm",
             "version",
             "requests",
+            "users",
             "labelled",
             "corrected",
             "correction rate",
@@ -59,7 +60,8 @@ def print_decision(d: dict[str, Any], console: Console) -> None:
             table.add_row(
                 name,
                 f"v{a['version']}",
-                str(a["requests"]),
+                _counted(a["requests"], a.get("capped", 0)),
+                str(a.get("users", 0)),
                 str(a["labelled"]),
                 str(a["corrected"]),
                 _n(a["correction_rate"]),
@@ -223,6 +225,7 @@ def _print_versions(view: SystemStatus, console: Console) -> None:
         "traffic %",
         "offline WER",
         "requests",
+        "users",
         "pending",
         "correction rate",
         "live WER",
@@ -236,7 +239,8 @@ def _print_versions(view: SystemStatus, console: Console) -> None:
             ", ".join(v.aliases),
             str(v.traffic if v.traffic is not None else "–"),
             f"{offline:.3f}" if isinstance(offline, float) else "–",
-            str(live.get("requests", 0)),
+            _counted(live.get("requests", 0), live.get("capped", 0)),
+            str(live.get("users", 0)),
             str(live.get("pending", 0)),
             percent_interval(live.get("correction_rate")),
             percent_interval(live.get("wer")),
@@ -246,6 +250,11 @@ def _print_versions(view: SystemStatus, console: Console) -> None:
         console.print(f"[dim]{view.live.selection_bias}[/]")
     else:
         console.print("[bold]Versions[/] none registered yet (`stt-flywheel run` registers the base model)")
+
+
+def _counted(requests: int, capped: int) -> str:
+    """Requests that count, and those beyond their users' cap (`monitor.max_predictions_per_user`)."""
+    return f"{requests} (+{capped} over the cap)" if capped else str(requests)
 
 
 def _print_runs(view: SystemStatus, console: Console) -> None:

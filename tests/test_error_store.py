@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -408,13 +409,32 @@ def test_metadata_beyond_what_a_request_may_carry_is_quarantined(tmp_path: Path)
     assert "17 metadata keys; at most 16" in result.quarantined[0].detail
 
 
+def _as_column_row(value: dict[str, Any]) -> dict[str, Any]:
+    """A record as the line-by-line rules keep it, in the form of a row of `RECORD_COLUMNS`."""
+    return {
+        "id": value["id"],
+        "audio_uri": value["audio_uri"],
+        "hypothesis": value["hypothesis"],
+        "corrected_text": value.get("corrected_text"),
+        "flagged": value.get("flagged", False),
+        "model_version": value.get("model_version"),
+        "timestamp": value["timestamp"].astimezone(UTC),
+        "metadata": dict(value.get("metadata") or {}),
+        "user": value.get("user"),
+    }
+
+
 def test_the_fast_parse_of_records_keeps_and_refuses_what_the_rules_do_line_by_line() -> None:
-    """`parse_records` keeps a line on one validator call when every bound holds and sends any
-    other line through `parse_rows`: for lines of every kind — good, bad JSON, not an object, an
-    id too long, a line too long, a wrong type, an extra field, metadata too large or of the wrong
-    type, times past the calendar or in the future, dicts as well as bytes — what it keeps and what
-    it quarantines (reason, detail, line) equal what `parse_rows` alone decides."""
+    """`parse_records` reads lines a block at a time as columns and sends any line the columns
+    cannot vouch for through `parse_rows`: for lines of every kind — good, bad JSON, not an object,
+    two objects on a line, an id too long, a line too long, a wrong type, an extra field, a key
+    given twice, `null` where only absence is allowed (and inside text, and as a metadata key
+    named like an optional field), metadata too large or of the wrong type, times past the
+    calendar, in the future, not in the calendar or not RFC 3339, invalid UTF-8, dicts and text as
+    well as bytes — what it keeps (as columns) and what it quarantines (reason, detail, line) equal
+    what `parse_rows` alone decides, each line alone and all in one block."""
     from stt_flywheel.config import ServingLimits
+    from stt_flywheel.data.error_store.columns import fast_records
     from stt_flywheel.data.error_store.lines import MAX_LINE_BYTES, parse_records, parse_rows, record_reason
     from stt_flywheel.data.records import bounded_records
 
@@ -422,40 +442,98 @@ def test_the_fast_parse_of_records_keeps_and_refuses_what_the_rules_do_line_by_l
     good = record(1)
     variants: list[Any] = [
         good,
-        {**good, "metadata": {"a": "b"}, "user": "alice", "model_version": "3"},
+        {**good, "metadata": {"a": "b"}, "user": "alice", "model_version": "3", "flagged": True},
+        {**good, "metadata": {"é" * 20: "ü" * 20}, "corrected_text": None, "user": None},
+        {**good, "metadata": {"user": "x", "b": "y"}},
+        {**good, "metadata": {}},
+        {**good, "hypothesis": 'she said "user": null, then left'},
+        {**good, "timestamp": (T0 + timedelta(hours=23)).isoformat()},
+        {**good, "timestamp": "2026-10-01T12:00:00.5-09:30"},
         {**good, "metadata": {str(i): "v" for i in range(4)}},
         {**good, "metadata": {"k": "v" * 21}},
         {**good, "metadata": {"k" * 21: "v"}},
         {**good, "metadata": {"k": 1}},
+        {**good, "metadata": {"k": None}},
+        {**good, "metadata": {"user": None}},
+        {**good, "metadata": {"k": {"n": "v"}}},
+        {**good, "metadata": None},
+        {**good, "metadata": "domain=x"},
         {**good, "metadata": {"k": "v" * 21, "j": 2}},
+        {**good, "flagged": None},
+        {**good, "flagged": 1},
+        {**good, "extra": None},
         {**good, "id": "x" * 257},
         {**good, "id": ""},
+        {**good, "id": 7},
         {**good, "hypothesis": 5},
+        {**good, "audio_uri": None},
         {**good, "extra": True},
         {**good, "timestamp": "9999-12-31T23:30:00-05:00"},
         {**good, "timestamp": "0001-01-01T00:30:00+05:00"},
         {**good, "timestamp": (T0 + timedelta(days=2)).isoformat()},
-        {**good, "timestamp": (T0 + timedelta(hours=23)).isoformat()},
         {**good, "timestamp": "2026-11-01T12:00:00"},
+        {**good, "timestamp": "2026-02-30T12:00:00Z"},
+        {**good, "timestamp": "2026-10-01 12:00:00z"},
+        {**good, "timestamp": "2026-10-01T12:00:00.1234567+02:00"},
         [good],
         "a string",
     ]
-    lines: list[Any] = [orjson.dumps(v) for v in variants] + [v for v in variants if isinstance(v, dict)]
-    lines += [b"{not json", b'{"id": "r9"' + b" " * MAX_LINE_BYTES + b"}", "  {}  "]
+    dumped = [orjson.dumps(v) for v in variants]
+    base = orjson.dumps(good)[:-1]
+    odd = [
+        b"{not json",
+        b'{"id": "r9"' + b" " * MAX_LINE_BYTES + b"}",
+        base + b"}" + orjson.dumps(good),  # two objects on one line
+        base + b', "id": "r2"}',  # a key given twice
+        base + b', "us\\u0065r": null}',  # an optional key's null, the key escaped
+        base + b', "model_version" :\tnull}',
+        base.replace(b'"hypothesis":"', b'"hypothesis":"\\ud800'),
+        base.replace(b'"hypothesis":"', b'"hypothesis":"\xff'),
+        base + b"}\r" + orjson.dumps(good),
+        b"  " + orjson.dumps(good),
+    ]
+    lines: list[Any] = (
+        dumped + odd + [v for v in variants if isinstance(v, dict)] + ["  {}  ", dumped[0].decode()]
+    )
 
     def outcome(parse: Any) -> tuple[list[Any], list[Any]]:
         quarantined: list[Any] = []
         kept = parse(quarantined)
-        return [(n, v) for n, _, v in kept], [(q.line, q.reason, q.detail) for q in quarantined]
+        return kept, [(q.line, q.reason, q.detail) for q in quarantined]
 
-    fast = outcome(lambda q: parse_records(lines, limits, q, T0, lambda data: None))
+    def columns(rows: list[Any]) -> tuple[list[Any], list[Any]]:
+        def parse(q: list[Any]) -> list[Any]:
+            kept = parse_records(rows, limits, q, T0, lambda data: None).to_pylist()
+            return [
+                (r.pop("line"), {**r, "metadata": dict(r["metadata"])}) for r in kept if r.pop("item") >= 0
+            ]
+
+        return outcome(parse)
+
     slow = bounded_records(limits.max_metadata_keys, limits.max_metadata_chars).validator.validate_python
-    by_line = outcome(
-        lambda q: list(parse_rows(lines, slow, q, "timestamp", T0, lambda data: None, record_reason(limits)))
+
+    def by_line(rows: list[Any]) -> tuple[list[Any], list[Any]]:
+        def parse(q: list[Any]) -> list[Any]:
+            kept = parse_rows(rows, slow, q, "timestamp", T0, lambda data: None, record_reason(limits))
+            return [(n, _as_column_row(v)) for n, _, v in kept]
+
+        return outcome(parse)
+
+    # what the columns vouch for, nothing left to the lines (the quoted null and, beside a line with
+    # a metadata key named "user", one with a top-level "user": null are left to them)
+    block = [*dumped[:3], dumped[4], *dumped[6:8]]
+    at = np.arange(len(block))
+    vouched, left = fast_records(
+        block, at, at + 1, (MAX_LINE_BYTES, 256, 3, 20), (T0 - timedelta(days=400), T0 + timedelta(days=1))
     )
-    assert fast == by_line
-    kept, refused = fast
-    assert len(kept) == 6  # good, the second, the one 23 h ahead: as bytes and as dicts
+    assert vouched.num_rows == len(block) and not left.any()
+    for rows in [lines, *([line] for line in dumped + odd)]:
+        assert columns(rows) == by_line(rows), rows
+    kept, refused = columns(lines)
+    # as bytes and as dicts: the first eight variants, and what pydantic's lax mode reads (a flag
+    # of 1, a time with a space and a small z, seven digits of a second); the key given twice (the
+    # last counts), the escaped optional null, the tab before a null, the padded line, the text
+    assert len(kept) == 2 * (8 + 3) + 5
     assert {reason for _, reason, _ in refused} == {
         "metadata_too_large",
         "invalid_record",

@@ -126,3 +126,31 @@ def test_live_intervals_resample_users_whole_and_anonymous_predictions_alone() -
     assert clustered.value == alone.value == 20 / 360
     assert alone.high > alone.low  # not one cluster
     assert clustered.high - clustered.low > 3 * (alone.high - alone.low)
+
+
+def test_each_user_counts_with_at_most_the_cap_in_live_quality() -> None:
+    """One user's 300 confirmations beside 30 users' 2 predictions each, capped at 2 a user: the
+    flood counts twice, so the correction rate is that of the 31 users, and the capped predictions
+    are counted; without a cap they make the rate look 6 times better."""
+    from datetime import UTC, datetime, timedelta
+
+    from stt_flywheel.monitoring.live import LiveRow, daily_trend, live_quality
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def row(i: int, user: str, corrected: bool) -> LiveRow:
+        kind = "corrected" if corrected else "confirmed"
+        return LiveRow("1", t0 + timedelta(seconds=i), "a b", {}, kind, "a c" if corrected else "a b", user)
+
+    rows = [row(i, f"u{i // 2}", i % 3 == 0) for i in range(60)] + [
+        row(100 + i, "flood", False) for i in range(300)
+    ]
+    kwargs = {"now": t0 + timedelta(days=1), "label_window": timedelta(0), "rows": rows}
+    capped = live_quality(None, max_per_user=2, **kwargs)["1"]  # type: ignore[arg-type]
+    free = live_quality(None, **kwargs)["1"]  # type: ignore[arg-type]
+    assert (capped.requests, capped.users, capped.capped) == (62, 31, 298)
+    assert capped.correction_rate is not None and capped.correction_rate.value == 20 / 62
+    assert capped.wer is not None and capped.wer.value == 20 / 124
+    assert free.correction_rate is not None and free.correction_rate.value == 20 / 360
+    trend = daily_trend(None, days=2, max_per_user=2, **kwargs)  # type: ignore[arg-type]
+    assert [(d["requests"], d["correction_rate"]) for d in trend] == [(62, 20 / 62)]

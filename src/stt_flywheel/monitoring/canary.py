@@ -34,7 +34,7 @@ import numpy as np
 
 from stt_flywheel.config import MonitorSettings
 from stt_flywheel.monitoring.decision import MonitorAction
-from stt_flywheel.monitoring.live import LiveRow
+from stt_flywheel.monitoring.live import LiveRow, capped
 from stt_flywheel.scoring.corpus import score_corpus
 from stt_flywheel.scoring.stats import Difference, proportion_difference, ratio_difference
 
@@ -95,20 +95,14 @@ def measure_arm(
 ) -> Arm:
     """The evidence of one arm: `rows` are its settled predictions, of which each user counts
     with at most `max_per_user` (the earliest), so that a flood from a few users weighs little."""
-    kept: list[LiveRow] = []
-    per_user: dict[str, int] = {}
-    for r in sorted(rows, key=lambda r: r.predicted_at):
-        if max_per_user is None or per_user.get(r.user, 0) < max_per_user:
-            kept.append(r)
-        per_user[r.user] = per_user.get(r.user, 0) + 1
-    capped, rows = len(rows) - len(kept), kept
+    rows, left_out, users = capped(rows, max_per_user)
     arm = Arm(
         version,
         requests=len(rows),
         labelled=sum(r.kind is not None for r in rows),
         corrected=sum(r.kind == "corrected" for r in rows),
-        users=len(per_user),
-        capped=capped,
+        users=users,
+        capped=left_out,
         requesters=[r.user for r in rows],
         corrections=np.array([r.kind == "corrected" for r in rows], np.int64),
     )

@@ -10,9 +10,11 @@ For the predictions a version made in a window, joined to their latest feedback:
 - live `wer` / `cer`: hypothesis against the correction (sclite-exact counts, the validation
   normaliser) over the predictions whose feedback carries a transcript, confirmed ones included.
 
-Each rate has a percentile bootstrap interval that resamples requesters whole: one user's
-predictions are not independent of each other, and a flood from one user must not narrow the
-interval. A prediction that names no user is resampled alone (who sent it is unknown).
+Each user counts with at most `max_per_user` predictions (the earliest; predictions that name no
+user are one user), so that a flood from a few users moves no figure much, and each rate has a
+percentile bootstrap interval that resamples requesters whole: one user's predictions are not
+independent of each other, and a flood from one user must not narrow the interval. A prediction
+that names no user is resampled alone (who sent it is unknown).
 
 Selection bias: only predictions a user chose to correct or confirm have a reference, and users
 correct what they notice is wrong, so live WER describes the corrected traffic, not all of it;
@@ -38,6 +40,7 @@ __all__ = [
     "SELECTION_BIAS",
     "LiveQuality",
     "LiveRow",
+    "capped",
     "daily_trend",
     "live_quality",
     "read_live",
@@ -63,6 +66,8 @@ class LiveQuality:
     flagged: int = 0
     confirmed: int = 0
     scored: int = 0  # predictions with a reference transcript (corrected or confirmed by text)
+    users: int = 0  # distinct requesters (those that name no user are one)
+    capped: int = 0  # predictions beyond a user's cap, left out of every figure
     feedback_share: RatioInterval | None = None
     correction_rate: RatioInterval | None = None
     flag_rate: RatioInterval | None = None
@@ -97,6 +102,18 @@ class LiveRow:
     signed: bool = False  # captured by a serving process of its version (`Identity.signed`)
 
 
+def capped(rows: Sequence[LiveRow], max_per_user: int | None) -> tuple[list[LiveRow], int, int]:
+    """(the rows that count: each user's earliest `max_per_user`, all of them when None; how many
+    were left out; how many users sent them)."""
+    kept: list[LiveRow] = []
+    per_user: dict[str, int] = {}
+    for r in sorted(rows, key=lambda r: r.predicted_at):
+        if max_per_user is None or per_user.get(r.user, 0) < max_per_user:
+            kept.append(r)
+        per_user[r.user] = per_user.get(r.user, 0) + 1
+    return kept, len(rows) - len(kept), len(per_user)
+
+
 def _requesters(rows: Sequence[LiveRow]) -> list[str]:
     """Each row's cluster for the intervals: its user; a prediction that names no user is a
     cluster of its own (who sent it is unknown, and one cluster of every such prediction would
@@ -115,8 +132,10 @@ def _measure(
     normalizer: str,
     resamples: int,
     seed: int,
+    max_per_user: int | None,
 ) -> LiveQuality:
-    q = LiveQuality(version, start, end, requests=len(rows))
+    rows, left_out, users = capped(rows, max_per_user)
+    q = LiveQuality(version, start, end, requests=len(rows), users=users, capped=left_out)
     settled = []
     for r in rows:
         if r.kind is None and r.predicted_at > now - label_window:
@@ -204,9 +223,11 @@ def live_quality(
     resamples: int = 1000,
     seed: int = 0,
     rows: Sequence[LiveRow] | None = None,
+    max_per_user: int | None = None,
 ) -> dict[str, LiveQuality]:
     """Live quality of each version over the predictions it made in [start, end) (taken from
-    `rows` when they were read already)."""
+    `rows` when they were read already), each user counting with at most `max_per_user` of them
+    (`monitor.max_predictions_per_user`)."""
     now = now or datetime.now(UTC)
     end = end or now
     by_version: dict[str, list[LiveRow]] = defaultdict(list)
@@ -221,6 +242,7 @@ def live_quality(
         "normalizer": normalizer,
         "resamples": resamples,
         "seed": seed,
+        "max_per_user": max_per_user,
     }
     out = {}
     for version, rows in sorted(by_version.items()):
@@ -250,9 +272,11 @@ def daily_trend(
     label_window: timedelta = timedelta(hours=24),
     normalizer: str = DEFAULT_SCORING_NORMALIZER,
     rows: Sequence[LiveRow] | None = None,
+    max_per_user: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per day (UTC) and version: requests, correction rate and live WER, oldest day first
-    (from `rows` when they were read already)."""
+    (from `rows` when they were read already), each user counting with at most `max_per_user`
+    predictions a day."""
     now = now or datetime.now(UTC)
     first = trend_start(now, days)
     groups: dict[tuple[str, str], list[LiveRow]] = defaultdict(list)
@@ -271,6 +295,7 @@ def daily_trend(
             normalizer=normalizer,
             resamples=0,  # the trend shows the values, not their intervals
             seed=0,
+            max_per_user=max_per_user,
         )
         out.append(
             {

@@ -178,6 +178,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         slice_by=config.validation.slice_by,
         resamples=config.validation.bootstrap_resamples,
         rows=rows,
+        max_per_user=config.monitor.max_predictions_per_user,
     )
     traffic = endpoint.traffic()
     versions = []
@@ -219,6 +220,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
             label_window=config.feedback.label_window,
             normalizer=config.validation.normalizer,
             rows=rows,
+            max_per_user=config.monitor.max_predictions_per_user,
         ),
     }
     return SystemStatus.model_validate(view)

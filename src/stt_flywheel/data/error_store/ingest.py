@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from stt_flywheel.config import ServingLimits
 from stt_flywheel.data.error_store.layout import (
@@ -163,12 +164,17 @@ def ingest_feedback(
 _SAME_PREDICTION = ("audio_uri", "hypothesis", "user")  # what one prediction id may never change
 
 
-def _conflict(first: dict[str, Any], rec: dict[str, Any]) -> str | None:
-    """How `rec` differs from the prediction already known under its id, or None."""
-    changed = [f for f in _SAME_PREDICTION if first[f] != rec[f]]
-    if not changed:
-        return None
-    return f"prediction {rec['id']!r} is already stored with another " + " and ".join(changed)
+def _pseudonyms(users: pa.ChunkedArray, senders: Senders) -> pa.Array:
+    """Each record's user as its pseudonym, each distinct id hashed once."""
+    distinct = pc.unique(users)
+    hashed = pa.array([senders.pseudonym(u) for u in distinct.to_pylist()], pa.string())
+    return hashed.take(pc.index_in(users, distinct, skip_nulls=False))
+
+
+def _differs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
+    """Where two string columns differ, a null differing from any text."""
+    same = pc.or_(pc.equal(a, b).fill_null(False), pc.and_(a.is_null(), b.is_null()))
+    return ~np.asarray(same)
 
 
 def ingest_records(
@@ -185,8 +191,8 @@ def ingest_records(
     (the latest by time applies), and one that adds nothing is a duplicate. Metadata beyond what
     a serving request may carry (`limits`) is quarantined (`metadata_too_large`).
 
-    Column-wise: each line is checked by pydantic-core as a dict and lands in column lists,
-    so the cost stays near that of parsing the lines and writing Parquet."""
+    Column-wise: lines are parsed and checked a block at a time (`parse_records`), and what each
+    record adds is found on the columns; only the events are built one by one."""
     now = now or utc_now()
     senders = senders or Senders()
     limits = limits or ServingLimits()
@@ -194,45 +200,52 @@ def ingest_records(
     rows = list(rows)
     result.read = len(rows)
     parsed = parse_records(rows, limits, result.quarantined, now, senders.redact_line)
-    pseudonyms: dict[str | None, str] = {}
-    for _, _, rec in parsed:
-        user = rec.get("user")
-        rec["user"] = pseudonyms.get(user) or pseudonyms.setdefault(user, senders.pseudonym(user))
-    stored = files.lookup({rec["id"] for _, _, rec in parsed}).select(["prediction_id", *_SAME_PREDICTION])
-    known: dict[str, dict[str, Any]] = {
-        r["prediction_id"]: {**r, "id": r["prediction_id"], "user": r["user"] or ANONYMOUS}
-        for r in stored.to_pylist()
-    }
-    new: list[dict[str, Any]] = []
+    users = _pseudonyms(parsed["user"], senders)
+    parsed = parsed.set_column(parsed.schema.get_field_index("user"), "user", users)
+    n = parsed.num_rows
+    codes = pc.dictionary_encode(parsed["id"]).combine_chunks()  # codes in order of first sight
+    code = np.asarray(codes.indices, np.int64)
+    first = np.unique(code, return_index=True)[1][code]  # the row where each row's id first came
+    stored = files.lookup(codes.dictionary).select(["prediction_id", *_SAME_PREDICTION])
+    stored = stored.set_column(3, "user", pc.coalesce(stored["user"], ANONYMOUS))
+    where = np.asarray(pc.index_in(codes.dictionary, stored["prediction_id"]).fill_null(-1), np.int64)[code]
+    in_store = where >= 0
+    again = np.flatnonzero((first != np.arange(n)) | in_store)  # rows whose id came before them
+    differs = {}
+    for name in _SAME_PREDICTION:  # each such row against the prediction its id already names
+        earlier = parsed[name].take(pa.array(first[again]))
+        if stored.num_rows:
+            known = stored[name].take(pa.array(np.where(in_store[again], where[again], 0)))
+            earlier = pc.if_else(pa.array(in_store[again]), known, earlier)
+        differs[name] = np.zeros(n, bool)
+        differs[name][again] = _differs(parsed[name].take(pa.array(again)), earlier)
+    conflict = np.logical_or.reduce(list(differs.values()))
+    for k in np.flatnonzero(conflict).tolist():
+        row = rows[parsed["item"][k].as_py()]
+        changed = " and ".join(name for name in _SAME_PREDICTION if differs[name][k])
+        reason = f"prediction {parsed['id'][k].as_py()!r} is already stored with another {changed}"
+        line = parsed["line"][k].as_py()
+        reject(result.quarantined, line, row, "conflicting_prediction", reason, senders.redact_line(row))
+    new = (first == np.arange(n)) & ~in_store
+    adds = new.copy()  # what each row adds: its prediction, an event, or nothing (a duplicate)
+    says = np.asarray(pc.or_(parsed["corrected_text"].is_valid(), parsed["flagged"]))
+    candidates = np.flatnonzero(says & ~conflict)
+    fields = parsed.select(["id", "corrected_text", "flagged", "timestamp", "user"]).take(
+        pa.array(candidates)
+    )
     events: list[dict[str, Any]] = []
     event_ids: set[str] = set()
-    for lineno, row, rec in parsed:
-        pid = rec["id"]
-        first = known.get(pid)
-        conflict = _conflict(first, rec) if first is not None else None
-        if conflict:
-            reject(
-                result.quarantined, lineno, row, "conflicting_prediction", conflict, senders.redact_line(row)
-            )
-            continue
-        corrected, flagged = rec.get("corrected_text"), rec.get("flagged", False)
-        event = None
-        if corrected is not None or flagged:
-            event = event_row(pid, corrected, flagged, rec["timestamp"], "errors-ingest", now, rec["user"])
-            if event["event_id"] in event_ids:
-                event = None
-        if first is not None and event is None:
-            result.duplicates += 1
-            continue
-        result.accepted += 1
-        if event is not None:
+    values = zip(*(c.to_pylist() for c in fields.columns), strict=True)
+    for k, (pid, corrected, flagged, when, user) in zip(candidates.tolist(), values, strict=True):
+        event = event_row(pid, corrected, flagged, when, "errors-ingest", now, user)
+        if event["event_id"] not in event_ids:  # the same event twice in one batch is one
             events.append(event)
             event_ids.add(event["event_id"])
-        if first is None:
-            known[pid] = rec
-            new.append(rec)
-    if new:
-        table = _prediction_table(new, now)
+            adds[k] = True
+    result.accepted = int(adds.sum())
+    result.duplicates = int((~adds & ~conflict).sum())
+    if new.any():
+        table = _prediction_table(parsed.filter(pa.array(new)), now)
         result.files = files.write("predictions", table, prediction_hours(table), now)
     result.files += files.write_feedback(events, now)
     result.feedback_events = len(events)
@@ -240,25 +253,19 @@ def ingest_records(
     return result
 
 
-def _prediction_table(records: list[dict[str, Any]], now: datetime) -> pa.Table:
+def _prediction_table(records: pa.Table, now: datetime) -> pa.Table:
     """The predictions of new records, column by column."""
-    n = len(records)
-
-    def column(name: str, kind: pa.DataType, default: Any = None) -> pa.Array:
-        return pa.array([r.get(name, default) for r in records], kind)
-
+    n = records.num_rows
     arrays = {
-        "prediction_id": column("id", pa.string()),
-        "predicted_at": column("timestamp", TIMESTAMP),
-        "model_version": column("model_version", pa.string()),
+        "prediction_id": records["id"],
+        "predicted_at": records["timestamp"],
+        "model_version": records["model_version"],
         "endpoint": pa.nulls(n, pa.string()),
-        "hypothesis": column("hypothesis", pa.string()),
-        "metadata": pa.array(
-            [r.get("metadata") or {} for r in records], PREDICTION_SCHEMA.field("metadata").type
-        ),
-        "user": column("user", pa.string()),
+        "hypothesis": records["hypothesis"],
+        "metadata": records["metadata"],
+        "user": records["user"],
         "duration_s": pa.nulls(n, pa.float32()),
-        "audio_uri": column("audio_uri", pa.string()),
+        "audio_uri": records["audio_uri"],
         "audio_sha256": pa.nulls(n, pa.string()),
         "signature": pa.nulls(n, pa.string()),  # no serving process made it: it never decides
         "ingested_at": pa.array(np.full(n, epoch_us(now), dtype="int64"), pa.int64()).cast(TIMESTAMP),

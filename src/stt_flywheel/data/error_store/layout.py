@@ -275,13 +275,18 @@ class Partitions:
             table = table.filter(pc.less(table["predicted_at"], pa.scalar(end, table["predicted_at"].type)))
         return table
 
-    def lookup(self, prediction_ids: Iterable[str]) -> pa.Table:
+    def lookup(self, prediction_ids: Iterable[str] | pa.Array) -> pa.Table:
         """The visible predictions among these ids. A UUIDv7 id is looked for in its own hour; an
         id of another form costs a scan of the id column of every partition."""
-        ids = set(prediction_ids)
-        if not ids:
+        given = (
+            prediction_ids
+            if isinstance(prediction_ids, pa.Array)
+            else pa.array(list(prediction_ids), pa.string())
+        )
+        wanted = pc.unique(given.drop_null())
+        if not len(wanted):
             return PREDICTION_SCHEMA.empty_table()
-        ms = ids_ms(list(ids))
+        ms = ids_ms(wanted)
         hours = {datetime.fromtimestamp(int(h) * 3600, UTC) for h in np.unique(ms[ms >= 0] // HOUR_MS)}
         if (ms < 0).any():
             keys = [k for _, k in self.list_files("predictions")]
@@ -291,7 +296,7 @@ class Partitions:
             ]
         if not keys:  # nothing stored in those hours: no id column to read
             return PREDICTION_SCHEMA.empty_table()
-        tables = self.matching("predictions", keys, pa.array(sorted(ids), pa.string()))
+        tables = self.matching("predictions", keys, wanted)
         if not tables:
             return PREDICTION_SCHEMA.empty_table()
         return first_by(pa.concat_tables(tables), "prediction_id")

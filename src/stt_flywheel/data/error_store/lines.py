@@ -12,10 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 from pydantic import ValidationError
 
 from stt_flywheel.config import ServingLimits
+from stt_flywheel.data.error_store.columns import RECORD_COLUMNS, fast_records, records_table
 from stt_flywheel.data.records import bounded_records
 from stt_flywheel.errors import InputNotFound, describe_validation_error
 from stt_flywheel.storage.objectstore import is_remote, read_uri
@@ -165,36 +168,51 @@ EARLIEST = datetime(1, 1, 2, tzinfo=UTC)  # a time after this, and before LATEST
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
+CHUNK = 1 << 16  # lines read as one block of columns
+
+
 def parse_records(
     rows: Iterable[Any],
     limits: ServingLimits,
     quarantined: list[QuarantineEntry],
     now: datetime,
     redact: Callable[[Any], Any],
-) -> list[tuple[int, Any, Any]]:
-    """`parse_rows` for combined records, the common case first: a line that one validator with
-    every bound in it (id length, time, metadata) accepts is kept at the cost of parsing it; any
-    other goes through `parse_rows` alone, which finds its reason as it always did."""
+) -> pa.Table:
+    """`parse_rows` for combined records, as columns (`RECORD_COLUMNS`, in the order given), the
+    common case first: lines are read a block at a time as columns, where every rule is checked at
+    once (`columns.fast_records`); a line the block cannot vouch for, and a row given as a dict or
+    text, goes through `parse_rows` alone, which keeps it or finds its reason as it always did."""
     keys, chars = limits.max_metadata_keys, limits.max_metadata_chars
+    bounds = (MAX_LINE_BYTES, MAX_ID_CHARS, keys, chars)
     times = (EARLIEST, min(now + MAX_FUTURE, LATEST))
-    validate = bounded_records(keys, chars, MAX_ID_CHARS, times).validator.validate_python
     slow = bounded_records(keys, chars).validator.validate_python
     reason_of = record_reason(limits)
-    loads = orjson.loads
-    out: list[tuple[int, Any, Any]] = []
-    for index, item in enumerate(rows, 1):
-        lineno, row = (item.number, item.data) if type(item) is Line else (index, item)
-        try:
-            if type(row) is dict:
-                out.append((lineno, row, validate(row)))
-                continue
-            if isinstance(row, str | bytes) and len(row) <= MAX_LINE_BYTES:
-                out.append((lineno, row, validate(loads(row))))
-                continue
-        except ValueError:  # orjson's and pydantic's errors: parse_rows says which rule it broke
-            pass
-        out.extend(parse_rows([Line(lineno, row)], slow, quarantined, "timestamp", now, redact, reason_of))
-    return out
+    rows = list(rows)
+    numbers = np.fromiter(
+        (r.number if type(r) is Line else k for k, r in enumerate(rows, 1)), np.int64, len(rows)
+    )
+    raws = [r.data if type(r) is Line else r for r in rows]
+    tables = []
+    for start in range(0, len(raws), CHUNK):
+        part = raws[start : start + CHUNK]
+        left = np.ones(len(part), bool)
+        whole = np.asarray([k for k, raw in enumerate(part) if type(raw) is bytes], np.int64)
+        if len(whole):
+            at = start + whole
+            table, left[whole] = fast_records([part[k] for k in whole], at, numbers[at], bounds, times)
+            tables.append(table)
+        kept: list[tuple[int, int, Any]] = []
+        for k in np.flatnonzero(left).tolist():
+            one = Line(int(numbers[start + k]), part[k])
+            kept += [
+                (start + k, n, v)
+                for n, _, v in parse_rows([one], slow, quarantined, "timestamp", now, redact, reason_of)
+            ]
+        if kept:
+            tables.append(records_table(*zip(*kept, strict=True)))
+    if not tables:
+        return RECORD_COLUMNS.empty_table()
+    return pa.concat_tables(tables).sort_by("item")
 
 
 def record_reason(limits: ServingLimits) -> Callable[[ValidationError, dict[str, Any]], tuple[str, str]]:

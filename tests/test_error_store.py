@@ -449,6 +449,7 @@ def test_the_fast_parse_of_records_keeps_and_refuses_what_the_rules_do_line_by_l
         {**good, "hypothesis": 'she said "user": null, then left'},
         {**good, "timestamp": (T0 + timedelta(hours=23)).isoformat()},
         {**good, "timestamp": "2026-10-01T12:00:00.5-09:30"},
+        {**good, "timestamp": "2026-10-01 12:00:00+01:00"},
         {**good, "metadata": {str(i): "v" for i in range(4)}},
         {**good, "metadata": {"k": "v" * 21}},
         {**good, "metadata": {"k" * 21: "v"}},
@@ -521,7 +522,7 @@ def test_the_fast_parse_of_records_keeps_and_refuses_what_the_rules_do_line_by_l
 
     # what the columns vouch for, nothing left to the lines (the quoted null and, beside a line with
     # a metadata key named "user", one with a top-level "user": null are left to them)
-    block = [*dumped[:3], dumped[4], *dumped[6:8]]
+    block = [*dumped[:3], dumped[4], *dumped[6:9]]
     at = np.arange(len(block))
     vouched, left = fast_records(
         block, at, at + 1, (MAX_LINE_BYTES, 256, 3, 20), (T0 - timedelta(days=400), T0 + timedelta(days=1))
@@ -530,10 +531,10 @@ def test_the_fast_parse_of_records_keeps_and_refuses_what_the_rules_do_line_by_l
     for rows in [lines, *([line] for line in dumped + odd)]:
         assert columns(rows) == by_line(rows), rows
     kept, refused = columns(lines)
-    # as bytes and as dicts: the first eight variants, and what pydantic's lax mode reads (a flag
+    # as bytes and as dicts: the first nine variants, and what pydantic's lax mode reads (a flag
     # of 1, a time with a space and a small z, seven digits of a second); the key given twice (the
     # last counts), the escaped optional null, the tab before a null, the padded line, the text
-    assert len(kept) == 2 * (8 + 3) + 5
+    assert len(kept) == 2 * (9 + 3) + 5
     assert {reason for _, reason, _ in refused} == {
         "metadata_too_large",
         "invalid_record",
@@ -544,3 +545,44 @@ def test_the_fast_parse_of_records_keeps_and_refuses_what_the_rules_do_line_by_l
         "invalid_json",
         "line_too_long",
     }
+
+
+def test_lines_in_many_blocks_with_a_few_bad_ones_are_kept_and_refused_as_line_by_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beyond one block (`PROBE` lines; here two chunks of 4 × PROBE), a line Arrow refuses spoils
+    its block, which is halved until the bad line is in a small one: in order, across blocks and
+    chunks, what is kept and what is quarantined equal the line-by-line decisions, and most lines
+    are still read as columns."""
+    from stt_flywheel.config import ServingLimits
+    from stt_flywheel.data.error_store import lines as parsing
+    from stt_flywheel.data.records import bounded_records
+
+    probe = parsing.PROBE
+    monkeypatch.setattr(parsing, "CHUNK", 4 * probe)
+    vouched: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        table, left = fast_records(*args)
+        vouched.append(table.num_rows)
+        return table, left
+
+    fast_records = parsing.fast_records
+    monkeypatch.setattr(parsing, "fast_records", counted)
+    limits = ServingLimits()
+    rows: list[Any] = [orjson.dumps(record(i)) for i in range(8 * probe)]
+    rows[probe + 5] = orjson.dumps({**record(5), "timestamp": "2026-02-30T10:00:00Z"})
+    rows[5 * probe + 1] = rows[5 * probe + 1][:-1] + b', "id": "again"}'
+    rows[6 * probe + 3] = rows[3] + rows[4]
+    rows[-1] = b"[]"
+    quarantined: list[Any] = []
+    kept = parsing.parse_records(rows, limits, quarantined, T0, lambda data: None).to_pylist()
+    slow = bounded_records(limits.max_metadata_keys, limits.max_metadata_chars).validator.validate_python
+    by_line: list[Any] = []
+    one_by_one = parsing.parse_rows(
+        rows, slow, by_line, "timestamp", T0, lambda data: None, parsing.record_reason(limits)
+    )
+    assert [(r["line"], r["id"]) for r in kept] == [(n, v["id"]) for n, _, v in one_by_one]
+    assert [(q.line, q.reason) for q in quarantined] == [(q.line, q.reason) for q in by_line]
+    assert len(kept) == len(rows) - 3  # the last line, the two objects on one line, 30 February
+    assert sum(vouched) > len(rows) - 3 * probe

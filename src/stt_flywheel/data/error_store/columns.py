@@ -6,7 +6,7 @@ keeps it or finds its reason. So this path only ever keeps what the line-by-line
 What the columns cannot tell apart, they leave to the lines: a key sent as `null` and a key left
 out read the same, so a line with a `null` anywhere but as the value of one of the record's
 optional keys goes back; so does a line that is not one plain object, a time not written in
-RFC 3339, and every line of a block Arrow refuses (a repeated key, a value of two types).
+RFC 3339 (a space for its T allowed), and every line of a block Arrow refuses (a repeated key, a value of two types).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pyarrow.json as pj
 from stt_flywheel.data.identity import MAX_USER_CHARS
 from stt_flywheel.data.records import PREDICTION_SCHEMA, TIMESTAMP
 
-__all__ = ["RECORD_COLUMNS", "fast_records", "records_table"]
+__all__ = ["RECORD_COLUMNS", "Refused", "fast_records", "records_table"]
 
 METADATA = PREDICTION_SCHEMA.field("metadata").type
 # what a parsed record is, column by column: `item` is its place among the rows given, `line` its line
@@ -43,13 +43,20 @@ RECORD_COLUMNS = pa.schema(
         ("user", pa.string()),
     ]
 )
+_VALUES = pa.schema(list(RECORD_COLUMNS)[2:])
 _OPTIONAL = ("corrected_text", "model_version", "user")  # keys whose `null` means "not given"
 _TEXT = ("id", "audio_uri", "hypothesis", *_OPTIONAL, "timestamp")
 _READ = pa.schema([*((name, pa.string()) for name in _TEXT), ("flagged", pa.bool_())])
 _WS = "[ \t\r\n]*"
 _NULL = f":{_WS}null"
 _OPTIONAL_NULL = f'"(?:{"|".join(_OPTIONAL)})"{_WS}{_NULL}'
-_RFC3339 = r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+_RFC3339 = (
+    r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+
+
+class Refused(Exception):
+    """Arrow refused a block of lines as a whole: one of them is not what the block can read."""
 
 
 def _plain_objects(raws: pa.Array, max_bytes: int) -> np.ndarray:
@@ -118,9 +125,8 @@ def fast_records(
     """(the records of these lines that every rule keeps, as RECORD_COLUMNS; which lines are left
     to be parsed one by one). `limits`: the longest line, the longest id, the most metadata keys
     and the longest metadata key or value; `times`: the open lower and closed upper bound of a
-    record's time."""
+    record's time. `Refused` when the block cannot be read as a whole."""
     max_bytes, max_id, keys, chars = limits
-    n = len(raws)
     block = pa.array(raws, pa.binary())
     plain = _plain_objects(block, max_bytes)
     left = ~plain
@@ -134,12 +140,12 @@ def fast_records(
             parse_options=pj.ParseOptions(explicit_schema=_READ, newlines_in_values=False),
         )
         table.validate(full=True)  # text is valid UTF-8
-    except (pa.ArrowException, UnicodeDecodeError):  # one bad line spoils the block: all go one by one
-        return RECORD_COLUMNS.empty_table(), np.ones(n, bool)
+    except (pa.ArrowException, UnicodeDecodeError) as exc:  # one bad line spoils the block
+        raise Refused(str(exc)) from None
     # a line held more than one object (none holds less: a line that opens and closes with braces
     # and would end a block's row early, or join the next, leaves text the reader refuses)
     if table.num_rows != len(chosen):
-        return RECORD_COLUMNS.empty_table(), np.ones(n, bool)
+        raise Refused(f"{table.num_rows} objects in {len(chosen)} lines")
     m = len(chosen)
     ok = np.ones(m, bool)
     for name in table.column_names:
@@ -162,8 +168,8 @@ def fast_records(
     stamps = pc.if_else(pa.array(ok), table["timestamp"], pa.scalar(None, pa.string()))
     try:
         when = stamps.cast(TIMESTAMP)
-    except pa.ArrowInvalid:  # a date the calendar lacks (30 February): the block goes one by one
-        return RECORD_COLUMNS.empty_table(), np.ones(n, bool)
+    except pa.ArrowInvalid as exc:  # a date the calendar lacks (30 February)
+        raise Refused(str(exc)) from None
     low, high = (pa.scalar(t, TIMESTAMP) for t in times)
     ok &= np.asarray(pc.and_(pc.greater(when, low), pc.less_equal(when, high)).fill_null(False))
     left[chosen[~ok]] = True
@@ -186,9 +192,11 @@ def fast_records(
 
 def records_table(items: Sequence[int], lines: Sequence[int], records: Sequence[dict[str, Any]]) -> pa.Table:
     """RECORD_COLUMNS of records validated one by one."""
-    columns: dict[str, Any] = {"item": list(items), "line": list(lines)}
-    for name in RECORD_COLUMNS.names[2:]:
-        default: Any = False if name == "flagged" else None
-        columns[name] = [r.get(name, default) for r in records]
-    columns["metadata"] = [list((r.get("metadata") or {}).items()) for r in records]
-    return pa.table(columns, schema=RECORD_COLUMNS)
+    for record in records:  # no metadata is empty metadata, as in a block
+        record.setdefault("metadata", {})
+    values = pa.Table.from_pylist(list(records), schema=_VALUES)
+    flagged = values["flagged"].fill_null(False)
+    values = values.set_column(values.schema.get_field_index("flagged"), "flagged", flagged)
+    return values.add_column(0, "line", pa.array(lines, pa.int64())).add_column(
+        0, "item", pa.array(items, pa.int64())
+    )

@@ -5,8 +5,10 @@ each, and quarantine every line that breaks a rule with its reason and its exact
 from __future__ import annotations
 
 import base64
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from stt_flywheel.config import ServingLimits
-from stt_flywheel.data.error_store.columns import RECORD_COLUMNS, fast_records, records_table
+from stt_flywheel.data.error_store.columns import RECORD_COLUMNS, Refused, fast_records, records_table
 from stt_flywheel.data.records import bounded_records
 from stt_flywheel.errors import InputNotFound, describe_validation_error
 from stt_flywheel.storage.objectstore import is_remote, read_uri
@@ -169,6 +171,52 @@ LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 CHUNK = 1 << 16  # lines read as one block of columns
+PROBE = 2048  # a chunk's first lines, read first: the rest is read as a block when most pass
+
+
+def _vouched(
+    raws: list[Any],
+    at: np.ndarray,
+    numbers: np.ndarray,
+    bounds: tuple[int, int, int, int],
+    times: tuple[datetime, datetime],
+) -> tuple[list[pa.Table], np.ndarray]:
+    """`fast_records` of the lines at `at`, halving a block Arrow refuses down to PROBE lines, so
+    that one bad line sends few others one by one: (what was kept, which lines are left)."""
+    try:
+        table, left = fast_records([raws[k] for k in at.tolist()], at, numbers[at], bounds, times)
+        return [table], left
+    except Refused:
+        if len(at) <= PROBE:
+            return [], np.ones(len(at), bool)
+        half = len(at) // 2
+        first, left_first = _vouched(raws, at[:half], numbers, bounds, times)
+        second, left_second = _vouched(raws, at[half:], numbers, bounds, times)
+        return first + second, np.concatenate([left_first, left_second])
+
+
+def _vouch_chunk(
+    raws: list[Any],
+    start: int,
+    numbers: np.ndarray,
+    bounds: tuple[int, int, int, int],
+    times: tuple[datetime, datetime],
+) -> tuple[list[pa.Table], np.ndarray]:
+    """The lines of the chunk at `start` read as columns: its first PROBE lines, then the rest
+    when the columns vouched for most of those (else the chunk goes line by line). (What was kept,
+    which of the chunk's rows are left.)"""
+    end = min(start + CHUNK, len(raws))
+    left = np.ones(end - start, bool)
+    whole = np.asarray([k for k in range(start, end) if type(raws[k]) is bytes], np.int64)
+    probe, rest = whole[:PROBE], whole[PROBE:]
+    tables: list[pa.Table] = []
+    if len(probe):
+        found, left[probe - start] = _vouched(raws, probe, numbers, bounds, times)
+        tables += found
+    if len(rest) and left[probe - start].mean() <= 0.5:
+        found, left[rest - start] = _vouched(raws, rest, numbers, bounds, times)
+        tables += found
+    return tables, left
 
 
 def parse_records(
@@ -181,31 +229,42 @@ def parse_records(
     """`parse_rows` for combined records, as columns (`RECORD_COLUMNS`, in the order given), the
     common case first: lines are read a block at a time as columns, where every rule is checked at
     once (`columns.fast_records`); a line the block cannot vouch for, and a row given as a dict or
-    text, goes through `parse_rows` alone, which keeps it or finds its reason as it always did."""
+    text, is kept when one validator with every bound in it accepts it, and any other goes through
+    `parse_rows` alone, which finds its reason as it always did."""
     keys, chars = limits.max_metadata_keys, limits.max_metadata_chars
     bounds = (MAX_LINE_BYTES, MAX_ID_CHARS, keys, chars)
     times = (EARLIEST, min(now + MAX_FUTURE, LATEST))
+    bounded = bounded_records(keys, chars, MAX_ID_CHARS, times).validator.validate_python
     slow = bounded_records(keys, chars).validator.validate_python
     reason_of = record_reason(limits)
+    loads = orjson.loads
     rows = list(rows)
     numbers = np.fromiter(
         (r.number if type(r) is Line else k for k, r in enumerate(rows, 1)), np.int64, len(rows)
     )
     raws = [r.data if type(r) is Line else r for r in rows]
-    tables = []
-    for start in range(0, len(raws), CHUNK):
-        part = raws[start : start + CHUNK]
-        left = np.ones(len(part), bool)
-        whole = np.asarray([k for k, raw in enumerate(part) if type(raw) is bytes], np.int64)
-        if len(whole):
-            at = start + whole
-            table, left[whole] = fast_records([part[k] for k in whole], at, numbers[at], bounds, times)
-            tables.append(table)
+    starts = range(0, len(raws), CHUNK)
+    # chunks are read as columns side by side (Arrow works without the GIL), then their lines
+    # left over are parsed one by one, in order
+    with ThreadPoolExecutor(max_workers=max(1, min(len(starts), os.cpu_count() or 1))) as pool:
+        vouched = list(pool.map(lambda start: _vouch_chunk(raws, start, numbers, bounds, times), starts))
+    tables: list[pa.Table] = []
+    for start, (found, left) in zip(starts, vouched, strict=True):
+        tables += found
         kept: list[tuple[int, int, Any]] = []
-        for k in np.flatnonzero(left).tolist():
-            one = Line(int(numbers[start + k]), part[k])
+        for k in (start + np.flatnonzero(left)).tolist():
+            raw, line = raws[k], int(numbers[k])
+            try:  # one validator with every bound in it, then parse_rows to find the reason
+                if isinstance(raw, str | bytes) and len(raw) <= MAX_LINE_BYTES:
+                    raw = loads(raw)
+                if type(raw) is dict:
+                    kept.append((k, line, bounded(raw)))
+                    continue
+            except ValueError:  # orjson's and pydantic's errors
+                pass
+            one = Line(line, raws[k])
             kept += [
-                (start + k, n, v)
+                (k, n, v)
                 for n, _, v in parse_rows([one], slow, quarantined, "timestamp", now, redact, reason_of)
             ]
         if kept:

@@ -9,15 +9,12 @@ from stt_flywheel.storage.objectstore import (
     LocalStore,
     ObjectStore,
     PreconditionFailed,
-    fetch_tree,
     join_uri,
     open_store,
-    put_tree,
     read_uri,
-    remove_tree,
     split_gs_uri,
-    tree_exists,
 )
+from stt_flywheel.storage.trees import fetch_tree, put_tree, remove_tree, tree_exists
 
 
 @pytest.fixture(params=["local", pytest.param("gcs", marks=pytest.mark.gcs)])

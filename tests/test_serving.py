@@ -16,7 +16,7 @@ from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.deployment.serving import ServingSettings
 from stt_flywheel.models import load_model
-from stt_flywheel.storage.objectstore import put_tree
+from stt_flywheel.storage.trees import put_tree
 
 
 def _free_port() -> int:

@@ -102,6 +102,9 @@ EXAMPLES = {
     "feedback ingest": "gsutil cat gs://my-bucket/feedback.jsonl | stt-flywheel feedback ingest - "
     "--config demo-work/flywheel.yaml",
     "store compact": "stt-flywheel store compact --config demo-work/flywheel.yaml",
+    "store retain": "stt-flywheel store retain --config demo-work/flywheel.yaml --dry-run",
+    "store lifecycle": "stt-flywheel store lifecycle --config gs://my-flywheel/flywheel.yaml "
+    "> lifecycle.json && gcloud storage buckets update gs://my-flywheel --lifecycle-file=lifecycle.json",
     "base-model train": "stt-flywheel base-model train --output my-base-model --utterances 1200",
     "template publish": "stt-flywheel template publish --template flywheel.yaml --host "
     "https://us-central1-kfp.pkg.dev/my-project/stt-flywheel-pipelines --tag v1",

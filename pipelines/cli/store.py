@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from flywheel_pipelines.cli.common import (
@@ -31,3 +33,43 @@ def store_compact(config: ConfigOpt = None, json: JsonOpt = False) -> None:
         f"compacted {result.partitions} partitions: {result.files_in} files into {result.files_out}, "
         f"{result.rows_in} rows into {result.rows_out}"
     )
+
+
+@store_app.command("retain")
+def store_retain(
+    config: ConfigOpt = None,
+    dry_run: Annotated[bool, typer.Option(help="Count what is past its days; delete nothing.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Delete what is past its `retention.*` days: the store's partitions and audio, datasets, run
+    reports and pipeline outputs (those a registered model version names stay)."""
+    from datetime import UTC, datetime
+
+    from stt_flywheel.run.retention import retain
+
+    cfg = load(config, reads_state=True)
+    result = retain(cfg, datetime.now(UTC), dry_run=dry_run)
+    if json:
+        print_json(result.as_dict())
+        return
+    if not result.deleted:
+        console.print("nothing to do: no retention.* days are set (null keeps everything)")
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for kind, count in result.deleted.items():
+        kept = result.kept.get(kind, 0)
+        note = (
+            f" (kept {kept} past their days: a younger prediction or a registered version names them)"
+            if kept
+            else ""
+        )
+        console.print(f"{kind}: {verb} {count}{note}", highlight=False)
+
+
+@store_app.command("lifecycle")
+def store_lifecycle(config: ConfigOpt = None) -> None:
+    """Print the error store's retention as a Cloud Storage lifecycle configuration, for
+    `gcloud storage buckets update gs://BUCKET --lifecycle-file=FILE`."""
+    from stt_flywheel.run.retention import lifecycle_rules
+
+    print_json(lifecycle_rules(load(config)))

@@ -17,6 +17,7 @@ from stt_flywheel.config.base import BASE_DIR, BASE_LOCATIONS, ConfigError, Conf
 from stt_flywheel.config.evaluation import RegressionSuite, ValidationPolicy
 from stt_flywheel.config.paths import PathSettings
 from stt_flywheel.config.pipeline import DatasetSettings, TrainingSettings, TriggerPolicy
+from stt_flywheel.config.privacy import RetentionSettings
 from stt_flywheel.config.serving import (
     CaptureSettings,
     DeploySettings,
@@ -39,6 +40,7 @@ __all__ = [
     "MonitorSettings",
     "PathSettings",
     "RegressionSuite",
+    "RetentionSettings",
     "TrainingSettings",
     "TriggerPolicy",
     "ValidationPolicy",
@@ -69,6 +71,7 @@ class FlywheelConfig(Strict):
     monitor: MonitorSettings = MonitorSettings()
     vertex: VertexSettings = VertexSettings()
     identity: IdentitySettings = IdentitySettings()
+    retention: RetentionSettings = RetentionSettings()
 
     def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:
         """Apply dotted-key overrides (`{"trigger.force": True}`); None values are ignored."""

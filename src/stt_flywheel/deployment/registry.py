@@ -25,7 +25,8 @@ from stt_flywheel.deployment.exclusive import FileLock
 from stt_flywheel.deployment.serving.contract import REGISTRY_RECORD
 from stt_flywheel.errors import StateError
 from stt_flywheel.storage.files import file_manifest, file_sha256, tree_digest
-from stt_flywheel.storage.objectstore import is_remote, join_uri, open_store, put_tree, remove_tree
+from stt_flywheel.storage.objectstore import is_remote, join_uri, open_store
+from stt_flywheel.storage.trees import put_tree, remove_tree
 
 __all__ = ["AuditEntry", "LocalRegistry", "ModelVersion", "RegistryError", "trained_model"]
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from stt_flywheel.errors import InputNotFound
 from stt_flywheel.models.base import SpeechModel, resolve_device, saved_model_dir
-from stt_flywheel.storage.objectstore import fetch_tree, is_remote
+from stt_flywheel.storage.objectstore import is_remote
+from stt_flywheel.storage.trees import fetch_tree
 
 __all__ = [
     "SpeechModel",

@@ -14,7 +14,8 @@ from typing import Any
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.protocols import Registry
 from stt_flywheel.errors import InputNotFound
-from stt_flywheel.storage.objectstore import fetch_tree, join_uri
+from stt_flywheel.storage.objectstore import join_uri
+from stt_flywheel.storage.trees import fetch_tree
 
 __all__ = ["VersionUsers", "trained_users"]
 

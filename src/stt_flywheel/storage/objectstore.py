@@ -7,10 +7,7 @@ retry policy retries such conditional writes safely. Locally a generation is the
 content, checked and replaced under an exclusive `flock`, and written by temp file + rename.
 
 `open_store("gs://bucket/prefix")` or `open_store("/some/dir")` picks the backend; keys are
-`/`-separated relative paths in both. Whole directories (a saved model, a built dataset) move with
-`put_tree` / `fetch_tree`: the tree's commit file is uploaded last, so a reader that finds it finds
-the whole tree, and a `gs://` tree is fetched once into a local cache (such trees are immutable:
-`models/<name>/v<N>`, `datasets/<content-hash version>`).
+`/`-separated relative paths in both. Whole directories move with `storage.trees`.
 """
 
 from __future__ import annotations
@@ -22,8 +19,9 @@ import io
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -35,15 +33,11 @@ __all__ = [
     "ObjectStore",
     "PreconditionFailed",
     "Versioned",
-    "fetch_tree",
     "is_remote",
     "join_uri",
     "open_store",
-    "put_tree",
     "read_uri",
-    "remove_tree",
     "split_gs_uri",
-    "tree_exists",
 ]
 
 
@@ -82,6 +76,10 @@ class ObjectStore(Protocol):
     def delete(self, key: str, if_generation: str | None = None) -> None: ...
 
     def list(self, prefix: str = "") -> list[str]: ...
+
+    def list_dated(self, prefix: str = "") -> Sequence[tuple[str, datetime]]:
+        """(key, when the object was last written, UTC) of the keys under `prefix`."""
+        ...
 
     def upload_file(self, key: str, path: Path) -> None:
         """Unconditional upload of a local file (large files stream instead of being read whole)."""
@@ -202,6 +200,13 @@ class LocalStore:
                     out.append(rel)
         return sorted(out)
 
+    def list_dated(self, prefix: str = "") -> Sequence[tuple[str, datetime]]:
+        out = []
+        for key in self.list(prefix):
+            with contextlib.suppress(FileNotFoundError):  # deleted since it was listed
+                out.append((key, datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)))
+        return out
+
     def upload_file(self, key: str, path: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +316,12 @@ class GCSStore:
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(b.name[cut:] for b in self.client.list_blobs(self.bucket, prefix=full))
 
+    def list_dated(self, prefix: str = "") -> Sequence[tuple[str, datetime]]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        cut = len(base)
+        blobs = self.client.list_blobs(self.bucket, prefix=base + prefix)
+        return sorted((b.name[cut:], b.updated.astimezone(UTC)) for b in blobs)
+
     def upload_file(self, key: str, path: Path) -> None:
         from google.cloud.storage.retry import DEFAULT_RETRY
 
@@ -371,76 +382,3 @@ def read_gcs_bounded(uri: str, max_bytes: int, timeout_s: float) -> bytes:
 
 class ObjectTooLarge(InputError):
     """An object larger than the reader allows."""
-
-
-def tree_exists(uri: str | Path, commit_file: str) -> bool:
-    text = str(uri)
-    if not is_remote(text):
-        return (Path(text) / commit_file).is_file()
-    return open_store(text).read(commit_file) is not None
-
-
-def put_tree(local_dir: str | Path, uri: str | Path, commit_file: str) -> str:
-    """Copy a directory to `uri` (local or `gs://`); `commit_file` goes last. Returns the URI.
-
-    Locally the tree is copied next to the target and renamed into place; on GCS every file is
-    uploaded under the prefix and the commit file last, so readers check for it.
-    """
-    local_dir, text = Path(local_dir), str(uri).rstrip("/")
-    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
-    if not any(p.relative_to(local_dir).as_posix() == commit_file for p in files):
-        raise InputNotFound(f"{local_dir} has no {commit_file}")
-    if not is_remote(text):
-        target = Path(text)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(local_dir, tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(target)
-        return str(target)
-    store = open_store(text)
-    rels = [p.relative_to(local_dir).as_posix() for p in files]
-    for rel in sorted(rels, key=lambda r: r == commit_file):
-        store.upload_file(rel, local_dir / rel)
-    return text
-
-
-def remove_tree(uri: str | Path) -> None:
-    text = str(uri)
-    if not is_remote(text):
-        shutil.rmtree(text, ignore_errors=True)
-        return
-    store = open_store(text)
-    for key in store.list():
-        store.delete(key)
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("STT_FLYWHEEL_CACHE", Path.home() / ".cache" / "stt-flywheel"))
-
-
-def fetch_tree(uri: str | Path, commit_file: str) -> Path:
-    """A local directory holding the tree at `uri`: the path itself, or a cached copy of a `gs://` tree."""
-    text = str(uri).rstrip("/")
-    if not is_remote(text):
-        return Path(text.removeprefix("file://"))
-    target = _cache_root() / "trees" / hashlib.sha256(text.encode()).hexdigest()[:24]
-    if (target / commit_file).is_file():
-        return target
-    store = open_store(text)
-    keys = store.list()
-    if commit_file not in keys:
-        raise InputNotFound(f"no {commit_file} under {text}")
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for key in keys:
-        dest = tmp / key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        store.download_file(key, dest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(target)
-    except OSError:  # another process cached it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -27,7 +27,8 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.manifest import read_manifest
 from stt_flywheel.data.review import Screen
 from stt_flywheel.storage.files import atomic_write_bytes, atomic_write_json
-from stt_flywheel.storage.objectstore import join_uri, put_tree, tree_exists
+from stt_flywheel.storage.objectstore import join_uri
+from stt_flywheel.storage.trees import put_tree, tree_exists
 
 __all__ = [
     "DatasetManifest",

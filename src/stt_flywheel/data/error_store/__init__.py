@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from stt_flywheel.config import FlywheelConfig, ServingLimits
+from stt_flywheel.config import FlywheelConfig, RetentionSettings, ServingLimits
 from stt_flywheel.data.error_store import export as _export
 from stt_flywheel.data.error_store.compact import CompactResult, compact
 from stt_flywheel.data.error_store.ingest import (
@@ -36,6 +36,7 @@ from stt_flywheel.data.error_store.resolve import (
     resolve,
     resolve_for,
 )
+from stt_flywheel.data.error_store.retain import StoreRetention, retain_store
 from stt_flywheel.data.identity import Senders, load_identity
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 
@@ -43,6 +44,7 @@ __all__ = [
     "CLOCK_SKEW",
     "FEEDBACK_STATES",
     "CompactResult",
+    "StoreRetention",
     "ErrorStore",
     "FeedbackIngestResult",
     "IngestResult",
@@ -122,6 +124,11 @@ class ErrorStore(Partitions):
 
     def compact(self, now: datetime | None = None, min_files: int = 2) -> CompactResult:
         return compact(self, now=now, min_files=min_files)
+
+    def retain(
+        self, settings: RetentionSettings, now: datetime | None = None, dry_run: bool = False
+    ) -> StoreRetention:
+        return retain_store(self, settings, now or utc_now(), dry_run)
 
 
 def open_error_store(config: FlywheelConfig) -> ErrorStore:

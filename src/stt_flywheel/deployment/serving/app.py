@@ -37,7 +37,8 @@ from stt_flywheel.deployment.serving.contract import (
 )
 from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.models import SpeechModel, load_model
-from stt_flywheel.storage.objectstore import fetch_tree, is_remote
+from stt_flywheel.storage.objectstore import is_remote
+from stt_flywheel.storage.trees import fetch_tree
 
 __all__ = ["build_app", "create_app", "openapi_schema", "run_server"]
 

@@ -18,15 +18,8 @@ from stt_flywheel.deployment.exclusive import LeaseLock
 from stt_flywheel.deployment.registry import AuditEntry, ModelVersion, RegistryError, trained_model
 from stt_flywheel.deployment.serving.contract import MODEL_DIGEST_ENV, REGISTRY_RECORD
 from stt_flywheel.deployment.vertex.client import init_vertex, iso, label_value, retrying
-from stt_flywheel.storage.objectstore import (
-    ObjectStore,
-    is_remote,
-    join_uri,
-    open_store,
-    put_tree,
-    read_uri,
-    remove_tree,
-)
+from stt_flywheel.storage.objectstore import ObjectStore, is_remote, join_uri, open_store, read_uri
+from stt_flywheel.storage.trees import put_tree, remove_tree
 
 __all__ = ["VertexRegistry"]
 

@@ -18,6 +18,7 @@ from flywheel_pipelines.cli.base_model import base_app
 from flywheel_pipelines.cli.common import make_console
 from flywheel_pipelines.cli.errors import errors_app
 from flywheel_pipelines.cli.feedback import feedback_app
+from flywheel_pipelines.cli.forget import forget_command
 from flywheel_pipelines.cli.lineage import lineage_app
 from flywheel_pipelines.cli.monitor import monitor
 from flywheel_pipelines.cli.pipeline import compile_command, demo_command, run_command
@@ -60,6 +61,7 @@ app.add_typer(errors_app, name="errors")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(review_app, name="review")
 app.add_typer(lineage_app, name="lineage")
+app.command("forget")(forget_command)
 app.add_typer(store_app, name="store")
 app.add_typer(base_app, name="base-model")
 app.add_typer(template_app, name="template")
@@ -102,6 +104,8 @@ EXAMPLES = {
     "feedback ingest": "gsutil cat gs://my-bucket/feedback.jsonl | stt-flywheel feedback ingest - "
     "--config demo-work/flywheel.yaml",
     "store compact": "stt-flywheel store compact --config demo-work/flywheel.yaml",
+    "forget": "stt-flywheel forget --user app-user-00042 --reason 'deletion request 2026-118' "
+    "--config demo-work/flywheel.yaml",
     "store retain": "stt-flywheel store retain --config demo-work/flywheel.yaml --dry-run",
     "store lifecycle": "stt-flywheel store lifecycle --config gs://my-flywheel/flywheel.yaml "
     "> lifecycle.json && gcloud storage buckets update gs://my-flywheel --lifecycle-file=lifecycle.json",

@@ -21,6 +21,7 @@ from stt_flywheel.data.audio import (
     validate_audio,
 )
 from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.error_store.forget import Forgotten, hashed_id
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.manifest import Utterance, read_manifest
 from stt_flywheel.data.review import Screen, decisions
@@ -138,7 +139,14 @@ def admit_corrections(
     out = Admission()
     seen: dict[str, str] = {}
     decided = decisions(store) if screen is not None else {}
+    forgotten = Forgotten.load(store)
     for prediction, event, kind in store.errors(upto=watermark):
+        if forgotten and (
+            prediction["user"] in forgotten.users
+            or hashed_id(prediction["prediction_id"]) in forgotten.predictions
+        ):  # a forget request covers it: its rows may still be on their way out of the store
+            out.counts["forgotten"] += 1
+            continue
         if kind != "corrected":
             out.counts["uncorrected_error_cases"] += 1
             continue

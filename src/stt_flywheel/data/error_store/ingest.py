@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stt_flywheel.config import ServingLimits
+from stt_flywheel.data.error_store.forget import Forgotten, hashed_id
 from stt_flywheel.data.error_store.layout import (
     Partitions,
     epoch_us,
@@ -126,8 +127,12 @@ def ingest_feedback(
     owners = dict(zip(predictions["prediction_id"].to_pylist(), predictions["user"].to_pylist(), strict=True))
     events = []
     sent = files.sent_this_hour(now) if max_per_user_hour is not None else Counter()
+    forgotten = Forgotten.load(files)
     for lineno, row, e in parsed:
         user, reviewer = senders.pseudonym(e.user), e.source in senders.reviewer_sources
+        if forgotten and (user in forgotten.users or hashed_id(e.prediction_id) in forgotten.predictions):
+            reject(result.quarantined, lineno, "", "forgotten", FORGOTTEN)
+            continue
         owner = owners.get(e.prediction_id, user) or ANONYMOUS
         if owner != user and not reviewer:
             detail = "another user's prediction: only the requester or a reviewer source may label it"
@@ -160,6 +165,9 @@ def ingest_feedback(
             result.states[state] = result.states.get(state, 0) + 1
     return result
 
+
+# a line about a forgotten user or prediction: quarantined by reason alone, nothing of it kept
+FORGOTTEN = "its user or prediction was forgotten at their request; nothing of the line is kept"
 
 _SAME_PREDICTION = ("audio_uri", "hypothesis", "user")  # what one prediction id may never change
 
@@ -202,6 +210,12 @@ def ingest_records(
     parsed = parse_records(rows, limits, result.quarantined, now, senders.redact_line)
     users = _pseudonyms(parsed["user"], senders)
     parsed = parsed.set_column(parsed.schema.get_field_index("user"), "user", users)
+    forgotten = Forgotten.load(files)
+    if forgotten:
+        covered = np.asarray(forgotten.covers(parsed["id"].combine_chunks(), users))
+        for line in parsed["line"].filter(pa.array(covered)).to_pylist():
+            reject(result.quarantined, line, "", "forgotten", FORGOTTEN)
+        parsed = parsed.filter(pa.array(~covered))
     n = parsed.num_rows
     codes = pc.dictionary_encode(parsed["id"]).combine_chunks()  # codes in order of first sight
     code = np.asarray(codes.indices, np.int64)

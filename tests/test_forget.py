@@ -1,0 +1,304 @@
+"""Forgetting a person in the error store: what goes, what stays, and a forget beside others."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import random
+import shutil
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
+from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.error_store.forget import forget_rows, hashed_id, request_id, write_tombstone
+from stt_flywheel.data.identity import Identity, Senders
+from stt_flywheel.data.records import new_prediction_id
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+KEY = b"k" * 32
+PEOPLE = ("alice", "bob", "carol")
+
+
+def _store(root: Path) -> ErrorStore:
+    return ErrorStore(root, senders=Senders(Identity(KEY)))
+
+
+def _populate(root: Path, hours: int = 6, batches: int = 2) -> dict[str, list[str]]:
+    """Each person asks `hours` × `batches` times (one file per batch and hour), corrects each
+    answer, and sends one bad line; alice and bob once send the same audio bytes. Their ids."""
+    store = _store(root)
+    ids: dict[str, list[str]] = {p: [] for p in PEOPLE}
+    for batch in range(batches):
+        writer = CaptureWriter(store, root.parent / "spill", flush_interval_s=3600)
+        for h in range(hours):
+            for person in PEOPLE:
+                at = T0 + timedelta(hours=h, minutes=batch)
+                pid = new_prediction_id(at)
+                audio = (
+                    b"RIFF shared" if (h, batch) == (0, 0) and person != "carol" else f"RIFF {pid}".encode()
+                )
+                pseudonym = store.senders.pseudonym(person)
+                writer.offer(
+                    CapturedPrediction(
+                        pid, at, "1", None, f"{person} said {h}", {}, 1.0, audio, user=pseudonym
+                    )
+                )
+                ids[person].append(pid)
+        assert writer.close()["captured"] == hours * len(PEOPLE)
+    events = [
+        {
+            "prediction_id": pid,
+            "corrected_text": f"{person} meant {k}",
+            "event_time": T0 + timedelta(hours=k % hours),
+            "source": "app",
+            "user": person,
+        }
+        for person in PEOPLE
+        for k, pid in enumerate(ids[person])
+    ]
+    store.ingest_feedback(events, now=T0 + timedelta(hours=hours))
+    bad = [
+        orjson.dumps({"prediction_id": ids[p][0], "user": p, "source": "app", "event_time": 5})
+        for p in PEOPLE
+    ]
+    store.ingest_feedback(bad, now=T0 + timedelta(hours=hours))
+    return ids
+
+
+def _everything(root: Path) -> list[tuple[str, str]]:
+    """Every row, line and object name in the store, as text, with the file it came from."""
+    out = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or ".locks" in path.parts:
+            continue
+        rel = str(path.relative_to(root))
+        if path.suffix == ".parquet":
+            out += [(rel, orjson.dumps(r, default=str).decode()) for r in pq.read_table(path).to_pylist()]
+        elif path.suffix in (".jsonl", ".json"):
+            out += [(rel, line) for line in path.read_text().splitlines()]
+        else:
+            out.append((rel, path.name))
+    return out
+
+
+def _traces(root: Path, person: str, ids: list[str]) -> list[tuple[str, str]]:
+    """What in the store names `person`: their pseudonym, a prediction id, their words, their audio."""
+    pseudonym = Senders(Identity(KEY)).pseudonym(person)
+    marks = [pseudonym, f"{person} said", f"{person} meant", *ids, *(f"RIFF {p}" for p in ids)]
+    shas = [hashlib.sha256(f"RIFF {p}".encode()).hexdigest() for p in ids]  # their own audio
+    return [
+        (f, text)
+        for f, text in _everything(root)
+        if any(m in text for m in marks) or any(s in text for s in shas)
+    ]
+
+
+def _others(root: Path, ids: dict[str, list[str]], gone: set[str]) -> list[tuple[str, Any]]:
+    """The rows of the people not forgotten, by what they hold (not by file)."""
+    store = _store(root)
+    mine = {p for person in gone for p in ids[person]}
+    rows = [
+        ("prediction", {k: v for k, v in r.items() if k != "ingested_at"})
+        for r in store.predictions().to_pylist()
+        if r["prediction_id"] not in mine
+    ]
+    rows += [("event", r) for r in store.feedback().to_pylist() if r["prediction_id"] not in mine]
+    rows += [("quarantine", q["raw"]) for q in store.quarantine() if not any(p in q["raw"] for p in mine)]
+    return sorted(
+        (kind, orjson.dumps(r, default=str, option=orjson.OPT_SORT_KEYS).decode()) for kind, r in rows
+    )
+
+
+def _forget(root: Path, person: str) -> Any:
+    """What `stt-flywheel forget --user PERSON` does in the store."""
+    store = _store(root)
+    users = {store.senders.pseudonym(person)}
+    request = request_id(users, [])
+    stone = write_tombstone(store, request, {"request": request, "users": sorted(users), "predictions": []})
+
+    def found(ids: set[str], audio: set[str]) -> None:
+        write_tombstone(
+            store, request, {"predictions": sorted(hashed_id(p) for p in ids), "audio": sorted(audio)}
+        )
+
+    return forget_rows(store, users, set(), found=found, audio=stone.get("audio", []))
+
+
+def test_forgetting_a_person_leaves_nothing_of_them_but_the_tombstone_and_everyone_else_as_they_were(
+    tmp_path: Path,
+) -> None:
+    """alice's predictions, events, quarantined line and audio leave the store; the audio bob sent
+    with the same bytes stays; bob's and carol's rows are the same rows as before; the tombstone
+    names alice by her pseudonym and her predictions by hashes only. A later ingest of alice's
+    records or of events about her predictions keeps nothing of them (`forgotten`)."""
+    root = tmp_path / "store"
+    ids = _populate(root)
+    before = _others(root, ids, {"alice"})
+    shared = [p for p in (root / "audio").rglob("*.wav") if p.read_bytes() == b"RIFF shared"]
+    assert _traces(root, "alice", ids["alice"])
+
+    counted = forget_rows(_store(root), {_store(root).senders.pseudonym("alice")}, set(), dry_run=True)
+    assert (counted.predictions, counted.feedback_events, counted.quarantine_lines) == (12, 12, 1)
+    assert counted.audio_objects == 11  # the shared bytes stay: bob's prediction names them
+    assert len(_traces(root, "alice", ids["alice"])) > 0
+
+    done = _forget(root, "alice")
+    assert (done.predictions, done.feedback_events, done.quarantine_lines, done.audio_objects) == (
+        12,
+        12,
+        1,
+        11,
+    )
+    traces = _traces(root, "alice", ids["alice"])
+    assert traces and all(f.startswith("tombstones/") for f, _ in traces)
+    stone = orjson.loads((root / traces[0][0]).read_text())
+    assert sorted(stone["predictions"]) == sorted(hashed_id(p) for p in ids["alice"])
+    assert not any(p in orjson.dumps(stone).decode() for p in ids["alice"])
+    assert _others(root, ids, {"alice"}) == before
+    assert [p.read_bytes() for p in shared] == [b"RIFF shared"] and shared[0].exists()
+
+    store = _store(root)
+    later = T0 + timedelta(days=1)
+    again = {
+        "id": ids["alice"][0],
+        "audio_uri": "/a.wav",
+        "hypothesis": "x",
+        "timestamp": T0.isoformat(),
+        "user": "alice",
+    }
+    fresh = {**again, "id": new_prediction_id(T0)}
+    result = store.ingest(
+        [orjson.dumps(again), orjson.dumps({**fresh, "user": "carol"}), orjson.dumps(fresh)], now=later
+    )
+    assert [(q.line, q.reason, q.raw) for q in result.quarantined] == [
+        (1, "forgotten", ""),
+        (3, "forgotten", ""),
+    ]
+    assert result.accepted == 1
+    event = {"prediction_id": ids["alice"][1], "flagged": True, "event_time": later, "source": "review-team"}
+    assert [q.reason for q in store.ingest_feedback([event], now=later).quarantined] == ["forgotten"]
+    assert all(f.startswith("tombstones/") for f, _ in _traces(root, "alice", ids["alice"]))
+
+
+def _forget_in_child(root: str) -> None:
+    _forget(Path(root), "alice")
+
+
+@pytest.mark.parametrize("round_", range(4))
+def test_a_forget_killed_at_any_point_is_finished_by_its_rerun(tmp_path: Path, round_: int) -> None:
+    """`kill -9` of a forget at a random moment, then the same request again: nothing of alice
+    is left but her tombstone, and bob's and carol's rows are as they were."""
+    template = tmp_path / "template"
+    ids = _populate(template, hours=12, batches=2)
+    root = tmp_path / "store"
+    shutil.copytree(template, root)
+    before = _others(root, ids, {"alice"})
+    child = multiprocessing.get_context("fork").Process(target=_forget_in_child, args=(str(root),))
+    child.start()
+    child.join(timeout=random.Random(round_).uniform(0.05, 0.6))
+    child.kill()
+    child.join()
+    _forget(root, "alice")
+    left = [f for f, _ in _traces(root, "alice", ids["alice"]) if not f.startswith("tombstones/")]
+    assert not left
+    assert _others(root, ids, {"alice"}) == before
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_forgets_and_a_compaction_at_once_leave_neither_person_and_the_third_whole(
+    tmp_path: Path, round_: int
+) -> None:
+    """alice's forget, bob's forget and a compaction of the same hours run together: afterwards
+    neither alice nor bob is anywhere but in a tombstone, and carol's rows are all there."""
+    root = tmp_path / "store"
+    ids = _populate(root, hours=8, batches=3)
+    before = _others(root, ids, {"alice", "bob"})
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def run(job: Any) -> None:
+        try:
+            start.wait()
+            job()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    jobs = [
+        lambda: _forget(root, "alice"),
+        lambda: _forget(root, "bob"),
+        lambda: _store(root).compact(now=T0 + timedelta(days=2)),
+    ]
+    random.Random(round_).shuffle(jobs)
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for person in ("alice", "bob"):
+        left = [(f, t[:80]) for f, t in _traces(root, person, ids[person]) if not f.startswith("tombstones/")]
+        assert not left, person
+    assert _others(root, ids, {"alice", "bob"}) == before
+
+
+def test_forget_on_the_command_line_audits_the_request_and_keeps_no_raw_id(tmp_path: Path, cli: Any) -> None:
+    """`stt-flywheel forget --prediction-id`: a dry run changes nothing; the run removes the
+    prediction and its event, writes one audit entry (reason, counts, no id) and a tombstone of
+    hashes; a rerun finds nothing more. Mistakes get one line and exit 1."""
+    import yaml
+
+    from stt_flywheel.config import load_config
+    from stt_flywheel.deployment.backends import open_registry
+
+    path = tmp_path / "flywheel.yaml"
+    path.write_text(yaml.safe_dump({"paths": {"root": "state"}}))
+    store = ErrorStore(Path(load_config(path).paths.error_store))
+    records = [
+        {
+            "id": f"r{i}",
+            "audio_uri": f"/a/{i}.wav",
+            "hypothesis": "take two",
+            "corrected_text": f"take {i}",
+            "timestamp": T0.isoformat(),
+        }
+        for i in range(3)
+    ]
+    assert store.ingest(records, now=T0 + timedelta(hours=1)).accepted == 3
+    args = ["forget", "--prediction-id", "r1", "--reason", "ticket 118", "--config", str(path)]
+
+    status, out, err = cli(*args, "--dry-run", "--json")
+    assert status == 0, err
+    assert orjson.loads(out)["predictions"] == 1 and store.predictions().num_rows == 3
+    assert not (Path(store.root) / "tombstones").exists()
+
+    status, out, err = cli(*args)
+    assert status == 0, err
+    assert "removed 1 predictions, 1 feedback events" in out and "no registered version learnt" in out
+    assert sorted(store.predictions()["prediction_id"].to_pylist()) == ["r0", "r2"]
+    assert sorted(store.feedback()["prediction_id"].to_pylist()) == ["r0", "r2"]
+    [entry] = [e for e in open_registry(load_config(path)).audit_log() if e.action == "forget"]
+    assert entry.detail["reason"] == "ticket 118" and entry.detail["predictions"] == 1
+    assert "r1" not in orjson.dumps(entry.detail).decode()
+    [stone] = (Path(store.root) / "tombstones").glob("*.json")
+    assert (
+        orjson.loads(stone.read_bytes())["predictions"] == [hashed_id("r1")]
+        and b"r1" not in stone.read_bytes()
+    )
+
+    status, out, err = cli(*args, "--json")
+    assert status == 0 and orjson.loads(out)["predictions"] == 0
+
+    for wrong, says in (
+        (["forget", "--reason", "x", "--config", str(path)], "name whom to forget"),
+        (["forget", "--prediction-id", "r0", "--reason", " ", "--config", str(path)], "say why"),
+        (["forget", "--user", " ", "--reason", "x", "--config", str(path)], "names nobody"),
+    ):
+        status, out, err = cli(*wrong)
+        assert status == 1 and says in err and "Traceback" not in err, (wrong, err)

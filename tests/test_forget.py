@@ -302,3 +302,93 @@ def test_forget_on_the_command_line_audits_the_request_and_keeps_no_raw_id(tmp_p
     ):
         status, out, err = cli(*wrong)
         assert status == 1 and says in err and "Traceback" not in err, (wrong, err)
+
+
+def _publish(root: Path, name: str, rows: list[dict[str, str]], quarantined: list[str]) -> None:
+    """A published dataset as the builder leaves one: its splits, manifest and quarantine."""
+    from datasets import Dataset, DatasetDict
+
+    columns = {k: [r[k] for r in rows] for k in ("id", "text", "user", "source")}
+    columns["audio_wav"] = [f"RIFF {r['id']}".encode() for r in rows]
+    DatasetDict(
+        {
+            "train": Dataset.from_dict(columns),
+            "heldout": Dataset.from_dict({k: v[:1] for k, v in columns.items()}),
+        }
+    ).save_to_disk(str(root / name / "data"))
+    (root / name / "quarantine.jsonl").write_bytes(
+        b"".join(orjson.dumps({"id": i, "reason": "x"}) + b"\n" for i in quarantined)
+    )
+    (root / name / "manifest.json").write_bytes(
+        orjson.dumps({"version": name, "splits": {"train": len(rows)}})
+    )
+
+
+def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_that_learnt(
+    tmp_path: Path,
+) -> None:
+    """A dataset a registered version trained on holds alice's corrections (and a quarantined
+    line of hers): forget names that version and its child, writes the dataset again without
+    her under a new version, empties the old one to a manifest naming it (lineage follows), and
+    afterwards nothing in the store, the datasets or the audit log names her but the tombstone."""
+    import yaml
+
+    from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
+    from stt_flywheel.deployment.backends import open_registry
+    from stt_flywheel.run.forget import forget
+    from stt_flywheel.run.lineage import trained_users
+
+    path = tmp_path / "flywheel.yaml"
+    path.write_text(yaml.safe_dump({"paths": {"root": "state"}}))
+    config = load_config(path)
+    root = Path(config.paths.error_store)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    (root.parent / "identity.key").write_bytes(KEY)
+    (root.parent / "identity.key").chmod(0o600)
+    ids = _populate(root, hours=2, batches=1)
+    alice, bob = (_store(root).senders.pseudonym(p) for p in ("alice", "bob"))
+    datasets = Path(config.paths.datasets)
+    rows = [
+        {"id": p, "text": f"{who} meant it", "user": u, "source": "correction"}
+        for who, u in (("alice", alice), ("bob", bob))
+        for p in ids[who]
+    ]
+    _publish(datasets, "ds-one", rows, [ids["alice"][1], ids["bob"][1]])
+    _publish(datasets, "ds-other", [r for r in rows if r["user"] == bob], [])
+    registry = open_registry(config)
+    parent = registry.register(DEFAULT_BASE_MODEL, dataset_version="ds-one", source_run="run-1")
+    registry.register(
+        DEFAULT_BASE_MODEL,
+        dataset_version="ds-other",
+        source_run="run-2",
+        lineage={"parent_version": parent.version},
+    )
+
+    result = forget(config, user="alice", prediction_ids=[], reason="ticket 7", now=T0 + timedelta(days=1))
+    assert result.learnt_by == [
+        parent.version,
+        parent.version + 1,
+    ]  # the child carries what its parent learnt
+    assert result.datasets.successors == {"ds-one": f"ds-one-f{result.request[:8]}"}
+    assert result.datasets.rows == len(ids["alice"]) + 2  # train, the held-out copy, a quarantine line
+    assert sorted(p.name for p in (datasets / "ds-one").iterdir()) == ["manifest.json"]
+    [chain] = [c for c in trained_users(config, registry, parent.version) if c.version == parent.version]
+    assert chain.users == [bob]
+
+    state = Path(config.paths.root)
+    marks = [alice, "alice said", "alice meant", *ids["alice"]]
+    found = []
+    for file in state.rglob("*"):
+        if file.is_file() and "tombstones" not in file.parts:
+            data = file.read_bytes()
+            if file.suffix == ".parquet":
+                data = orjson.dumps(pq.read_table(file).to_pylist(), default=str)
+            elif file.suffix == ".arrow":
+                import pyarrow as pa
+
+                data = orjson.dumps(
+                    pa.ipc.open_stream(file).read_all().drop_columns(["audio_wav"]).to_pylist()
+                )
+            found += [(str(file.relative_to(state)), m) for m in marks if m.encode() in data]
+    assert found == []
+    assert [e.detail["reason"] for e in registry.audit_log() if e.action == "forget"] == ["ticket 7"]

@@ -9,7 +9,10 @@ must act on.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.protocols import Registry
@@ -17,7 +20,7 @@ from stt_flywheel.errors import InputNotFound
 from stt_flywheel.storage.objectstore import join_uri
 from stt_flywheel.storage.trees import fetch_tree
 
-__all__ = ["VersionUsers", "trained_users"]
+__all__ = ["VersionUsers", "dataset_dir", "trained_users"]
 
 
 @dataclass
@@ -38,12 +41,25 @@ class VersionUsers:
         }
 
 
+def dataset_dir(config: FlywheelConfig, version: str) -> Path:
+    """A local directory of published dataset `version`, or of the dataset that replaced it when
+    a forget request wrote it again without someone."""
+    seen: set[str] = set()
+    while version not in seen:
+        seen.add(version)
+        local = fetch_tree(join_uri(config.paths.datasets, version), "manifest.json")
+        successor = orjson.loads((local / "manifest.json").read_bytes()).get("forgotten_into")
+        if not successor:
+            return local
+        version = successor
+    raise InputNotFound(f"dataset {version}: its successors loop")
+
+
 def _dataset_users(config: FlywheelConfig, dataset_version: str) -> tuple[list[str], str]:
     from datasets import load_from_disk
 
     try:
-        local = fetch_tree(join_uri(config.paths.datasets, dataset_version), "manifest.json")
-        train = load_from_disk(str(local / "data"))["train"]
+        train = load_from_disk(str(dataset_dir(config, dataset_version) / "data"))["train"]
     except (FileNotFoundError, InputNotFound):
         return [], f"dataset {dataset_version} is not in {config.paths.datasets} (pruned, or another store)"
     if "user" not in train.column_names:

@@ -15,7 +15,7 @@ from pathlib import Path
 from stt_flywheel.errors import InputNotFound
 from stt_flywheel.storage.objectstore import is_remote, open_store
 
-__all__ = ["fetch_tree", "put_tree", "remove_tree", "tree_exists"]
+__all__ = ["fetch_tree", "forget_cached", "put_tree", "remove_tree", "tree_exists"]
 
 
 def tree_exists(uri: str | Path, commit_file: str) -> bool:
@@ -65,12 +65,23 @@ def _cache_root() -> Path:
     return Path(os.environ.get("STT_FLYWHEEL_CACHE", Path.home() / ".cache" / "stt-flywheel"))
 
 
+def _cached(text: str) -> Path:
+    return _cache_root() / "trees" / hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def forget_cached(uri: str | Path) -> None:
+    """Delete this machine's cached copy of a `gs://` tree (a dataset written again without someone)."""
+    text = str(uri).rstrip("/")
+    if is_remote(text):
+        shutil.rmtree(_cached(text), ignore_errors=True)
+
+
 def fetch_tree(uri: str | Path, commit_file: str) -> Path:
     """A local directory holding the tree at `uri`: the path itself, or a cached copy of a `gs://` tree."""
     text = str(uri).rstrip("/")
     if not is_remote(text):
         return Path(text.removeprefix("file://"))
-    target = _cache_root() / "trees" / hashlib.sha256(text.encode()).hexdigest()[:24]
+    target = _cached(text)
     if (target / commit_file).is_file():
         return target
     store = open_store(text)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from stt_flywheel.config import CaptureSettings
@@ -184,6 +185,7 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
         code = server.stop()
     assert code in (0, -signal.SIGTERM), server.log()  # uvicorn re-raises the signal once it has shut down
     assert health["model_version"] == "4" and health["capture"]["queued"] == 6
+    assert str(store_root) not in orjson.dumps(health).decode()  # where the store is: not for anyone who asks
     assert [a["model_version"] for a in answers] == [None] * 6  # serving.reveal_version is off
     assert len({a["prediction_id"] for a in answers}) == 6
     store = ErrorStore(store_root)

@@ -282,4 +282,5 @@ class CaptureWriter:
         return counters
 
     def describe(self) -> dict[str, Any]:
-        return {"share": self.share, "audio": self.keep_audio, "store": self.store.root, **self.snapshot()}
+        # not where the store is: health is answered to anyone who can reach the service
+        return {"share": self.share, "audio": self.keep_audio, **self.snapshot()}

@@ -32,7 +32,13 @@ def _prediction(i: int, audio: bytes | None = b"RIFF....WAVE") -> CapturedPredic
 def _balanced(c: dict[str, int]) -> bool:
     """Every offered prediction is in one place (recovered ones are among the captured)."""
     return (
-        c["offered"] == c["not_selected"] + c["dropped_overflow"] + c["queued"] + c["spilled"] + c["captured"]
+        c["offered"]
+        == c["not_selected"]
+        + c["dropped_overflow"]
+        + c["queued"]
+        + c["spilled"]
+        + c["captured"]
+        + c["forgotten"]
     )
 
 

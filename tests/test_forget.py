@@ -392,3 +392,80 @@ def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_th
             found += [(str(file.relative_to(state)), m) for m in marks if m.encode() in data]
     assert found == []
     assert [e.detail["reason"] for e in registry.audit_log() if e.action == "forget"] == ["ticket 7"]
+
+
+@pytest.mark.gcs
+def test_forget_and_retain_on_cloud_storage(gcs_bucket: str, tmp_path: Path) -> None:
+    """The same on the GCS emulator, through google-cloud-storage: forget rewrites the files that
+    hold alice and deletes her audio; a later `store retain` deletes what is past its days."""
+    from stt_flywheel.config import RetentionSettings
+
+    store = ErrorStore(gcs_bucket, senders=Senders(Identity(KEY)))
+    ids = {p: [new_prediction_id(T0 + timedelta(minutes=i)) for i in range(3)] for p in PEOPLE}
+    writer = CaptureWriter(store, tmp_path / "spill", flush_interval_s=3600)
+    for person, pids in ids.items():
+        for pid in pids:
+            at = T0 + timedelta(minutes=1)
+            user = store.senders.pseudonym(person)
+            writer.offer(
+                CapturedPrediction(
+                    pid, at, "1", None, f"{person} said", {}, 1.0, f"RIFF {pid}".encode(), user=user
+                )
+            )
+    assert writer.close()["captured"] == 9
+    events = [
+        {"prediction_id": p, "corrected_text": "x", "event_time": T0, "source": "app", "user": who}
+        for who in PEOPLE
+        for p in ids[who]
+    ]
+    assert store.ingest_feedback(events, now=T0 + timedelta(hours=1)).accepted == 9
+
+    done = _forget_gcs(store, "alice")
+    assert (done.predictions, done.feedback_events, done.audio_objects) == (3, 3, 3)
+    assert sorted(store.predictions()["hypothesis"].to_pylist()) == ["bob said"] * 3 + ["carol said"] * 3
+    assert len(store.feedback()) == 6
+    assert len(store.store.list("audio/")) == 6
+    assert len(store.store.list("tombstones/")) == 1
+
+    later = datetime.now(UTC) + timedelta(days=40)
+    settings = RetentionSettings(predictions_days=30, feedback_days=30, audio_days=30)
+    assert store.retain(settings, later).deleted == {"predictions": 1, "feedback": 1, "audio": 6}
+    assert store.predictions().num_rows == 0 and not store.store.list("audio/")
+
+
+def _forget_gcs(store: ErrorStore, person: str) -> Any:
+    users = {store.senders.pseudonym(person)}
+    request = request_id(users, [])
+    write_tombstone(store, request, {"request": request, "users": sorted(users), "predictions": []})
+    return forget_rows(store, users, set())
+
+
+def test_capture_refuses_a_forgotten_user_and_a_replayed_spill_of_them(tmp_path: Path) -> None:
+    """After a forget, the capture writer keeps nothing of that user: a batch is written without
+    them, and a batch spilled before the forget and replayed after it as well; every offered
+    prediction is counted once (`forgotten`)."""
+    root = tmp_path / "store"
+    store = _store(root)
+    alice, bob = (store.senders.pseudonym(p) for p in ("alice", "bob"))
+    spilled = tmp_path / "spill"
+    (root / "predictions").parent.mkdir(parents=True, exist_ok=True)
+    (root / "predictions").write_bytes(b"")  # the store cannot take predictions: the batch spills
+    writer = CaptureWriter(store, spilled, flush_interval_s=0.05, retry_interval_s=3600)
+    for user in (alice, bob):
+        writer.offer(
+            CapturedPrediction(new_prediction_id(T0), T0, "1", None, "h", {}, 1.0, b"RIFF", user=user)
+        )
+    writer.close()
+    assert len(list(spilled.glob("spill-*.parquet"))) >= 1
+    (root / "predictions").unlink()
+    request = request_id({alice}, [])
+    write_tombstone(store, request, {"request": request, "users": [alice], "predictions": []})
+    replay = CaptureWriter(store, spilled, flush_interval_s=0.05)
+    replay.offer(
+        CapturedPrediction(new_prediction_id(T0), T0, "1", None, "h", {}, 1.0, b"RIFF a", user=alice)
+    )
+    replay.offer(CapturedPrediction(new_prediction_id(T0), T0, "1", None, "h", {}, 1.0, b"RIFF b", user=bob))
+    counters = replay.close()
+    assert (counters["captured"], counters["forgotten"]) == (2, 2)  # bob's two, alice's two refused
+    assert store.predictions()["user"].to_pylist() == [bob, bob]
+    assert (counters["offered"], counters["recovered"]) == (2, 1)  # the spill's two came from the first writer

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from stt_flywheel.config import CaptureSettings
 from stt_flywheel.data.error_store import ErrorStore
+from stt_flywheel.data.error_store.forget import Forgotten, hashed_id
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 from stt_flywheel.storage.files import private_dir
@@ -64,7 +65,8 @@ class CapturedPrediction:
 @dataclass
 class CaptureCounters:
     """Every offered prediction is in exactly one of: not_selected, dropped_overflow, queued,
-    spilled (waiting in the spill directory) or captured (in the store)."""
+    spilled (waiting in the spill directory), captured (in the store) or forgotten (its user or
+    id has a forget request's tombstone: refused at the write, nothing of it kept)."""
 
     offered: int = 0
     not_selected: int = 0
@@ -74,6 +76,7 @@ class CaptureCounters:
     recovered: int = 0  # spilled, then written (also counted in captured)
     write_failures: int = 0
     queued: int = 0
+    forgotten: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -166,7 +169,18 @@ class CaptureWriter:
             batch.append(item)
         return batch
 
-    def _write(self, batch: list[CapturedPrediction]) -> None:
+    def _write(self, batch: list[CapturedPrediction]) -> int:
+        """Write a batch, audio first; returns how many a forget request's tombstone refused."""
+        stones = Forgotten.load(self.store)
+        if stones:
+            kept = [
+                p
+                for p in batch
+                if p.user not in stones.users and hashed_id(p.prediction_id) not in stones.predictions
+            ]
+            refused, batch = len(batch) - len(kept), kept
+        else:
+            refused = 0
         rows = []
         for p in batch:
             audio_uri = sha = None
@@ -187,7 +201,9 @@ class CaptureWriter:
                     "audio_sha256": sha,
                 }
             )
-        self.store.write_predictions(rows)
+        if rows:
+            self.store.write_predictions(rows)
+        return refused
 
     def _spill(self, batch: list[CapturedPrediction]) -> None:
         table = pa.Table.from_pylist(
@@ -207,7 +223,7 @@ class CaptureWriter:
 
     def _write_or_spill(self, batch: list[CapturedPrediction]) -> None:
         try:
-            self._write(batch)
+            refused = self._write(batch)
         except Exception as exc:  # noqa: BLE001 -- any store failure: keep the batch locally
             self._spill(batch)
             with self._lock:
@@ -218,7 +234,8 @@ class CaptureWriter:
             return
         with self._lock:
             self.counters.queued -= len(batch)
-            self.counters.captured += len(batch)
+            self.counters.captured += len(batch) - refused
+            self.counters.forgotten += refused
 
     def retry_spilled(self) -> int:
         """Write spilled batches to the store, oldest first; stops at the first failure. A file
@@ -237,7 +254,7 @@ class CaptureWriter:
                 for r in rows
             ]
             try:
-                self._write(batch)
+                refused = self._write(batch)
             except Exception as exc:  # noqa: BLE001 -- still unreachable: try again later
                 with self._lock:
                     self.counters.write_failures += 1
@@ -247,8 +264,9 @@ class CaptureWriter:
             done += len(batch)
             with self._lock:
                 self.counters.spilled -= len(batch)
-                self.counters.recovered += len(batch)
-                self.counters.captured += len(batch)
+                self.counters.recovered += len(batch) - refused
+                self.counters.captured += len(batch) - refused
+                self.counters.forgotten += refused
         return done
 
     def _run(self) -> None:

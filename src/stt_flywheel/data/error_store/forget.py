@@ -6,8 +6,9 @@ the id a hash of the request) holds the pseudonyms and the SHA-256 of every pred
 covers, never a raw id: ingest and compaction read tombstones and keep nothing they cover.
 
 The predictions, feedback and quarantine files that hold the person's rows are rewritten without
-them: the new file is written first (named after the old one and what it dropped, so a rerun
-writes the same one), then the old one is deleted at the generation read. A `kill -9` anywhere
+them (and without any other request's): the new file is written first (named after the old one
+alone, so a rerun, or another forget of the same file, finds it), then the old one is deleted at
+the generation read. A `kill -9` anywhere
 leaves the old file, or both (readers drop the rows shown twice); a rerun finishes the job. A
 compaction that merged an old file before it went can write the person's rows back: a pass
 ends with a scan, and passes repeat until one finds nothing. Audio goes when no prediction of
@@ -279,13 +280,16 @@ def _names(line: bytes, needles: list[bytes]) -> bool:
 
 
 def replace_file(files: Partitions, key: str, generation: str, data: bytes | None) -> None:
-    """The file at `key` (as read at `generation`) replaced by `data`: a new file first (named by
-    the old one and its new content, so a rerun writes the same), then the old one goes."""
+    """The file at `key` (as read at `generation`) replaced by `data`: a new file first, then the
+    old one goes. The new file is named by the old one alone, so whoever rewrites a file first
+    names its successor: two forgets of one file never leave two copies of the rows both keep
+    (the other finds its person's rows in the successor on its next pass), and a rerun after a
+    `kill -9` finds its own."""
     if data is not None:
-        digest = hashlib.sha256(key.encode() + data).hexdigest()[:12]
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         folder, name = key.rsplit("/", 1)
         stem, ext = name.rsplit(".", 1)
-        with contextlib.suppress(PreconditionFailed):  # written by an earlier run of this request
+        with contextlib.suppress(PreconditionFailed):  # someone rewrote this file first
             files.store.create(f"{folder}/{stem}-f{digest}.{ext}", data)
     with contextlib.suppress(PreconditionFailed):  # gone already: merged, or rewritten by another forget
         files.store.delete(key, if_generation=generation)

@@ -468,4 +468,5 @@ def test_capture_refuses_a_forgotten_user_and_a_replayed_spill_of_them(tmp_path:
     counters = replay.close()
     assert (counters["captured"], counters["forgotten"]) == (2, 2)  # bob's two, alice's two refused
     assert store.predictions()["user"].to_pylist() == [bob, bob]
-    assert (counters["offered"], counters["recovered"]) == (2, 1)  # the spill's two came from the first writer
+    # the spill's two were offered to the first writer; bob's of them is recovered here
+    assert (counters["offered"], counters["recovered"]) == (2, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -121,6 +121,20 @@ def _audio_problem(
     return None
 
 
+def _remembered(store: ErrorStore, errors: Iterable[Any], counts: Counter[str]) -> Iterator[Any]:
+    """The error cases no forget request covers (its rows may still be on their way out of the
+    store); the others are counted as `forgotten`."""
+    forgotten = Forgotten.load(store)
+    for prediction, event, kind in errors:
+        if forgotten and (
+            prediction["user"] in forgotten.users
+            or hashed_id(prediction["prediction_id"]) in forgotten.predictions
+        ):
+            counts["forgotten"] += 1
+            continue
+        yield prediction, event, kind
+
+
 def admit_corrections(
     store: ErrorStore,
     settings: DatasetSettings,
@@ -139,14 +153,7 @@ def admit_corrections(
     out = Admission()
     seen: dict[str, str] = {}
     decided = decisions(store) if screen is not None else {}
-    forgotten = Forgotten.load(store)
-    for prediction, event, kind in store.errors(upto=watermark):
-        if forgotten and (
-            prediction["user"] in forgotten.users
-            or hashed_id(prediction["prediction_id"]) in forgotten.predictions
-        ):  # a forget request covers it: its rows may still be on their way out of the store
-            out.counts["forgotten"] += 1
-            continue
+    for prediction, event, kind in _remembered(store, store.errors(upto=watermark), out.counts):
         if kind != "corrected":
             out.counts["uncorrected_error_cases"] += 1
             continue

@@ -140,11 +140,14 @@ def forget_rows(
     delete: `audio`). Passes repeat until one finds nothing (at most MAX_PASSES)."""
     counts = ForgetCounts()
     shas: set[str] = set(audio)
+    clean: dict[str, set[str]] = {}  # files found without them, per stream and what was looked for
     for _ in range(MAX_PASSES):
         counts.passes += 1
-        rows = _forget_stream(files, "predictions", users, prediction_ids, counts, dry_run, shas, found)
+        rows = _forget_stream(
+            files, "predictions", users, prediction_ids, counts, dry_run, clean, shas, found
+        )
         about = counts.prediction_ids | prediction_ids
-        rows += _forget_stream(files, "feedback", users, about, counts, dry_run)
+        rows += _forget_stream(files, "feedback", users, about, counts, dry_run, clean)
         rows += _forget_quarantine(files, users, about, counts, dry_run)
         if dry_run or not rows:
             break
@@ -163,6 +166,8 @@ def delete_unnamed_audio(
 ) -> int:
     """Delete the audio of these hashes that no prediction still names, apart from those of these
     users and ids and those a tombstone covers (they are on their way out); how many objects."""
+    if not shas:
+        return 0
     everyone = files.predictions(columns=["user", "audio_sha256"])
     going = _hit(everyone, pa.array(sorted(users), pa.string()), pa.array(sorted(ids), pa.string()))
     stones = Forgotten.load(files)
@@ -185,18 +190,31 @@ def _forget_stream(
     ids: set[str],
     counts: ForgetCounts,
     dry_run: bool,
+    clean: dict[str, set[str]],
     shas: set[str] | None = None,
     heard: Callable[[set[str], set[str]], None] | None = None,
 ) -> int:
-    """Rewrite the stream's files that hold rows of these users or prediction ids; how many rows."""
+    """Rewrite the stream's files that hold rows of these users or prediction ids; how many rows.
+    A file is read whole only when its user and id columns name them; one found without them
+    (`clean`, for the same search) is not read again: files are written once."""
     wanted_users = pa.array(sorted(users), pa.string())
     wanted_ids = pa.array(sorted(ids), pa.string())
+    search = f"{stream}:{len(users)}:{len(ids)}"
+    checked = clean.setdefault(search, set())
     removed = 0
     for _, key in files.list_files(stream):
-        found = files.store.read(key)
-        if found is None:  # merged or rewritten since it was listed: its successor is listed next pass
+        if key in checked:
             continue
-        if not _holds(found.data, wanted_users, wanted_ids):
+        data = files.store.open_bytes(key)
+        if data is None:  # merged or rewritten since it was listed: its successor is listed next pass
+            continue
+        with data:
+            holds = _holds(data.read(), wanted_users, wanted_ids)
+        if not holds:
+            checked.add(key)
+            continue
+        found = files.store.read(key)  # again, with its generation
+        if found is None:
             continue
         table = conform(pq.read_table(pa.BufferReader(found.data)), STREAMS[stream])
         hit = _hit(table, wanted_users, wanted_ids)

@@ -470,3 +470,29 @@ def test_capture_refuses_a_forgotten_user_and_a_replayed_spill_of_them(tmp_path:
     assert store.predictions()["user"].to_pylist() == [bob, bob]
     # the spill's two were offered to the first writer; bob's of them is recovered here
     assert (counters["offered"], counters["recovered"]) == (2, 1)
+
+
+def test_forget_rewrites_the_spilled_batches_without_them(tmp_path: Path) -> None:
+    """Batches spilled while the store was down hold alice beside bob: forgetting alice rewrites
+    them (0600) with bob alone, so nothing of her waits on disk for the store to come back."""
+    from stt_flywheel.data.capture import forget_spilled
+    from stt_flywheel.data.error_store.forget import Forgotten
+
+    root = tmp_path / "store"
+    store = _store(root)
+    alice, bob = (store.senders.pseudonym(p) for p in ("alice", "bob"))
+    (root / "predictions").parent.mkdir(parents=True, exist_ok=True)
+    (root / "predictions").write_bytes(b"")
+    writer = CaptureWriter(store, tmp_path / "spill", flush_interval_s=0.05, retry_interval_s=3600)
+    for user in (alice, bob, alice):
+        writer.offer(
+            CapturedPrediction(new_prediction_id(T0), T0, "1", None, "h", {}, 1.0, b"RIFF", user=user)
+        )
+    assert writer.close()["spilled"] == 3
+    request = request_id({alice}, [])
+    write_tombstone(store, request, {"request": request, "users": [alice], "predictions": []})
+    assert forget_spilled(tmp_path / "spill", Forgotten.load(store)) == 2
+    files = list((tmp_path / "spill").glob("spill-*.parquet"))
+    assert [u for f in files for u in pq.read_table(f)["user"].to_pylist()] == [bob]
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert forget_spilled(tmp_path / "spill", Forgotten.load(store)) == 0

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stt_flywheel.config import CaptureSettings
@@ -37,7 +38,7 @@ from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 from stt_flywheel.storage.files import private_dir
 
-__all__ = ["CaptureCounters", "CaptureWriter", "CapturedPrediction"]
+__all__ = ["CaptureCounters", "CaptureWriter", "CapturedPrediction", "forget_spilled"]
 
 log = logging.getLogger("stt_flywheel.capture")
 
@@ -302,3 +303,30 @@ class CaptureWriter:
     def describe(self) -> dict[str, Any]:
         # not where the store is: health is answered to anyone who can reach the service
         return {"share": self.share, "audio": self.keep_audio, **self.snapshot()}
+
+
+def forget_spilled(spill_dir: Path, stones: Forgotten) -> int:
+    """Rewrite the spilled batches in `spill_dir` without the predictions a tombstone covers (new
+    file first, then the old one; a writer replaying the old one meanwhile refuses them anyway).
+    How many were dropped."""
+    dropped = 0
+    if not stones or not spill_dir.is_dir():
+        return 0
+    for path in sorted(spill_dir.glob("spill-*.parquet")):
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:  # replayed meanwhile
+            continue
+        users = table["user"] if "user" in table.column_names else pa.nulls(table.num_rows, pa.string())
+        covered = stones.covers(table["prediction_id"].combine_chunks(), users)
+        n = pc.sum(covered).as_py() or 0
+        if not n:
+            continue
+        dropped += n
+        if n < table.num_rows:
+            tmp = path.with_name(f".{path.stem}-f.parquet.tmp")
+            pq.write_table(table.filter(pc.invert(covered)), tmp)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path.with_name(f"{path.stem}-f.parquet"))
+        path.unlink(missing_ok=True)
+    return dropped

@@ -21,9 +21,11 @@ from typing import Any
 import orjson
 
 from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.data.capture import forget_spilled
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.error_store.forget import (
     ForgetCounts,
+    Forgotten,
     forget_rows,
     hashed_id,
     request_id,
@@ -54,6 +56,7 @@ class ForgetResult:
     learnt_by: list[int] = field(default_factory=list)  # registered versions that learnt from them
     notes: list[str] = field(default_factory=list)
     datasets: DatasetsForgotten = field(default_factory=DatasetsForgotten)
+    spilled: int = 0  # predictions waiting in this machine's capture spill directory
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +66,7 @@ class ForgetResult:
             "datasets": self.datasets.datasets,
             "dataset_rows": self.datasets.rows,
             "dataset_successors": self.datasets.successors,
+            "spilled": self.spilled,
             "learnt_by_versions": self.learnt_by,
             "notes": self.notes,
         }
@@ -110,6 +114,9 @@ def forget(
         audio = write_tombstone(store, request, stone).get("audio", [])  # found by an earlier run
     counts = forget_rows(store, users, ids, dry_run=dry_run, found=None if dry_run else found, audio=audio)
     result = ForgetResult(request, dry_run, counts)
+    if not dry_run:  # batches this machine's serving processes could not write yet
+        spill = config.capture.spill_dir or config.paths.root / "capture-spill"
+        result.spilled = forget_spilled(Path(spill), Forgotten.load(store))
     hashed = {hashed_id(p) for p in ids | counts.prediction_ids}
     if not dry_run:  # with the ids an interrupted run found before it stopped
         hashed |= set(write_tombstone(store, request, {}).get("predictions", []))

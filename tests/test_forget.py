@@ -7,6 +7,7 @@ import multiprocessing
 import random
 import shutil
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -496,3 +497,107 @@ def test_forget_rewrites_the_spilled_batches_without_them(tmp_path: Path) -> Non
     assert [u for f in files for u in pq.read_table(f)["user"].to_pylist()] == [bob]
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
     assert forget_spilled(tmp_path / "spill", Forgotten.load(store)) == 0
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_forget_beside_capture_retention_compaction_and_another_forget(tmp_path: Path, round_: int) -> None:
+    """While a serving process's writer keeps capturing all three, alice's and bob's forgets run
+    beside a compaction and a retention (of the quarantine): afterwards neither is anywhere but in
+    a tombstone, and every prediction and event of carol's, old or captured meanwhile, is there."""
+    from stt_flywheel.config import RetentionSettings
+
+    root = tmp_path / "store"
+    ids = _populate(root, hours=6, batches=2)
+    store = _store(root)
+    writer = CaptureWriter(store, tmp_path / "spill-live", flush_interval_s=0.01)
+    stop = threading.Event()
+    captured: dict[str, list[str]] = {p: [] for p in PEOPLE}
+
+    def serve() -> None:
+        k = 0
+        while not stop.is_set():
+            person = PEOPLE[k % 3]
+            at = T0 + timedelta(hours=k % 6, seconds=k)
+            pid = new_prediction_id(at)
+            user = store.senders.pseudonym(person)
+            writer.offer(
+                CapturedPrediction(
+                    pid, at, "1", None, f"{person} said live", {}, 1.0, f"RIFF {pid}".encode(), user=user
+                )
+            )
+            captured[person].append(pid)
+            k += 1
+            time.sleep(0.002)
+
+    jobs = [
+        lambda: _forget(root, "alice"),
+        lambda: _forget(root, "bob"),
+        lambda: _store(root).compact(now=T0 + timedelta(days=2)),
+        lambda: _store(root).retain(RetentionSettings(quarantine_days=1), T0 + timedelta(days=3)),
+    ]
+    random.Random(round_).shuffle(jobs)
+    server = threading.Thread(target=serve)
+    server.start()
+    errors: list[BaseException] = []
+
+    def run(job: Any) -> None:
+        try:
+            job()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    for t in threads:
+        time.sleep(random.Random(round_).uniform(0, 0.05))
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    server.join()
+    counters = writer.close()
+    assert not errors
+    for person in ("alice", "bob"):
+        everything = ids[person] + captured[person]
+        left = [(f, t[:60]) for f, t in _traces(root, person, everything) if not f.startswith("tombstones/")]
+        assert not left, person
+    carol = set(ids["carol"] + captured["carol"])
+    assert carol <= set(_store(root).predictions()["prediction_id"].to_pylist())
+    assert set(ids["carol"]) <= set(_store(root).feedback()["prediction_id"].to_pylist())
+    assert counters["captured"] + counters["forgotten"] == counters["offered"]
+
+
+def test_a_writer_that_read_the_tombstones_before_a_forget_settles_what_it_wrote(tmp_path: Path) -> None:
+    """The window a race leaves: a writer (capture, ingest) reads the tombstones, a forget of
+    alice begins and finishes, then the writer's batch lands. `settle`, which every writer runs
+    after writing, takes alice's rows out of what it wrote, and her audio with them."""
+    from stt_flywheel.data.error_store.forget import Forgotten, settle
+
+    store = _store(tmp_path / "store")
+    alice, bob = (store.senders.pseudonym(p) for p in ("alice", "bob"))
+    before = Forgotten.load(store)
+    request = request_id({alice}, [])
+    write_tombstone(store, request, {"request": request, "users": [alice], "predictions": []})
+    rows = []
+    for user in (alice, bob):
+        pid = new_prediction_id(T0)
+        uri, sha = store.put_audio(f"RIFF {user}".encode())
+        rows.append(
+            {
+                "prediction_id": pid,
+                "predicted_at": T0,
+                "model_version": "1",
+                "endpoint": None,
+                "hypothesis": "h",
+                "metadata": {},
+                "duration_s": 1.0,
+                "user": user,
+                "signature": None,
+                "audio_uri": uri,
+                "audio_sha256": sha,
+            }
+        )
+    written = store.write_predictions(rows)
+    assert settle(store, written, before) == 1
+    assert store.predictions()["user"].to_pylist() == [bob]
+    assert [p.read_bytes() for p in (tmp_path / "store" / "audio").rglob("*.wav")] == [f"RIFF {bob}".encode()]
+    assert settle(store, written, Forgotten.load(store)) == 0

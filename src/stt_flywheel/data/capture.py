@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from stt_flywheel.config import CaptureSettings
 from stt_flywheel.data.error_store import ErrorStore
-from stt_flywheel.data.error_store.forget import Forgotten, hashed_id
+from stt_flywheel.data.error_store.forget import Forgotten, hashed_id, settle
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import PREDICTION_SCHEMA
 from stt_flywheel.storage.files import private_dir
@@ -203,7 +203,7 @@ class CaptureWriter:
                 }
             )
         if rows:
-            self.store.write_predictions(rows)
+            settle(self.store, self.store.write_predictions(rows), stones)
         return refused
 
     def _spill(self, batch: list[CapturedPrediction]) -> None:

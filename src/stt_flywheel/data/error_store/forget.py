@@ -39,6 +39,7 @@ __all__ = [
     "forget_rows",
     "delete_unnamed_audio",
     "replace_file",
+    "settle",
     "hashed_id",
     "request_id",
     "write_tombstone",
@@ -311,3 +312,33 @@ def replace_file(files: Partitions, key: str, generation: str, data: bytes | Non
             files.store.create(f"{folder}/{stem}-f{digest}.{ext}", data)
     with contextlib.suppress(PreconditionFailed):  # gone already: merged, or rewritten by another forget
         files.store.delete(key, if_generation=generation)
+
+
+def settle(files: Partitions, written: Iterable[str], before: Forgotten) -> int:
+    """After a writer wrote these files (URIs or keys) having read the tombstones as `before`: if a
+    forget request came meanwhile, its rows leave the files (and their audio, unless someone
+    else's prediction names it), since its forget may have looked before they were there. How
+    many rows left."""
+    later = Forgotten.load(files)
+    if not (later.users - before.users or later.predictions - before.predictions):
+        return 0
+    prefix = str(files.root).rstrip("/") + "/"
+    dropped, shas = 0, set()
+    for name in written:
+        key = name[len(prefix) :] if name.startswith(prefix) else name
+        found = files.store.read(key)
+        if found is None or not key.endswith(".parquet"):
+            continue
+        stream = key.split("/", 1)[0]
+        table = conform(pq.read_table(pa.BufferReader(found.data)), STREAMS[stream])
+        covered = later.covers(table["prediction_id"].combine_chunks(), table["user"])
+        n = pc.sum(covered).as_py() or 0
+        if not n:
+            continue
+        dropped += n
+        if stream == "predictions":
+            shas |= set(table.filter(covered)["audio_sha256"].drop_null().to_pylist())
+        kept = table.filter(pc.invert(covered))
+        replace_file(files, key, found.generation, parquet_bytes(kept) if kept.num_rows else None)
+    delete_unnamed_audio(files, shas)
+    return dropped

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stt_flywheel.config import ServingLimits
-from stt_flywheel.data.error_store.forget import Forgotten, hashed_id
+from stt_flywheel.data.error_store.forget import Forgotten, hashed_id, settle
 from stt_flywheel.data.error_store.layout import (
     Partitions,
     epoch_us,
@@ -151,6 +151,7 @@ def ingest_feedback(
         )
     result.accepted = len(events)
     result.files = files.write_feedback(events, now)
+    settle(files, result.files, forgotten)  # a forget that came while this batch was on its way
     write_quarantine(files, "feedback", result.quarantined, now)
     if events:
         resolution = resolve_for(
@@ -262,6 +263,7 @@ def ingest_records(
         table = _prediction_table(parsed.filter(pa.array(new)), now)
         result.files = files.write("predictions", table, prediction_hours(table), now)
     result.files += files.write_feedback(events, now)
+    settle(files, result.files, forgotten)  # a forget that came while this batch was on its way
     result.feedback_events = len(events)
     write_quarantine(files, "records", result.quarantined, now)
     return result

@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from PIL import Image
 
@@ -223,3 +224,24 @@ def test_a_metadata_value_is_drawn_as_plain_text_never_as_mathtext() -> None:
     for v in values:
         assert f"domain={v}".replace("<", "&lt;") in page.replace("&#36;", "$")
     assert "x^{" in interval_plot([("$x^{$", 0.1, 0.0, 0.2, 0.05)])
+
+
+def test_without_transcripts_the_reports_and_utterances_hold_ids_and_counts_only() -> None:
+    """`reports.include_transcripts: false`: the validation report and `utterances.jsonl` name each
+    utterance by id with its error counts, and no reference or hypothesis appears in them."""
+    from stt_flywheel.evaluation.summary import utterances_jsonl, without_transcripts
+
+    examples = [
+        {"id": f"u{i}", "text": r, "speaker": s} for i, (r, s) in enumerate(zip(REFS, SPEAKERS, strict=True))
+    ]
+    comp = comparison_from_texts("heldout", examples, CAND, PROD, POLICY.normalizer)
+    metrics, details = summarize_comparison(comp, POLICY)
+    verdict = validation_verdict(metrics, POLICY)
+    shown = validation_html(metrics.flat(), verdict, [comp], details, CONTEXT)
+    hidden = validation_html(metrics.flat(), verdict, [comp], without_transcripts(details), CONTEXT)
+    lines = utterances_jsonl([comp], texts=False).decode()
+    texts = [t for t in {*REFS, *PROD, *CAND} if t != "call"]
+    assert any(t in shown for t in texts)  # the report with transcripts shows them
+    assert not [t for t in texts if t in hidden or t in lines]
+    assert "transcripts left out" in hidden and "u2" in hidden
+    assert [orjson.loads(line)["id"] for line in lines.splitlines()] == ["u0", "u1", "u2", "u3"]

@@ -17,7 +17,7 @@ from stt_flywheel.config.base import BASE_DIR, BASE_LOCATIONS, ConfigError, Conf
 from stt_flywheel.config.evaluation import RegressionSuite, ValidationPolicy
 from stt_flywheel.config.paths import PathSettings
 from stt_flywheel.config.pipeline import DatasetSettings, TrainingSettings, TriggerPolicy
-from stt_flywheel.config.privacy import RetentionSettings
+from stt_flywheel.config.privacy import ReportSettings, RetentionSettings
 from stt_flywheel.config.serving import (
     CaptureSettings,
     DeploySettings,
@@ -40,6 +40,7 @@ __all__ = [
     "MonitorSettings",
     "PathSettings",
     "RegressionSuite",
+    "ReportSettings",
     "RetentionSettings",
     "TrainingSettings",
     "TriggerPolicy",
@@ -72,6 +73,7 @@ class FlywheelConfig(Strict):
     vertex: VertexSettings = VertexSettings()
     identity: IdentitySettings = IdentitySettings()
     retention: RetentionSettings = RetentionSettings()
+    reports: ReportSettings = ReportSettings()
 
     def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:
         """Apply dotted-key overrides (`{"trigger.force": True}`); None values are ignored."""

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from stt_flywheel.config.base import Strict
 
-__all__ = ["RetentionSettings"]
+__all__ = ["ReportSettings", "RetentionSettings"]
 
 
 def _days(what: str) -> int | None:
@@ -26,3 +26,14 @@ class RetentionSettings(Strict):
     quarantine_days: int | None = _days("quarantined lines (refused at ingest, raw)")
     datasets_days: int | None = _days("datasets")
     reports_days: int | None = _days("run reports, ledgers and pipeline outputs")
+
+
+class ReportSettings(Strict):
+    """What run reports and the ledger may hold."""
+
+    include_transcripts: bool = Field(
+        True,
+        description="Show the transcripts of evaluated utterances (the held-out split is users' "
+        "corrections) in reports, the ledger and utterances.jsonl; false keeps their ids and error "
+        "counts only.",
+    )

@@ -139,6 +139,8 @@ def delta_histogram(deltas: Sequence[float]) -> str:
 
 
 def _alignment(entry: dict[str, Any]) -> str:
+    if "candidate_alignment" not in entry:
+        return "<p class='meta'>transcripts left out (reports.include_transcripts: false)</p>"
     blocks = []
     for model in ("production", "candidate"):
         ref, hyp, ops = entry[f"{model}_alignment"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from stt_flywheel.config import ValidationPolicy
 from stt_flywheel.evaluation.comparison import Comparison
 from stt_flywheel.evaluation.metrics import DomainSlice, HeldoutMetrics
 from stt_flywheel.scoring.stats import PairedTest
 
-__all__ = ["summarize_comparison"]
+__all__ = ["TRANSCRIPTS", "bare", "summarize_comparison", "utterances_jsonl", "without_transcripts"]
 
 
 def summarize_comparison(comp: Comparison, policy: ValidationPolicy) -> tuple[HeldoutMetrics, dict[str, Any]]:
@@ -91,3 +94,36 @@ def _test_metrics(tests: dict[str, PairedTest], policy: ValidationPolicy, n: int
         "worse_share": tests["wilcoxon"].worse / n,
         "better_share": tests["wilcoxon"].better / n,
     }
+
+
+TRANSCRIPTS = ("ref", "production_hyp", "candidate_hyp", "candidate_alignment", "production_alignment")
+
+
+def bare(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Examples without their text (ids and error counts stay)."""
+    return [{k: v for k, v in e.items() if k not in TRANSCRIPTS} for e in entries]
+
+
+def without_transcripts(details: dict[str, Any]) -> dict[str, Any]:
+    """The report details with every example's text left out (ids and error counts stay):
+    `reports.include_transcripts: false`."""
+    out = dict(details)
+    if out.get("churn"):
+        out["churn"] = {
+            **out["churn"],
+            "broken": bare(out["churn"]["broken"]),
+            "fixed": bare(out["churn"]["fixed"]),
+        }
+    for key in ("worst_regressions", "largest_improvements"):
+        if key in out:
+            out[key] = bare(out[key])
+    return out
+
+
+def utterances_jsonl(comparisons: Sequence[Comparison], texts: bool) -> bytes:
+    """`utterances.jsonl`: every set's rows, their transcripts left out unless `texts`."""
+    return b"".join(
+        orjson.dumps({"set": c.name, **(r.as_dict() if texts else bare([r.as_dict()])[0])}) + b"\n"
+        for c in comparisons
+        for r in c.rows
+    )

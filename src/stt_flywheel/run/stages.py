@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import orjson
 from pydantic import ValidationError
 
 from stt_flywheel.config import FlywheelConfig
@@ -42,6 +41,7 @@ from stt_flywheel.evaluation.comparison import load_manifest_examples
 from stt_flywheel.evaluation.gates import Verdict
 from stt_flywheel.evaluation.regression import run_regression_suites
 from stt_flywheel.evaluation.reports import regression_html, validation_html
+from stt_flywheel.evaluation.summary import bare, utterances_jsonl, without_transcripts
 from stt_flywheel.evaluation.validation import validate_candidate
 from stt_flywheel.models import (
     SpeechModel,
@@ -307,23 +307,20 @@ def stage_validate_model(
         candidate, production, load_split(dataset_dir, "heldout"), config.validation, eval_examples
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in result.details.items() if k != "utterance_delta_wer"}
+    texts = config.reports.include_transcripts
+    details = result.details if texts else without_transcripts(result.details)
+    summary = {k: v for k, v in details.items() if k != "utterance_delta_wer"}
     metrics = result.metrics.flat()  # for KFP and the report; the ledger keeps the model's own shape
     entry = ValidationEntry.model_validate(
         {**result.verdict.as_dict(), "metrics": result.metrics, "evaluation": summary}
     )
     atomic_write_json(out_dir / "verdict.json", entry.model_dump())
-    atomic_write_bytes(
-        out_dir / "utterances.jsonl",
-        b"".join(
-            orjson.dumps({"set": c.name, **r.as_dict()}) + b"\n" for c in result.comparisons for r in c.rows
-        ),
-    )
+    atomic_write_bytes(out_dir / "utterances.jsonl", utterances_jsonl(result.comparisons, texts))
     write_ledger(config, run_id, entry)
     if not result.verdict.passed:
         release_run_lease(config, run_id)
     context = report_context(config, run_id, dataset_dir)
-    report = validation_html(metrics, result.verdict, result.comparisons, result.details, context)
+    report = validation_html(metrics, result.verdict, result.comparisons, details, context)
     return EvaluationOutcome(result.verdict, loggable_metrics(metrics), report)
 
 
@@ -337,6 +334,8 @@ def stage_run_regression_suites(
         candidate, production, config.regression, config.validation.batch_size, config.validation
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    for r in results if not config.reports.include_transcripts else []:
+        r.broken_examples = bare(r.broken_examples)
     entry = RegressionEntry.model_validate({**verdict.as_dict(), "suites": [r.as_dict() for r in results]})
     atomic_write_json(out_dir / "verdict.json", entry.model_dump())
     write_ledger(config, run_id, entry)

@@ -180,6 +180,20 @@ def _pseudonyms(users: pa.ChunkedArray, senders: Senders) -> pa.Array:
     return hashed.take(pc.index_in(users, distinct, skip_nulls=False))
 
 
+def _remembered(
+    files: Partitions, parsed: pa.Table, quarantined: list[QuarantineEntry]
+) -> tuple[pa.Table, Forgotten]:
+    """The records no forget request covers (the others quarantined `forgotten`, nothing of them
+    kept), and the tombstones as read."""
+    forgotten = Forgotten.load(files)
+    if not forgotten:
+        return parsed, forgotten
+    covered = np.asarray(forgotten.covers(parsed["id"].combine_chunks(), parsed["user"]))
+    for line in parsed["line"].filter(pa.array(covered)).to_pylist():
+        reject(quarantined, line, "", "forgotten", FORGOTTEN)
+    return parsed.filter(pa.array(~covered)), forgotten
+
+
 def _differs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     """Where two string columns differ, a null differing from any text."""
     same = pc.or_(pc.equal(a, b).fill_null(False), pc.and_(a.is_null(), b.is_null()))
@@ -211,12 +225,7 @@ def ingest_records(
     parsed = parse_records(rows, limits, result.quarantined, now, senders.redact_line)
     users = _pseudonyms(parsed["user"], senders)
     parsed = parsed.set_column(parsed.schema.get_field_index("user"), "user", users)
-    forgotten = Forgotten.load(files)
-    if forgotten:
-        covered = np.asarray(forgotten.covers(parsed["id"].combine_chunks(), users))
-        for line in parsed["line"].filter(pa.array(covered)).to_pylist():
-            reject(result.quarantined, line, "", "forgotten", FORGOTTEN)
-        parsed = parsed.filter(pa.array(~covered))
+    parsed, forgotten = _remembered(files, parsed, result.quarantined)
     n = parsed.num_rows
     codes = pc.dictionary_encode(parsed["id"]).combine_chunks()  # codes in order of first sight
     code = np.asarray(codes.indices, np.int64)

@@ -83,13 +83,16 @@ class Forgotten:
         return bool(self.users or self.predictions)
 
     def covers(self, prediction_ids: pa.Array, users: pa.Array) -> pa.Array:
-        """Which rows (by prediction id and user pseudonym) a tombstone covers."""
+        """Which rows (by prediction id and user pseudonym) a tombstone covers. Ids are hashed to be
+        compared only when a tombstone names ids."""
+        by_user = pc.is_in(users, value_set=pa.array(sorted(self.users), pa.string())).fill_null(False)
+        if not self.predictions:
+            return by_user
         hashed = pa.array(
             [hashed_id(p) if p is not None else None for p in prediction_ids.to_pylist()], pa.string()
         )
         by_id = pc.is_in(hashed, value_set=pa.array(sorted(self.predictions), pa.string()))
-        by_user = pc.is_in(users, value_set=pa.array(sorted(self.users), pa.string()))
-        return pc.or_(by_id.fill_null(False), by_user.fill_null(False))
+        return pc.or_(by_id.fill_null(False), by_user)
 
 
 def write_tombstone(files: Partitions, request: str, stone: dict[str, Any]) -> dict[str, Any]:

@@ -356,6 +356,21 @@ def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_th
     ]
     _publish(datasets, "ds-one", rows, [ids["alice"][1], ids["bob"][1]])
     _publish(datasets, "ds-other", [r for r in rows if r["user"] == bob], [])
+    run = Path(config.paths.reports) / "run-1"
+    run.mkdir(parents=True)
+    example = {"id": ids["alice"][0], "ref": "alice meant 0", "candidate_errors": 1}
+    (run / "validation.json").write_bytes(
+        orjson.dumps({"churn": {"broken": [example, {**example, "id": ids["bob"][0], "ref": "bob meant 0"}]}})
+    )
+    (run / "utterances.jsonl").write_bytes(
+        b"".join(orjson.dumps({"id": p, "ref": "x"}) + b"\n" for p in ids["alice"] + ids["bob"])
+    )
+    outputs = Path(config.paths.pipeline_root) / "run-1"
+    (outputs / "validate-model").mkdir(parents=True)
+    (outputs / "validate-model" / "report").write_text(
+        f"<html><td>{ids['alice'][1]}</td><td>alice meant 1</td></html>"
+    )
+    _publish(outputs / "build-dataset", "dataset", rows, [])
     registry = open_registry(config)
     parent = registry.register(DEFAULT_BASE_MODEL, dataset_version="ds-one", source_run="run-1")
     registry.register(
@@ -375,6 +390,14 @@ def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_th
     assert sorted(p.name for p in (datasets / "ds-one").iterdir()) == ["manifest.json"]
     [chain] = [c for c in trained_users(config, registry, parent.version) if c.version == parent.version]
     assert chain.users == [bob]
+    assert result.run_files == 4  # the ledger entry, the lines, the report, the run's dataset
+    kept = orjson.loads((run / "validation.json").read_bytes())["churn"]["broken"]
+    assert [e["id"] for e in kept] == [ids["bob"][0]]
+    assert [orjson.loads(line)["id"] for line in (run / "utterances.jsonl").read_text().splitlines()] == ids[
+        "bob"
+    ]
+    assert "withdrawn" in (outputs / "validate-model" / "report").read_text()
+    assert not list((outputs / "build-dataset").rglob("*.arrow"))
 
     state = Path(config.paths.root)
     marks = [alice, "alice said", "alice meant", *ids["alice"]]

@@ -12,6 +12,7 @@ the same request finds its tombstone and finishes what a `kill -9` left.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.capture import forget_spilled
@@ -38,7 +40,7 @@ from stt_flywheel.run.lineage import dataset_dir
 from stt_flywheel.storage.objectstore import ObjectStore, is_remote, join_uri, open_store
 from stt_flywheel.storage.trees import fetch_tree, forget_cached, put_tree, tree_exists
 
-__all__ = ["DatasetsForgotten", "ForgetResult", "forget", "forget_in_datasets"]
+__all__ = ["DatasetsForgotten", "ForgetResult", "forget", "forget_in_datasets", "forget_in_runs"]
 
 
 @dataclass
@@ -57,6 +59,7 @@ class ForgetResult:
     notes: list[str] = field(default_factory=list)
     datasets: DatasetsForgotten = field(default_factory=DatasetsForgotten)
     spilled: int = 0  # predictions waiting in this machine's capture spill directory
+    run_files: int = 0  # reports, ledger entries and pipeline outputs that named them
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +70,7 @@ class ForgetResult:
             "dataset_rows": self.datasets.rows,
             "dataset_successors": self.datasets.successors,
             "spilled": self.spilled,
+            "run_files": self.run_files,
             "learnt_by_versions": self.learnt_by,
             "notes": self.notes,
         }
@@ -122,6 +126,8 @@ def forget(
         hashed |= set(write_tombstone(store, request, {}).get("predictions", []))
     result.learnt_by, result.notes = _learnt_by(config, users, hashed)
     result.datasets = forget_in_datasets(config, users, hashed, request, dry_run)
+    if not dry_run:
+        result.run_files = forget_in_runs(config, users, hashed, request)
     if not dry_run:
         detail = {
             "request": request,
@@ -268,3 +274,85 @@ def _rewrite_dataset(
         if not tree_exists(join_uri(config.paths.datasets, new), "manifest.json"):
             put_tree(target, join_uri(config.paths.datasets, new), "manifest.json")
     return removed
+
+
+_LEARNT = (".safetensors", ".bin", ".pt", ".pth", ".png", ".npz", ".model")
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_WITHDRAWN = (
+    "<!doctype html><meta charset='utf-8'><title>Report withdrawn</title><p>This report was withdrawn: "
+    "it showed what a person who asked to be forgotten said (forget request {request}). The run's "
+    "verdict and counts are in its ledger.</p>"
+)
+
+
+def forget_in_runs(config: FlywheelConfig, users: set[str], hashed: set[str], request: str) -> int:
+    """Take the person out of run reports, ledgers and pipeline outputs (`paths.reports`,
+    `paths.pipeline_root`): JSON loses the examples and entries that name them, JSON lines the
+    lines, an HTML report that shows them is replaced by a note that it was withdrawn, and a
+    dataset a run built (an Arrow split that holds them) is deleted: the published one was written
+    again without them. How many files changed."""
+    changed = 0
+    for location in (config.paths.reports, config.paths.pipeline_root):
+        store = open_store(location)
+        for key in store.list():
+            if key.endswith(_LEARNT):  # weights and plots: what a model learnt, not what anyone said
+                continue
+            found = store.read(key)
+            if found is None:
+                continue
+            data = _scrubbed(key, found.data, users, hashed, request)
+            if data is None:
+                continue
+            changed += 1
+            if data != b"":
+                store.write(key, data)
+            elif "/data/" in key and key.endswith(".arrow"):  # the whole dataset the split is of
+                for other in store.list(key.rsplit("/data/", 1)[0] + "/data/"):
+                    store.delete(other)
+            else:
+                store.delete(key)
+    return changed
+
+
+def _names(value: Any, users: set[str], hashed: set[str]) -> bool:
+    return isinstance(value, str) and (value in users or hashed_id(value) in hashed)
+
+
+def _scrub(value: Any, users: set[str], hashed: set[str]) -> Any:
+    """`value` without the entries that name them: a dict whose `id` or `user` is theirs, a key or
+    a string that is their pseudonym or prediction id."""
+    if isinstance(value, dict):
+        return {k: _scrub(v, users, hashed) for k, v in value.items() if not _names(k, users, hashed)}
+    if isinstance(value, list):
+        return [
+            _scrub(v, users, hashed)
+            for v in value
+            if not _names(v, users, hashed)
+            and not (
+                isinstance(v, dict)
+                and (_names(v.get("id"), users, hashed) or _names(v.get("user"), users, hashed))
+            )
+        ]
+    return value
+
+
+def _scrubbed(key: str, data: bytes, users: set[str], hashed: set[str], request: str) -> bytes | None:
+    """The file's new content (b"": delete it), or None when it does not name them."""
+    if key.endswith(".arrow"):
+        table = pa.ipc.open_stream(data).read_all()
+        names = [c for c in ("id", "user") if c in table.column_names]
+        holds = any(_names(v, users, hashed) for c in names for v in table[c].to_pylist())
+        return b"" if holds else None
+    if key.endswith(".json"):
+        body = orjson.loads(data)
+        clean = _scrub(body, users, hashed)
+        return orjson.dumps(clean) if clean != body else None
+    if key.endswith(".jsonl"):
+        lines = data.splitlines()
+        kept = [line for line in lines if _scrub([orjson.loads(line)], users, hashed) != []]
+        return (b"\n".join(kept) + b"\n" if kept else b"") if len(kept) < len(lines) else None
+    if any(u.encode() in data for u in users) or any(
+        hashed_id(m.decode()) in hashed for m in _UUID.findall(data)
+    ):
+        return _WITHDRAWN.format(request=request).encode()
+    return None

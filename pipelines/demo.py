@@ -22,7 +22,7 @@ from rich.table import Table
 
 from flywheel_pipelines.compile import compile_pipeline
 from flywheel_pipelines.local_run import run_local, run_monitor_locally
-from flywheel_pipelines.views import make_console, print_decision, print_summary
+from flywheel_pipelines.views import counted, make_console, print_decision, print_summary
 from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.demo.models import degraded_model, pick_must_pass
@@ -389,6 +389,7 @@ def print_live(live: dict[str, Any], console: Console) -> None:
         "version",
         "slice",
         "requests",
+        "users",
         "with feedback",
         "correction rate",
         "flag rate",
@@ -402,7 +403,8 @@ def print_live(live: dict[str, Any], console: Console) -> None:
             table.add_row(
                 f"v{version}",
                 name,
-                str(r["requests"]),
+                counted(r["requests"], r.get("capped", 0)),
+                str(r.get("users", 0)),
                 str(r["labeled"]),
                 _interval(r["correction_rate"]),
                 _interval(r["flag_rate"]),
@@ -410,4 +412,7 @@ def print_live(live: dict[str, Any], console: Console) -> None:
                 _interval(r["cer"]),
             )
     console.print(table)
-    console.print("Live WER is over the corrected predictions only (what users chose to correct).")
+    console.print(
+        "Live WER is over the corrected predictions only (what users chose to correct); each user counts "
+        "with at most monitor.max_predictions_per_user requests of each row."
+    )

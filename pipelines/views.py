@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the CLI imports this module for every command: the library 
     from stt_flywheel.monitoring.status import SystemStatus
     from stt_flywheel.run.summary import DatasetSummary, EvaluationSummary, RunSummary
 
-__all__ = ["make_console", "print_decision", "print_status", "print_summary"]
+__all__ = ["counted", "make_console", "print_decision", "print_status", "print_summary"]
 
 PIPE_WIDTH = 160  # into a pipe or a log, Rich would otherwise lay everything out 80 columns wide
 
@@ -60,7 +60,7 @@ def print_decision(d: dict[str, Any], console: Console) -> None:
             table.add_row(
                 name,
                 f"v{a['version']}",
-                _counted(a["requests"], a.get("capped", 0)),
+                counted(a["requests"], a.get("capped", 0)),
                 str(a.get("users", 0)),
                 str(a["labelled"]),
                 str(a["corrected"]),
@@ -239,7 +239,7 @@ def _print_versions(view: SystemStatus, console: Console) -> None:
             ", ".join(v.aliases),
             str(v.traffic if v.traffic is not None else "–"),
             f"{offline:.3f}" if isinstance(offline, float) else "–",
-            _counted(live.get("requests", 0), live.get("capped", 0)),
+            counted(live.get("requests", 0), live.get("capped", 0)),
             str(live.get("users", 0)),
             str(live.get("pending", 0)),
             percent_interval(live.get("correction_rate")),
@@ -252,7 +252,7 @@ def _print_versions(view: SystemStatus, console: Console) -> None:
         console.print("[bold]Versions[/] none registered yet (`stt-flywheel run` registers the base model)")
 
 
-def _counted(requests: int, capped: int) -> str:
+def counted(requests: int, capped: int) -> str:
     """Requests that count, and those beyond their users' cap (`monitor.max_predictions_per_user`)."""
     return f"{requests} (+{capped} over the cap)" if capped else str(requests)
 

@@ -204,7 +204,7 @@ def print_status(view: SystemStatus, console: Console) -> None:
     for proposal in view.proposals:
         console.print(
             f"[bold]Proposal[/] {proposal['id']} {proposal['state']} (lapses {proposal['expires_at'][:16]}): "
-            f"{proposal['dataset'].get('corrected_cases')} corrected cases on {proposal['machine'].get('accelerator', '–')}"
+            f"{proposal['what']} on {proposal['machine'].get('accelerator', 'the configured machine')}"
             + ("" if proposal["approval"] else f" — `stt-flywheel approve {proposal['id']}`"),
             highlight=False,
         )

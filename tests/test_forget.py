@@ -21,6 +21,7 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.error_store.forget import forget_rows, hashed_id, request_id, write_tombstone
 from stt_flywheel.data.identity import Identity, Senders
 from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.storage.objectstore import open_store
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 KEY = b"k" * 32
@@ -325,19 +326,11 @@ def _publish(root: Path, name: str, rows: list[dict[str, str]], quarantined: lis
     )
 
 
-def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_that_learnt(
-    tmp_path: Path,
-) -> None:
-    """A dataset a registered version trained on holds alice's corrections (and a quarantined
-    line of hers): forget names that version and its child, writes the dataset again without
-    her under a new version, empties the old one to a manifest naming it (lineage follows), and
-    afterwards nothing in the store, the datasets or the audit log names her but the tombstone."""
+def _flywheel(tmp_path: Path) -> tuple[Path, Any, dict[str, list[str]]]:
+    """A config whose state holds the populated store (two hours, one batch) under its key."""
     import yaml
 
-    from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
-    from stt_flywheel.deployment.backends import open_registry
-    from stt_flywheel.run.forget import forget
-    from stt_flywheel.run.lineage import trained_users
+    from stt_flywheel.config import load_config
 
     path = tmp_path / "flywheel.yaml"
     path.write_text(yaml.safe_dump({"paths": {"root": "state"}}))
@@ -346,14 +339,35 @@ def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_th
     root.parent.mkdir(parents=True, exist_ok=True)
     (root.parent / "identity.key").write_bytes(KEY)
     (root.parent / "identity.key").chmod(0o600)
-    ids = _populate(root, hours=2, batches=1)
-    alice, bob = (_store(root).senders.pseudonym(p) for p in ("alice", "bob"))
-    datasets = Path(config.paths.datasets)
-    rows = [
+    return path, config, _populate(root, hours=2, batches=1)
+
+
+def _rows(ids: dict[str, list[str]], **users: str) -> list[dict[str, str]]:
+    """Dataset rows of these people's corrections (name → pseudonym)."""
+    return [
         {"id": p, "text": f"{who} meant it", "user": u, "source": "correction"}
-        for who, u in (("alice", alice), ("bob", bob))
+        for who, u in users.items()
         for p in ids[who]
     ]
+
+
+def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_that_learnt(
+    tmp_path: Path,
+) -> None:
+    """A dataset a registered version trained on holds alice's corrections (and a quarantined
+    line of hers): forget names that version and its child, writes the dataset again without
+    her under a new version, empties the old one to a manifest naming it (lineage follows), and
+    afterwards nothing in the store, the datasets or the audit log names her but the tombstone."""
+
+    from stt_flywheel.config import DEFAULT_BASE_MODEL
+    from stt_flywheel.deployment.backends import open_registry
+    from stt_flywheel.run.forget import forget
+    from stt_flywheel.run.lineage import trained_users
+
+    path, config, ids = _flywheel(tmp_path)
+    alice, bob = (_store(Path(config.paths.error_store)).senders.pseudonym(p) for p in ("alice", "bob"))
+    datasets = Path(config.paths.datasets)
+    rows = _rows(ids, alice=alice, bob=bob)
     _publish(datasets, "ds-one", rows, [ids["alice"][1], ids["bob"][1]])
     _publish(datasets, "ds-other", [r for r in rows if r["user"] == bob], [])
     run = Path(config.paths.reports) / "run-1"
@@ -419,6 +433,66 @@ def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_th
 
 
 @pytest.mark.gcs
+def test_forget_proposes_a_retraining_from_the_newest_version_that_did_not_learn_from_them(
+    tmp_path: Path, cli: Any
+) -> None:
+    """v2 trained on alice's corrections and v3 was fine-tuned from v2: `forget --propose-retraining`
+    proposes a run from v1. Until a person approves it nothing trains; once approved, the next
+    run trains on it whatever the trigger's thresholds say, from v1, and only that one run."""
+    from stt_flywheel.config import DEFAULT_BASE_MODEL
+    from stt_flywheel.deployment.backends import open_registry
+    from stt_flywheel.run.proposed import start_version
+    from stt_flywheel.run.stages import bootstrap_registry, stage_check_trigger
+
+    path, config, ids = _flywheel(tmp_path)
+    alice, bob = (_store(Path(config.paths.error_store)).senders.pseudonym(p) for p in ("alice", "bob"))
+    _publish(Path(config.paths.datasets), "ds-one", _rows(ids, alice=alice, bob=bob), [])
+    _publish(Path(config.paths.datasets), "ds-two", _rows(ids, bob=bob), [])
+    base = bootstrap_registry(config)
+    registry = open_registry(config)
+    learnt = registry.register(
+        DEFAULT_BASE_MODEL,
+        dataset_version="ds-one",
+        source_run="r1",
+        lineage={"parent_version": base.version},
+    )
+    child = registry.register(
+        DEFAULT_BASE_MODEL,
+        dataset_version="ds-two",
+        source_run="r2",
+        lineage={"parent_version": learnt.version},
+    )
+    registry.set_alias("default", child.version)
+
+    args = ("forget", "--user", "alice", "--reason", "ticket 9", "--config", str(path))
+    status, out, err = cli(*args, "--dry-run", "--propose-retraining")
+    assert status == 0 and "with --dry-run nothing is proposed" in out, err
+    status, out, err = cli(*args, "--propose-retraining", "--json")
+    assert status == 0, err
+    proposal = orjson.loads(out)["retraining"]
+    assert proposal["kind"] == "retrain-without" and proposal["state"] == "pending"
+    assert proposal["dataset"]["start_from_version"] == base.version
+    assert proposal["evidence"]["learnt_by_versions"] == [learnt.version, child.version]
+    assert "alice" not in out and alice not in out
+
+    waiting = stage_check_trigger(config, "run-a")  # six corrections: the trigger does not fire
+    assert not waiting.should_train and (waiting.proposal or {}).get("kind") != "retrain-without"
+    status, out, err = cli("status", "--config", str(path))
+    assert status == 0 and f"Proposal {proposal['id']} pending" in out and "retrain without" in out, err
+    status, _, err = cli("approve", proposal["id"], "--reason", "DPO agreed", "--config", str(path))
+    assert status == 0, err
+
+    retrain = stage_check_trigger(config, "run-b")
+    assert retrain.should_train and retrain.summary.startswith("retraining: retrain without")
+    assert retrain.proposal is not None and retrain.proposal["claimed"]["run_id"] == "run-b"
+    assert retrain.proposal["claimed"]["start_from_version"] == base.version
+    start = start_version(config, "run-b")
+    assert start is not None and start.version == base.version
+    assert start_version(config, "run-a").version == child.version  # type: ignore[union-attr]
+    open_store(config.paths.state).delete("leases/flywheel-run.json")  # as run-b's last stage would
+    assert not stage_check_trigger(config, "run-c").should_train  # one approval, one run
+
+
 def test_forget_and_retain_on_cloud_storage(gcs_bucket: str, tmp_path: Path) -> None:
     """The same on the GCS emulator, through google-cloud-storage: forget rewrites the files that
     hold alice and deletes her audio; a later `store retain` deletes what is past its days."""

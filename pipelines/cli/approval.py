@@ -69,7 +69,7 @@ def proposals_list(config: ConfigOpt = None, json: JsonOpt = False) -> None:
         console.print("no proposals (with trigger.require_approval, a fired trigger makes one)")
         return
     table = Table(title="Training proposals")
-    for col in ("proposal", "state", "made", "lapses", "evidence", "machine", "approved by", "trained by"):
+    for col in ("proposal", "state", "made", "lapses", "what", "machine", "approved by", "trained by"):
         table.add_column(col)
     for p in proposals:
         table.add_row(
@@ -77,7 +77,7 @@ def proposals_list(config: ConfigOpt = None, json: JsonOpt = False) -> None:
             p.state(now),
             p.created_at[:16],
             p.expires_at[:16],
-            f"{p.dataset.get('corrected_cases', '?')} corrected cases",
+            p.what,
             p.machine.get("accelerator", "–"),
             (p.approval or {}).get("by", "–"),
             (p.claimed or {}).get("run_id", "–"),

@@ -23,6 +23,13 @@ def forget_command(
         list[str] | None, typer.Option("--prediction-id", help="A prediction to forget (repeat for more).")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Count what would go; change nothing.")] = False,
+    propose_retraining: Annotated[
+        bool,
+        typer.Option(
+            help="When a registered version learnt from them, propose a run that trains again without "
+            "them from the newest version that did not (approved with `stt-flywheel approve`)."
+        ),
+    ] = False,
     config: ConfigOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -42,6 +49,7 @@ def forget_command(
         reason=reason,
         now=datetime.now(UTC),
         dry_run=dry_run,
+        propose_retraining=propose_retraining,
     )
     if json:
         print_json(result.as_dict())
@@ -61,5 +69,15 @@ def forget_command(
         )
     else:
         console.print("no registered version learnt from them")
+    if result.retraining:
+        p = result.retraining
+        start = p["dataset"]["start_from_version"]
+        console.print(
+            f"proposed {p['id']}: retrain from {f'v{start}' if start else 'the base model'} without them "
+            f"(`stt-flywheel approve {p['id']}`; it lapses at {p['expires_at'][:16]})",
+            highlight=False,
+        )
+    elif propose_retraining and result.learnt_by:
+        console.print("with --dry-run nothing is proposed", highlight=False)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)

@@ -108,13 +108,13 @@ def _proposals_section(proposals: list[dict[str, Any]]) -> str:
     if not proposals:
         return ""
     return "<h2>Training proposals</h2>" + table(
-        ["proposal", "state", "lapses", "corrected cases", "machine", "approved by"],
+        ["proposal", "state", "lapses", "what", "machine", "approved by"],
         [
             (
                 p["id"],
                 p["state"],
                 p["expires_at"][:16],
-                p["dataset"].get("corrected_cases"),
+                p["what"],
                 p["machine"].get("accelerator", "–"),
                 (p["approval"] or {}).get("by", f"waiting: stt-flywheel approve {p['id']}"),
             )

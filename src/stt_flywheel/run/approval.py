@@ -10,6 +10,10 @@ so it works the same on a directory and on `gs://`, and every race has one winne
 
 A proposal expires `trigger.approval_expiry_hours` after it was made, approved or not; the next
 run whose trigger fires then proposes afresh, with the evidence of that moment.
+
+Proposals are of two kinds: a fired trigger's (`trigger`), and a retraining without a person
+`forget --propose-retraining` removed (`retrain-without`, `run.proposed`). Each kind waits on its
+own: a pending trigger proposal does not hide a retraining, nor the other way round.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from stt_flywheel.errors import InputError, StateError
 from stt_flywheel.storage.objectstore import ObjectStore, PreconditionFailed
 
 __all__ = [
+    "RETRAIN",
+    "TRIGGER",
     "Proposal",
     "approve",
     "claim_approved",
@@ -36,6 +42,8 @@ __all__ = [
 ]
 
 PREFIX = "proposals/"
+TRIGGER = "trigger"  # a fired trigger's proposal
+RETRAIN = "retrain-without"  # a retraining without the people forget requests removed
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Proposal:
     machine: dict[str, Any]  # the trainer's machine the pipeline asks for
     approval: dict[str, Any] | None = None
     claimed: dict[str, Any] | None = None
+    kind: str = TRIGGER
 
     def state(self, now: datetime) -> str:
         """pending → approved → trained; or expired (an unclaimed proposal past its time)."""
@@ -58,8 +67,16 @@ class Proposal:
             return "expired"
         return "approved" if self.approval else "pending"
 
+    @property
+    def what(self) -> str:
+        """What it would train on, in a few words."""
+        if self.kind == RETRAIN:
+            learnt = ", ".join(f"v{v}" for v in self.evidence.get("learnt_by_versions", []))
+            return f"retrain without forget request {self.evidence.get('forget_request', '?')[:12]} ({learnt} learnt from them)"
+        return f"{self.dataset.get('corrected_cases', '?')} corrected cases"
+
     def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
-        return {**asdict(self), "state": self.state(now or datetime.now(UTC))}
+        return {**asdict(self), "state": self.state(now or datetime.now(UTC)), "what": self.what}
 
 
 def who() -> str:
@@ -103,12 +120,16 @@ def propose(
     machine: dict[str, Any],
     ttl: timedelta,
     now: datetime | None = None,
+    kind: str = TRIGGER,
 ) -> tuple[Proposal, bool]:
-    """The proposal waiting for a person: the pending one that has not expired, else a new one.
-    Returns it and whether it is new. Callers hold the run lease, so two runs never both propose."""
+    """The proposal of this kind waiting for a person: the pending one that has not expired, else
+    a new one. Returns it and whether it is new. Callers hold the run lease, so two runs never
+    both propose; a retraining is proposed afresh for each forget request (`evidence` differs)."""
     now = now or datetime.now(UTC)
     for existing in list_proposals(store):
-        if existing.state(now) in ("pending", "approved"):
+        if existing.kind != kind or existing.state(now) not in ("pending", "approved"):
+            continue
+        if kind == TRIGGER or existing.evidence == evidence:
             return existing, False
     proposal = Proposal(
         id=f"p-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}",
@@ -118,6 +139,7 @@ def propose(
         evidence=evidence,
         dataset=dataset,
         machine=machine,
+        kind=kind,
     )
     body = {k: v for k, v in asdict(proposal).items() if k not in ("approval", "claimed")}
     store.create(f"{PREFIX}{proposal.id}/proposal.json", orjson.dumps(body))
@@ -151,14 +173,22 @@ def approve(
     return _load(store, proposal_id) or proposal
 
 
-def claim_approved(store: ObjectStore, run_id: str, now: datetime | None = None) -> Proposal | None:
-    """The approved, unexpired proposal this run may train on, claimed for it (create-only, so
-    one approval lets one run train); None when there is none."""
+def claim_approved(
+    store: ObjectStore,
+    run_id: str,
+    now: datetime | None = None,
+    kind: str = TRIGGER,
+    only: str | None = None,
+    **detail: Any,
+) -> Proposal | None:
+    """The approved, unexpired proposal of this kind (or the one with id `only`) this run may
+    train on, claimed for it with `detail` (create-only, so one approval lets one run train);
+    None when there is none."""
     now = now or datetime.now(UTC)
     for proposal in list_proposals(store):
-        if proposal.state(now) != "approved":
+        if proposal.kind != kind or proposal.state(now) != "approved" or only not in (None, proposal.id):
             continue
-        claim = {"run_id": run_id, "at": now.isoformat()}
+        claim = {"run_id": run_id, "at": now.isoformat(), **detail}
         try:
             store.create(f"{PREFIX}{proposal.id}/claimed.json", orjson.dumps(claim))
         except PreconditionFailed:

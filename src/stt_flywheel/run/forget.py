@@ -37,6 +37,7 @@ from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.run.lineage import dataset_dir
+from stt_flywheel.run.proposed import propose_retraining as retraining
 from stt_flywheel.storage.objectstore import ObjectStore, is_remote, join_uri, open_store
 from stt_flywheel.storage.trees import fetch_tree, forget_cached, put_tree, tree_exists
 
@@ -60,6 +61,7 @@ class ForgetResult:
     datasets: DatasetsForgotten = field(default_factory=DatasetsForgotten)
     spilled: int = 0  # predictions waiting in this machine's capture spill directory
     run_files: int = 0  # reports, ledger entries and pipeline outputs that named them
+    retraining: dict[str, Any] | None = None  # the retraining proposed without them (`Proposal.as_dict`)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class ForgetResult:
             "spilled": self.spilled,
             "run_files": self.run_files,
             "learnt_by_versions": self.learnt_by,
+            "retraining": self.retraining,
             "notes": self.notes,
         }
 
@@ -84,8 +87,11 @@ def forget(
     reason: str,
     now: datetime,
     dry_run: bool = False,
+    propose_retraining: bool = False,
 ) -> ForgetResult:
-    """Carry out a deletion request for a user (their raw id, hashed here) or prediction ids."""
+    """Carry out a deletion request for a user (their raw id, hashed here) or prediction ids; with
+    `propose_retraining`, propose a run that trains again without them (`run.proposed`) when a
+    registered version learnt from them."""
     if not reason.strip():
         raise InputError("say why (--reason): the audit log keeps it")
     store = open_error_store(config)
@@ -138,6 +144,11 @@ def forget(
         }
         open_registry(config).record("forget", None, detail)
         write_tombstone(store, request, {"done": True})
+    if propose_retraining and result.learnt_by and not dry_run:
+        proposal, _ = retraining(
+            config, request=request, learnt_by=result.learnt_by, run_id=f"forget-{request[:8]}", now=now
+        )
+        result.retraining = proposal.as_dict(now)
     return result
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -53,7 +53,6 @@ from stt_flywheel.models import (
 )
 from stt_flywheel.models.distributed import train_in_processes
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
-from stt_flywheel.run.approval import claim_approved, propose
 from stt_flywheel.run.entries import (
     DatasetEntry,
     DeployEntry,
@@ -65,6 +64,7 @@ from stt_flywheel.run.entries import (
 )
 from stt_flywheel.run.lease import RUN_LEASE, release_run_lease, releases_lease_on_failure, run_state
 from stt_flywheel.run.ledger import read_ledger, write_ledger
+from stt_flywheel.run.proposed import approved_retraining, require_approval, start_version, take_retraining
 from stt_flywheel.run.provenance import code_version
 from stt_flywheel.run.stage_reports import loggable_metrics, report_context
 from stt_flywheel.run.trigger import TriggerDecision, check_trigger
@@ -115,7 +115,8 @@ def stage_check_trigger(
     """Decide, and when training is due take the run lease, so that an overlapping run stops here.
     A canary still in flight stops the run too: it is decided before another candidate is made.
     With `trigger.require_approval`, a run trains only on a proposal a person approved; otherwise
-    it records a proposal (the evidence, the dataset, `machine`) and ends without training.
+    it records a proposal (the evidence, the dataset, `machine`) and ends without training. An
+    approved retraining without forgotten people (`run.proposed`) trains whatever the evidence.
 
     The lease is released by the stage that ends the run (dataset unusable, a gate rejecting, the
     deployer); a run that dies keeps it until `trigger.lease_hours` pass.
@@ -130,6 +131,9 @@ def stage_check_trigger(
         production_version=production.version if production else None,
         now=now,
     )
+    retraining = approved_retraining(config, now)
+    if retraining is not None:
+        decision.retrain(retraining.as_dict(now))
     canary = registry.resolve("candidate")
     share = endpoint.traffic().get(canary.version, 0) if canary is not None else 0
     if decision.should_train and canary is not None and share > 0:
@@ -143,48 +147,12 @@ def stage_check_trigger(
             acquire_lease(run_state(config), RUN_LEASE, run_id, config.trigger.lease_ttl, now=now)
         except LeaseHeld as exc:
             decision.block(f"another run holds the run lease ({exc})")
-    if decision.should_train and config.trigger.require_approval:
-        _require_approval(config, run_id, decision, machine or {}, now)
+    if decision.should_train and retraining is not None:
+        take_retraining(config, run_id, decision, retraining, now)
+    elif decision.should_train and config.trigger.require_approval:
+        require_approval(config, run_id, decision, machine or {}, now)
     write_ledger(config, run_id, TriggerEntry.model_validate(decision.as_dict()))
     return decision
-
-
-def _require_approval(
-    config: FlywheelConfig,
-    run_id: str,
-    decision: TriggerDecision,
-    machine: dict[str, Any],
-    now: datetime | None,
-) -> None:
-    """Train on an approved proposal (claiming it), or propose and stop (freeing the run lease)."""
-    state = run_state(config)
-    approved = claim_approved(state, run_id, now=now)
-    if approved is not None:
-        decision.proposal = approved.as_dict(now)
-        return
-    stats = decision.as_dict()["stats"]
-    proposal, new = propose(
-        state,
-        run_id=run_id,
-        evidence={"summary": decision.summary, "checks": decision.as_dict()["checks"], "stats": stats},
-        dataset={
-            "from_watermark": decision.previous_watermark,
-            "to_watermark": decision.watermark,
-            "corrected_cases": decision.stats.new_corrected_cases,
-            "replay_manifest": str(config.dataset.replay_manifest or "") or None,
-            "replay_share": config.dataset.replay_share,
-        },
-        machine=machine,
-        ttl=timedelta(hours=config.trigger.approval_expiry_hours),
-        now=now,
-    )
-    decision.proposal = proposal.as_dict(now)
-    said = "recorded" if new else f"waiting since {proposal.created_at[:16]}"
-    decision.block(
-        f"needs approval: proposal {proposal.id} {said} "
-        f"(`stt-flywheel approve {proposal.id}`; it lapses at {proposal.expires_at[:16]})"
-    )
-    release_run_lease(config, run_id)
 
 
 @releases_lease_on_failure
@@ -194,7 +162,7 @@ def stage_build_dataset(
     protected_sources = [s.data for s in config.regression] + list(config.dataset.protected_manifests)
     if config.validation.eval_manifest:
         protected_sources.append(config.validation.eval_manifest)
-    start = _start_from(config, _production(config))
+    start = _start_from(config, start_version(config, run_id))
     manifest = build_dataset(
         open_error_store(config),
         out_dir,
@@ -221,13 +189,13 @@ def _cuda_devices() -> int:
 
 
 def _start_from(config: FlywheelConfig, production: ModelVersion | None) -> str:
-    """The model a run trains from: what serves by default, else the configured base model."""
+    """The model a run trains from (`start_version`), else the configured base model."""
     return production.uri if production else str(config.base_model)
 
 
 @releases_lease_on_failure
 def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
-    production = _production(config)
+    production = start_version(config, run_id)  # the default, or a retraining's clean version
     start_from = _start_from(config, production)
     t = config.training
     settings = TrainSettings.from_dict(t.model_dump())
@@ -424,7 +392,11 @@ def _deploy(
         data_watermark=manifest.watermark,
         run_id=run_id,
         metrics=loggable_metrics(validation.metrics.flat()) if validation else {},
-        lineage={"training": training, **({"model_digest": digest} if digest else {})},
+        lineage={
+            "training": training,
+            **({"model_digest": digest} if digest else {}),
+            **({"parent_version": train.started_from_version} if train else {}),
+        },
     )
     policy = DeployPolicy(
         auto_deploy=config.deploy.auto_deploy,

@@ -70,6 +70,11 @@ class TriggerDecision:
     blocked_by: str | None = None  # what stopped this run: the run lease, a canary in flight, approval
     proposal: dict[str, Any] | None = None  # with trigger.require_approval: the proposal made or trained on
 
+    def retrain(self, proposal: dict[str, Any]) -> None:
+        """Train on an approved retraining without forgotten people, whatever the thresholds say."""
+        self.should_train = self.forced = True
+        self.proposal = proposal
+
     def block(self, reason: str) -> None:
         """Stop this run although the evidence would train (another run holds the run lease, or a
         canary is still being decided)."""
@@ -86,6 +91,8 @@ class TriggerDecision:
             if approved and self.proposal
             else ""
         )
+        if self.forced and (self.proposal or {}).get("kind") == "retrain-without":
+            return f"retraining: {self.proposal['evidence']['summary']}" + by  # type: ignore[index]
         if self.forced:
             return "forced: training regardless of thresholds" + by
         if self.should_train:

@@ -320,7 +320,7 @@ def test_the_clis_ingests_and_exports_exit_cleanly_beside_a_serving_process_just
 
     import httpx
 
-    from stt_flywheel.config import DEFAULT_BASE_MODEL
+    from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
 
     config_path, _ = flywheel_config
     with socket.socket() as s:
@@ -381,3 +381,11 @@ def test_the_clis_ingests_and_exports_exit_cleanly_beside_a_serving_process_just
     assert orjson.loads(runs["errors ingest"].stdout)["accepted"] == 50
     exported = [orjson.loads(line) for line in runs["errors export"].stdout.splitlines()]
     assert len(exported) == 51 and pid in {e["prediction_id"] for e in exported}
+    # what serving captured and the commands wrote holds people's words: this user's alone
+    root = Path(load_config(config_path).paths.root)
+    opened = [
+        f"{p.relative_to(root)} {p.stat().st_mode & 0o777:o}"
+        for p in root.rglob("*")  # the state directory itself is the test's
+        if p.stat().st_mode & 0o077
+    ]
+    assert opened == []

@@ -21,6 +21,7 @@ __all__ = [
     "file_manifest",
     "file_sha256",
     "private_dir",
+    "private_files",
     "read_json",
     "tree_digest",
 ]
@@ -43,6 +44,13 @@ def private_dir(path: str | Path) -> Path:
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
     return path
+
+
+def private_files() -> None:
+    """From here on this process creates files 0600 and directories 0700 (a umask of 077 on top of
+    the one it had): the store, datasets, reports, status pages and caches hold what people said.
+    The `stt-flywheel` script and the serving process call it first; what they start inherits it."""
+    os.umask(os.umask(0o077) | 0o077)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -7,7 +7,9 @@ import sys
 from stt_flywheel.deployment.serving.app import run_server
 from stt_flywheel.deployment.serving.contract import ServingSettings
 from stt_flywheel.errors import FlywheelError
+from stt_flywheel.storage.files import private_files
 
+private_files()  # captured audio and transcripts, spill batches: readable by this user alone
 try:
     run_server(ServingSettings.from_env())
 except FlywheelError as exc:

@@ -1,4 +1,4 @@
-"""KFP components, one per stage (and the monitor's one). Each body maps artifacts to one `stt_flywheel.run.stages` call.
+"""KFP components, one per stage (and the monitor's and retention's). Each body maps artifacts to one `stt_flywheel.run.stages` call.
 
 Images are not known at import time: `build_components` turns the plain functions into
 lightweight components for the images given at compile time. The images carry the library and
@@ -16,6 +16,7 @@ from flywheel_components.build_dataset import build_dataset
 from flywheel_components.check_trigger import check_trigger
 from flywheel_components.deploy_model import deploy_model
 from flywheel_components.monitor_deployment import monitor_deployment
+from flywheel_components.retain_store import retain_store
 from flywheel_components.run_regression_suites import run_regression_suites
 from flywheel_components.train_model import train_model
 from flywheel_components.validate_model import validate_model
@@ -32,6 +33,7 @@ class Components:
     run_regression_suites: PythonComponent
     deploy_model: PythonComponent
     monitor_deployment: PythonComponent
+    retain_store: PythonComponent
 
 
 def build_components(
@@ -52,4 +54,5 @@ def build_components(
         run_regression_suites=make(run_regression_suites, evaluator_image or base_image),
         deploy_model=make(deploy_model),
         monitor_deployment=make(monitor_deployment),
+        retain_store=make(retain_store),
     )

@@ -34,9 +34,9 @@ def compile_pipeline(
     serving_image: str | None = None,
     evaluate_on_accelerator: bool = False,
 ) -> Path:
-    """Compile `pipeline` (flywheel or monitor) to YAML. For the cloud (`require_digests`), images
+    """Compile `pipeline` (flywheel, monitor or retention) to YAML. For the cloud (`require_digests`), images
     must be pinned by digest, so a published template always runs the exact images that were
-    tested (the monitor needs no trainer image). `serving_image`, when given, is the default of
+    tested (the monitor and retention need no trainer image). `serving_image`, when given, is the default of
     the flywheel's `serving_image` parameter: what the deployer uploads new versions with.
     `evaluate_on_accelerator`: the flywheel's validation and regression suites on a GPU each."""
     if pipeline not in PIPELINES:

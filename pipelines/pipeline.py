@@ -25,10 +25,19 @@ from kfp import dsl
 
 from flywheel_components import build_components
 
-__all__ = ["MONITOR_PIPELINE_NAME", "PIPELINES", "PIPELINE_NAME", "build_monitor_pipeline", "build_pipeline"]
+__all__ = [
+    "MONITOR_PIPELINE_NAME",
+    "PIPELINES",
+    "PIPELINE_NAME",
+    "RETENTION_PIPELINE_NAME",
+    "build_monitor_pipeline",
+    "build_pipeline",
+    "build_retention_pipeline",
+]
 
 PIPELINE_NAME = "stt-flywheel"
 MONITOR_PIPELINE_NAME = "stt-flywheel-monitor"
+RETENTION_PIPELINE_NAME = "stt-flywheel-retention"
 # Idempotent stages are retried after transient failures (preemption, quota, a lost node).
 RETRY = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}
 
@@ -209,8 +218,30 @@ def build_monitor_pipeline(
     return stt_flywheel_monitor
 
 
+def build_retention_pipeline(
+    base_image: str, trainer_image: str | None = None, serving_image: str | None = None
+) -> Callable[..., Any]:
+    """Retention: `store retain` as a run, scheduled (e.g. daily) beside the flywheel. It deletes
+    what is past its `retention.*` days: the error store's partitions and the audio no younger
+    prediction names, datasets, run reports and pipeline outputs no registered version names.
+    `dry_run` counts instead. Nothing is cached: every run reads what aged since the last one."""
+    c = build_components(base_image, trainer_image)
+
+    @dsl.pipeline(name=RETENTION_PIPELINE_NAME, description=build_retention_pipeline.__doc__)
+    def stt_flywheel_retention(config_uri: str, dry_run: bool = False) -> None:
+        (
+            c.retain_store(config_uri=config_uri, dry_run=dry_run)
+            .set_display_name("Delete what is past its days")
+            .set_caching_options(False)
+            .set_retry(**RETRY)
+        )
+
+    return stt_flywheel_retention
+
+
 # what `compile --pipeline NAME` and `schedule create --pipeline NAME` build
 PIPELINES: dict[str, tuple[str, Callable[..., Callable[..., Any]]]] = {
     "flywheel": (PIPELINE_NAME, build_pipeline),
     "monitor": (MONITOR_PIPELINE_NAME, build_monitor_pipeline),
+    "retention": (RETENTION_PIPELINE_NAME, build_retention_pipeline),
 }

@@ -131,6 +131,23 @@ def test_datasets_and_runs_go_with_their_days_unless_a_registered_version_names_
     assert [p.name for p in monitor.iterdir()] == ["young.json"]
 
 
+def test_the_retention_pipeline_deletes_what_is_past_its_days_when_run(tmp_path: Path) -> None:
+    """The compiled retention pipeline (what a schedule runs), run with kfp.local: the partition
+    past its days goes, today's stays, and the run's summary says what went."""
+    from flywheel_pipelines.compile import compile_pipeline, run_compiled_locally
+
+    path = _config(tmp_path, {"predictions_days": 30})
+    config = load_config(path)
+    store = ErrorStore(Path(config.paths.error_store))
+    now = datetime.now(UTC)
+    old, young = _capture(store, tmp_path, [(now - timedelta(days=40), b"RIFF-a"), (now, b"RIFF-b")])
+    package = compile_pipeline(tmp_path / "retention.yaml", pipeline="retention")
+    run_compiled_locally(package, config.paths.pipeline_root, {"config_uri": str(path)})
+    assert store.predictions()["prediction_id"].to_pylist() == [young]
+    (summary,) = Path(config.paths.pipeline_root).rglob("summary")
+    assert "| predictions | 1 | 0 |" in summary.read_text() and old not in summary.read_text()
+
+
 def test_store_lifecycle_is_a_configuration_the_client_library_and_a_bucket_accept(
     tmp_path: Path, gcs_bucket: str, cli: object
 ) -> None:

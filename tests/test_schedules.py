@@ -147,18 +147,24 @@ def test_schedule_refuses_what_vertex_cannot_run_and_keeps_the_old_one(cloud: tu
     assert scheduler.jobs == before  # a replacement that cannot run never removes the schedule in place
 
 
-def test_the_monitor_is_scheduled_hourly_from_the_base_image_alone(cloud: tuple) -> None:
+@pytest.mark.parametrize(
+    ("pipeline", "cron", "task"),
+    [("monitor", "0 * * * *", "monitor-deployment"), ("retention", "30 2 * * *", "retain-store")],
+)
+def test_the_monitor_and_retention_are_scheduled_from_the_base_image_alone(
+    cloud: tuple, pipeline: str, cron: str, task: str
+) -> None:
     vertex, _, config, _ = cloud
     _cli(
-        "schedule", "create", "--config", str(config), "--pipeline", "monitor", "--name", "monitor-hourly",
-        "--cron", "0 * * * *", "--config-uri", "gs://flywheel/flywheel.yaml",
+        "schedule", "create", "--config", str(config), "--pipeline", pipeline, "--name", f"{pipeline}-job",
+        "--cron", cron, "--config-uri", "gs://flywheel/flywheel.yaml",
         "--pipeline-root", "gs://flywheel/pipeline-root", "--base-image", BASE,
     )  # fmt: skip
     (schedule,) = vertex.schedules.values()
-    assert schedule["cron"] == "TZ=Etc/UTC 0 * * * *" and int(schedule["maxConcurrentRunCount"]) == 1
+    assert schedule["cron"] == f"TZ=Etc/UTC {cron}" and int(schedule["maxConcurrentRunCount"]) == 1
     job = schedule["createPipelineJobRequest"]["pipelineJob"]
-    assert job["pipelineSpec"]["pipelineInfo"]["name"] == "stt-flywheel-monitor"
-    assert set(job["pipelineSpec"]["deploymentSpec"]["executors"]) == {"exec-monitor-deployment"}
+    assert job["pipelineSpec"]["pipelineInfo"]["name"] == f"stt-flywheel-{pipeline}"
+    assert set(job["pipelineSpec"]["deploymentSpec"]["executors"]) == {f"exec-{task}"}
     assert job["runtimeConfig"]["parameterValues"]["config_uri"] == "gs://flywheel/flywheel.yaml"
     # the flywheel still needs its trainer image to compile now
     refused = CliRunner().invoke(

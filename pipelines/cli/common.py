@@ -63,12 +63,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 class PipelineName(StrEnum):
     flywheel = "flywheel"
     monitor = "monitor"
+    retention = "retention"
 
 
 PipelineOpt = Annotated[
     PipelineName,
     typer.Option(
-        "--pipeline", help="flywheel: the six stages; monitor: canary decisions and the default's watch."
+        "--pipeline",
+        help="flywheel: the six stages; monitor: canary decisions and the default's watch; "
+        "retention: `store retain`.",
     ),
 ]
 

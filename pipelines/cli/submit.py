@@ -78,7 +78,7 @@ def template_now(
     pipeline: PipelineName = PipelineName.flywheel,
 ) -> str:
     """The given template, or one compiled now for the cloud from images pinned by digest (the
-    monitor needs only the base image)."""
+    monitor and retention need only the base image)."""
     import tempfile
 
     from flywheel_pipelines.compile import compile_pipeline
@@ -86,7 +86,7 @@ def template_now(
     if template is not None:
         return template
     if not base_image or (pipeline == PipelineName.flywheel and not trainer_image):
-        needs = "--base-image" if pipeline == PipelineName.monitor else "--base-image and --trainer-image"
+        needs = "--base-image and --trainer-image" if pipeline == PipelineName.flywheel else "--base-image"
         raise ConfigError(f"give --template, or {needs} (by digest) to compile now")
     path = Path(tempfile.mkdtemp()) / f"{pipeline.value}.yaml"
     return str(

@@ -42,6 +42,26 @@ class RetainResult:
             "kept": self.kept,
         }
 
+    def to_markdown(self) -> str:
+        """What a scheduled run says in the console: a line per kind."""
+        if not self.deleted:
+            return "# Retention\n\nNothing to do: no `retention.*` days are set (null keeps everything).\n"
+        verb = "Would delete" if self.dry_run else "Deleted"
+        rows = [f"| {k} | {n} | {self.kept.get(k, 0)} |" for k, n in self.deleted.items()]
+        return "\n".join(
+            [
+                "# Retention",
+                "",
+                f"{verb} at {self.now.isoformat(timespec='seconds')} what was past its days; kept: past "
+                "them, but a younger prediction or a registered version names it.",
+                "",
+                "| kind | deleted | kept |",
+                "|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
+
 
 def retain(config: FlywheelConfig, now: datetime, dry_run: bool = False) -> RetainResult:
     """Delete (with `dry_run`, only count) everything past its days at `now`."""

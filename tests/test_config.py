@@ -80,7 +80,11 @@ def test_the_documented_cloud_config_is_one_that_would_work(tmp_path: Path) -> N
     path.write_text(filled.replace("sha256:…", "sha256:" + "0" * 64))
     config = load_config(path)
     assert config.deploy.backend == "vertex"
-    assert str(config.base_model) == "/gcs/my-bucket/models/base"
+    assert str(config.base_model) == "/gcs/my-bucket/base-model"
+    assert config.paths.error_store == "gs://my-bucket-people/error-store"
+    assert config.paths.datasets == "gs://my-bucket-people/datasets"
+    assert config.paths.pipeline_root == "gs://my-bucket-people/pipeline-root"
+    assert config.paths.models == "gs://my-bucket/models"
     assert [s.name for s in config.regression] == ["general", "critical-phrases"]
     assert config.validation.eval_manifest is not None
     assert config.dataset.replay_manifest is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import random
-import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -28,17 +28,27 @@ KEY = b"k" * 32
 PEOPLE = ("alice", "bob", "carol")
 
 
-def _store(root: Path) -> ErrorStore:
+def _store(root: Path | str) -> ErrorStore:
     return ErrorStore(root, senders=Senders(Identity(KEY)))
 
 
-def _populate(root: Path, hours: int = 6, batches: int = 2) -> dict[str, list[str]]:
+@pytest.fixture(params=["directory", pytest.param("gcs", marks=pytest.mark.gcs)])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the store is: a directory, or a bucket on the GCS emulator."""
+    if request.param == "directory":
+        return str(tmp_path / "store")
+    return str(request.getfixturevalue("gcs_bucket"))
+
+
+def _populate(
+    root: Path | str, hours: int = 6, batches: int = 2, spill: Path | None = None
+) -> dict[str, list[str]]:
     """Each person asks `hours` × `batches` times (one file per batch and hour), corrects each
     answer, and sends one bad line; alice and bob once send the same audio bytes. Their ids."""
     store = _store(root)
     ids: dict[str, list[str]] = {p: [] for p in PEOPLE}
     for batch in range(batches):
-        writer = CaptureWriter(store, root.parent / "spill", flush_interval_s=3600)
+        writer = CaptureWriter(store, spill or Path(root).parent / "spill", flush_interval_s=3600)
         for h in range(hours):
             for person in PEOPLE:
                 at = T0 + timedelta(hours=h, minutes=batch)
@@ -74,23 +84,27 @@ def _populate(root: Path, hours: int = 6, batches: int = 2) -> dict[str, list[st
     return ids
 
 
-def _everything(root: Path) -> list[tuple[str, str]]:
-    """Every row, line and object name in the store, as text, with the file it came from."""
+def _everything(root: Path | str) -> list[tuple[str, str]]:
+    """Every row, line and object name in the store, as text, with the key it came from."""
     out = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or ".locks" in path.parts:
+    objects = open_store(root)
+    for key in sorted(objects.list()):
+        if key.startswith(".locks/") or "/.locks/" in key:
             continue
-        rel = str(path.relative_to(root))
-        if path.suffix == ".parquet":
-            out += [(rel, orjson.dumps(r, default=str).decode()) for r in pq.read_table(path).to_pylist()]
-        elif path.suffix in (".jsonl", ".json"):
-            out += [(rel, line) for line in path.read_text().splitlines()]
+        found = objects.read(key)
+        if found is None:
+            continue
+        if key.endswith(".parquet"):
+            rows = pq.read_table(pa.BufferReader(found.data)).to_pylist()
+            out += [(key, orjson.dumps(r, default=str).decode()) for r in rows]
+        elif key.endswith((".jsonl", ".json")):
+            out += [(key, line) for line in found.data.decode().splitlines()]
         else:
-            out.append((rel, path.name))
+            out.append((key, key.rsplit("/", 1)[-1]))
     return out
 
 
-def _traces(root: Path, person: str, ids: list[str]) -> list[tuple[str, str]]:
+def _traces(root: Path | str, person: str, ids: list[str]) -> list[tuple[str, str]]:
     """What in the store names `person`: their pseudonym, a prediction id, their words, their audio."""
     pseudonym = Senders(Identity(KEY)).pseudonym(person)
     marks = [pseudonym, f"{person} said", f"{person} meant", *ids, *(f"RIFF {p}" for p in ids)]
@@ -102,7 +116,7 @@ def _traces(root: Path, person: str, ids: list[str]) -> list[tuple[str, str]]:
     ]
 
 
-def _others(root: Path, ids: dict[str, list[str]], gone: set[str]) -> list[tuple[str, Any]]:
+def _others(root: Path | str, ids: dict[str, list[str]], gone: set[str]) -> list[tuple[str, Any]]:
     """The rows of the people not forgotten, by what they hold (not by file)."""
     store = _store(root)
     mine = {p for person in gone for p in ids[person]}
@@ -118,7 +132,7 @@ def _others(root: Path, ids: dict[str, list[str]], gone: set[str]) -> list[tuple
     )
 
 
-def _forget(root: Path, person: str) -> Any:
+def _forget(root: Path | str, person: str) -> Any:
     """What `stt-flywheel forget --user PERSON` does in the store."""
     store = _store(root)
     users = {store.senders.pseudonym(person)}
@@ -190,17 +204,17 @@ def test_forgetting_a_person_leaves_nothing_of_them_but_the_tombstone_and_everyo
 
 
 def _forget_in_child(root: str) -> None:
-    _forget(Path(root), "alice")
+    _forget(root, "alice")
 
 
 @pytest.mark.parametrize("round_", range(4))
-def test_a_forget_killed_at_any_point_is_finished_by_its_rerun(tmp_path: Path, round_: int) -> None:
+def test_a_forget_killed_at_any_point_is_finished_by_its_rerun(
+    tmp_path: Path, where: str, round_: int
+) -> None:
     """`kill -9` of a forget at a random moment, then the same request again: nothing of alice
     is left but her tombstone, and bob's and carol's rows are as they were."""
-    template = tmp_path / "template"
-    ids = _populate(template, hours=12, batches=2)
-    root = tmp_path / "store"
-    shutil.copytree(template, root)
+    root = where
+    ids = _populate(root, hours=12, batches=2, spill=tmp_path / "spill")
     before = _others(root, ids, {"alice"})
     child = multiprocessing.get_context("fork").Process(target=_forget_in_child, args=(str(root),))
     child.start()
@@ -215,12 +229,12 @@ def test_a_forget_killed_at_any_point_is_finished_by_its_rerun(tmp_path: Path, r
 
 @pytest.mark.parametrize("round_", range(3))
 def test_two_forgets_and_a_compaction_at_once_leave_neither_person_and_the_third_whole(
-    tmp_path: Path, round_: int
+    tmp_path: Path, where: str, round_: int
 ) -> None:
     """alice's forget, bob's forget and a compaction of the same hours run together: afterwards
     neither alice nor bob is anywhere but in a tombstone, and carol's rows are all there."""
-    root = tmp_path / "store"
-    ids = _populate(root, hours=8, batches=3)
+    root = where
+    ids = _populate(root, hours=8, batches=3, spill=tmp_path / "spill")
     before = _others(root, ids, {"alice", "bob"})
     start = threading.Barrier(3)
     errors: list[BaseException] = []
@@ -597,14 +611,16 @@ def test_forget_rewrites_the_spilled_batches_without_them(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_forget_beside_capture_retention_compaction_and_another_forget(tmp_path: Path, round_: int) -> None:
+def test_forget_beside_capture_retention_compaction_and_another_forget(
+    tmp_path: Path, where: str, round_: int
+) -> None:
     """While a serving process's writer keeps capturing all three, alice's and bob's forgets run
     beside a compaction and a retention (of the quarantine): afterwards neither is anywhere but in
     a tombstone, and every prediction and event of carol's, old or captured meanwhile, is there."""
     from stt_flywheel.config import RetentionSettings
 
-    root = tmp_path / "store"
-    ids = _populate(root, hours=6, batches=2)
+    root = where
+    ids = _populate(root, hours=6, batches=2, spill=tmp_path / "spill")
     store = _store(root)
     writer = CaptureWriter(store, tmp_path / "spill-live", flush_interval_s=0.01)
     stop = threading.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import random
+import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -714,3 +715,103 @@ def test_a_writer_that_read_the_tombstones_before_a_forget_settles_what_it_wrote
     assert store.predictions()["user"].to_pylist() == [bob]
     assert [p.read_bytes() for p in (tmp_path / "store" / "audio").rglob("*.wav")] == [f"RIFF {bob}".encode()]
     assert settle(store, written, Forgotten.load(store)) == 0
+
+
+def test_the_user_index_leads_forget_to_their_hours_and_agrees_with_reading_every_file(
+    tmp_path: Path,
+) -> None:
+    """carol alone speaks for six more hours; bob labels a prediction of alice's the store does not
+    hold yet (capture is slower), a reviewer one it holds. Forgetting alice by the user index reads
+    only the files of the hours that name her and leaves the store as a forget that reads every file
+    does (a copy without `who/complete.json`); her entries leave the index; retention takes the
+    entries of the hours it deletes."""
+    from stt_flywheel.config import RetentionSettings
+    from stt_flywheel.data.error_store.who import locate
+
+    root = tmp_path / "store"
+    ids = _populate(root, hours=6, batches=1)
+    store = _store(root)
+    early = new_prediction_id(T0 + timedelta(hours=2, minutes=30))
+    at = T0 + timedelta(hours=7)
+    bob = {
+        "prediction_id": early,
+        "corrected_text": "bob heard",
+        "event_time": at,
+        "source": "app",
+        "user": "bob",
+    }
+    review = {
+        "prediction_id": ids["alice"][0],
+        "flagged": True,
+        "event_time": at,
+        "source": "review",
+        "user": "rita",
+    }
+    assert store.ingest_feedback([bob], now=at).accepted == 1  # the hour of no event of hers
+    assert store.ingest_feedback([review], now=at + timedelta(hours=1)).accepted == 1
+    writer = CaptureWriter(store, tmp_path / "spill-late", flush_interval_s=3600)
+    alice, carol = (store.senders.pseudonym(p) for p in ("alice", "carol"))
+    late = [(early, T0 + timedelta(hours=2, minutes=30), alice, "alice said late")]
+    late += [
+        (new_prediction_id(T0 + timedelta(hours=h)), T0 + timedelta(hours=h), carol, "c")
+        for h in range(6, 12)
+    ]
+    for pid, when, user, text in late:
+        writer.offer(
+            CapturedPrediction(pid, when, "1", None, text, {}, 1.0, f"RIFF {pid}".encode(), user=user)
+        )
+    assert writer.close()["captured"] == 7
+    scanned = tmp_path / "scanned"
+    shutil.copytree(root, scanned)
+    (scanned / "who" / "complete.json").unlink()
+
+    by_index, by_scan = _forget(root, "alice"), _forget(scanned, "alice")
+    assert (by_index.predictions, by_index.feedback_events, by_index.audio_objects) == (
+        by_scan.predictions,
+        by_scan.feedback_events,
+        by_scan.audio_objects,
+    )
+    assert by_index.feedback_events == len(ids["alice"]) + 2  # hers, bob's early one, the reviewer's
+    files = sum(len(_store(root).list_files(s)) for s in ("predictions", "feedback"))
+    assert by_index.files_read < by_scan.files_read, (by_index.files_read, by_scan.files_read, files)
+    assert [e for e in _everything(root) if not e[0].startswith("who/")] == [
+        e for e in _everything(scanned) if not e[0].startswith("who/")
+    ]
+    everything = [*ids["alice"], early]
+    assert [f for f, _ in _traces(root, "alice", everything) if not f.startswith("tombstones/")] == []
+    assert not [t for _, t in _everything(root) if "bob heard" in t]
+
+    found = locate(_store(root), {carol})
+    assert found is not None and len(found["predictions"]) == 12
+    _store(root).compact(now=T0 + timedelta(days=1))
+    assert not open_store(root).list("who/new/")  # merged into shards
+    _store(root).retain(RetentionSettings(predictions_days=1), T0 + timedelta(days=1, hours=6))
+    assert locate(_store(root), {carol})["predictions"] == {  # type: ignore[index]
+        f"date=2026-12-01/hour={h:02d}" for h in range(6, 12)
+    }
+
+
+def test_store_index_builds_the_index_of_a_store_written_before_it(tmp_path: Path, cli: Any) -> None:
+    """A store written before the user index existed: forget reads every file until `store index`
+    builds the index (marking audio sent twice as shared); then forget reads only her hours and
+    still keeps bob's copy of the audio they both sent."""
+    from stt_flywheel.data.error_store.who import locate
+
+    path, config, ids = _flywheel(tmp_path)
+    root = Path(config.paths.error_store)
+    shutil.rmtree(root / "who")
+    alice = _store(root).senders.pseudonym("alice")
+    assert locate(_store(root), {alice}) is None
+    status, out, err = cli("store", "index", "--config", str(path), "--json")
+    assert status == 0, err
+    assert orjson.loads(out) == {"predictions": 6, "feedback": 6, "shared_audio": 1}
+    found = locate(_store(root), {alice})
+    assert found is not None and found["predictions"] == {
+        "date=2026-12-01/hour=00",
+        "date=2026-12-01/hour=01",
+    }
+    done = _forget(root, "alice")
+    assert (done.predictions, done.audio_objects) == (2, 1)  # the bytes she shared with bob stay
+    assert b"RIFF shared" in [p.read_bytes() for p in (root / "audio").rglob("*.wav")]
+    status, out, err = cli("store", "index", "--config", str(path))
+    assert status == 0 and "already" in out, err

@@ -107,6 +107,7 @@ EXAMPLES = {
     "store compact": "stt-flywheel store compact --config demo-work/flywheel.yaml",
     "forget": "stt-flywheel forget --user app-user-00042 --reason 'deletion request 2026-118' "
     "--propose-retraining --config demo-work/flywheel.yaml",
+    "store index": "stt-flywheel store index --config gs://my-flywheel-config/flywheel.yaml",
     "store retain": "stt-flywheel store retain --config demo-work/flywheel.yaml --dry-run",
     "store lifecycle": "stt-flywheel store lifecycle --config gs://my-flywheel/flywheel.yaml "
     "> lifecycle.json && gcloud storage buckets update gs://my-flywheel --lifecycle-file=lifecycle.json",

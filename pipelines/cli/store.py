@@ -31,7 +31,32 @@ def store_compact(config: ConfigOpt = None, json: JsonOpt = False) -> None:
         return
     console.print(
         f"compacted {result.partitions} partitions: {result.files_in} files into {result.files_out}, "
-        f"{result.rows_in} rows into {result.rows_out}"
+        f"{result.rows_in} rows into {result.rows_out}; {result.index_files} user index files merged"
+    )
+
+
+@store_app.command("index")
+def store_index(config: ConfigOpt = None, json: JsonOpt = False) -> None:
+    """Build the user index of a store written before it existed (once, after an upgrade): which
+    hours hold whose rows, so that `forget` reads only those. Safe beside writers."""
+    from stt_flywheel.data.error_store import open_error_store
+    from stt_flywheel.data.error_store.layout import INDEX_COMPLETE
+
+    store = open_error_store(load(config, reads_state=True))
+    if store.store.read(INDEX_COMPLETE) is not None:
+        if json:
+            print_json({"predictions": 0, "feedback": 0, "shared_audio": 0})
+            return
+        console.print("the user index is complete already: every writer keeps it")
+        return
+    counts = store.build_index()
+    if json:
+        print_json(counts)
+        return
+    console.print(
+        f"indexed {counts['predictions']} predictions and {counts['feedback']} feedback events; "
+        f"{counts['shared_audio']} audio objects named more than once; forget now reads only a person's hours",
+        highlight=False,
     )
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from stt_flywheel.config import FlywheelConfig, RetentionSettings, ServingLimits
 from stt_flywheel.data.error_store import export as _export
-from stt_flywheel.data.error_store.compact import CompactResult, compact
+from stt_flywheel.data.error_store.compact import CompactResult, build_index, compact
 from stt_flywheel.data.error_store.ingest import (
     FeedbackIngestResult,
     IngestResult,
@@ -124,6 +124,9 @@ class ErrorStore(Partitions):
 
     def compact(self, now: datetime | None = None, min_files: int = 2) -> CompactResult:
         return compact(self, now=now, min_files=min_files)
+
+    def build_index(self, now: datetime | None = None) -> dict[str, int]:
+        return build_index(self, now=now)
 
     def retain(
         self, settings: RetentionSettings, now: datetime | None = None, dry_run: bool = False

@@ -29,7 +29,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stt_flywheel.data.error_store.layout import STREAMS, Partitions, conform, parquet_bytes
+from stt_flywheel.data.error_store.layout import (
+    INDEX_COMPLETE,
+    SHARED_AUDIO,
+    STREAMS,
+    UNOWNED,
+    Partitions,
+    conform,
+    parquet_bytes,
+    replace_file,
+)
+from stt_flywheel.data.error_store.who import locate, scrub_index, shared_audio
 from stt_flywheel.errors import StateError
 from stt_flywheel.storage.objectstore import PreconditionFailed
 
@@ -122,6 +132,7 @@ class ForgetCounts:
     quarantine_lines: int = 0
     audio_objects: int = 0
     files_rewritten: int = 0
+    files_read: int = 0  # predictions and feedback files whose user and id columns were read
     passes: int = 0
     prediction_ids: set[str] = field(default_factory=set)  # found: the datasets' business
 
@@ -145,19 +156,25 @@ def forget_rows(
     counts = ForgetCounts()
     shas: set[str] = set(audio)
     clean: dict[str, set[str]] = {}  # files found without them, per stream and what was looked for
+    # the partitions that hold them, by the user index; a request that names ids reads every file
+    where = locate(files, users | {UNOWNED}) if users and not prediction_ids else None
     for _ in range(MAX_PASSES):
         counts.passes += 1
+        parts = where.get("predictions", set()) if where is not None else None
         rows = _forget_stream(
-            files, "predictions", users, prediction_ids, counts, dry_run, clean, shas, found
+            files, "predictions", users, prediction_ids, counts, dry_run, clean, shas, found, parts
         )
         about = counts.prediction_ids | prediction_ids
-        rows += _forget_stream(files, "feedback", users, about, counts, dry_run, clean)
+        parts = where.get("feedback", set()) if where is not None else None
+        rows += _forget_stream(files, "feedback", users, about, counts, dry_run, clean, partitions=parts)
         rows += _forget_quarantine(files, users, about, counts, dry_run)
         if dry_run or not rows:
             break
     counts.audio_objects = delete_unnamed_audio(
         files, shas, users, counts.prediction_ids | prediction_ids, dry_run
     )
+    if not dry_run:
+        scrub_index(files, users)
     return counts
 
 
@@ -172,18 +189,32 @@ def delete_unnamed_audio(
     users and ids and those a tombstone covers (they are on their way out); how many objects."""
     if not shas:
         return 0
+    alone: set[str] = set()  # stored once: no other prediction names them
+    if files.store.read(INDEX_COMPLETE) is not None:
+        alone = shas - shared_audio(files, shas)
+    deleted = _delete_audio(files, alone, dry_run)
+    shas = shas - alone
+    if not shas:
+        return deleted
     everyone = files.predictions(columns=["user", "audio_sha256"])
     going = _hit(everyone, pa.array(sorted(users), pa.string()), pa.array(sorted(ids), pa.string()))
     stones = Forgotten.load(files)
     if stones:
         going = pc.or_(going, stones.covers(everyone["prediction_id"].combine_chunks(), everyone["user"]))
     named = set(everyone.filter(pc.invert(going))["audio_sha256"].drop_null().to_pylist())
+    return deleted + _delete_audio(files, shas - named, dry_run)
+
+
+def _delete_audio(files: Partitions, shas: set[str], dry_run: bool) -> int:
+    """Delete the audio of these hashes (and their marks of being stored again); how many objects."""
     deleted = 0
-    for sha in sorted(shas - named):
+    for sha in sorted(shas):
         for key in files.store.list(f"audio/{sha[:2]}/{sha}"):
             deleted += 1
             if not dry_run:
                 files.store.delete(key)
+        if not dry_run:
+            files.store.delete(f"{SHARED_AUDIO}{sha}")  # nothing there: nothing to do
     return deleted
 
 
@@ -197,18 +228,21 @@ def _forget_stream(
     clean: dict[str, set[str]],
     shas: set[str] | None = None,
     heard: Callable[[set[str], set[str]], None] | None = None,
+    partitions: set[str] | None = None,
 ) -> int:
     """Rewrite the stream's files that hold rows of these users or prediction ids; how many rows.
-    A file is read whole only when its user and id columns name them; one found without them
-    (`clean`, for the same search) is not read again: files are written once."""
+    Only the files of `partitions` are looked at (None: every file). A file is read whole only when
+    its user and id columns name them; one found without them (`clean`, for the same search) is
+    not read again: files are written once."""
     wanted_users = pa.array(sorted(users), pa.string())
     wanted_ids = pa.array(sorted(ids), pa.string())
     search = f"{stream}:{len(users)}:{len(ids)}"
     checked = clean.setdefault(search, set())
     removed = 0
-    for _, key in files.list_files(stream):
+    for key in _keys(files, stream, partitions):
         if key in checked:
             continue
+        counts.files_read += 1
         data = files.store.open_bytes(key)
         if data is None:  # merged or rewritten since it was listed: its successor is listed next pass
             continue
@@ -252,6 +286,14 @@ def _forget_stream(
             )
             counts.files_rewritten += 1
     return removed
+
+
+def _keys(files: Partitions, stream: str, partitions: set[str] | None) -> list[str]:
+    """The stream's files, or those of these partitions alone."""
+    if partitions is None:
+        return [key for _, key in files.list_files(stream)]
+    found = (key for p in sorted(partitions) for key in files.store.list(f"{stream}/{p}/"))
+    return [k for k in found if k.endswith(".parquet") and k.rsplit("/", 1)[-1].startswith("part-")]
 
 
 def _hit(table: pa.Table, users: pa.Array, ids: pa.Array) -> pa.Array:
@@ -301,22 +343,6 @@ def _names(line: bytes, needles: list[bytes]) -> bool:
     return any(n in raw for n in needles)
 
 
-def replace_file(files: Partitions, key: str, generation: str, data: bytes | None) -> None:
-    """The file at `key` (as read at `generation`) replaced by `data`: a new file first, then the
-    old one goes. The new file is named by the old one alone, so whoever rewrites a file first
-    names its successor: two forgets of one file never leave two copies of the rows both keep
-    (the other finds its person's rows in the successor on its next pass), and a rerun after a
-    `kill -9` finds its own."""
-    if data is not None:
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        folder, name = key.rsplit("/", 1)
-        stem, ext = name.rsplit(".", 1)
-        with contextlib.suppress(PreconditionFailed):  # someone rewrote this file first
-            files.store.create(f"{folder}/{stem}-f{digest}.{ext}", data)
-    with contextlib.suppress(PreconditionFailed):  # gone already: merged, or rewritten by another forget
-        files.store.delete(key, if_generation=generation)
-
-
 def settle(files: Partitions, written: Iterable[str], before: Forgotten) -> int:
     """After a writer wrote these files (URIs or keys) having read the tombstones as `before`: if a
     forget request came meanwhile, its rows leave the files (and their audio, unless someone
@@ -344,4 +370,5 @@ def settle(files: Partitions, written: Iterable[str], before: Forgotten) -> int:
         kept = table.filter(pc.invert(covered))
         replace_file(files, key, found.generation, parquet_bytes(kept) if kept.num_rows else None)
     delete_unnamed_audio(files, shas)
+    scrub_index(files, later.users - before.users)  # entries it may have written after the forget's
     return dropped

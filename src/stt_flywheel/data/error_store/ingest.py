@@ -150,7 +150,7 @@ def ingest_feedback(
             )
         )
     result.accepted = len(events)
-    result.files = files.write_feedback(events, now)
+    result.files = files.write_feedback(events, now, [owners.get(e["prediction_id"]) for e in events])
     settle(files, result.files, forgotten)  # a forget that came while this batch was on its way
     write_quarantine(files, "feedback", result.quarantined, now)
     if events:

@@ -28,19 +28,30 @@ from stt_flywheel.storage.objectstore import PreconditionFailed, join_uri, open_
 __all__ = [
     "HOUR_MS",
     "HOUR_US",
+    "INDEX_COMPLETE",
+    "INDEX_SCHEMA",
     "STREAMS",
+    "UNOWNED",
     "Partitions",
     "arrived",
     "distinct_events",
     "first_by",
     "hour_of",
     "partition",
+    "replace_file",
     "utc_now",
 ]
 
 HOUR_US = 3_600_000_000  # an hour in microseconds (Arrow timestamps)
 HOUR_MS = 3_600_000  # an hour in milliseconds (UUIDv7 ids)
 STREAMS = {"predictions": PREDICTION_SCHEMA, "feedback": FEEDBACK_SCHEMA}
+
+# The user index (`who`): which hour partitions hold whose rows, so a forget reads only those.
+INDEX_SCHEMA = pa.schema([("key", pa.string()), ("stream", pa.string()), ("partition", pa.string())])
+INDEX_NEW = "who/new/"  # a segment per write, before its rows; merged by compaction into shards
+INDEX_COMPLETE = "who/complete.json"  # every row of the store is indexed (a new store, `store index`)
+SHARED_AUDIO = "who/shared/"  # audio stored again: more than one prediction may name it
+UNOWNED = "_unowned"  # feedback about a prediction the store did not hold when it arrived
 
 
 def utc_now() -> datetime:
@@ -111,6 +122,30 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
+def index_segment(
+    stream: str, table: pa.Table, hours: np.ndarray, owners: Sequence[str | None] | None = None
+) -> pa.Table:
+    """The user index's rows for `table` (each row's hour since the epoch in `hours`): each user
+    and hour partition once, and for feedback also the user whose prediction each event is about
+    (`owners`; None: not in the store yet, `UNOWNED`)."""
+    hour_col = pa.array(hours, pa.int64())
+    keys = pa.table({"key": table["user"], "hour": hour_col})
+    if owners is not None:
+        named = pa.array([o if o is not None else UNOWNED for o in owners], pa.string())
+        keys = pa.concat_tables([keys, pa.table({"key": named, "hour": hour_col})])
+    keys = keys.filter(pc.is_valid(keys["key"])).group_by(["key", "hour"]).aggregate([])
+    distinct = pc.unique(keys["hour"])
+    names = pa.array([partition(datetime.fromtimestamp(h * 3600, UTC)) for h in distinct.to_pylist()])
+    return pa.table(
+        {
+            "key": keys["key"],
+            "stream": pa.array([stream] * keys.num_rows, pa.string()),
+            "partition": names.take(pc.index_in(keys["hour"], distinct)),
+        },
+        schema=INDEX_SCHEMA,
+    )
+
+
 def epoch_us(t: datetime) -> int:
     return int(t.timestamp() * 1_000_000)
 
@@ -129,6 +164,7 @@ class Partitions:
     def __init__(self, root: str | Path) -> None:
         self.root = str(root)
         self.store = open_store(root)
+        self._index_begun = False
 
     # -- files -------------------------------------------------------------------------------
 
@@ -216,8 +252,20 @@ class Partitions:
             return schema.empty_table()
         return pa.concat_tables([conform(t, schema) for t in tables])
 
-    def write(self, stream: str, table: pa.Table, hours: np.ndarray, now: datetime) -> list[str]:
-        """One new file per hour partition (`hours`: each row's hour since the epoch); returns their URIs."""
+    def write(
+        self,
+        stream: str,
+        table: pa.Table,
+        hours: np.ndarray,
+        now: datetime,
+        owners: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """One new file per hour partition (`hours`: each row's hour since the epoch), after the
+        user index's segment for them (`index_segment`); returns the files' URIs."""
+        self._begin_index()
+        segment = index_segment(stream, table, hours, owners)
+        if segment.num_rows:
+            self.store.create(f"{INDEX_NEW}{file_name(now, 'parquet')}", parquet_bytes(segment))
         order = np.argsort(hours, kind="stable")
         ordered = hours[order]
         if len(order) and (order[1:] < order[:-1]).any():
@@ -231,12 +279,26 @@ class Partitions:
             written.append(join_uri(self.root, key))
         return written
 
-    def write_feedback(self, events: list[dict[str, Any]], now: datetime) -> list[str]:
-        """Feedback rows, all in the partition of their arrival hour."""
+    def write_feedback(
+        self, events: list[dict[str, Any]], now: datetime, owners: Sequence[str | None] | None = None
+    ) -> list[str]:
+        """Feedback rows, all in the partition of their arrival hour; `owners`: the user of each
+        event's prediction, where the store holds it (for the user index)."""
         if not events:
             return []
         table = pa.Table.from_pylist(events, schema=FEEDBACK_SCHEMA)
-        return self.write("feedback", table, np.full(len(events), epoch_us(now) // HOUR_US), now)
+        return self.write("feedback", table, np.full(len(events), epoch_us(now) // HOUR_US), now, owners)
+
+    def _begin_index(self) -> None:
+        """A store's first write starts its user index complete: nothing came before it."""
+        if self._index_begun:
+            return
+        if self.store.read(INDEX_COMPLETE) is None and not any(
+            self.store.list(f"{stream}/") for stream in STREAMS
+        ):
+            with contextlib.suppress(PreconditionFailed):
+                self.store.create(INDEX_COMPLETE, orjson.dumps({"since": utc_now().isoformat()}))
+        self._index_begun = True
 
     def write_lines(self, stream: str, lines: list[bytes], now: datetime) -> None:
         """JSON lines into a new file of `stream`'s partition of `now` (the quarantine)."""
@@ -249,8 +311,11 @@ class Partitions:
         """Store audio by the SHA-256 of its bytes (once); returns (uri, sha256)."""
         sha = hashlib.sha256(data).hexdigest()
         key = f"audio/{sha[:2]}/{sha}.{ext}"
-        with contextlib.suppress(PreconditionFailed):  # the same bytes are already there
+        try:
             self.store.create(key, data)
+        except PreconditionFailed:  # the same bytes are already there: mark them shared
+            with contextlib.suppress(PreconditionFailed):
+                self.store.create(f"{SHARED_AUDIO}{sha}", b"")
         return join_uri(self.root, key), sha
 
     # -- reads -------------------------------------------------------------------------------
@@ -336,3 +401,19 @@ class Partitions:
                 continue
             for line in found.data.splitlines():
                 yield orjson.loads(line)
+
+
+def replace_file(files: Partitions, key: str, generation: str, data: bytes | None) -> None:
+    """The file at `key` (as read at `generation`) replaced by `data`: a new file first, then the
+    old one goes. The new file is named by the old one alone, so whoever rewrites a file first
+    names its successor: two forgets of one file never leave two copies of the rows both keep
+    (the other finds its person's rows in the successor on its next pass), and a rerun after a
+    `kill -9` finds its own."""
+    if data is not None:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        folder, name = key.rsplit("/", 1)
+        stem, ext = name.rsplit(".", 1)
+        with contextlib.suppress(PreconditionFailed):  # someone rewrote this file first
+            files.store.create(f"{folder}/{stem}-f{digest}.{ext}", data)
+    with contextlib.suppress(PreconditionFailed):  # gone already: merged, or rewritten by another forget
+        files.store.delete(key, if_generation=generation)

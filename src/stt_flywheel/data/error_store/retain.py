@@ -8,17 +8,22 @@ object first stored before its cutoff goes unless a prediction made since (and k
 Audio younger than its days always stays, so audio that capture has stored and whose prediction
 it is still writing is never taken.
 
+The user index (`who`) loses its entries for the partitions deleted, as a compaction of it.
+
 Beside a compaction: one that read an hour's files before they were deleted can write them back
 merged; the next `store retain` deletes that file. Run it on a schedule.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from stt_flywheel.config import RetentionSettings
-from stt_flywheel.data.error_store.layout import Partitions, hour_of
+from stt_flywheel.data.error_store.compact import compact_index
+from stt_flywheel.data.error_store.layout import SHARED_AUDIO, Partitions, hour_of, partition
+from stt_flywheel.storage.objectstore import PreconditionFailed
 
 __all__ = ["STREAM_DAYS", "StoreRetention", "retain_store"]
 
@@ -41,17 +46,20 @@ def retain_store(
 ) -> StoreRetention:
     """Delete (with `dry_run`, only count) what expired in the store by `settings` at `now`."""
     out = StoreRetention()
+    cutoffs: dict[str, str] = {}  # stream → its first partition kept, for the user index
     for stream, (name, ext) in STREAM_DAYS.items():
         days = getattr(settings, name)
         if days is None:
             continue
-        expired = [
-            key for _, key in files.list_files(stream, end=hour_of(now - timedelta(days=days)), ext=ext)
-        ]
+        cutoff = hour_of(now - timedelta(days=days))
+        expired = [key for _, key in files.list_files(stream, end=cutoff, ext=ext)]
         out.deleted[stream] = len(expired)
+        cutoffs[stream] = partition(cutoff)
         if not dry_run:
             for key in expired:
                 files.store.delete(key)
+    if cutoffs and not dry_run:  # who was active in an hour goes with the hour's rows
+        compact_index(files, now, before=cutoffs)
     if settings.audio_days is not None:
         cutoff = now - timedelta(days=settings.audio_days)
         old = [key for key, written in files.store.list_dated("audio/") if written < cutoff]
@@ -67,6 +75,8 @@ def retain_store(
         if not dry_run:
             for key in gone:
                 files.store.delete(key)
+                with contextlib.suppress(PreconditionFailed):  # its mark of being stored again
+                    files.store.delete(f"{SHARED_AUDIO}{_sha(key)}")
     return out
 
 

@@ -370,5 +370,5 @@ def settle(files: Partitions, written: Iterable[str], before: Forgotten) -> int:
         kept = table.filter(pc.invert(covered))
         replace_file(files, key, found.generation, parquet_bytes(kept) if kept.num_rows else None)
     delete_unnamed_audio(files, shas)
-    scrub_index(files, later.users - before.users)  # entries it may have written after the forget's
+    scrub_index(files, later.users - before.users, segments_only=True)  # what it wrote after the forget
     return dropped

@@ -50,13 +50,15 @@ def shard_of(key: str) -> str:
     return key[:1] or "_"
 
 
-def index_files(files: Partitions, keys: set[str] | None = None) -> list[str]:
+def index_files(files: Partitions, keys: set[str] | None = None, segments_only: bool = False) -> list[str]:
     """The index's files: the segments not merged yet, and the shards of `keys` (all: None)."""
     shards = (
         [f"{INDEX_SHARDS}{s}/" for s in sorted({shard_of(k) for k in keys})]
         if keys is not None
         else [INDEX_SHARDS]
     )
+    if segments_only:
+        shards = []
     return [k for prefix in (INDEX_NEW, *shards) for k in files.store.list(prefix) if k.endswith(".parquet")]
 
 
@@ -83,24 +85,25 @@ def locate(files: Partitions, keys: set[str]) -> dict[str, set[str]] | None:
     raise StateError("the user index kept changing while it was read: run forget again")
 
 
-def scrub_index(files: Partitions, keys: set[str]) -> int:
+def scrub_index(files: Partitions, keys: set[str], segments_only: bool = False) -> int:
     """Take these keys' entries out of the index (their rows left the store); how many files
     were written again. Passes repeat until one finds nothing: a file another scrub or a
-    compaction wrote again meanwhile may still hold them."""
+    compaction wrote again meanwhile may still hold them. `segments_only`: what a writer may
+    have added (serving may write segments, not shards)."""
     keys = {k for k in keys if k != UNOWNED}
     rewritten = 0
     for _ in range(10):
-        done = _scrub_pass(files, keys) if keys else 0
+        done = _scrub_pass(files, keys, segments_only) if keys else 0
         if not done:
             return rewritten
         rewritten += done
     raise StateError("the user index kept changing while it was scrubbed: run forget again")
 
 
-def _scrub_pass(files: Partitions, keys: set[str]) -> int:
+def _scrub_pass(files: Partitions, keys: set[str], segments_only: bool) -> int:
     wanted = pa.array(sorted(keys), pa.string())
     rewritten = 0
-    for key in index_files(files, keys):
+    for key in index_files(files, keys, segments_only):
         found = files.store.read(key)
         if found is None:
             continue

@@ -276,7 +276,7 @@ def _forget_stream(
             counts.feedback_events += n
         removed += n
         if not dry_run:
-            replace_file(
+            made = replace_file(
                 files,
                 key,
                 found.generation,
@@ -284,6 +284,8 @@ def _forget_stream(
                 if pc.sum(drop).as_py() < table.num_rows
                 else None,
             )
+            if made is not None:  # written here without them: not read again
+                checked.add(made)
             counts.files_rewritten += 1
     return removed
 

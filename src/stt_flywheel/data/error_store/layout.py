@@ -403,17 +403,20 @@ class Partitions:
                 yield orjson.loads(line)
 
 
-def replace_file(files: Partitions, key: str, generation: str, data: bytes | None) -> None:
+def replace_file(files: Partitions, key: str, generation: str, data: bytes | None) -> str | None:
     """The file at `key` (as read at `generation`) replaced by `data`: a new file first, then the
     old one goes. The new file is named by the old one alone, so whoever rewrites a file first
     names its successor: two forgets of one file never leave two copies of the rows both keep
     (the other finds its person's rows in the successor on its next pass), and a rerun after a
-    `kill -9` finds its own."""
+    `kill -9` finds its own. Returns the new file's key when this call wrote it."""
+    made = None
     if data is not None:
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         folder, name = key.rsplit("/", 1)
         stem, ext = name.rsplit(".", 1)
         with contextlib.suppress(PreconditionFailed):  # someone rewrote this file first
             files.store.create(f"{folder}/{stem}-f{digest}.{ext}", data)
+            made = f"{folder}/{stem}-f{digest}.{ext}"
     with contextlib.suppress(PreconditionFailed):  # gone already: merged, or rewritten by another forget
         files.store.delete(key, if_generation=generation)
+    return made

@@ -54,7 +54,8 @@ def retain_store(
         cutoff = hour_of(now - timedelta(days=days))
         expired = [key for _, key in files.list_files(stream, end=cutoff, ext=ext)]
         out.deleted[stream] = len(expired)
-        cutoffs[stream] = partition(cutoff)
+        if stream != "quarantine":  # not in the user index
+            cutoffs[stream] = partition(cutoff)
         if not dry_run:
             for key in expired:
                 files.store.delete(key)

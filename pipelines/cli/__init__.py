@@ -177,11 +177,11 @@ def main() -> None:
 
 
 def run() -> NoReturn:
-    """The `stt-flywheel` script: `main()`, then the process ends without the native libraries'
-    teardown, with files created readable by this user alone. Arrow's thread-pool workers may still be alive when the interpreter finalises, and a
-    worker destroyed while joinable aborts the process (`terminate called without an active
-    exception`, exit 134) after the command has done its work and said so — on a loaded machine,
-    about one run in forty. Python's own exit work still runs: other threads joined, exit
+    """The `stt-flywheel` script: `main()` with files created readable by this user alone, then
+    the process ends without the native libraries' teardown. Arrow's thread-pool workers may still
+    be alive when the interpreter finalises, and a worker destroyed while joinable aborts the
+    process (`terminate called without an active exception`, exit 134) after the command has done
+    its work and said so — on a loaded machine, about one run in forty. Python's own exit work still runs: other threads joined, exit
     handlers (logging's flush among them), the standard streams flushed."""
     private_files()  # what the commands write holds people's words: 0600 files, 0700 directories
     try:

@@ -37,9 +37,10 @@ def clean_start(config: FlywheelConfig, learnt: set[int] | None = None) -> Model
     """The newest version on the default's line (itself, its parent, …) that neither learnt from
     the people of any retraining proposal (nor of `learnt`) nor descends from one that did; None:
     none is left, start from the base model."""
+    learnt = set(learnt or ())
     for proposal in list_proposals(run_state(config)):
         if proposal.kind == RETRAIN:
-            learnt = (learnt or set()) | set(proposal.evidence.get("learnt_by_versions", []))
+            learnt |= set(proposal.evidence.get("learnt_by_versions", []))
     registry = open_registry(config)
     versions = {v.version: v for v in registry.versions()}
     line: list[ModelVersion] = []
@@ -48,7 +49,7 @@ def clean_start(config: FlywheelConfig, learnt: set[int] | None = None) -> Model
         line.append(current)
         parent = current.lineage.get("parent_version")
         current = versions.get(int(parent)) if parent is not None else None
-    tainted = [i for i, v in enumerate(line) if v.version in (learnt or set())]
+    tainted = [i for i, v in enumerate(line) if v.version in learnt]
     clean = line[max(tainted) + 1 :] if tainted else line  # below the oldest that learnt from them
     return clean[0] if clean else None
 

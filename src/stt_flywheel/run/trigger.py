@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from stt_flywheel.config import TriggerPolicy
 from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, distinct_events, latest_kinds
 from stt_flywheel.data.identity import ANONYMOUS
+from stt_flywheel.run.approval import RETRAIN
 
 __all__ = ["Check", "EvidenceStats", "TriggerDecision", "check_trigger", "gather_evidence"]
 
@@ -91,7 +92,7 @@ class TriggerDecision:
             if approved and self.proposal
             else ""
         )
-        if self.forced and (self.proposal or {}).get("kind") == "retrain-without":
+        if self.forced and (self.proposal or {}).get("kind") == RETRAIN:
             return f"retraining: {self.proposal['evidence']['summary']}" + by  # type: ignore[index]
         if self.forced:
             return "forced: training regardless of thresholds" + by

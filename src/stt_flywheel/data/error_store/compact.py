@@ -186,6 +186,7 @@ def build_index(files: Partitions, now: datetime | None = None) -> dict[str, int
     complete (forget trusts it from then on). Writers index their own rows meanwhile."""
     now = now or utc_now()
     owners = files.predictions(columns=["user", "audio_sha256"])
+    owner_ids, owner_users = (owners[c].combine_chunks() for c in ("prediction_id", "user"))
     counts = {"predictions": 0, "feedback": 0, "shared_audio": 0}
     for stream in STREAMS:
         segments = []
@@ -196,8 +197,7 @@ def build_index(files: Partitions, now: datetime | None = None) -> dict[str, int
             hours = np.full(table.num_rows, int(hour.timestamp()) // 3600)
             whose = None
             if stream == "feedback":
-                at = pc.index_in(table["prediction_id"], value_set=owners["prediction_id"].combine_chunks())
-                whose = owners["user"].combine_chunks().take(at).to_pylist()
+                whose = owner_users.take(pc.index_in(table["prediction_id"], value_set=owner_ids)).to_pylist()
             segments.append(index_segment(stream, table, hours, whose))
             counts[stream] += table.num_rows
         if segments:

@@ -158,15 +158,25 @@ def forget_rows(
     clean: dict[str, set[str]] = {}  # files found without them, per stream and what was looked for
     # the partitions that hold them, by the user index; a request that names ids reads every file
     where = locate(files, users | {UNOWNED}) if users and not prediction_ids else None
+    parts = {s: where.get(s, set()) if where is not None else None for s in STREAMS}
     for _ in range(MAX_PASSES):
         counts.passes += 1
-        parts = where.get("predictions", set()) if where is not None else None
         rows = _forget_stream(
-            files, "predictions", users, prediction_ids, counts, dry_run, clean, shas, found, parts
+            files,
+            "predictions",
+            users,
+            prediction_ids,
+            counts,
+            dry_run,
+            clean,
+            shas,
+            found,
+            parts["predictions"],
         )
         about = counts.prediction_ids | prediction_ids
-        parts = where.get("feedback", set()) if where is not None else None
-        rows += _forget_stream(files, "feedback", users, about, counts, dry_run, clean, partitions=parts)
+        rows += _forget_stream(
+            files, "feedback", users, about, counts, dry_run, clean, partitions=parts["feedback"]
+        )
         rows += _forget_quarantine(files, users, about, counts, dry_run)
         if dry_run or not rows:
             break
@@ -192,7 +202,7 @@ def delete_unnamed_audio(
     alone: set[str] = set()  # stored once: no other prediction names them
     if files.store.read(INDEX_COMPLETE) is not None:
         alone = shas - shared_audio(files, shas)
-    deleted = _delete_audio(files, alone, dry_run)
+    deleted = _delete_audio(files, alone, dry_run, marked=False)
     shas = shas - alone
     if not shas:
         return deleted
@@ -205,15 +215,16 @@ def delete_unnamed_audio(
     return deleted + _delete_audio(files, shas - named, dry_run)
 
 
-def _delete_audio(files: Partitions, shas: set[str], dry_run: bool) -> int:
-    """Delete the audio of these hashes (and their marks of being stored again); how many objects."""
+def _delete_audio(files: Partitions, shas: set[str], dry_run: bool, marked: bool = True) -> int:
+    """Delete the audio of these hashes, and (`marked`: they may have one) their marks of being
+    stored again; how many objects."""
     deleted = 0
     for sha in sorted(shas):
         for key in files.store.list(f"audio/{sha[:2]}/{sha}"):
             deleted += 1
             if not dry_run:
                 files.store.delete(key)
-        if not dry_run:
+        if marked and not dry_run:
             files.store.delete(f"{SHARED_AUDIO}{sha}")  # nothing there: nothing to do
     return deleted
 

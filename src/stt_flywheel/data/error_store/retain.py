@@ -16,14 +16,12 @@ merged; the next `store retain` deletes that file. Run it on a schedule.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from stt_flywheel.config import RetentionSettings
 from stt_flywheel.data.error_store.compact import compact_index
-from stt_flywheel.data.error_store.layout import SHARED_AUDIO, Partitions, hour_of, partition
-from stt_flywheel.storage.objectstore import PreconditionFailed
+from stt_flywheel.data.error_store.layout import SHARED_AUDIO, STREAMS, Partitions, hour_of, partition
 
 __all__ = ["STREAM_DAYS", "StoreRetention", "retain_store"]
 
@@ -54,7 +52,7 @@ def retain_store(
         cutoff = hour_of(now - timedelta(days=days))
         expired = [key for _, key in files.list_files(stream, end=cutoff, ext=ext)]
         out.deleted[stream] = len(expired)
-        if stream != "quarantine":  # not in the user index
+        if stream in STREAMS:  # those in the user index
             cutoffs[stream] = partition(cutoff)
         if not dry_run:
             for key in expired:
@@ -74,9 +72,10 @@ def retain_store(
         gone = [key for key in old if _sha(key) not in named]
         out.deleted["audio"], out.kept["audio"] = len(gone), len(old) - len(gone)
         if not dry_run:
+            marked = set(files.store.list(SHARED_AUDIO))  # few: audio stored more than once
             for key in gone:
                 files.store.delete(key)
-                with contextlib.suppress(PreconditionFailed):  # its mark of being stored again
+                if f"{SHARED_AUDIO}{_sha(key)}" in marked:
                     files.store.delete(f"{SHARED_AUDIO}{_sha(key)}")
     return out
 

@@ -51,14 +51,14 @@ def shard_of(key: str) -> str:
 
 
 def index_files(files: Partitions, keys: set[str] | None = None, segments_only: bool = False) -> list[str]:
-    """The index's files: the segments not merged yet, and the shards of `keys` (all: None)."""
-    shards = (
-        [f"{INDEX_SHARDS}{s}/" for s in sorted({shard_of(k) for k in keys})]
-        if keys is not None
-        else [INDEX_SHARDS]
-    )
+    """The index's files: the segments not merged yet, and (unless `segments_only`) the shards of
+    `keys` (all: None)."""
     if segments_only:
         shards = []
+    elif keys is None:
+        shards = [INDEX_SHARDS]
+    else:
+        shards = [f"{INDEX_SHARDS}{s}/" for s in sorted({shard_of(k) for k in keys})]
     return [k for prefix in (INDEX_NEW, *shards) for k in files.store.list(prefix) if k.endswith(".parquet")]
 
 

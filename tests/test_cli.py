@@ -131,21 +131,23 @@ def test_invalid_config_key_is_reported(cli: Cli, tmp_path: Path) -> None:
 
 def test_ingest_and_list_json(cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
+    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\ndataset:\n  audio_roots: [{tmp_path / 'audio'}]\n")
     records = tmp_path / "r.jsonl"
     good = {
         "id": "a",
-        "audio_uri": "/x.wav",
+        "audio_uri": str(tmp_path / "audio" / "x.wav"),
         "hypothesis": "hi",
         "corrected_text": "high",
         "timestamp": "2026-11-01T00:00:00Z",
     }
-    records.write_bytes(orjson.dumps(good) + b"\n{broken\n" + orjson.dumps(good) + b"\n")
+    elsewhere = [{**good, "id": "b", "audio_uri": uri} for uri in ("/x.wav", f"{tmp_path}/audio/../c.yaml")]
+    lines = [good, b"{broken", good, *elsewhere]
+    records.write_bytes(b"\n".join(x if isinstance(x, bytes) else orjson.dumps(x) for x in lines) + b"\n")
     status, out, err = cli("errors", "ingest", str(records), "--config", str(config), "--json")
     assert status == 0, err
     result = orjson.loads(out)
-    assert (result["read"], result["accepted"], result["duplicates"], result["quarantined"]) == (3, 1, 1, 1)
-    assert result["quarantine"][0]["reason"] == "invalid_json"
+    assert (result["read"], result["accepted"], result["duplicates"], result["quarantined"]) == (5, 1, 1, 3)
+    assert [q["reason"] for q in result["quarantine"]] == ["invalid_json", *["audio_outside_roots"] * 2]
     status, out, _ = cli("registry", "list", "--config", str(config), "--json")
     assert status == 0
     assert orjson.loads(out) == {"versions": [], "aliases": {}, "traffic": {}}
@@ -286,7 +288,7 @@ def test_a_file_with_no_valid_line_is_refused_and_kept_whole(cli: Cli, tmp_path:
     trn.write_text("".join(f"turn the lights on ({i})\n" for i in range(60)))
     status, out, err = cli("errors", "ingest", str(trn), "--config", str(config))
     assert status == 1
-    assert "no valid line — all 60 quarantined (line 1: invalid_json)" in err
+    assert "no valid line — all 60 quarantined, 60 as invalid_json (first at line 1)" in err
     assert "… and 40 more" in out and "quarantine/" in out
     stats = open_error_store(load_config(config)).stats()
     assert stats["records_rejected_at_ingest"] == 60  # every rejected line is kept

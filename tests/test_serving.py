@@ -220,7 +220,7 @@ def test_requests_beyond_the_limits_are_refused_before_decoding(
     assert "at most 3" in many.text
     long = client.post(url, json={"instances": [{"b64": _wav(6.0, 0.1)}]})
     assert long.status_code == 400
-    assert "6.0 s of audio; at most 4 s" in long.text
+    assert "6.0 s of audio by its header; at most 4 s" in long.text
     nan = client.post(url, json={"instances": [{"b64": _wav(1.0)}]})
     assert nan.status_code == 400
     assert "NaN or infinite" in nan.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,10 +129,16 @@ def report_ingest(
     if counts["read"] == 0:
         raise InputError(f"{source}: no records in it")
     if accepted == 0 and counts.get("duplicates", 0) == 0:
-        first = quarantined[0]
+        reason, n = Counter(q.reason for q in quarantined).most_common(1)[0]
+        first = next(q for q in quarantined if q.reason == reason)
+        hint = (
+            "does dataset.audio_roots name where the audio lies?"
+            if reason == "audio_outside_roots"
+            else "is it the right file and format?"
+        )
         raise InputError(
-            f"{source}: no valid line — all {len(quarantined)} quarantined "
-            f"(line {first.line}: {first.reason}); is it the right file and format?"
+            f"{source}: no valid line — all {len(quarantined)} quarantined, {n} as {reason} "
+            f"(first at line {first.line}); {hint}"
         )
 
 

@@ -2,6 +2,7 @@
 
 Every stage that touches audio goes through here, so that "the same utterance" means the same
 thing everywhere: a SHA-256 of the decoded 16-bit PCM samples, independent of the container format.
+Decoding itself (every container and codec users record in) is `stt_flywheel.data.decode`.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+import soxr
 
+from stt_flywheel.data.decode import AudioDecodeError, DecodedAudio, decode_audio
 from stt_flywheel.storage.objectstore import read_uri
 
 __all__ = [
     "TARGET_SAMPLE_RATE",
     "AudioLimits",
     "AudioProblem",
+    "AudioDecodeError",
     "AudioRejected",
     "DecodedAudio",
     "audio_hash",
@@ -38,30 +41,11 @@ TARGET_SAMPLE_RATE = 16_000
 
 
 @dataclass(frozen=True)
-class DecodedAudio:
-    samples: np.ndarray  # float32 mono in [-1, 1]
-    sample_rate: int
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.samples) / self.sample_rate if self.sample_rate else 0.0
-
-
-@dataclass(frozen=True)
 class AudioProblem:
     """Why a piece of audio is unfit to train or evaluate on; `code` is a stable reason code."""
 
     code: str
     detail: str
-
-
-def decode_audio(data: bytes) -> DecodedAudio:
-    """Decode WAV/FLAC/OGG bytes to mono float32. Raises `ValueError` when the bytes are not audio."""
-    try:
-        samples, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise ValueError(f"audio does not decode: {exc}") from exc
-    return DecodedAudio(samples=samples.mean(axis=1).astype(np.float32), sample_rate=int(sample_rate))
 
 
 class AudioRejected(Exception):
@@ -145,18 +129,9 @@ def read_training_audio(uri: str, limits: AudioLimits) -> DecodedAudio:
         raise AudioRejected("audio_outside_roots", f"{uri} is not under dataset.audio_roots")
     data = _read_bounded(uri, limits)
     try:
-        info = sf.info(io.BytesIO(data))
-    except Exception as exc:  # libsndfile's errors are not one type
-        raise AudioRejected("audio_undecodable", f"audio does not decode: {exc}") from None
-    if info.samplerate <= 0 or info.channels <= 0:
-        raise AudioRejected("audio_undecodable", f"{info.samplerate} Hz, {info.channels} channels")
-    claimed = info.frames / info.samplerate
-    if claimed > limits.max_duration_s:
-        raise AudioRejected("too_long", f"{claimed:.2f} s > {limits.max_duration_s} s (by its header)")
-    try:
-        return decode_audio(data)
-    except Exception as exc:
-        raise AudioRejected("audio_undecodable", str(exc)) from None
+        return decode_audio(data, max_duration_s=limits.max_duration_s)
+    except AudioDecodeError as exc:
+        raise AudioRejected(exc.code, exc.detail) from None
 
 
 def load_audio(uri: str | Path) -> DecodedAudio:
@@ -165,10 +140,10 @@ def load_audio(uri: str | Path) -> DecodedAudio:
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 at `to_rate` (soxr, high quality)."""
     if from_rate == to_rate:
         return samples.astype(np.float32, copy=False)
-    g = np.gcd(from_rate, to_rate)
-    return resample_poly(samples, to_rate // g, from_rate // g).astype(np.float32)
+    return soxr.resample(np.ascontiguousarray(samples, dtype=np.float32), from_rate, to_rate, quality="HQ")
 
 
 def encode_wav(samples: np.ndarray, sample_rate: int = TARGET_SAMPLE_RATE) -> bytes:

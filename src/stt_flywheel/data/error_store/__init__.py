@@ -68,8 +68,10 @@ class ErrorStore(Partitions):
         senders: Senders | None = None,
         limits: ServingLimits | None = None,
         max_events_per_user_per_hour: int | None = None,
+        audio_roots: Sequence[str] | None = None,
     ) -> None:
         super().__init__(root)
+        self.audio_roots = audio_roots  # None: a record's audio may be anywhere (no config to say)
         self.pending_horizon = pending_horizon
         self.senders = senders or Senders()
         self.limits = limits or ServingLimits()  # what a record's metadata may hold
@@ -87,7 +89,9 @@ class ErrorStore(Partitions):
         return self.write("predictions", table, prediction_hours(table), now)
 
     def ingest(self, rows: Iterable[Any], now: datetime | None = None) -> IngestResult:
-        return ingest_records(self, rows, now=now, senders=self.senders, limits=self.limits)
+        return ingest_records(
+            self, rows, now=now, senders=self.senders, limits=self.limits, audio_roots=self.audio_roots
+        )
 
     def ingest_feedback(self, rows: Iterable[Any], now: datetime | None = None) -> FeedbackIngestResult:
         return ingest_feedback(
@@ -145,4 +149,5 @@ def open_error_store(config: FlywheelConfig) -> ErrorStore:
         senders,
         config.serving,
         config.feedback.max_events_per_user_per_hour,
+        config.dataset.audio_roots,
     )

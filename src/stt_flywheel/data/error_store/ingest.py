@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from stt_flywheel.data.records import (
     FeedbackEvent,
     event_row,
 )
+from stt_flywheel.storage.objectstore import join_uri
 
 __all__ = ["FeedbackIngestResult", "IngestResult", "ingest_feedback", "ingest_records", "write_quarantine"]
 
@@ -200,19 +202,55 @@ def _differs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> np.ndarray:
     return ~np.asarray(same)
 
 
+def _root_prefixes(files: Partitions, roots: Sequence[str]) -> list[str]:
+    """Each root as the prefix an inside URI starts with: a `gs://` prefix as written, a local
+    directory both as written (absolute) and with its links resolved; the store's own audio too."""
+    out = [join_uri(files.root, "audio").rstrip("/") + "/"]
+    for root in roots:
+        if root.startswith("gs://"):
+            out.append(root.rstrip("/") + "/")
+        elif "://" not in root:
+            out += [os.path.abspath(root).rstrip("/") + "/", os.path.realpath(root).rstrip("/") + "/"]
+    return list(dict.fromkeys(out))
+
+
+def _outside_roots(uris: pa.ChunkedArray, prefixes: list[str]) -> np.ndarray:
+    """Which URIs lie outside every prefix, judged on the text alone: a `.` or `..` segment is
+    outside wherever it points. The dataset stage judges again with links resolved, at the read."""
+    inside = pa.array(np.zeros(len(uris), bool))
+    for prefix in prefixes:
+        inside = pc.or_(inside, pc.starts_with(uris, prefix))
+    dotted = pc.match_substring_regex(uris, r"(^|/)\.\.?(/|$)")
+    return np.asarray(pc.or_(pc.invert(inside), dotted).fill_null(True))
+
+
+def _refuse_outside(
+    files: Partitions, parsed: pa.Table, rows: list[Any], roots: Sequence[str], result: IngestResult
+) -> pa.Table:
+    outside = _outside_roots(parsed["audio_uri"], _root_prefixes(files, roots))
+    for k in np.flatnonzero(outside).tolist():
+        row, line = rows[parsed["item"][k].as_py()], parsed["line"][k].as_py()
+        detail = "the audio is not under dataset.audio_roots (nor in the store): it could never be trained on"
+        reject(result.quarantined, line, row, "audio_outside_roots", detail)
+    return parsed.filter(pa.array(~outside)) if outside.any() else parsed
+
+
 def ingest_records(
     files: Partitions,
     rows: Iterable[Any],
     now: datetime | None = None,
     senders: Senders | None = None,
     limits: ServingLimits | None = None,
+    audio_roots: Sequence[str] | None = None,
 ) -> IngestResult:
     """Append combined records (a prediction with its correction or flag); bad lines are
     quarantined with a reason. An id seen before (in the batch or in the store) keeps its first
     prediction: a record that changes its audio or hypothesis is quarantined
     (`conflicting_prediction`), one that only brings another correction or flag adds that event
     (the latest by time applies), and one that adds nothing is a duplicate. Metadata beyond what
-    a serving request may carry (`limits`) is quarantined (`metadata_too_large`).
+    a serving request may carry (`limits`) is quarantined (`metadata_too_large`), and so is a
+    record whose audio lies outside `audio_roots` and the store (`audio_outside_roots`), when
+    roots are given: the dataset stage could never read it.
 
     Column-wise: lines are parsed and checked a block at a time (`parse_records`), and what each
     record adds is found on the columns; only the events are built one by one."""
@@ -223,6 +261,8 @@ def ingest_records(
     rows = list(rows)
     result.read = len(rows)
     parsed = parse_records(rows, limits, result.quarantined, now, senders.redact_line)
+    if audio_roots is not None:
+        parsed = _refuse_outside(files, parsed, rows, audio_roots, result)
     users = _pseudonyms(parsed["user"], senders)
     parsed = parsed.set_column(parsed.schema.get_field_index("user"), "user", users)
     parsed, forgotten = _remembered(files, parsed, result.quarantined)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import logging
 import os
@@ -16,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from stt_flywheel.config import ServingLimits
-from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, DecodedAudio, decode_audio, resample
+from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, resample
 from stt_flywheel.data.capture import CapturedPrediction, CaptureWriter
+from stt_flywheel.data.decode import FORMATS_IN_WORDS, AudioDecodeError, DecodedAudio, decode_audio
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import new_prediction_id
@@ -100,23 +99,13 @@ def _audio_of(i: int, b64: str, limits: ServingLimits) -> tuple[bytes, DecodedAu
     except (binascii.Error, ValueError):
         raise HTTPException(status_code=400, detail=f"instance {i}: b64 is not valid base64") from None
     try:
-        info = sf.info(io.BytesIO(data))
-    except Exception:  # libsndfile's errors name the buffer object by its address
-        raise HTTPException(
-            status_code=400, detail=f"instance {i}: not audio that decodes (WAV, FLAC or OGG)"
-        ) from None
-    seconds = info.frames / info.samplerate if info.samplerate > 0 else 0.0
-    if seconds > limits.max_audio_s:
-        raise HTTPException(
-            status_code=400,
-            detail=f"instance {i}: {seconds:.1f} s of audio; at most {limits.max_audio_s:g} s",
-        )
-    try:
-        decoded = decode_audio(data)
-    except ValueError:
-        raise HTTPException(
-            status_code=400, detail=f"instance {i}: not audio that decodes (WAV, FLAC or OGG)"
-        ) from None
+        decoded = decode_audio(data, max_duration_s=limits.max_audio_s)
+    except AudioDecodeError as exc:
+        if exc.code == "too_long":
+            detail = f"instance {i}: {exc.detail}"
+        else:
+            detail = f"instance {i}: not audio that decodes ({FORMATS_IN_WORDS}): {exc.detail}"
+        raise HTTPException(status_code=400, detail=detail) from None
     if decoded.samples.size == 0:
         raise HTTPException(status_code=400, detail=f"instance {i}: the audio has no samples")
     if not np.isfinite(decoded.samples).all():
@@ -223,13 +212,13 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
         _check_metadata(request, limits)
         for i, instance in enumerate(request.instances):
             data, decoded = _audio_of(i, instance.b64, limits)
-            raw.append((data, decoded.duration_s))
+            raw.append((data, decoded))
             audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
         revealed = settings.model_version if limits.reveal_version else None
         texts = speech.transcribe(audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s)
         now = datetime.now(UTC)
         out = []
-        for instance, text, (data, duration) in zip(request.instances, texts, raw, strict=True):
+        for instance, text, (data, decoded) in zip(request.instances, texts, raw, strict=True):
             pid = new_prediction_id(now)
             if writer is not None:
                 user = pseudonym(instance.user or request.parameters.user)
@@ -239,7 +228,16 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
                     if settings.identity
                     else None
                 )
-                writer.offer(CapturedPrediction(*captured, duration, data, user=user, signature=signature))
+                writer.offer(
+                    CapturedPrediction(
+                        *captured,
+                        decoded.duration_s,
+                        data,
+                        audio_ext=decoded.extension,
+                        user=user,
+                        signature=signature,
+                    )
+                )
             out.append(Prediction(transcript=text, prediction_id=pid, model_version=revealed))
         return PredictResponse(predictions=out)
 

@@ -189,11 +189,8 @@ def config_page() -> str:
 # -- serving ---------------------------------------------------------------------------------
 
 
-def serving_page() -> str:
-    from stt_flywheel.deployment.serving.app import openapi_schema
-
-    api = openapi_schema()
-    out = [GENERATED, "# Serving API\n\n", (contract.__doc__ or "").strip(), "\n\n"]
+def _routes(api: dict[str, Any]) -> list[str]:
+    out = []
     for path, methods in api["paths"].items():
         for method, operation in methods.items():
             out.append(f"## `{method.upper()} {path}`\n\n{operation.get('description', '').strip()}\n\n")
@@ -203,6 +200,18 @@ def serving_page() -> str:
                 for code, r in operation["responses"].items()
             ]
             out.append("\n")
+    return out
+
+
+def _openapi(api: dict[str, Any]) -> str:
+    return "## OpenAPI\n\n```json\n" + json.dumps(api, indent=2, ensure_ascii=False) + "\n```\n"
+
+
+def serving_page() -> str:
+    from stt_flywheel.deployment.serving.app import openapi_schema
+
+    api = openapi_schema()
+    out = [GENERATED, "# Serving API\n\n", (contract.__doc__ or "").strip(), "\n\n", *_routes(api)]
     out.append(
         "A request that breaks a limit is refused before any audio is decoded: 413 for a body over "
         "`FLYWHEEL_MAX_BODY_BYTES`, 400 naming the instance for bad base64, audio that does not decode, "
@@ -210,7 +219,36 @@ def serving_page() -> str:
         "problem for a body that is not of the schema; 503 while the model is not loaded. The routes are "
         "`AIP_HEALTH_ROUTE` and `AIP_PREDICT_ROUTE` when those are set.\n\n"
     )
-    out.append("## OpenAPI\n\n```json\n" + json.dumps(api, indent=2, ensure_ascii=False) + "\n```\n")
+    out.append(_openapi(api))
+    return "".join(out)
+
+
+def feedback_page() -> str:
+    from stt_flywheel.deployment.feedback import app as feedback_app
+    from stt_flywheel.deployment.feedback import auth
+
+    api = feedback_app.feedback_openapi()
+    out = [GENERATED, "# Feedback API\n\n", (feedback_app.__doc__ or "").strip(), "\n\n"]
+    out += [
+        (auth.__doc__ or "").strip(),
+        "\n\nIts settings: [`feedback.service`](configuration.md#feedback).\n\n",
+    ]
+    out += [*_routes(api), _openapi(api)]
+    return "".join(out)
+
+
+def client_page() -> str:
+    import inspect
+
+    from stt_flywheel import client
+
+    out = [GENERATED, "# Python client\n\n", inspect.cleandoc(client.__doc__ or ""), "\n\n"]
+    for name in ("from_config", "capture", "feedback", "close"):
+        member = inspect.getattr_static(client.FlywheelClient, name)
+        func = member.__func__ if isinstance(member, classmethod) else member
+        signature = str(inspect.signature(func)).replace("(self, ", "(").replace("(cls, ", "(")
+        out.append(f"## `FlywheelClient.{name}`\n\n```python\n{name}{signature}\n```\n\n")
+        out.append(inspect.cleandoc(func.__doc__ or "") + "\n\n")
     return "".join(out)
 
 
@@ -257,6 +295,8 @@ PAGES = {
     "cli.md": cli_page,
     "configuration.md": config_page,
     "serving-api.md": serving_page,
+    "feedback-api.md": feedback_page,
+    "client.md": client_page,
     "environment.md": environment_page,
 }
 

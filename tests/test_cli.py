@@ -131,7 +131,9 @@ def test_invalid_config_key_is_reported(cli: Cli, tmp_path: Path) -> None:
 
 def test_ingest_and_list_json(cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\ndataset:\n  audio_roots: [{tmp_path / 'audio'}]\n")
+    config.write_text(
+        f"paths:\n  root: {tmp_path / 'state'}\ndataset:\n  audio_roots: [{tmp_path / 'audio'}]\n"
+    )
     records = tmp_path / "r.jsonl"
     good = {
         "id": "a",

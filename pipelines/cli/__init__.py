@@ -104,6 +104,7 @@ EXAMPLES = {
     "> predictions.jsonl",
     "feedback ingest": "gsutil cat gs://my-bucket/feedback.jsonl | stt-flywheel feedback ingest - "
     "--config demo-work/flywheel.yaml",
+    "feedback serve": "stt-flywheel feedback serve --config gs://my-flywheel-config/flywheel.yaml",
     "store compact": "stt-flywheel store compact --config demo-work/flywheel.yaml",
     "forget": "stt-flywheel forget --user app-user-00042 --reason 'deletion request 2026-118' "
     "--propose-retraining --config demo-work/flywheel.yaml",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from flywheel_pipelines.cli.common import (
@@ -37,3 +39,22 @@ def feedback_ingest(
         f"read {result.read}: accepted {result.accepted} ({states}), quarantined {len(result.quarantined)}"
     )
     report_ingest(source, counts, result.quarantined, result.accepted, json, store.root)
+
+
+@feedback_app.command("serve")
+def feedback_serve(
+    config: ConfigOpt = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: feedback.service.host).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port (default: PORT, else feedback.service.port)."),
+    ] = None,
+) -> None:
+    """Take feedback over HTTP: POST /v1/feedback (one event, a batch, or a Pub/Sub push
+    envelope), authenticated by a bearer key or a Google ID token (feedback.service.*), into the
+    error store as `feedback ingest` does. Runs on Cloud Run from the base image."""
+    from stt_flywheel.deployment.feedback import run_feedback_service
+
+    run_feedback_service(load(config), host=host, port=port)

@@ -21,6 +21,7 @@ from stt_flywheel.config.privacy import ReportSettings, RetentionSettings
 from stt_flywheel.config.serving import (
     CaptureSettings,
     DeploySettings,
+    FeedbackService,
     FeedbackSettings,
     MonitorSettings,
     ServingLimits,
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "DatasetSettings",
     "DeploySettings",
+    "FeedbackService",
     "FeedbackSettings",
     "FlywheelConfig",
     "IdentitySettings",

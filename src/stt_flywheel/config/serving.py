@@ -5,11 +5,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from stt_flywheel.config.base import ConfigPath, Strict
 
-__all__ = ["CaptureSettings", "DeploySettings", "FeedbackSettings", "MonitorSettings", "ServingLimits"]
+__all__ = [
+    "CaptureSettings",
+    "DeploySettings",
+    "FeedbackService",
+    "FeedbackSettings",
+    "MonitorSettings",
+    "ServingLimits",
+]
 
 
 class DeploySettings(Strict):
@@ -102,6 +109,60 @@ class ServingLimits(Strict):
         return f"metadata {key[:40]!r}: a key or value over {limit} characters"
 
 
+class FeedbackService(Strict):
+    """`stt-flywheel feedback serve`: feedback over HTTP (and Pub/Sub push) from a team's own
+    service. Each caller is known by name, and the name is the `source` of what it sends, so
+    `feedback.reviewer_sources` decides which callers may label any user's prediction."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to listen on; `0.0.0.0` on Cloud Run. Without `keys_secret` or "
+        "`callers` it serves on a loopback address only.",
+    )
+    port: int = Field(8090, ge=1, le=65535, description="Port; `PORT` (Cloud Run's) wins when it is set.")
+    keys_secret: str | None = Field(
+        None,
+        description="Bearer keys: a Secret Manager secret version (`projects/P/secrets/S/versions/latest`) "
+        "or a local file readable by its owner alone; one `name:key` per line, `name` being the caller.",
+    )
+    secret_api_endpoint: str | None = Field(
+        None, description="Secret Manager's endpoint, for a stand-in (tests); None: Google's."
+    )
+    audience: str | None = Field(
+        None,
+        description="Google ID tokens are accepted for this audience (the service's URL, or the one a "
+        "Pub/Sub push subscription names), from the accounts in `callers` only.",
+    )
+    callers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Service account email → caller name, for ID tokens: a Pub/Sub push "
+        "subscription's account, a team's service's account. Any Google account can mint an ID token "
+        "for any audience, so an account not named here is refused.",
+    )
+    certs_url: str = Field(
+        "https://www.googleapis.com/oauth2/v1/certs",
+        description="Where the keys that sign Google ID tokens are published (a stand-in's in tests).",
+    )
+    max_body_bytes: int = Field(1_000_000, gt=0, description="A larger request body is refused (413).")
+    max_events: int = Field(500, gt=0, description="More events in one request are refused (400).")
+    requests_per_minute: int = Field(
+        600, gt=0, description="Requests one caller may make in a minute; beyond it, 429 with Retry-After."
+    )
+
+    @field_validator("callers")
+    @classmethod
+    def _named(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(not name.strip() for name in v.values()):
+            raise ValueError("each account in callers needs a caller name")
+        return v
+
+    @model_validator(mode="after")
+    def _tokens_need_both(self) -> FeedbackService:
+        if bool(self.audience) != bool(self.callers):
+            raise ValueError("ID tokens need both an audience and the callers (accounts) to accept")
+        return self
+
+
 class FeedbackSettings(Strict):
     """How late feedback is joined to predictions."""
 
@@ -136,6 +197,7 @@ class FeedbackSettings(Strict):
         "team); an event from any other source about another user's prediction is quarantined "
         "(`not_the_requester`). `review` is what `stt-flywheel review accept` sends.",
     )
+    service: FeedbackService = FeedbackService()
 
     @property
     def pending_horizon(self) -> timedelta:

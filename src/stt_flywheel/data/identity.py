@@ -37,6 +37,7 @@ __all__ = [
     "Identity",
     "Senders",
     "load_identity",
+    "read_secret",
 ]
 
 ANONYMOUS = "anonymous"
@@ -110,8 +111,9 @@ def _key_from_file(path: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
-def _key_from_secret(name: str, api_endpoint: str | None) -> bytes:
-    """The payload of a Secret Manager secret version, by the service's client library."""
+def read_secret(name: str, api_endpoint: str | None, what: str = "the identity key") -> bytes:
+    """The payload of a Secret Manager secret version, by the service's client library; `what`
+    names it in the errors."""
     import google_crc32c
     from google.api_core import exceptions
     from google.api_core.client_options import ClientOptions
@@ -127,11 +129,9 @@ def _key_from_secret(name: str, api_endpoint: str | None) -> bytes:
     try:
         payload = secretmanager.SecretManagerServiceClient(**kwargs).access_secret_version(name=name).payload
     except exceptions.GoogleAPICallError as exc:
-        raise ConfigError(
-            f"the identity key could not be read from Secret Manager ({name}): {exc.message}"
-        ) from None
+        raise ConfigError(f"{what} could not be read from Secret Manager ({name}): {exc.message}") from None
     if payload.data_crc32c is not None and payload.data_crc32c != google_crc32c.value(payload.data):
-        raise ConfigError(f"the identity key read from Secret Manager ({name}) arrived damaged (CRC32C)")
+        raise ConfigError(f"{what} read from Secret Manager ({name}) arrived damaged (CRC32C)")
     return payload.data.strip()
 
 
@@ -146,7 +146,7 @@ def load_identity(
     if env.get(IDENTITY_KEY_ENV):
         return Identity(env[IDENTITY_KEY_ENV].encode())
     if settings is not None and settings.secret:
-        return Identity(_key_from_secret(settings.secret, settings.secret_api_endpoint))
+        return Identity(read_secret(settings.secret, settings.secret_api_endpoint))
     if state_dir is None or str(state_dir).startswith("gs://"):
         raise ConfigError(
             f"no identity key: set identity.secret (a Secret Manager secret version) or {IDENTITY_KEY_ENV}"

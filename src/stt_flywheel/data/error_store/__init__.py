@@ -93,9 +93,11 @@ class ErrorStore(Partitions):
             self, rows, now=now, senders=self.senders, limits=self.limits, audio_roots=self.audio_roots
         )
 
-    def ingest_feedback(self, rows: Iterable[Any], now: datetime | None = None) -> FeedbackIngestResult:
+    def ingest_feedback(
+        self, rows: Iterable[Any], now: datetime | None = None, caller: str | None = None
+    ) -> FeedbackIngestResult:
         return ingest_feedback(
-            self, rows, self.pending_horizon, now, self.senders, self.max_events_per_user_per_hour
+            self, rows, self.pending_horizon, now, self.senders, self.max_events_per_user_per_hour, caller
         )
 
     def ingest_file(self, path: str | Path, now: datetime | None = None) -> IngestResult:

@@ -110,11 +110,14 @@ def ingest_feedback(
     now: datetime | None = None,
     senders: Senders | None = None,
     max_per_user_hour: int | None = None,
+    caller: str | None = None,
 ) -> FeedbackIngestResult:
     """Append feedback events (dicts or raw JSON lines); invalid lines are quarantined with a
     reason, and so is an event about another user's prediction unless a reviewer source sent it
     (`not_the_requester`), and a user's events past `max_per_user_hour` in this hour of arrival
-    (`rate_limited`). Returns the counts and the accepted events' states after the write."""
+    (`rate_limited`). With `caller` (the name a service authenticated), an event whose `source`
+    names anyone else is quarantined (`source_not_the_caller`): no caller passes for a reviewer.
+    Returns the counts and the accepted events' states after the write."""
     now = now or utc_now()
     senders = senders or Senders()
     result = FeedbackIngestResult()
@@ -131,6 +134,10 @@ def ingest_feedback(
     sent = files.sent_this_hour(now) if max_per_user_hour is not None else Counter()
     forgotten = Forgotten.load(files)
     for lineno, row, e in parsed:
+        if caller is not None and e.source != caller:
+            detail = f"sent by {caller!r}, but its source says another: a caller's events carry its own name"
+            reject(result.quarantined, lineno, row, "source_not_the_caller", detail, senders.redact_line(row))
+            continue
         user, reviewer = senders.pseudonym(e.user), e.source in senders.reviewer_sources
         if forgotten and (user in forgotten.users or hashed_id(e.prediction_id) in forgotten.predictions):
             reject(result.quarantined, lineno, "", "forgotten", FORGOTTEN)

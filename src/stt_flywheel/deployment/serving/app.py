@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import os
 import tempfile
@@ -26,6 +25,7 @@ from stt_flywheel.data.decode import FORMATS_IN_WORDS, AudioDecodeError, Decoded
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.deployment.body_limit import BodyLimit
 from stt_flywheel.deployment.serving.contract import (
     Health,
     Prediction,
@@ -42,52 +42,6 @@ from stt_flywheel.storage.trees import fetch_tree
 __all__ = ["build_app", "create_app", "openapi_schema", "run_server"]
 
 log = logging.getLogger("stt_flywheel.serving")
-
-
-class _BodyLimit:
-    """ASGI middleware: a body over `limit` bytes gets 413, judged by Content-Length before it is
-    read, or as it streams in when the length is not given; the handler never sees it."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(send)
-            return
-        seen, refused = 0, False
-
-        async def limited() -> dict[str, Any]:
-            nonlocal seen, refused
-            message: dict[str, Any] = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit and not refused:
-                    refused = True
-                    await self._refuse(send)
-                    return {"type": "http.disconnect"}  # the handler stops reading
-            return message
-
-        async def quiet(message: dict[str, Any]) -> None:
-            if not refused:  # after the 413, whatever the handler answers goes nowhere
-                await send(message)
-
-        await self.app(scope, limited, quiet)
-
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 def _audio_of(i: int, b64: str, limits: ServingLimits) -> tuple[bytes, DecodedAudio]:
@@ -195,7 +149,7 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
         )
 
     limits = settings.limits
-    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
 
     app.add_exception_handler(RequestValidationError, _invalid)
 

@@ -1,13 +1,18 @@
 """What one hostile or careless input costs, before and after the limits, side by side.
 
 Each case runs in a fresh Python process, and its figure is that process's peak resident memory
-(`ru_maxrss`) and wall time, so allocations by numpy, libsndfile and torch all count.
+(`VmHWM`, which starts afresh at exec, unlike `ru_maxrss`, which keeps the parent's peak at fork)
+and wall time, so allocations by numpy, FFmpeg and torch all count.
 
 1. The dataset stage reading one record's audio: a real 1-hour WAV (115 MB) and a FLAC whose
-   header claims 2^36 samples. "decode whole" is what the stage did before (`decode_audio` on the
-   file's bytes); "read_training_audio" is what it does now (roots, size cap, header check).
+   header claims 2^36 samples. "decode whole" is `decode_audio` on the file's bytes with no limit;
+   "read_training_audio" is what the stage does (roots, size cap, duration by the header and while
+   decoding).
 2. The serving process transcribing one long WAV (300 s): whole, as before, against pieces of
    `serving.chunk_s` (30 s), with the committed demo model.
+3. Each format users record in (`stt_flywheel.data.decode.ENCODINGS`): 10 minutes of it, decoded
+   whole against `read_training_audio` (30 s limit). WebM is written as a browser streams it, with
+   no duration in its header, so only counting the samples as they are decoded stops it.
 
 Run with `make bench` (or `python benchmarks/bench_limits.py`).
 """
@@ -26,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 CASE = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 kind, path, roots = sys.argv[1], sys.argv[2], sys.argv[3]
 start = time.perf_counter()
@@ -59,7 +64,8 @@ except MemoryError:
 except Exception as exc:
     outcome = f"{type(exc).__name__}: {str(exc)[:60]}"
 print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - start,
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mib": next(int(l.split()[1]) for l in open("/proc/self/status")
+                                   if l.startswith("VmHWM")) / 1024}))
 """
 
 
@@ -93,6 +99,22 @@ def _long_wav(target: Path, seconds: int, rng: np.random.Generator) -> Path:
     return target
 
 
+def _formats(root: Path, seconds: int, rng: np.random.Generator) -> list[tuple[str, str, str, Path]]:
+    from stt_flywheel.data.decode import ENCODINGS, encode_audio
+
+    noise = (rng.standard_normal(16_000 * seconds) * 0.05).astype(np.float32)
+    cases = []
+    for encoding, (muxer, _, _) in ENCODINGS.items():
+        path = root / f"ten-minutes.{encoding}"
+        path.write_bytes(encode_audio(noise, 16_000, encoding, live=muxer == "webm"))
+        name = f"dataset: {seconds // 60} min {encoding} ({path.stat().st_size / 1e6:.1f} MB)"
+        cases += [
+            (name, "decode whole (no limit)", "decode-whole", path),
+            (name, "read_training_audio (now)", "read-training-audio", path),
+        ]
+    return cases
+
+
 def main() -> None:
     console = Console()
     rng = np.random.default_rng(0)
@@ -105,17 +127,18 @@ def main() -> None:
         for col in ("input", "path", "outcome", "peak MiB", "seconds"):
             table.add_column(col)
         cases = [
-            ("dataset: 1-hour WAV (115 MB)", "decode whole (before)", "decode-whole", hour),
+            ("dataset: 1-hour WAV (115 MB)", "decode whole (no limit)", "decode-whole", hour),
             ("dataset: 1-hour WAV (115 MB)", "read_training_audio (now)", "read-training-audio", hour),
-            ("dataset: FLAC claiming 2^36 samples", "decode whole (before)", "decode-whole", forged),
+            ("dataset: FLAC claiming 2^36 samples", "decode whole (no limit)", "decode-whole", forged),
             (
                 "dataset: FLAC claiming 2^36 samples",
                 "read_training_audio (now)",
                 "read-training-audio",
                 forged,
             ),
-            ("serving: 300 s WAV", "transcribe whole (before)", "serve-whole", five_minutes),
+            ("serving: 300 s WAV", "transcribe whole (no limit)", "serve-whole", five_minutes),
             ("serving: 300 s WAV", "30 s pieces (now)", "serve-pieces", five_minutes),
+            *_formats(root, 600, rng),
         ]
         for name, path_name, kind, path in cases:
             r = _run(kind, path, root)

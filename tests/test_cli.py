@@ -306,10 +306,10 @@ def test_ingest_reads_standard_input(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     config = tmp_path / "c.yaml"
-    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\n")
+    config.write_text(f"paths:\n  root: {tmp_path / 'state'}\ndataset:\n  audio_roots: [/audio]\n")
     event = {
         "id": "a",
-        "audio_uri": "/x.wav",
+        "audio_uri": "/audio/x.wav",
         "hypothesis": "hi",
         "corrected_text": "high",
         "timestamp": "2026-11-01T00:00:00Z",

@@ -13,7 +13,7 @@ def test_defaults_serve_embedded_mode(tmp_path: Path, monkeypatch: pytest.Monkey
     config = load_config(None)
     assert config.paths.root == tmp_path / ".flywheel"
     assert config.paths.registry_db == tmp_path / ".flywheel" / "registry.sqlite"
-    assert config.base_model.is_dir()
+    assert Path(config.base_model).is_dir()
 
 
 def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow.compute as pc
@@ -309,7 +310,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]
 
 @pytest.mark.parametrize("round_", range(4))
 def test_the_clis_ingests_and_exports_exit_cleanly_beside_a_serving_process_just_stopped(
-    tmp_path: Path, flywheel_config: tuple, general_utts: list, round_: int
+    tmp_path: Path, config_factory: Any, general_utts: list, round_: int
 ) -> None:
     """Once, `feedback ingest` died after its work with `terminate called without an active
     exception` (exit 134, nothing said) just after a serving process had stopped: Arrow's
@@ -322,7 +323,7 @@ def test_the_clis_ingests_and_exports_exit_cleanly_beside_a_serving_process_just
 
     from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
 
-    config_path, _ = flywheel_config
+    config_path, _ = config_factory(tmp_path, dataset={"audio_roots": ["/audio"]})  # tests/records.py's audio
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])

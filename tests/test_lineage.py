@@ -41,13 +41,13 @@ def _dataset(config, utts: list[Utterance], users: list[str], out: Path) -> str:
 
 def test_lineage_names_the_users_of_a_version_and_its_ancestors(
     cli,
-    flywheel_config: tuple,
+    config_factory,
     model_dir: Path,
     new_utts: list[Utterance],
     general_utts: list[Utterance],
     tmp_path: Path,
 ) -> None:  # type: ignore[no-untyped-def]
-    path, config = flywheel_config
+    path, config = config_factory(tmp_path, dataset={"audio_roots": [tempfile.gettempdir()]})
     registry = LocalRegistry(config.paths.registry_db, config.paths.models, config.deploy.model_name)
     registry.register(model_dir, source_run="bootstrap")
     first = _dataset(config, new_utts, ["alice", "bob"], tmp_path / "ds1")

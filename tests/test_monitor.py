@@ -109,6 +109,7 @@ class World:
 def _config(tmp_path: Path, **monitor: Any) -> dict[str, Any]:
     return {
         "paths": {"root": str(tmp_path / "state")},
+        "dataset": {"audio_roots": ["/audio"]},  # where the records of tests/records.py say their audio is
         "feedback": {"label_window_hours": 0.5},
         "monitor": {**MONITOR, **monitor},
     }

@@ -141,12 +141,12 @@ def test_accepted_corrections_train_and_rejected_ones_never_do(
 
 
 def test_review_from_the_cli_lists_decides_and_audits(
-    cli, flywheel_config: tuple, new_utts: list[Utterance]
+    cli, config_factory, tmp_path: Path, new_utts: list[Utterance]
 ) -> None:  # type: ignore[no-untyped-def]
     from stt_flywheel.data.error_store import open_error_store
     from stt_flywheel.deployment.backends import open_registry
 
-    path, config = flywheel_config
+    path, config = config_factory(tmp_path, dataset={"audio_roots": [tempfile.gettempdir()]})
     store = open_error_store(config)
     assert "metformin" in config.validation.critical_terms
     rows = [

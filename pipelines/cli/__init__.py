@@ -90,6 +90,7 @@ EXAMPLES = {
     "review reject": "stt-flywheel review reject 0193a5c2-7f00-7abc-8def-0123456789ab --reason 'one user, no source' "
     "--config demo-work/flywheel.yaml",
     "registry list": "stt-flywheel registry list --config demo-work/flywheel.yaml",
+    "registry adopt": "stt-flywheel registry adopt --config gs://my-flywheel-config/flywheel.yaml",
     "registry rollback": "stt-flywheel registry rollback --config demo-work/flywheel.yaml "
     "--reason 'pharmacy names worse'",
     "registry promote-canary": "stt-flywheel registry promote-canary --config demo-work/flywheel.yaml "

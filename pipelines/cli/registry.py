@@ -54,6 +54,29 @@ def registry_list(
     console.print(table)
 
 
+@registry_app.command("adopt")
+def registry_adopt(config: ConfigOpt = None) -> None:
+    """Register `base_model` (what serves today) as version 1 with the alias `default`, and deploy
+    it to `deploy.endpoint_name` with all the traffic. An endpoint that already serves another
+    model keeps it deployed at 0 %. A registry that has a default already is left as it is."""
+    from stt_flywheel.deployment.backends import open_deployment
+    from stt_flywheel.run.stages import bootstrap_registry
+
+    cfg = load(config, reads_state=True)
+    registry, _ = open_deployment(cfg)
+    existing = registry.resolve("default")
+    version = bootstrap_registry(cfg)
+    if existing is not None:
+        console.print(
+            f"the registry already has a default, v{existing.version}: nothing adopted", highlight=False
+        )
+        return
+    console.print(
+        f"v{version.version} registered from {cfg.base_model} and deployed to {cfg.deploy.endpoint_name} (100 %)",
+        highlight=False,
+    )
+
+
 @registry_app.command("rollback")
 def registry_rollback(
     config: ConfigOpt = None,

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from stt_flywheel.config.base import BASE_DIR, BASE_LOCATIONS, ConfigError, ConfigPath, Strict
+from stt_flywheel.config.base import BASE_DIR, BASE_LOCATIONS, ConfigError, ConfigLocation, Strict
 from stt_flywheel.config.evaluation import RegressionSuite, ValidationPolicy
 from stt_flywheel.config.paths import PathSettings
 from stt_flywheel.config.pipeline import DatasetSettings, TrainingSettings, TriggerPolicy
@@ -57,8 +57,11 @@ DEFAULT_BASE_MODEL = Path(__file__).parent.parent / "assets" / "base_model"
 
 class FlywheelConfig(Strict):
     paths: PathSettings = PathSettings()
-    base_model: ConfigPath = Field(
-        DEFAULT_BASE_MODEL, description="Model registered as version 1 when the registry is empty."
+    base_model: ConfigLocation = Field(
+        str(DEFAULT_BASE_MODEL),
+        description="Model registered as version 1 when the registry is empty: a `save_pretrained` "
+        "directory (local, or a `gs://` prefix) with its processor; a Whisper or a CTC model, told "
+        "apart by its `config.json`.",
     )
     capture: CaptureSettings = CaptureSettings()
     serving: ServingLimits = ServingLimits()

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 from stt_flywheel.errors import InputError
 
-__all__ = ["BASE_DIR", "BASE_LOCATIONS", "ConfigError", "ConfigPath", "Strict"]
+__all__ = ["BASE_DIR", "BASE_LOCATIONS", "ConfigError", "ConfigLocation", "ConfigPath", "Strict"]
 
 # the validation context keys load_config passes: the directory relative file paths resolve
 # against, and the directory or gs:// prefix relative store locations resolve against
@@ -35,3 +35,14 @@ def _against_base_dir(value: Path, info: ValidationInfo) -> Path:
 
 # a local file or directory named in the config: relative to the config file's directory
 ConfigPath = Annotated[Path, AfterValidator(_against_base_dir)]
+
+
+def _location(value: str | Path, info: ValidationInfo) -> str:
+    text = str(value)
+    if text.startswith("gs://"):
+        return text
+    return str(_against_base_dir(Path(text), info))
+
+
+# a local path (relative to the config file's directory) or a gs://bucket/prefix, kept as text
+ConfigLocation = Annotated[str | Path, AfterValidator(_location)]

@@ -28,6 +28,7 @@ __all__ = [
     "AudioDecodeError",
     "AudioRejected",
     "DecodedAudio",
+    "at_rate",
     "audio_hash",
     "decode_audio",
     "encode_wav",
@@ -134,9 +135,18 @@ def read_training_audio(uri: str, limits: AudioLimits) -> DecodedAudio:
         raise AudioRejected(exc.code, exc.detail) from None
 
 
-def load_audio(uri: str | Path) -> DecodedAudio:
-    """Decode an audio file from a path, `file://` or `gs://` URI."""
-    return decode_audio(read_uri(uri))
+def load_audio(uri: str | Path, sample_rate: int | None = TARGET_SAMPLE_RATE) -> DecodedAudio:
+    """Decode an audio file from a path, `file://` or `gs://` URI, at `sample_rate` (None: its own)."""
+    audio = decode_audio(read_uri(uri))
+    return audio if sample_rate is None else at_rate(audio, sample_rate)
+
+
+def at_rate(audio: DecodedAudio, sample_rate: int = TARGET_SAMPLE_RATE) -> DecodedAudio:
+    """The same audio at `sample_rate`: what a model hears, whatever rate the user recorded at."""
+    if audio.sample_rate == sample_rate:
+        return audio
+    samples = resample(audio.samples, audio.sample_rate, sample_rate)
+    return DecodedAudio(samples=samples, sample_rate=sample_rate, container=audio.container)
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:

@@ -210,14 +210,18 @@ def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> Decoded
     )
 
 
-def encode_audio(samples: np.ndarray, sample_rate: int, encoding: str, *, channels: int = 1) -> bytes:
+def encode_audio(
+    samples: np.ndarray, sample_rate: int, encoding: str, *, channels: int = 1, live: bool = False
+) -> bytes:
     """`samples` (mono float32) as a file in one of `ENCODINGS`, resampled to that encoding's rate
-    and copied to `channels` channels: what a browser, a phone or a call centre would send."""
+    and copied to `channels` channels: what a browser, a phone or a call centre would send. `live`
+    writes WebM as a browser's MediaRecorder streams it, with no duration in the header."""
     muxer, codec, rate = ENCODINGS[encoding]
     layout = {1: "mono", 2: "stereo"}[channels]
     planes = np.ascontiguousarray(np.repeat(np.asarray(samples, np.float32)[None, :], channels, axis=0))
     out = io.BytesIO()
-    with av.open(out, "w", format=muxer) as container:
+    options = {"live": "1"} if live and muxer == "webm" else {}
+    with av.open(out, "w", format=muxer, options=options) as container:
         stream = cast(av.audio.stream.AudioStream, container.add_stream(codec, rate=rate, layout=layout))
         frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout=layout)
         frame.rate = sample_rate

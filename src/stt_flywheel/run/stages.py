@@ -70,6 +70,8 @@ from stt_flywheel.run.stage_reports import loggable_metrics, report_context
 from stt_flywheel.run.trigger import TriggerDecision, check_trigger
 from stt_flywheel.storage.files import atomic_write_bytes, atomic_write_json, tree_digest
 from stt_flywheel.storage.leases import LeaseHeld, acquire_lease
+from stt_flywheel.storage.objectstore import is_remote
+from stt_flywheel.storage.trees import fetch_tree
 
 __all__ = [
     "EvaluationOutcome",
@@ -95,9 +97,9 @@ def bootstrap_registry(config: FlywheelConfig) -> ModelVersion:
     current = registry.resolve("default")
     if current is not None:
         return current
-    version = registry.register(
-        config.base_model, source_run="bootstrap", lineage={"base_model": str(config.base_model)}
-    )
+    base = config.base_model
+    local = fetch_tree(base, "config.json") if is_remote(base) else base
+    version = registry.register(local, source_run="bootstrap", lineage={"base_model": str(base)})
     replace_deployment(registry, endpoint, version.version, "bootstrap with the base model")
     return registry.get(version.version)
 

@@ -15,6 +15,7 @@ from stt_flywheel.data.audio import (
     AudioLimits,
     AudioRejected,
     DecodedAudio,
+    at_rate,
     audio_hash,
     load_audio,
     read_training_audio,
@@ -172,7 +173,7 @@ def admit_corrections(
             out.reject(rec_id, *refused)
             continue
         try:
-            audio = read_training_audio(prediction["audio_uri"], limits)
+            audio = at_rate(read_training_audio(prediction["audio_uri"], limits), settings.sample_rate)
         except AudioRejected as exc:
             out.reject(rec_id, exc.code, exc.detail)
             continue
@@ -279,7 +280,7 @@ def add_replay(
     for utt in candidates:
         if stats["used"] >= wanted:
             break
-        audio = load_audio(utt.audio)
+        audio = load_audio(utt.audio, settings.sample_rate)
         sha = audio_hash(audio.samples)
         if sha in protected:
             stats["excluded_protected"] += 1

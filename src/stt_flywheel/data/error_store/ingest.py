@@ -242,6 +242,23 @@ def _refuse_outside(
     return parsed.filter(pa.array(~outside)) if outside.any() else parsed
 
 
+def _parsed(
+    files: Partitions,
+    rows: list[Any],
+    limits: ServingLimits,
+    result: IngestResult,
+    now: datetime,
+    senders: Senders,
+    audio_roots: Sequence[str] | None,
+) -> pa.Table:
+    """The lines that parse and pass the checks of a line alone, users as pseudonyms."""
+    parsed = parse_records(rows, limits, result.quarantined, now, senders.redact_line)
+    if audio_roots is not None:
+        parsed = _refuse_outside(files, parsed, rows, audio_roots, result)
+    users = _pseudonyms(parsed["user"], senders)
+    return parsed.set_column(parsed.schema.get_field_index("user"), "user", users)
+
+
 def ingest_records(
     files: Partitions,
     rows: Iterable[Any],
@@ -267,11 +284,7 @@ def ingest_records(
     result = IngestResult()
     rows = list(rows)
     result.read = len(rows)
-    parsed = parse_records(rows, limits, result.quarantined, now, senders.redact_line)
-    if audio_roots is not None:
-        parsed = _refuse_outside(files, parsed, rows, audio_roots, result)
-    users = _pseudonyms(parsed["user"], senders)
-    parsed = parsed.set_column(parsed.schema.get_field_index("user"), "user", users)
+    parsed = _parsed(files, rows, limits, result, now, senders, audio_roots)
     parsed, forgotten = _remembered(files, parsed, result.quarantined)
     n = parsed.num_rows
     codes = pc.dictionary_encode(parsed["id"]).combine_chunks()  # codes in order of first sight

@@ -182,16 +182,8 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
                     if settings.identity
                     else None
                 )
-                writer.offer(
-                    CapturedPrediction(
-                        *captured,
-                        decoded.duration_s,
-                        data,
-                        audio_ext=decoded.extension,
-                        user=user,
-                        signature=signature,
-                    )
-                )
+                kept = (decoded.duration_s, data, decoded.extension)
+                writer.offer(CapturedPrediction(*captured, *kept, user=user, signature=signature))
             out.append(Prediction(transcript=text, prediction_id=pid, model_version=revealed))
         return PredictResponse(predictions=out)
 

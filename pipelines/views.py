@@ -12,6 +12,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:  # the CLI imports this module for every command: the library only when printing
     from stt_flywheel.monitoring.status import SystemStatus
+    from stt_flywheel.run.costs import MonthlyCost, RunCost
     from stt_flywheel.run.summary import DatasetSummary, EvaluationSummary, RunSummary
 
 __all__ = ["counted", "make_console", "print_decision", "print_status", "print_summary"]
@@ -94,6 +95,8 @@ def print_summary(
     console.print(f"[bold]Trigger[/] {s.trigger.summary}")
     if not s.trigger.fired:
         console.print(f"[bold]Registry[/]: default = v{s.deployed_version}, aliases {s.registry.aliases}")
+        if s.cost:
+            print_run_cost(s.cost, console)
         return
     if s.dataset:
         _print_dataset(s.dataset, console)
@@ -123,6 +126,19 @@ def print_summary(
         f"versions {s.registry.versions}"
     )
     console.print(f"[bold]Reports[/]: {s.run_dir} and the HTML under {s.pipeline_root}")
+    if s.cost:
+        print_run_cost(s.cost, console)
+
+
+def print_run_cost(cost: RunCost, console: Console) -> None:
+    stages = ", ".join(
+        f"{c.stage} {c.seconds:.0f} s on {c.machine}" + ("" if c.cost is None else f" {c.cost:.3f}")
+        for c in cost.stages
+    )
+    console.print(
+        f"[bold]Cost on Vertex AI[/]: {cost.line()}: {stages}, pipeline fee {cost.pipeline_fee:.2f}",
+        highlight=False,
+    )
 
 
 def _print_dataset(d: DatasetSummary, console: Console) -> None:
@@ -204,7 +220,8 @@ def print_status(view: SystemStatus, console: Console) -> None:
     for proposal in view.proposals:
         console.print(
             f"[bold]Proposal[/] {proposal['id']} {proposal['state']} (lapses {proposal['expires_at'][:16]}): "
-            f"{proposal['what']} on {proposal['machine'].get('accelerator', 'the configured machine')}"
+            f"{proposal['what']} on {proposal['machine'].get('accelerator', 'the configured machine')}, "
+            f"{proposal.get('cost_line', 'cost not measured yet')}"
             + ("" if proposal["approval"] else f" — `stt-flywheel approve {proposal['id']}`"),
             highlight=False,
         )
@@ -213,6 +230,18 @@ def print_status(view: SystemStatus, console: Console) -> None:
         console.print(f"[bold]Monitor[/] {m.at[:19]}: {m.summary} ({m.severity})", highlight=False)
     _print_versions(view, console)
     _print_runs(view, console)
+    if view.costs:
+        print_monthly_cost(view.costs, console)
+
+
+def print_monthly_cost(c: MonthlyCost, console: Console) -> None:
+    serving = "—" if c.serving is None else f"{c.serving:.0f}"
+    console.print(
+        f"[bold]Cost a month[/] (estimate, list prices of {c.prices_as_of}, {c.currency}): {c.total:.2f} = "
+        f"serving {serving} ({c.serving_basis}) + runs {c.runs:.2f} ({c.runs_counted} in the last 30 days) "
+        f"+ storage {c.store:.2f} ({c.store_gb:.2f} GB)",
+        highlight=False,
+    )
 
 
 def _print_versions(view: SystemStatus, console: Console) -> None:
@@ -261,10 +290,11 @@ def _print_runs(view: SystemStatus, console: Console) -> None:
     from stt_flywheel.run.ledger import STAGES
 
     runs = Table(title="Last runs")
-    for col in ("run", *STAGES):
+    for col in ("run", *STAGES, "cost (est.)"):
         runs.add_column(col)
     for r in view.runs:
-        runs.add_row(r.run_id, *(str(r.stages[k] or "–") for k in STAGES))
+        cost = "–" if r.cost is None else f"{r.cost:.2f}"
+        runs.add_row(r.run_id, *(str(r.stages[k] or "–") for k in STAGES), cost)
     if view.runs:
         console.print(runs)
     else:

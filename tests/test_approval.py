@@ -60,6 +60,19 @@ def test_a_fired_trigger_proposes_and_the_run_ends_without_training(gated: tuple
     assert len(list_proposals(open_store(config.paths.state))) == 1
 
 
+def test_a_proposal_quotes_what_the_last_run_that_trained_cost(gated: tuple, cli: Cli) -> None:
+    from stt_flywheel.run.costs import record_stage_time
+
+    path, config = gated
+    open_store(config.paths.reports).write("run-0/trigger.json", b"{}")
+    record_stage_time(config, "run-0", "train", 1800.0)  # half an hour on the default g2-standard-8
+    proposal = stage_check_trigger(config, "run-1", machine=MACHINE).proposal
+    assert proposal is not None
+    assert proposal["cost_line"].startswith("about 0.52 USD (as run run-0 measured")
+    code, out, _ = cli("proposals", "list", "--config", str(path))
+    assert code == 0 and "about 0.52 USD" in out
+
+
 def test_an_approved_proposal_lets_exactly_one_run_train(gated: tuple, cli: Cli) -> None:
     path, config = gated
     pid = stage_check_trigger(config, "run-1", machine=MACHINE).proposal["id"]  # type: ignore[index]

@@ -95,6 +95,8 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert all(su.adjusted_high >= su.high for su in ev.suites)  # Holm never narrows
     assert s.deploy is not None and s.deploy.action == "deployed"
     assert s.deployed_version == 2
+    assert s.cost is not None and s.cost.total is not None and s.cost.total > s.cost.pipeline_fee
+    assert {c.stage for c in s.cost.stages} >= {"trigger", "dataset", "train", "validation", "regression"}
     assert s.dataset is not None
     assert registry.aliases() == {"default": 2, "previous": 1}
     assert open_endpoint(config).traffic() == {2: 100}

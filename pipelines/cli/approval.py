@@ -69,7 +69,17 @@ def proposals_list(config: ConfigOpt = None, json: JsonOpt = False) -> None:
         console.print("no proposals (with trigger.require_approval, a fired trigger makes one)")
         return
     table = Table(title="Training proposals")
-    for col in ("proposal", "state", "made", "lapses", "what", "machine", "approved by", "trained by"):
+    for col in (
+        "proposal",
+        "state",
+        "made",
+        "lapses",
+        "what",
+        "machine",
+        "cost",
+        "approved by",
+        "trained by",
+    ):
         table.add_column(col)
     for p in proposals:
         table.add_row(
@@ -79,6 +89,7 @@ def proposals_list(config: ConfigOpt = None, json: JsonOpt = False) -> None:
             p.expires_at[:16],
             p.what,
             p.machine.get("accelerator", "–"),
+            p.cost_line,
             (p.approval or {}).get("by", "–"),
             (p.claimed or {}).get("run_id", "–"),
         )

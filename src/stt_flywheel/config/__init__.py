@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from stt_flywheel.config.base import BASE_DIR, BASE_LOCATIONS, ConfigError, ConfigLocation, Strict
+from stt_flywheel.config.costs import CostSettings, StageMachine
 from stt_flywheel.config.evaluation import RegressionSuite, ValidationPolicy
 from stt_flywheel.config.paths import PathSettings
 from stt_flywheel.config.pipeline import DatasetSettings, TrainingSettings, TriggerPolicy
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigError",
     "DatasetSettings",
     "DeploySettings",
+    "CostSettings",
     "FeedbackService",
     "FeedbackSettings",
     "FlywheelConfig",
@@ -42,6 +44,7 @@ __all__ = [
     "MonitorSettings",
     "PathSettings",
     "RegressionSuite",
+    "StageMachine",
     "ReportSettings",
     "RetentionSettings",
     "TrainingSettings",
@@ -79,6 +82,7 @@ class FlywheelConfig(Strict):
     identity: IdentitySettings = IdentitySettings()
     retention: RetentionSettings = RetentionSettings()
     reports: ReportSettings = ReportSettings()
+    costs: CostSettings = CostSettings()
 
     def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:
         """Apply dotted-key overrides (`{"trigger.force": True}`); None values are ignored."""

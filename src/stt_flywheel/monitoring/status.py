@@ -15,6 +15,7 @@ from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.deployment.registry import AuditEntry
 from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality, read_live, trend_start
 from stt_flywheel.run.approval import list_proposals
+from stt_flywheel.run.costs import MonthlyCost, monthly_cost, run_cost
 from stt_flywheel.run.entries import TriggerEntry
 from stt_flywheel.run.ledger import list_runs, read_run
 from stt_flywheel.run.trigger import check_trigger
@@ -35,6 +36,7 @@ class RunOutcome(_Model):
     run_id: str
     checked_at: datetime | None
     stages: dict[str, str | None]
+    cost: float | None = None  # estimated, from its measured stages (`RunCost.total`)
 
 
 class LastMonitor(_Model):
@@ -110,6 +112,7 @@ class SystemStatus(_Model):
     registry: RegistryStatus
     live: LiveStatus
     trend: list[dict[str, Any]]
+    costs: MonthlyCost | None = None
 
 
 def percent_interval(value: dict[str, Any] | None) -> str:
@@ -122,6 +125,7 @@ def percent_interval(value: dict[str, Any] | None) -> str:
 def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
     """One run in a line per stage: what each stage that ran decided."""
     ledger = read_run(config, run_id)
+    cost = run_cost(config, run_id)
     trigger, dataset, deploy = ledger.trigger, ledger.dataset, ledger.deploy
     validation, regression = ledger.validation, ledger.regression
     return RunOutcome.model_validate(
@@ -138,6 +142,7 @@ def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
                 "regression": ("passed" if regression.passed else "rejected") if regression else None,
                 "deploy": f"{deploy.action} (version {deploy.version})" if deploy else None,
             },
+            "cost": cost.total if cost else None,
         }
     )
 
@@ -222,5 +227,6 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
             rows=rows,
             max_per_user=config.monitor.max_predictions_per_user,
         ),
+        "costs": monthly_cost(config, now),
     }
     return SystemStatus.model_validate(view)

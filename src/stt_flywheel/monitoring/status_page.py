@@ -10,6 +10,7 @@ from typing import Any
 
 from stt_flywheel.monitoring.status import StoreStatus, SystemStatus, VersionStatus, percent_interval
 from stt_flywheel.reporting import figure, page, pyplot, svg, table
+from stt_flywheel.run.costs import MonthlyCost
 from stt_flywheel.run.entries import TriggerEntry
 from stt_flywheel.run.ledger import STAGES
 from stt_flywheel.storage.files import atomic_write_text
@@ -55,9 +56,36 @@ def status_html(view: SystemStatus) -> str:
     parts.append(figure(trend_plot(view.trend), "Each version's live WER and correction rate by day."))
     parts.append("<h2>Last runs</h2>")
     parts.append(
-        table(["run", *STAGES], [(r.run_id, *(r.stages[k] or "–" for k in STAGES)) for r in view.runs])
+        table(
+            ["run", *STAGES, "cost (est.)"],
+            [(r.run_id, *(r.stages[k] or "–" for k in STAGES), _money(r.cost)) for r in view.runs],
+        )
     )
+    if view.costs:
+        parts.append(_costs_section(view.costs))
     return page("stt-flywheel status", "".join(parts))
+
+
+def _money(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _costs_section(c: MonthlyCost) -> str:
+    """A month at today's rate, each part with what it counts."""
+    return (
+        f"<h2>Cost a month (estimate, {html.escape(c.currency)}, list prices of {html.escape(c.prices_as_of)})</h2>"
+        + table(
+            ["serving", "runs (last 30 days)", "storage", "total"],
+            [
+                (
+                    f"{_money(c.serving)} ({c.serving_basis})",
+                    f"{c.runs:.2f} ({c.runs_counted} runs)",
+                    f"{c.store:.2f} ({c.store_gb:.2f} GB)",
+                    f"{c.total:.2f}",
+                )
+            ],
+        )
+    )
 
 
 def _store_section(st: StoreStatus) -> str:
@@ -108,7 +136,7 @@ def _proposals_section(proposals: list[dict[str, Any]]) -> str:
     if not proposals:
         return ""
     return "<h2>Training proposals</h2>" + table(
-        ["proposal", "state", "lapses", "what", "machine", "approved by"],
+        ["proposal", "state", "lapses", "what", "machine", "cost", "approved by"],
         [
             (
                 p["id"],
@@ -116,6 +144,7 @@ def _proposals_section(proposals: list[dict[str, Any]]) -> str:
                 p["expires_at"][:16],
                 p["what"],
                 p["machine"].get("accelerator", "–"),
+                p.get("cost_line", "–"),
                 (p["approval"] or {}).get("by", f"waiting: stt-flywheel approve {p['id']}"),
             )
             for p in proposals

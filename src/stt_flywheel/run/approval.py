@@ -58,6 +58,7 @@ class Proposal:
     approval: dict[str, Any] | None = None
     claimed: dict[str, Any] | None = None
     kind: str = TRIGGER
+    cost: dict[str, Any] | None = None  # the latest measured run that trained (`RunCost`): an estimate
 
     def state(self, now: datetime) -> str:
         """pending → approved → trained; or expired (an unclaimed proposal past its time)."""
@@ -75,8 +76,17 @@ class Proposal:
             return f"retrain without forget request {self.evidence.get('forget_request', '?')[:12]} ({learnt} learnt from them)"
         return f"{self.dataset.get('corrected_cases', '?')} corrected cases"
 
+    @property
+    def cost_line(self) -> str:
+        """What a run like it cost last time, or that none was measured yet."""
+        c = self.cost
+        if not c or c.get("total") is None:
+            return "cost not measured yet"
+        return f"about {c['total']:.2f} {c['currency']} (as run {c['run_id']} measured; list prices of {c['prices_as_of']})"
+
     def as_dict(self, now: datetime | None = None) -> dict[str, Any]:
-        return {**asdict(self), "state": self.state(now or datetime.now(UTC)), "what": self.what}
+        state = self.state(now or datetime.now(UTC))
+        return {**asdict(self), "state": state, "what": self.what, "cost_line": self.cost_line}
 
 
 def who() -> str:
@@ -121,6 +131,7 @@ def propose(
     ttl: timedelta,
     now: datetime | None = None,
     kind: str = TRIGGER,
+    cost: dict[str, Any] | None = None,
 ) -> tuple[Proposal, bool]:
     """The proposal of this kind waiting for a person: the pending one that has not expired, else
     a new one. Returns it and whether it is new. Callers hold the run lease, so two runs never
@@ -140,6 +151,7 @@ def propose(
         dataset=dataset,
         machine=machine,
         kind=kind,
+        cost=cost,
     )
     body = {k: v for k, v in asdict(proposal).items() if k not in ("approval", "claimed")}
     store.create(f"{PREFIX}{proposal.id}/proposal.json", orjson.dumps(body))

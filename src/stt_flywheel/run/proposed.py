@@ -18,6 +18,7 @@ from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.deployment.registry import ModelVersion
 from stt_flywheel.run.approval import RETRAIN, Proposal, claim_approved, list_proposals, propose
+from stt_flywheel.run.costs import typical_run_cost
 from stt_flywheel.run.entries import TriggerEntry
 from stt_flywheel.run.lease import release_run_lease, run_state
 from stt_flywheel.run.ledger import read_ledger
@@ -54,6 +55,11 @@ def clean_start(config: FlywheelConfig, learnt: set[int] | None = None) -> Model
     return clean[0] if clean else None
 
 
+def _estimate(config: FlywheelConfig) -> dict[str, Any] | None:
+    measured = typical_run_cost(config)
+    return measured.model_dump() if measured else None
+
+
 def propose_retraining(
     config: FlywheelConfig, *, request: str, learnt_by: list[int], run_id: str, now: datetime
 ) -> tuple[Proposal, bool]:
@@ -75,6 +81,7 @@ def propose_retraining(
         machine={},
         ttl=timedelta(hours=config.trigger.approval_expiry_hours),
         now=now,
+        cost=_estimate(config),
     )
 
 
@@ -148,6 +155,7 @@ def require_approval(
         machine=machine,
         ttl=timedelta(hours=config.trigger.approval_expiry_hours),
         now=now,
+        cost=_estimate(config),
     )
     decision.proposal = proposal.as_dict(now)
     said = "recorded" if new else f"waiting since {proposal.created_at[:16]}"

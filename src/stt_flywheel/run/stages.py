@@ -53,6 +53,7 @@ from stt_flywheel.models import (
 )
 from stt_flywheel.models.distributed import train_in_processes
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
+from stt_flywheel.run.costs import timed
 from stt_flywheel.run.entries import (
     DatasetEntry,
     DeployEntry,
@@ -108,6 +109,7 @@ def _production(config: FlywheelConfig) -> ModelVersion | None:
     return open_registry(config).resolve("default")
 
 
+@timed("trigger")
 def stage_check_trigger(
     config: FlywheelConfig,
     run_id: str,
@@ -158,6 +160,7 @@ def stage_check_trigger(
 
 
 @releases_lease_on_failure
+@timed("dataset")
 def stage_build_dataset(
     config: FlywheelConfig, watermark: str, out_dir: Path, run_id: str
 ) -> DatasetManifest:
@@ -196,6 +199,7 @@ def _start_from(config: FlywheelConfig, production: ModelVersion | None) -> str:
 
 
 @releases_lease_on_failure
+@timed("train")
 def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, run_id: str) -> TrainResult:
     production = start_version(config, run_id)  # the default, or a retraining's clean version
     start_from = _start_from(config, production)
@@ -262,6 +266,7 @@ def _models(config: FlywheelConfig, model_artifact: Path) -> tuple[SpeechModel, 
 
 
 @releases_lease_on_failure
+@timed("validation")
 def stage_validate_model(
     config: FlywheelConfig, model_artifact: Path, dataset_dir: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:
@@ -295,6 +300,7 @@ def stage_validate_model(
 
 
 @releases_lease_on_failure
+@timed("regression")
 def stage_run_regression_suites(
     config: FlywheelConfig, model_artifact: Path, out_dir: Path, run_id: str
 ) -> EvaluationOutcome:
@@ -324,6 +330,7 @@ def stage_run_regression_suites(
     return EvaluationOutcome(verdict, loggable_metrics(metrics), report)
 
 
+@timed("deploy")
 def stage_deploy_model(
     config: FlywheelConfig,
     model_artifact: Path,

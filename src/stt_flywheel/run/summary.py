@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.evaluation.metrics import Measured
+from stt_flywheel.run.costs import RunCost, run_cost
 from stt_flywheel.run.entries import (
     DatasetEntry,
     DeployEntry,
@@ -128,6 +129,7 @@ class RunSummary(_Model):
     deploy: DeployEntry | None
     deployed_version: int | None
     registry: RegistrySummary
+    cost: RunCost | None = None  # summaries written before costs were measured have none
 
     def failed_gates(self) -> list[str]:
         return [name for name, gate in self.gates.items() if gate and not gate.passed]
@@ -209,6 +211,7 @@ def summarize_run(config: FlywheelConfig, run_id: str) -> RunSummary:
         registry=RegistrySummary(
             aliases=registry.aliases(), versions=[v.version for v in registry.versions()]
         ),
+        cost=run_cost(config, run_id),
     )
 
 

@@ -81,6 +81,10 @@ class ObjectStore(Protocol):
         """(key, when the object was last written, UTC) of the keys under `prefix`."""
         ...
 
+    def total_bytes(self, prefix: str = "") -> int:
+        """The size of every object under `prefix`, summed (for what storing it costs)."""
+        ...
+
     def upload_file(self, key: str, path: Path) -> None:
         """Unconditional upload of a local file (large files stream instead of being read whole)."""
         ...
@@ -207,6 +211,13 @@ class LocalStore:
                 out.append((key, datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)))
         return out
 
+    def total_bytes(self, prefix: str = "") -> int:
+        total = 0
+        for key in self.list(prefix):
+            with contextlib.suppress(FileNotFoundError):
+                total += self._path(key).stat().st_size
+        return total
+
     def upload_file(self, key: str, path: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +332,10 @@ class GCSStore:
         cut = len(base)
         blobs = self.client.list_blobs(self.bucket, prefix=base + prefix)
         return sorted((b.name[cut:], b.updated.astimezone(UTC)) for b in blobs)
+
+    def total_bytes(self, prefix: str = "") -> int:
+        base = f"{self.prefix}/" if self.prefix else ""
+        return sum(int(b.size or 0) for b in self.client.list_blobs(self.bucket, prefix=base + prefix))
 
     def upload_file(self, key: str, path: Path) -> None:
         from google.cloud.storage.retry import DEFAULT_RETRY

@@ -284,6 +284,7 @@ def test_a_run_canaries_on_the_vertex_backend(
             "api_endpoint": url,
             "serving_image": "us-docker.pkg.dev/p/r/serving@sha256:" + "a" * 64,
             "retry_initial_s": 0.05,
+            "experiment": "stt-flywheel-runs",
         }
         path = tmp_path / "vertex.yaml"
         path.write_text(yaml.safe_dump(data))
@@ -309,7 +310,17 @@ def test_a_run_canaries_on_the_vertex_backend(
             for v in ("1", "2")
         ]
         listed = CliRunner().invoke(app, ["registry", "list", "--config", str(path)])
+        logged = fake.metadata.run("stt-flywheel-runs", run_id)
+        artifacts = {a["schemaTitle"]: a for a in fake.metadata.metadata["artifacts"].values()}
+        events = [e for evs in fake.metadata.events.values() for e in evs]
     assert listed.exit_code == 0, listed.output
+    # the run in Vertex AI Experiments: both evaluating stages' metrics, its dataset into its model
+    assert logged is not None
+    assert {"wer", "production_wer", "p_value"} <= set(logged["metadata"]["_metrics"])
+    assert any(k.endswith("_delta_wer") for k in logged["metadata"]["_metrics"])
+    assert logged["metadata"]["_params"]["dataset_version"] == v2.dataset_version
+    assert artifacts["system.Dataset"]["uri"].endswith(v2.dataset_version)
+    assert {e["type"] for e in events} == {1, 2} or {e["type"] for e in events} == {"INPUT", "OUTPUT"}
     assert f"models/{model_id})" in "".join(listed.output.split())
     assert "candidate" in listed.output
     assert s.trigger.fired

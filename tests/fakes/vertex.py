@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from fakes.stand_in_http import StandInHandler, serving
+from fakes.vertex_metadata import MetadataApiError, MetadataFake
 
 __all__ = ["ApiError", "VertexFake", "running_fake"]
 
@@ -64,6 +65,7 @@ class VertexFake:
         self.authorizations: list[str | None] = []  # the Authorization header of each request
         self.operations: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
+        self.metadata = MetadataFake(self.parent)  # Vertex AI Experiments' records
         self._failures: list[tuple[str, str, ApiError]] = []
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
@@ -88,6 +90,13 @@ class VertexFake:
             if not path.startswith(prefix):
                 raise ApiError(404, f"unknown project or location in {path}")
             rest = path[len(prefix) :]
+            if rest.startswith("metadataStores"):
+                try:
+                    return self.metadata.route(
+                        method, rest.removeprefix("metadataStores").lstrip("/"), query, body
+                    )
+                except MetadataApiError as exc:
+                    raise ApiError(exc.code, exc.message) from None
             for pattern, name in self.ROUTES:
                 match = re.fullmatch(pattern, rest)
                 if match and name.startswith(method + " "):

@@ -282,6 +282,11 @@ class MonitorSettings(Strict):
         None,
         description="URL that receives a Slack-compatible JSON message on a rollback, a stalled canary or a degraded default.",
     )
+    cloud_metrics: bool = Field(
+        False,
+        description="Write each version's live quality (requests, correction rate, live WER, traffic share) "
+        "to Cloud Monitoring in `vertex.project` as `custom.googleapis.com/stt_flywheel/…` metrics at every look.",
+    )
     lease_minutes: float = Field(
         30.0, gt=0, description="How long a monitor holds the monitor lease (two monitors never act twice)."
     )

@@ -45,6 +45,15 @@ class VertexSettings(Strict):
         None,
         description="Service account whose OAuth token a Cloud Scheduler job creates runs with (default: pipeline_service_account).",
     )
+    experiment: str | None = Field(
+        None,
+        description="Vertex AI Experiments experiment each run that trains is logged to (parameters, "
+        "validation and suite metrics, its dataset and model); unset: none.",
+    )
+    monitoring_api_endpoint: str | None = Field(
+        None,
+        description="Override of the Cloud Monitoring API endpoint (gRPC, host:port); an http://host:port one (a local fake) is reached in plaintext without credentials.",
+    )
     retry_initial_s: float = Field(1.0, gt=0, description="First backoff after a 429 / 503 from the API.")
     retry_timeout_s: float = Field(300.0, gt=0, description="Give up retrying an API call after this long.")
 

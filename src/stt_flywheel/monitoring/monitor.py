@@ -42,6 +42,7 @@ from stt_flywheel.monitoring.canary import (
     decide_default,
     measure_arm,
 )
+from stt_flywheel.monitoring.cloud_metrics import publish_cloud_metrics
 from stt_flywheel.monitoring.decision import MonitorDecision
 from stt_flywheel.monitoring.live import LiveRow, read_live
 from stt_flywheel.monitoring.monitor_report import monitor_html
@@ -142,6 +143,8 @@ def run_monitor(
             release_lease(state, MONITOR_LEASE, holder)
     decision.severity = _severity(decision)
     _write_report(config, decision)
+    if config.monitor.cloud_metrics:
+        publish_cloud_metrics(config, now)
     if act and decision.action in ALERTING and config.monitor.alert_webhook:
         decision.alert = send_webhook(config.monitor.alert_webhook, decision)
     _emit(decision, log_stream)

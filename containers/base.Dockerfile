@@ -1,5 +1,6 @@
-# CPU stages (trigger, dataset, validation, regression, deploy). The same pinned versions as the
-# local set-up (constraints.txt); torch is the CPU build of the pinned version.
+# CPU stages (trigger, dataset, validation, regression, deploy), the monitor, retention, and
+# `feedback serve` on Cloud Run. The same pinned versions as the local set-up (constraints.txt);
+# torch is the CPU build of the pinned version.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -11,7 +12,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --index-url https://download.pytorch.org/whl/cpu -c constraints.txt torch \
  && pip install -c constraints.txt ".[gcp]" \
- && python -c "import stt_flywheel.run.stages, flywheel_pipelines.cli, kfp"
+ && python -c "import stt_flywheel.run.stages, stt_flywheel.deployment.feedback, flywheel_pipelines.cli, kfp, av"
 # The commit the image was built from (cloudbuild.yaml passes it): models' lineage records it.
 ARG STT_FLYWHEEL_COMMIT=""
 ENV STT_FLYWHEEL_COMMIT=${STT_FLYWHEEL_COMMIT}

@@ -80,6 +80,24 @@ def test_transcribes_real_audio_over_http(
     assert served == local
 
 
+def test_users_audio_in_other_formats_is_heard_as_the_wav_is(
+    server: str, general_utts: list[Utterance]
+) -> None:
+    """A browser's WebM/Opus, a phone's M4A/AAC, a call centre's 8 kHz μ-law, stereo MP3."""
+    from stt_flywheel.data.decode import encode_audio
+
+    utt = general_utts[0]
+    samples = load_audio(utt.audio).samples
+    files = [Path(utt.audio).read_bytes()] + [
+        encode_audio(samples, 16_000, e, channels=2) for e in ("webm-opus", "m4a-aac", "mp3")
+    ]
+    body = {"instances": [{"b64": base64.b64encode(f).decode()} for f in files]}
+    response = httpx.post(server + "/v1/models/stt:predict", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    wav, *others = [p["transcript"] for p in response.json()["predictions"]]
+    assert others == [wav] * 3
+
+
 BAD_REQUESTS = [
     ({"instances": [{"b64": "%%% not base64"}]}, 400, "instance 0"),
     ({"instances": [{"b64": base64.b64encode(b"not audio").decode()}]}, 400, "not audio that decodes"),

@@ -216,4 +216,15 @@ def run_feedback_service(config: FlywheelConfig, host: str | None = None, port: 
             "or audience and callers (or listen on 127.0.0.1)"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(app, host=host, port=port or port_from_env(settings), log_level="warning")
+    port = port or port_from_env(settings)
+    ways = [
+        w for w, on in (("bearer keys", settings.keys_secret), ("Google ID tokens", settings.audience)) if on
+    ]
+    log.info(
+        "feedback service on http://%s:%d/v1/feedback into %s; callers by %s",
+        host,
+        port,
+        config.paths.error_store,
+        " and ".join(ways) or "nothing (open: this machine only)",
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from flywheel_pipelines.cli import EXAMPLES, app
-from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.config import DEFAULT_BASE_MODEL, FlywheelConfig
 from stt_flywheel.deployment.serving import contract
 
 __all__ = ["PAGES", "write_reference"]
@@ -107,14 +107,19 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if value is None:
         return "null" if "null" in _type_name(field.annotation) else "derived (see meaning)"
-    if isinstance(value, Path) and value.is_absolute():  # the committed base model, wherever installed
+    if isinstance(value, Path | str) and str(value) == str(DEFAULT_BASE_MODEL):  # wherever installed
         return "the committed tiny base model"
     if isinstance(value, BaseModel):
         return ""
     try:
-        return f"`{json.dumps(value, default=str)}`"
+        return f"`{json.dumps(value, default=_plain)}`"
     except TypeError:
         return f"`{value}`"
+
+
+def _plain(value: Any) -> Any:
+    """A default inside a default (a model in a dict) as the YAML that would set it."""
+    return value.model_dump(exclude_defaults=True) if isinstance(value, BaseModel) else str(value)
 
 
 def _type_name(annotation: Any) -> str:

@@ -239,7 +239,7 @@ def print_monthly_cost(c: MonthlyCost, console: Console) -> None:
     console.print(
         f"[bold]Cost a month[/] (estimate, list prices of {c.prices_as_of}, {c.currency}): {c.total:.2f} = "
         f"serving {serving} ({c.serving_basis}) + runs {c.runs:.2f} ({c.runs_counted} in the last 30 days) "
-        f"+ storage {c.store:.2f} ({c.store_gb:.2f} GB)",
+        f"+ monitor {c.monitor:.2f} ({c.monitor_looks} looks) + storage {c.store:.2f} ({c.store_gb:.2f} GB)",
         highlight=False,
     )
 

@@ -52,6 +52,7 @@ def test_a_metric_write_that_fails_leaves_the_look_standing(tmp_path: Path, mode
     world.traffic(1, 50, 0.2, T0, T0 + timedelta(hours=1))
     decision, line = world.monitor(T0 + timedelta(hours=2))
     assert decision.kind == "default" and line["monitor"]["kind"] == "default"
+    assert decision.seconds is not None and decision.seconds > 0  # what a scheduled look costs
 
 
 def _metric_types(text: str) -> set[str]:

@@ -80,12 +80,17 @@ def test_a_month_is_serving_at_its_floor_the_last_30_days_of_runs_and_the_stores
     models = Path(config.paths.models)
     models.mkdir(parents=True)
     (models / "weights.bin").write_bytes(b"\0" * 5_000_000)
+    reports = open_store(config.paths.reports)
+    for hour in range(3):  # the monitor's looks, each as long as it measured
+        reports.write(f"monitor/2026-12-07T0{hour}0000Z-monitor-{hour}.json", b'{"seconds": 360.0}')
     month = monthly_cost(config, NOW)
+    assert month.monitor_looks == 3
+    assert month.monitor == pytest.approx(3 * (0.03 + 0.154 / 10))
     assert month.serving == pytest.approx(2 * 0.985 * HOURS_PER_MONTH)
     assert month.serving_basis == "2 × g2-standard-8"
     assert (month.runs_counted, month.runs) == (1, pytest.approx(0.985 + 0.03))
     assert month.store_gb == pytest.approx(0.005, abs=0.001)
-    assert month.total == pytest.approx(month.serving + month.runs + month.store)
+    assert month.total == pytest.approx(month.serving + month.runs + month.monitor + month.store)
     embedded = monthly_cost(_config(tmp_path / "e"), NOW)
     assert embedded.serving is None and "embedded" in embedded.serving_basis
 

@@ -34,7 +34,7 @@ STAGES = ("trigger", "dataset", "train", "validation", "regression", "deploy")
 
 def _stage_machines() -> dict[str, StageMachine]:
     cpu = StageMachine(machine="e2-standard-4")
-    return {**{s: cpu for s in STAGES}, "train": StageMachine(machine="g2-standard-8")}
+    return {**{s: cpu for s in (*STAGES, "monitor")}, "train": StageMachine(machine="g2-standard-8")}
 
 
 class CostSettings(Strict):
@@ -61,7 +61,8 @@ class CostSettings(Strict):
     pipeline_run: float = Field(0.03, ge=0, description="Vertex AI Pipelines' fee per run.")
     stage_machines: dict[str, StageMachine] = Field(
         default_factory=_stage_machines,
-        description="The machine each stage runs on (what Vertex AI picks for the pipeline's requests).",
+        description="The machine each stage runs on (what Vertex AI picks for the pipeline's requests); "
+        "`monitor` is the monitor pipeline's one task.",
     )
 
     @model_validator(mode="after")

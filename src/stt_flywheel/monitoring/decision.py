@@ -57,6 +57,7 @@ class MonitorDecision(BaseModel):
     alert: dict[str, Any] | None = None
     report: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)  # earlier looks at this canary
+    seconds: float | None = None  # how long the look took (what a scheduled look costs)
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump()

@@ -20,6 +20,7 @@ canary or a degraded default, a Slack-compatible message to `monitor.alert_webho
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
@@ -118,6 +119,7 @@ def run_monitor(
     seed: int = 0,
 ) -> MonitorDecision:
     """Look once, decide, act (unless `act` is False: a dry run decides and reports only)."""
+    started = time.monotonic()
     now = now or datetime.now(UTC)
     holder = holder or f"monitor-{uuid.uuid4().hex[:12]}"
     state = open_store(config.paths.state)
@@ -142,6 +144,7 @@ def run_monitor(
         if act:
             release_lease(state, MONITOR_LEASE, holder)
     decision.severity = _severity(decision)
+    decision.seconds = round(time.monotonic() - started, 3)
     _write_report(config, decision)
     if config.monitor.cloud_metrics:
         publish_cloud_metrics(config, now)

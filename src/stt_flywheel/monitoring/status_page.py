@@ -75,11 +75,12 @@ def _costs_section(c: MonthlyCost) -> str:
     return (
         f"<h2>Cost a month (estimate, {html.escape(c.currency)}, list prices of {html.escape(c.prices_as_of)})</h2>"
         + table(
-            ["serving", "runs (last 30 days)", "storage", "total"],
+            ["serving", "runs (last 30 days)", "monitor (last 30 days)", "storage", "total"],
             [
                 (
                     f"{_money(c.serving)} ({c.serving_basis})",
                     f"{c.runs:.2f} ({c.runs_counted} runs)",
+                    f"{c.monitor:.2f} ({c.monitor_looks} looks)",
                     f"{c.store:.2f} ({c.store_gb:.2f} GB)",
                     f"{c.total:.2f}",
                 )

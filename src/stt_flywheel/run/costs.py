@@ -72,6 +72,8 @@ class MonthlyCost(_Model):
     serving_basis: str
     runs: float
     runs_counted: int
+    monitor: float  # the monitor's looks of the last 30 days: the fee and its machine for each
+    monitor_looks: int
     store_gb: float
     store: float
     total: float
@@ -159,9 +161,26 @@ def _run_started(run_id: str) -> datetime | None:
         return None
 
 
+def _monitor_cost(config: FlywheelConfig, now: datetime, sample: int = 5) -> tuple[float, int]:
+    """The monitor's looks of the last 30 days (its decision records), each a pipeline run on the
+    `monitor` machine for as long as the latest looks measured."""
+    store = open_store(config.paths.reports)
+    since = now - timedelta(days=30)
+    looks = sorted(k for k, at in store.list_dated("monitor/") if k.endswith(".json") and at >= since)
+    seconds = []
+    for key in looks[-sample:]:
+        found = store.read(key)
+        if found is not None and (s := orjson.loads(found.data).get("seconds")) is not None:
+            seconds.append(float(s))
+    m = config.costs.stage_machines.get("monitor")
+    hourly = config.costs.hourly(m.machine, m.accelerator, m.accelerators) if m else None
+    machine = (hourly or 0.0) * (sum(seconds) / len(seconds) if seconds else 0.0) / 3600
+    return len(looks) * (config.costs.pipeline_run + machine), len(looks)
+
+
 def monthly_cost(config: FlywheelConfig, now: datetime | None = None) -> MonthlyCost:
-    """A month at today's rate: the endpoint's replicas at their floor, the runs of the last 30
-    days as measured, and the stores' bytes at the storage price."""
+    """A month at today's rate: the endpoint's replicas at their floor, the runs and the monitor's
+    looks of the last 30 days as measured, and the stores' bytes at the storage price."""
     now = now or datetime.now(UTC)
     c, v = config.costs, config.vertex
     serving = None
@@ -181,6 +200,7 @@ def monthly_cost(config: FlywheelConfig, now: datetime | None = None) -> Monthly
         cost = run_cost(config, run_id)
         if cost is not None and cost.total is not None:
             spent, counted = spent + cost.total, counted + 1
+    monitor, looks = _monitor_cost(config, now)
     paths = config.paths
     stored = sum(
         open_store(root).total_bytes()
@@ -193,9 +213,11 @@ def monthly_cost(config: FlywheelConfig, now: datetime | None = None) -> Monthly
         serving_basis=basis,
         runs=spent,
         runs_counted=counted,
+        monitor=monitor,
+        monitor_looks=looks,
         store_gb=gb,
         store=store,
-        total=(serving or 0.0) + spent + store,
+        total=(serving or 0.0) + spent + monitor + store,
         currency=c.currency,
         prices_as_of=c.prices_as_of,
     )

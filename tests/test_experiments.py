@@ -33,13 +33,16 @@ def _stage(config: FlywheelConfig, metrics: dict, artifacts: bool, results: Any)
     results.put(record_in_experiment(config, "run-7", metrics, artifacts=artifacts))
 
 
-def test_both_evaluating_stages_land_in_one_experiment_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("round_", range(3))
+def test_both_evaluating_stages_land_in_one_experiment_run(tmp_path: Path, round_: int) -> None:
     """Validation and the suites at once, as the pipeline runs them: one run, both stages' metrics."""
     with running_fake() as (fake, url):
         config = _config(tmp_path, url, fake)
-        stages = [
+        stages = [  # validation, and three workers on the suites (more writers, more chances to race)
             ({"wer": 0.21, "production_wer": 0.3, "p_value": 0.01}, True),
             ({"general_wer": 0.12, "general_delta_wer": -0.01}, False),
+            ({"critical_wer": 0.05}, False),
+            ({"edge_wer": 0.4}, False),
         ]
         ctx = multiprocessing.get_context("fork")  # a process each, as the pipeline runs its tasks
         results = ctx.Queue()
@@ -51,7 +54,7 @@ def test_both_evaluating_stages_land_in_one_experiment_run(tmp_path: Path) -> No
         done = [results.get(timeout=5) for _ in procs]
         run = fake.metadata.run("stt-flywheel", "run-7")
         experiment = fake.metadata.metadata["contexts"]["stt-flywheel"]
-    assert done == [True, True]
+    assert done == [True] * 4
     assert run is not None and run["schemaTitle"] == "system.ExperimentRun"
     assert run["metadata"]["_metrics"] == {
         "wer": 0.21,
@@ -59,6 +62,8 @@ def test_both_evaluating_stages_land_in_one_experiment_run(tmp_path: Path) -> No
         "p_value": 0.01,
         "general_wer": 0.12,
         "general_delta_wer": -0.01,
+        "critical_wer": 0.05,
+        "edge_wer": 0.4,
     }
     assert run["metadata"]["_params"]["run_id"] == "run-7"
     assert experiment["schemaTitle"] == "system.Experiment"

@@ -4,22 +4,30 @@ its metrics (validation's and every suite's, each stage logging its own), and th
 model as artifacts joined by the training execution.
 
 Validation and the regression suites run side by side: whichever comes first creates the
-experiment run, the other resumes it. The SDK merges metrics on the client and writes them whole,
-so two stages writing at once could lose one's: each reads its metrics back and writes again
-until they are there. A record that cannot be written is logged and the stage goes on: the
-ledger, not the console, is what decides.
+experiment run, the other resumes it. The SDK reads the run, merges metrics on the client and
+writes them whole, so two stages writing at once lose one's (the test that runs them at once saw
+it): each writes under a lease on the experiment run (`paths.state`), one at a time, reading the
+other's write first. A record that cannot be written is logged and the stage goes on: the ledger,
+not the console, is what decides.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.run.entries import DatasetEntry, TrainEntry, TriggerEntry
 from stt_flywheel.run.ledger import read_ledger
-from stt_flywheel.storage.objectstore import join_uri
+from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
+from stt_flywheel.storage.objectstore import PreconditionFailed, join_uri, open_store
 
 __all__ = ["record_in_experiment", "run_params"]
 
@@ -115,6 +123,26 @@ def record_in_experiment(
     return False
 
 
+@contextmanager
+def _one_writer(config: FlywheelConfig, run_id: str, wait_s: float = 120.0) -> Iterator[None]:
+    """Hold the experiment run's lease while the SDK reads, merges and writes it."""
+    store = open_store(config.paths.state)
+    name, holder = f"experiment-{run_id}", f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            acquire_lease(store, name, holder, timedelta(minutes=5))
+            break
+        except (LeaseHeld, PreconditionFailed):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        release_lease(store, name, holder)
+
+
 def _record(
     aiplatform: Any,
     config: FlywheelConfig,
@@ -127,15 +155,11 @@ def _record(
 
     init_vertex(config.vertex)
     aiplatform.init(experiment=name, experiment_tensorboard=False)
-    _start_or_resume(aiplatform, run_id)
-    aiplatform.log_params(run_params(config, run_id))
     finite: dict[str, float | int | str] = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-    for _ in range(5):
+    with _one_writer(config, run_id):
+        _start_or_resume(aiplatform, run_id)  # reads what the other stage wrote
+        aiplatform.log_params(run_params(config, run_id))
         aiplatform.log_metrics(finite)
-        kept = aiplatform.ExperimentRun(run_id, experiment=name).get_metrics()
-        if all(kept.get(k) == v for k, v in finite.items()):
-            break
-        aiplatform.start_run(run_id, resume=True)  # read the other stage's write, then ours again
-    if artifacts:
-        _artifacts(aiplatform, config, run_id)
-    aiplatform.end_run()
+        if artifacts:
+            _artifacts(aiplatform, config, run_id)
+        aiplatform.end_run()

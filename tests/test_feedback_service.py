@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import orjson
 import pytest
 import yaml
+from conftest import free_port
 from fakes.google_tokens import TokenIssuer, serving_certs
 
 from stt_flywheel.client import FlywheelClient
@@ -30,12 +30,6 @@ APP_KEY = "app:" + "k" * 32
 REVIEW_KEY = "review:" + "r" * 32
 AUDIENCE = "https://feedback.example.run.app"
 PUSHER = "pubsub-push@p.iam.gserviceaccount.com"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _speech(seconds: float = 1.0) -> bytes:
@@ -58,7 +52,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, issuer: tuple[TokenIssuer,
     keys = root / "keys"
     keys.write_text(f"# callers\n{APP_KEY}\n{REVIEW_KEY}\n")
     keys.chmod(0o600)
-    port = _free_port()
+    port = free_port()
     config = root / "flywheel.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -216,7 +210,7 @@ def test_the_client_sends_through_the_service_and_spills_while_it_is_away(
 ) -> None:
     config = service["config"]
     pids = _captured(config, 2, "u5")
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     away = FlywheelClient.from_config(
         config,
         model_version="1",

@@ -2,7 +2,6 @@
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,18 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 
 from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.deployment.serving import ServingSettings
 from stt_flywheel.models import load_model
 from stt_flywheel.storage.trees import put_tree
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def server(
 
     storage.Client(project="emulator", credentials=AnonymousCredentials()).create_bucket("serving-models")
     model_uri = put_tree(base_model_dir, "gs://serving-models/stt-flywheel/v1", commit_file="config.json")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIP_HTTP_PORT": str(port),

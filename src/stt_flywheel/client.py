@@ -45,7 +45,7 @@ from stt_flywheel.data.error_store import ErrorStore, open_error_store
 from stt_flywheel.data.identity import ANONYMOUS, Identity, load_identity
 from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.errors import InputError
-from stt_flywheel.storage.files import private_dir
+from stt_flywheel.storage.files import atomic_write_bytes, private_dir
 
 __all__ = ["FeedbackSender", "FlywheelClient"]
 
@@ -108,9 +108,7 @@ class FeedbackSender:
             self.send(batch)
         except Exception as exc:  # noqa: BLE001 -- not taken now: keep it on disk
             name = f"feedback-{time.time_ns()}-{uuid.uuid4().hex[:8]}.jsonl"
-            tmp = self.spill_dir / f".{name}.tmp"
-            tmp.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in batch))
-            os.replace(tmp, self.spill_dir / name)
+            atomic_write_bytes(self.spill_dir / name, b"".join(orjson.dumps(e) + b"\n" for e in batch))
             with self._lock:
                 self.counters["queued"] -= len(batch)
                 self.counters["spilled"] += len(batch)
@@ -179,6 +177,11 @@ def _to_store(store: ErrorStore) -> Callable[[list[dict[str, Any]]], None]:
     return send
 
 
+def _default_spill() -> Path:
+    """This user's spill directory when neither the caller nor `capture.spill_dir` names one."""
+    return Path(tempfile.gettempdir()) / f"stt-flywheel-client-{os.getuid()}"
+
+
 class FlywheelClient:
     def __init__(
         self,
@@ -194,7 +197,7 @@ class FlywheelClient:
         source: str = "app",
         writer: CaptureWriter | None = None,
     ) -> None:
-        spill = Path(spill_dir or Path(tempfile.gettempdir()) / f"stt-flywheel-client-{os.getuid()}")
+        spill = Path(spill_dir or _default_spill())
         self.identity, self.limits = identity, limits or ServingLimits()
         self.model_version, self.endpoint, self.source = model_version, endpoint, source
         self.writer = writer or CaptureWriter(store, spill / "capture")
@@ -217,11 +220,7 @@ class FlywheelClient:
         """A client for the config's error store, capture settings, limits and identity key."""
         cfg = config if isinstance(config, FlywheelConfig) else load_config(config)
         store = open_error_store(cfg)
-        spill = Path(
-            spill_dir
-            or cfg.capture.spill_dir
-            or Path(tempfile.gettempdir()) / f"stt-flywheel-client-{os.getuid()}"
-        )
+        spill = Path(spill_dir or cfg.capture.spill_dir or _default_spill())
         return cls(
             store,
             load_identity(cfg.paths.root, settings=cfg.identity),

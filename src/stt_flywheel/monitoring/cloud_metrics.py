@@ -11,6 +11,7 @@ alert policies over them.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,13 +69,9 @@ def version_points(config: FlywheelConfig, now: datetime) -> list[VersionPoint]:
             "traffic_share": float(traffic.get(v.version, 0)),
             "requests": q.requests if q else 0,
         }
-        if (
-            q is not None
-            and q.correction_rate is not None
-            and q.correction_rate.value == q.correction_rate.value
-        ):
+        if q is not None and q.correction_rate is not None and math.isfinite(q.correction_rate.value):
             values["correction_rate"] = float(q.correction_rate.value)
-        if q is not None and q.wer is not None and q.wer.value == q.wer.value:  # NaN: nothing scored
+        if q is not None and q.wer is not None and math.isfinite(q.wer.value):  # NaN: nothing scored
             values["live_wer"] = float(q.wer.value)
         points.append(VersionPoint(str(v.version), values))
     return points

@@ -235,7 +235,7 @@ def run_turn(
     console.rule(f"Turn {k}")
     config, run_id = run_local(config_path, package=package, console=console)
     s = summarize_run(config, run_id)
-    print_summary(s, console, domain=NEW_DOMAIN.name)
+    print_summary(s, console)
     summary.setdefault("runs", []).append(s.model_dump(mode="json"))
     trigger = read_ledger(config, run_id, TriggerEntry)
     turn: dict[str, Any] = {

@@ -86,15 +86,13 @@ def _f(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, float) else ("—" if x is None else str(x))
 
 
-def print_summary(
-    s: RunSummary, console: Console, *, domain: str | None = None, suite: str = "general"
-) -> None:
-    """A run's summary as a person reads it; `domain` is the held-out slice shown as the new
-    domain (the whole split without one), `suite` the regression suite shown beside it."""
-    console.rule("stt-flywheel run summary")
-    console.print(f"[bold]Trigger[/] {s.trigger.summary}")
+def print_summary(s: RunSummary, console: Console, *, suite: str = "general") -> None:
+    """A run's summary as a person reads it: its own story, from its ledger; `suite` is the
+    regression suite shown beside the held-out figures."""
+    console.rule(f"stt-flywheel run {s.run_id}")
+    console.print(f"[bold]Trigger[/] {s.trigger.summary}", highlight=False)
     if not s.trigger.fired:
-        console.print(f"[bold]Registry[/]: default = v{s.deployed_version}, aliases {s.registry.aliases}")
+        console.print(f"[bold]Serving[/] unchanged: {_serving(s)}", highlight=False)
         if s.cost:
             print_run_cost(s.cost, console)
         return
@@ -106,11 +104,14 @@ def print_summary(
             f"[bold]Training[/]: {int(t.steps)} steps on {t.device} in {t.train_runtime_s:.0f} s, "
             f"mean training loss over the run {t.train_loss:.3f}."
         )
-    table = Table(title="Production vs candidate")
+    table = Table(title="Production vs candidate (WER)")
     for col in ("set", "production WER", "candidate WER"):
         table.add_column(col)
     prod, cand = s.production, s.candidate
-    table.add_row("held-out, new-domain slice", _f(prod.domain(domain)), _f(cand.domain(domain)))
+    for name in sorted(prod.domain_wer.keys() | cand.domain_wer.keys()):
+        table.add_row(
+            f"held-out, domain={name}", _f(prod.domain_wer.get(name)), _f(cand.domain_wer.get(name))
+        )
     table.add_row("held-out, all", _f(prod.heldout_wer), _f(cand.heldout_wer))
     table.add_row(f"{suite} suite", _f(prod.suite_wer.get(suite)), _f(cand.suite_wer.get(suite)))
     table.add_row("standard eval set", _f(prod.eval_wer), _f(cand.eval_wer))
@@ -120,14 +121,23 @@ def print_summary(
         if gate:
             mark = "[green]PASS[/]" if gate.passed else "[red]REJECT[/]"
             console.print(f"[bold]{stage}[/] {mark}: " + "; ".join(gate.reasons))
-    action = s.deploy.action if s.deploy else "skipped (a gate rejected the candidate)"
-    console.print(
-        f"[bold]Deploy[/]: {action}; default = v{s.deployed_version}, aliases {s.registry.aliases}, "
-        f"versions {s.registry.versions}"
-    )
-    console.print(f"[bold]Reports[/]: {s.run_dir} and the HTML under {s.pipeline_root}")
+    if s.deploy:
+        action = f"{s.deploy.action}" + (f" (version {s.deploy.version})" if s.deploy.version else "")
+    else:
+        action = "skipped (a gate rejected the candidate)"
+    console.print(f"[bold]Deploy[/]: {action}; the run left {_serving(s)}", highlight=False)
+    console.print(f"[bold]Ledger[/]: {s.run_dir}", highlight=False)
+    for name, uri in s.reports.items():
+        console.print(f"  {name}: {uri}", highlight=False)
     if s.cost:
         print_run_cost(s.cost, console)
+
+
+def _serving(s: RunSummary) -> str:
+    """The aliases and traffic a run left, as `default v2, candidate v3; traffic v2 90 %, v3 10 %`."""
+    aliases = ", ".join(f"{a} v{v}" for a, v in sorted(s.registry.aliases.items())) or "no version"
+    traffic = ", ".join(f"v{v} {p} %" for v, p in sorted(s.registry.traffic.items()))
+    return aliases + (f"; traffic {traffic}" if traffic else "")
 
 
 def print_run_cost(cost: RunCost, console: Console) -> None:
@@ -212,11 +222,11 @@ def print_status(view: SystemStatus, console: Console) -> None:
     console.print(f"[bold]Store[/] {st.root}")
     console.print(
         f"  {st.predictions} predictions from {st.users} users; feedback events {fb.read}: applied {fb.applied}, "
-        f"superseded {fb.superseded}, duplicates {fb.duplicate}, pending {fb.pending}, "
+        f"superseded {fb.superseded}, duplicates {fb.duplicate}, waiting for their prediction {fb.pending}, "
         f"quarantined {fb.quarantined + fb.rejected_at_ingest}; "
         f"{st.since_watermark.feedback_events} events since the watermark"
     )
-    console.print(f"[bold]Trigger[/] {view.trigger.summary}")
+    console.print(f"[bold]Next trigger check[/] {view.trigger.summary}", highlight=False)
     for proposal in view.proposals:
         console.print(
             f"[bold]Proposal[/] {proposal['id']} {proposal['state']} (lapses {proposal['expires_at'][:16]}): "
@@ -229,6 +239,7 @@ def print_status(view: SystemStatus, console: Console) -> None:
         m = view.monitor
         console.print(f"[bold]Monitor[/] {m.at[:19]}: {m.summary} ({m.severity})", highlight=False)
     _print_versions(view, console)
+    _print_trend(view, console)
     _print_runs(view, console)
     if view.costs:
         print_monthly_cost(view.costs, console)
@@ -245,40 +256,60 @@ def print_monthly_cost(c: MonthlyCost, console: Console) -> None:
 
 
 def _print_versions(view: SystemStatus, console: Console) -> None:
-    from stt_flywheel.monitoring.status import percent_interval
+    from stt_flywheel.monitoring.status import fraction_interval, percent_interval
 
-    table = Table(title="Versions")
+    shared = sorted({k for v in view.registry.versions for k in v.shared}, key=lambda k: (k != "eval", k))
+    table = Table(title="Versions (WER as a fraction, rates in per cent)")
     for col in (
         "version",
         "aliases",
         "traffic %",
-        "offline WER",
+        *(("eval set WER" if k == "eval" else f"{k.removeprefix('suite:')} suite WER") for k in shared),
         "requests",
         "users",
-        "pending",
+        "awaiting feedback",
         "correction rate",
         "live WER",
     ):
         table.add_column(col)
     for v in view.registry.versions:
         live = v.live or {}
-        offline = v.offline.get("wer")
         table.add_row(
             str(v.version),
             ", ".join(v.aliases),
             str(v.traffic if v.traffic is not None else "–"),
-            f"{offline:.3f}" if isinstance(offline, float) else "–",
+            *(_n(v.shared.get(k)) for k in shared),
             counted(live.get("requests", 0), live.get("capped", 0)),
             str(live.get("users", 0)),
             str(live.get("pending", 0)),
             percent_interval(live.get("correction_rate")),
-            percent_interval(live.get("wer")),
+            fraction_interval(live.get("wer")),
         )
     if view.registry.versions:
         console.print(table)
         console.print(f"[dim]{view.live.selection_bias}[/]")
     else:
         console.print("[bold]Versions[/] none registered yet (`stt-flywheel run` registers the base model)")
+
+
+def _print_trend(view: SystemStatus, console: Console) -> None:
+    """Each day's requests, correction rate and live WER per version (`ui` has it by the hour)."""
+    if not view.trend:
+        return
+    versions = sorted({p["version"] for p in view.trend}, key=int)
+    cells = {(p["day"], p["version"]): p for p in view.trend}
+    table = Table(title="Trend by day (UTC): requests · correction rate · live WER")
+    table.add_column("day")
+    for v in versions:
+        table.add_column(f"v{v}")
+    for day in sorted({p["day"] for p in view.trend}):
+        row = []
+        for v in versions:
+            p = cells.get((day, v))
+            rate = p["correction_rate"] if p else math.nan
+            row.append(f"{p['requests']} · {rate:.1%} · {_n(p['wer'])}".replace("nan%", "–") if p else "")
+        table.add_row(day, *row)
+    console.print(table)
 
 
 def counted(requests: int, capped: int) -> str:

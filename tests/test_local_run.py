@@ -25,6 +25,7 @@ from stt_flywheel.config import DEFAULT_BASE_MODEL, load_config
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
+from stt_flywheel.errors import InputError
 from stt_flywheel.models import load_model
 from stt_flywheel.run.lease import RUN_LEASE
 from stt_flywheel.run.stages import bootstrap_registry
@@ -158,6 +159,20 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     assert orjson.loads(shown.stdout)["deploy"]["version"] == 2
     text = runner.invoke(app, ["runs", "show", deployed, "--config", str(config_path)]).stdout
     assert "Deploy" in text and "Production vs candidate" in text
+    # the run's own story after the rollback: it left v2 serving, whatever serves now
+    assert "the run left default v2, previous v1; traffic v2 100 %" in " ".join(text.split())
+    assert "held-out, domain=pharmacy" in text and "validation: " in text and "validation.html" in text
+    assert orjson.loads(shown.stdout)["deployed_version"] == 2
+    by_prefix = runner.invoke(app, ["runs", "show", deployed[:-3], "--config", str(config_path), "--json"])
+    assert orjson.loads(by_prefix.stdout)["run_id"] == deployed
+    latest = runner.invoke(app, ["runs", "show", "latest", "--config", str(config_path), "--json"])
+    assert orjson.loads(latest.stdout)["run_id"] == runs[0]["run_id"]
+    vague = runner.invoke(app, ["runs", "show", "stt-flywheel", "--config", str(config_path)])
+    assert isinstance(vague.exception, InputError) and "names 3 runs" in str(vague.exception)
+    view = orjson.loads(runner.invoke(app, ["status", "--config", str(config_path), "--json"]).stdout)
+    shared = {v["version"]: v["shared"] for v in view["registry"]["versions"]}
+    assert set(shared[1]) == set(shared[2]) >= {"eval", "suite:general"}  # one fixed set for every version
+    assert view["trigger"]["summary"].startswith("would not fire: ")
     kept = read_summary(config, deployed)  # written when the run ended, kept beside its ledger
     assert kept is not None and kept.deploy is not None and kept.deploy.action == "deployed"
     audit = runner.invoke(app, ["registry", "audit", "--config", str(config_path), "--json"])

@@ -513,6 +513,7 @@ def test_the_monitor_command(tmp_path: Path, model_dir: Path, cli: Any) -> None:
     assert code == 0, err
     dry = json.loads(out)
     assert dry["action"] == "promote" and dry["dry_run"] and not dry["acted"]
+    assert dry["report"] is None and not (Path(str(world.config.paths.reports)) / "monitor").exists()
     code, out, err = cli("monitor", "--config", str(path), "--log-line")
     assert code == 0, err
     assert "canary v2 promoted" in out and "correction rate v2" in out and "v1 50 %" in out

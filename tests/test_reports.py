@@ -245,3 +245,13 @@ def test_without_transcripts_the_reports_and_utterances_hold_ids_and_counts_only
     assert not [t for t in texts if t in hidden or t in lines]
     assert "transcripts left out" in hidden and "u2" in hidden
     assert [orjson.loads(line)["id"] for line in lines.splitlines()] == ["u0", "u1", "u2", "u3"]
+
+
+def test_the_loss_page_after_wise_ft_says_which_weights_it_measured() -> None:
+    history = [{"step": 10, "loss": 3.1}, {"step": 20, "loss": 2.2}, {"step": 20, "eval_loss": 2.5}]
+    page = loss_curve_html(history, CONTEXT, saved_eval_loss=2.8, wise_ft_alpha=0.5)
+    assert "held-out loss of the fine-tuned weights 2.5000 at step 20" in page
+    assert "not the weights this curve follows" in page and "Their held-out loss is 2.8000" in page
+    assert "0.5000 × fine-tuned + 0.5000 × starting" in page
+    plain = loss_curve_html(history, CONTEXT, saved_eval_loss=2.5)
+    assert "WiSE-FT" not in plain and "fine-tuned weights" not in plain

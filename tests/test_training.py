@@ -105,6 +105,29 @@ def test_wise_ft_interpolates_towards_the_start() -> None:
         interpolate_weights(model, start, 1.5)
 
 
+def test_wise_ft_reports_the_held_out_loss_of_the_weights_it_saved(
+    tmp_path: Path, general_utts: list[Utterance]
+) -> None:
+    """α = 0 saves the starting weights: their held-out loss is the untrained model's, and the
+    fine-tuned weights' loss (the curve's) is another number."""
+    import torch
+
+    examples = _examples(general_utts[:6])
+    torch.manual_seed(0)
+    model = build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8)
+    settings = TrainSettings(max_steps=3, batch_size=3, warmup_steps=0, learning_rate=3e-3, wise_ft_alpha=0.0)
+    untrained = build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8)
+    untrained.model.load_state_dict(model.model.state_dict())
+    result = fine_tune(model, examples, tmp_path / "run", settings, eval_examples=examples)
+    assert result.eval_loss is not None and result.saved_eval_loss is not None
+    assert result.saved_eval_loss != result.eval_loss
+    assert result.metrics()["saved_eval_loss"] == result.saved_eval_loss
+    saved = load_model(tmp_path / "run" / "model", device="cpu")
+    for name, tensor in untrained.model.state_dict().items():
+        if tensor.is_floating_point():  # counters (BatchNorm's batches seen) are not weights
+            assert torch.equal(saved.model.state_dict()[name], tensor), name
+
+
 def _tiny_ctc() -> object:
     return build_ctc_model(hidden_size=32, num_layers=1, num_heads=2, conv_channels=8)
 

@@ -99,7 +99,7 @@ EXAMPLES = {
     "--config demo-work/flywheel.yaml",
     "registry audit": "stt-flywheel registry audit --config demo-work/flywheel.yaml --action rollback",
     "runs list": "stt-flywheel runs list --config demo-work/flywheel.yaml --limit 5",
-    "runs show": "stt-flywheel runs show RUN_ID --config demo-work/flywheel.yaml",
+    "runs show": "stt-flywheel runs show latest --config demo-work/flywheel.yaml",
     "errors ingest": "stt-flywheel errors ingest records.jsonl --config demo-work/flywheel.yaml",
     "errors export": "stt-flywheel errors export --config demo-work/flywheel.yaml --since 2026-11-01 "
     "> predictions.jsonl",

@@ -14,7 +14,6 @@ from flywheel_pipelines.cli.common import (
     load,
     print_json,
 )
-from stt_flywheel.errors import InputError
 
 __all__ = ["runs_app"]
 
@@ -59,20 +58,23 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(
     run: Annotated[
-        str, typer.Argument(metavar="RUN", help="A run id, as `runs list` shows it.", show_default=False)
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="A run id as `runs list` shows it, a prefix that names one run, or `latest`.",
+            show_default=False,
+        ),
     ],
     config: ConfigOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """One run's summary, as `run` printed it: trigger, dataset, training, both verdicts, deploy."""
+    """One run's own story, from its ledger: trigger, dataset, training, both verdicts, what its
+    deploy stage left serving, and where its reports are."""
     from flywheel_pipelines.views import print_summary
-    from stt_flywheel.run.ledger import list_runs
-    from stt_flywheel.run.summary import summarize_run
+    from stt_flywheel.run.summary import resolve_run, summarize_run
 
     cfg = load(config, reads_state=True)
-    if run not in list_runs(cfg):
-        raise InputError(f"no run {run!r} under {cfg.paths.reports} (`runs list` shows the runs)")
-    summary = summarize_run(cfg, run)
+    summary = summarize_run(cfg, resolve_run(cfg, run))
     if json:
         print_json(summary)
         return

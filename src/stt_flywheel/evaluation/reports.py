@@ -87,8 +87,16 @@ def interval_plot(items: Sequence[tuple[str, float, float, float, float | None]]
     return svg(fig)
 
 
-def loss_curve_html(log_history: Sequence[dict[str, Any]], context: ReportContext | None = None) -> str:
-    """The training loss (and held-out loss, when evaluated) by step, as the train stage's report."""
+def loss_curve_html(
+    log_history: Sequence[dict[str, Any]],
+    context: ReportContext | None = None,
+    *,
+    saved_eval_loss: float | None = None,
+    wise_ft_alpha: float = 1.0,
+) -> str:
+    """The training loss (and held-out loss, when evaluated) by step, as the train stage's report.
+    With WiSE-FT (`wise_ft_alpha` < 1) the saved model is not the one the curve follows: the page
+    says so, and gives the saved weights' held-out loss (`saved_eval_loss`) beside the other."""
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     held = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
     body = context.html() if context else ""
@@ -96,19 +104,31 @@ def loss_curve_html(log_history: Sequence[dict[str, Any]], context: ReportContex
         return page(
             "Training loss", body + "<p>No loss was logged (a run shorter than one logging interval).</p>"
         )
+    wise = wise_ft_alpha < 1.0
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.0))
     if train:
         ax.plot(*zip(*train, strict=True), color="#1a73e8", label="training loss (per logging interval)")
     if held:
-        ax.plot(*zip(*held, strict=True), "o-", color="#c5221f", label="held-out loss")
+        label = "held-out loss, fine-tuned weights" if wise else "held-out loss"
+        ax.plot(*zip(*held, strict=True), "o-", color="#c5221f", label=label)
+    if wise and held and saved_eval_loss is not None:
+        ax.plot([held[-1][0]], [saved_eval_loss], "s", color="#137333", label="held-out loss, saved weights")
     ax.set_xlabel("step")
-    ax.set_ylabel("CTC loss")
+    ax.set_ylabel("loss")
     ax.legend()
     said = [f"last logged training loss {cell(float(train[-1][1]))} at step {train[-1][0]}"] if train else []
     if held:
-        said.append(f"held-out loss {cell(float(held[-1][1]))} at step {held[-1][0]}")
+        which = "of the fine-tuned weights " if wise else ""
+        said.append(f"held-out loss {which}{cell(float(held[-1][1]))} at step {held[-1][0]}")
     body += figure(svg(fig), "; ".join(said))
+    if wise:
+        saved = "" if saved_eval_loss is None else f" Their held-out loss is {cell(float(saved_eval_loss))}."
+        body += (
+            f"<p>WiSE-FT: the model saved and validated is the interpolation "
+            f"{cell(float(wise_ft_alpha))} × fine-tuned + {cell(1.0 - float(wise_ft_alpha))} × starting "
+            f"weights, not the weights this curve follows.{saved}</p>"
+        )
     return page("Training loss", body)
 
 

@@ -95,6 +95,10 @@ class TrainResult:
     total_parameters: int = 0
     processes: int = 1  # data-parallel processes that trained it (see models.distributed)
     saved: bool = True  # whether this process saved the model (under DDP only rank 0 does)
+    # The held-out loss of the weights saved: after WiSE-FT's interpolation (`wise_ft_alpha` < 1)
+    # it differs from `eval_loss`, which the fine-tuned weights had before it.
+    saved_eval_loss: float | None = None
+    wise_ft_alpha: float = 1.0
 
     def metrics(self) -> dict[str, float]:
         out = {
@@ -105,6 +109,8 @@ class TrainResult:
         }
         if self.eval_loss is not None:
             out["eval_loss"] = self.eval_loss
+        if self.saved_eval_loss is not None:
+            out["saved_eval_loss"] = self.saved_eval_loss
         return out
 
 
@@ -310,24 +316,32 @@ def fine_tune(
     started = time.perf_counter()
     out = trainer.train(resume_from_checkpoint=last)
     runtime = time.perf_counter() - started
-    eval_loss = None
+    eval_loss = saved_eval_loss = None
     if eval_examples:
         trainer.data_collator = model.collate  # held-out loss on unmasked features
         eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
+    log_history = list(trainer.state.log_history)
     saved = _finish(model, trained, trainer, settings, start_weights, output_dir)
+    if eval_examples:  # the weights saved: WiSE-FT moved them after the measurement above
+        saved_eval_loss = eval_loss
+        if start_weights:
+            trainer.model = model.model
+            saved_eval_loss = float(trainer.evaluate(eval_dataset=_Examples(eval_examples))["eval_loss"])
     train_loss = float(out.training_loss)
     samples = settings.max_steps * settings.batch_size * processes
     return TrainResult(
         output_dir=saved_model_dir(output_dir),
         train_loss=train_loss if math.isfinite(train_loss) else float("nan"),
         eval_loss=eval_loss,
+        saved_eval_loss=saved_eval_loss,
+        wise_ft_alpha=settings.wise_ft_alpha,
         steps=int(out.global_step),
         runtime_s=runtime,
         samples_per_second=samples / runtime if runtime > 0 else 0.0,
         device=device,
         bf16=bf16,
         resumed_from=last,
-        log_history=list(trainer.state.log_history),
+        log_history=log_history,
         trainable_parameters=trainable,
         total_parameters=total,
         processes=processes,

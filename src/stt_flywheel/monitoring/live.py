@@ -50,7 +50,8 @@ __all__ = [
 SELECTION_BIAS = (
     "Live WER and CER are measured only on predictions whose feedback carries a transcript; users "
     "correct what they notice is wrong, so these figures describe the corrected traffic, not all of "
-    "it. Read them beside the correction rate, which is over all requests that are not pending."
+    "it. Read them beside the correction rate, which is over all requests except those still awaiting "
+    "feedback (younger than the label window, with none yet)."
 )
 
 

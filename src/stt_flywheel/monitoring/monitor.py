@@ -145,9 +145,10 @@ def run_monitor(
             release_lease(state, MONITOR_LEASE, holder)
     decision.severity = _severity(decision)
     decision.seconds = round(time.monotonic() - started, 3)
-    _write_report(config, decision)
-    if config.monitor.cloud_metrics:
-        publish_cloud_metrics(config, now)
+    if act:  # a dry run decides and says so; it writes no report and publishes nothing
+        _write_report(config, decision)
+        if config.monitor.cloud_metrics:
+            publish_cloud_metrics(config, now)
     if act and decision.action in ALERTING and config.monitor.alert_webhook:
         decision.alert = send_webhook(config.monitor.alert_webhook, decision)
     _emit(decision, log_stream)
@@ -168,7 +169,7 @@ def _look(config: FlywheelConfig, now: datetime, holder: str, act: bool, seed: i
     decision = MonitorDecision(
         kind="none", action="idle", summary="", checked_at=now.isoformat(), holder=holder, dry_run=not act
     )
-    decision.report = _report_uri(config, decision)
+    decision.report = _report_uri(config, decision) if act else None
     decision.traffic_before = decision.traffic_after = split
     if default is None:
         decision.summary = "nothing to watch: the registry has no default version"

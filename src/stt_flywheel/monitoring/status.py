@@ -21,7 +21,16 @@ from stt_flywheel.run.ledger import list_runs, read_run
 from stt_flywheel.run.trigger import check_trigger
 from stt_flywheel.storage.objectstore import open_store
 
-__all__ = ["TREND_DAYS", "RunOutcome", "SystemStatus", "percent_interval", "run_outcome", "system_status"]
+__all__ = [
+    "TREND_DAYS",
+    "RunOutcome",
+    "SystemStatus",
+    "fraction_interval",
+    "percent_interval",
+    "run_outcome",
+    "shared_figures",
+    "system_status",
+]
 
 TREND_DAYS = 14
 
@@ -83,7 +92,10 @@ class VersionStatus(_Model):
     traffic: int | None  # percent of the endpoint's traffic; None: not deployed
     created_at: str | None
     dataset_version: str | None
-    offline: dict[str, float]  # the held-out figures it was registered with
+    offline: dict[str, float]  # the held-out figures it was registered with (its own run's split)
+    # WER on the sets every version is measured on, comparable across versions: the fixed eval
+    # set (`eval`) and each regression suite whose reference is production (`suite:<name>`)
+    shared: dict[str, float] = {}
     live: dict[str, Any] | None  # `LiveQuality.as_dict()` of its recent traffic
 
 
@@ -107,7 +119,7 @@ class SystemStatus(_Model):
     monitor: LastMonitor | None
     proposals: list[dict[str, Any]]  # pending and approved ones, `Proposal.as_dict()`
     store: StoreStatus
-    trigger: TriggerEntry  # what the next trigger check would decide, in the ledger's shape
+    trigger: TriggerEntry  # what the next trigger check would decide (`would fire: …`), in the ledger's shape
     runs: list[RunOutcome]
     registry: RegistryStatus
     live: LiveStatus
@@ -120,6 +132,14 @@ def percent_interval(value: dict[str, Any] | None) -> str:
     if not value or value["value"] is None or math.isnan(value["value"]):
         return "–"
     return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
+
+
+def fraction_interval(value: dict[str, Any] | None) -> str:
+    """An error rate (WER, CER) and its interval as a fraction, as offline WER is shown:
+    `0.123 [0.101, 0.146]`; – without one."""
+    if not value or value["value"] is None or math.isnan(value["value"]):
+        return "–"
+    return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
 
 
 def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
@@ -145,6 +165,30 @@ def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
             "cost": cost.total if cost else None,
         }
     )
+
+
+def shared_figures(config: FlywheelConfig, run_ids: list[str]) -> dict[int, dict[str, float]]:
+    """Each version's WER on the sets all versions share, from the runs that measured it: as a
+    run's production (its trigger's version) or as the candidate its deploy stage registered.
+    A later measurement of the same version on the same set wins (the sets are fixed)."""
+    against_production = {s.name for s in config.regression if s.reference == "production"}
+    figures: dict[int, dict[str, float]] = {}
+    for run_id in run_ids:
+        ledger = read_run(config, run_id)
+        production = ledger.trigger.production_version if ledger.trigger else None
+        candidate = ledger.deploy.version if ledger.deploy else None
+        measured: list[tuple[int | None, str, float | None]] = []
+        if ledger.validation is not None:
+            m = ledger.validation.metrics
+            measured += [(production, "eval", m.eval_production_wer), (candidate, "eval", m.eval_wer)]
+        for suite in ledger.regression.suites if ledger.regression else []:
+            if suite.name in against_production:
+                measured.append((production, f"suite:{suite.name}", suite.reference_wer))
+            measured.append((candidate, f"suite:{suite.name}", suite.candidate_wer))
+        for version, key, value in measured:
+            if version is not None and value is not None and math.isfinite(value):
+                figures.setdefault(version, {})[key] = float(value)
+    return figures
 
 
 def _last_monitor(entry: AuditEntry) -> LastMonitor:
@@ -186,6 +230,8 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         max_per_user=config.monitor.max_predictions_per_user,
     )
     traffic = endpoint.traffic()
+    run_ids = list_runs(config)
+    shared = shared_figures(config, run_ids)
     versions = []
     for v in registry.versions():
         quality = live.get(str(v.version))
@@ -200,6 +246,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
                     k: v.metrics.get(k) for k in ("wer", "cer", "delta_wer", "p_value") if k in v.metrics
                 },
                 "live": quality.as_dict() if quality else None,
+                "shared": shared.get(v.version, {}),
             }
         )
     monitor = [e for e in registry.audit_log() if e.action.startswith("monitor_")]
@@ -209,8 +256,8 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         "monitor": _last_monitor(monitor[-1]) if monitor else None,
         "proposals": [p for p in proposals if p["state"] in ("pending", "approved")],
         "store": {"root": store.root, **store.stats(since=watermark, now=now)},
-        "trigger": decision.as_dict(),
-        "runs": [run_outcome(config, r) for r in list_runs(config)[-runs:]][::-1],
+        "trigger": {**decision.as_dict(), "summary": decision.outlook},  # a check not yet run
+        "runs": [run_outcome(config, r) for r in run_ids[-runs:]][::-1],
         "registry": {"model": registry.model, "location": registry.location, "versions": versions},
         "live": {
             "window_hours": config.trigger.recent_window_hours,

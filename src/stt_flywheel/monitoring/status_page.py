@@ -8,7 +8,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from stt_flywheel.monitoring.status import StoreStatus, SystemStatus, VersionStatus, percent_interval
+from stt_flywheel.monitoring.status import (
+    StoreStatus,
+    SystemStatus,
+    VersionStatus,
+    fraction_interval,
+    percent_interval,
+)
 from stt_flywheel.reporting import figure, page, pyplot, svg, table
 from stt_flywheel.run.costs import MonthlyCost
 from stt_flywheel.run.entries import TriggerEntry
@@ -98,7 +104,7 @@ def _store_section(st: StoreStatus) -> str:
             "applied",
             "superseded",
             "duplicates",
-            "pending",
+            "waiting for their prediction",
             "quarantined",
             "since watermark",
         ],
@@ -118,7 +124,7 @@ def _store_section(st: StoreStatus) -> str:
 
 
 def _trigger_section(trigger: TriggerEntry) -> str:
-    return f"<h2>Trigger</h2><p>{html.escape(trigger.summary)}</p>" + table(
+    return f"<h2>Next trigger check</h2><p>{html.escape(trigger.summary)}</p>" + table(
         ["check", "value", "threshold", "passed", "why"],
         [
             (
@@ -154,6 +160,7 @@ def _proposals_section(proposals: list[dict[str, Any]]) -> str:
 
 
 def _versions_section(versions: list[VersionStatus]) -> str:
+    shared = sorted({k for v in versions for k in v.shared}, key=lambda k: (k != "eval", k))
     rows = []
     for v in versions:
         live = v.live or {}
@@ -162,30 +169,32 @@ def _versions_section(versions: list[VersionStatus]) -> str:
                 v.version,
                 ", ".join(v.aliases) or "–",
                 v.traffic if v.traffic is not None else "–",
-                v.offline.get("wer", "–"),
+                *(v.shared.get(k, "–") for k in shared),
                 live.get("requests", 0),
                 live.get("pending", 0),
                 percent_interval(live.get("feedback_share")),
                 percent_interval(live.get("correction_rate")),
                 percent_interval(live.get("flag_rate")),
-                percent_interval(live.get("wer")),
-                percent_interval(live.get("cer")),
+                fraction_interval(live.get("wer")),
+                fraction_interval(live.get("cer")),
             )
         )
     headers = [
         "version",
         "aliases",
         "traffic %",
-        "offline WER",
+        *(("eval set WER" if k == "eval" else f"{k.removeprefix('suite:')} suite WER") for k in shared),
         "requests",
-        "pending",
+        "awaiting feedback",
         "with feedback",
         "correction rate",
         "flag rate",
         "live WER",
         "live CER",
     ]
-    return "<h2>Versions</h2>" + table(headers, rows)
+    return "<h2>Versions</h2><p class='meta'>WER and CER as fractions, rates in per cent.</p>" + table(
+        headers, rows
+    )
 
 
 def write_status_page(view: SystemStatus, path: str | Path) -> None:

@@ -119,7 +119,8 @@ class TrainEntry(LedgerEntry):
     steps: float
     train_runtime_s: Measured
     train_samples_per_second: Measured
-    eval_loss: Measured | None = None
+    eval_loss: Measured | None = None  # the fine-tuned weights', before any WiSE-FT interpolation
+    saved_eval_loss: Measured | None = None  # the saved weights' (after the interpolation)
     device: str
     bf16: bool
     processes: int

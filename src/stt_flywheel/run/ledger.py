@@ -17,9 +17,19 @@ from stt_flywheel.run.entries import (
     ValidationEntry,
 )
 from stt_flywheel.storage.files import dump_json
-from stt_flywheel.storage.objectstore import open_store
+from stt_flywheel.storage.objectstore import join_uri, open_store
 
-__all__ = ["STAGES", "RunLedger", "list_runs", "read_ledger", "read_run", "write_ledger"]
+__all__ = [
+    "REPORT_TYPES",
+    "STAGES",
+    "RunLedger",
+    "keep_report",
+    "list_runs",
+    "read_ledger",
+    "read_run",
+    "run_reports",
+    "write_ledger",
+]
 
 E = TypeVar("E", bound=LedgerEntry)
 
@@ -28,6 +38,34 @@ STAGES = ("trigger", "dataset", "train", "validation", "regression", "deploy")
 
 def write_ledger(config: FlywheelConfig, run_id: str, entry: LedgerEntry) -> None:
     open_store(config.paths.reports).write(f"{run_id}/{entry.STAGE}.json", dump_json(entry.model_dump()))
+
+
+# What each stage's report is kept as beside its ledger (its KFP artifact has no extension).
+REPORT_TYPES = {
+    "trigger": "md",
+    "dataset": "md",
+    "train": "html",
+    "validation": "html",
+    "regression": "html",
+    "deploy": "md",
+}
+
+
+def keep_report(config: FlywheelConfig, run_id: str, stage: str, text: str) -> None:
+    """Keep a stage's report beside the run's ledger as `<stage>.<html|md>`: a file a browser (or
+    `stt-flywheel ui`) opens as what it is, where the pipeline's artifact is named `report`."""
+    open_store(config.paths.reports).write(f"{run_id}/{stage}.{REPORT_TYPES[stage]}", text.encode())
+
+
+def run_reports(config: FlywheelConfig, run_id: str) -> dict[str, str]:
+    """The reports kept for one run, stage → URI, in stage order."""
+    store = open_store(config.paths.reports)
+    kept = set(store.list(f"{run_id}/"))
+    return {
+        stage: join_uri(config.paths.reports, f"{run_id}/{stage}.{ext}")
+        for stage, ext in REPORT_TYPES.items()
+        if f"{run_id}/{stage}.{ext}" in kept
+    }
 
 
 def read_ledger(config: FlywheelConfig, run_id: str, kind: type[E]) -> E | None:

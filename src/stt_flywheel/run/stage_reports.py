@@ -15,7 +15,7 @@ from stt_flywheel.deployment.strategies import DeployOutcome
 from stt_flywheel.evaluation.reports import ReportContext, loss_curve_html
 from stt_flywheel.models.training import TrainResult
 from stt_flywheel.run.entries import TrainEntry
-from stt_flywheel.run.ledger import read_ledger
+from stt_flywheel.run.ledger import keep_report, read_ledger
 from stt_flywheel.run.trigger import TriggerDecision
 
 __all__ = ["loggable_metrics", "markdown_report", "report_context", "training_report"]
@@ -50,19 +50,30 @@ def markdown_report(
     outcome: TriggerDecision | DatasetManifest | DeployOutcome,
     dataset_dir: Path | None = None,
 ) -> str:
-    """A stage's Markdown report (trigger, dataset, deploy) headed by what it belongs to."""
+    """A stage's Markdown report (trigger, dataset, deploy) headed by what it belongs to; a copy is
+    kept beside the run's ledger."""
     candidate = f"v{outcome.version}" if isinstance(outcome, DeployOutcome) and outcome.version else None
     if isinstance(outcome, DeployOutcome) and outcome.before.get("aliases", {}).get("default"):
         production = outcome.before["aliases"]["default"]  # the production model it was judged against
         context = replace(report_context(config, run_id, dataset_dir, candidate), production=f"v{production}")
     else:
         context = report_context(config, run_id, dataset_dir, candidate)
-    return outcome.to_markdown(context.markdown())
+    text = outcome.to_markdown(context.markdown())
+    stage = {TriggerDecision: "trigger", DatasetManifest: "dataset"}.get(type(outcome), "deploy")
+    keep_report(config, run_id, stage, text)
+    return text
 
 
 def training_report(config: FlywheelConfig, run_id: str, result: TrainResult, dataset_dir: Path) -> str:
-    """The train stage's HTML report: the loss curve."""
-    return loss_curve_html(result.log_history, report_context(config, run_id, dataset_dir))
+    """The train stage's HTML report: the loss curve (a copy kept beside the run's ledger)."""
+    text = loss_curve_html(
+        result.log_history,
+        report_context(config, run_id, dataset_dir),
+        saved_eval_loss=result.saved_eval_loss,
+        wise_ft_alpha=result.wise_ft_alpha,
+    )
+    keep_report(config, run_id, "train", text)
+    return text
 
 
 def loggable_metrics(metrics: dict[str, Any]) -> dict[str, float]:

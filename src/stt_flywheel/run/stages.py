@@ -65,7 +65,7 @@ from stt_flywheel.run.entries import (
 )
 from stt_flywheel.run.experiments import record_in_experiment
 from stt_flywheel.run.lease import RUN_LEASE, release_run_lease, releases_lease_on_failure, run_state
-from stt_flywheel.run.ledger import read_ledger, write_ledger
+from stt_flywheel.run.ledger import keep_report, read_ledger, write_ledger
 from stt_flywheel.run.proposed import approved_retraining, require_approval, start_version, take_retraining
 from stt_flywheel.run.provenance import code_version
 from stt_flywheel.run.stage_reports import loggable_metrics, report_context
@@ -297,6 +297,7 @@ def stage_validate_model(
         release_run_lease(config, run_id)
     context = report_context(config, run_id, dataset_dir)
     report = validation_html(metrics, result.verdict, result.comparisons, details, context)
+    keep_report(config, run_id, "validation", report)
     record_in_experiment(config, run_id, loggable_metrics(metrics), artifacts=True)
     return EvaluationOutcome(result.verdict, loggable_metrics(metrics), report)
 
@@ -329,6 +330,7 @@ def stage_run_regression_suites(
             f"{r.name}_p_holm": r.p_holm,
         }
     report = regression_html(results, verdict, report_context(config, run_id))
+    keep_report(config, run_id, "regression", report)
     record_in_experiment(config, run_id, loggable_metrics(metrics), artifacts=False)
     return EvaluationOutcome(verdict, loggable_metrics(metrics), report)
 

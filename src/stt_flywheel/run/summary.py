@@ -1,6 +1,6 @@
 """One run summed up for a person: what each stage decided, production against the candidate on
-every set, the evidence, and what serves now. Built from the run's ledger and the registry; kept
-beside the ledger as `summary.json` when the run ends."""
+every set, the evidence, and what the run left serving. Built from the run's ledger alone (what
+serves *now* is `status`'s business); kept beside the ledger as `summary.json` when the run ends."""
 
 from __future__ import annotations
 
@@ -9,23 +9,24 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from stt_flywheel.config import FlywheelConfig
-from stt_flywheel.deployment.backends import open_registry
+from stt_flywheel.errors import InputError
 from stt_flywheel.evaluation.metrics import Measured
 from stt_flywheel.run.costs import RunCost, run_cost
 from stt_flywheel.run.entries import (
     DatasetEntry,
     DeployEntry,
+    ServingState,
     SliceRow,
     SuiteRow,
     TrainEntry,
     TriggerCheck,
     ValidationEntry,
 )
-from stt_flywheel.run.ledger import read_run
+from stt_flywheel.run.ledger import RunLedger, list_runs, read_run, run_reports
 from stt_flywheel.storage.files import dump_json
 from stt_flywheel.storage.objectstore import join_uri, open_store
 
-__all__ = ["RunSummary", "read_summary", "summarize_run", "write_summary"]
+__all__ = ["RunSummary", "read_summary", "resolve_run", "summarize_run", "write_summary"]
 
 SUMMARY = "summary.json"
 
@@ -110,8 +111,12 @@ class GateSummary(_Model):
 
 
 class RegistrySummary(_Model):
+    """The registry as this run left it: its aliases, and the versions serving traffic (for a run
+    whose deploy stage did not run, only the production version it was judged against is known)."""
+
     aliases: dict[str, int]
     versions: list[int]
+    traffic: dict[str, int] = {}  # version → percent, where the deploy stage looked
 
 
 class RunSummary(_Model):
@@ -127,9 +132,10 @@ class RunSummary(_Model):
     evaluation: EvaluationSummary
     gates: dict[str, GateSummary | None]  # validation, regression
     deploy: DeployEntry | None
-    deployed_version: int | None
+    deployed_version: int | None  # the default version the run left serving
     registry: RegistrySummary
     cost: RunCost | None = None  # summaries written before costs were measured have none
+    reports: dict[str, str] = {}  # stage → its report kept beside the ledger (`ledger.keep_report`)
 
     def failed_gates(self) -> list[str]:
         return [name for name, gate in self.gates.items() if gate and not gate.passed]
@@ -174,14 +180,49 @@ def _evaluation(validation: ValidationEntry | None, suites: list[SuiteRow]) -> E
     )
 
 
+def _left_serving(ledger: RunLedger) -> RegistrySummary:
+    """What the run left serving: the deploy stage's after-state where it looked, else the
+    production version the trigger judged against (the run changed nothing)."""
+    state: ServingState | None = None
+    if ledger.deploy is not None:
+        state = ledger.deploy.after or ledger.deploy.before
+    if state is not None:
+        traffic = {v: p for v, p in state.traffic.items() if p}
+        return RegistrySummary(
+            aliases=state.aliases, versions=sorted(int(v) for v in traffic), traffic=traffic
+        )
+    version = ledger.trigger.production_version if ledger.trigger else None
+    return RegistrySummary(
+        aliases={} if version is None else {"default": version},
+        versions=[] if version is None else [version],
+    )
+
+
+def resolve_run(config: FlywheelConfig, ref: str) -> str:
+    """A run id from what a person typed: the id, `latest`, or a prefix that names one run."""
+    runs = list_runs(config)
+    if ref == "latest":
+        if not runs:
+            raise InputError(f"no runs under {config.paths.reports} yet")
+        return runs[-1]
+    if ref in runs:
+        return ref
+    matches = [r for r in runs if r.startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        shown = ", ".join(matches[:5]) + (" …" if len(matches) > 5 else "")
+        raise InputError(f"{ref!r} names {len(matches)} runs ({shown}): give more of the id")
+    raise InputError(f"no run {ref!r} under {config.paths.reports} (`runs list` shows the runs)")
+
+
 def summarize_run(config: FlywheelConfig, run_id: str) -> RunSummary:
-    """Collect one run's ledger and the registry state into its summary."""
+    """Collect one run's ledger into its summary."""
     ledger = read_run(config, run_id)
     trigger, validation, regression = ledger.trigger, ledger.validation, ledger.regression
     suites = regression.suites if regression else []
     production, candidate = _figures(validation, suites)
-    registry = open_registry(config)
-    default = registry.resolve("default")
+    left = _left_serving(ledger)
     return RunSummary(
         run_id=run_id,
         run_dir=join_uri(config.paths.reports, run_id),
@@ -207,11 +248,10 @@ def summarize_run(config: FlywheelConfig, run_id: str) -> RunSummary:
             else None,
         },
         deploy=ledger.deploy,
-        deployed_version=default.version if default else None,
-        registry=RegistrySummary(
-            aliases=registry.aliases(), versions=[v.version for v in registry.versions()]
-        ),
+        deployed_version=left.aliases.get("default"),
+        registry=left,
         cost=run_cost(config, run_id),
+        reports=run_reports(config, run_id),
     )
 
 

@@ -23,6 +23,16 @@ from stt_flywheel.run.approval import RETRAIN
 __all__ = ["Check", "EvidenceStats", "TriggerDecision", "check_trigger", "gather_evidence"]
 
 
+# A summary's opening, and what it says of a check that has not run yet (`TriggerDecision.outlook`).
+_CONDITIONAL = (
+    ("not fired: ", "would not fire: "),
+    ("fired: ", "would fire: "),
+    ("not started: ", "would not start: "),
+    ("forced: ", "would be forced: "),
+    ("retraining: ", "would retrain: "),
+)
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -99,6 +109,15 @@ class TriggerDecision:
         if self.should_train:
             return "fired: " + "; ".join(c.reason for c in self.checks) + by
         return "not fired: " + "; ".join(c.reason for c in self.checks if not c.passed)
+
+    @property
+    def outlook(self) -> str:
+        """The summary of a check not yet run, as `status` says it: `would fire: …`, not `fired: …`."""
+        said = self.summary
+        for past, conditional in _CONDITIONAL:
+            if said.startswith(past):
+                return conditional + said[len(past) :]
+        return said
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -130,7 +130,9 @@ def test_capture_feedback_export_compact_and_status(
     assert "waiting for their prediction 1" in flat and "pending" not in flat  # one meaning, said
     assert "Trend by day (UTC)" in flat and f"{datetime.now(UTC).date()}" in flat  # the trend, in text
     wer = view["registry"]["versions"][0]["live"]["wer"]
-    assert f"{wer['value']:.3f} [{wer['low']:.3f}, {wer['high']:.3f}]" in flat  # WER as a fraction, as offline
+    assert (
+        f"{wer['value']:.3f} [{wer['low']:.3f}, {wer['high']:.3f}]" in flat
+    )  # WER as a fraction, as offline
 
     page = html.read_text()
     assert page.count("<svg") == 1 and "live WER" in page and "<script" not in page

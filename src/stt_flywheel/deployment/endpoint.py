@@ -20,10 +20,10 @@ import numpy as np
 
 from stt_flywheel.deployment.registry import LocalRegistry, RegistryError
 from stt_flywheel.errors import InputError
-from stt_flywheel.models import SpeechModel, load_model
 
 if TYPE_CHECKING:
     from stt_flywheel.deployment.serving import ServingProcess
+    from stt_flywheel.models import SpeechModel
 
 __all__ = ["Deployment", "LocalEndpoint", "canary_split"]
 
@@ -193,6 +193,8 @@ class LocalEndpoint:
 
     def _model(self, version: int) -> SpeechModel:
         if version not in self._models:
+            from stt_flywheel.models import load_model  # torch: only where a model transcribes here
+
             self._models[version] = load_model(self.registry.get(version).uri, device="cpu")
         return self._models[version]
 

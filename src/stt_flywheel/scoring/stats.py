@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy import stats as sps
 
-from stt_flywheel.scoring.alignment import Alignment
+if TYPE_CHECKING:  # scipy.stats (~0.3 s) and numba load where a test runs, not where a ledger is read
+    from stt_flywheel.scoring.alignment import Alignment
 
 Counts = Sequence[int] | np.ndarray
 
@@ -107,6 +107,8 @@ def paired_wilcoxon(
         return _result("wilcoxon_signed_rank", math.nan, math.nan, diff, alternative)
     if not diff.any():
         return _result("wilcoxon_signed_rank", 1.0, 0.0, diff, alternative)
+    from scipy import stats as sps
+
     res = sps.wilcoxon(diff[diff != 0], alternative=alternative, zero_method="wilcox")
     return _result("wilcoxon_signed_rank", float(res.pvalue), float(res.statistic), diff, alternative)
 
@@ -120,6 +122,8 @@ def paired_t_test(
         return _result("paired_t", math.nan, math.nan, diff, alternative)
     if not diff.any():
         return _result("paired_t", 1.0, 0.0, diff, alternative)
+    from scipy import stats as sps
+
     res = sps.ttest_1samp(diff, 0.0, alternative=alternative)
     return _result("paired_t", float(res.pvalue), float(res.statistic), diff, alternative)
 
@@ -207,6 +211,8 @@ def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment], alternative: Alterna
         w = math.copysign(math.inf, z.mean()) if z.mean() else 0.0
     else:
         w = float(z.mean() / (sd / math.sqrt(len(z))))
+    from scipy import stats as sps
+
     p = float(2 * sps.norm.sf(abs(w))) if alternative == "two-sided" else float(sps.norm.cdf(w))
     if sd == 0 and w == 0.0:
         p = 1.0  # every segment equal: nothing supports a difference

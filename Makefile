@@ -26,8 +26,8 @@ apt = @missing=""; for pair in $(1); do command -v $${pair%%:*} >/dev/null || mi
 espeak: ## Install espeak-ng through apt when it is missing
 	$(call apt,espeak-ng:espeak-ng)
 
-test-tools: ## Install what the tests compare against: sctk (NIST sclite) and chromium (report rendering)
-	$(call apt,sctk:sctk chromium:chromium)
+test-tools: ## Install what the tests compare against and drive: sctk (NIST sclite), chromium and its driver (pages in a real browser)
+	$(call apt,sctk:sctk chromium:chromium chromedriver:chromium-driver)
 
 setup: $(STAMP) espeak ## Create .venv with the pinned packages, and espeak-ng
 

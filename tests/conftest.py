@@ -34,6 +34,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def poisoned_demo(tmp_path_factory: pytest.TempPathFactory, world: dict[str, Path]) -> tuple[Path, dict, str]:
+    """`demo --poisoned-feedback` on the tests' small world with a short training (one run that
+    trains, validates and decides; corrections held for review): its home, summary and output.
+    Shared by the tests that check the scenario and those that walk the dashboard over it."""
+    import io
+
+    from rich.console import Console
+
+    from flywheel_pipelines.demo_poisoned import run_poisoned_demo
+
+    home = tmp_path_factory.mktemp("poisoned")
+    (home / "world").symlink_to(next(iter(world.values())).parent)
+    out = io.StringIO()
+    summary = run_poisoned_demo(
+        home, scale=TEST_SCALE, max_steps=10, min_error_cases=10, console=Console(file=out, width=160)
+    )
+    return home, summary, out.getvalue()
+
+
+@pytest.fixture(scope="session")
 def general_utts(tmp_path_factory: pytest.TempPathFactory) -> list[Utterance]:
     return synthesize_set("t-gen", GENERAL, 12, 77, tmp_path_factory.mktemp("gen"))
 

@@ -39,31 +39,24 @@ def test_the_bad_canary_is_rolled_back_by_the_monitor(tmp_path: Path) -> None:
 
 
 def test_one_users_swap_of_a_critical_term_is_held_and_never_trains(
-    tmp_path: Path, world: dict[str, Path]
+    poisoned_demo: tuple[Path, dict, str],
 ) -> None:
     """`demo --poisoned-feedback` on the tests' small world, with a short training: the
     attacker's corrections that take "lock" away are all held for review, none of them is in the
     dataset, the curated eval set measures the critical term for production, and the run ends
     with a decision whichever way the gates go."""
-    from conftest import TEST_SCALE
-
-    from flywheel_pipelines.demo_poisoned import run_poisoned_demo
     from stt_flywheel.data.dataset import load_split
     from stt_flywheel.data.error_store import open_error_store
     from stt_flywheel.demo.poison import ATTACKER
     from stt_flywheel.run.entries import DatasetEntry
     from stt_flywheel.run.ledger import read_ledger
 
-    (tmp_path / "world").symlink_to(next(iter(world.values())).parent)
-    out = io.StringIO()
-    summary = run_poisoned_demo(
-        tmp_path, scale=TEST_SCALE, max_steps=10, min_error_cases=10, console=Console(file=out, width=160)
-    )
+    home, summary, text = poisoned_demo
     attack, held = summary["attack"], summary["held"]
     assert attack["heard_lock"] > 0
     assert held["critical_term_replaced"] >= attack["heard_lock"]
     (turn,) = summary["turns"]
-    config = load_config(tmp_path / "poisoned-feedback" / "flywheel.yaml")
+    config = load_config(home / "poisoned-feedback" / "flywheel.yaml")
     dataset = read_ledger(config, turn["run_id"], DatasetEntry)
     assert dataset is not None and dataset.quarantine_reasons["held_for_review"] >= attack["heard_lock"]
     mallory = open_error_store(config).senders.pseudonym(ATTACKER)
@@ -71,5 +64,4 @@ def test_one_users_swap_of_a_critical_term_is_held_and_never_trains(
         assert all(row["user"] != mallory for row in load_split(dataset.published_to, split))
     assert summary["outcome"]["curated_critical_recall"]["production"] is not None
     assert turn["decision"]
-    text = out.getvalue()
     assert f"{ATTACKER} asked for {attack['clips']} transcripts" in text and "Held for review" in text

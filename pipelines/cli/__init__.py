@@ -32,6 +32,7 @@ from flywheel_pipelines.cli.status import status
 from flywheel_pipelines.cli.store import store_app
 from flywheel_pipelines.cli.submit import submit
 from flywheel_pipelines.cli.template import template_app
+from flywheel_pipelines.cli.ui import ui
 from stt_flywheel.errors import FlywheelError, describe_validation_error
 from stt_flywheel.storage.files import private_files
 
@@ -55,6 +56,7 @@ app.command()(compare)
 app.add_typer(registry_app, name="registry")
 app.add_typer(runs_app, name="runs")
 app.command()(status)
+app.command()(ui)
 app.command()(monitor)
 app.command()(approve)
 app.add_typer(proposals_app, name="proposals")
@@ -80,6 +82,7 @@ EXAMPLES = {
     "score": "stt-flywheel score --ref ref.trn --hyp hyp.trn",
     "compare": "stt-flywheel compare --ref ref.trn --hyp-a candidate.trn --hyp-b production.trn",
     "status": "stt-flywheel status --config demo-work/flywheel.yaml --html status.html",
+    "ui": "stt-flywheel ui --config demo-work/flywheel.yaml --port 8070",
     "monitor": "stt-flywheel monitor --config demo-work/flywheel.yaml --dry-run",
     "approve": "stt-flywheel approve PROPOSAL_ID --config demo-work/flywheel.yaml --reason 'budget ok'",
     "proposals list": "stt-flywheel proposals list --config demo-work/flywheel.yaml",

@@ -55,16 +55,10 @@ def review_list(config: ConfigOpt = None, json: JsonOpt = False) -> None:
 
 
 def _decide(ids: list[str], config: str | None, reason: str, accept: bool, json: bool) -> None:
-    from stt_flywheel.data.error_store import open_error_store
-    from stt_flywheel.data.review import Screen, decide
-    from stt_flywheel.deployment.backends import open_registry
     from stt_flywheel.run.approval import who
+    from stt_flywheel.run.review import review
 
-    cfg = load(config, reads_state=True)
-    made = decide(open_error_store(cfg), Screen.of(cfg), ids, accept=accept, reason=reason, by=who())
-    registry = open_registry(cfg)
-    for entry in made:
-        registry.record("review", None, {k: entry[k] for k in ("prediction_id", "decision", "reason", "by")})
+    made = review(load(config, reads_state=True), ids, accept=accept, reason=reason, by=who())
     if json:
         print_json(made)
         return

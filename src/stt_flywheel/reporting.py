@@ -28,7 +28,10 @@ figure{margin:.5rem 0 1.5rem}figcaption{font-size:.85rem;color:#5f6368}
 
 def cell(value: Any) -> str:
     """A value as a table cell shows it: floats to four places (tiny ones in three significant
-    digits), NaN as NaN, everything else escaped."""
+    digits), NaN as NaN, markup (anything with `__html__`, like a link) as it is, everything else
+    escaped."""
+    if hasattr(value, "__html__"):
+        return str(value.__html__())
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"

@@ -26,6 +26,7 @@ from stt_flywheel.config.serving import (
     FeedbackSettings,
     MonitorSettings,
     ServingLimits,
+    UiSettings,
 )
 from stt_flywheel.config.vertex import IdentitySettings, VertexSettings
 from stt_flywheel.errors import describe_validation_error
@@ -49,6 +50,7 @@ __all__ = [
     "RetentionSettings",
     "TrainingSettings",
     "TriggerPolicy",
+    "UiSettings",
     "ValidationPolicy",
     "VertexSettings",
     "load_config",
@@ -83,6 +85,7 @@ class FlywheelConfig(Strict):
     retention: RetentionSettings = RetentionSettings()
     reports: ReportSettings = ReportSettings()
     costs: CostSettings = CostSettings()
+    ui: UiSettings = UiSettings()
 
     def with_overrides(self, overrides: dict[str, Any]) -> FlywheelConfig:
         """Apply dotted-key overrides (`{"trigger.force": True}`); None values are ignored."""

@@ -16,6 +16,7 @@ __all__ = [
     "FeedbackSettings",
     "MonitorSettings",
     "ServingLimits",
+    "UiSettings",
 ]
 
 
@@ -308,3 +309,28 @@ class MonitorSettings(Strict):
     @property
     def look_confidence(self) -> float:
         return 1 - (1 - self.confidence) / self.max_looks
+
+
+IAP_ISSUER = "https://cloud.google.com/iap"
+
+
+class UiSettings(Strict):
+    """`stt-flywheel ui`: the served dashboard. It shows people's audio and words, so it listens on
+    loopback unless Identity-Aware Proxy stands in front of it and each request's IAP assertion is
+    checked (`iap_audience`)."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to listen on; `0.0.0.0` on Cloud Run, which needs `iap_audience`.",
+    )
+    port: int = Field(8070, ge=1, le=65535, description="Port; `PORT` (Cloud Run's) wins when it is set.")
+    iap_audience: str | None = Field(
+        None,
+        description="The audience of the IAP JWT (`/projects/NUMBER/locations/REGION/services/SERVICE` for "
+        "Cloud Run): each request's `x-goog-iap-jwt-assertion` is verified against it, and the email "
+        "in it is who a review decision names.",
+    )
+    iap_certs_url: str = Field(
+        "https://www.gstatic.com/iap/verify/public_key",
+        description="Where IAP's signing keys are published (a stand-in's in tests).",
+    )

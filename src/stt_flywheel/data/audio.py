@@ -33,6 +33,7 @@ __all__ = [
     "decode_audio",
     "encode_wav",
     "load_audio",
+    "read_audio_bytes",
     "read_training_audio",
     "resample",
     "validate_audio",
@@ -121,6 +122,14 @@ def _read_bounded(uri: str, limits: AudioLimits) -> bytes:
     if len(data) > limits.max_bytes:  # it grew since the stat
         raise AudioRejected("audio_too_large", f"more than {limits.max_bytes} bytes")
     return data
+
+
+def read_audio_bytes(uri: str, limits: AudioLimits) -> bytes:
+    """One record's audio file as stored, if it lies under `limits.roots` and within
+    `limits.max_bytes`; else `AudioRejected` with the reason (what `stt-flywheel ui` plays)."""
+    if not _inside_roots(uri, limits.roots):
+        raise AudioRejected("audio_outside_roots", f"{uri} is not under the store or dataset.audio_roots")
+    return _read_bounded(uri, limits)
 
 
 def read_training_audio(uri: str, limits: AudioLimits) -> DecodedAudio:

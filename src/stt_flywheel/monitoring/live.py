@@ -42,6 +42,7 @@ __all__ = [
     "LiveRow",
     "capped",
     "daily_trend",
+    "hourly_trend",
     "live_quality",
     "read_live",
     "trend_start",
@@ -280,12 +281,49 @@ def daily_trend(
     predictions a day."""
     now = now or datetime.now(UTC)
     first = trend_start(now, days)
+    rows = read_live(store, first, now, now) if rows is None else rows
+    points = _trend(rows, first, now, now, "day", label_window, normalizer, max_per_user)
+    return [{"day": p.pop("at"), **p} for p in points]
+
+
+def hourly_trend(
+    store: ErrorStore,
+    *,
+    start: datetime,
+    end: datetime,
+    now: datetime | None = None,
+    label_window: timedelta = timedelta(hours=24),
+    normalizer: str = DEFAULT_SCORING_NORMALIZER,
+    max_per_user: int | None = None,
+) -> list[dict[str, Any]]:
+    """Per hour (UTC, `at` its start) and version over [start, end): what `daily_trend` gives per
+    day, each user counting with at most `max_per_user` predictions an hour."""
+    now = now or datetime.now(UTC)
+    rows = read_live(store, start, end, now)
+    return _trend(rows, start, end, now, "hour", label_window, normalizer, max_per_user)
+
+
+def _trend(
+    rows: Sequence[LiveRow],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    bucket: str,
+    label_window: timedelta,
+    normalizer: str,
+    max_per_user: int | None,
+) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[LiveRow]] = defaultdict(list)
-    for r in read_live(store, first, now, now) if rows is None else rows:
-        if first <= r.predicted_at < now:
-            groups[(r.predicted_at.date().isoformat(), r.version)].append(r)
+    for r in rows:
+        if start <= r.predicted_at < end:
+            at = (
+                r.predicted_at.date().isoformat()
+                if bucket == "day"
+                else r.predicted_at.strftime("%Y-%m-%dT%H:00Z")
+            )
+            groups[(at, r.version)].append(r)
     out = []
-    for (day, version), group in sorted(groups.items()):
+    for (at, version), group in sorted(groups.items()):
         q = _measure(
             version,
             group,
@@ -300,7 +338,7 @@ def daily_trend(
         )
         out.append(
             {
-                "day": day,
+                "at": at,
                 "version": version,
                 "requests": q.requests,
                 "pending": q.pending,

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from stt_flywheel.config import FlywheelConfig
-from stt_flywheel.errors import InputError
+from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.evaluation.metrics import Measured
 from stt_flywheel.run.costs import RunCost, run_cost
 from stt_flywheel.run.entries import (
@@ -213,7 +213,7 @@ def resolve_run(config: FlywheelConfig, ref: str) -> str:
     if matches:
         shown = ", ".join(matches[:5]) + (" …" if len(matches) > 5 else "")
         raise InputError(f"{ref!r} names {len(matches)} runs ({shown}): give more of the id")
-    raise InputError(f"no run {ref!r} under {config.paths.reports} (`runs list` shows the runs)")
+    raise InputNotFound(f"no run {ref!r} under {config.paths.reports} (`runs list` shows the runs)")
 
 
 def summarize_run(config: FlywheelConfig, run_id: str) -> RunSummary:

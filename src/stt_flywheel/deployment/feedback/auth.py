@@ -19,11 +19,11 @@ from pathlib import Path
 
 import httpx
 
-from stt_flywheel.config import FeedbackService
+from stt_flywheel.config import FeedbackService, UiSettings
 from stt_flywheel.config.base import ConfigError
 from stt_flywheel.data.identity import read_secret
 
-__all__ = ["Callers", "RateLimit", "load_keys"]
+__all__ = ["Callers", "PublishedKeys", "RateLimit", "load_keys", "loopback", "port_from_env"]
 
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 
@@ -60,7 +60,9 @@ def load_keys(settings: FeedbackService) -> dict[str, str]:
 
 
 @dataclass
-class _Certs:
+class PublishedKeys:
+    """Signing keys published as `{"kid": "PEM"}` at `url` (Google's ID tokens, IAP's assertions)."""
+
     url: str
     ttl_s: float = 3600.0
     certs: dict[str, str] = field(default_factory=dict)
@@ -88,7 +90,7 @@ class Callers:
         self.keys = keys
         self.audience = settings.audience
         self.accounts = dict(settings.callers)
-        self._certs = _Certs(settings.certs_url)
+        self._certs = PublishedKeys(settings.certs_url)
 
     @property
     def open(self) -> bool:
@@ -148,7 +150,7 @@ def loopback(host: str) -> bool:
     return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
 
 
-def port_from_env(settings: FeedbackService) -> int:
+def port_from_env(settings: FeedbackService | UiSettings) -> int:
     """Cloud Run's `PORT` wins over the config."""
     value = os.environ.get("PORT", "")
     return int(value) if value.isdigit() and 0 < int(value) < 65536 else settings.port

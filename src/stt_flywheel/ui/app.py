@@ -1,0 +1,262 @@
+"""`stt-flywheel ui`: one place to see the wheel, served (like `mlflow ui` or `tensorboard`).
+
+Server-rendered pages without scripts, read from the store, the ledgers and the registry on each
+request. People's audio and words are on these pages, so the server listens on loopback, or
+behind Identity-Aware Proxy with each request's signed assertion checked. A form that changes
+something (a review decision) is accepted only from a page of this server (its `Origin`), and is
+recorded with who made it.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, quote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from stt_flywheel.config import FlywheelConfig
+from stt_flywheel.config.serving import IAP_ISSUER
+from stt_flywheel.data.audio import AudioLimits, AudioRejected, read_audio_bytes
+from stt_flywheel.data.error_store import open_error_store
+from stt_flywheel.data.review import Screen, held_corrections
+from stt_flywheel.deployment.body_limit import BodyLimit
+from stt_flywheel.deployment.feedback.auth import PublishedKeys, loopback
+from stt_flywheel.errors import FlywheelError, InputError, InputNotFound
+from stt_flywheel.monitoring.status import SystemStatus, system_status
+from stt_flywheel.run.approval import who
+from stt_flywheel.run.ledger import REPORT_TYPES
+from stt_flywheel.run.review import review
+from stt_flywheel.run.summary import resolve_run
+from stt_flywheel.storage.objectstore import join_uri, open_store
+from stt_flywheel.ui import overview, people, runs
+from stt_flywheel.ui.kit import frame, markdown, para
+from stt_flywheel.ui.queries import find_prediction
+
+__all__ = ["SECURITY_HEADERS", "create_app"]
+
+MAX_FORM_BYTES = 16_384  # a review decision: an id, a word and a reason
+
+# No script runs on these pages, nothing is framed, nothing leaves for another site.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "media-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers=SECURITY_HEADERS)
+
+
+class _Identity:
+    """Who a request comes from: the IAP assertion's email behind IAP, else this machine's user."""
+
+    def __init__(self, config: FlywheelConfig) -> None:
+        self.audience = config.ui.iap_audience
+        self.keys = PublishedKeys(config.ui.iap_certs_url)
+
+    def of(self, request: Request) -> str | None:
+        if not self.audience:
+            return who()
+        token = request.headers.get("x-goog-iap-jwt-assertion", "")
+        if token.count(".") != 2:
+            return None
+        import httpx
+        from google.auth import exceptions, jwt
+
+        try:
+            kid = jwt.decode_header(token).get("kid")
+            claims = jwt.decode(
+                token, certs=self.keys.get(kid), audience=self.audience, clock_skew_in_seconds=30
+            )
+        except (ValueError, exceptions.GoogleAuthError, httpx.HTTPError):
+            return None
+        email = claims.get("email")
+        return str(email) if claims.get("iss") == IAP_ISSUER and email else None
+
+
+def create_app(config: FlywheelConfig, *, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The dashboard's app; `allowed_hosts` are the names a request's `Host` may carry (None: any,
+    which `ui` allows only behind IAP)."""
+    identity = _Identity(config)
+
+    def view(now: datetime | None = None) -> SystemStatus:
+        return system_status(config, now=now)
+
+    def held() -> int:
+        return sum(1 for _ in held_corrections(open_error_store(config), Screen.of(config)))
+
+    def home(request: Request) -> Response:
+        return _html(overview.home_page(config, view(), held()))
+
+    def versions(request: Request) -> Response:
+        return _html(overview.versions_page(config, view()))
+
+    def version(request: Request) -> Response:
+        return _html(overview.version_page(config, view(), int(request.path_params["version"])))
+
+    def canaries(request: Request) -> Response:
+        return _html(overview.canaries_page(config))
+
+    def live(request: Request) -> Response:
+        now = datetime.now(UTC)
+        q = request.query_params
+        start, end = overview.parse_window(q.get("hours"), q.get("since"), q.get("until"), now)
+        return _html(overview.live_page(config, start, end, now))
+
+    def runs_list(request: Request) -> Response:
+        return _html(runs.runs_page(config))
+
+    def run(request: Request) -> Response:
+        ref = request.path_params["run"]
+        run_id = resolve_run(config, ref)
+        if run_id != ref:  # `latest` or a prefix: the page's own address names the run
+            return RedirectResponse(f"/runs/{quote(run_id)}", status_code=302)
+        return _html(runs.run_page(config, run_id))
+
+    def validation(request: Request) -> Response:
+        return _html(runs.validation_page(config, request.path_params["run"]))
+
+    def run_report(request: Request) -> Response:
+        run_id, stage = resolve_run(config, request.path_params["run"]), request.path_params["stage"]
+        if stage not in REPORT_TYPES:
+            raise InputNotFound(f"no stage {stage!r}: one of {', '.join(REPORT_TYPES)}")
+        return _report(config, f"{run_id}/{stage}.{REPORT_TYPES[stage]}")
+
+    def report(request: Request) -> Response:
+        return _report(config, request.path_params["key"])
+
+    def dataset(request: Request) -> Response:
+        return _html(runs.dataset_page(config, request.path_params["version"]))
+
+    def utterance(request: Request) -> Response:
+        return _html(people.utterance_page(config, request.path_params["pid"]))
+
+    def audio(request: Request) -> Response:
+        return _audio(config, request.path_params["pid"])
+
+    def review_queue(request: Request) -> Response:
+        return _html(people.review_page(config, request.query_params.get("done", "")))
+
+    async def review_decision(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            return _html(
+                frame(
+                    "Refused", [para("A review decision is taken only from this server's own review page.")]
+                ),
+                403,
+            )
+        by = identity.of(request)
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))  # BodyLimit bounds it
+        decision, reason = (form.get(k, [""])[0] for k in ("decision", "reason"))
+        if decision not in ("accept", "reject"):
+            raise InputError("decision is accept or reject")
+        pid = request.path_params["pid"]
+        await run_in_threadpool(review, config, [pid], accept=decision == "accept", reason=reason, by=str(by))
+        done = f"{pid}: {decision}ed by {by}"
+        return RedirectResponse(f"/review?done={quote(done)}", status_code=303)
+
+    def health(request: Request) -> Response:
+        return Response("ok", media_type="text/plain")
+
+    routes = [
+        Route("/", home),
+        Route("/versions", versions),
+        Route("/versions/{version:int}", version),
+        Route("/canaries", canaries),
+        Route("/live", live),
+        Route("/runs", runs_list),
+        Route("/runs/{run}", run),
+        Route("/runs/{run}/validation", validation),
+        Route("/runs/{run}/reports/{stage}", run_report),
+        Route("/reports/{key:path}", report),
+        Route("/datasets/{version}", dataset),
+        Route("/utterances/{pid}", utterance),
+        Route("/audio/{pid}", audio),
+        Route("/review", review_queue),
+        Route("/review/{pid}", review_decision, methods=["POST"]),
+        Route("/healthz", health),
+    ]
+
+    def not_found(request: Request, exc: Exception) -> Response:
+        return _html(frame("Not found", [para(str(exc))]), 404)
+
+    def refused(request: Request, exc: Exception) -> Response:
+        return _html(frame("Cannot show that", [para(str(exc))]), 400)
+
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        checked = identity.audience and request.url.path != "/healthz"
+        if checked and await run_in_threadpool(identity.of, request) is None:
+            return _html(
+                frame("Refused", [para("This dashboard is reached through Identity-Aware Proxy.")]), 401
+            )
+        return await call_next(request)
+
+    middleware = [Middleware(BodyLimit, limit=MAX_FORM_BYTES), Middleware(BaseHTTPMiddleware, dispatch=guard)]
+    if allowed_hosts is not None:
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={InputNotFound: not_found, FlywheelError: refused},
+    )
+
+
+def _report(config: FlywheelConfig, key: str) -> Response:
+    """A file under `paths.reports` (a kept stage report, a monitor report, a ledger entry) as what
+    it is: HTML as a page, Markdown rendered into one, JSON as JSON."""
+    clean = posixpath.normpath(key)
+    if clean.startswith(("/", "..")) or clean != key or "\\" in key:
+        raise InputNotFound(f"no report {key!r}")
+    found = open_store(config.paths.reports).read(clean)
+    if found is None:
+        raise InputNotFound(f"no report {clean} under {config.paths.reports}")
+    if clean.endswith(".md"):
+        title = clean.rsplit("/", 1)[-1]
+        return _html(frame(title, [markdown(found.data.decode("utf-8", "replace"))], here="/runs"))
+    kind = mimetypes.guess_type(clean)[0] or "application/octet-stream"
+    if kind == "text/html":
+        kind += "; charset=utf-8"
+    return Response(found.data, media_type=kind, headers=SECURITY_HEADERS)
+
+
+def _audio(config: FlywheelConfig, prediction_id: str) -> Response:
+    """One prediction's audio as stored, if it lies in the store or under `dataset.audio_roots`."""
+    store = open_error_store(config)
+    prediction = find_prediction(store, prediction_id)
+    if prediction is None or not prediction["audio_uri"]:
+        raise InputNotFound(f"no audio for prediction {prediction_id}")
+    uri = prediction["audio_uri"]
+    roots = (join_uri(store.root, "audio"), *config.dataset.audio_roots)
+    try:
+        data = read_audio_bytes(uri, AudioLimits(roots, config.dataset.max_audio_bytes))
+    except AudioRejected as exc:
+        raise InputNotFound(f"the audio of {prediction_id} cannot be played: {exc}") from None
+    kind = mimetypes.guess_type(uri)[0] or "application/octet-stream"
+    return Response(data, media_type=kind, headers=SECURITY_HEADERS)
+
+
+def serve(config: FlywheelConfig, host: str, port: int) -> None:
+    """Listen until interrupted; beyond loopback only with IAP's assertions checked."""
+    import uvicorn
+
+    if not loopback(host) and not config.ui.iap_audience:
+        raise InputError(
+            f"refusing to serve people's audio and words on {host} with nobody checked: listen on 127.0.0.1, "
+            "or put Identity-Aware Proxy in front and set ui.iap_audience"
+        )
+    hosts = None if config.ui.iap_audience else ["127.0.0.1", "localhost", "[::1]", "::1", host]
+    uvicorn.run(create_app(config, allowed_hosts=hosts), host=host, port=port, log_level="warning")

@@ -198,10 +198,14 @@ def _browser(width: int):  # type: ignore[no-untyped-def]
         "--no-sandbox",
         "--disable-gpu",
         "--autoplay-policy=no-user-gesture-required",
-        f"--window-size={width},1000",
+        "--window-size=1280,1000",
     ):
         options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    if width < 1280:  # a window is never narrower than 500 px: a phone's viewport is emulated
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": 844}})
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    assert browser.execute_script("return window.innerWidth") == width
+    return browser
 
 
 def _no_sideways_scroll(browser, name: str) -> None:  # type: ignore[no-untyped-def]

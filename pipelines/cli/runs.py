@@ -30,8 +30,8 @@ def runs_list(
     limit: Annotated[int, typer.Option(min=1, help="The newest this many runs.")] = 20,
 ) -> None:
     """Every run that got past its trigger check, newest first, with what each stage decided."""
-    from stt_flywheel.monitoring.status import run_outcome
     from stt_flywheel.run.ledger import STAGES, list_runs
+    from stt_flywheel.run.summary import run_outcome
 
     cfg = load(config, reads_state=True)
     runs = [run_outcome(cfg, r) for r in list_runs(cfg)[-limit:]][::-1]

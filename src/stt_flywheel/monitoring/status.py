@@ -15,19 +15,18 @@ from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.deployment.registry import AuditEntry
 from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quality, read_live, trend_start
 from stt_flywheel.run.approval import list_proposals
-from stt_flywheel.run.costs import MonthlyCost, monthly_cost, run_cost
+from stt_flywheel.run.costs import MonthlyCost, monthly_cost
 from stt_flywheel.run.entries import TriggerEntry
 from stt_flywheel.run.ledger import list_runs, read_run
+from stt_flywheel.run.summary import RunOutcome, run_outcome
 from stt_flywheel.run.trigger import check_trigger
 from stt_flywheel.storage.objectstore import open_store
 
 __all__ = [
     "TREND_DAYS",
-    "RunOutcome",
     "SystemStatus",
     "fraction_interval",
     "percent_interval",
-    "run_outcome",
     "shared_figures",
     "system_status",
 ]
@@ -37,15 +36,6 @@ TREND_DAYS = 14
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RunOutcome(_Model):
-    """One run in a line per stage: what each stage that ran decided (None: it did not run)."""
-
-    run_id: str
-    checked_at: datetime | None
-    stages: dict[str, str | None]
-    cost: float | None = None  # estimated, from its measured stages (`RunCost.total`)
 
 
 class LastMonitor(_Model):
@@ -142,31 +132,6 @@ def fraction_interval(value: dict[str, Any] | None) -> str:
     return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
 
 
-def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
-    """One run in a line per stage: what each stage that ran decided."""
-    ledger = read_run(config, run_id)
-    cost = run_cost(config, run_id)
-    trigger, dataset, deploy = ledger.trigger, ledger.dataset, ledger.deploy
-    validation, regression = ledger.validation, ledger.regression
-    return RunOutcome.model_validate(
-        {
-            "run_id": run_id,
-            "checked_at": trigger.checked_at if trigger else None,
-            "stages": {
-                "trigger": trigger.summary if trigger else None,
-                "dataset": (dataset.usable_reason if dataset.usable else f"unusable: {dataset.usable_reason}")
-                if dataset
-                else None,
-                "train": "trained" if ledger.train else None,
-                "validation": ("passed" if validation.passed else "rejected") if validation else None,
-                "regression": ("passed" if regression.passed else "rejected") if regression else None,
-                "deploy": f"{deploy.action} (version {deploy.version})" if deploy else None,
-            },
-            "cost": cost.total if cost else None,
-        }
-    )
-
-
 def shared_figures(config: FlywheelConfig, run_ids: list[str]) -> dict[int, dict[str, float]]:
     """Each version's WER on the sets all versions share, from the runs that measured it: as a
     run's production (its trigger's version) or as the candidate its deploy stage registered.
@@ -224,7 +189,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         now=now,
         label_window=config.feedback.label_window,
         normalizer=config.validation.normalizer,
-        slice_by=config.validation.slice_by,
+        slice_by=(),  # by version only: the monitor's reports and `live` break it down further
         resamples=config.validation.bootstrap_resamples,
         rows=rows,
         max_per_user=config.monitor.max_predictions_per_user,

@@ -4,6 +4,7 @@ serves *now* is `status`'s business); kept beside the ledger as `summary.json` w
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -26,7 +27,15 @@ from stt_flywheel.run.ledger import RunLedger, list_runs, read_run, run_reports
 from stt_flywheel.storage.files import dump_json
 from stt_flywheel.storage.objectstore import join_uri, open_store
 
-__all__ = ["RunSummary", "read_summary", "resolve_run", "summarize_run", "write_summary"]
+__all__ = [
+    "RunOutcome",
+    "RunSummary",
+    "read_summary",
+    "resolve_run",
+    "run_outcome",
+    "summarize_run",
+    "write_summary",
+]
 
 SUMMARY = "summary.json"
 
@@ -117,6 +126,15 @@ class RegistrySummary(_Model):
     aliases: dict[str, int]
     versions: list[int]
     traffic: dict[str, int] = {}  # version → percent, where the deploy stage looked
+
+
+class RunOutcome(_Model):
+    """One run in a line per stage: what each stage that ran decided (None: it did not run)."""
+
+    run_id: str
+    checked_at: datetime | None
+    stages: dict[str, str | None]
+    cost: float | None = None  # estimated, from its measured stages (`RunCost.total`)
 
 
 class RunSummary(_Model):
@@ -265,3 +283,28 @@ def read_summary(config: FlywheelConfig, run_id: str) -> RunSummary | None:
     """The summary kept when the run ended, or None for a run that has none."""
     found = open_store(config.paths.reports).read(f"{run_id}/{SUMMARY}")
     return RunSummary.model_validate_json(found.data) if found else None
+
+
+def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
+    """One run in a line per stage: what each stage that ran decided."""
+    ledger = read_run(config, run_id)
+    cost = run_cost(config, run_id)
+    trigger, dataset, deploy = ledger.trigger, ledger.dataset, ledger.deploy
+    validation, regression = ledger.validation, ledger.regression
+    return RunOutcome.model_validate(
+        {
+            "run_id": run_id,
+            "checked_at": trigger.checked_at if trigger else None,
+            "stages": {
+                "trigger": trigger.summary if trigger else None,
+                "dataset": (dataset.usable_reason if dataset.usable else f"unusable: {dataset.usable_reason}")
+                if dataset
+                else None,
+                "train": "trained" if ledger.train else None,
+                "validation": ("passed" if validation.passed else "rejected") if validation else None,
+                "regression": ("passed" if regression.passed else "rejected") if regression else None,
+                "deploy": f"{deploy.action} (version {deploy.version})" if deploy else None,
+            },
+            "cost": cost.total if cost else None,
+        }
+    )

@@ -12,12 +12,11 @@ import orjson
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.errors import InputNotFound
-from stt_flywheel.monitoring.status import run_outcome
 from stt_flywheel.reporting import table
 from stt_flywheel.run.entries import DatasetEntry, ValidationEntry
 from stt_flywheel.run.ledger import STAGES, list_runs, read_ledger
 from stt_flywheel.run.lineage import dataset_dir
-from stt_flywheel.run.summary import RunSummary, resolve_run, summarize_run
+from stt_flywheel.run.summary import RunSummary, resolve_run, run_outcome, summarize_run
 from stt_flywheel.ui.kit import Html, facts, frame, link, para, scrolling, section
 from stt_flywheel.ui.overview import report_link
 from stt_flywheel.ui.queries import dataset_runs

@@ -203,13 +203,12 @@ def _browser(width: int):  # type: ignore[no-untyped-def]
         options.add_argument(flag)
     if width < 1280:  # a window is never narrower than 500 px: a phone's viewport is emulated
         options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": 844}})
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
-    assert browser.execute_script("return window.innerWidth") == width
-    return browser
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
 
 
-def _no_sideways_scroll(browser, name: str) -> None:  # type: ignore[no-untyped-def]
+def _no_sideways_scroll(browser, name: str, width: int) -> None:  # type: ignore[no-untyped-def]
     wide, inner = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert inner == width, f"{name}: laid out {inner} px wide, not {width}"  # the viewport tag is honoured
     assert wide <= inner, f"{name}: {wide} px of page in a {inner} px window"
 
 
@@ -278,14 +277,14 @@ def test_a_person_walks_from_the_headline_to_an_utterance_and_back_in_chromium(
                 visited.append(url + path)
             for page in visited:
                 browser.get(page)
-                _no_sideways_scroll(browser, page)
+                _no_sideways_scroll(browser, page, 1280)
         finally:
             browser.quit()
         phone = _browser(390)
         try:
             for n, page in enumerate(visited):
                 phone.get(page)
-                _no_sideways_scroll(phone, page)
+                _no_sideways_scroll(phone, page, 390)
                 phone.save_screenshot(str(tmp_path / f"phone-{n}.png"))
         finally:
             phone.quit()

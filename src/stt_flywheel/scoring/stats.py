@@ -8,18 +8,18 @@
 - `mapsswe`: NIST's matched-pair sentence-segment word error test (Gillick & Cox, 1989) on segments
   cut at runs of words both systems got right.
 - `holm`: Holm's step-down adjustment when several hypotheses are tested at once.
-- `proportion_difference`, `ratio_difference`: two *independent* groups (a canary and the default
-  on the same window of traffic): a difference of proportions with Newcombe's hybrid score interval,
-  and a difference of ratios of sums (WER) by a percentile bootstrap that resamples each group.
-  Given `clusters` (the requester of each prediction), `bootstrap_ratio` and `ratio_difference`
-  resample whole clusters (Field & Welsh, 2007): one user's many predictions are one draw, so a
-  flood from a few users widens the interval instead of narrowing it. `cluster_sums` is the step
-  that makes a cluster bootstrap out of the unit one: a ratio of sums is the same over per-cluster
-  sums, and resampling those rows resamples clusters.
+- `proportion_difference`, `ratio_difference`: two *independent* groups (a canary and the default on the
+  same window of traffic): a difference of proportions with Newcombe's hybrid score interval, and a
+  difference of ratios of sums (WER) by a percentile bootstrap that resamples each group. Given `clusters`
+  (the requester of each prediction), `bootstrap_ratio` and `ratio_difference` resample whole clusters
+  (Field & Welsh, 2007): one user's many predictions are one draw, so a flood from a few users widens the
+  interval. `cluster_sums` makes a cluster bootstrap of the unit one: a ratio of sums is the same over
+  per-cluster sums, and resampling those rows resamples clusters.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:  # scipy.stats (~0.3 s) and numba load where a test runs, not where a ledger is read
+if TYPE_CHECKING:  # numba (the alignments), like scipy.stats (`_sps`), loads where a test runs
     from stt_flywheel.scoring.alignment import Alignment
 
 Counts = Sequence[int] | np.ndarray
@@ -76,6 +76,10 @@ class PairedTest:
         return asdict(self)
 
 
+def _sps() -> Any:
+    return importlib.import_module("scipy.stats")
+
+
 def _result(
     name: str, p_value: float, statistic: float, diff: np.ndarray, alternative: Alternative
 ) -> PairedTest:
@@ -85,8 +89,7 @@ def _result(
 
 
 def _diff(candidate_errors: Counts, production_errors: Counts) -> np.ndarray:
-    cand = np.asarray(candidate_errors, dtype=float)
-    prod = np.asarray(production_errors, dtype=float)
+    cand, prod = np.asarray(candidate_errors, dtype=float), np.asarray(production_errors, dtype=float)
     if cand.shape != prod.shape:
         raise ValueError("candidate and production error lists differ in length")
     return cand - prod
@@ -98,18 +101,16 @@ def paired_wilcoxon(
     """Wilcoxon signed-rank test on per-utterance error counts; by default one-sided (the candidate
     makes fewer errors), two-sided with `alternative="two-sided"`.
 
-    Utterances where both models make the same number of errors carry no evidence (Wilcox's zero
-    method). With no differing utterance at all the p-value is 1: nothing supports a change. An
-    empty input gives NaN, which every gate treats as a rejection.
+    Utterances where both models make the same number of errors carry no evidence (Wilcox's zero method).
+    With no differing utterance at all the p-value is 1: nothing supports a change. An empty input
+    gives NaN, which every gate treats as a rejection.
     """
     diff = _diff(candidate_errors, production_errors)
     if len(diff) == 0:
         return _result("wilcoxon_signed_rank", math.nan, math.nan, diff, alternative)
     if not diff.any():
         return _result("wilcoxon_signed_rank", 1.0, 0.0, diff, alternative)
-    from scipy import stats as sps
-
-    res = sps.wilcoxon(diff[diff != 0], alternative=alternative, zero_method="wilcox")
+    res = _sps().wilcoxon(diff[diff != 0], alternative=alternative, zero_method="wilcox")
     return _result("wilcoxon_signed_rank", float(res.pvalue), float(res.statistic), diff, alternative)
 
 
@@ -122,9 +123,7 @@ def paired_t_test(
         return _result("paired_t", math.nan, math.nan, diff, alternative)
     if not diff.any():
         return _result("paired_t", 1.0, 0.0, diff, alternative)
-    from scipy import stats as sps
-
-    res = sps.ttest_1samp(diff, 0.0, alternative=alternative)
+    res = _sps().ttest_1samp(diff, 0.0, alternative=alternative)
     return _result("paired_t", float(res.pvalue), float(res.statistic), diff, alternative)
 
 
@@ -211,9 +210,8 @@ def mapsswe(a: Sequence[Alignment], b: Sequence[Alignment], alternative: Alterna
         w = math.copysign(math.inf, z.mean()) if z.mean() else 0.0
     else:
         w = float(z.mean() / (sd / math.sqrt(len(z))))
-    from scipy import stats as sps
-
-    p = float(2 * sps.norm.sf(abs(w))) if alternative == "two-sided" else float(sps.norm.cdf(w))
+    norm = _sps().norm
+    p = float(2 * norm.sf(abs(w))) if alternative == "two-sided" else float(norm.cdf(w))
     if sd == 0 and w == 0.0:
         p = 1.0  # every segment equal: nothing supports a difference
     return _result("mapsswe", p, w, z, alternative)
@@ -337,8 +335,7 @@ def cluster_sums(
     numerators: Counts, denominators: Counts, clusters: Sequence[str] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Numerators and denominators summed per cluster (unchanged without `clusters`)."""
-    num = np.asarray(numerators, dtype=np.float64)
-    den = np.asarray(denominators, dtype=np.float64)
+    num, den = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)
     if clusters is None:
         return num, den
     if len(clusters) != len(num):

@@ -87,131 +87,135 @@ class _Identity:
         return str(email) if claims.get("iss") == IAP_ISSUER and email else None
 
 
-def create_app(config: FlywheelConfig, *, allowed_hosts: list[str] | None = None) -> Starlette:
-    """The dashboard's app; `allowed_hosts` are the names a request's `Host` may carry (None: any,
-    which `ui` allows only behind IAP)."""
-    identity = _Identity(config)
+class _Pages:
+    """Each route's handler over one config: read, render, answer."""
 
-    def view(now: datetime | None = None) -> SystemStatus:
-        return system_status(config, now=now)
+    def __init__(self, config: FlywheelConfig) -> None:
+        self.config = config
+        self.identity = _Identity(config)
 
-    def held() -> int:
-        return sum(1 for _ in held_corrections(open_error_store(config), Screen.of(config)))
+    def view(self) -> SystemStatus:
+        return system_status(self.config)
 
-    def home(request: Request) -> Response:
-        return _html(overview.home_page(config, view(), held()))
+    def home(self, request: Request) -> Response:
+        held = sum(1 for _ in held_corrections(open_error_store(self.config), Screen.of(self.config)))
+        return _html(overview.home_page(self.config, self.view(), held))
 
-    def versions(request: Request) -> Response:
-        return _html(overview.versions_page(config, view()))
+    def versions(self, request: Request) -> Response:
+        return _html(overview.versions_page(self.config, self.view()))
 
-    def version(request: Request) -> Response:
-        return _html(overview.version_page(config, view(), int(request.path_params["version"])))
+    def version(self, request: Request) -> Response:
+        return _html(overview.version_page(self.config, self.view(), int(request.path_params["version"])))
 
-    def canaries(request: Request) -> Response:
-        return _html(overview.canaries_page(config))
+    def canaries(self, request: Request) -> Response:
+        return _html(overview.canaries_page(self.config))
 
-    def live(request: Request) -> Response:
-        now = datetime.now(UTC)
-        q = request.query_params
+    def live(self, request: Request) -> Response:
+        now, q = datetime.now(UTC), request.query_params
         start, end = overview.parse_window(q.get("hours"), q.get("since"), q.get("until"), now)
-        return _html(overview.live_page(config, start, end, now))
+        return _html(overview.live_page(self.config, start, end, now))
 
-    def runs_list(request: Request) -> Response:
-        return _html(runs.runs_page(config))
+    def runs(self, request: Request) -> Response:
+        return _html(runs.runs_page(self.config))
 
-    def run(request: Request) -> Response:
+    def run(self, request: Request) -> Response:
         ref = request.path_params["run"]
-        run_id = resolve_run(config, ref)
+        run_id = resolve_run(self.config, ref)
         if run_id != ref:  # `latest` or a prefix: the page's own address names the run
             return RedirectResponse(f"/runs/{quote(run_id)}", status_code=302)
-        return _html(runs.run_page(config, run_id))
+        return _html(runs.run_page(self.config, run_id))
 
-    def validation(request: Request) -> Response:
-        return _html(runs.validation_page(config, request.path_params["run"]))
+    def validation(self, request: Request) -> Response:
+        return _html(runs.validation_page(self.config, request.path_params["run"]))
 
-    def run_report(request: Request) -> Response:
-        run_id, stage = resolve_run(config, request.path_params["run"]), request.path_params["stage"]
+    def run_report(self, request: Request) -> Response:
+        run_id, stage = resolve_run(self.config, request.path_params["run"]), request.path_params["stage"]
         if stage not in REPORT_TYPES:
             raise InputNotFound(f"no stage {stage!r}: one of {', '.join(REPORT_TYPES)}")
-        return _report(config, f"{run_id}/{stage}.{REPORT_TYPES[stage]}")
+        return _report(self.config, f"{run_id}/{stage}.{REPORT_TYPES[stage]}")
 
-    def report(request: Request) -> Response:
-        return _report(config, request.path_params["key"])
+    def report(self, request: Request) -> Response:
+        return _report(self.config, request.path_params["key"])
 
-    def dataset(request: Request) -> Response:
-        return _html(runs.dataset_page(config, request.path_params["version"]))
+    def dataset(self, request: Request) -> Response:
+        return _html(runs.dataset_page(self.config, request.path_params["version"]))
 
-    def utterance(request: Request) -> Response:
-        return _html(people.utterance_page(config, request.path_params["pid"]))
+    def utterance(self, request: Request) -> Response:
+        return _html(people.utterance_page(self.config, request.path_params["pid"]))
 
-    def audio(request: Request) -> Response:
-        return _audio(config, request.path_params["pid"])
+    def audio(self, request: Request) -> Response:
+        return _audio(self.config, request.path_params["pid"])
 
-    def review_queue(request: Request) -> Response:
-        return _html(people.review_page(config, request.query_params.get("done", "")))
+    def review_queue(self, request: Request) -> Response:
+        return _html(people.review_page(self.config, request.query_params.get("done", "")))
 
-    async def review_decision(request: Request) -> Response:
-        origin = request.headers.get("origin")
-        if origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
-            return _html(
-                frame(
-                    "Refused", [para("A review decision is taken only from this server's own review page.")]
-                ),
-                403,
-            )
-        by = identity.of(request)
+    async def review_decision(self, request: Request) -> Response:
+        """Accept or reject one held correction, from this server's own review page only."""
+        if request.headers.get("origin") != f"{request.url.scheme}://{request.headers.get('host', '')}":
+            refusal = "A review decision is taken only from this server's own review page."
+            return _html(frame("Refused", [para(refusal)]), 403)
+        by = await run_in_threadpool(self.identity.of, request)
         form = parse_qs((await request.body()).decode("utf-8", "replace"))  # BodyLimit bounds it
         decision, reason = (form.get(k, [""])[0] for k in ("decision", "reason"))
         if decision not in ("accept", "reject"):
             raise InputError("decision is accept or reject")
         pid = request.path_params["pid"]
-        await run_in_threadpool(review, config, [pid], accept=decision == "accept", reason=reason, by=str(by))
-        done = f"{pid}: {decision}ed by {by}"
-        return RedirectResponse(f"/review?done={quote(done)}", status_code=303)
+        await run_in_threadpool(
+            review, self.config, [pid], accept=decision == "accept", reason=reason, by=str(by)
+        )
+        return RedirectResponse(f"/review?done={quote(f'{pid}: {decision}ed by {by}')}", status_code=303)
 
-    def health(request: Request) -> Response:
-        return Response("ok", media_type="text/plain")
-
-    routes = [
-        Route("/", home),
-        Route("/versions", versions),
-        Route("/versions/{version:int}", version),
-        Route("/canaries", canaries),
-        Route("/live", live),
-        Route("/runs", runs_list),
-        Route("/runs/{run}", run),
-        Route("/runs/{run}/validation", validation),
-        Route("/runs/{run}/reports/{stage}", run_report),
-        Route("/reports/{key:path}", report),
-        Route("/datasets/{version}", dataset),
-        Route("/utterances/{pid}", utterance),
-        Route("/audio/{pid}", audio),
-        Route("/review", review_queue),
-        Route("/review/{pid}", review_decision, methods=["POST"]),
-        Route("/healthz", health),
-    ]
-
-    def not_found(request: Request, exc: Exception) -> Response:
-        return _html(frame("Not found", [para(str(exc))]), 404)
-
-    def refused(request: Request, exc: Exception) -> Response:
-        return _html(frame("Cannot show that", [para(str(exc))]), 400)
-
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        checked = identity.audience and request.url.path != "/healthz"
-        if checked and await run_in_threadpool(identity.of, request) is None:
-            return _html(
-                frame("Refused", [para("This dashboard is reached through Identity-Aware Proxy.")]), 401
-            )
+    async def guard(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Behind IAP, nothing but the health check without a verified assertion."""
+        checked = self.identity.audience and request.url.path != "/healthz"
+        if checked and await run_in_threadpool(self.identity.of, request) is None:
+            refusal = "This dashboard is reached through Identity-Aware Proxy."
+            return _html(frame("Refused", [para(refusal)]), 401)
         return await call_next(request)
 
-    middleware = [Middleware(BodyLimit, limit=MAX_FORM_BYTES), Middleware(BaseHTTPMiddleware, dispatch=guard)]
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.home),
+            Route("/versions", self.versions),
+            Route("/versions/{version:int}", self.version),
+            Route("/canaries", self.canaries),
+            Route("/live", self.live),
+            Route("/runs", self.runs),
+            Route("/runs/{run}", self.run),
+            Route("/runs/{run}/validation", self.validation),
+            Route("/runs/{run}/reports/{stage}", self.run_report),
+            Route("/reports/{key:path}", self.report),
+            Route("/datasets/{version}", self.dataset),
+            Route("/utterances/{pid}", self.utterance),
+            Route("/audio/{pid}", self.audio),
+            Route("/review", self.review_queue),
+            Route("/review/{pid}", self.review_decision, methods=["POST"]),
+            Route("/healthz", lambda request: Response("ok", media_type="text/plain")),
+        ]
+
+
+def _not_found(request: Request, exc: Exception) -> Response:
+    return _html(frame("Not found", [para(str(exc))]), 404)
+
+
+def _cannot(request: Request, exc: Exception) -> Response:
+    return _html(frame("Cannot show that", [para(str(exc))]), 400)
+
+
+def create_app(config: FlywheelConfig, *, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The dashboard's app; `allowed_hosts` are the names a request's `Host` may carry (None: any,
+    which `ui` allows only behind IAP)."""
+    pages = _Pages(config)
+    middleware = [
+        Middleware(BodyLimit, limit=MAX_FORM_BYTES),
+        Middleware(BaseHTTPMiddleware, dispatch=pages.guard),
+    ]
     if allowed_hosts is not None:
         middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
     return Starlette(
-        routes=routes,
+        routes=pages.routes(),
         middleware=middleware,
-        exception_handlers={InputNotFound: not_found, FlywheelError: refused},
+        exception_handlers={InputNotFound: _not_found, FlywheelError: _cannot},
     )
 
 

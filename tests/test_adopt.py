@@ -118,8 +118,8 @@ def test_the_adopt_page_followed_with_a_whisper_from_a_bucket(
         manifests.mkdir(parents=True)
         for name, source, n in (
             ("replay", "replay", 16),
-            ("eval", "eval", 8),
-            ("general", "suite-general", 8),
+            ("eval", "eval", 4),  # an untrained Whisper writes to its token cap: few, to keep CI short
+            ("general", "suite-general", 4),
         ):
             write_manifest(manifests / f"{name}.jsonl", read_manifest(world[source])[:n])
 

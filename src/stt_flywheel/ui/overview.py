@@ -25,6 +25,7 @@ from stt_flywheel.ui.queries import serving_changes
 __all__ = ["canaries_page", "home_page", "live_page", "report_link", "version_page", "versions_page"]
 
 MAX_WINDOW = timedelta(days=90)
+MARKED = ("deploy", "promote", "rollback")  # drawn on the plot; every change is in the table
 
 
 def report_link(config: FlywheelConfig, uri: str | None, text: str = "report") -> Any:
@@ -47,14 +48,12 @@ def _since(entries: list[AuditEntry], version: int) -> AuditEntry | None:
 
 
 def _said(entry: AuditEntry) -> str:
+    """Who made a change and why, as the audit entry says it."""
     d = entry.detail
     why = d.get("summary") or d.get("reason") or ""
-    who = (
-        "the monitor"
-        if entry.action.startswith("monitor_")
-        else ("a pipeline run" if entry.action == "deploy" else "")
-    )
-    return f"{entry.action}" + (f" by {who}" if who else "") + (f": {why}" if why else "")
+    if entry.action.startswith("monitor_"):
+        return f"the monitor decided: {why}"
+    return f"{entry.action}: {why}" if why else entry.action
 
 
 def home_page(config: FlywheelConfig, view: SystemStatus, held: int) -> str:
@@ -283,11 +282,8 @@ def live_page(config: FlywheelConfig, start: datetime, end: datetime, now: datet
         max_per_user=config.monitor.max_predictions_per_user,
     )
     registry, _ = open_deployment(config)
-    marks = [
-        e
-        for e in serving_changes(registry)
-        if start <= e.at < end and (not e.action.startswith("monitor_") or e.detail.get("acted"))
-    ]
+    changes = [e for e in serving_changes(registry) if start <= e.at < end]
+    marks = [e for e in changes if e.action in MARKED]
     windows = " · ".join(
         str(link(f"/live?hours={h}", f"last {label}"))
         for h, label in ((24, "day"), (72, "3 days"), (168, "week"), (720, "30 days"))
@@ -336,7 +332,7 @@ def live_page(config: FlywheelConfig, start: datetime, end: datetime, now: datet
                             e.action,
                             e.detail.get("summary") or e.detail.get("reason") or "",
                         )
-                        for e in marks
+                        for e in changes
                     ],
                 )
             ),

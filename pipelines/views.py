@@ -256,15 +256,15 @@ def print_monthly_cost(c: MonthlyCost, console: Console) -> None:
 
 
 def _print_versions(view: SystemStatus, console: Console) -> None:
-    from stt_flywheel.monitoring.status import fraction_interval, percent_interval
+    from stt_flywheel.monitoring.status import fraction_interval, percent_interval, shared_columns
 
-    shared = sorted({k for v in view.registry.versions for k in v.shared}, key=lambda k: (k != "eval", k))
+    shared = shared_columns(view.registry.versions)
     table = Table(title="Versions (WER as a fraction, rates in per cent)")
     for col in (
         "version",
         "aliases",
         "traffic %",
-        *(("eval set WER" if k == "eval" else f"{k.removeprefix('suite:')} suite WER") for k in shared),
+        *(header for _, header in shared),
         "requests",
         "users",
         "awaiting feedback",
@@ -278,7 +278,7 @@ def _print_versions(view: SystemStatus, console: Console) -> None:
             str(v.version),
             ", ".join(v.aliases),
             str(v.traffic if v.traffic is not None else "–"),
-            *(_n(v.shared.get(k)) for k in shared),
+            *(_n(v.shared.get(k)) for k, _ in shared),
             counted(live.get("requests", 0), live.get("capped", 0)),
             str(live.get("users", 0)),
             str(live.get("pending", 0)),

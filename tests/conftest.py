@@ -318,3 +318,24 @@ class FaultyProxy:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def serve_through_v1(config: FlywheelConfig, utts: list[Utterance]) -> list[dict]:
+    """The base model registered as v1 answers `utts` through its serving process (their domain
+    and speaker as metadata); every answer is captured in the store when the endpoint stops."""
+    import random
+
+    from stt_flywheel.data.audio import load_audio
+    from stt_flywheel.deployment.backends import open_endpoint
+    from stt_flywheel.deployment.endpoint import LocalEndpoint
+    from stt_flywheel.run.stages import bootstrap_registry
+
+    bootstrap_registry(config)
+    endpoint = open_endpoint(config)
+    assert isinstance(endpoint, LocalEndpoint)
+    with endpoint.served():
+        return endpoint.request(
+            [load_audio(u.audio).samples for u in utts],
+            [{"domain": u.domain or "", "speaker": u.speaker or ""} for u in utts],
+            rng=random.Random(0),
+        )

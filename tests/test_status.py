@@ -2,7 +2,6 @@
 ingested later by prediction id, the store exported and compacted, and one status view as JSON,
 text and an HTML page that renders in headless Chromium."""
 
-import random
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -10,15 +9,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Cli
+from conftest import Cli, serve_through_v1
 
 from stt_flywheel.config import FlywheelConfig
-from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.manifest import Utterance
-from stt_flywheel.deployment.backends import open_endpoint
-from stt_flywheel.deployment.endpoint import LocalEndpoint
-from stt_flywheel.run.stages import bootstrap_registry
 from stt_flywheel.scoring.text import normalize
 
 
@@ -28,17 +23,8 @@ def served(
 ) -> tuple[Path, FlywheelConfig, list[dict], list[Utterance]]:
     """v1 serves 12 new-domain requests through its serving process; every answer is captured."""
     path, config = flywheel_config
-    bootstrap_registry(config)
-    endpoint = open_endpoint(config)
-    assert isinstance(endpoint, LocalEndpoint)
     utts = new_utts[:12]
-    with endpoint.served():
-        answers = endpoint.request(
-            [load_audio(u.audio).samples for u in utts],
-            [{"domain": u.domain or "", "speaker": u.speaker or ""} for u in utts],
-            rng=random.Random(0),
-        )
-    return path, config, answers, utts
+    return path, config, serve_through_v1(config, utts), utts
 
 
 def test_capture_feedback_export_compact_and_status(

@@ -6,7 +6,6 @@ phone's width."""
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -16,15 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, serve_through_v1
 from starlette.testclient import TestClient
 
 from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.audio import load_audio
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.manifest import Utterance
-from stt_flywheel.deployment.backends import open_endpoint, open_registry
-from stt_flywheel.run.stages import bootstrap_registry
+from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.ui.app import create_app
 
 
@@ -34,15 +32,8 @@ def corrected(
 ) -> tuple[FlywheelConfig, list[dict], list[Utterance]]:
     """v1 serves 8 new-domain requests; each is corrected (one of them wildly, so it is held)."""
     _, config = flywheel_config
-    bootstrap_registry(config)
-    endpoint = open_endpoint(config)
     utts = new_utts[:8]
-    with endpoint.served():
-        answers = endpoint.request(
-            [load_audio(u.audio).samples for u in utts],
-            [{"domain": u.domain or "", "speaker": u.speaker or ""} for u in utts],
-            rng=random.Random(0),
-        )
+    answers = serve_through_v1(config, utts)
     now = datetime.now(UTC).isoformat()
     events = [
         {"prediction_id": a["prediction_id"], "corrected_text": u.text, "event_time": now, "source": "app"}

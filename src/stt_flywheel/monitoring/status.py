@@ -27,6 +27,7 @@ __all__ = [
     "SystemStatus",
     "fraction_interval",
     "percent_interval",
+    "shared_columns",
     "shared_figures",
     "system_status",
 ]
@@ -122,6 +123,13 @@ def percent_interval(value: dict[str, Any] | None) -> str:
     if not value or value["value"] is None or math.isnan(value["value"]):
         return "–"
     return f"{value['value']:.1%} [{value['low']:.1%}, {value['high']:.1%}]"
+
+
+def shared_columns(versions: list[VersionStatus]) -> list[tuple[str, str]]:
+    """The shared sets the versions were measured on, as (key in `VersionStatus.shared`, column
+    header): the eval set first, then the suites by name."""
+    keys = sorted({k for v in versions for k in v.shared}, key=lambda k: (k != "eval", k))
+    return [(k, "eval set WER" if k == "eval" else f"{k.removeprefix('suite:')} suite WER") for k in keys]
 
 
 def fraction_interval(value: dict[str, Any] | None) -> str:

@@ -14,6 +14,7 @@ from stt_flywheel.monitoring.status import (
     VersionStatus,
     fraction_interval,
     percent_interval,
+    shared_columns,
 )
 from stt_flywheel.reporting import figure, page, pyplot, svg, table
 from stt_flywheel.run.costs import MonthlyCost
@@ -160,7 +161,7 @@ def _proposals_section(proposals: list[dict[str, Any]]) -> str:
 
 
 def _versions_section(versions: list[VersionStatus]) -> str:
-    shared = sorted({k for v in versions for k in v.shared}, key=lambda k: (k != "eval", k))
+    shared = shared_columns(versions)
     rows = []
     for v in versions:
         live = v.live or {}
@@ -169,7 +170,7 @@ def _versions_section(versions: list[VersionStatus]) -> str:
                 v.version,
                 ", ".join(v.aliases) or "–",
                 v.traffic if v.traffic is not None else "–",
-                *(v.shared.get(k, "–") for k in shared),
+                *(v.shared.get(k, "–") for k, _ in shared),
                 live.get("requests", 0),
                 live.get("pending", 0),
                 percent_interval(live.get("feedback_share")),
@@ -183,7 +184,7 @@ def _versions_section(versions: list[VersionStatus]) -> str:
         "version",
         "aliases",
         "traffic %",
-        *(("eval set WER" if k == "eval" else f"{k.removeprefix('suite:')} suite WER") for k in shared),
+        *(header for _, header in shared),
         "requests",
         "awaiting feedback",
         "with feedback",

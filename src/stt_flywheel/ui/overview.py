@@ -15,7 +15,13 @@ from stt_flywheel.deployment.backends import open_deployment
 from stt_flywheel.deployment.registry import AuditEntry, RegistryError
 from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.monitoring.live import hourly_trend
-from stt_flywheel.monitoring.status import SystemStatus, VersionStatus, fraction_interval, percent_interval
+from stt_flywheel.monitoring.status import (
+    SystemStatus,
+    VersionStatus,
+    fraction_interval,
+    percent_interval,
+    shared_columns,
+)
 from stt_flywheel.reporting import figure, pyplot, svg, table
 from stt_flywheel.run.ledger import STAGES
 from stt_flywheel.storage.objectstore import join_uri
@@ -124,12 +130,12 @@ def home_page(config: FlywheelConfig, view: SystemStatus, held: int) -> str:
 
 def versions_table(versions: list[VersionStatus], window_hours: float) -> Html:
     """Each version on the sets they all share (the fixed eval set, the suites) and live."""
-    shared = sorted({k for v in versions for k in v.shared}, key=lambda k: (k != "eval", k))
+    shared = shared_columns(versions)
     headers = [
         "version",
         "aliases",
         "traffic %",
-        *(("eval set WER" if k == "eval" else f"{k.removeprefix('suite:')} suite WER") for k in shared),
+        *(header for _, header in shared),
         "requests",
         "awaiting feedback",
         "correction rate",
@@ -143,7 +149,7 @@ def versions_table(versions: list[VersionStatus], window_hours: float) -> Html:
                 link(f"/versions/{v.version}", f"v{v.version}"),
                 ", ".join(v.aliases) or "–",
                 "–" if v.traffic is None else v.traffic,
-                *(v.shared.get(k, "–") for k in shared),
+                *(v.shared.get(k, "–") for k, _ in shared),
                 live.get("requests", 0),
                 live.get("pending", 0),
                 percent_interval(live.get("correction_rate")),

@@ -26,10 +26,11 @@ def ui(
     """Serve the dashboard: what serves now and whether it is well, versions, runs, canaries, live
     quality by the hour, each utterance with its audio, the review queue. Until Ctrl-C."""
     from stt_flywheel.deployment.feedback.auth import port_from_env
-    from stt_flywheel.ui.app import serve
+    from stt_flywheel.ui.app import check_listening, serve
 
     cfg = load(config, reads_state=True)
     host = host or cfg.ui.host
     port = port or port_from_env(cfg.ui)
+    check_listening(cfg, host)
     console.print(f"stt-flywheel ui on http://{host}:{port}/ (Ctrl-C stops it)", highlight=False)
     serve(cfg, host, port)

@@ -221,7 +221,7 @@ def resolve_run(config: FlywheelConfig, ref: str) -> str:
     runs = list_runs(config)
     if ref == "latest":
         if not runs:
-            raise InputError(f"no runs under {config.paths.reports} yet")
+            raise InputNotFound(f"no runs under {config.paths.reports} yet")
         return runs[-1]
     if ref in runs:
         return ref

@@ -42,7 +42,7 @@ from stt_flywheel.ui import overview, people, runs
 from stt_flywheel.ui.kit import frame, markdown, para
 from stt_flywheel.ui.queries import find_prediction
 
-__all__ = ["SECURITY_HEADERS", "create_app"]
+__all__ = ["SECURITY_HEADERS", "check_listening", "create_app", "serve"]
 
 MAX_FORM_BYTES = 16_384  # a review decision: an id, a word and a reason
 
@@ -253,14 +253,19 @@ def _audio(config: FlywheelConfig, prediction_id: str) -> Response:
     return Response(data, media_type=kind, headers=SECURITY_HEADERS)
 
 
-def serve(config: FlywheelConfig, host: str, port: int) -> None:
-    """Listen until interrupted; beyond loopback only with IAP's assertions checked."""
-    import uvicorn
-
+def check_listening(config: FlywheelConfig, host: str) -> None:
+    """Refuse an address beyond loopback unless IAP's assertions are checked (`ui.iap_audience`)."""
     if not loopback(host) and not config.ui.iap_audience:
         raise InputError(
             f"refusing to serve people's audio and words on {host} with nobody checked: listen on 127.0.0.1, "
             "or put Identity-Aware Proxy in front and set ui.iap_audience"
         )
+
+
+def serve(config: FlywheelConfig, host: str, port: int) -> None:
+    """Listen until interrupted; beyond loopback only with IAP's assertions checked."""
+    import uvicorn
+
+    check_listening(config, host)
     hosts = None if config.ui.iap_audience else ["127.0.0.1", "localhost", "[::1]", "::1", host]
     uvicorn.run(create_app(config, allowed_hosts=hosts), host=host, port=port, log_level="warning")

@@ -399,6 +399,9 @@ def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_th
     (outputs / "validate-model" / "report").write_text(
         f"<html><td>{ids['alice'][1]}</td><td>alice meant 1</td></html>"
     )
+    (run / "dataset.md").write_text(
+        f"# Dataset\n\n| {ids['alice'][0]} | held for review |\n"
+    )  # a kept report
     _publish(outputs / "build-dataset", "dataset", rows, [])
     registry = open_registry(config)
     parent = registry.register(DEFAULT_BASE_MODEL, dataset_version="ds-one", source_run="run-1")
@@ -419,13 +422,14 @@ def test_forget_writes_each_dataset_again_without_them_and_names_the_versions_th
     assert sorted(p.name for p in (datasets / "ds-one").iterdir()) == ["manifest.json"]
     [chain] = [c for c in trained_users(config, registry, parent.version) if c.version == parent.version]
     assert chain.users == [bob]
-    assert result.run_files == 4  # the ledger entry, the lines, the report, the run's dataset
+    assert result.run_files == 5  # the ledger entry, the lines, both reports, the run's dataset
     kept = orjson.loads((run / "validation.json").read_bytes())["churn"]["broken"]
     assert [e["id"] for e in kept] == [ids["bob"][0]]
     assert [orjson.loads(line)["id"] for line in (run / "utterances.jsonl").read_text().splitlines()] == ids[
         "bob"
     ]
     assert "withdrawn" in (outputs / "validate-model" / "report").read_text()
+    assert (run / "dataset.md").read_text().startswith("# Report withdrawn")  # still Markdown
     assert not list((outputs / "build-dataset").rglob("*.arrow"))
 
     state = Path(config.paths.root)

@@ -294,6 +294,10 @@ _WITHDRAWN = (
     "it showed what a person who asked to be forgotten said (forget request {request}). The run's "
     "verdict and counts are in its ledger.</p>"
 )
+_WITHDRAWN_MD = (
+    "# Report withdrawn\n\nThis report was withdrawn: it showed what a person who asked to be forgotten "
+    "said (forget request {request}). The run's verdict and counts are in its ledger.\n"
+)
 
 
 def forget_in_runs(config: FlywheelConfig, users: set[str], hashed: set[str], request: str) -> int:
@@ -365,5 +369,5 @@ def _scrubbed(key: str, data: bytes, users: set[str], hashed: set[str], request:
     if any(u.encode() in data for u in users) or any(
         hashed_id(m.decode()) in hashed for m in _UUID.findall(data)
     ):
-        return _WITHDRAWN.format(request=request).encode()
+        return (_WITHDRAWN_MD if key.endswith(".md") else _WITHDRAWN).format(request=request).encode()
     return None

@@ -62,7 +62,8 @@ def esc(value: Any) -> str:
 
 
 def link(href: str, text: Any) -> Html:
-    """`<a>` to a path of this server; each segment of `href` is quoted."""
+    """`<a>` to a path of this server, `href` URL-quoted (a value from outside, like a prediction id,
+    is quoted whole by the caller, so that its `/` and `?` stay its own) and HTML-escaped."""
     return Html(f"<a href='{html.escape(quote(href, safe='/?=&#:%'))}'>{esc(text)}</a>")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 from typing import Any
+from urllib.parse import quote
 
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.error_store import open_error_store
@@ -75,7 +76,9 @@ def utterance_page(config: FlywheelConfig, prediction_id: str) -> str:
     parts: list[Any] = []
     if p["audio_uri"]:
         parts.append(
-            Html(f"<audio controls preload='metadata' src='/audio/{html.escape(prediction_id)}'></audio>")
+            Html(
+                f"<audio controls preload='metadata' src='/audio/{html.escape(quote(prediction_id, safe=''))}'></audio>"
+            )
         )
     parts.append(facts(known))
     parts.append(section("Heard", para(p["hypothesis"])))
@@ -151,7 +154,7 @@ def review_page(config: FlywheelConfig, done: str = "") -> str:
         parts.append(para("No correction is held for review."))
     for h in held:
         form = (
-            f"<form method='post' action='/review/{html.escape(h.prediction_id)}'>"
+            f"<form method='post' action='/review/{html.escape(quote(h.prediction_id, safe=''))}'>"
             "<input type='text' name='reason' required placeholder='why' aria-label='reason'> "
             "<button name='decision' value='accept'>Accept</button> "
             "<button name='decision' value='reject'>Reject</button></form>"
@@ -160,7 +163,7 @@ def review_page(config: FlywheelConfig, done: str = "") -> str:
             section(
                 f"Held since {h.event_time:%Y-%m-%d %H:%M}",
                 para(
-                    link(f"/utterances/{h.prediction_id}", h.prediction_id),
+                    link(f"/utterances/{quote(h.prediction_id, safe='')}", h.prediction_id),
                     f" · from {h.user[:12]} · held: " + ", ".join(h.reasons),
                 ),
                 aligned(h.hypothesis, h.corrected_text, config.validation.normalizer),

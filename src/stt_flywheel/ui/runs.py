@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -195,7 +196,8 @@ def validation_page(config: FlywheelConfig, ref: str) -> str:
         ("Largest improvements", "largest_improvements"),
     ):
         rows: list[tuple[Any, ...]] = [
-            (link(f"/utterances/{e['id']}", e["id"]), e.get("delta_errors", "")) for e in getattr(ev, key)
+            (link(f"/utterances/{quote(e['id'], safe='')}", e["id"]), e.get("delta_errors", ""))
+            for e in getattr(ev, key)
         ]
         parts.append(
             section(title, scrolling(table(["utterance", "Δ errors"], rows)) if rows else para("none"))
@@ -204,7 +206,7 @@ def validation_page(config: FlywheelConfig, ref: str) -> str:
     for title, key in (("Newly broken", "broken"), ("Newly fixed", "fixed")):
         rows = [
             (
-                link(f"/utterances/{e['id']}", e["id"]),
+                link(f"/utterances/{quote(e['id'], safe='')}", e["id"]),
                 e.get("production_errors", ""),
                 e.get("candidate_errors", ""),
             )

@@ -157,7 +157,9 @@ def test_train_model_saves_the_model_where_its_readers_look(pipeline_run: dict[s
     curve = Path(train.artifacts["loss_curve"].path).read_text()
     assert curve.startswith("<!doctype html>")
     assert curve.count("<svg") == 1
-    assert re.search(r"held-out loss [\d.]+ at step 20", curve)  # 20 steps: fewer than one logging interval
+    # 20 steps, fewer than one logging interval; the config interpolates (WiSE-FT), and the page says so
+    assert re.search(r"held-out loss of the fine-tuned weights [\d.]+ at step 20", curve)
+    assert re.search(r"not the weights this curve follows\. Their held-out loss is [\d.]+", curve)
     assert "trained by this run from v1" in curve
 
 

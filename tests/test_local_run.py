@@ -172,7 +172,7 @@ def test_flywheel_turns_locally(tmp_path: Path, flywheel_config: tuple, world: d
     view = orjson.loads(runner.invoke(app, ["status", "--config", str(config_path), "--json"]).stdout)
     shared = {v["version"]: v["shared"] for v in view["registry"]["versions"]}
     assert set(shared[1]) == set(shared[2]) >= {"eval", "suite:general"}  # one fixed set for every version
-    assert view["trigger"]["summary"].startswith("would not fire: ")
+    assert view["trigger"]["summary"].startswith("would fire: ")  # v1 again: all of it is new to v1
     kept = read_summary(config, deployed)  # written when the run ended, kept beside its ledger
     assert kept is not None and kept.deploy is not None and kept.deploy.action == "deployed"
     audit = runner.invoke(app, ["registry", "audit", "--config", str(config_path), "--json"])

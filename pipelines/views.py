@@ -307,7 +307,8 @@ def _print_trend(view: SystemStatus, console: Console) -> None:
         for v in versions:
             p = cells.get((day, v))
             rate = p["correction_rate"] if p else math.nan
-            row.append(f"{p['requests']} · {rate:.1%} · {_n(p['wer'])}".replace("nan%", "–") if p else "")
+            said = f"{rate:.1%}" if math.isfinite(rate) else "–"
+            row.append(f"{p['requests']} · {said} · {_n(p['wer'])}" if p else "")
         table.add_row(day, *row)
     console.print(table)
 

@@ -116,24 +116,26 @@ def utterance_page(config: FlywheelConfig, prediction_id: str) -> str:
         parts.append(
             para(f"Review: {review['decision']} by {review['by']} at {review['at'][:16]}: {review['reason']}")
         )
-    uses = dataset_uses(config, open_registry(config), prediction_id)
+    parts.append(_learnt_from(config, prediction_id))
+    return frame(f"Utterance {prediction_id}", parts)
+
+
+def _learnt_from(config: FlywheelConfig, prediction_id: str) -> Html:
+    """The datasets that hold the prediction, in which split, and the versions trained on each."""
     rows = [
         (
             link(f"/datasets/{u.dataset}", u.dataset),
             u.split,
             Html(", ".join(str(link(f"/versions/{v}", f"v{v}")) for v in u.versions) or "none"),
         )
-        for u in uses
+        for u in dataset_uses(config, open_registry(config), prediction_id)
     ]
-    parts.append(
-        section(
-            "Learnt from it",
-            scrolling(table(["dataset", "split", "versions trained on it"], rows))
-            if rows
-            else para("No dataset holds it."),
-        )
+    table_or_none = (
+        scrolling(table(["dataset", "split", "versions trained on it"], rows))
+        if rows
+        else para("No dataset holds it.")
     )
-    return frame(f"Utterance {prediction_id}", parts)
+    return section("Learnt from it", table_or_none)
 
 
 def review_page(config: FlywheelConfig, done: str = "") -> str:

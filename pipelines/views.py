@@ -107,14 +107,8 @@ def print_summary(s: RunSummary, console: Console, *, suite: str = "general") ->
     table = Table(title="Production vs candidate (WER)")
     for col in ("set", "production WER", "candidate WER"):
         table.add_column(col)
-    prod, cand = s.production, s.candidate
-    for name in sorted(prod.domain_wer.keys() | cand.domain_wer.keys()):
-        table.add_row(
-            f"held-out, domain={name}", _f(prod.domain_wer.get(name)), _f(cand.domain_wer.get(name))
-        )
-    table.add_row("held-out, all", _f(prod.heldout_wer), _f(cand.heldout_wer))
-    table.add_row(f"{suite} suite", _f(prod.suite_wer.get(suite)), _f(cand.suite_wer.get(suite)))
-    table.add_row("standard eval set", _f(prod.eval_wer), _f(cand.eval_wer))
+    for name, production, candidate in s.wer_rows([suite]):
+        table.add_row(name, _f(production), _f(candidate))
     console.print(table)
     _print_evidence(s.evaluation, console)
     for stage, gate in s.gates.items():

@@ -19,7 +19,7 @@ from conftest import free_port, serve_through_v1
 from starlette.testclient import TestClient
 
 from stt_flywheel.config import FlywheelConfig, load_config
-from stt_flywheel.data.audio import load_audio
+from stt_flywheel.data.decode import decode_audio
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.deployment.backends import open_registry
@@ -63,7 +63,7 @@ def test_the_pages_answer_and_link(corrected: tuple[FlywheelConfig, list[dict], 
     assert answers[1]["transcript"] in page.text and "href='/versions/1'" in page.text
     audio = client.get(f"/audio/{pid}")
     assert audio.status_code == 200 and audio.headers["content-type"].startswith("audio/")
-    assert load_audio(open_error_store(config).predictions().to_pylist()[0]["audio_uri"]).duration_s > 0
+    assert decode_audio(audio.content).duration_s > 0  # the bytes served are the utterance's audio
     assert client.get("/utterances/no-such-prediction").status_code == 404
     assert client.get("/versions/99").status_code == 404
     assert client.get("/runs/no-such-run").status_code == 404
@@ -216,6 +216,7 @@ def test_a_person_walks_from_the_headline_to_an_utterance_and_back_in_chromium(
     home, summary, _ = poisoned_demo
     config_path = home / "poisoned-feedback" / "flywheel.yaml"
     run_id = summary["turns"][0]["run_id"]
+    audited = len(open_registry(load_config(config_path)).audit_log())
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "SE_OFFLINE": "true"}
@@ -282,5 +283,4 @@ def test_a_person_walks_from_the_headline_to_an_utterance_and_back_in_chromium(
     finally:
         server.terminate()
         server.wait(timeout=30)
-    config = load_config(config_path)
-    assert open_registry(config).aliases()  # the walk changed nothing
+    assert len(open_registry(load_config(config_path)).audit_log()) == audited  # the walk changed nothing

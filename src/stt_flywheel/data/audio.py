@@ -13,13 +13,17 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import soxr
 
 from stt_flywheel.data.decode import AudioDecodeError, DecodedAudio, decode_audio
-from stt_flywheel.storage.objectstore import read_uri
+from stt_flywheel.storage.objectstore import join_uri, read_uri
+
+if TYPE_CHECKING:
+    from stt_flywheel.config import DatasetSettings
 
 __all__ = [
     "TARGET_SAMPLE_RATE",
@@ -72,6 +76,12 @@ class AudioLimits:
     max_bytes: int = 50_000_000
     max_duration_s: float = 30.0
     timeout_s: float = 30.0
+
+    @classmethod
+    def of(cls, store_root: str, settings: DatasetSettings) -> AudioLimits:
+        """The configured limits: a record's audio lies in the store or under `dataset.audio_roots`."""
+        roots = (join_uri(store_root, "audio"), *settings.audio_roots)
+        return cls(roots, settings.max_audio_bytes, settings.max_duration_s, settings.audio_read_timeout_s)
 
 
 def _inside_roots(uri: str, roots: tuple[str, ...]) -> bool:

@@ -17,7 +17,7 @@ from stt_flywheel.monitoring.live import SELECTION_BIAS, daily_trend, live_quali
 from stt_flywheel.run.approval import list_proposals
 from stt_flywheel.run.costs import MonthlyCost, monthly_cost
 from stt_flywheel.run.entries import TriggerEntry
-from stt_flywheel.run.ledger import list_runs, read_run
+from stt_flywheel.run.ledger import RunLedger, list_runs, read_run
 from stt_flywheel.run.summary import RunOutcome, run_outcome
 from stt_flywheel.run.trigger import check_trigger
 from stt_flywheel.storage.objectstore import open_store
@@ -140,14 +140,13 @@ def fraction_interval(value: dict[str, Any] | None) -> str:
     return f"{value['value']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
 
 
-def shared_figures(config: FlywheelConfig, run_ids: list[str]) -> dict[int, dict[str, float]]:
+def shared_figures(config: FlywheelConfig, ledgers: dict[str, RunLedger]) -> dict[int, dict[str, float]]:
     """Each version's WER on the sets all versions share, from the runs that measured it: as a
     run's production (its trigger's version) or as the candidate its deploy stage registered.
     A later measurement of the same version on the same set wins (the sets are fixed)."""
     against_production = {s.name for s in config.regression if s.reference == "production"}
     figures: dict[int, dict[str, float]] = {}
-    for run_id in run_ids:
-        ledger = read_run(config, run_id)
+    for ledger in ledgers.values():
         production = ledger.trigger.production_version if ledger.trigger else None
         candidate = ledger.deploy.version if ledger.deploy else None
         measured: list[tuple[int | None, str, float | None]] = []
@@ -203,8 +202,8 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         max_per_user=config.monitor.max_predictions_per_user,
     )
     traffic = endpoint.traffic()
-    run_ids = list_runs(config)
-    shared = shared_figures(config, run_ids)
+    ledgers = {r: read_run(config, r) for r in list_runs(config)}  # each run's ledger read once
+    shared = shared_figures(config, ledgers)
     versions = []
     for v in registry.versions():
         quality = live.get(str(v.version))
@@ -230,7 +229,7 @@ def system_status(config: FlywheelConfig, now: datetime | None = None, runs: int
         "proposals": [p for p in proposals if p["state"] in ("pending", "approved")],
         "store": {"root": store.root, **store.stats(since=watermark, now=now)},
         "trigger": {**decision.as_dict(), "summary": decision.outlook},  # a check not yet run
-        "runs": [run_outcome(config, r) for r in run_ids[-runs:]][::-1],
+        "runs": [run_outcome(config, r, ledgers[r]) for r in list(ledgers)[-runs:]][::-1],
         "registry": {"model": registry.model, "location": registry.location, "versions": versions},
         "live": {
             "window_hours": config.trigger.recent_window_hours,

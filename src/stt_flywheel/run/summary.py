@@ -155,6 +155,18 @@ class RunSummary(_Model):
     cost: RunCost | None = None  # summaries written before costs were measured have none
     reports: dict[str, str] = {}  # stage → its report kept beside the ledger (`ledger.keep_report`)
 
+    def wer_rows(self, suites: list[str] | None = None) -> list[tuple[str, Measured | None, Measured | None]]:
+        """(set, production WER, candidate WER) on each held-out domain, the whole held-out split,
+        the `suites` (None: every one) and the standard eval set."""
+        prod, cand = self.production, self.candidate
+        domains = sorted(prod.domain_wer.keys() | cand.domain_wer.keys())
+        rows = [(f"held-out, domain={n}", prod.domain_wer.get(n), cand.domain_wer.get(n)) for n in domains]
+        rows.append(("held-out, all", prod.heldout_wer, cand.heldout_wer))
+        for name in sorted(cand.suite_wer) if suites is None else suites:
+            rows.append((f"{name} suite", prod.suite_wer.get(name), cand.suite_wer.get(name)))
+        rows.append(("standard eval set", prod.eval_wer, cand.eval_wer))
+        return rows
+
     def failed_gates(self) -> list[str]:
         return [name for name, gate in self.gates.items() if gate and not gate.passed]
 
@@ -285,9 +297,10 @@ def read_summary(config: FlywheelConfig, run_id: str) -> RunSummary | None:
     return RunSummary.model_validate_json(found.data) if found else None
 
 
-def run_outcome(config: FlywheelConfig, run_id: str) -> RunOutcome:
-    """One run in a line per stage: what each stage that ran decided."""
-    ledger = read_run(config, run_id)
+def run_outcome(config: FlywheelConfig, run_id: str, ledger: RunLedger | None = None) -> RunOutcome:
+    """One run in a line per stage: what each stage that ran decided (from `ledger` when it was
+    read already)."""
+    ledger = ledger or read_run(config, run_id)
     cost = run_cost(config, run_id)
     trigger, dataset, deploy = ledger.trigger, ledger.dataset, ledger.deploy
     validation, regression = ledger.validation, ledger.regression

@@ -23,14 +23,14 @@ from stt_flywheel.run.approval import RETRAIN
 __all__ = ["Check", "EvidenceStats", "TriggerDecision", "check_trigger", "gather_evidence"]
 
 
-# A summary's opening, and what it says of a check that has not run yet (`TriggerDecision.outlook`).
-_CONDITIONAL = (
-    ("not fired: ", "would not fire: "),
-    ("fired: ", "would fire: "),
-    ("not started: ", "would not start: "),
-    ("forced: ", "would be forced: "),
-    ("retraining: ", "would retrain: "),
-)
+# How a verdict's opening reads of a check that has not run (`TriggerDecision.outlook`).
+_PROSPECTIVE = {
+    "not started": "would not start",
+    "retraining": "would retrain",
+    "forced": "would be forced",
+    "fired": "would fire",
+    "not fired": "would not fire",
+}
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,21 @@ class TriggerDecision:
 
     @property
     def summary(self) -> str:
+        return self.said()
+
+    @property
+    def outlook(self) -> str:
+        """The summary of a check not yet run, as `status` says it: `would fire: …`, not `fired: …`."""
+        return self.said(prospective=True)
+
+    def said(self, prospective: bool = False) -> str:
+        """What the check decided and why; `prospective`: what it would decide if it ran now."""
+
+        def head(word: str) -> str:
+            return _PROSPECTIVE[word] if prospective else word
+
         if self.blocked_by:
-            return f"not started: {self.blocked_by}"
+            return f"{head('not started')}: {self.blocked_by}"
         approved = (self.proposal or {}).get("approval")
         by = (
             f" — approved by {approved['by']} (proposal {self.proposal['id']})"
@@ -103,21 +116,12 @@ class TriggerDecision:
             else ""
         )
         if self.forced and (self.proposal or {}).get("kind") == RETRAIN:
-            return f"retraining: {self.proposal['evidence']['summary']}" + by  # type: ignore[index]
+            return f"{head('retraining')}: {self.proposal['evidence']['summary']}" + by  # type: ignore[index]
         if self.forced:
-            return "forced: training regardless of thresholds" + by
+            return f"{head('forced')}: training regardless of thresholds" + by
         if self.should_train:
-            return "fired: " + "; ".join(c.reason for c in self.checks) + by
-        return "not fired: " + "; ".join(c.reason for c in self.checks if not c.passed)
-
-    @property
-    def outlook(self) -> str:
-        """The summary of a check not yet run, as `status` says it: `would fire: …`, not `fired: …`."""
-        said = self.summary
-        for past, conditional in _CONDITIONAL:
-            if said.startswith(past):
-                return conditional + said[len(past) :]
-        return said
+            return f"{head('fired')}: " + "; ".join(c.reason for c in self.checks) + by
+        return f"{head('not fired')}: " + "; ".join(c.reason for c in self.checks if not c.passed)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -30,14 +30,14 @@ from stt_flywheel.data.audio import AudioLimits, AudioRejected, read_audio_bytes
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.data.review import Screen, held_corrections
 from stt_flywheel.deployment.body_limit import BodyLimit
-from stt_flywheel.deployment.feedback.auth import PublishedKeys, loopback
+from stt_flywheel.deployment.feedback.auth import PublishedKeys, loopback, verified_claims
 from stt_flywheel.errors import FlywheelError, InputError, InputNotFound
 from stt_flywheel.monitoring.status import SystemStatus, system_status
 from stt_flywheel.run.approval import who
 from stt_flywheel.run.ledger import REPORT_TYPES
 from stt_flywheel.run.review import review
 from stt_flywheel.run.summary import resolve_run
-from stt_flywheel.storage.objectstore import join_uri, open_store
+from stt_flywheel.storage.objectstore import open_store
 from stt_flywheel.ui import overview, people, runs
 from stt_flywheel.ui.kit import frame, markdown, para
 from stt_flywheel.ui.queries import find_prediction
@@ -70,18 +70,10 @@ class _Identity:
     def of(self, request: Request) -> str | None:
         if not self.audience:
             return who()
-        token = request.headers.get("x-goog-iap-jwt-assertion", "")
-        if token.count(".") != 2:
-            return None
-        import httpx
-        from google.auth import exceptions, jwt
-
-        try:
-            kid = jwt.decode_header(token).get("kid")
-            claims = jwt.decode(
-                token, certs=self.keys.get(kid), audience=self.audience, clock_skew_in_seconds=30
-            )
-        except (ValueError, exceptions.GoogleAuthError, httpx.HTTPError):
+        claims = verified_claims(
+            request.headers.get("x-goog-iap-jwt-assertion", ""), self.keys, self.audience
+        )
+        if claims is None:
             return None
         email = claims.get("email")
         return str(email) if claims.get("iss") == IAP_ISSUER and email else None
@@ -244,9 +236,8 @@ def _audio(config: FlywheelConfig, prediction_id: str) -> Response:
     if prediction is None or not prediction["audio_uri"]:
         raise InputNotFound(f"no audio for prediction {prediction_id}")
     uri = prediction["audio_uri"]
-    roots = (join_uri(store.root, "audio"), *config.dataset.audio_roots)
     try:
-        data = read_audio_bytes(uri, AudioLimits(roots, config.dataset.max_audio_bytes))
+        data = read_audio_bytes(uri, AudioLimits.of(store.root, config.dataset))
     except AudioRejected as exc:
         raise InputNotFound(f"the audio of {prediction_id} cannot be played: {exc}") from None
     kind = mimetypes.guess_type(uri)[0] or "application/octet-stream"

@@ -57,8 +57,7 @@ class Html(str):
         return str(self)
 
 
-def esc(value: Any) -> str:
-    return value.__html__() if hasattr(value, "__html__") else html.escape(str(value))
+esc = cell  # a value as HTML: markup as it is, anything else escaped (floats to four places)
 
 
 def link(href: str, text: Any) -> Html:

@@ -66,14 +66,13 @@ def home_page(config: FlywheelConfig, view: SystemStatus, held: int) -> str:
     """What serves now and since when, who decided it, whether it is well, what the next trigger
     check would do; the versions, the last runs and the trend."""
     registry, _ = open_deployment(config)
-    changes = serving_changes(registry) + [e for e in registry.audit_log() if e.action == "register"]
-    changes.sort(key=lambda e: e.at)
+    log = registry.audit_log()  # oldest first
     default = next((v for v in view.registry.versions if "default" in v.aliases), None)
     parts: list[Any] = []
     if default is None:
         parts.append(para("Nothing serves yet: no version is registered as the default."))
     else:
-        since = _since(changes, default.version)
+        since = _since(log, default.version)
         parts.append(
             para(
                 link(f"/versions/{default.version}", f"v{default.version}"),

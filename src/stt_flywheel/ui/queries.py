@@ -20,7 +20,7 @@ from stt_flywheel.deployment.protocols import Registry
 from stt_flywheel.deployment.registry import AuditEntry
 from stt_flywheel.errors import InputNotFound
 from stt_flywheel.run.entries import DatasetEntry
-from stt_flywheel.run.ledger import list_runs, read_ledger, read_run
+from stt_flywheel.run.ledger import list_runs, read_ledger
 from stt_flywheel.run.lineage import dataset_dir
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "dataset_uses",
     "feedback_history",
     "find_prediction",
-    "runs_by_version",
     "serving_changes",
 ]
 
@@ -66,16 +65,6 @@ def feedback_history(store: ErrorStore, prediction: dict[str, Any]) -> list[dict
     after = prediction["predicted_at"] - timedelta(hours=1)
     events: pa.Table = store.feedback_for([prediction["prediction_id"]], after=after)
     return sorted(events.to_pylist(), key=lambda e: (e["ingested_at"], e["event_id"]))
-
-
-def runs_by_version(config: FlywheelConfig, run_ids: list[str] | None = None) -> dict[int, str]:
-    """The run whose deploy stage registered each version."""
-    out: dict[int, str] = {}
-    for run_id in list_runs(config) if run_ids is None else run_ids:
-        deploy = read_run(config, run_id).deploy
-        if deploy is not None and deploy.version is not None:
-            out.setdefault(deploy.version, run_id)
-    return out
 
 
 def dataset_runs(config: FlywheelConfig, version: str) -> list[str]:

@@ -14,8 +14,8 @@ from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.deployment.backends import open_registry
 from stt_flywheel.errors import InputNotFound
 from stt_flywheel.reporting import table
-from stt_flywheel.run.entries import DatasetEntry, ValidationEntry
-from stt_flywheel.run.ledger import STAGES, list_runs, read_ledger
+from stt_flywheel.run.entries import ValidationEntry
+from stt_flywheel.run.ledger import STAGES, list_runs, read_ledger, run_reports
 from stt_flywheel.run.lineage import dataset_dir
 from stt_flywheel.run.summary import RunSummary, resolve_run, run_outcome, summarize_run
 from stt_flywheel.ui.kit import Html, facts, frame, link, para, scrolling, section
@@ -76,17 +76,7 @@ def run_page(config: FlywheelConfig, ref: str) -> str:
             )
         )
     if s.trigger.fired:
-        prod, cand = s.production, s.candidate
-        rows = [
-            (f"held-out, domain={n}", _f(prod.domain_wer.get(n)), _f(cand.domain_wer.get(n)))
-            for n in sorted(prod.domain_wer.keys() | cand.domain_wer.keys())
-        ]
-        rows.append(("held-out, all", _f(prod.heldout_wer), _f(cand.heldout_wer)))
-        rows += [
-            (f"{n} suite", _f(prod.suite_wer.get(n)), _f(cand.suite_wer.get(n)))
-            for n in sorted(cand.suite_wer)
-        ]
-        rows.append(("standard eval set", _f(prod.eval_wer), _f(cand.eval_wer)))
+        rows = [(name, _f(production), _f(candidate)) for name, production, candidate in s.wer_rows()]
         parts.append(
             section(
                 "Production against the candidate (WER)",
@@ -264,7 +254,6 @@ def dataset_page(config: FlywheelConfig, version: str) -> str:
             )
         )
     parts: list[Any] = [facts(known)]
-    for r in runs[:1]:
-        if read_ledger(config, r, DatasetEntry) is not None:
-            parts.append(para(link(f"/runs/{r}/reports/dataset", "The dataset stage's report")))
+    if runs and "dataset" in run_reports(config, runs[0]):
+        parts.append(para(link(f"/runs/{runs[0]}/reports/dataset", "The dataset stage's report")))
     return frame(f"Dataset {version}", parts)

@@ -28,7 +28,6 @@ from stt_flywheel.data.manifest import Utterance, read_manifest
 from stt_flywheel.data.review import Screen, decisions
 from stt_flywheel.scoring.languages import language_code
 from stt_flywheel.scoring.text import normalize
-from stt_flywheel.storage.objectstore import join_uri
 
 __all__ = ["Admission", "Row", "add_replay", "admit_corrections"]
 
@@ -147,10 +146,7 @@ def admit_corrections(
 ) -> Admission:
     """Every corrected error case up to the watermark, accepted, a duplicate, or quarantined;
     one that `screen` holds waits for review (`held_for_review`) unless a person accepted it."""
-    roots = (join_uri(store.root, "audio"), *settings.audio_roots)
-    limits = AudioLimits(
-        roots, settings.max_audio_bytes, settings.max_duration_s, settings.audio_read_timeout_s
-    )
+    limits = AudioLimits.of(store.root, settings)
     out = Admission()
     seen: dict[str, str] = {}
     decided = decisions(store) if screen is not None else {}

@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,7 +24,15 @@ from stt_flywheel.config import FeedbackService, UiSettings
 from stt_flywheel.config.base import ConfigError
 from stt_flywheel.data.identity import read_secret
 
-__all__ = ["Callers", "PublishedKeys", "RateLimit", "load_keys", "loopback", "port_from_env"]
+__all__ = [
+    "Callers",
+    "PublishedKeys",
+    "RateLimit",
+    "load_keys",
+    "loopback",
+    "port_from_env",
+    "verified_claims",
+]
 
 GOOGLE_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 
@@ -83,6 +92,20 @@ class PublishedKeys:
             return self.certs
 
 
+def verified_claims(token: str, keys: PublishedKeys, audience: str) -> dict[str, Any] | None:
+    """A signed JWT's claims, if its signature is one of `keys`', it is for `audience` and has not
+    expired; None otherwise. Who issued it is the caller's to check."""
+    from google.auth import exceptions, jwt
+
+    if token.count(".") != 2:
+        return None
+    try:
+        kid = jwt.decode_header(token).get("kid")  # only to pick the certificate
+        return dict(jwt.decode(token, certs=keys.get(kid), audience=audience, clock_skew_in_seconds=30))
+    except (ValueError, exceptions.GoogleAuthError, httpx.HTTPError):  # bad signature, expired, …
+        return None
+
+
 class Callers:
     """The configured ways in; `name_of(authorization)` → the caller's name, or None."""
 
@@ -111,16 +134,12 @@ class Callers:
         return self._token_caller(credential)
 
     def _token_caller(self, token: str) -> str | None:
-        from google.auth import exceptions, jwt
-
-        try:
-            kid = jwt.decode_header(token).get("kid")  # only to pick the certificate
-            claims = jwt.decode(
-                token, certs=self._certs.get(kid), audience=self.audience, clock_skew_in_seconds=30
-            )
-        except (ValueError, exceptions.GoogleAuthError, httpx.HTTPError):  # bad signature, expired, …
-            return None
-        if claims.get("iss") not in GOOGLE_ISSUERS or not claims.get("email_verified", False):
+        claims = verified_claims(token, self._certs, self.audience or "")
+        if (
+            claims is None
+            or claims.get("iss") not in GOOGLE_ISSUERS
+            or not claims.get("email_verified", False)
+        ):
             return None
         return self.accounts.get(str(claims.get("email", "")))
 

@@ -4,11 +4,13 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from stt_flywheel.scoring import alignment
 from stt_flywheel.scoring.alignment import (
     LEVENSHTEIN_WEIGHTS,
     align_pairs,
@@ -42,6 +44,17 @@ def _random_pairs(seed: int, n: int, vocab: list[str], max_len: int) -> tuple[li
     return refs, hyps
 
 
+@pytest.fixture(params=["interpreted", "compiled"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each counting test twice: every pair in the interpreter, every pair by the compiled kernels."""
+    if request.param == "interpreted":
+        monkeypatch.setattr(alignment, "INTERPRETED_CELLS", 10**12)
+        monkeypatch.setattr(alignment, "_kernels_loaded", lambda: False)
+    else:
+        monkeypatch.setattr(alignment, "INTERPRETED_CELLS", 0)
+    return str(request.param)
+
+
 # A small vocabulary makes many equal-cost alignments: that is where the tie-breaking shows.
 CASES = [
     ("tiny-vocab", 0, 2000, ["a", "b", "c"], 12),
@@ -52,7 +65,7 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "seed", "n", "vocab", "max_len"), CASES)
 def test_word_counts_equal_sclite(
-    tmp_path: Path, name: str, seed: int, n: int, vocab: list[str], max_len: int
+    tmp_path: Path, engine: str, name: str, seed: int, n: int, vocab: list[str], max_len: int
 ) -> None:
     refs, hyps = _random_pairs(seed, n, vocab, max_len)
     expected = _sclite(tmp_path, refs, hyps)
@@ -63,7 +76,7 @@ def test_word_counts_equal_sclite(
     assert np.array_equal(ops, expected)
 
 
-def test_char_counts_equal_sclite_character_mode(tmp_path: Path) -> None:
+def test_char_counts_equal_sclite_character_mode(tmp_path: Path, engine: str) -> None:
     refs, hyps = _random_pairs(3, 800, ["ab", "ba", "abc", "c", "cab"], 6)
     expected = _sclite(tmp_path, refs, hyps, chars=True)
     assert np.array_equal(count_char_errors(refs, hyps), expected)
@@ -91,7 +104,7 @@ def _edited_pairs(seed: int, n: int, vocab: list[str], max_len: int, sep: str) -
     return refs, hyps
 
 
-def test_counts_of_pairs_sharing_their_ends_equal_sclite(tmp_path: Path) -> None:
+def test_counts_of_pairs_sharing_their_ends_equal_sclite(tmp_path: Path, engine: str) -> None:
     """The kernels count a common beginning and end as hits without aligning them; sclite aligns
     everything: the counts must agree, word and character."""
     refs, hyps = _edited_pairs(5, 2000, ["a", "b", "c"], 16, " ")
@@ -108,7 +121,8 @@ def test_counts_of_pairs_sharing_their_ends_equal_sclite(tmp_path: Path) -> None
 def test_trimming_common_ends_changes_no_count() -> None:
     """`_dp_counts_trimmed` against the whole DP, on 20,000 pairs over two to four symbols (the
     most ties), one made from the other by up to three edits, for both weight tables."""
-    from stt_flywheel.scoring.alignment import SCLITE_WEIGHTS, _dp_counts, _dp_counts_trimmed
+    from stt_flywheel.scoring.alignment import SCLITE_WEIGHTS
+    from stt_flywheel.scoring.kernels import _dp_counts, _dp_counts_trimmed
 
     rng = np.random.default_rng(7)
     prev, cur = np.zeros((25, 5), np.int64), np.zeros((25, 5), np.int64)
@@ -145,16 +159,55 @@ def test_weighted_alignment_differs_from_levenshtein_where_sclite_says_so(tmp_pa
 
 
 def test_counts_split_across_threads_equal_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    import random
-
-    from stt_flywheel.scoring import alignment
-
     rng = random.Random(2)
     refs = [" ".join(rng.choice(["a", "b", "cd"]) for _ in range(rng.randint(0, 9))) for _ in range(5001)]
     hyps = [" ".join(rng.choice(["a", "b", "ce"]) for _ in range(rng.randint(0, 9))) for _ in range(5001)]
+    monkeypatch.setattr(alignment, "INTERPRETED_CELLS", 0)
     monkeypatch.setattr(alignment, "THREADED_PAIRS", 10**9)
     words, chars = alignment.count_word_errors(refs, hyps), alignment.count_char_errors(refs, hyps)
     monkeypatch.setattr(alignment, "THREADED_PAIRS", 1000)
     monkeypatch.setattr(alignment.os, "cpu_count", lambda: 3)
     assert (alignment.count_word_errors(refs, hyps) == words).all()
     assert (alignment.count_char_errors(refs, hyps) == chars).all()
+
+
+def test_interpreted_and_compiled_counts_agree_where_the_budget_splits_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A budget that runs out part-way: the first pairs in the interpreter, the rest (a pair too
+    big for what is left among them) compiled; the same counts as all compiled. Separators are the
+    kernels' (ASCII whitespace and NUL), not Unicode's: a no-break space is part of a word."""
+    rng = random.Random(11)
+    vocab = ["a", "b", "ab", "c\u00a0d", "é"]
+    refs, hyps = _edited_pairs(12, 3000, vocab, 14, " ")
+    refs += ["a\tb\x00c  d\n", "x " * 400]
+    hyps += ["a b c\rd", "x y " * 300]
+    order = list(range(len(refs)))
+    rng.shuffle(order)
+    refs, hyps = [refs[k] for k in order], [hyps[k] for k in order]
+    monkeypatch.setattr(alignment, "INTERPRETED_CELLS", 0)
+    words, chars = count_word_errors(refs, hyps), count_char_errors(refs, hyps)
+    monkeypatch.setattr(alignment, "_kernels_loaded", lambda: False)
+    monkeypatch.setattr(alignment, "INTERPRETED_CELLS", 30_000)
+    interpreted: list[int] = []
+    real = alignment._interpreted_counts
+    monkeypatch.setattr(
+        alignment,
+        "_interpreted_counts",
+        lambda *a: interpreted.append(1) or real(*a),  # type: ignore[func-returns-value]
+    )
+    assert np.array_equal(count_word_errors(refs, hyps), words)
+    assert 100 < len(interpreted) < len(refs)  # both engines counted some of them
+    assert np.array_equal(count_char_errors(refs, hyps), chars)
+    assert count_word_errors(["c\u00a0d"], ["c d"]).tolist() == [[0, 1, 0, 1]]
+
+
+def test_a_short_pair_loads_no_compiler() -> None:
+    """Counting a few pairs in a fresh process leaves numba unloaded (a read command's start)."""
+    code = (
+        "import sys; from stt_flywheel.scoring.alignment import count_word_errors, count_char_errors;"
+        "print(count_word_errors(['a b c'], ['a x c']).tolist(), count_char_errors(['ab'], ['b']).tolist(),"
+        " 'numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[[2,", "1,", "0,", "0]]", "[[1,", "0,", "1,", "0]]", "False"]

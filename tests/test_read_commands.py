@@ -1,8 +1,8 @@
 """The read commands (`status`, `registry list|audit`, `runs list|show`) load what reading needs
-and no more: torch, transformers, scipy's statistics and the pipeline SDK stay out (`-X importtime`
+and no more: torch, transformers, scipy and the pipeline SDK stay out (`-X importtime`
 of each, as a fresh process). Their time and memory on the demo's state are `make bench`'s
-(benchmarks/bench_read.py); numba's own version check imports scipy's top package, which is why
-`scipy.stats` and not `scipy` is named here."""
+(benchmarks/bench_read.py). numba (with scipy, which its version check imports) stays out too: a
+handful of corrections is aligned in the interpreter."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from stt_flywheel.run.stages import bootstrap_registry
 HEAVY = {
     "torch",
     "transformers",
-    "scipy.stats",
-    "scipy.special",
+    "scipy",
+    "numba",
     "kfp",
     "datasets",
     "matplotlib",

@@ -24,6 +24,7 @@ read it beside the correction rate.
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -123,6 +124,30 @@ def _requesters(rows: Sequence[LiveRow]) -> list[str]:
     return [r.user if r.user != ANONYMOUS else f"{ANONYMOUS}#{i}" for i, r in enumerate(rows)]
 
 
+# Each (normaliser, reference, hypothesis) scored once a process: a version's figures, its slices
+# and its trend's buckets count the same rows again. Bounded: emptied past this many pairs.
+SCORED_PAIRS = 200_000
+_scored: dict[tuple[str, str, str], tuple[int, int, int, int]] = {}
+_scoring = threading.Lock()
+
+
+def scores(rows: Sequence[LiveRow], normalizer: str) -> list[tuple[int, int, int, int]]:
+    """(word errors, reference words, character errors, reference characters) of each row's
+    hypothesis against its reference."""
+    keys = [(normalizer, r.reference or "", r.hypothesis) for r in rows]
+    with _scoring:
+        missing = list(dict.fromkeys(k for k in keys if k not in _scored))
+        if missing:
+            _, utts = score_corpus([k[1] for k in missing], [k[2] for k in missing], normalizer)
+            if len(_scored) + len(missing) > SCORED_PAIRS:
+                _scored.clear()
+            _scored.update(
+                (k, (u.word_errors, u.ref_words, u.char_errors, u.ref_chars))
+                for k, u in zip(missing, utts, strict=True)
+            )
+        return [_scored[k] for k in keys]
+
+
 def _measure(
     version: str,
     rows: Sequence[LiveRow],
@@ -161,16 +186,10 @@ def _measure(
     scored = [r for r in rows if r.reference is not None]
     q.scored = len(scored)
     if scored:
-        _, utts = score_corpus(
-            [r.reference or "" for r in scored], [r.hypothesis for r in scored], normalizer
-        )
+        counts = scores(scored, normalizer)
         who_scored = _requesters(scored)
-        q.wer = bootstrap_ratio(
-            [u.word_errors for u in utts], [u.ref_words for u in utts], clusters=who_scored, **boot
-        )
-        q.cer = bootstrap_ratio(
-            [u.char_errors for u in utts], [u.ref_chars for u in utts], clusters=who_scored, **boot
-        )
+        q.wer = bootstrap_ratio([c[0] for c in counts], [c[1] for c in counts], clusters=who_scored, **boot)
+        q.cer = bootstrap_ratio([c[2] for c in counts], [c[3] for c in counts], clusters=who_scored, **boot)
     else:
         q.wer = q.cer = RatioInterval(math.nan, math.nan, math.nan, 0)
     return q

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -26,7 +27,22 @@ from stt_flywheel.storage.objectstore import read_uri
 
 def _prediction(i: int, audio: bytes | None = b"RIFF....WAVE") -> CapturedPrediction:
     now = datetime.now(UTC)
-    return CapturedPrediction(new_prediction_id(now), now, "3", "stt", f"hyp {i}", {"i": str(i)}, 1.0, audio)
+    words = [
+        {"word": "hyp", "start": 0.0, "end": 0.5, "confidence": 0.75},
+        {"word": str(i), "start": None, "end": None, "confidence": 0.5},
+    ]
+    return CapturedPrediction(
+        new_prediction_id(now),
+        now,
+        "3",
+        "stt",
+        f"hyp {i}",
+        {"i": str(i)},
+        1.0,
+        audio,
+        confidence=0.375,
+        words=words,
+    )
 
 
 def _balanced(c: dict[str, int]) -> bool:
@@ -62,7 +78,14 @@ def test_unreachable_store_spills_then_retries(tmp_path: Path) -> None:
     counters = writer.close()
     assert counters["captured"] == 20 and counters["spilled"] == 0 and counters["write_failures"] >= 1
     assert _balanced(counters)
-    assert sorted(store.predictions()["hypothesis"].to_pylist()) == sorted(f"hyp {i}" for i in range(20))
+    rows = store.predictions().to_pylist()
+    assert sorted(r["hypothesis"] for r in rows) == sorted(f"hyp {i}" for i in range(20))
+    # the words and confidence went through the spill file and back
+    assert all(
+        r["confidence"] == 0.375 and [w["word"] for w in r["words"]] == r["hypothesis"].split() for r in rows
+    )
+    assert rows[0]["words"][0] == {"word": "hyp", "start": 0.0, "end": 0.5, "confidence": 0.75}
+    assert rows[0]["words"][1]["start"] is None
     assert not list((tmp_path / "spill").iterdir())
 
 
@@ -207,6 +230,10 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
             "5", row["prediction_id"], row["user"], row["hypothesis"], row["signature"]
         )
         assert row["hypothesis"] == answer["transcript"]
+        # its words and confidence are kept though the request did not ask for them
+        assert answer["words"] is None and answer["confidence"] is None
+        assert " ".join(w["word"] for w in row["words"]) == row["hypothesis"]
+        assert row["confidence"] == pytest.approx(np.prod([w["confidence"] for w in row["words"]]), rel=1e-5)
         assert (row["model_version"], row["endpoint"]) == ("4", "stt")
         assert dict(row["metadata"]) == {"speaker": utt.speaker or "", "domain": "general"}
         assert row["duration_s"] == pytest.approx(len(audio) / 16000, abs=1e-3)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import free_port
 
@@ -172,16 +173,16 @@ class _Pieces:
 
     def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
         self.model, self.family, self.longest = model, model.family, 0
-        decode = model._transcribe_batch
+        decode = model._score_batch
 
-        def spy(audios):  # type: ignore[no-untyped-def]
+        def spy(audios, temperatures):  # type: ignore[no-untyped-def]
             self.longest = max([self.longest, *(len(a) for a in audios)])
-            return decode(audios)
+            return decode(audios, temperatures)
 
-        model._transcribe_batch = spy
+        model._score_batch = spy
 
-    def transcribe(self, audios, batch_size: int = 16, max_piece_s=None):  # type: ignore[no-untyped-def]
-        return self.model.transcribe(audios, batch_size=batch_size, max_piece_s=max_piece_s)
+    def transcribe_scored(self, audios, batch_size: int = 16, max_piece_s=None):  # type: ignore[no-untyped-def]
+        return self.model.transcribe_scored(audios, batch_size=batch_size, max_piece_s=max_piece_s)
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +306,28 @@ def test_the_answer_names_its_version_only_when_told_to() -> None:
     base = {"AIP_STORAGE_URI": "/m", "FLYWHEEL_MODEL_VERSION": "7"}
     assert not ServingSettings.from_env(base).limits.reveal_version
     assert ServingSettings.from_env({**base, "FLYWHEEL_REVEAL_VERSION": "True"}).limits.reveal_version
+
+
+def test_words_and_confidence_are_answered_when_asked(limited: tuple, general_utts: list[Utterance]) -> None:
+    from stt_flywheel.data.audio import encode_wav
+
+    client, _ = limited
+    audio = load_audio(general_utts[0].audio).samples[: 16_000 * 3]
+    instance = {"b64": base64.b64encode(encode_wav(audio)).decode()}
+    plain = client.post("/predict", json={"instances": [instance]}).json()["predictions"][0]
+    assert plain["words"] is None and plain["confidence"] is None
+    asked = client.post(
+        "/predict", json={"instances": [instance, instance], "parameters": {"word_confidence": True}}
+    ).json()["predictions"]
+    first = asked[0]
+    assert first["transcript"] == plain["transcript"]
+    assert " ".join(w["word"] for w in first["words"]) == first["transcript"]
+    assert all(0 < w["confidence"] <= 1 and 0 <= w["start"] < w["end"] <= 3.05 for w in first["words"])
+    assert first["confidence"] == pytest.approx(
+        float(np.prod([w["confidence"] for w in first["words"]])), rel=1e-5
+    )
+    assert asked[1]["words"] == first["words"]  # the same audio, the same answer
+    refused = client.post(
+        "/predict", json={"instances": [instance], "parameters": {"word_confidence": "maybe"}}
+    )
+    assert refused.status_code == 422

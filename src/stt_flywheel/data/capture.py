@@ -61,6 +61,8 @@ class CapturedPrediction:
     audio_ext: str = "wav"
     user: str = ANONYMOUS  # the requester's pseudonym, never the id itself
     signature: str | None = None  # the serving process's (`Identity.sign`)
+    confidence: float | None = None  # the utterance's (`models.confidence`)
+    words: list[dict[str, Any]] | None = None  # each word with its place and confidence
 
 
 @dataclass
@@ -198,6 +200,8 @@ class CaptureWriter:
                     "duration_s": p.duration_s,
                     "user": p.user,
                     "signature": p.signature,
+                    "confidence": p.confidence,
+                    "words": p.words,
                     "audio_uri": audio_uri,
                     "audio_sha256": sha,
                 }

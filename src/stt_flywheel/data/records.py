@@ -55,6 +55,14 @@ __all__ = [
 ]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+WORD = pa.struct(
+    [
+        pa.field("word", pa.string(), nullable=False),
+        pa.field("start", pa.float32()),
+        pa.field("end", pa.float32()),
+        pa.field("confidence", pa.float32(), nullable=False),
+    ]
+)
 
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -70,6 +78,10 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("audio_sha256", pa.string()),
         # the serving process's signature (`Identity.sign`): only signed predictions decide canaries
         pa.field("signature", pa.string()),
+        # how sure the model was (`models.confidence`): the utterance's, and each word's with its
+        # place in the audio (seconds; null where the family gives none); null in older files
+        pa.field("confidence", pa.float32()),
+        pa.field("words", pa.list_(WORD)),
         pa.field("ingested_at", TIMESTAMP, nullable=False),
     ]
 )

@@ -204,6 +204,7 @@ def validation_html(
         body += "<h2>Per-utterance ΔWER</h2>" + figure(delta_histogram(deltas), f"{len(deltas)} utterances")
     body += _signatures_section(details.get("signatures", {}))
     body += _critical_section(details.get("critical_terms"))
+    body += _calibration_section(details.get("calibration"))
     body += _churn_section(details.get("churn", {}))
     worst = details.get("worst_regressions", [])
     body += _alignments_section("Largest regressions", worst, "delta_errors")
@@ -378,3 +379,37 @@ def regression_html(results: Sequence[Any], verdict: Verdict, context: ReportCon
                 f"Newly broken in {r.name}: {r.newly_broken}{shown}", r.broken_examples, "candidate_errors"
             )
     return page("Regression suites", body)
+
+
+def reliability_plot(before: Sequence[dict[str, float]], after: Sequence[dict[str, float]]) -> str:
+    """Accuracy against confidence per bin, at T = 1 and at the fitted T; the diagonal is perfect."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], color="#5f6368", ls="--", lw=1)
+    for points, color, label in ((before, "#9aa0a6", "T = 1"), (after, "#1a73e8", "fitted T")):
+        if points:
+            ax.plot(
+                [p["confidence"] for p in points],
+                [p["accuracy"] for p in points],
+                "o-",
+                color=color,
+                label=label,
+            )
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="word confidence (bin mean)", ylabel="share of words right")
+    ax.legend(loc="upper left", fontsize=8)
+    return svg(fig)
+
+
+def _calibration_section(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return ""
+    t = calibration.get("temperature", 1.0)
+    body = (
+        "<h2>Word confidence</h2><p class='meta'>The candidate's softmax temperature, fitted by the "
+        f"trainer on {calibration.get('words', 0)} held-out words (their share right: "
+        f"{cell(calibration.get('accuracy'))}): T = {t:.2f}. Expected calibration error (the mean gap "
+        f"between confidence and accuracy, over ten bins) {cell(calibration.get('ece_before'))} at T = 1, "
+        f"{cell(calibration.get('ece_after'))} at T = {t:.2f}.</p>"
+    )
+    before, after = calibration.get("reliability_before") or [], calibration.get("reliability_after") or []
+    return body + figure(reliability_plot(before, after), "reliability: held-out words by confidence bin")

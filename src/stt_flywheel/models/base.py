@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,8 +12,12 @@ import torch
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE
 from stt_flywheel.errors import StateError
+from stt_flywheel.models.confidence import PieceWord, Transcript, Word
 
 __all__ = ["SpeechModel", "resolve_device", "saved_model_dir"]
+
+Scored = tuple[str, list[PieceWord]]  # a piece's text and its words
+BatchFn = Callable[[Sequence[np.ndarray]], list[Any]]
 
 
 def saved_model_dir(artifact_dir: str | Path) -> Path:
@@ -51,6 +55,8 @@ class SpeechModel(ABC):
         # the model's device, except in dataloader worker processes, which must not touch CUDA
         self.feature_device = device
         self.model.to(device)
+        # the softmax temperature its word confidences are computed at (`models.confidence`)
+        self.temperature = 1.0
 
     @classmethod
     @abstractmethod
@@ -103,6 +109,53 @@ class SpeechModel(ABC):
     def _transcribe_long_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         raise NotImplementedError(f"{type(self).__name__} has no long-form transcription")
 
+    def _score_batch(self, audios: Sequence[np.ndarray], temperatures: Sequence[float]) -> list[Scored]:
+        """Each audio's text and words, each word's mean log probability at each temperature."""
+        raise NotImplementedError(f"{type(self).__name__} gives no word confidence")
+
+    def _score_long_batch(self, audios: Sequence[np.ndarray], temperatures: Sequence[float]) -> list[Scored]:
+        """Audio longer than the window, scored: the text alone where the family's long-form
+        decoding gives no per-token probabilities (no words, so no confidence)."""
+        return [(text, []) for text in self._transcribe_long_batch(audios)]
+
+    def _pieces(
+        self, audios: Sequence[np.ndarray], max_piece_s: float | None
+    ) -> tuple[list[np.ndarray], list[int], list[int]]:
+        """The pieces to transcribe, whose audio each is, and the sample each starts at in it."""
+        limits = [s for s in (None if self.long_form else self.window_s, max_piece_s) if s]
+        pieces: list[np.ndarray] = []
+        owner: list[int] = []
+        starts: list[int] = []
+        for k, audio in enumerate(audios):
+            at = 0
+            for piece in (
+                split_long_audio(audio, int(min(limits) * TARGET_SAMPLE_RATE)) if limits else [audio]
+            ):
+                pieces.append(piece)
+                owner.append(k)
+                starts.append(at)
+                at += len(piece)
+        return pieces, owner, starts
+
+    def _in_batches(
+        self, pieces: Sequence[np.ndarray], batch_size: int, short: BatchFn, long: BatchFn
+    ) -> list[Any]:
+        """`short` over the pieces within the window, `long` over the rest (long-form), in
+        batches of pieces of like length; the results in the pieces' order."""
+        self.model.eval()
+        window = self.window_s
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
+        longest = int(window * TARGET_SAMPLE_RATE) if window else None
+        within = [i for i in order if longest is None or len(pieces[i]) <= longest]
+        beyond = [i for i in order if longest is not None and len(pieces[i]) > longest]
+        results: list[Any] = [None] * len(pieces)
+        for group, run in ((within, short), (beyond, long)):
+            for start in range(0, len(group), batch_size):
+                idx = group[start : start + batch_size]
+                for i, result in zip(idx, run([pieces[i] for i in idx]), strict=True):
+                    results[i] = result
+        return results
+
     @torch.inference_mode()
     def transcribe(
         self, audios: Sequence[np.ndarray], batch_size: int = 16, max_piece_s: float | None = None
@@ -112,30 +165,48 @@ class SpeechModel(ABC):
         into pieces at quiet moments (`split_long_audio`), the pieces are transcribed with the rest
         and their texts joined: nothing beyond the window is dropped. A long-form model (Whisper
         with timestamp tokens) transcribes audio longer than its window in batches of their own."""
-        window = self.window_s
-        limits = [s for s in (None if self.long_form else window, max_piece_s) if s]
-        pieces: list[np.ndarray] = []
-        owner: list[int] = []
-        for k, audio in enumerate(audios):
-            cut = split_long_audio(audio, int(min(limits) * TARGET_SAMPLE_RATE)) if limits else [audio]
-            pieces.extend(cut)
-            owner.extend([k] * len(cut))
-        self.model.eval()
-        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
-        longest = int(window * TARGET_SAMPLE_RATE) if window else None
-        short = [i for i in order if longest is None or len(pieces[i]) <= longest]
-        long = [i for i in order if longest is not None and len(pieces[i]) > longest]
-        texts: list[str] = [""] * len(pieces)
-        for group, transcribe in ((short, self._transcribe_batch), (long, self._transcribe_long_batch)):
-            for start in range(0, len(group), batch_size):
-                idx = group[start : start + batch_size]
-                for i, text in zip(idx, transcribe([pieces[i] for i in idx]), strict=True):
-                    texts[i] = text
+        pieces, owner, _ = self._pieces(audios, max_piece_s)
+        texts = self._in_batches(pieces, batch_size, self._transcribe_batch, self._transcribe_long_batch)
         joined: list[list[str]] = [[] for _ in audios]
         for k, text in zip(owner, texts, strict=True):
             if text:
                 joined[k].append(text)
         return [" ".join(parts) for parts in joined]
+
+    @torch.inference_mode()
+    def transcribe_scored(
+        self,
+        audios: Sequence[np.ndarray],
+        batch_size: int = 16,
+        max_piece_s: float | None = None,
+        temperatures: Sequence[float] | None = None,
+    ) -> list[Transcript]:
+        """`transcribe`'s texts with their words: each word's place in the audio and confidence at
+        the model's fitted temperature (`self.temperature`), or at the first of `temperatures`
+        with every one of them in `log_confidences` (what fitting the temperature needs)."""
+        temps = tuple(temperatures) if temperatures else (self.temperature,)
+        pieces, owner, starts = self._pieces(audios, max_piece_s)
+        scored = self._in_batches(
+            pieces,
+            batch_size,
+            lambda batch: self._score_batch(batch, temps),
+            lambda batch: self._score_long_batch(batch, temps),
+        )
+        texts: list[list[str]] = [[] for _ in audios]
+        words: list[list[Word]] = [[] for _ in audios]
+        logs: list[list[np.ndarray]] = [[] for _ in audios]
+        for k, start, (text, piece_words) in zip(owner, starts, scored, strict=True):
+            if text:
+                texts[k].append(text)
+            offset = start / TARGET_SAMPLE_RATE
+            for w in piece_words:
+                at = [None if t is None else round(t + offset, 3) for t in (w.start, w.end)]
+                words[k].append(Word(w.word, at[0], at[1], float(np.exp(w.log_confidence[0]))))
+                logs[k].append(w.log_confidence)
+        return [
+            Transcript(" ".join(t), w, np.stack(lc) if lc else np.zeros((0, len(temps))))
+            for t, w, lc in zip(texts, words, logs, strict=True)
+        ]
 
 
 def split_long_audio(audio: np.ndarray, max_samples: int, search_s: float = 5.0) -> list[np.ndarray]:

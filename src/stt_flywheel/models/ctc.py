@@ -24,7 +24,8 @@ from transformers import (
     Wav2Vec2CTCTokenizer,
 )
 
-from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.models.base import Scored, SpeechModel, resolve_device
+from stt_flywheel.models.confidence import PieceWord, read_temperature
 from stt_flywheel.scoring.text import normalize
 
 __all__ = ["CHARACTERS", "CTCProcessor", "CTCSpeechModel", "build_ctc_model"]
@@ -122,7 +123,15 @@ class CTCSpeechModel(SpeechModel):
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto") -> CTCSpeechModel:
         model = ParakeetForCTC.from_pretrained(str(model_dir))
-        return cls(model, CTCProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
+        speech = cls(model, CTCProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
+        speech.temperature = read_temperature(model_dir)
+        return speech
+
+    @property
+    def frame_s(self) -> float:
+        """Seconds of audio per output frame: the feature hop times the encoder's subsampling."""
+        hop = self.processor.feature_extractor.hop_length / self.processor.feature_extractor.sampling_rate
+        return float(hop * self.model.config.encoder_config.subsampling_factor)
 
     def _transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         inputs = self.processor.features(audios, self.feature_device)
@@ -131,6 +140,38 @@ class CTCSpeechModel(SpeechModel):
             attention_mask=inputs["attention_mask"].to(self.device),
         )
         return [t.strip() for t in self.processor.tokenizer.batch_decode(ids.cpu())]
+
+    def _score_batch(self, audios: Sequence[np.ndarray], temperatures: Sequence[float]) -> list[Scored]:
+        inputs = self.processor.features(audios, self.feature_device)
+        out = self.model.generate(
+            input_features=inputs["input_features"].to(self.device),
+            attention_mask=inputs["attention_mask"].to(self.device),
+            return_dict_in_generate=True,
+        )
+        ids = out.sequences.cpu()  # each frame's most probable token, the blank past the audio
+        decoded = self.processor.tokenizer.batch_decode(ids, output_word_offsets=True)
+        logits = out.logits.float().cpu()
+        # the log posterior of each frame's chosen token at each temperature: (batch, frames, temperatures)
+        chosen = torch.stack(
+            [torch.log_softmax(logits / t, dim=-1).gather(-1, ids[..., None])[..., 0] for t in temperatures],
+            dim=-1,
+        )
+        frame = self.frame_s
+        return [
+            (
+                text.strip(),
+                [
+                    PieceWord(
+                        w["word"],
+                        round(float(w["start_offset"] * frame), 3),
+                        round(float(w["end_offset"] * frame), 3),
+                        chosen[b, w["start_offset"] : w["end_offset"]].mean(dim=0).numpy(),
+                    )
+                    for w in offsets
+                ],
+            )
+            for b, (text, offsets) in enumerate(zip(decoded.text, decoded.word_offsets, strict=True))
+        ]
 
     def collate(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         audios = [np.asarray(e["audio"], dtype=np.float32) for e in examples]

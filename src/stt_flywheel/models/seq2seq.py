@@ -8,6 +8,7 @@ tokenizer built offline — same special tokens, same generate path, no download
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import torch
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (
     AutoModelForSpeechSeq2Seq,
+    LogitsProcessor,
+    LogitsProcessorList,
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
@@ -26,7 +29,8 @@ from transformers import (
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from stt_flywheel.errors import InputError
-from stt_flywheel.models.base import SpeechModel, resolve_device
+from stt_flywheel.models.base import Scored, SpeechModel, resolve_device
+from stt_flywheel.models.confidence import PieceWord, read_temperature
 from stt_flywheel.scoring.languages import language_code as known_language
 
 __all__ = ["WHISPER_SHAPES", "Seq2SeqSpeechModel", "build_whisper_model"]
@@ -147,7 +151,9 @@ class Seq2SeqSpeechModel(SpeechModel):
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto") -> Seq2SeqSpeechModel:
         model = AutoModelForSpeechSeq2Seq.from_pretrained(str(model_dir))
-        return cls(model, WhisperProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
+        speech = cls(model, WhisperProcessor.from_pretrained(str(model_dir)), device=resolve_device(device))
+        speech.temperature = read_temperature(model_dir)
+        return speech
 
     @property
     def window_s(self) -> float | None:
@@ -201,6 +207,47 @@ class Seq2SeqSpeechModel(SpeechModel):
         )
         return self._decode(ids)
 
+    def _score_batch(self, audios: Sequence[np.ndarray], temperatures: Sequence[float]) -> list[Scored]:
+        features = self._features(audios).to(self.device, dtype=self.model.dtype)
+        recorder = ChosenLogProbs(temperatures)
+        ids = self.model.generate(
+            features,
+            generation_config=self._generation(),
+            language=self.language,
+            task=self.task,
+            logits_processor=LogitsProcessorList([recorder]),
+        ).cpu()
+        chosen, log_probs = recorder.steps()
+        texts = self._decode(ids)
+        generated = ids[:, ids.shape[1] - chosen.shape[1] :]  # the tokens the steps chose, after the prompt
+        return [(text, self._words(generated[b], chosen[b], log_probs[b])) for b, text in enumerate(texts)]
+
+    def _words(self, tokens: torch.Tensor, chosen: torch.Tensor, log_probs: torch.Tensor) -> list[PieceWord]:
+        """A generated row's words: a word begins at a token that begins with a space; the added
+        tokens (special and timestamp ones, which the decoded text leaves out) are no part of one."""
+        tokenizer = self.processor.tokenizer
+        special = set(tokenizer.added_tokens_decoder)
+        eos = self.model.generation_config.eos_token_id
+        groups: list[tuple[list[str], list[torch.Tensor]]] = []
+        for token, best, lp in zip(tokens.tolist(), chosen.tolist(), log_probs, strict=True):
+            if token == eos:
+                break
+            if token != best:  # the recorder saw other scores than the ones decoding chose by
+                raise RuntimeError("word confidence: a generation step chose a token the recorder did not")
+            piece = tokenizer.convert_ids_to_tokens(token)
+            if token in special or _TIMESTAMP.fullmatch(piece):
+                continue
+            if not groups or piece.startswith(_SPACE):
+                groups.append(([], []))
+            groups[-1][0].append(piece)
+            groups[-1][1].append(lp)
+        out = []
+        for pieces, lps in groups:
+            word = tokenizer.convert_tokens_to_string(pieces).strip()
+            if word:
+                out.append(PieceWord(word, None, None, torch.stack(lps).mean(dim=0).numpy()))
+        return out
+
     def _transcribe_long_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
         """Audio longer than the window, through Whisper's sequential long-form generation: a
         30-s window is decoded with timestamps, the next starts where its last complete segment
@@ -245,6 +292,35 @@ class Seq2SeqSpeechModel(SpeechModel):
         if (labels[:, 0] == self.model.config.decoder_start_token_id).all():
             labels = labels[:, 1:]
         return {"input_features": features, "labels": labels}
+
+
+_SPACE = "\u0120"  # a space as byte-level tokens write it ("Ġ")
+_TIMESTAMP = re.compile(r"<\|\d+\.\d+\|>")
+
+
+class ChosenLogProbs(LogitsProcessor):
+    """Records, at each generation step, the token greedy decoding chooses (the most probable
+    after every other processor: a custom processor runs last) and its log probability at each
+    temperature. It changes no score."""
+
+    def __init__(self, temperatures: Sequence[float]) -> None:
+        self.temperatures = tuple(temperatures)
+        self._chosen: list[torch.Tensor] = []
+        self._log_probs: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        z = scores.float()
+        self._chosen.append(z.argmax(dim=-1))
+        self._log_probs.append(
+            torch.stack([torch.log_softmax(z / t, dim=-1).amax(dim=-1) for t in self.temperatures], dim=-1)
+        )
+        return scores
+
+    def steps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, steps) chosen tokens and (batch, steps, temperatures) their log probabilities."""
+        if not self._chosen:
+            return torch.zeros((0, 0), dtype=torch.long), torch.zeros((0, 0, len(self.temperatures)))
+        return torch.stack(self._chosen, dim=1).cpu(), torch.stack(self._log_probs, dim=1).cpu()
 
 
 def language_code(language: str) -> str:

@@ -129,6 +129,9 @@ class TrainEntry(LedgerEntry):
     model_dir: str
     model_digest: str | None = None  # `storage.files.tree_digest` of model_dir as training saved it
     resumed_from: str | None
+    # the word-confidence temperature fitted on the held-out split, with its words and the expected
+    # calibration error at T = 1 and at the fitted T (`models.confidence.calibrate`); None without
+    calibration: dict[str, float] | None = None
     train_examples: int
     hyperparameters: dict[str, Any]
     seed: int
@@ -171,6 +174,8 @@ class EvaluationDetails(_Record):
     worst_regressions: list[dict[str, Any]]
     largest_improvements: list[dict[str, Any]]
     critical_terms: dict[str, Any] | None = None
+    # the candidate's word-confidence calibration as the trainer fitted it (`calibration.json`)
+    calibration: dict[str, Any] | None = None
 
 
 class _VerdictEntry(LedgerEntry, StoredVerdict):

@@ -51,6 +51,7 @@ from stt_flywheel.models import (
     saved_model_dir,
     target_length_check,
 )
+from stt_flywheel.models.confidence import calibrate_saved, read_calibration
 from stt_flywheel.models.distributed import train_in_processes
 from stt_flywheel.models.training import TrainResult, TrainSettings, fine_tune
 from stt_flywheel.run.costs import timed
@@ -215,12 +216,14 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             write_ledger(config, run_id, TrainProgress(step=step, max_steps=max_steps, loss=loss))
 
     processes = t.processes or (_cuda_devices() if resolve_device(t.accelerator) == "cuda" else 1)
+    heldout = load_split(dataset_dir, "heldout")
     if processes > 1:  # each process loads the model and the dataset itself
         result = train_in_processes(start_from, dataset_dir, out_dir, settings, processes, progress=progress)
     else:
         model = load_model(start_from, device=t.accelerator)
-        train, heldout = load_split(dataset_dir, "train"), load_split(dataset_dir, "heldout")
+        train = load_split(dataset_dir, "train")
         result = fine_tune(model, train, out_dir, settings, eval_examples=heldout or None, progress=progress)
+    calibration = calibrate_saved(result.output_dir, heldout, config.validation.normalizer, t.accelerator)
     manifest = DatasetManifest.load(dataset_dir)
     entry = TrainEntry.model_validate(
         {
@@ -233,6 +236,7 @@ def stage_train_model(config: FlywheelConfig, dataset_dir: Path, out_dir: Path, 
             "model_dir": str(result.output_dir),
             "model_digest": tree_digest(result.output_dir),
             "resumed_from": result.resumed_from,
+            "calibration": calibration,
             "train_examples": manifest.splits.get("train", 0),
             # enough to train the same model again: what, from what, on what, with which code
             "hyperparameters": t.model_dump(mode="json"),
@@ -284,7 +288,10 @@ def stage_validate_model(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     texts = config.reports.include_transcripts
-    details = result.details if texts else without_transcripts(result.details)
+    details = {
+        **(result.details if texts else without_transcripts(result.details)),
+        "calibration": read_calibration(saved_model_dir(model_artifact)),  # the trainer's, on held-out
+    }
     summary = {k: v for k, v in details.items() if k != "utterance_delta_wer"}
     metrics = result.metrics.flat()  # for KFP and the report; the ledger keeps the model's own shape
     entry = ValidationEntry.model_validate(

@@ -353,6 +353,8 @@ def _prediction_table(records: pa.Table, now: datetime) -> pa.Table:
         "audio_uri": records["audio_uri"],
         "audio_sha256": pa.nulls(n, pa.string()),
         "signature": pa.nulls(n, pa.string()),  # no serving process made it: it never decides
+        "confidence": pa.nulls(n, pa.float32()),
+        "words": pa.nulls(n, PREDICTION_SCHEMA.field("words").type),
         "ingested_at": pa.array(np.full(n, epoch_us(now), dtype="int64"), pa.int64()).cast(TIMESTAMP),
     }
     return pa.table(arrays, schema=PREDICTION_SCHEMA)

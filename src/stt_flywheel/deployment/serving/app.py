@@ -28,6 +28,7 @@ from stt_flywheel.data.records import new_prediction_id
 from stt_flywheel.deployment.body_limit import BodyLimit
 from stt_flywheel.deployment.serving.contract import (
     Health,
+    PredictedWord,
     Prediction,
     PredictRequest,
     PredictResponse,
@@ -36,6 +37,7 @@ from stt_flywheel.deployment.serving.contract import (
 )
 from stt_flywheel.errors import InputError, InputNotFound
 from stt_flywheel.models import SpeechModel, load_model
+from stt_flywheel.models.confidence import Transcript
 from stt_flywheel.storage.objectstore import is_remote
 from stt_flywheel.storage.trees import fetch_tree
 
@@ -169,25 +171,63 @@ def build_app(settings: ServingSettings, model: SpeechModel | None) -> FastAPI:
             raw.append((data, decoded))
             audios.append(resample(decoded.samples, decoded.sample_rate, TARGET_SAMPLE_RATE))
         revealed = settings.model_version if limits.reveal_version else None
-        texts = speech.transcribe(audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s)
+        transcripts = speech.transcribe_scored(
+            audios, batch_size=settings.batch_size, max_piece_s=limits.chunk_s
+        )
         now = datetime.now(UTC)
         out = []
-        for instance, text, (data, decoded) in zip(request.instances, texts, raw, strict=True):
+        for instance, transcript, (data, decoded) in zip(request.instances, transcripts, raw, strict=True):
             pid = new_prediction_id(now)
             if writer is not None:
                 user = pseudonym(instance.user or request.parameters.user)
-                captured = (pid, now, settings.model_version, settings.endpoint, text, instance.metadata)
-                signature = (
-                    settings.identity.sign(settings.model_version, pid, user, text)
-                    if settings.identity
-                    else None
+                writer.offer(
+                    _captured(settings, pid, now, transcript, instance.metadata, user, data, decoded)
                 )
-                kept = (decoded.duration_s, data, decoded.extension)
-                writer.offer(CapturedPrediction(*captured, *kept, user=user, signature=signature))
-            out.append(Prediction(transcript=text, prediction_id=pid, model_version=revealed))
+            out.append(_answer(transcript, pid, revealed, request.parameters.word_confidence))
         return PredictResponse(predictions=out)
 
     return app
+
+
+def _captured(
+    settings: ServingSettings,
+    pid: str,
+    now: datetime,
+    transcript: Transcript,
+    metadata: dict[str, str],
+    user: str,
+    data: bytes,
+    decoded: DecodedAudio,
+) -> CapturedPrediction:
+    """What capture keeps of one prediction, signed by this process (`Identity.sign`): its words
+    and confidence always, asked for or not."""
+    text, version = transcript.text, settings.model_version
+    return CapturedPrediction(
+        pid,
+        now,
+        version,
+        settings.endpoint,
+        text,
+        metadata,
+        decoded.duration_s,
+        data,
+        decoded.extension,
+        user=user,
+        signature=settings.identity.sign(version, pid, user, text) if settings.identity else None,
+        confidence=transcript.confidence,
+        words=[w.as_dict() for w in transcript.words],
+    )
+
+
+def _answer(transcript: Transcript, pid: str, revealed: str | None, word_confidence: bool) -> Prediction:
+    """One instance's answer; its words and confidence when the request asked for them."""
+    return Prediction(
+        transcript=transcript.text,
+        prediction_id=pid,
+        model_version=revealed,
+        confidence=transcript.confidence if word_confidence else None,
+        words=[PredictedWord(**w.as_dict()) for w in transcript.words] if word_confidence else None,
+    )
 
 
 def _check_metadata(request: PredictRequest, limits: ServingLimits) -> None:

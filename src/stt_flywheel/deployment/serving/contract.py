@@ -44,6 +44,7 @@ __all__ = [
     "Health",
     "PredictInstance",
     "PredictParameters",
+    "PredictedWord",
     "PredictRequest",
     "PredictResponse",
     "Prediction",
@@ -198,6 +199,11 @@ class PredictParameters(BaseModel):
     user: str | None = Field(
         None, max_length=MAX_USER_CHARS, description="The user of every instance that names none."
     )
+    word_confidence: bool = Field(
+        False,
+        description="Answer each transcript's words with their times and confidence, and the "
+        "transcript's confidence (they are captured with the prediction either way).",
+    )
 
 
 class PredictRequest(BaseModel):
@@ -207,12 +213,29 @@ class PredictRequest(BaseModel):
     parameters: PredictParameters = Field(default_factory=PredictParameters)
 
 
+class PredictedWord(BaseModel):
+    word: str
+    start: float | None = Field(
+        description="Seconds into the audio; null where the model family gives no timing."
+    )
+    end: float | None
+    confidence: float = Field(
+        description="How sure the model is of the word, 0 to 1 (calibrated per version)."
+    )
+
+
 class Prediction(BaseModel):
     transcript: str
     prediction_id: str = Field(description="What feedback names later (a UUIDv7: its time is in it).")
     model_version: str | None = Field(
         description="The registered version that answered; null unless `serving.reveal_version`."
     )
+    confidence: float | None = Field(
+        None,
+        description="With `parameters.word_confidence`: how sure the model is that every word is "
+        "right (the product of the words'); null without words.",
+    )
+    words: list[PredictedWord] | None = Field(None, description="With `parameters.word_confidence`.")
 
 
 class PredictResponse(BaseModel):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from entries import dataset_entry, trigger_entry
 from pydantic import ValidationError
@@ -21,7 +22,7 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.demo.scenario import simulate_traffic
 from stt_flywheel.deployment.backends import open_endpoint, open_registry
 from stt_flywheel.models import saved_model_dir
-from stt_flywheel.run.entries import DatasetEntry, DeployEntry, RegressionEntry, TrainEntry
+from stt_flywheel.run.entries import DatasetEntry, DeployEntry, RegressionEntry, TrainEntry, ValidationEntry
 from stt_flywheel.run.lease import RUN_LEASE
 from stt_flywheel.run.ledger import list_runs, read_ledger, write_ledger
 from stt_flywheel.run.stages import (
@@ -147,6 +148,16 @@ def test_a_rejected_run_frees_the_lease_and_keeps_its_candidate(rejected_run: tu
     assert (Path(train.model_dir) / "config.json").is_file()
     assert read_ledger(config, run_id, DeployEntry) is None
     assert open_registry(config).aliases() == {"default": 1}
+    # the candidate's word confidence was calibrated on the held-out split, saved with it (so in
+    # its digest) and shown by the validation report
+    assert train.calibration is not None and train.calibration["words"] > 0
+    saved = orjson.loads((Path(train.model_dir) / "calibration.json").read_bytes())
+    assert saved["temperature"] == train.calibration["temperature"] > 0
+    assert 0 <= saved["ece_after"] <= 1 and 0 <= saved["ece_before"] <= 1
+    validation = read_ledger(config, run_id, ValidationEntry)
+    assert validation is not None and validation.evaluation.calibration == saved
+    report = next(p for p in Path(config.paths.reports).rglob("validation.html") if run_id in str(p))
+    assert "Word confidence" in report.read_text() and "reliability" in report.read_text()
 
 
 def test_stage_run_regression_suites_judges_every_suite(rejected_run: tuple) -> None:

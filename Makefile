@@ -46,7 +46,7 @@ lint: setup ## ruff (lint + format check), mypy on the library, the components a
 	$(VENV)/bin/mypy src components pipelines
 	$(VENV)/bin/lint-imports
 
-bench: setup ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather bootstrap; score end to end on 1M pairs; transcription beside the transformers pipeline; the error store at 1M records and capture at serving beside their floors; one hostile input's memory before and after the limits; canary arm statistics before and after the per-user cap and user resampling; forget and retention beside a full rewrite; the read commands on the demo's state beside the import floor
+bench: setup espeak ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather bootstrap; score end to end on 1M pairs; transcription beside the transformers pipeline; the error store at 1M records and capture at serving beside their floors; one hostile input's memory before and after the limits; canary arm statistics before and after the per-user cap and user resampling; forget and retention beside a full rewrite; the read commands on the demo's state beside the import floor; word confidence's ranking and calibration before and after the temperature fit
 	$(PY) benchmarks/bench_scoring.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_limits.py
@@ -54,6 +54,7 @@ bench: setup ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-gather b
 	$(PY) benchmarks/bench_privacy.py
 	$(PY) benchmarks/bench_transcribe.py
 	$(PY) benchmarks/bench_read.py --work-dir $(WORK)
+	$(PY) benchmarks/bench_confidence.py
 
 bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16, and a whisper-small-shaped model (full / LoRA, MFU), where a GPU is
 	$(PY) benchmarks/bench_trainer.py prepare --out build/bench-data

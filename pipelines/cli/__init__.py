@@ -92,6 +92,11 @@ EXAMPLES = {
     "--config demo-work/flywheel.yaml",
     "review reject": "stt-flywheel review reject 0193a5c2-7f00-7abc-8def-0123456789ab --reason 'one user, no source' "
     "--config demo-work/flywheel.yaml",
+    "review propose": "stt-flywheel review propose --budget 50 --config demo-work/flywheel.yaml",
+    "review export": "stt-flywheel review export --budget 50 --out review.json --audio-url http://127.0.0.1:8070 "
+    "--config demo-work/flywheel.yaml",
+    "review import": "stt-flywheel review import label-studio-export.json --source label-studio "
+    "--config demo-work/flywheel.yaml",
     "registry list": "stt-flywheel registry list --config demo-work/flywheel.yaml",
     "registry adopt": "stt-flywheel registry adopt --config gs://my-flywheel-config/flywheel.yaml",
     "registry rollback": "stt-flywheel registry rollback --config demo-work/flywheel.yaml "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -140,6 +141,19 @@ def report_ingest(
             f"{source}: no valid line — all {len(quarantined)} quarantined, {n} as {reason} "
             f"(first at line {first.line}); {hint}"
         )
+
+
+def parse_when(value: str | None) -> datetime | None:
+    """An ISO date or time given as an option; one without a zone is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"not an ISO date or time: {value!r} (e.g. 2026-11-27 or 2026-11-27T10:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def print_json(obj: object) -> None:

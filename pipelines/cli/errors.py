@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
@@ -13,6 +12,7 @@ from flywheel_pipelines.cli.common import (
     ConfigOpt,
     SourceArg,
     load,
+    parse_when,
     report_ingest,
 )
 
@@ -20,19 +20,6 @@ __all__ = ["errors_app"]
 
 
 errors_app = typer.Typer(no_args_is_help=True, help="Feed the error store.")
-
-
-def _when(value: str | None) -> datetime | None:
-    """An ISO date or time; one without a zone is UTC."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(
-            f"not an ISO date or time: {value!r} (e.g. 2026-11-27 or 2026-11-27T10:00Z)"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 @errors_app.command("ingest")
@@ -67,7 +54,7 @@ def errors_export(
     """Stream stored predictions as JSONL, each with its latest feedback (or the quarantine)."""
     from stt_flywheel.data.error_store import open_error_store
 
-    start = _when(since)
+    start = parse_when(since)
     store = open_error_store(load(config, reads_state=True))
     rows = store.export_quarantine() if quarantine else store.export(since=start, version=version)
     out = sys.stdout.buffer

@@ -101,6 +101,26 @@ class DatasetSettings(Strict):
         description="A correction with more words than this many per second of its audio (plus two) "
         "cannot be what was said: quarantined as `implausible_words_per_second`. Null: no such check.",
     )
+    pseudo_label_min_confidence: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Pseudo-labels: settled predictions nobody answered (signed, audio kept, made in the "
+        "7 days before the label window) whose calibrated confidence is at least this join the training "
+        "split with their own transcript as the label. Never held out, never a gate. Null: off.",
+    )
+    pseudo_label_weight: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="How often a pseudo-label is drawn in training against a correction (1: as often).",
+    )
+    pseudo_label_max_share: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="At most this share of the training split is pseudo-labels, the most confident first.",
+    )
 
     @model_validator(mode="after")
     def _durations_in_order(self) -> DatasetSettings:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, WeightedRandomSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from stt_flywheel.data.audio import TARGET_SAMPLE_RATE, resample
@@ -136,6 +136,20 @@ class _Examples(Dataset):
             return example
         audio = resample(np.asarray(example["audio"], dtype=np.float32), round(TARGET_SAMPLE_RATE * speed))
         return {**example, "audio": audio}
+
+
+class _WeightedTrainer(Trainer):
+    """The `Trainer`, drawing each training example in proportion to its `weight` (a
+    pseudo-label's below a correction's 1), with replacement, from a seeded generator; as
+    the `Trainer` does when every weight is 1."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        weights = [float(e.get("weight", 1.0)) for e in getattr(dataset, "examples", [])]
+        if not weights or all(w == 1.0 for w in weights):
+            return super()._get_train_sampler(train_dataset)
+        generator = torch.Generator().manual_seed(self.args.seed)
+        return WeightedRandomSampler(weights, num_samples=len(weights), replacement=True, generator=generator)
 
 
 def _check_finite(module: torch.nn.Module, log_history: list[dict[str, Any]]) -> None:
@@ -306,7 +320,7 @@ def fine_tune(
     total = sum(p.numel() for p in model.model.parameters())
     trained = _wrap_lora(model.model, settings) if settings.method == "lora" else model.model
     trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
-    trainer = Trainer(
+    trainer = _WeightedTrainer(
         model=trained,
         args=args,
         train_dataset=_Examples(train, settings.speed_perturbation, settings.seed),

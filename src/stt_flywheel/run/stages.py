@@ -170,11 +170,13 @@ def stage_build_dataset(
     if config.validation.eval_manifest:
         protected_sources.append(config.validation.eval_manifest)
     start = _start_from(config, start_version(config, run_id))
+    until = datetime.fromisoformat(watermark) if watermark else None
     manifest = build_dataset(
         open_error_store(config),
         out_dir,
         config.dataset,
-        watermark=datetime.fromisoformat(watermark) if watermark else None,
+        watermark=until,
+        settled=until - config.feedback.label_window if until else None,
         protected=protected_hashes(protected_sources),
         model_window_s=model_window_s(start),
         target_check=target_length_check(start),

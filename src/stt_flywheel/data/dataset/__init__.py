@@ -23,6 +23,7 @@ from stt_flywheel.config import DatasetSettings
 from stt_flywheel.data.audio import audio_hash, decode_audio, encode_wav, load_audio
 from stt_flywheel.data.dataset.admission import Row, add_replay, admit_corrections
 from stt_flywheel.data.dataset.manifest import SPLITS, DatasetManifest, profile
+from stt_flywheel.data.dataset.pseudo import add_pseudo_labels
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.manifest import read_manifest
 from stt_flywheel.data.review import Screen
@@ -63,6 +64,7 @@ def build_dataset(
     model_window_s: float | None = None,
     target_check: Callable[[str], str | None] | None = None,
     screen: Screen | None = None,
+    settled: datetime | None = None,
 ) -> DatasetManifest:
     """Write `out_dir/{data/<split>.arrow-dataset, manifest.json, quarantine.jsonl}`: admit the
     corrections, split them by user (so that no user is in both; rows without a known user by
@@ -74,19 +76,30 @@ def build_dataset(
     and no word timings, so there is nowhere to cut it that keeps audio and text aligned.
     `target_check`: why a transcript is too long to be the model's training target (None when it
     fits); such a correction is quarantined as `too_long_for_model` too. `screen`: what holds a
-    correction for review (`data.review`)."""
+    correction for review (`data.review`). `settled`: predictions made before it have had their
+    label window: pseudo-labels come from those (`data.dataset.pseudo`, when configured)."""
     admitted = admit_corrections(store, settings, watermark, protected, model_window_s, target_check, screen)
     splits: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for row in admitted.rows:
         splits[split_of(row.split_key, settings.holdout_fraction)].append(row)
     if settings.max_user_share < 1.0:
         splits["train"] = admitted.cap_users(splits["train"], settings.max_user_share)
+    pseudo = add_pseudo_labels(
+        store,
+        splits["train"],
+        settings,
+        settled=settled,
+        heldout=lambda key: split_of(key, settings.holdout_fraction) == "heldout",
+        protected=protected,
+        model_window_s=model_window_s,
+        target_check=target_check,
+    )
     replay = add_replay(splits["train"], settings, protected, model_window_s)
     digest = hashlib.sha256()
     for split in SPLITS:
         splits[split].sort(key=lambda r: r.sha)
         for r in splits[split]:
-            digest.update(f"{split}\t{r.sha}\t{r.text}\t{r.user}\n".encode())
+            digest.update(f"{split}\t{r.sha}\t{r.text}\t{r.user}\t{r.weight}\n".encode())
     content_hash = digest.hexdigest()
     manifest = DatasetManifest(
         version=f"ds-{content_hash[:12]}",
@@ -97,6 +110,7 @@ def build_dataset(
         quarantine_reasons=dict(admitted.reasons),
         splits={s: len(v) for s, v in splits.items()},
         replay=replay,
+        pseudo_labels=pseudo,
         settings=settings.model_dump(mode="json"),
         profile={split: profile(rows_) for split, rows_ in splits.items()},
     )
@@ -117,6 +131,7 @@ _FEATURES = {
     "user": "string",
     "event_id": "string",
     "event_source": "string",
+    "weight": "float32",
 }
 
 
@@ -135,6 +150,7 @@ def _columns(rows: list[Row]) -> dict[str, list[Any]]:
         "user": [r.user for r in rows],
         "event_id": [r.event_id for r in rows],
         "event_source": [r.event_source for r in rows],
+        "weight": [r.weight for r in rows],
     }
 
 
@@ -165,8 +181,8 @@ def _write(
 
 def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
     """Rows of one split with decoded audio: `{"id", "text", "audio", "speaker", "domain", "source",
-    "language", "user", "event_id", "event_source"}` (columns a dataset built before them lacks
-    read as "")."""
+    "language", "user", "event_id", "event_source", "weight"}` (columns a dataset built before them
+    lacks read as "", a weight as 1)."""
     from datasets import load_from_disk
 
     ds = load_from_disk(str(Path(dataset_dir) / "data"))[split]
@@ -182,6 +198,7 @@ def load_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
             "user": row.get("user") or "",
             "event_id": row.get("event_id") or "",
             "event_source": row.get("event_source") or "",
+            "weight": float(row["weight"]) if row.get("weight") is not None else 1.0,
         }
         for row in ds
     ]

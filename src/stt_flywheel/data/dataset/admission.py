@@ -29,7 +29,7 @@ from stt_flywheel.data.review import Screen, decisions
 from stt_flywheel.scoring.languages import language_code
 from stt_flywheel.scoring.text import normalize
 
-__all__ = ["Admission", "Row", "add_replay", "admit_corrections"]
+__all__ = ["Admission", "Row", "add_replay", "admit_corrections", "audio_problem", "text_problem"]
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Row:
     user: str = ANONYMOUS  # the requester's pseudonym (replay: none)
     event_id: str = ""  # the feedback event that taught it (replay: none)
     event_source: str = ""  # the system that sent that event
+    weight: float = 1.0  # how often training draws it against a correction (pseudo-labels: less)
 
     @property
     def split_key(self) -> str:
@@ -97,7 +98,7 @@ class Admission:
         return kept
 
 
-def _audio_problem(
+def audio_problem(
     audio: DecodedAudio,
     sample_rate: int,
     model_window_s: float | None,
@@ -164,7 +165,7 @@ def admit_corrections(
             out.reject(rec_id, *held)
             continue
         meta = dict(prediction["metadata"] or [])
-        language, refused = _text_problem(text, prediction["audio_uri"], meta, target_check)
+        language, refused = text_problem(text, prediction["audio_uri"], meta, target_check)
         if refused:
             out.reject(rec_id, *refused)
             continue
@@ -174,7 +175,7 @@ def admit_corrections(
             out.reject(rec_id, exc.code, exc.detail)
             continue
         sha = audio_hash(audio.samples)
-        problem = _audio_problem(
+        problem = audio_problem(
             audio,
             settings.sample_rate,
             model_window_s,
@@ -232,7 +233,7 @@ def _review_problem(
     return ("held_for_review", ", ".join(reasons)) if reasons else None
 
 
-def _text_problem(
+def text_problem(
     text: str, audio_uri: str | None, meta: dict[str, str], target_check: Callable[[str], str | None] | None
 ) -> tuple[str, tuple[str, str] | None]:
     """(the record's language as a code, "" for the default; the first rule its text or metadata
@@ -280,7 +281,7 @@ def add_replay(
         sha = audio_hash(audio.samples)
         if sha in protected:
             stats["excluded_protected"] += 1
-        elif _audio_problem(audio, settings.sample_rate, model_window_s, frozenset(), sha) or not normalize(
+        elif audio_problem(audio, settings.sample_rate, model_window_s, frozenset(), sha) or not normalize(
             utt.text
         ):
             stats["invalid"] += 1

@@ -29,6 +29,7 @@ class DatasetManifest:
     quarantine_reasons: dict[str, int]
     splits: dict[str, int]
     replay: dict[str, int]
+    pseudo_labels: dict[str, Any] = field(default_factory=dict)  # `data.dataset.pseudo`'s counts
     normalizer: str = TRANSCRIPTS_AS_WRITTEN  # what was done to the stored transcripts
     settings: dict[str, Any] = field(default_factory=dict)
     # per split: examples, audio seconds (total, min, mean, max), domains, speakers and sources
@@ -70,6 +71,7 @@ class DatasetManifest:
             f"{c['duplicates']}, quarantined {c['quarantined']}; flagged without a correction (not "
             f"trainable): {c['uncorrected_error_cases']}. Replay: {self.replay.get('used', 0)} of "
             f"{self.replay.get('available', 0)} utterances.",
+            *_pseudo_line(self.pseudo_labels),
             "",
             "| split | examples | audio (min) | duration min / mean / max (s) | domains | speakers | users (largest share) | sources |",
             "|---|---|---|---|---|---|---|---|",
@@ -97,6 +99,27 @@ class DatasetManifest:
         for derived in ("balanced", "usable", "usable_reason"):
             data.pop(derived, None)
         return cls(**data)
+
+
+def _pseudo_line(stats: dict[str, Any]) -> list[str]:
+    """What pseudo-labels added (an empty list when they are off)."""
+    if not stats.get("enabled"):
+        return []
+    if "used" not in stats:
+        return ["", "Pseudo-labels: none (no training example to add them to, or no watermark)."]
+    mean = stats.get("mean_confidence")
+    said = (
+        f"{stats['used']} pseudo-labels joined the training split ({stats['share_of_train']:.0%} of it"
+        + (f"; confidence mean {mean:.3f}, lowest {stats['min_confidence']:.3f}" if mean is not None else "")
+        + (f"; {_counted(stats['domains'])}" if stats.get("domains") else "")
+        + f") from {stats['candidates']} predictions nobody answered"
+    )
+    left = (
+        f"below the confidence {stats['below_confidence']}, of held-out users {stats['held_out_users']}, "
+        f"audio refused {stats['invalid']}, audio already in {stats['duplicates']}; not eligible "
+        f"(answered, no audio, unsigned or forgotten) {stats['not_eligible']}"
+    )
+    return ["", f"Pseudo-labels: {said}; left out: {left}."]
 
 
 def _counted(counts: dict[str, int]) -> str:

@@ -287,12 +287,13 @@ def _print_versions(view: SystemStatus, console: Console) -> None:
 
 
 def _print_trend(view: SystemStatus, console: Console) -> None:
-    """Each day's requests, correction rate and live WER per version (`ui` has it by the hour)."""
+    """Each day's requests, correction rate, live WER and median confidence per version (`ui` has
+    them by the hour)."""
     if not view.trend:
         return
     versions = sorted({p["version"] for p in view.trend}, key=int)
     cells = {(p["day"], p["version"]): p for p in view.trend}
-    table = Table(title="Trend by day (UTC): requests · correction rate · live WER")
+    table = Table(title="Trend by day (UTC): requests · correction rate · live WER · median confidence")
     table.add_column("day")
     for v in versions:
         table.add_column(f"v{v}")
@@ -302,7 +303,8 @@ def _print_trend(view: SystemStatus, console: Console) -> None:
             p = cells.get((day, v))
             rate = p["correction_rate"] if p else math.nan
             said = f"{rate:.1%}" if math.isfinite(rate) else "–"
-            row.append(f"{p['requests']} · {said} · {_n(p['wer'])}" if p else "")
+            sure = p.get("confidence", math.nan) if p else math.nan
+            row.append(f"{p['requests']} · {said} · {_n(p['wer'])} · {_n(sure)}" if p else "")
         table.add_row(day, *row)
     console.print(table)
 

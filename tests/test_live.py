@@ -3,6 +3,7 @@
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from records import T0
 
@@ -154,3 +155,24 @@ def test_each_user_counts_with_at_most_the_cap_in_live_quality() -> None:
     assert free.correction_rate is not None and free.correction_rate.value == 20 / 360
     trend = daily_trend(None, days=2, max_per_user=2, **kwargs)  # type: ignore[arg-type]
     assert [(d["requests"], d["correction_rate"]) for d in trend] == [(62, 20 / 62)]
+
+
+def test_confidence_is_summed_up_per_version_and_hour_over_all_requests() -> None:
+    from stt_flywheel.monitoring.live import LiveRow, confidence_by_hour, confidence_summary
+
+    def row(version: str, minute: int, confidence: float | None, kind: str | None = None) -> LiveRow:
+        at = T0 + timedelta(minutes=minute)
+        return LiveRow(version, at, "h", {}, kind, None, confidence=confidence)
+
+    rows = [row("1", m, 0.1 * (m % 10 + 1)) for m in range(0, 120, 6)] + [
+        row("2", 5, None),
+        row("2", 7, 0.5, "corrected"),
+    ]
+    summary = confidence_summary(rows[:20])
+    assert summary is not None and summary["predictions"] == 20
+    assert summary["mean"] == pytest.approx(np.mean([0.1 * (m % 10 + 1) for m in range(0, 120, 6)]))
+    assert summary["p10"] < summary["median"]
+    assert confidence_summary([row("2", 1, None)]) is None
+    hours = confidence_by_hour(rows)
+    assert [(h["version"], h["predictions"]) for h in hours] == [("1", 10), ("2", 1), ("1", 10)]
+    assert hours[1]["median"] == 0.5  # the labelled and the unlabelled count alike; no confidence: not at all

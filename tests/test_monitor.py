@@ -82,6 +82,7 @@ class World:
                     "signature": self.store.senders.identity.sign(
                         str(version), pid, pseudonym(f"user-{i % 50}"), WRONG if bad else RIGHT
                     ),
+                    "confidence": 0.3 if bad else 0.9,  # a model that knows when it is unsure
                 }
             )
             if bad or self.rng.random() < 0.1:
@@ -189,6 +190,13 @@ def test_a_good_canary_is_promoted(world_factory: Any) -> None:
     assert line["monitor"]["action"] == "promote" and "promoted" in line["message"]
     page = Path(decision.report).read_text()
     assert "canary v2 promoted" in page and "<svg" in page and "non inferior" in page
+    # how sure each arm was, hour by hour, on all of its requests: v1 wrong (and unsure) more often
+    hours = {(p["version"], p["at"]): p for p in decision.confidence}
+    assert {v for v, _ in hours} == {"1", "2"} and "Confidence by hour" in page
+    for (version, at), p in hours.items():
+        other = hours.get(("2" if version == "1" else "1", at))
+        if other is not None and version == "2":
+            assert p["mean"] > other["mean"] and 0.3 <= p["p10"] <= p["median"] <= 0.9
 
 
 def test_a_bad_canary_is_rolled_back_and_alerted(world_factory: Any, webhook: str) -> None:

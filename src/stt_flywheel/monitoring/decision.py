@@ -57,6 +57,8 @@ class MonitorDecision(BaseModel):
     alert: dict[str, Any] | None = None
     report: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)  # earlier looks at this canary
+    # each watched version's confidence by hour over the look's window (`live.confidence_by_hour`)
+    confidence: list[dict[str, Any]] = Field(default_factory=list)
     seconds: float | None = None  # how long the look took (what a scheduled look costs)
 
     def as_dict(self) -> dict[str, Any]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+
 from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, Resolution
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.scoring.corpus import score_corpus
@@ -42,6 +44,8 @@ __all__ = [
     "LiveQuality",
     "LiveRow",
     "capped",
+    "confidence_by_hour",
+    "confidence_summary",
     "daily_trend",
     "hourly_trend",
     "live_quality",
@@ -76,13 +80,13 @@ class LiveQuality:
     flag_rate: RatioInterval | None = None
     wer: RatioInterval | None = None
     cer: RatioInterval | None = None
+    # the model's confidence on all of its requests, labelled or not (`confidence_summary`)
+    confidence: dict[str, float] | None = None
     slices: dict[str, dict[str, LiveQuality]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("slices",) and not isinstance(v, RatioInterval)
+            k: v for k, v in self.__dict__.items() if k != "slices" and not isinstance(v, RatioInterval)
         }
         for name in ("feedback_share", "correction_rate", "flag_rate", "wer", "cer"):
             value = getattr(self, name)
@@ -103,6 +107,7 @@ class LiveRow:
     reference: str | None
     user: str = ANONYMOUS  # the requester's pseudonym
     signed: bool = False  # captured by a serving process of its version (`Identity.signed`)
+    confidence: float | None = None  # the model's own, captured with it (`models.confidence`)
 
 
 def capped(rows: Sequence[LiveRow], max_per_user: int | None) -> tuple[list[LiveRow], int, int]:
@@ -148,6 +153,35 @@ def scores(rows: Sequence[LiveRow], normalizer: str) -> list[tuple[int, int, int
         return [_scored[k] for k in keys]
 
 
+def confidence_summary(rows: Sequence[LiveRow]) -> dict[str, float] | None:
+    """How sure the model was of these predictions: how many carry a confidence, its mean, and the
+    10th percentile and median; None when none does. A drift signal on all traffic, beside the
+    correction rate, which only the labelled part informs."""
+    values = np.array([r.confidence for r in rows if r.confidence is not None], dtype=np.float64)
+    if not len(values):
+        return None
+    p10, median = np.quantile(values, [0.1, 0.5])
+    return {
+        "predictions": len(values),
+        "mean": float(values.mean()),
+        "p10": float(p10),
+        "median": float(median),
+    }
+
+
+def confidence_by_hour(rows: Sequence[LiveRow]) -> list[dict[str, Any]]:
+    """`confidence_summary` per hour (UTC, `at` its start) and version, oldest first."""
+    groups: dict[tuple[str, str], list[LiveRow]] = defaultdict(list)
+    for r in rows:
+        groups[(r.predicted_at.strftime("%Y-%m-%dT%H:00Z"), r.version)].append(r)
+    out = []
+    for (at, version), group in sorted(groups.items()):
+        summary = confidence_summary(group)
+        if summary is not None:
+            out.append({"at": at, "version": version, **summary})
+    return out
+
+
 def _measure(
     version: str,
     rows: Sequence[LiveRow],
@@ -169,6 +203,7 @@ def _measure(
             q.pending += 1
             continue
         settled.append(r)
+    q.confidence = confidence_summary(rows)
     q.labeled = sum(r.kind is not None for r in rows)
     q.corrected = sum(r.kind == "corrected" for r in rows)
     q.flagged = sum(r.kind == "flagged" for r in rows)
@@ -227,6 +262,7 @@ def read_live(
                 user,
                 identity is not None
                 and identity.signed(p["model_version"], pid, user, p["hypothesis"], p["signature"]),
+                p.get("confidence"),
             )
         )
     return out
@@ -364,6 +400,7 @@ def _trend(
                 "correction_rate": q.correction_rate.value if q.correction_rate else math.nan,
                 "wer": q.wer.value if q.wer else math.nan,
                 "scored": q.scored,
+                "confidence": q.confidence["median"] if q.confidence else math.nan,
             }
         )
     return out

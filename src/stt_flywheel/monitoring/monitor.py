@@ -45,7 +45,7 @@ from stt_flywheel.monitoring.canary import (
 )
 from stt_flywheel.monitoring.cloud_metrics import publish_cloud_metrics
 from stt_flywheel.monitoring.decision import MonitorDecision
-from stt_flywheel.monitoring.live import LiveRow, read_live
+from stt_flywheel.monitoring.live import LiveRow, confidence_by_hour, read_live
 from stt_flywheel.monitoring.monitor_report import monitor_html
 from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
 from stt_flywheel.storage.objectstore import join_uri, open_store
@@ -205,7 +205,8 @@ def _canary(
         now,
     )
     end = _settled_end(config, now)
-    arms = _canary_arms(config, candidate.version, default.version, state.step_started_at, end, now)
+    arms, rows = _canary_arms(config, candidate.version, default.version, state.step_started_at, end, now)
+    decision.confidence = confidence_by_hour(rows)
     if state.share >= 100:  # the last look was stopped half-way through promoting: finish it
         judgement = Judgement(
             "promote",
@@ -232,14 +233,15 @@ def _canary(
 
 def _canary_arms(
     config: FlywheelConfig, candidate: int, default: int, start: datetime, end: datetime, now: datetime
-) -> tuple[Arm, Arm]:
-    """Both versions' settled live traffic since the current step began."""
+) -> tuple[tuple[Arm, Arm], list[LiveRow]]:
+    """Both versions' settled live traffic since the current step began, and its rows."""
     rows = read_live(open_error_store(config), start, end, now, verify=True) if end > start else []
     normalizer, cap = config.validation.normalizer, config.monitor.max_predictions_per_user
-    return (
-        measure_arm(str(candidate), _rows(rows, candidate, start, end), normalizer, cap),
-        measure_arm(str(default), _rows(rows, default, start, end), normalizer, cap),
+    both = (_rows(rows, candidate, start, end), _rows(rows, default, start, end))
+    arms = tuple(
+        measure_arm(str(v), r, normalizer, cap) for v, r in zip((candidate, default), both, strict=True)
     )
+    return (arms[0], arms[1]), [*both[0], *both[1]]
 
 
 def _canary_summary(judgement: Judgement, state: CanaryState, c: str, d: str) -> str:
@@ -328,6 +330,9 @@ def _watch_default(
         )
         if record_version is not None
         else None
+    )
+    decision.confidence = confidence_by_hour(
+        _rows(rows, default.version, min(record_start, recent_start), end)
     )
     judgement = decide_default(default.version, recent, record, record_of, settings, seed=seed)
     _fill(

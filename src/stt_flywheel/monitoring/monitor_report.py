@@ -112,6 +112,7 @@ def monitor_html(d: MonitorDecision) -> str:
                 "Both arms at each look of this canary, and each look's differences with their intervals (red: the margin).",
             )
         )
+    parts.append(_confidence_section(d.confidence))
     parts.append("<h2>Reasons</h2><ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in d.reasons) + "</ul>")
     if d.outcome:
         parts.append(f"<h2>Action taken</h2><p>{html.escape(d.outcome)}</p>")
@@ -199,3 +200,27 @@ def monitor_markdown(d: MonitorDecision) -> str:
     if d.report:
         lines.append(f"Report: {d.report}")
     return "\n".join(lines) + "\n"
+
+
+def _confidence_section(points: list[dict[str, Any]]) -> str:
+    """Each watched version's confidence by hour: the median and the 10th percentile over all of
+    its requests, labelled or not (a drift the correction rate sees only later)."""
+    if not points:
+        return ""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 2.8))
+    by_version: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        by_version.setdefault(p["version"], []).append(p)
+    for version, ps in sorted(by_version.items()):
+        xs = [datetime.fromisoformat(p["at"].replace("Z", "+00:00")) for p in ps]
+        (line,) = ax.plot(xs, [p["median"] for p in ps], "o-", ms=3, label=f"v{version} median")
+        ax.plot(xs, [p["p10"] for p in ps], ":", color=line.get_color(), label=f"v{version} 10th percentile")
+    ax.set(ylim=(0, 1.02), ylabel="confidence", xlabel="hour (UTC)")
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    caption = (
+        "How sure each version was of its requests, hour by hour (all of them, labelled or not): "
+        "a fall is a drift the correction rate shows only once users answer."
+    )
+    return "<h2>Confidence by hour</h2>" + figure(svg(fig), caption)

@@ -275,7 +275,8 @@ def parse_window(
 
 
 def live_page(config: FlywheelConfig, start: datetime, end: datetime, now: datetime) -> str:
-    """Each version's requests, correction rate and live WER by the hour, changes to what serves marked."""
+    """Each version's requests, correction rate, live WER and median confidence by the hour,
+    changes to what serves marked."""
     store = open_error_store(config)
     points = hourly_trend(
         store,
@@ -310,6 +311,7 @@ def live_page(config: FlywheelConfig, start: datetime, end: datetime, now: datet
             p["pending"],
             "–" if math.isnan(p["correction_rate"]) else f"{p['correction_rate']:.1%}",
             "–" if math.isnan(p["wer"]) else f"{p['wer']:.3f}",
+            "–" if math.isnan(p.get("confidence", math.nan)) else f"{p['confidence']:.3f}",
         )
         for p in reversed(points)
     ]
@@ -318,7 +320,15 @@ def live_page(config: FlywheelConfig, start: datetime, end: datetime, now: datet
             "By hour",
             scrolling(
                 table(
-                    ["hour (UTC)", "version", "requests", "awaiting feedback", "correction rate", "live WER"],
+                    [
+                        "hour (UTC)",
+                        "version",
+                        "requests",
+                        "awaiting feedback",
+                        "correction rate",
+                        "live WER",
+                        "median confidence",
+                    ],
                     rows,
                 )
             ),
@@ -350,7 +360,7 @@ def _hourly_plot(
     points: list[dict[str, Any]], marks: list[AuditEntry], start: datetime, end: datetime
 ) -> str:
     plt = pyplot()
-    fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6.4), sharex=True)
     series: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for p in points:
         series[p["version"]].append(p)
@@ -358,6 +368,7 @@ def _hourly_plot(
         xs = [datetime.fromisoformat(p["at"].replace("Z", "+00:00")) for p in ps]
         axes[0].plot(xs, [p["correction_rate"] for p in ps], "o-", ms=3, label=f"v{version}")
         axes[1].plot(xs, [p["wer"] for p in ps], "o-", ms=3, label=f"v{version}")
+        axes[2].plot(xs, [p.get("confidence", math.nan) for p in ps], "o-", ms=3, label=f"v{version}")
     for e in marks:
         for ax in axes:
             ax.axvline(e.at, color="#5f6368", linestyle="--", linewidth=0.8)
@@ -372,8 +383,9 @@ def _hourly_plot(
         )
     axes[0].set_ylabel("correction rate")
     axes[1].set_ylabel("live WER")
-    axes[1].set_xlim(start, end)
-    axes[1].set_xlabel("hour (UTC)")
+    axes[2].set_ylabel("median confidence")
+    axes[2].set_xlim(start, end)
+    axes[2].set_xlabel("hour (UTC)")
     fig.autofmt_xdate()
     if series:
         axes[0].legend(fontsize=8)

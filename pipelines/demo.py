@@ -10,24 +10,26 @@ lets the monitor roll it back.
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from flywheel_pipelines.compile import compile_pipeline
+from flywheel_pipelines.demo_tables import print_feedback, print_live, print_turns
 from flywheel_pipelines.local_run import run_local, run_monitor_locally
-from flywheel_pipelines.views import counted, make_console, print_decision, print_summary
+from flywheel_pipelines.views import make_console, print_decision, print_summary
 from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.demo.models import degraded_model, pick_must_pass
 from stt_flywheel.demo.scenario import (
     DEMO_MAX_STEPS,
+    DEMO_REVIEW_BUDGET,
+    DEMO_SILENT_SHARE,
     WorldSizes,
     create_world,
     simulate_traffic,
@@ -37,7 +39,7 @@ from stt_flywheel.demo.world import NEW_DOMAIN
 from stt_flywheel.deployment.backends import open_deployment, open_endpoint
 from stt_flywheel.deployment.strategies import start_canary
 from stt_flywheel.monitoring.live import live_quality
-from stt_flywheel.run.entries import TriggerEntry
+from stt_flywheel.run.entries import DatasetEntry, TriggerEntry
 from stt_flywheel.run.ledger import read_ledger
 from stt_flywheel.run.stages import bootstrap_registry
 from stt_flywheel.run.summary import Figures, RunSummary, summarize_run
@@ -87,7 +89,9 @@ def run_demo(
         if r is None:
             console.print(f"[bold]{title}[/]: the world has no more traffic rounds; stopping here.")
             return None
-        traffic = serve_round_of(config, manifests, world_dir, r, title, console)
+        traffic = serve_round_of(
+            config, manifests, world_dir, r, title, console, DEMO_SILENT_SHARE, DEMO_REVIEW_BUDGET
+        )
         summary["rounds"].append(traffic)
         return traffic
 
@@ -184,12 +188,24 @@ def serve_round_of(
     round_: int,
     title: str,
     console: Console,
+    silent_share: float = 0.08,
+    review_budget: int = 0,
 ) -> dict[str, Any]:
+    """Serve a round of traffic and collect its users' feedback (`silent_share` of the wrong
+    transcripts unanswered), then its reviewers' corrections (`review_budget`)."""
     # The local endpoint serves each version with the serving image's HTTP server in its own process.
     with open_endpoint(config).served() as endpoint:
         split = ", ".join(f"v{v} {p} %" for v, p in sorted(endpoint.traffic().items()) if p)
         with console.status(f"{title}: serving traffic ({split}) and collecting feedback…"):
-            traffic = simulate_traffic(config, manifests, world_dir, endpoint=endpoint, round_=round_)
+            traffic = simulate_traffic(
+                config,
+                manifests,
+                world_dir,
+                endpoint=endpoint,
+                round_=round_,
+                silent_share=silent_share,
+                review_budget=review_budget,
+            )
         urls = [endpoint.server_url(v) for v in traffic["served_by_version"]]
     via = f" over HTTP by the serving processes at {', '.join(u for u in urls if u)}" if any(urls) else ""
     served = ", ".join(f"v{v} {n}" for v, n in traffic["requests_by_version"].items())
@@ -238,6 +254,10 @@ def run_turn(
     print_summary(s, console)
     summary.setdefault("runs", []).append(s.model_dump(mode="json"))
     trigger = read_ledger(config, run_id, TriggerEntry)
+    dataset = read_ledger(config, run_id, DatasetEntry)
+    taught: Counter[str] = Counter()
+    for split in (dataset.profile if dataset else {}).values():
+        taught.update(split.get("taught_by", {}))
     turn: dict[str, Any] = {
         "turn": k,
         "run_id": run_id,
@@ -246,6 +266,7 @@ def run_turn(
         "offline": {"production": _offline(s.production), "candidate": _offline(s.candidate)},
         "critical_recall": s.evaluation.critical_recall.model_dump(),
         "gates": {name: gate.passed if gate else None for name, gate in s.gates.items()},
+        "corrections": dict(taught),  # per sender: the app's users, the reviewers, the older log
         "live": {},
         "monitor": None,
     }
@@ -315,104 +336,3 @@ def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> d
         decide_canary_round(turn, config_path, console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn
-
-
-def _pair(a: Any, b: Any) -> str:
-    def f(x: Any) -> str:
-        return f"{x:.3f}" if isinstance(x, float) and math.isfinite(x) else "–"
-
-    return f"{f(a)} → {f(b)}"
-
-
-def print_turns(turns: list[dict[str, Any]], console: Console) -> None:
-    """One row per turn: offline WER of production and candidate, each serving version's live
-    correction rate and WER during the canary, the decision, and the turn's time."""
-    table = Table(title="The flywheel's turns (offline: production → candidate; live: during the canary)")
-    for col in (
-        "turn",
-        "versions",
-        "new-domain WER",
-        "general WER",
-        "critical recall",
-        "live correction rate",
-        "live WER",
-        "decision",
-        "time",
-    ):
-        table.add_column(col)
-    for t in turns:
-        off = t.get("offline") or {}
-        prod, cand = off.get("production") or {}, off.get("candidate") or {}
-        recall = t.get("critical_recall") or {}
-        live = t.get("live") or {}
-        p, c = (
-            f"v{t['production_version']}",
-            f"v{t['candidate_version']}" if t.get("candidate_version") else "–",
-        )
-        lp, lc = live.get(p, {}), live.get(c, {})
-        table.add_row(
-            str(t["turn"]),
-            f"{p} → {c}",
-            _pair(prod.get("new_domain_wer"), cand.get("new_domain_wer")),
-            _pair(prod.get("general_wer"), cand.get("general_wer")),
-            _pair(recall.get("production"), recall.get("candidate")),
-            _pair(lp.get("correction_rate"), lc.get("correction_rate")),
-            _pair(lp.get("wer"), lc.get("wer")),
-            str(t["decision"]),
-            f"{t['seconds']:.0f} s",
-        )
-    console.print(table)
-
-
-def print_feedback(traffic: dict[str, Any], console: Console) -> None:
-    for name, batch in zip(("Feedback", "Late feedback"), traffic["feedback"], strict=True):
-        states = ", ".join(f"{k} {v}" for k, v in batch["states"].items() if v)
-        console.print(f"{name}: {batch['read']} events by prediction id — {states}.")
-    legacy = traffic["legacy_import"]
-    if legacy is None:
-        return
-    console.print(
-        f"Older combined log (errors ingest): {legacy['read']} records, {legacy['accepted']} accepted "
-        f"with {legacy['feedback_events']} corrections."
-    )
-
-
-def _interval(x: dict[str, Any] | None) -> str:
-    if not x or x["value"] != x["value"]:
-        return "—"
-    return f"{x['value']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
-
-
-def print_live(live: dict[str, Any], console: Console) -> None:
-    table = Table(title="Live quality before the run (captured traffic + feedback, 95 % bootstrap intervals)")
-    for col in (
-        "version",
-        "slice",
-        "requests",
-        "users",
-        "with feedback",
-        "correction rate",
-        "flag rate",
-        "live WER",
-        "live CER",
-    ):
-        table.add_column(col)
-    for version, q in live.items():
-        rows = [("all", q)] + [(f"domain={k}", s) for k, s in q["slices"].get("domain", {}).items()]
-        for name, r in rows:
-            table.add_row(
-                f"v{version}",
-                name,
-                counted(r["requests"], r.get("capped", 0)),
-                str(r.get("users", 0)),
-                str(r["labeled"]),
-                _interval(r["correction_rate"]),
-                _interval(r["flag_rate"]),
-                _interval(r["wer"]),
-                _interval(r["cer"]),
-            )
-    console.print(table)
-    console.print(
-        "Live WER is over the corrected predictions only (what users chose to correct); each user counts "
-        "with at most monitor.max_predictions_per_user requests of each row."
-    )

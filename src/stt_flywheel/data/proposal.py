@@ -38,6 +38,7 @@ from stt_flywheel.scoring.text import normalize
 __all__ = [
     "LABEL_CONFIG",
     "Proposal",
+    "choose",
     "label_studio_tasks",
     "propose",
     "read_label_studio_export",
@@ -118,19 +119,25 @@ def propose(
     start = since if since is not None else settled - timedelta(days=30)
     if start >= settled:
         return []
-    candidates = sorted(
-        _candidates(store, start, settled),
-        key=lambda c: (c.confidence is None, c.confidence or 0.0, c.predicted_at, c.prediction_id),
+    return choose(_candidates(store, start, settled), budget)
+
+
+def choose(candidates: Sequence[Proposal], budget: int) -> list[Proposal]:
+    """At most `budget` of the candidates, least sure first, spread over (domain, speaker) strata:
+    each its share of the budget while others have candidates, then the rest in order; a text
+    already chosen is not chosen twice (see the module)."""
+    ranked = sorted(
+        candidates, key=lambda c: (c.confidence is None, c.confidence or 0.0, c.predicted_at, c.prediction_id)
     )
     strata: dict[tuple[str, str], list[Proposal]] = defaultdict(list)
-    for c in candidates:
+    for c in ranked:
         strata[(c.domain, c.speaker)].append(c)
     share = math.ceil(budget / max(1, len(strata)))
     chosen: list[Proposal] = []
     texts: set[str] = set()
     taken: dict[tuple[str, str], int] = defaultdict(int)
     for capped in (True, False):  # each stratum its share first, then whatever is left, in order
-        for c in candidates:
+        for c in ranked:
             stratum = (c.domain, c.speaker)
             text = normalize(c.hypothesis)
             if len(chosen) == budget or text in texts or (capped and taken[stratum] >= share):

@@ -24,6 +24,7 @@ from stt_flywheel.data.error_store import ErrorStore, IngestResult, open_error_s
 from stt_flywheel.data.identity import load_identity
 from stt_flywheel.data.manifest import Utterance, read_manifest, write_manifest
 from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.demo.reviewer import review_round
 from stt_flywheel.demo.users import demo_identity_key, demo_user
 from stt_flywheel.demo.world import GENERAL, NEW_DOMAIN, synthesize_set
 from stt_flywheel.deployment.backends import open_endpoint
@@ -33,6 +34,8 @@ from stt_flywheel.storage.files import atomic_write_json, atomic_write_text, rea
 
 __all__ = [
     "DEMO_MAX_STEPS",
+    "DEMO_REVIEW_BUDGET",
+    "DEMO_SILENT_SHARE",
     "WorldSizes",
     "create_world",
     "simulate_traffic",
@@ -43,6 +46,10 @@ __all__ = [
 
 FAST_SPEED = (195, 230)
 DEMO_MAX_STEPS = 500
+# `make demo`'s users leave more than a quarter of the wrong transcripts unanswered; the wheel asks
+# reviewers for this many corrections a round, where it was least sure (`demo.reviewer`)
+DEMO_SILENT_SHARE = 0.3
+DEMO_REVIEW_BUDGET = 80
 
 
 class WorldSizes:
@@ -170,7 +177,8 @@ def write_demo_config(
         ],
         "deploy": {"keep_versions": 5, **({"strategy": "canary", "canary_percent": 50} if canary else {})},
         # The demo's users answer at once: a prediction without feedback is not waiting for any.
-        "feedback": {"label_window_hours": 0.0},
+        # Its reviewers work in Label Studio (`review import --source label-studio`).
+        "feedback": {"label_window_hours": 0.0, "reviewer_sources": ["review", "label-studio"]},
         # A round of demo traffic is ~360 requests per arm, not production's thousands an hour: the
         # margins are wider than production's (0.02), and each canary gets two testing looks. Each
         # of the 64 users makes about six requests per arm; one user past ten is a flood.
@@ -298,6 +306,7 @@ def simulate_traffic(
     flag_share: float = 0.10,
     silent_share: float = 0.08,
     round_: int = 0,
+    review_budget: int = 0,
 ) -> dict[str, Any]:
     """Serve one round of both domains' traffic with the deployed models, split as the endpoint's
     traffic says (every answer captured into the error store), then let users correct it later by
@@ -309,7 +318,8 @@ def simulate_traffic(
     dataset builder's quarantine and de-duplication (round 0 only). `endpoint` (default: the configured one)
     serves the traffic. Of the wrong transcripts, `flag_share` are only flagged and
     `silent_share` never reported; the tests' small world sets both to 0, so that every wrong
-    transcript is corrected and the held-out split stays large enough to show significance.
+    transcript is corrected and the held-out split stays large enough to show significance. With a
+    `review_budget`, reviewers then correct that many of what nobody answered (`demo.reviewer`).
     """
     done = config.paths.root / (f"demo-traffic-{round_}.json" if round_ else "demo-traffic.json")
     if done.exists():
@@ -336,6 +346,7 @@ def simulate_traffic(
         (a, u) for a, u in zip(answers, utts, strict=True) if normalize(a["transcript"]) != normalize(u.text)
     ]
     imported = _legacy_log(store, captured, wrong, world_dir) if round_ == 0 else None
+    review = review_round(config, answers, utts, review_budget) if review_budget else None
     by_domain: dict[str, list[int]] = {}
     for a, u in zip(answers, utts, strict=True):
         by_domain.setdefault(u.domain or "", []).append(int(normalize(a["transcript"]) != normalize(u.text)))
@@ -356,6 +367,7 @@ def simulate_traffic(
         "captured": len(captured),
         "feedback": [f.as_dict() for f in feedback],
         "legacy_import": imported.as_dict() if imported else None,
+        "review": review,
     }
     atomic_write_json(done, summary)
     return summary

@@ -339,10 +339,7 @@ def _watch_default(
         decision, judgement, (recent, record or Arm(record_of)), recent_start, end, names=("recent", "record")
     )
     decision.baseline = record_of
-    decision.window["record_start"], decision.window["record_end"] = (
-        record_start.isoformat(),
-        record_end.isoformat(),
-    )
+    decision.window |= {"record_start": record_start.isoformat(), "record_end": record_end.isoformat()}
     decision.look_confidence = settings.look_confidence
     v = f"v{default.version}"
     decision.summary = {

@@ -91,6 +91,7 @@ class DatasetEntry(LedgerEntry):
     quarantine_reasons: dict[str, int]
     splits: dict[str, int]
     replay: dict[str, int]
+    pseudo_labels: dict[str, Any] = Field(default_factory=dict)  # `data.dataset.pseudo`'s counts
     normalizer: str
     settings: dict[str, Any]
     profile: dict[str, dict[str, Any]]

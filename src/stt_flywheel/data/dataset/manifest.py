@@ -137,6 +137,8 @@ def profile(rows: list[Row]) -> dict[str, Any]:
         "domains": dict(Counter(r.domain for r in rows)),
         "speakers": len({r.speaker for r in rows}),
         "sources": dict(Counter(r.source for r in rows)),
+        # which systems sent the corrections: the app's users, a review tool (`review import`), …
+        "taught_by": dict(Counter(r.event_source for r in rows if r.source == "correction")),
         **_users(rows),
     }
 

@@ -56,6 +56,9 @@ bench: setup espeak ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-g
 	$(PY) benchmarks/bench_read.py --work-dir $(WORK)
 	$(PY) benchmarks/bench_confidence.py
 
+bench-labels: setup espeak ## Review budgets of 50–400 corrections chosen by confidence and at random (and with pseudo-labels), three seeds each: held-out new-domain WER and critical-term recall after one training turn (about an hour on 2 cores)
+	$(PY) benchmarks/bench_labels.py
+
 bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16, and a whisper-small-shaped model (full / LoRA, MFU), where a GPU is
 	$(PY) benchmarks/bench_trainer.py prepare --out build/bench-data
 	$(PY) benchmarks/bench_trainer.py run --data build/bench-data/data.npz --json build/bench-trainer.json \
@@ -81,4 +84,4 @@ base-model: setup ## Re-train the committed tiny base model (about 20 minutes on
 clean: ## Remove the demo work directory and build outputs
 	rm -rf $(WORK) build
 
-.PHONY: help espeak test-tools setup demo test test-fast bench bench-trainer lint docs docs-build compile base-model clean
+.PHONY: help espeak test-tools setup demo test test-fast bench bench-labels bench-trainer lint docs docs-build compile base-model clean

@@ -85,7 +85,8 @@ def test_the_budget_goes_to_the_least_sure_settled_unanswered_predictions_spread
         r["prediction_id"]: k
         for k, r in zip([*range(1, 7), 10, 11, 12, 13, 20, 21, 22, 23, 24], rows, strict=True)
     }
-    # five strata, a share of one each: the least sure of each, the one without a confidence last
+    # no stratum more than a fifth of the budget (one): the least sure of each, the one without a
+    # confidence last
     assert [by_k[i] for i in ids] == [1, 12, 10, 11, 13]
     assert picked[0].least_sure == "utterance" and picked[0].confidence == pytest.approx(0.01)
     more = [by_k[p.prediction_id] for p in propose(store, 12, now=NOW, label_window=timedelta(hours=24))]

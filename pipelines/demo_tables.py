@@ -82,7 +82,7 @@ def print_feedback(traffic: dict[str, Any], console: Console) -> None:
     review = traffic.get("review")
     if review:
         sure = (
-            f" (mean confidence {review['mean_confidence']:.2f})"
+            f" (mean confidence {review['mean_confidence']:.3g})"
             if review["mean_confidence"] is not None
             else ""
         )

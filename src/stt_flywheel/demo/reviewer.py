@@ -14,6 +14,7 @@ from typing import Any
 from stt_flywheel.config import FlywheelConfig
 from stt_flywheel.data.manifest import Utterance
 from stt_flywheel.data.proposal import label_studio_tasks
+from stt_flywheel.data.records import id_time
 from stt_flywheel.run.review import import_reviews, propose_reviews
 from stt_flywheel.scoring.text import normalize
 
@@ -28,7 +29,9 @@ def review_round(
     """Propose `budget` of this round's predictions for review, let the reviewers correct them in
     a simulated Label Studio, import the export; what was proposed, changed and accepted."""
     said = {a["prediction_id"]: u.text for a, u in zip(answers, utts, strict=True)}
-    picked = [p for p in propose_reviews(config, budget) if p.prediction_id in said]
+    times = [t for t in (id_time(pid) for pid in said) if t is not None]
+    picked = propose_reviews(config, budget, since=min(times) if times else None)  # this round's
+    picked = [p for p in picked if p.prediction_id in said]
     now = datetime.now(UTC).isoformat()
     export = []
     for n, task in enumerate(label_studio_tasks(picked), start=1):

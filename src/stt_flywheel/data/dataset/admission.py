@@ -29,7 +29,15 @@ from stt_flywheel.data.review import Screen, decisions
 from stt_flywheel.scoring.languages import language_code
 from stt_flywheel.scoring.text import normalize
 
-__all__ = ["Admission", "Row", "add_replay", "admit_corrections", "audio_problem", "text_problem"]
+__all__ = [
+    "Admission",
+    "Row",
+    "add_replay",
+    "admit_corrections",
+    "audio_problem",
+    "text_problem",
+    "training_audio",
+]
 
 
 @dataclass
@@ -122,6 +130,34 @@ def audio_problem(
     return None
 
 
+def training_audio(
+    uri: str,
+    limits: AudioLimits,
+    settings: DatasetSettings,
+    model_window_s: float | None,
+    protected: set[str] | frozenset[str],
+) -> tuple[DecodedAudio | None, str, tuple[str, str] | None]:
+    """A record's audio as training would take it: (the audio at the dataset's rate, or None when
+    it cannot be read; its hash; the first rule it breaks, or None). The reader's bounds
+    (`AudioLimits`), `validate_audio` with the configured durations, the model's window, and the
+    protected sets apply."""
+    try:
+        audio = at_rate(read_training_audio(uri, limits), settings.sample_rate)
+    except AudioRejected as exc:
+        return None, "", (exc.code, exc.detail)
+    sha = audio_hash(audio.samples)
+    problem = audio_problem(
+        audio,
+        settings.sample_rate,
+        model_window_s,
+        protected,
+        sha,
+        min_duration_s=settings.min_duration_s,
+        max_duration_s=settings.max_duration_s,
+    )
+    return audio, sha, problem
+
+
 def _remembered(store: ErrorStore, errors: Iterable[Any], counts: Counter[str]) -> Iterator[Any]:
     """The error cases no forget request covers (its rows may still be on their way out of the
     store); the others are counted as `forgotten`."""
@@ -169,24 +205,13 @@ def admit_corrections(
         if refused:
             out.reject(rec_id, *refused)
             continue
-        try:
-            audio = at_rate(read_training_audio(prediction["audio_uri"], limits), settings.sample_rate)
-        except AudioRejected as exc:
-            out.reject(rec_id, exc.code, exc.detail)
-            continue
-        sha = audio_hash(audio.samples)
-        problem = audio_problem(
-            audio,
-            settings.sample_rate,
-            model_window_s,
-            protected,
-            sha,
-            min_duration_s=settings.min_duration_s,
-            max_duration_s=settings.max_duration_s,
+        audio, sha, problem = training_audio(
+            prediction["audio_uri"], limits, settings, model_window_s, protected
         )
-        problem = problem or _rate_problem(text, audio.duration_s, settings.max_words_per_second)
-        if problem:
-            out.reject(rec_id, *problem)
+        if audio is not None and problem is None:
+            problem = _rate_problem(text, audio.duration_s, settings.max_words_per_second)
+        if problem or audio is None:
+            out.reject(rec_id, *(problem or ("unreadable_audio", "the audio could not be read")))
         elif sha in seen and seen[sha] == text:
             out.counts["duplicates"] += 1
         elif sha in seen:

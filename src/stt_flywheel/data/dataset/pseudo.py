@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from stt_flywheel.config import DatasetSettings
-from stt_flywheel.data.audio import AudioLimits, AudioRejected, at_rate, audio_hash, read_training_audio
-from stt_flywheel.data.dataset.admission import Row, audio_problem, text_problem
+from stt_flywheel.data.audio import AudioLimits
+from stt_flywheel.data.dataset.admission import Row, text_problem, training_audio
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.error_store.forget import Forgotten, hashed_id
 from stt_flywheel.data.identity import ANONYMOUS
@@ -96,24 +96,12 @@ def add_pseudo_labels(
         text = " ".join(p["hypothesis"].split())
         meta = dict(p["metadata"] or [])
         language, refused = text_problem(text, p["audio_uri"], meta, target_check)
-        try:
-            audio = (
-                None
-                if refused
-                else at_rate(read_training_audio(p["audio_uri"], limits), settings.sample_rate)
-            )
-        except AudioRejected:
-            audio = None
-        sha = audio_hash(audio.samples) if audio is not None else ""
-        if audio is None or audio_problem(
-            audio,
-            settings.sample_rate,
-            model_window_s,
-            protected,
-            sha,
-            min_duration_s=settings.min_duration_s,
-            max_duration_s=settings.max_duration_s,
-        ):
+        audio, sha, problem = (
+            (None, "", refused)
+            if refused
+            else training_audio(p["audio_uri"], limits, settings, model_window_s, protected)
+        )
+        if audio is None or problem:
             stats["invalid"] += 1
             continue
         if user == ANONYMOUS and heldout(sha):

@@ -169,3 +169,40 @@ def test_fitted_temperature_lowers_the_calibration_error_of_an_over_confident_mo
     assert read_temperature(tmp_path) == 1.0
     write_temperature(tmp_path, temperature, {"words": len(fit_ok)})
     assert read_temperature(tmp_path) == temperature
+
+
+def test_a_whisper_served_answers_and_captures_its_words_and_confidence(tmp_path) -> None:
+    """The other family through the serving app: the words asked for, the same words captured."""
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from stt_flywheel.config import CaptureSettings
+    from stt_flywheel.data.audio import encode_wav
+    from stt_flywheel.data.error_store import ErrorStore
+    from stt_flywheel.data.identity import Identity
+    from stt_flywheel.deployment.serving import ServingSettings
+    from stt_flywheel.deployment.serving.app import create_app
+    from stt_flywheel.models.seq2seq import build_whisper_model
+
+    model = build_whisper_model(seed=0, timestamps=False)
+    settings = ServingSettings(
+        storage_uri="unused",
+        model_version="5",
+        capture_uri=str(tmp_path / "store"),
+        capture=CaptureSettings(flush_interval_s=600, spill_dir=tmp_path / "spill"),
+        identity=Identity(b"w" * 32),
+    )
+    audio = np.random.default_rng(4).normal(0, 0.1, 16_000 * 3).astype(np.float32)
+    body = {
+        "instances": [{"b64": base64.b64encode(encode_wav(audio)).decode()}],
+        "parameters": {"word_confidence": True},
+    }
+    with TestClient(create_app(settings, model=model)) as client:  # leaving it flushes the capture
+        answer = client.post("/predict", json=body).json()["predictions"][0]
+    assert answer["words"] and " ".join(w["word"] for w in answer["words"]) == answer["transcript"]
+    assert all(w["start"] is None and 0 < w["confidence"] <= 1 for w in answer["words"])
+    (row,) = ErrorStore(tmp_path / "store").predictions().to_pylist()
+    assert row["prediction_id"] == answer["prediction_id"]
+    assert [w["word"] for w in row["words"]] == [w["word"] for w in answer["words"]]
+    assert row["confidence"] == pytest.approx(answer["confidence"], rel=1e-5)

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
@@ -233,7 +232,7 @@ def test_a_serving_process_captures_and_flushes_on_sigterm(
         # its words and confidence are kept though the request did not ask for them
         assert answer["words"] is None and answer["confidence"] is None
         assert " ".join(w["word"] for w in row["words"]) == row["hypothesis"]
-        assert row["confidence"] == pytest.approx(np.prod([w["confidence"] for w in row["words"]]), rel=1e-5)
+        assert row["confidence"] == pytest.approx(min(w["confidence"] for w in row["words"]), rel=1e-5)
         assert (row["model_version"], row["endpoint"]) == ("4", "stt")
         assert dict(row["metadata"]) == {"speaker": utt.speaker or "", "domain": "general"}
         assert row["duration_s"] == pytest.approx(len(audio) / 16000, abs=1e-3)

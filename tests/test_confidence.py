@@ -38,8 +38,7 @@ def _check_words(transcript: Transcript, seconds: float) -> None:
     starts = [w.start for w in transcript.words if w.start is not None]
     assert starts == sorted(starts)
     if transcript.words:
-        product = float(np.prod([w.confidence for w in transcript.words]))
-        assert transcript.confidence == pytest.approx(product, rel=1e-6)
+        assert transcript.confidence == min(w.confidence for w in transcript.words)
     else:
         assert transcript.confidence is None
 

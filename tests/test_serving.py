@@ -202,7 +202,6 @@ def limited(base_model_dir) -> tuple:  # type: ignore[no-untyped-def]
 def _wav(seconds: float, value: float | None = None) -> str:
     import io
 
-    import numpy as np
     import soundfile as sf
 
     samples = np.full(int(16_000 * seconds), np.nan if value is None else value, dtype=np.float32)
@@ -323,9 +322,7 @@ def test_words_and_confidence_are_answered_when_asked(limited: tuple, general_ut
     assert first["transcript"] == plain["transcript"]
     assert " ".join(w["word"] for w in first["words"]) == first["transcript"]
     assert all(0 < w["confidence"] <= 1 and 0 <= w["start"] < w["end"] <= 3.05 for w in first["words"])
-    assert first["confidence"] == pytest.approx(
-        float(np.prod([w["confidence"] for w in first["words"]])), rel=1e-5
-    )
+    assert first["confidence"] == pytest.approx(min(w["confidence"] for w in first["words"]), rel=1e-5)
     assert asked[1]["words"] == first["words"]  # the same audio, the same answer
     refused = client.post(
         "/predict", json={"instances": [instance], "parameters": {"word_confidence": "maybe"}}

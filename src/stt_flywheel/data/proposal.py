@@ -64,7 +64,7 @@ class Proposal:
     prediction_id: str
     predicted_at: datetime
     model_version: str | None
-    confidence: float | None  # the utterance's: the chance every word is right
+    confidence: float | None  # the utterance's: its least sure word's
     least_sure: str | None  # its least sure word
     hypothesis: str
     domain: str

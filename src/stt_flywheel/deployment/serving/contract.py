@@ -232,8 +232,8 @@ class Prediction(BaseModel):
     )
     confidence: float | None = Field(
         None,
-        description="With `parameters.word_confidence`: how sure the model is that every word is "
-        "right (the product of the words'); null without words.",
+        description="With `parameters.word_confidence`: how sure the model is of its least sure "
+        "word; null without words.",
     )
     words: list[PredictedWord] | None = Field(None, description="With `parameters.word_confidence`.")
 

@@ -56,7 +56,7 @@ bench: setup espeak ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-g
 	$(PY) benchmarks/bench_read.py --work-dir $(WORK)
 	$(PY) benchmarks/bench_confidence.py
 
-bench-labels: setup espeak ## Review budgets of 50–400 corrections chosen by confidence and at random (and with pseudo-labels), three seeds each: held-out new-domain WER and critical-term recall after one training turn (about an hour on 2 cores)
+bench-labels: setup espeak ## Review budgets of 50–400 corrections chosen by confidence and at random (and with pseudo-labels), three seeds each: held-out new-domain WER and critical-term recall after one training turn (about 40 minutes on 2 cores)
 	$(PY) benchmarks/bench_labels.py
 
 bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16, and a whisper-small-shaped model (full / LoRA, MFU), where a GPU is

@@ -20,7 +20,7 @@ whatever the budget. Reported: the held-out new-domain WER and the critical term
 mean over seeds with the lowest and highest, beside the base model's.
 
 Run with `make bench-labels` (or `python benchmarks/bench_labels.py [--budgets 50 100 200 400]
-[--seeds 3] [--steps 300]`).
+[--seeds 3] [--steps 150]`); about 40 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--pool-new", type=int, default=480)
     parser.add_argument("--pool-general", type=int, default=240)
     parser.add_argument("--test", type=int, default=120)

@@ -8,7 +8,7 @@ import pytest
 from records import T0
 
 from stt_flywheel.data.error_store import ErrorStore
-from stt_flywheel.data.records import new_prediction_id
+from stt_flywheel.data.records import event_row, new_prediction_id
 from stt_flywheel.monitoring.live import daily_trend, live_quality
 
 # (hypothesis, feedback, age, version, domain); feedback: a correction, "FLAG", or None
@@ -176,3 +176,25 @@ def test_confidence_is_summed_up_per_version_and_hour_over_all_requests() -> Non
     hours = confidence_by_hour(rows)
     assert [(h["version"], h["predictions"]) for h in hours] == [("1", 10), ("2", 1), ("1", 10)]
     assert hours[1]["median"] == 0.5  # the labelled and the unlabelled count alike; no confidence: not at all
+
+
+def test_a_reviewers_label_moves_no_live_figure(store: ErrorStore) -> None:
+    """Reviewers see the predictions the model was least sure of, not a sample of each version's:
+    their labels would raise the correction rate of the less sure version."""
+    before = live_quality(store, start=T0 - timedelta(days=3), now=T0)["1"]
+    unlabelled = [
+        p for p in store.predictions().to_pylist() if p["hypothesis"] in ("one", "two", "three")
+    ]
+    store.write_feedback(
+        [
+            event_row(p["prediction_id"], p["hypothesis"] + " more", False, T0, "label-studio",
+                      T0 - timedelta(minutes=1), user="reviewer-1", reviewer=True)
+            for p in unlabelled
+        ],
+        T0 - timedelta(minutes=1),
+    )  # fmt: skip
+    assert len(store.resolve(store.feedback()).applied) == 5 + 1 + 3  # the labels are stored
+    after = live_quality(store, start=T0 - timedelta(days=3), now=T0)["1"]
+    assert (after.labeled, after.corrected, after.scored) == (before.labeled, before.corrected, before.scored)
+    assert after.correction_rate is not None and before.correction_rate is not None
+    assert after.correction_rate.value == before.correction_rate.value

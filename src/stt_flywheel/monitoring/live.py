@@ -19,6 +19,11 @@ that names no user is resampled alone (who sent it is unknown).
 Selection bias: only predictions a user chose to correct or confirm have a reference, and users
 correct what they notice is wrong, so live WER describes the corrected traffic, not all of it;
 read it beside the correction rate.
+
+Reviewers' labels are left out of every figure here (they still teach the model): which
+predictions reach a reviewer is chosen by the model's own confidence (`review propose`), so they
+would raise the correction rate of whichever version is less sure of itself, and a canary would
+be judged by its calibration instead of its users.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, Resolution
 from stt_flywheel.data.identity import ANONYMOUS
@@ -240,9 +246,9 @@ def read_live(
     ids = predictions["prediction_id"].to_pylist()
     # feedback on these predictions arrived after the window opened (less the clock skew allowed)
     after = start - CLOCK_SKEW if start is not None else None
-    labels: Resolution = store.resolve(
-        store.feedback_for(ids, upto=now, after=after), now=now, predictions=predictions
-    )
+    events = store.feedback_for(ids, upto=now, after=after)
+    users_own = events.filter(pc.invert(pc.fill_null(events["reviewer"], False)))  # not reviewers'
+    labels: Resolution = store.resolve(users_own, now=now, predictions=predictions)
     identity = store.senders.identity_or_none() if verify else None
     out = []
     for p in predictions.to_pylist():

@@ -59,6 +59,9 @@ bench: setup espeak ## Scoring and bootstrap beside jiwer, rapidfuzz and a row-g
 bench-labels: setup espeak ## Review budgets of 50–400 corrections chosen by confidence and at random (and with pseudo-labels), three seeds each: held-out new-domain WER and critical-term recall after one training turn (about 40 minutes on 2 cores)
 	$(PY) benchmarks/bench_labels.py
 
+bench-scale: setup ## The store's whole-store reads (counts, export of a day, the dataset's candidates) on stores of 1M and 10M predictions, by DuckDB and by Arrow, beside a bare DuckDB query; wall time and peak memory (about 25 minutes)
+	$(PY) benchmarks/bench_scale.py
+
 bench-trainer: setup espeak ## Trainer throughput and WER: CPU here; CUDA fp32 and bf16, and a whisper-small-shaped model (full / LoRA, MFU), where a GPU is
 	$(PY) benchmarks/bench_trainer.py prepare --out build/bench-data
 	$(PY) benchmarks/bench_trainer.py run --data build/bench-data/data.npz --json build/bench-trainer.json \
@@ -84,4 +87,4 @@ base-model: setup ## Re-train the committed tiny base model (about 20 minutes on
 clean: ## Remove the demo work directory and build outputs
 	rm -rf $(WORK) build
 
-.PHONY: help espeak test-tools setup demo test test-fast bench bench-labels bench-trainer lint docs docs-build compile base-model clean
+.PHONY: help espeak test-tools setup demo test test-fast bench bench-labels bench-scale bench-trainer lint docs docs-build compile base-model clean

@@ -182,9 +182,7 @@ def test_a_reviewers_label_moves_no_live_figure(store: ErrorStore) -> None:
     """Reviewers see the predictions the model was least sure of, not a sample of each version's:
     their labels would raise the correction rate of the less sure version."""
     before = live_quality(store, start=T0 - timedelta(days=3), now=T0)["1"]
-    unlabelled = [
-        p for p in store.predictions().to_pylist() if p["hypothesis"] in ("one", "two", "three")
-    ]
+    unlabelled = [p for p in store.predictions().to_pylist() if p["hypothesis"] in ("one", "two", "three")]
     store.write_feedback(
         [
             event_row(p["prediction_id"], p["hypothesis"] + " more", False, T0, "label-studio",

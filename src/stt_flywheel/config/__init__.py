@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError
 from stt_flywheel.config.base import BASE_DIR, BASE_LOCATIONS, ConfigError, ConfigLocation, Strict
 from stt_flywheel.config.costs import CostSettings, StageMachine
 from stt_flywheel.config.evaluation import RegressionSuite, ValidationPolicy
-from stt_flywheel.config.paths import PathSettings
+from stt_flywheel.config.paths import PathSettings, StoreSettings
 from stt_flywheel.config.pipeline import DatasetSettings, TrainingSettings, TriggerPolicy
 from stt_flywheel.config.privacy import ReportSettings, RetentionSettings
 from stt_flywheel.config.serving import (
@@ -46,6 +46,7 @@ __all__ = [
     "PathSettings",
     "RegressionSuite",
     "StageMachine",
+    "StoreSettings",
     "ReportSettings",
     "RetentionSettings",
     "TrainingSettings",
@@ -62,6 +63,7 @@ DEFAULT_BASE_MODEL = Path(__file__).parent.parent / "assets" / "base_model"
 
 class FlywheelConfig(Strict):
     paths: PathSettings = PathSettings()
+    store: StoreSettings = StoreSettings()
     base_model: ConfigLocation = Field(
         str(DEFAULT_BASE_MODEL),
         description="Model registered as version 1 when the registry is empty: a `save_pretrained` "

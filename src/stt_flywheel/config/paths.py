@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
 from stt_flywheel.config.base import BASE_LOCATIONS, ConfigPath, Strict
 from stt_flywheel.storage.objectstore import is_remote, join_uri
 
-__all__ = ["PathSettings"]
+__all__ = ["PathSettings", "StoreSettings"]
 
 _DERIVED = {
     "error_store": "error-store",
@@ -58,3 +58,20 @@ class PathSettings(Strict):
         if data.get("registry_db") is None:
             data["registry_db"] = root / "registry.sqlite"
         return data
+
+
+class StoreSettings(Strict):
+    """How the error store's whole-store reads are answered (counts, the errors to learn from,
+    exports)."""
+
+    query_engine: Literal["duckdb", "arrow"] = Field(
+        "duckdb",
+        description="`duckdb`: SQL over the store's Parquet files, reading only the columns and "
+        "partitions a question needs, within `memory_limit`; `arrow`: the tables joined in Python "
+        "(the reference the tests hold DuckDB's answers to).",
+    )
+    memory_limit: str = Field(
+        "1GB",
+        pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="What DuckDB may hold in memory before it spills to its temporary directory.",
+    )

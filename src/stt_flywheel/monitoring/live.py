@@ -37,9 +37,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
-from stt_flywheel.data.error_store import CLOCK_SKEW, ErrorStore, Resolution
+from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.identity import ANONYMOUS
 from stt_flywheel.scoring.corpus import score_corpus
 from stt_flywheel.scoring.stats import RatioInterval, bootstrap_ratio
@@ -242,20 +241,12 @@ def read_live(
     """The predictions made in [start, end), each with its latest feedback by `now`: what
     `live_quality` and `daily_trend` measure (read once, it can be given to both). With
     `verify`, each row says whether its serving process signed it (what the monitor decides on)."""
-    predictions = store.predictions(start, end)
-    ids = predictions["prediction_id"].to_pylist()
-    # feedback on these predictions arrived after the window opened (less the clock skew allowed)
-    after = start - CLOCK_SKEW if start is not None else None
-    events = store.feedback_for(ids, upto=now, after=after)
-    users_own = events.filter(pc.invert(pc.fill_null(events["reviewer"], False)))  # not reviewers'
-    labels: Resolution = store.resolve(users_own, now=now, predictions=predictions)
     identity = store.senders.identity_or_none() if verify else None
+    columns = ["model_version", "hypothesis", "metadata", "user", "signature", "confidence"]
     out = []
-    for p in predictions.to_pylist():
+    for p, event, kind in store.window(start, end, now, columns=columns, reviewers=False):
         pid = p["prediction_id"]
         user = p["user"] or ANONYMOUS
-        kind = labels.kind(pid)
-        event = labels.applied.get(pid)
         reference = event["corrected_text"] if event is not None else None
         out.append(
             LiveRow(

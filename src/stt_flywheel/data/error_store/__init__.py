@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from stt_flywheel.config import FlywheelConfig, RetentionSettings, ServingLimits
 from stt_flywheel.data.error_store import export as _export
+from stt_flywheel.data.error_store import query as _sql
 from stt_flywheel.data.error_store.compact import CompactResult, build_index, compact
 from stt_flywheel.data.error_store.ingest import (
     FeedbackIngestResult,
@@ -50,11 +52,15 @@ __all__ = [
     "IngestResult",
     "QuarantineEntry",
     "Resolution",
+    "QUERY_ENGINES",
     "Senders",
     "distinct_events",
     "latest_kinds",
     "open_error_store",
 ]
+
+
+QUERY_ENGINES = ("duckdb", "arrow")  # SQL over the files (`query`); tables joined in Python
 
 
 class ErrorStore(Partitions):
@@ -69,8 +75,14 @@ class ErrorStore(Partitions):
         limits: ServingLimits | None = None,
         max_events_per_user_per_hour: int | None = None,
         audio_roots: Sequence[str] | None = None,
+        engine: str = "duckdb",
+        memory_limit: str = _sql.MEMORY_LIMIT,
     ) -> None:
         super().__init__(root)
+        if engine not in QUERY_ENGINES:
+            raise ValueError(f"unknown query engine {engine!r}: one of {', '.join(QUERY_ENGINES)}")
+        self.engine = engine  # who answers the whole-store reads (`stats`, `errors`, `export`)
+        self.memory_limit = memory_limit  # DuckDB's, before it spills
         self.audio_roots = audio_roots  # None: a record's audio may be anywhere (no config to say)
         self.pending_horizon = pending_horizon
         self.senders = senders or Senders()
@@ -115,15 +127,49 @@ class ErrorStore(Partitions):
         return resolve_for(self, prediction_ids, self.pending_horizon, now=now)
 
     def errors(self, upto: datetime | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Any], str]]:
+        if self.engine == "duckdb":
+            return _sql.errors(self, upto=upto, memory_limit=self.memory_limit)
         return _export.errors(self, self.pending_horizon, upto=upto)
 
     def stats(self, since: datetime | None = None, now: datetime | None = None) -> dict[str, Any]:
+        if self.engine == "duckdb":
+            return _sql.stats(
+                self, self.pending_horizon, since=since, now=now, memory_limit=self.memory_limit
+            )
         return _export.stats(self, self.pending_horizon, since=since, now=now)
 
     def export(
         self, *, since: datetime | None = None, version: str | None = None, now: datetime | None = None
     ) -> Iterator[dict[str, Any]]:
+        if self.engine == "duckdb":
+            return _sql.export(self, since=since, version=version, now=now, memory_limit=self.memory_limit)
         return _export.export(self, self.pending_horizon, since=since, version=version, now=now)
+
+    def window(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        now: datetime,
+        *,
+        columns: Sequence[str] = (),
+        reviewers: bool = True,
+    ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None, str | None]]:
+        """Each prediction made in [start, end) (with `columns`), its applied event among those
+        that arrived by `now` (None without one) and its kind; without `reviewers`, as if no
+        reviewer had sent anything. Feedback that arrived before the window opened (less the
+        clock skew allowed) is not read."""
+        after = start - CLOCK_SKEW if start is not None else None
+        if self.engine == "duckdb":
+            yield from _sql.window(self, start, end, now, after, columns, reviewers, self.memory_limit)
+            return
+        predictions = self.predictions(start, end)
+        events = self.feedback_for(predictions["prediction_id"].to_pylist(), upto=now, after=after)
+        if not reviewers:
+            events = events.filter(pc.invert(pc.fill_null(events["reviewer"], False)))
+        labels = self.resolve(events, now=now, predictions=predictions)
+        for p in predictions.to_pylist():
+            pid = p["prediction_id"]
+            yield p, labels.applied.get(pid), labels.kind(pid)
 
     def export_quarantine(self, now: datetime | None = None) -> Iterator[dict[str, Any]]:
         return _export.export_quarantine(self, self.pending_horizon, now=now)
@@ -152,4 +198,6 @@ def open_error_store(config: FlywheelConfig) -> ErrorStore:
         config.serving,
         config.feedback.max_events_per_user_per_hour,
         config.dataset.audio_roots,
+        config.store.query_engine,
+        config.store.memory_limit,
     )

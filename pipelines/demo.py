@@ -276,6 +276,9 @@ def run_turn(
         turn["decision"] = "canary undecided: no traffic left"
     else:
         decide_canary_round(turn, config_path, console)
+        # inconclusive: the monitor collects more, so the canary serves another round if there is one
+        if turn["decision"] == "continue" and serve_round(f"Turn {k} canary, another round") is not None:
+            decide_canary_round(turn, config_path, console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn
 

@@ -66,7 +66,9 @@ class WorldSizes:
         self.edge_suite = n(40)
         self.traffic_new = n(480)
         self.traffic_general = n(240)
-        self.traffic_rounds = 4  # round 0 trains a candidate; the others serve canaries and the next turn
+        # round 0 trains a candidate; the others serve canaries (another round where a first look
+        # is inconclusive) and the next turn
+        self.traffic_rounds = 5
 
 
 def traffic_sets(round_: int) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from records import T0
 
 from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.records import event_row, new_prediction_id
-from stt_flywheel.monitoring.live import daily_trend, live_quality
+from stt_flywheel.monitoring.live import daily_trend, live_quality, read_windows
 
 # (hypothesis, feedback, age, version, domain); feedback: a correction, "FLAG", or None
 CASES = [
@@ -196,3 +197,24 @@ def test_a_reviewers_label_moves_no_live_figure(store: ErrorStore) -> None:
     assert (after.labeled, after.corrected, after.scored) == (before.labeled, before.corrected, before.scored)
     assert after.correction_rate is not None and before.correction_rate is not None
     assert after.correction_rate.value == before.correction_rate.value
+
+
+def test_the_default_watch_reads_its_two_windows_and_nothing_between(
+    store: ErrorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[tuple[Any, Any]] = []
+    window = store.window
+    monkeypatch.setattr(
+        store, "window", lambda start, end, *a, **k: read.append((start, end)) or window(start, end, *a, **k)
+    )
+    old, young = (T0 - timedelta(hours=49), T0 - timedelta(hours=45)), (T0 - timedelta(hours=2), T0)
+    rows = read_windows(store, [young, old, (T0, T0)], T0)
+    assert read == [old, young]  # oldest first, the empty one not read
+    assert sorted(r.hypothesis for r in rows) == sorted(
+        c[0] for c in CASES if c[0] != "a b"
+    )  # 30 h old: between
+    read.clear()
+    read_windows(
+        store, [(T0 - timedelta(hours=10), T0 - timedelta(hours=4)), (T0 - timedelta(hours=5), T0)], T0
+    )
+    assert read == [(T0 - timedelta(hours=10), T0)]  # overlapping: one read

@@ -55,6 +55,7 @@ __all__ = [
     "hourly_trend",
     "live_quality",
     "read_live",
+    "read_windows",
     "trend_start",
 ]
 
@@ -263,6 +264,20 @@ def read_live(
             )
         )
     return out
+
+
+def read_windows(
+    store: ErrorStore, windows: Sequence[tuple[datetime, datetime]], now: datetime, verify: bool = False
+) -> list[LiveRow]:
+    """`read_live` over each window, those that overlap or touch read as one, empty ones not at
+    all: what lies between the windows is never read."""
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(w for w in windows if w[1] > w[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return [row for start, end in merged for row in read_live(store, start, end, now, verify)]
 
 
 def live_quality(

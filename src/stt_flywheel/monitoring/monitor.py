@@ -45,7 +45,7 @@ from stt_flywheel.monitoring.canary import (
 )
 from stt_flywheel.monitoring.cloud_metrics import publish_cloud_metrics
 from stt_flywheel.monitoring.decision import MonitorDecision
-from stt_flywheel.monitoring.live import LiveRow, confidence_by_hour, read_live
+from stt_flywheel.monitoring.live import LiveRow, confidence_by_hour, read_live, read_windows
 from stt_flywheel.monitoring.monitor_report import monitor_html
 from stt_flywheel.storage.leases import LeaseHeld, acquire_lease, release_lease
 from stt_flywheel.storage.objectstore import join_uri, open_store
@@ -315,11 +315,9 @@ def _watch_default(
         record_version = None
         record_start, record_end = recent_start, recent_start
         record_of = "no earlier version"
-    rows = (
-        read_live(open_error_store(config), min(record_start, recent_start), end, now, verify=True)
-        if end > record_start
-        else []
-    )
+    # only the two windows are read, not the traffic between them (weeks, for a default long served)
+    windows = [(record_start, record_end), (recent_start, end)]
+    rows = read_windows(open_error_store(config), windows, now, verify=True)
     normalizer, cap = config.validation.normalizer, settings.max_predictions_per_user
     recent = measure_arm(
         str(default.version), _rows(rows, default.version, recent_start, end), normalizer, cap

@@ -27,6 +27,7 @@ from stt_flywheel.config import FlywheelConfig, load_config
 from stt_flywheel.data.error_store import open_error_store
 from stt_flywheel.demo.models import degraded_model, pick_must_pass
 from stt_flywheel.demo.scenario import (
+    BAD_CANARY_SHARE,
     DEMO_MAX_STEPS,
     DEMO_REVIEW_BUDGET,
     DEMO_SILENT_SHARE,
@@ -239,6 +240,17 @@ def decide_canary_round(turn: dict[str, Any], config_path: Path, console: Consol
     turn["decision"] = decision["action"]
 
 
+def decide_with_more_traffic(
+    turn: dict[str, Any], config_path: Path, serve_round: Any, title: str, console: Console
+) -> None:
+    """The monitor's look at the canary round just served; where it cannot decide yet (too few
+    labels, or "collecting more"), the canary serves another round, if the world has one, and the
+    monitor looks again."""
+    decide_canary_round(turn, config_path, console)
+    if turn["decision"] in ("wait", "continue") and serve_round(f"{title}, another round") is not None:
+        decide_canary_round(turn, config_path, console)
+
+
 def run_turn(
     k: int,
     config_path: Path,
@@ -275,10 +287,7 @@ def run_turn(
     elif serve_round(f"Turn {k} canary round") is None:
         turn["decision"] = "canary undecided: no traffic left"
     else:
-        decide_canary_round(turn, config_path, console)
-        # inconclusive: the monitor collects more, so the canary serves another round if there is one
-        if turn["decision"] == "continue" and serve_round(f"Turn {k} canary, another round") is not None:
-            decide_canary_round(turn, config_path, console)
+        decide_with_more_traffic(turn, config_path, serve_round, f"Turn {k} canary", console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn
 
@@ -310,20 +319,21 @@ def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> d
     registry, endpoint = open_deployment(config)
     production = registry.resolve("default")
     assert production is not None
-    bad_dir = degraded_model(production.uri, config_path.parent / "bad-candidate")
+    bad_dir = degraded_model(production.uri, config_path.parent / "bad-candidate", BAD_CANARY_SHARE)
     bad = registry.register(
         bad_dir,
         source_run="demo-bad-canary",
         lineage={
             "parent_version": production.version,
-            "made_by": "demo --bad-canary: 2 % towards random weights",
+            "made_by": f"demo --bad-canary: {BAD_CANARY_SHARE:.0%} towards random weights",
         },
     )
     start_canary(
         registry, endpoint, bad.version, 50, "demo --bad-canary: a degraded model put on canary by hand"
     )
     console.print(
-        f"Version {bad.version} is version {production.version} moved 2 % of the way towards random weights "
+        f"Version {bad.version} is version {production.version} moved {BAD_CANARY_SHARE:.0%} of the way "
+        "towards random weights "
         "(it drops letters); it serves 50 % as a canary without passing any offline gate."
     )
     turn: dict[str, Any] = {
@@ -336,6 +346,6 @@ def _bad_canary_turn(config_path: Path, serve_round: Any, console: Console) -> d
         "decision": "canary undecided: no traffic left",
     }
     if serve_round("Bad canary round") is not None:
-        decide_canary_round(turn, config_path, console)
+        decide_with_more_traffic(turn, config_path, serve_round, "Bad canary", console)
     turn["seconds"] = round(time.perf_counter() - started, 1)
     return turn

@@ -36,7 +36,7 @@ def pick_must_pass(config: FlywheelConfig, manifest: Path, limit: int = 8) -> li
     return sorted(uid for _, uid in right[:limit])
 
 
-def degraded_model(model_dir: str | Path, out_dir: Path, share: float = 0.02, seed: int = 0) -> Path:
+def degraded_model(model_dir: str | Path, out_dir: Path, share: float, seed: int = 0) -> Path:
     """A copy of a model moved `share` of the way towards a random initialisation of its own
     architecture: the deliberately bad candidate of `demo --bad-canary` (at 0.02 the committed base
     model drops letters in about half of the general domain's sentences it got right)."""

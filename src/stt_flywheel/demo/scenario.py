@@ -33,6 +33,7 @@ from stt_flywheel.scoring.text import normalize
 from stt_flywheel.storage.files import atomic_write_json, atomic_write_text, read_json
 
 __all__ = [
+    "BAD_CANARY_SHARE",
     "DEMO_MAX_STEPS",
     "DEMO_REVIEW_BUDGET",
     "DEMO_SILENT_SHARE",
@@ -50,6 +51,9 @@ DEMO_MAX_STEPS = 500
 # reviewers for this many corrections a round, where it was least sure (`demo.reviewer`)
 DEMO_SILENT_SHARE = 0.3
 DEMO_REVIEW_BUDGET = 80
+# how far `demo --bad-canary` moves the default towards random weights: at 0.02 its users' own
+# corrections could not tell it from the default at the half-size world's 97.5 % looks
+BAD_CANARY_SHARE = 0.03
 
 
 class WorldSizes:

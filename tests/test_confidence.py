@@ -5,6 +5,7 @@ lowering the calibration error of a model built to be over-confident."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from stt_flywheel.models import SpeechModel
 from stt_flywheel.models.confidence import (
     TEMPERATURES,
     Transcript,
+    calibrate,
+    calibration_summary,
     correct_words,
     expected_calibration_error,
     fit_temperature,
@@ -205,3 +208,20 @@ def test_a_whisper_served_answers_and_captures_its_words_and_confidence(tmp_path
     assert row["prediction_id"] == answer["prediction_id"]
     assert [w["word"] for w in row["words"]] == [w["word"] for w in answer["words"]]
     assert row["confidence"] == pytest.approx(answer["confidence"], rel=1e-5)
+
+
+def test_a_model_that_answers_no_word_records_no_calibration(tmp_path: Path) -> None:
+    """A model that transcribed nothing (or answered long-form, without words) has no calibration
+    error to state: the run records none, and its temperature stays 1."""
+
+    class Silent:
+        temperature = 1.0
+
+        def transcribe_scored(self, audios: list, **_: object) -> list[Transcript]:
+            return [Transcript("") for _ in audios]
+
+    examples = [{"audio": np.zeros(1600, np.float32), "text": "take two tablets"}] * 3
+    evidence = calibrate(Silent(), examples, tmp_path)
+    assert evidence["words"] == 0 and evidence["temperature"] == 1.0
+    assert calibration_summary(evidence) is None
+    assert read_temperature(tmp_path) == 1.0

@@ -41,6 +41,7 @@ __all__ = [
     "Word",
     "calibrate",
     "calibrate_saved",
+    "calibration_summary",
     "correct_words",
     "expected_calibration_error",
     "fit_temperature",
@@ -239,12 +240,21 @@ def calibrate_saved(
 ) -> dict[str, float] | None:
     """`calibrate` the model saved in `model_dir` on the held-out split (its words against the
     corrections); the temperature, how many words and the error before and after. None without
-    held-out examples (T stays 1)."""
+    held-out examples, and where the model answered no word to score (T stays 1)."""
     if not heldout:
         return None
     from stt_flywheel.models import load_model
 
-    evidence = calibrate(load_model(model_dir, device=device), heldout, model_dir, normalizer)
+    return calibration_summary(
+        calibrate(load_model(model_dir, device=device), heldout, model_dir, normalizer)
+    )
+
+
+def calibration_summary(evidence: dict[str, Any]) -> dict[str, float] | None:
+    """What a run records of `calibrate`'s evidence; None when no word was scored (a model that
+    answered nothing, or only long-form answers without words): there is no error to state."""
+    if not evidence["words"]:
+        return None
     return {k: float(evidence[k]) for k in ("temperature", "words", "ece_before", "ece_after")}
 
 

@@ -168,3 +168,10 @@ def test_a_windows_labels_and_live_quality_are_the_arrow_paths(tmp_path: Path, s
         assert live_quality(sql, start=start, end=end, now=now, slice_by=["domain"]) == live_quality(
             arrow, start=start, end=end, now=now, slice_by=["domain"]
         )
+
+
+def test_duckdb_never_draws_its_progress_bar(tmp_path: Path) -> None:
+    """DuckDB draws a progress bar on stdout for a query past two seconds: inside `errors export
+    | ...` it would land among the JSON lines."""
+    query = StoreQuery(ErrorStore(tmp_path))
+    assert query.con.execute("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]

@@ -81,6 +81,7 @@ class StoreQuery:
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
         self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute("SET enable_progress_bar = false")  # it would write into an export's stdout
         self.con.execute("SET parquet_metadata_cache = true")  # each file's footer read once a question
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")

@@ -16,6 +16,7 @@ from stt_flywheel.data.error_store import ErrorStore
 from stt_flywheel.data.error_store.layout import parquet_bytes, partition
 from stt_flywheel.data.error_store.query import StoreQuery
 from stt_flywheel.data.records import PREDICTION_SCHEMA, event_row, new_prediction_id
+from stt_flywheel.errors import StateError
 from stt_flywheel.monitoring.live import live_quality
 
 TEXTS = ["take two ibuprofen", "Take two ibuprofen!", "take 'two' ibuprofen", "naïve café", "Naïve café", ""]
@@ -175,3 +176,10 @@ def test_duckdb_never_draws_its_progress_bar(tmp_path: Path) -> None:
     | ...` it would land among the JSON lines."""
     query = StoreQuery(ErrorStore(tmp_path))
     assert query.con.execute("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
+
+
+def test_a_question_past_the_memory_limit_says_which_setting_to_raise(tmp_path: Path) -> None:
+    sql = _store(tmp_path / "store", 0)
+    tight = ErrorStore(sql.root, pending_horizon=sql.pending_horizon, memory_limit="1MB")
+    with pytest.raises(StateError, match="raise store.memory_limit"):
+        list(tight.errors(upto=T0 + timedelta(hours=20)))

@@ -71,7 +71,9 @@ class StoreSettings(Strict):
         "(the reference the tests hold DuckDB's answers to).",
     )
     memory_limit: str = Field(
-        "1GB",
+        "2GB",
         pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
-        description="What DuckDB may hold in memory before it spills to its temporary directory.",
+        description="What DuckDB may hold in memory before it spills to its temporary directory "
+        "(`.tmp` under the working directory). The dataset's candidate list at 10M predictions "
+        "needs more than 1GB.",
     )

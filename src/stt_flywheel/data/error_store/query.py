@@ -30,11 +30,12 @@ import pyarrow as pa
 
 from stt_flywheel.data.error_store.layout import STREAMS, Partitions, hour_of
 from stt_flywheel.data.identity import ANONYMOUS
+from stt_flywheel.errors import StateError
 from stt_flywheel.scoring.text import normalize
 
 __all__ = ["MEMORY_LIMIT", "StoreQuery", "errors", "export", "stats", "window"]
 
-MEMORY_LIMIT = "1GB"  # DuckDB spills to disk past this (its temporary directory)
+MEMORY_LIMIT = "2GB"  # DuckDB spills to disk past this (its temporary directory)
 BATCH_ROWS = 50_000  # rows per streamed batch
 
 # `normalize` in SQL for ASCII text (the steps of `normalize_arrow`), Python's for other text
@@ -77,6 +78,7 @@ class StoreQuery:
         import duckdb
 
         self.files = files
+        self.memory_limit = memory_limit
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
@@ -292,13 +294,27 @@ class StoreQuery:
                 SELECT * FROM joined {where} ORDER BY {order}
                 """
             )
-            yield from result.to_arrow_reader(BATCH_ROWS)
+            yield from _within_memory(lambda: result.to_arrow_reader(BATCH_ROWS), self.memory_limit)
         finally:
             self.con.close()
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _within_memory(reader: Any, memory_limit: str) -> Iterator[pa.RecordBatch]:
+    """The batches of `reader()`; DuckDB running out of its memory is a clear error that says
+    which setting to raise, not a traceback."""
+    import duckdb
+
+    try:
+        yield from reader()
+    except duckdb.OutOfMemoryException as exc:
+        raise StateError(
+            f"the error store's query needed more than store.memory_limit ({memory_limit}) that DuckDB "
+            f"could not spill to disk; raise store.memory_limit ({str(exc).splitlines()[0]})"
+        ) from exc
 
 
 def _where(conditions: Sequence[str]) -> str:

@@ -159,14 +159,15 @@ PRELUDE = (
 
 
 def run(code: str, *args: str) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MiB, what it printed) of `python -c code args` in a fresh process."""
+    """(seconds, peak RSS in MiB, what it printed) of `python -c code args` in a fresh process;
+    what it printed is `failed (status N)` when it failed."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t
     if status != 0:
-        raise SystemExit(f"{code!r} failed with status {status}")
+        return elapsed, usage.ru_maxrss / 1024, f"failed (status {status})"
     return elapsed, usage.ru_maxrss / 1024, out.strip()
 
 
@@ -209,8 +210,12 @@ def main() -> None:
                 answers = set()
                 for engine in engines:
                     s, mib, out = run(PRELUDE + code, str(root), engine)
-                    answers.add(out)
-                    results.setdefault((question, engine), {})[n] = f"{s:.2f} s / {mib:.0f} MiB"
+                    failed = out.startswith("failed")
+                    answers |= set() if failed else {out}
+                    figure = (
+                        f"{out} after {s:.2f} s / {mib:.0f} MiB" if failed else f"{s:.2f} s / {mib:.0f} MiB"
+                    )
+                    results.setdefault((question, engine), {})[n] = figure
                     console.print(f"  {question} ({engine}): {s:.2f} s, {mib:.0f} MiB → {out}")
                 if len(answers) > 1:
                     raise SystemExit(f"{question}: the engines disagree: {answers}")
